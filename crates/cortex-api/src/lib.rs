@@ -1,0 +1,54 @@
+//! The HTTP API of Cortex Plane (SPEC §2).
+//!
+//! Architecture invariants:
+//! - This is the only crate that knows HTTP status codes; every error leaves through
+//!   [`error::ApiError`] and its code table.
+//! - Handlers enqueue work and read state; they never call a model inline (the job engine does).
+//! - Every route is declared with `utoipa` and registered through [`router`], so `/openapi.json` lists
+//!   exactly the routes that exist, and a test walks it to prove none is reachable without credentials.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod mcp_sync;
+pub mod metrics;
+pub mod middleware;
+mod openapi;
+pub mod rate_limit;
+mod routes;
+mod sse;
+pub mod state;
+pub mod views;
+
+pub use state::{ApiConfig, AppState, Readiness};
+
+use axum::Router;
+use tower_http::limit::RequestBodyLimitLayer;
+use utoipa_axum::router::OpenApiRouter;
+
+/// Builds the full application: routes, OpenAPI document, authentication and request plumbing.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.body_limit;
+    let (api, document) = OpenApiRouter::with_openapi(openapi::base_document())
+        .merge(routes::health::router())
+        .merge(routes::agents::router())
+        .merge(routes::sessions::router())
+        .merge(routes::jobs::router())
+        .merge(routes::keys::router())
+        .merge(routes::approvals::router())
+        .merge(routes::chat::router())
+        .merge(routes::steer::router())
+        .merge(routes::mcp::router())
+        .merge(routes::tools::router())
+        .merge(routes::docs::router())
+        .split_for_parts();
+    let document: routes::docs::Document = std::sync::Arc::new(document);
+    // The last layer added runs first: request context → JSON error bodies → body limit → authentication.
+    api.fallback(middleware::not_found)
+        .layer(axum::Extension(document))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(axum::middleware::from_fn(middleware::json_errors))
+        .layer(axum::middleware::from_fn(middleware::request_context))
+        .with_state(state)
+}

@@ -1,0 +1,358 @@
+//! Agents: create, list, read, update, archive and purge (SPEC §2.4, §3.2).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use cortex_core::agent::{AccessMode, AgentStatus, ModelConfig, ResourceLimits, is_valid_slug, slugify};
+use cortex_core::role::Role;
+use cortex_runtime::DefinitionProblem;
+use cortex_store::agents::{Agent, AgentDefinition};
+use cortex_store::tools::ToolPolicy;
+use serde::Deserialize;
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult, Code, ErrorBody};
+use crate::extract::{Json, PageParams, Query};
+use crate::state::AppState;
+use crate::views::{AgentView, List};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create_agent, list_agents)).routes(routes!(
+        get_agent,
+        update_agent,
+        delete_agent
+    ))
+}
+
+/// Body of `POST /agents`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAgent {
+    pub name: String,
+    pub slug: Option<String>,
+    pub role: Option<String>,
+    pub description: Option<String>,
+    pub system_prompt: Option<String>,
+    pub model_config: ModelConfig,
+    /// Tool refs to enable (each gets a policy with `approval: risk`).
+    pub tools: Option<Vec<String>>,
+    pub resource_limits: Option<ResourceLimits>,
+    pub skills: Option<Vec<String>>,
+    pub subagents: Option<Vec<String>>,
+    pub access_mode: Option<AccessMode>,
+}
+
+/// Body of `PATCH /agents/{id}`: only the given fields change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAgent {
+    pub name: Option<String>,
+    pub slug: Option<String>,
+    pub role: Option<String>,
+    pub description: Option<String>,
+    pub system_prompt: Option<String>,
+    pub model_config: Option<ModelConfig>,
+    /// Replaces the set of enabled tools (policies of tools no longer listed are disabled).
+    pub tools: Option<Vec<String>>,
+    pub resource_limits: Option<ResourceLimits>,
+    pub skills: Option<Vec<String>>,
+    pub subagents: Option<Vec<String>>,
+    pub access_mode: Option<AccessMode>,
+    pub status: Option<AgentStatus>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListAgentsParams {
+    /// Filter by status; archived agents are listed only when asked for.
+    pub status: Option<AgentStatus>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteAgentParams {
+    /// Delete permanently instead of archiving [admin].
+    #[serde(default)]
+    pub purge: bool,
+    /// Archive even while jobs are active (they are cancelled).
+    #[serde(default)]
+    pub force: bool,
+}
+
+const MAX_NAME_LEN: usize = 100;
+const MAX_PROMPT_LEN: usize = 100_000;
+
+/// Checks a definition the way every write path must (typed fields already passed serde).
+async fn validate(state: &AppState, def: &AgentDefinition, tools: &[String]) -> ApiResult<()> {
+    let mut fields: Vec<(&str, String)> = Vec::new();
+    let name = def.name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_LEN {
+        fields.push(("name", format!("must be 1–{MAX_NAME_LEN} characters")));
+    }
+    if !is_valid_slug(&def.slug) {
+        fields.push(("slug", "must be 1–64 characters of a-z, 0-9 and inner dashes".into()));
+    }
+    if def.system_prompt.len() > MAX_PROMPT_LEN {
+        fields.push(("system_prompt", format!("must be at most {MAX_PROMPT_LEN} bytes")));
+    }
+    if let Err(reason) = def.model_config.validate() {
+        fields.push(("model_config", reason));
+    }
+    if let Err(reason) = def.resource_limits.validate() {
+        fields.push(("resource_limits", reason));
+    }
+    if !fields.is_empty() {
+        return Err(ApiError::validation(&fields));
+    }
+    for candidate in def.model_config.candidates() {
+        if let Err(DefinitionProblem::UnknownProvider { provider, known }) =
+            state.runtime.catalog.check_provider(&candidate.provider)
+        {
+            return Err(ApiError::new(
+                Code::ProviderUnavailable,
+                format!("unknown provider `{provider}`; configured providers: {}", known.join(", ")),
+            ));
+        }
+    }
+    let unknown = state.runtime.catalog.unknown_tools(&state.store, tools).await?;
+    if !unknown.is_empty() {
+        return Err(ApiError::new(Code::UnknownTool, format!("unknown tools: {}", unknown.join(", ")))
+            .with_details(json!({"unknown_tools": unknown})));
+    }
+    Ok(())
+}
+
+/// Enabled tool refs of an agent.
+pub async fn enabled_tools(state: &AppState, agent: &Agent) -> ApiResult<Vec<String>> {
+    Ok(state.store.tool_policies(agent.id).await?.into_iter().filter(|p| p.enabled).map(|p| p.tool_ref).collect())
+}
+
+fn conflict_on_name(err: ApiError) -> ApiError {
+    if err.code == Code::Conflict {
+        ApiError::new(Code::Conflict, "an agent with this name or slug already exists")
+    } else {
+        err
+    }
+}
+
+/// Create an agent.
+#[utoipa::path(post, path = "/agents", tag = "agents", request_body = CreateAgent, responses(
+    (status = 201, body = AgentView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_agent(
+    State(state): State<AppState>,
+    principal: Principal,
+    Json(body): Json<CreateAgent>,
+) -> ApiResult<impl IntoResponse> {
+    principal.require(Role::Operator)?;
+    let slug = match body.slug {
+        Some(slug) => slug,
+        None => slugify(&body.name),
+    };
+    let def = AgentDefinition {
+        name: body.name.trim().to_owned(),
+        slug,
+        role: body.role.unwrap_or_default(),
+        description: body.description.unwrap_or_default(),
+        system_prompt: body.system_prompt.unwrap_or_default(),
+        model_config: body.model_config,
+        resource_limits: body.resource_limits.unwrap_or_default(),
+        access_mode: body.access_mode.unwrap_or(AccessMode::BoundChats),
+        skills: body.skills.unwrap_or_default(),
+        subagents: body.subagents.unwrap_or_default(),
+        status: AgentStatus::Active,
+    };
+    let tools = dedup(body.tools.unwrap_or_default());
+    validate(&state, &def, &tools).await?;
+    let mut tx = state.store.begin().await?;
+    let id = tx.insert_agent(&def).await.map_err(|err| conflict_on_name(err.into()))?;
+    for tool_ref in &tools {
+        tx.upsert_tool_policy(&ToolPolicy::enabled_by_risk(id, tool_ref)).await?;
+    }
+    tx.audit(principal.audit("agent.create", "agent", id, json!({"name": def.name, "tools": tools}))).await?;
+    tx.commit().await?;
+    let agent = state.store.get_agent_by_id(id).await?;
+    Ok((StatusCode::CREATED, axum::Json(AgentView::new(agent, tools))))
+}
+
+fn dedup(mut refs: Vec<String>) -> Vec<String> {
+    refs.sort();
+    refs.dedup();
+    refs
+}
+
+/// List agents, newest first.
+#[utoipa::path(get, path = "/agents", tag = "agents", params(ListAgentsParams, PageParams), responses(
+    (status = 200, body = List<AgentView>), (status = 400, body = ErrorBody)))]
+async fn list_agents(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(filter): Query<ListAgentsParams>,
+    Query(page): Query<PageParams>,
+) -> ApiResult<axum::Json<List<AgentView>>> {
+    principal.require(Role::Viewer)?;
+    let (cursor, limit) = page.parse()?;
+    let agents = state.store.list_agents(filter.status, cursor, limit).await?;
+    let mut items = Vec::with_capacity(agents.items.len());
+    for agent in &agents.items {
+        items.push(enabled_tools(&state, agent).await?);
+    }
+    let mut tools = items.into_iter();
+    Ok(axum::Json(List::from_page(agents, |agent| AgentView::new(agent, tools.next().unwrap_or_default()))))
+}
+
+/// Read one agent by id or slug.
+#[utoipa::path(get, path = "/agents/{id}", tag = "agents", params(("id" = String, Path, description = "Agent id or slug")),
+    responses((status = 200, body = AgentView), (status = 404, body = ErrorBody)))]
+async fn get_agent(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<AgentView>> {
+    principal.require(Role::Viewer)?;
+    let agent = state.store.get_agent(&id).await?;
+    let tools = enabled_tools(&state, &agent).await?;
+    Ok(axum::Json(AgentView::new(agent, tools)))
+}
+
+/// Change an agent; only the given fields change.
+#[utoipa::path(patch, path = "/agents/{id}", tag = "agents", params(("id" = String, Path, description = "Agent id or slug")),
+    request_body = UpdateAgent, responses((status = 200, body = AgentView), (status = 400, body = ErrorBody),
+    (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn update_agent(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Json(body): Json<UpdateAgent>,
+) -> ApiResult<axum::Json<AgentView>> {
+    principal.require(Role::Operator)?;
+    let agent = state.store.get_agent(&id).await?;
+    let mut def = agent.definition();
+    if let Some(name) = body.name {
+        def.name = name.trim().to_owned();
+    }
+    if let Some(slug) = body.slug {
+        def.slug = slug;
+    }
+    if let Some(role) = body.role {
+        def.role = role;
+    }
+    if let Some(description) = body.description {
+        def.description = description;
+    }
+    if let Some(prompt) = body.system_prompt {
+        def.system_prompt = prompt;
+    }
+    if let Some(model_config) = body.model_config {
+        def.model_config = model_config;
+    }
+    if let Some(limits) = body.resource_limits {
+        def.resource_limits = limits;
+    }
+    if let Some(skills) = body.skills {
+        def.skills = skills;
+    }
+    if let Some(subagents) = body.subagents {
+        def.subagents = subagents;
+    }
+    if let Some(access_mode) = body.access_mode {
+        def.access_mode = access_mode;
+    }
+    if let Some(status) = body.status {
+        if status == AgentStatus::Archived
+            && agent.status != AgentStatus::Archived
+            && state.store.count_active_jobs(agent.id).await? > 0
+        {
+            return Err(ApiError::new(
+                Code::InvalidState,
+                "the agent has active jobs; cancel them or DELETE with ?force=true",
+            ));
+        }
+        def.status = status;
+    }
+    let current_tools = enabled_tools(&state, &agent).await?;
+    let tools = body.tools.map(dedup);
+    validate(&state, &def, tools.as_deref().unwrap_or(&current_tools)).await?;
+    let mut tx = state.store.begin().await?;
+    tx.update_agent(agent.id, &def).await.map_err(|err| conflict_on_name(err.into()))?;
+    if let Some(tools) = &tools {
+        for removed in current_tools.iter().filter(|t| !tools.contains(t)) {
+            let mut policy = ToolPolicy::enabled_by_risk(agent.id, removed);
+            policy.enabled = false;
+            tx.upsert_tool_policy(&policy).await?;
+        }
+        for added in tools.iter().filter(|t| !current_tools.contains(t)) {
+            tx.upsert_tool_policy(&ToolPolicy::enabled_by_risk(agent.id, added)).await?;
+        }
+    }
+    tx.audit(principal.audit("agent.update", "agent", agent.id, json!({"name": def.name, "status": def.status})))
+        .await?;
+    tx.commit().await?;
+    let updated = state.store.get_agent_by_id(agent.id).await?;
+    let tools = enabled_tools(&state, &updated).await?;
+    Ok(axum::Json(AgentView::new(updated, tools)))
+}
+
+/// Archive an agent (soft delete), or purge it permanently with `?purge=true` [admin].
+#[utoipa::path(delete, path = "/agents/{id}", tag = "agents", params(("id" = String, Path, description = "Agent id or slug"), DeleteAgentParams),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn delete_agent(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Query(params): Query<DeleteAgentParams>,
+) -> ApiResult<StatusCode> {
+    principal.require(if params.purge { Role::Admin } else { Role::Operator })?;
+    let agent = state.store.get_agent(&id).await?;
+    let active = state.store.count_active_jobs(agent.id).await?;
+    if active > 0 && params.purge {
+        return Err(ApiError::new(
+            Code::InvalidState,
+            format!("the agent has {active} active jobs; a purge needs none"),
+        ));
+    }
+    if active > 0 && !params.force {
+        return Err(ApiError::new(
+            Code::InvalidState,
+            format!("the agent has {active} active jobs; retry with ?force=true to cancel them"),
+        ));
+    }
+    if active > 0 {
+        cancel_active_jobs(&state, agent.id).await?;
+    }
+    let mut tx = state.store.begin().await?;
+    if params.purge {
+        tx.purge_agent(agent.id).await?;
+    } else {
+        let mut def = agent.definition();
+        def.status = AgentStatus::Archived;
+        tx.update_agent(agent.id, &def).await?;
+    }
+    let action = if params.purge { "agent.purge" } else { "agent.archive" };
+    tx.audit(principal.audit(action, "agent", agent.id, json!({"name": agent.name}))).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn cancel_active_jobs(state: &AppState, agent_id: uuid::Uuid) -> ApiResult<()> {
+    let filter = cortex_store::jobs::JobFilter { agent_id: Some(agent_id), ..Default::default() };
+    let mut cursor = None;
+    loop {
+        let page = state.store.list_jobs(&filter, cursor, 200).await?;
+        for job in &page.items {
+            if !job.status.is_terminal() {
+                match cortex_jobs::cancel_job(&state.store, job.id).await {
+                    Ok(_) | Err(cortex_jobs::OpError::InvalidState { .. }) => {}
+                    Err(err) => return Err(err.into()),
+                }
+            }
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(()),
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Liveness, readiness and metrics: the only routes open without credentials.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz)).routes(routes!(metrics))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+}
+
+/// Liveness: 200 while the process runs.
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()), responses((status = 200, body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok".into() })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadinessChecks {
+    /// `ok` or the reason the database is unusable.
+    pub db: String,
+    /// `ok` when this process's job engine loop is running.
+    pub workers: String,
+    /// Channel adapters and their state (none yet).
+    pub channels: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadinessReport {
+    /// `ok` or `degraded`.
+    pub status: String,
+    pub checks: ReadinessChecks,
+}
+
+/// Readiness: 503 when the database is unreachable, no worker loop runs, or the process is draining.
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()), responses(
+    (status = 200, body = ReadinessReport), (status = 503, body = ReadinessReport)))]
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let db = match state.store.ping().await {
+        Ok(()) => "ok".to_owned(),
+        Err(err) => format!("error: {err}"),
+    };
+    let workers = if state.readiness.draining() {
+        "draining"
+    } else if state.readiness.engine_alive() {
+        "ok"
+    } else {
+        "stopped"
+    };
+    let ready = db == "ok" && workers == "ok";
+    let report = ReadinessReport {
+        status: if ready { "ok" } else { "degraded" }.into(),
+        checks: ReadinessChecks { db, workers: workers.into(), channels: Vec::new() },
+    };
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(report))
+}
+
+/// Prometheus metrics in text format.
+#[utoipa::path(get, path = "/metrics", tag = "health", security(()), responses((status = 200, content_type = "text/plain")))]
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    if let Ok(counts) = state.store.count_jobs_by_status().await {
+        for status in cortex_core::job::JobStatus::ALL {
+            let count = counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+            metrics::gauge!("cortex_jobs_in_state", "status" => status.as_str()).set(count as f64);
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}

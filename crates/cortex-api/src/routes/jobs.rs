@@ -1,0 +1,341 @@
+//! Jobs: create, list, inspect, cancel, retry and follow (SPEC §2.4, §4).
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use chrono::{DateTime, Utc};
+use cortex_core::agent::AgentStatus;
+use cortex_core::event::EventType;
+use cortex_core::job::{JobKind, JobStatus};
+use cortex_core::role::Role;
+use cortex_store::events::EventScope;
+use cortex_store::jobs::{Job, JobFilter, NewJob};
+use serde::Deserialize;
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::{Principal, check_origin};
+use crate::error::{ApiError, ApiResult, Code, ErrorBody};
+use crate::extract::{Json, PageParams, Query};
+use crate::routes::sessions::path_id;
+use crate::sse::{self, EventStream, StreamSpec};
+use crate::state::AppState;
+use crate::views::{JobView, List, StepView};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_job))
+        .routes(routes!(list_jobs))
+        .routes(routes!(job_stream))
+        .routes(routes!(get_job))
+        .routes(routes!(cancel_job))
+        .routes(routes!(retry_job))
+        .routes(routes!(job_events))
+        .routes(routes!(job_transcript))
+        .routes(routes!(agent_stream))
+}
+
+/// Body of `POST /agents/{id}/jobs`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJob {
+    /// What the agent should do (1–50 000 characters).
+    pub prompt: String,
+    /// 0–100 (default 0); higher runs first.
+    pub priority: Option<i32>,
+    /// 1–10 (default 3).
+    pub max_attempts: Option<u32>,
+    /// 10–3600 (default: the agent's limit, else 300).
+    pub timeout_seconds: Option<u32>,
+    /// Do not start before this time.
+    pub run_at: Option<DateTime<Utc>>,
+}
+
+/// Checks that an agent may take new work (SPEC §5.7).
+pub fn ensure_accepts_work(agent: &cortex_store::agents::Agent) -> ApiResult<()> {
+    if agent.status == AgentStatus::Active {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            Code::AgentNotActive,
+            format!("agent `{}` is {} and takes no new work", agent.slug, agent.status),
+        ))
+    }
+}
+
+/// The `Idempotency-Key` header, if well-formed.
+pub fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let key = value.to_str().map_err(|_| ApiError::bad_request("Idempotency-Key must be ASCII"))?.trim();
+    if key.is_empty() || key.len() > 200 {
+        return Err(ApiError::bad_request("Idempotency-Key must be 1–200 characters"));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// Queue a task for an agent. A repeated request with the same `Idempotency-Key` returns the first job.
+#[utoipa::path(post, path = "/agents/{id}/jobs", tag = "jobs", params(("id" = String, Path, description = "Agent id or slug")),
+    request_body = CreateJob, responses((status = 201, body = JobView), (status = 200, body = JobView, description = "Existing job for this Idempotency-Key"),
+    (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_job(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<CreateJob>,
+) -> ApiResult<impl IntoResponse> {
+    principal.require(Role::Operator)?;
+    let agent = state.store.get_agent(&id).await?;
+    ensure_accepts_work(&agent)?;
+    let mut fields = Vec::new();
+    let prompt_len = body.prompt.chars().count();
+    if body.prompt.trim().is_empty() || prompt_len > 50_000 {
+        fields.push(("prompt", "must be 1–50 000 characters".to_owned()));
+    }
+    if body.priority.is_some_and(|p| !(0..=100).contains(&p)) {
+        fields.push(("priority", "must be between 0 and 100".into()));
+    }
+    if body.max_attempts.is_some_and(|n| !(1..=10).contains(&n)) {
+        fields.push(("max_attempts", "must be between 1 and 10".into()));
+    }
+    if body.timeout_seconds.is_some_and(|s| !(10..=3600).contains(&s)) {
+        fields.push(("timeout_seconds", "must be between 10 and 3600".into()));
+    }
+    if !fields.is_empty() {
+        return Err(ApiError::validation(&fields));
+    }
+    let new = NewJob {
+        agent_id: agent.id,
+        session_id: None,
+        kind: JobKind::Task,
+        priority: body.priority.unwrap_or(0),
+        payload: json!({"prompt": body.prompt}),
+        max_attempts: body.max_attempts.unwrap_or(3),
+        timeout_seconds: body.timeout_seconds.unwrap_or(agent.resource_limits.timeout_seconds),
+        run_at: body.run_at,
+        parent_job_id: None,
+        delegation_depth: 0,
+        idempotency_key: idempotency_key(&headers)?,
+        created_by: Some(format!("api_key:{}", principal.key_id)),
+    };
+    let mut tx = state.store.begin().await?;
+    let (job, created) = tx.insert_job(&new).await?;
+    tx.commit().await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, axum::Json(JobView::new(job, Vec::new()))))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobListParams {
+    pub status: Option<JobStatus>,
+    /// Agent id or slug.
+    pub agent_id: Option<String>,
+    pub kind: Option<JobKind>,
+}
+
+/// List jobs, newest first.
+#[utoipa::path(get, path = "/jobs", tag = "jobs", params(JobListParams, PageParams), responses(
+    (status = 200, body = List<JobView>), (status = 400, body = ErrorBody)))]
+async fn list_jobs(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(params): Query<JobListParams>,
+    Query(page): Query<PageParams>,
+) -> ApiResult<axum::Json<List<JobView>>> {
+    principal.require(Role::Viewer)?;
+    let (cursor, limit) = page.parse()?;
+    let agent_id = match &params.agent_id {
+        Some(agent) => Some(state.store.get_agent(agent).await?.id),
+        None => None,
+    };
+    let filter = JobFilter { status: params.status, agent_id, kind: params.kind, session_id: None };
+    let jobs = state.store.list_jobs(&filter, cursor, limit).await?;
+    Ok(axum::Json(List::from_page(jobs, |job| JobView::new(job, Vec::new()))))
+}
+
+const STEP_EVENTS: &[EventType] = &[
+    EventType::LlmUsage,
+    EventType::ToolResult,
+    EventType::ToolDenied,
+    EventType::ApprovalRequested,
+    EventType::ApprovalDecided,
+];
+
+async fn steps_of(state: &AppState, job: &Job) -> ApiResult<Vec<StepView>> {
+    let events = state.store.job_events_of_types(job.id, STEP_EVENTS, 1000).await?;
+    Ok(events
+        .into_iter()
+        .map(|event| StepView {
+            kind: match event.event_type {
+                EventType::LlmUsage => "llm",
+                EventType::ToolResult | EventType::ToolDenied => "tool",
+                _ => "approval",
+            }
+            .to_owned(),
+            at: event.created_at,
+            detail: event.payload,
+        })
+        .collect())
+}
+
+/// One job with its attempts, error, usage and steps.
+#[utoipa::path(get, path = "/jobs/{id}", tag = "jobs", params(("id" = uuid::Uuid, Path)), responses(
+    (status = 200, body = JobView), (status = 404, body = ErrorBody)))]
+async fn get_job(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<JobView>> {
+    principal.require(Role::Viewer)?;
+    let job = state.store.get_job(path_id(&id, "job")?).await?;
+    let steps = steps_of(&state, &job).await?;
+    Ok(axum::Json(JobView::new(job, steps)))
+}
+
+/// Cancel a job: queued jobs fail at once, running ones within seconds. 409 when already terminal.
+#[utoipa::path(post, path = "/jobs/{id}/cancel", tag = "jobs", params(("id" = uuid::Uuid, Path)), responses(
+    (status = 202, body = JobView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn cancel_job(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    principal.require(Role::Operator)?;
+    let job = cortex_jobs::cancel_job(&state.store, path_id(&id, "job")?).await?;
+    let mut tx = state.store.begin().await?;
+    tx.audit(principal.audit("job.cancel", "job", job.id, json!({"status": job.status}))).await?;
+    tx.commit().await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(JobView::new(job, Vec::new()))))
+}
+
+/// Retry a failed, timed-out or dead-lettered job. 409 in any other state.
+#[utoipa::path(post, path = "/jobs/{id}/retry", tag = "jobs", params(("id" = uuid::Uuid, Path)), responses(
+    (status = 202, body = JobView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn retry_job(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    principal.require(Role::Operator)?;
+    let job = cortex_jobs::retry_job(&state.store, path_id(&id, "job")?).await?;
+    let mut tx = state.store.begin().await?;
+    tx.audit(principal.audit("job.retry", "job", job.id, json!({"attempt": job.attempt}))).await?;
+    tx.commit().await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(JobView::new(job, Vec::new()))))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StreamParams {
+    /// Resume after this event id (the `Last-Event-ID` header takes precedence).
+    pub last_event_id: Option<i64>,
+}
+
+/// Live events of one job as SSE: stored events first (after `Last-Event-ID`), then new ones; ends after
+/// `job.completed` or `job.failed`.
+#[utoipa::path(get, path = "/jobs/{id}/events", tag = "jobs", params(("id" = uuid::Uuid, Path), StreamParams), responses(
+    (status = 200, content_type = "text/event-stream", description = "Event stream"), (status = 404, body = ErrorBody)))]
+async fn job_events(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(params): Query<StreamParams>,
+) -> ApiResult<EventStream> {
+    principal.require(Role::Viewer)?;
+    check_origin(&state, &headers)?;
+    let job = state.store.get_job(path_id(&id, "job")?).await?;
+    let after = sse::resume_cursor(&headers, params.last_event_id).unwrap_or(0);
+    let spec = StreamSpec { scope: EventScope::Job(job.id), after, end_on_terminal: true, only: None };
+    Ok(sse::stream(state.store.clone(), spec, state.shutdown.clone()))
+}
+
+/// Live state changes of all jobs as SSE (`job.state`, `job.completed`, `job.failed`).
+#[utoipa::path(get, path = "/jobs/stream", tag = "jobs", params(StreamParams), responses(
+    (status = 200, content_type = "text/event-stream", description = "Event stream")))]
+async fn job_stream(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    Query(params): Query<StreamParams>,
+) -> ApiResult<EventStream> {
+    principal.require(Role::Viewer)?;
+    check_origin(&state, &headers)?;
+    let after = match sse::resume_cursor(&headers, params.last_event_id) {
+        Some(cursor) => cursor,
+        None => state.store.last_event_seq().await?,
+    };
+    let spec = StreamSpec {
+        scope: EventScope::All,
+        after,
+        end_on_terminal: false,
+        only: Some(&[EventType::JobState, EventType::JobCompleted, EventType::JobFailed]),
+    };
+    Ok(sse::stream(state.store.clone(), spec, state.shutdown.clone()))
+}
+
+/// Live output of an agent across its jobs as SSE (deltas, tool calls, state changes, approvals).
+#[utoipa::path(get, path = "/agents/{id}/stream", tag = "agents", params(("id" = String, Path, description = "Agent id or slug"), StreamParams),
+    responses((status = 200, content_type = "text/event-stream", description = "Event stream"), (status = 404, body = ErrorBody)))]
+async fn agent_stream(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(params): Query<StreamParams>,
+) -> ApiResult<EventStream> {
+    principal.require(Role::Viewer)?;
+    check_origin(&state, &headers)?;
+    let agent = state.store.get_agent(&id).await?;
+    let after = match sse::resume_cursor(&headers, params.last_event_id) {
+        Some(cursor) => cursor,
+        None => state.store.last_event_seq().await?,
+    };
+    let spec = StreamSpec { scope: EventScope::Agent(agent.id), after, end_on_terminal: false, only: None };
+    Ok(sse::stream(state.store.clone(), spec, state.shutdown.clone()))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TranscriptParams {
+    /// `events` (default): the job's recorded events without streaming deltas; `buffer`: the JSONL session
+    /// buffer on this server's disk, with any skipped or corrupt lines reported.
+    pub source: Option<String>,
+}
+
+/// What happened in a job, step by step: from the event log, or from its JSONL session buffer.
+#[utoipa::path(get, path = "/jobs/{id}/transcript", tag = "jobs", params(("id" = uuid::Uuid, Path), TranscriptParams), responses(
+    (status = 200, description = "`{source, items}` for events; the buffer report (`metadata`, `records`, `skipped_tail`, `errors`) for the buffer"),
+    (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn job_transcript(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Query(params): Query<TranscriptParams>,
+) -> ApiResult<axum::Json<serde_json::Value>> {
+    principal.require(Role::Viewer)?;
+    let job = state.store.get_job(path_id(&id, "job")?).await?;
+    match params.source.as_deref().unwrap_or("events") {
+        "events" => {
+            let types: Vec<EventType> = EventType::ALL.iter().copied().filter(|t| *t != EventType::LlmDelta).collect();
+            let events = state.store.job_events_of_types(job.id, &types, 5000).await?;
+            Ok(axum::Json(json!({"source": "events", "items": events})))
+        }
+        "buffer" => {
+            let dir = state.runtime.buffer_dir(job.id);
+            if !dir.is_dir() {
+                return Err(ApiError::not_found(
+                    "session buffer on this server (it lives on the server that ran the job)",
+                ));
+            }
+            let report = tokio::task::spawn_blocking(move || cortex_runtime::read_buffer(&dir))
+                .await
+                .map_err(|err| ApiError::new(Code::Internal, format!("reading the buffer: {err}")))?;
+            Ok(axum::Json(json!({"source": "buffer", "report": report})))
+        }
+        other => Err(ApiError::validation(&[("source", format!("must be events or buffer, got `{other}`"))])),
+    }
+}

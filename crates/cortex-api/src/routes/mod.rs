@@ -1,0 +1,13 @@
+//! Route handlers, one module per resource. Each exposes `router()` returning an `OpenApiRouter`.
+
+pub mod agents;
+pub mod approvals;
+pub mod chat;
+pub mod docs;
+pub mod health;
+pub mod jobs;
+pub mod keys;
+pub mod mcp;
+pub mod sessions;
+pub mod steer;
+pub mod tools;

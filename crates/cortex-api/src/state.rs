@@ -1,0 +1,106 @@
+//! Shared state of the HTTP layer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use cortex_mcp::Pool;
+use cortex_runtime::Runtime;
+use cortex_store::Store;
+use cortex_store::secrets::Cipher;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+/// Settings of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Largest request body accepted (1 MiB).
+    pub body_limit: usize,
+    /// Requests per key across the API.
+    pub api_rate: crate::rate_limit::Limit,
+    /// Chat messages per key.
+    pub chat_rate: crate::rate_limit::Limit,
+    /// Extra browser origins allowed to open streams (the server's own origin always is).
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            body_limit: 1024 * 1024,
+            api_rate: crate::rate_limit::Limit::API,
+            chat_rate: crate::rate_limit::Limit::CHAT,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// Liveness flags the binary flips: the job engine loop is running; the process is draining.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness {
+    engine_alive: Arc<AtomicBool>,
+    draining: Arc<AtomicBool>,
+}
+
+impl Readiness {
+    pub fn set_engine_alive(&self, alive: bool) {
+        self.engine_alive.store(alive, Ordering::SeqCst);
+    }
+
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn engine_alive(&self) -> bool {
+        self.engine_alive.load(Ordering::SeqCst)
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}
+
+/// Everything handlers share; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub runtime: Arc<Runtime>,
+    /// Encrypts secrets (MCP headers/env, webhook headers) before they are stored.
+    pub cipher: Arc<Cipher>,
+    /// The process's MCP connections, shared with the runtime.
+    pub mcp: Arc<Pool>,
+    pub config: Arc<ApiConfig>,
+    pub metrics: PrometheusHandle,
+    pub readiness: Readiness,
+    /// Cancelled when the process shuts down; open streams end with a `: shutdown` comment.
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// Per-key request budgets (built from `config` by [`AppState::new`]).
+    pub limiter: Arc<crate::rate_limit::RateLimiter>,
+}
+
+/// The parts an [`AppState`] is made of.
+pub struct AppParts {
+    pub store: Store,
+    pub runtime: Arc<Runtime>,
+    pub cipher: Arc<Cipher>,
+    pub mcp: Arc<Pool>,
+    pub config: ApiConfig,
+    pub metrics: PrometheusHandle,
+    pub readiness: Readiness,
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl AppState {
+    pub fn new(parts: AppParts) -> Self {
+        let limiter = Arc::new(crate::rate_limit::RateLimiter::new(parts.config.api_rate, parts.config.chat_rate));
+        Self {
+            store: parts.store,
+            runtime: parts.runtime,
+            cipher: parts.cipher,
+            mcp: parts.mcp,
+            config: Arc::new(parts.config),
+            metrics: parts.metrics,
+            readiness: parts.readiness,
+            shutdown: parts.shutdown,
+            limiter,
+        }
+    }
+}

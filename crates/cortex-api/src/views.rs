@@ -1,0 +1,238 @@
+//! Wire representations of resources (SPEC §2.4). Domain records are converted here, so storage types
+//! never leak onto the wire.
+
+use chrono::{DateTime, Utc};
+use cortex_core::agent::{AccessMode, AgentStatus, HealthState, ModelConfig, ResourceLimits};
+use cortex_core::job::{JobError, JobKind, JobStatus};
+use cortex_core::role::Role;
+use cortex_store::Page;
+use cortex_store::agents::Agent;
+use cortex_store::jobs::Job;
+use cortex_store::sessions::{Message, Session};
+use cortex_store::users::ApiKey;
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// The one list shape: `{items, next_cursor}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct List<T: ToSchema> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl<T: ToSchema> List<T> {
+    pub fn from_page<S>(page: Page<S>, convert: impl FnMut(S) -> T) -> Self {
+        let next_cursor = page.next_cursor.map(|cursor| cursor.encode());
+        Self { items: page.items.into_iter().map(convert).collect(), next_cursor }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentView {
+    pub id: Uuid,
+    pub name: String,
+    pub slug: String,
+    pub role: String,
+    pub description: String,
+    pub system_prompt: String,
+    pub model_config: ModelConfig,
+    pub resource_limits: ResourceLimits,
+    /// Tool refs enabled for this agent.
+    pub tools: Vec<String>,
+    pub skills: Vec<String>,
+    pub subagents: Vec<String>,
+    pub access_mode: AccessMode,
+    pub status: AgentStatus,
+    pub health_state: HealthState,
+    pub quarantine_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl AgentView {
+    pub fn new(agent: Agent, tools: Vec<String>) -> Self {
+        Self {
+            id: agent.id,
+            name: agent.name,
+            slug: agent.slug,
+            role: agent.role,
+            description: agent.description,
+            system_prompt: agent.system_prompt,
+            model_config: agent.model_config,
+            resource_limits: agent.resource_limits,
+            tools,
+            skills: agent.skills,
+            subagents: agent.subagents,
+            access_mode: agent.access_mode,
+            status: agent.status,
+            health_state: agent.health_state,
+            quarantine_reason: agent.quarantine_reason,
+            created_at: agent.created_at,
+            updated_at: agent.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageView {
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost_usd: f64,
+}
+
+/// One recorded element of a job: an LLM turn, a tool call, an approval wait.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StepView {
+    /// `llm`, `tool`, `approval`.
+    pub kind: String,
+    pub at: DateTime<Utc>,
+    #[schema(value_type = Object)]
+    pub detail: Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobView {
+    pub id: Uuid,
+    pub agent_id: Uuid,
+    pub session_id: Option<Uuid>,
+    pub kind: JobKind,
+    pub status: JobStatus,
+    pub priority: i32,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub timeout_seconds: u32,
+    pub run_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub error: Option<JobError>,
+    pub usage: UsageView,
+    pub steps: Vec<StepView>,
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Value>,
+    pub parent_job_id: Option<Uuid>,
+    pub approval_id: Option<Uuid>,
+    pub cancel_requested: bool,
+}
+
+impl JobView {
+    pub fn new(job: Job, steps: Vec<StepView>) -> Self {
+        Self {
+            id: job.id,
+            agent_id: job.agent_id,
+            session_id: job.session_id,
+            kind: job.kind,
+            status: job.status,
+            priority: job.priority,
+            attempt: job.attempt,
+            max_attempts: job.max_attempts,
+            timeout_seconds: job.timeout_seconds,
+            run_at: job.run_at,
+            created_at: job.created_at,
+            started_at: job.started_at,
+            completed_at: job.completed_at,
+            error: job.error,
+            usage: UsageView { tokens_in: job.tokens_in, tokens_out: job.tokens_out, cost_usd: job.cost_usd },
+            steps,
+            result: job.result,
+            parent_job_id: job.parent_job_id,
+            approval_id: job.approval_id,
+            cancel_requested: job.cancel_requested,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionView {
+    pub id: Uuid,
+    pub agent_id: Uuid,
+    pub user_id: Option<Uuid>,
+    pub origin: String,
+    pub status: String,
+    pub message_count: i64,
+    pub usage: UsageView,
+    pub last_activity_at: DateTime<Utc>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Session> for SessionView {
+    fn from(session: Session) -> Self {
+        Self {
+            id: session.id,
+            agent_id: session.agent_id,
+            user_id: session.user_id,
+            origin: session.origin,
+            status: session.status,
+            message_count: session.message_count,
+            usage: UsageView {
+                tokens_in: session.tokens_in,
+                tokens_out: session.tokens_out,
+                cost_usd: session.cost_usd,
+            },
+            last_activity_at: session.last_activity_at,
+            closed_at: session.closed_at,
+            created_at: session.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageView {
+    pub id: Uuid,
+    pub seq: i64,
+    /// `user`, `assistant`, `system` or `tool`.
+    pub role: String,
+    pub content: String,
+    pub job_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Message> for MessageView {
+    fn from(message: Message) -> Self {
+        Self {
+            id: message.id,
+            seq: message.seq,
+            role: message.role,
+            content: message.content,
+            job_id: message.job_id,
+            created_at: message.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyView {
+    pub id: Uuid,
+    pub name: String,
+    /// Public part of the key, for recognising it.
+    pub prefix: String,
+    pub role: Role,
+    pub user_id: Option<Uuid>,
+    /// `bootstrap`, `env` or `api`.
+    pub source: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<ApiKey> for ApiKeyView {
+    fn from(key: ApiKey) -> Self {
+        Self {
+            id: key.id,
+            name: key.name,
+            prefix: key.prefix,
+            role: key.role,
+            user_id: key.user_id,
+            source: key.source,
+            expires_at: key.expires_at,
+            last_used_at: key.last_used_at,
+            revoked_at: key.revoked_at,
+            created_at: key.created_at,
+        }
+    }
+}

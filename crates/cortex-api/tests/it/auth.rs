@@ -1,0 +1,164 @@
+//! Every route but the public ones refuses missing and wrong credentials; roles are enforced.
+
+use cortex_core::role::Role;
+use cortex_testkit::{TestStore, both_engines};
+use serde_json::{Value, json};
+
+use crate::app::{TestApp, error_code};
+
+const PUBLIC: &[&str] = &["/healthz", "/readyz", "/metrics"];
+
+/// Every (method, concrete path) in the OpenAPI document, with path parameters filled in.
+async fn operations(app: &TestApp) -> Vec<(reqwest::Method, String, String)> {
+    let document: Value = app.get("/openapi.json", &app.admin).await.json().await.unwrap();
+    assert_eq!(document["openapi"].as_str().unwrap().split('.').take(2).collect::<Vec<_>>(), ["3", "1"]);
+    let mut operations = Vec::new();
+    for (template, item) in document["paths"].as_object().unwrap() {
+        let path = template
+            .split('/')
+            .map(|segment| if segment.starts_with('{') { uuid::Uuid::now_v7().to_string() } else { segment.to_owned() })
+            .collect::<Vec<_>>()
+            .join("/");
+        for method in item.as_object().unwrap().keys() {
+            if let Ok(method) = method.to_uppercase().parse::<reqwest::Method>() {
+                operations.push((method, path.clone(), template.clone()));
+            }
+        }
+    }
+    operations
+}
+
+both_engines!(every_route_requires_credentials, |t: TestStore| async move {
+    let app = TestApp::spawn(t).await;
+    let operations = operations(&app).await;
+    assert!(operations.len() >= 20, "only {} operations documented", operations.len());
+    let wrong_key = cortex_core::api_key::generate().plaintext;
+    for (method, path, template) in operations {
+        let anonymous = app.http.request(method.clone(), app.url(&path)).json(&json!({})).send().await.unwrap();
+        let wrong = app
+            .http
+            .request(method.clone(), app.url(&path))
+            .bearer_auth(&wrong_key)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        if PUBLIC.contains(&template.as_str()) {
+            assert_ne!(anonymous.status(), 401, "{method} {template} is public");
+            continue;
+        }
+        assert_eq!(anonymous.status(), 401, "{method} {template} without credentials");
+        assert_eq!(error_code(anonymous).await, "unauthorized");
+        assert_eq!(wrong.status(), 401, "{method} {template} with a wrong key");
+        let malformed = app
+            .http
+            .request(method, app.url(&path))
+            .header("authorization", "Basic Zm9vOmJhcg==")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(malformed.status(), 401, "{template} with basic auth");
+    }
+});
+
+both_engines!(the_contract_routes_are_documented, |t: TestStore| async move {
+    let app = TestApp::spawn(t).await;
+    let documented: Vec<(String, String)> =
+        operations(&app).await.into_iter().map(|(m, _, t)| (m.to_string(), t)).collect();
+    for (method, path) in [
+        ("POST", "/agents"),
+        ("GET", "/agents"),
+        ("GET", "/agents/{id}"),
+        ("PATCH", "/agents/{id}"),
+        ("DELETE", "/agents/{id}"),
+        ("GET", "/agents/{id}/sessions"),
+        ("GET", "/sessions/{id}/messages"),
+        ("DELETE", "/sessions/{id}"),
+        ("POST", "/agents/{id}/jobs"),
+        ("GET", "/jobs"),
+        ("GET", "/jobs/{id}"),
+        ("POST", "/jobs/{id}/cancel"),
+        ("POST", "/jobs/{id}/retry"),
+        ("GET", "/jobs/{id}/events"),
+        ("GET", "/agents/{id}/stream"),
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/metrics"),
+        ("GET", "/openapi.json"),
+        ("GET", "/docs"),
+    ] {
+        assert!(
+            documented.contains(&(method.to_owned(), path.to_owned())),
+            "{method} {path} missing from /openapi.json"
+        );
+    }
+});
+
+both_engines!(roles_are_enforced, |t: TestStore| async move {
+    let app = TestApp::spawn(t).await;
+    let viewer = app.key(Role::Viewer).await;
+    let operator = app.key(Role::Operator).await;
+    let agent = app.create_agent("Guarded").await;
+    let id = agent["id"].as_str().unwrap();
+
+    assert_eq!(app.get("/agents", &viewer).await.status(), 200);
+    let created =
+        app.post("/agents", &viewer, json!({"name": "x", "model_config": {"provider": "openai", "model": "m"}})).await;
+    assert_eq!(created.status(), 403);
+    assert_eq!(error_code(created).await, "forbidden");
+    let purge =
+        app.http.delete(app.url(&format!("/agents/{id}?purge=true"))).bearer_auth(&operator).send().await.unwrap();
+    assert_eq!(purge.status(), 403);
+    let escalate = app.post("/api-keys", &operator, json!({"name": "sneaky", "role": "admin"})).await;
+    assert_eq!(escalate.status(), 403);
+    let own = app.post("/api-keys", &operator, json!({"name": "mine", "role": "viewer"})).await;
+    assert_eq!(own.status(), 201);
+    let own: Value = own.json().await.unwrap();
+    let minted = own["secret"].as_str().unwrap();
+    assert_eq!(app.get("/agents", minted).await.status(), 200);
+
+    // Revocation takes effect at once.
+    let revoke = app
+        .http
+        .delete(app.url(&format!("/api-keys/{}", own["id"].as_str().unwrap())))
+        .bearer_auth(&operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoke.status(), 204);
+    assert_eq!(app.get("/agents", minted).await.status(), 401);
+});
+
+both_engines!(credentials_are_never_taken_from_the_url, |t: TestStore| async move {
+    let app = TestApp::spawn(t).await;
+    let response = app.http.get(app.url(&format!("/agents?api_key={}", app.admin))).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    let response = app.http.get(app.url("/agents?token=x")).bearer_auth(&app.admin).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+});
+
+both_engines!(streams_refuse_foreign_origins, |t: TestStore| async move {
+    let app = TestApp::spawn(t).await;
+    let agent = app.create_agent("Streamer").await;
+    let path = format!("/agents/{}/stream", agent["id"].as_str().unwrap());
+    let foreign = app
+        .http
+        .get(app.url(&path))
+        .bearer_auth(&app.admin)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 403);
+    let host = app.base.trim_start_matches("http://").to_owned();
+    let own = app
+        .http
+        .get(app.url(&path))
+        .bearer_auth(&app.admin)
+        .header("origin", format!("http://{host}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 200);
+    assert_eq!(own.headers()["content-type"], "text/event-stream");
+});

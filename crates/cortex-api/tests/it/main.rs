@@ -1,0 +1,10 @@
+//! HTTP conformance: authentication on every route, roles, the error envelope, limits and streams.
+
+mod app;
+mod approvals;
+mod auth;
+mod chat;
+mod errors;
+mod jobs;
+mod mcp;
+mod tools;

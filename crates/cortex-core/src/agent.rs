@@ -1,0 +1,223 @@
+//! Agent definition types: status, health, model configuration and resource limits (SPEC §3.2, §5).
+//! Config blobs are typed documents with unknown keys rejected, so typos fail loudly.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+crate::string_enum! {
+    /// Operator intent (SPEC §5.7).
+    pub enum AgentStatus {
+        Active = "active",
+        Disabled = "disabled",
+        Archived = "archived",
+    }
+}
+
+crate::string_enum! {
+    /// System-derived health (SPEC §5.7).
+    pub enum HealthState {
+        Healthy = "healthy",
+        Degraded = "degraded",
+        Quarantined = "quarantined",
+    }
+}
+
+crate::string_enum! {
+    /// Who may talk to an agent through chat channels (SPEC §8.8).
+    pub enum AccessMode {
+        Open = "open",
+        BoundChats = "bound_chats",
+        Allowlist = "allowlist",
+        ApprovalQueue = "approval_queue",
+    }
+}
+
+/// One provider/model pair.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRef {
+    pub provider: String,
+    pub model: String,
+}
+
+/// How an agent talks to a model, including the ordered failover list (SPEC §5.3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub provider: String,
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<ModelRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extraction_model: Option<String>,
+    /// Whole-job approval gate: every job waits for a human before its first turn (SPEC §7.1).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub requires_approval: bool,
+}
+
+impl ModelConfig {
+    /// The primary model followed by the declared fallbacks, in order.
+    pub fn candidates(&self) -> Vec<ModelRef> {
+        let mut all = vec![ModelRef { provider: self.provider.clone(), model: self.model.clone() }];
+        all.extend(self.fallbacks.iter().cloned());
+        all
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        for candidate in self.candidates() {
+            if candidate.provider.trim().is_empty() || candidate.model.trim().is_empty() {
+                return Err("provider and model must not be empty".into());
+            }
+        }
+        if let Some(temperature) = self.temperature
+            && !(0.0..=2.0).contains(&temperature)
+        {
+            return Err("temperature must be between 0 and 2".into());
+        }
+        if self.max_tokens == Some(0) {
+            return Err("max_tokens must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Optional rolling rate limits per agent (SPEC §5.1); unset by default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimits {
+    #[serde(default)]
+    pub llm_calls: Option<u32>,
+    #[serde(default)]
+    pub tool_calls: Option<u32>,
+    pub window_seconds: u32,
+}
+
+/// Limits that bound one agent's work. Missing fields take the SPEC §19 defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResourceLimits {
+    /// Turns (LLM calls) per job, 1–200.
+    pub max_turns: u32,
+    /// Wall-clock seconds per attempt, 10–3600.
+    pub timeout_seconds: u32,
+    /// Tokens (in + out) per job.
+    pub token_budget: u64,
+    /// Tokens (in + out) per session.
+    pub session_token_budget: u64,
+    /// Jobs of this agent running at once.
+    pub max_concurrent_jobs: u32,
+    pub cost_budget_usd_per_job: Option<f64>,
+    pub cost_budget_usd_per_day: Option<f64>,
+    pub cost_budget_usd_per_month: Option<f64>,
+    pub token_budget_per_day: Option<u64>,
+    pub token_budget_per_month: Option<u64>,
+    pub rate: Option<RateLimits>,
+}
+
+impl Default for ResourceLimits {
+    fn default() -> Self {
+        Self {
+            max_turns: 25,
+            timeout_seconds: 300,
+            token_budget: 200_000,
+            session_token_budget: 2_000_000,
+            max_concurrent_jobs: 4,
+            cost_budget_usd_per_job: None,
+            cost_budget_usd_per_day: None,
+            cost_budget_usd_per_month: None,
+            token_budget_per_day: None,
+            token_budget_per_month: None,
+            rate: None,
+        }
+    }
+}
+
+impl ResourceLimits {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=200).contains(&self.max_turns) {
+            return Err("max_turns must be between 1 and 200".into());
+        }
+        if !(10..=3600).contains(&self.timeout_seconds) {
+            return Err("timeout_seconds must be between 10 and 3600".into());
+        }
+        if self.token_budget == 0 || self.session_token_budget == 0 {
+            return Err("token budgets must be positive".into());
+        }
+        if !(1..=100).contains(&self.max_concurrent_jobs) {
+            return Err("max_concurrent_jobs must be between 1 and 100".into());
+        }
+        for (name, value) in [
+            ("cost_budget_usd_per_job", self.cost_budget_usd_per_job),
+            ("cost_budget_usd_per_day", self.cost_budget_usd_per_day),
+            ("cost_budget_usd_per_month", self.cost_budget_usd_per_month),
+        ] {
+            if value.is_some_and(|usd| !(usd >= 0.0 && usd.is_finite())) {
+                return Err(format!("{name} must be a non-negative number"));
+            }
+        }
+        if let Some(rate) = &self.rate
+            && rate.window_seconds == 0
+        {
+            return Err("rate.window_seconds must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Longest slug.
+pub const MAX_SLUG_LEN: usize = 64;
+
+/// Derives a slug from a name: lowercase, `[a-z0-9-]`, no leading/trailing/double dashes, ≤ 64 chars.
+pub fn slugify(name: &str) -> String {
+    let mut slug = String::new();
+    for ch in name.chars() {
+        let ch = ch.to_ascii_lowercase();
+        if ch.is_ascii_alphanumeric() {
+            slug.push(ch);
+        } else if !slug.is_empty() && !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    let mut slug: String = slug.trim_end_matches('-').chars().take(MAX_SLUG_LEN).collect();
+    while slug.ends_with('-') {
+        slug.pop();
+    }
+    slug
+}
+
+/// True for a slug the API accepts as given.
+pub fn is_valid_slug(slug: &str) -> bool {
+    !slug.is_empty()
+        && slug.len() <= MAX_SLUG_LEN
+        && slug.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !slug.starts_with('-')
+        && !slug.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs() {
+        assert_eq!(slugify("Research Bot #1"), "research-bot-1");
+        assert_eq!(slugify("  --Ünïcode—Name  "), "n-code-name");
+        assert_eq!(slugify(&"a".repeat(100)).len(), MAX_SLUG_LEN);
+        assert!(is_valid_slug("research-bot-1"));
+        assert!(!is_valid_slug("Research"));
+        assert!(!is_valid_slug("-x"));
+    }
+
+    #[test]
+    fn limits_reject_unknown_keys_and_bad_ranges() {
+        let err = serde_json::from_str::<ResourceLimits>(r#"{"max_turn": 3}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field"));
+        let limits: ResourceLimits = serde_json::from_str(r#"{"max_turns": 300}"#).unwrap();
+        assert!(limits.validate().is_err());
+        assert_eq!(serde_json::from_str::<ResourceLimits>("{}").unwrap(), ResourceLimits::default());
+    }
+}

@@ -1,0 +1,496 @@
+//! The worker pool: claim loop, per-job supervision, heartbeats, reaper duty and graceful shutdown.
+//!
+//! Lifecycle of the moving parts:
+//! - `stop_claiming` is cancelled when shutdown begins; the claim loop exits and no new job starts.
+//! - `shutdown` (given to handlers) is cancelled at the same moment so running jobs can reach a safe
+//!   point, checkpoint and return [`Outcome::Release`].
+//! - `slots` bounds concurrent jobs; a permit lives as long as its job's task.
+//! - `running` maps each local job to its cancellation handle; the cancel watcher and the heartbeat use
+//!   it to stop jobs that were cancelled or that this worker no longer owns.
+//! - `background` stops the heartbeat, reaper and watcher loops last, after jobs are settled.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cortex_core::event::EventType;
+use cortex_core::job::{ErrorClass, JobError, JobKind};
+use cortex_store::events::NewEvent;
+use cortex_store::jobs::{AttemptEnd, Job, Suspend};
+use cortex_store::{Notification, Store, StoreError};
+use serde_json::json;
+use tokio::sync::{Semaphore, broadcast};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::config::EngineConfig;
+use crate::handler::{JobContext, JobHandler, Outcome};
+use crate::reaper::reap_once;
+use crate::retry::settle_failure;
+
+/// Why a job's supervisor stopped its handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    OperatorCancel,
+    LostOwnership,
+    ShutdownAbort,
+}
+
+struct RunningJob {
+    cancel: CancellationToken,
+    reason: Arc<Mutex<Option<StopReason>>>,
+}
+
+impl RunningJob {
+    fn stop(&self, reason: StopReason) {
+        if let Ok(mut slot) = self.reason.lock() {
+            slot.get_or_insert(reason);
+        }
+        self.cancel.cancel();
+    }
+}
+
+struct Inner {
+    store: Store,
+    config: EngineConfig,
+    worker_id: Uuid,
+    handlers: HashMap<JobKind, Arc<dyn JobHandler>>,
+    running: Mutex<HashMap<Uuid, RunningJob>>,
+    slots: Arc<Semaphore>,
+    stop_claiming: CancellationToken,
+    shutdown: CancellationToken,
+}
+
+/// A worker pool bound to one store. Cheap to clone.
+#[derive(Clone)]
+pub struct JobEngine {
+    inner: Arc<Inner>,
+}
+
+const REAPER_LEASE: &str = "reaper";
+
+impl JobEngine {
+    pub fn new(store: Store, config: EngineConfig) -> Self {
+        let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                worker_id: cortex_core::new_id(),
+                handlers: HashMap::new(),
+                running: Mutex::new(HashMap::new()),
+                slots,
+                stop_claiming: CancellationToken::new(),
+                shutdown: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// Registers the handler of a job kind (before [`JobEngine::run`]).
+    pub fn with_handler(mut self, kind: JobKind, handler: Arc<dyn JobHandler>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.handlers.insert(kind, handler);
+        }
+        self
+    }
+
+    pub fn worker_id(&self) -> Uuid {
+        self.inner.worker_id
+    }
+
+    /// Number of jobs this process is running right now.
+    pub fn running_jobs(&self) -> usize {
+        self.inner.running.lock().map(|running| running.len()).unwrap_or(0)
+    }
+
+    /// Runs until `shutdown` resolves, then shuts down gracefully (SPEC §4.10).
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StoreError> {
+        let inner = self.inner.clone();
+        let store = &inner.store;
+        if !store.is_postgres() {
+            // Embedded mode is single-process (lock file): every other worker row is a previous run.
+            let mut tx = store.begin().await?;
+            tx.declare_dead_workers(store.clock().now() + chrono::Duration::milliseconds(1)).await?;
+            tx.commit().await?;
+        }
+        store.register_worker(inner.worker_id, &inner.config.name).await?;
+        if let Err(err) = reap_once(store, inner.config.worker_dead_after).await {
+            tracing::warn!(error = %err, "initial reaper pass failed");
+        }
+
+        let background = CancellationToken::new();
+        let heartbeat = tokio::spawn(heartbeat_loop(inner.clone(), background.clone()));
+        let reaper = tokio::spawn(reaper_loop(inner.clone(), background.clone()));
+        let watcher = tokio::spawn(cancel_watcher(inner.clone(), background.clone()));
+        let claimer = tokio::spawn(claim_loop(inner.clone()));
+        tracing::info!(worker_id = %inner.worker_id, concurrency = inner.config.concurrency, "job engine started");
+
+        shutdown.await;
+        tracing::info!("shutting down job engine");
+        inner.stop_claiming.cancel();
+        inner.shutdown.cancel();
+        let _ = claimer.await;
+        drain(&inner).await;
+
+        background.cancel();
+        let _ = tokio::join!(heartbeat, reaper, watcher);
+        let mut tx = store.begin().await?;
+        tx.stop_worker(inner.worker_id).await?;
+        tx.commit().await?;
+        if store.is_postgres() {
+            store.release_lease(REAPER_LEASE, inner.worker_id).await?;
+        }
+        tracing::info!("job engine stopped");
+        Ok(())
+    }
+}
+
+/// Waits for running jobs to release themselves, then aborts and releases the rest.
+async fn drain(inner: &Arc<Inner>) {
+    let grace = inner.config.shutdown_grace.saturating_sub(Duration::from_secs(5));
+    let all_slots = inner.config.concurrency.max(1) as u32;
+    let everyone_done = inner.slots.clone().acquire_many_owned(all_slots);
+    tokio::pin!(everyone_done);
+    tokio::select! {
+        _ = &mut everyone_done => return,
+        _ = inner.store.clock().sleep(grace) => {}
+    }
+    if let Ok(running) = inner.running.lock() {
+        for job in running.values() {
+            job.stop(StopReason::ShutdownAbort);
+        }
+    }
+    let _ = everyone_done.await;
+}
+
+async fn claim_loop(inner: Arc<Inner>) {
+    let mut notifications = inner.store.subscribe();
+    let mut error_backoff = Duration::from_millis(100);
+    loop {
+        let permit = tokio::select! {
+            permit = inner.slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            _ = inner.stop_claiming.cancelled() => return,
+        };
+        match inner.store.claim_next(inner.worker_id, inner.config.ignore_quarantine).await {
+            Ok(Some(job)) => {
+                error_backoff = Duration::from_millis(100);
+                let span = tracing::info_span!("job", job_id = %job.id, agent_id = %job.agent_id, kind = %job.kind, attempt = job.attempt);
+                tokio::spawn(supervise(inner.clone(), job, permit).instrument(span));
+            }
+            Ok(None) => {
+                drop(permit);
+                match promote_due(&inner.store).await {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(err) => tracing::warn!(error = %err, "promoting due retries failed"),
+                }
+                wait_for_work(&inner, &mut notifications).await;
+            }
+            Err(err) => {
+                drop(permit);
+                tracing::warn!(error = %err, "claim failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(error_backoff) => {}
+                    _ = inner.stop_claiming.cancelled() => return,
+                }
+                error_backoff = (error_backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Moves due retries to `scheduled`; `true` when any became claimable.
+async fn promote_due(store: &Store) -> Result<bool, StoreError> {
+    let mut tx = store.begin().await?;
+    let promoted = tx.promote_due_retries().await?;
+    tx.commit().await?;
+    Ok(!promoted.is_empty())
+}
+
+/// Sleeps until a wake-up notification, the next due job, the poll interval, or shutdown.
+async fn wait_for_work(inner: &Inner, notifications: &mut broadcast::Receiver<Notification>) {
+    let clock = inner.store.clock();
+    let mut deadline = clock.now() + chrono::Duration::from_std(inner.config.poll_interval).unwrap_or_default();
+    if let Ok(Some(next)) = inner.store.next_run_at().await
+        && next < deadline
+    {
+        deadline = next;
+    }
+    let sleep = clock.sleep_until(deadline);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            _ = &mut sleep => return,
+            _ = inner.stop_claiming.cancelled() => return,
+            received = notifications.recv() => match received {
+                Ok(Notification::JobsReady | Notification::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => return,
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        }
+    }
+}
+
+enum Ended {
+    Outcome(Outcome),
+    TimedOut,
+    Stopped(StopReason),
+    NoHandler,
+}
+
+/// Runs one claimed job under its deadline and cancellation, then records how it ended.
+async fn supervise(inner: Arc<Inner>, job: Job, _permit: tokio::sync::OwnedSemaphorePermit) {
+    let started = Instant::now();
+    let cancel = CancellationToken::new();
+    let reason = Arc::new(Mutex::new(None));
+    if let Ok(mut running) = inner.running.lock() {
+        running.insert(job.id, RunningJob { cancel: cancel.clone(), reason: reason.clone() });
+    }
+    let clock = inner.store.clock().clone();
+    let deadline =
+        job.attempt_started_at.unwrap_or_else(|| clock.now()) + chrono::Duration::milliseconds(job.remaining_ms());
+    let ended = match inner.handlers.get(&job.kind) {
+        None => Ended::NoHandler,
+        Some(handler) => {
+            let ctx = JobContext {
+                job: job.clone(),
+                worker_id: inner.worker_id,
+                store: inner.store.clone(),
+                clock: clock.clone(),
+                cancel: cancel.clone(),
+                shutdown: inner.shutdown.child_token(),
+            };
+            tokio::select! {
+                outcome = handler.run(ctx) => Ended::Outcome(outcome),
+                _ = clock.sleep_until(deadline) => Ended::TimedOut,
+                _ = cancel.cancelled() => Ended::Stopped(reason.lock().ok().and_then(|r| *r).unwrap_or(StopReason::OperatorCancel)),
+            }
+        }
+    };
+    cancel.cancel();
+    record_end(&inner, &job, ended, started).await;
+    if let Ok(mut running) = inner.running.lock() {
+        running.remove(&job.id);
+    }
+}
+
+/// Persists the end of an attempt, retrying while the database is unavailable.
+async fn record_end(inner: &Inner, job: &Job, ended: Ended, started: Instant) {
+    let kind = job.kind.as_str();
+    metrics::histogram!("cortex_job_duration_seconds", "kind" => kind).record(started.elapsed().as_secs_f64());
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match try_record_end(inner, job, &ended).await {
+            Ok(()) => return,
+            Err(StoreError::StaleState { .. }) => {
+                tracing::warn!("job is no longer owned by this worker; dropping its outcome");
+                return;
+            }
+            Err(err) if err.is_unavailable() => {
+                tracing::warn!(error = %err, "database unavailable while recording job end; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot record job end; the reaper will recover the job");
+                return;
+            }
+        }
+    }
+}
+
+async fn try_record_end(inner: &Inner, job: &Job, ended: &Ended) -> Result<(), StoreError> {
+    let store = &inner.store;
+    let worker_id = inner.worker_id;
+    let failure = match ended {
+        Ended::Outcome(Outcome::Suspended) | Ended::Stopped(StopReason::LostOwnership) => return Ok(()),
+        Ended::Outcome(Outcome::Release) | Ended::Stopped(StopReason::ShutdownAbort) => {
+            let mut tx = store.begin().await?;
+            tx.suspend(job.id, worker_id, Suspend::Release, None).await?;
+            tx.commit().await?;
+            tracing::info!("job released for another worker");
+            return Ok(());
+        }
+        Ended::Outcome(Outcome::Completed(result)) => {
+            let mut tx = store.begin().await?;
+            let done = tx.end_attempt(job.id, worker_id, &AttemptEnd::Completed { result: result.clone() }).await?;
+            tx.emit(NewEvent {
+                session_id: done.session_id,
+                ..NewEvent::new(
+                    done.agent_id,
+                    Some(done.id),
+                    EventType::JobCompleted,
+                    json!({"status": done.status, "result": result}),
+                )
+            });
+            tx.commit().await?;
+            metrics::counter!("cortex_jobs_total", "kind" => job.kind.as_str(), "status" => "completed").increment(1);
+            return Ok(());
+        }
+        Ended::Outcome(Outcome::Failed(error)) => AttemptEnd::Failed { error: error.clone() },
+        Ended::Stopped(StopReason::OperatorCancel) => AttemptEnd::Failed { error: JobError::cancelled() },
+        Ended::TimedOut => AttemptEnd::TimedOut {
+            error: JobError::new(
+                ErrorClass::Timeout,
+                "attempt_timeout",
+                format!("the attempt ran longer than its {} s timeout", job.timeout_seconds),
+            ),
+        },
+        Ended::NoHandler => AttemptEnd::Failed {
+            error: JobError::new(ErrorClass::Permanent, "no_handler", format!("no handler runs `{}` jobs", job.kind)),
+        },
+    };
+    let (AttemptEnd::Failed { error } | AttemptEnd::TimedOut { error }) = &failure else { return Ok(()) };
+    let mut tx = store.begin().await?;
+    let failed = tx.end_attempt(job.id, worker_id, &failure).await?;
+    if error.code == "cancelled" {
+        tx.expire_pending_approvals_of_job(job.id, "job_cancelled").await?;
+    }
+    let settled = settle_failure(&mut tx, failed, error).await?;
+    tx.commit().await?;
+    tracing::info!(status = %settled.status, code = %error.code, "job attempt failed");
+    Ok(())
+}
+
+async fn heartbeat_loop(inner: Arc<Inner>, stop: CancellationToken) {
+    let clock = inner.store.clock().clone();
+    loop {
+        tokio::select! {
+            _ = clock.sleep(inner.config.heartbeat_interval) => {}
+            _ = stop.cancelled() => return,
+        }
+        match inner.store.heartbeat_worker(inner.worker_id).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // Declared dead (e.g. a long stall): our jobs now belong to others. Stop them without
+                // writing, then come back as a live worker.
+                tracing::error!("this worker was declared dead; abandoning its jobs");
+                if let Ok(running) = inner.running.lock() {
+                    for job in running.values() {
+                        job.stop(StopReason::LostOwnership);
+                    }
+                }
+                if let Err(err) = revive(&inner).await {
+                    tracing::warn!(error = %err, "reviving worker failed");
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "worker heartbeat failed"),
+        }
+    }
+}
+
+/// Clears the stopped mark of this worker so its heartbeats count again.
+async fn revive(inner: &Inner) -> Result<(), StoreError> {
+    let mut tx = inner.store.begin().await?;
+    tx.revive_worker(inner.worker_id).await?;
+    tx.commit().await
+}
+
+async fn reaper_loop(inner: Arc<Inner>, stop: CancellationToken) {
+    let clock = inner.store.clock().clone();
+    loop {
+        tokio::select! {
+            _ = clock.sleep(inner.config.reaper_interval) => {}
+            _ = stop.cancelled() => return,
+        }
+        let on_duty = if inner.store.is_postgres() {
+            inner
+                .store
+                .acquire_lease(REAPER_LEASE, inner.worker_id, chrono::Duration::seconds(30))
+                .await
+                .unwrap_or(false)
+        } else {
+            true
+        };
+        if on_duty && let Err(err) = reap_once(&inner.store, inner.config.worker_dead_after).await {
+            tracing::warn!(error = %err, "reaper pass failed");
+        }
+    }
+}
+
+/// Stops local jobs whose cancellation was requested or whose ownership moved, on notification and by
+/// periodic re-check (a lost notification delays a cancel by at most `cancel_recheck`).
+async fn cancel_watcher(inner: Arc<Inner>, stop: CancellationToken) {
+    let clock = inner.store.clock().clone();
+    let mut notifications = inner.store.subscribe();
+    loop {
+        let recheck_all = tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = clock.sleep(inner.config.cancel_recheck) => true,
+            received = notifications.recv() => match received {
+                Ok(Notification::CancelRequested { job_id }) => {
+                    if let Ok(running) = inner.running.lock()
+                        && let Some(job) = running.get(&job_id)
+                    {
+                        job.stop(StopReason::OperatorCancel);
+                    }
+                    false
+                }
+                Ok(Notification::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => true,
+                Ok(_) => false,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        };
+        if recheck_all {
+            if let Err(err) = recover_orphans(&inner).await {
+                tracing::warn!(error = %err, "checking for orphaned jobs failed");
+            }
+            let ids: Vec<Uuid> =
+                inner.running.lock().map(|running| running.keys().copied().collect()).unwrap_or_default();
+            for id in ids {
+                let Ok(job) = inner.store.get_job(id).await else { continue };
+                let reason =
+                    if job.status != cortex_core::job::JobStatus::Running || job.claimed_by != Some(inner.worker_id) {
+                        Some(StopReason::LostOwnership)
+                    } else if job.cancel_requested {
+                        Some(StopReason::OperatorCancel)
+                    } else {
+                        None
+                    };
+                if let Some(reason) = reason
+                    && let Ok(running) = inner.running.lock()
+                    && let Some(local) = running.get(&id)
+                {
+                    local.stop(reason);
+                }
+            }
+        }
+    }
+}
+
+/// Jobs the database says this worker runs but it does not: a claim whose commit acknowledgement was lost,
+/// or an end that could not be recorded. A live worker's heartbeat keeps the reaper away from them, so the
+/// worker hands them to the same recovery a dead worker's jobs get (`timed_out/worker_lost`, quick retry).
+/// Jobs claimed within the last re-check period are skipped: their supervisor may not have started yet.
+async fn recover_orphans(inner: &Inner) -> Result<(), StoreError> {
+    let owned = inner.store.running_jobs_of_worker(inner.worker_id).await?;
+    if owned.is_empty() {
+        return Ok(());
+    }
+    let local: Vec<Uuid> = inner.running.lock().map(|running| running.keys().copied().collect()).unwrap_or_default();
+    let settle_time = chrono::Duration::from_std(inner.config.cancel_recheck).unwrap_or_default();
+    let now = inner.store.clock().now();
+    for job in owned {
+        let claimed_recently = job.attempt_started_at.is_none_or(|started| now - started < settle_time);
+        if local.contains(&job.id) || claimed_recently {
+            continue;
+        }
+        tracing::warn!(job_id = %job.id, "recovering a job this worker owns but does not run");
+        let error = JobError::new(ErrorClass::Timeout, "worker_lost", "the worker lost track of this job");
+        let mut tx = inner.store.begin().await?;
+        match tx.end_attempt(job.id, inner.worker_id, &AttemptEnd::TimedOut { error: error.clone() }).await {
+            Ok(timed_out) => {
+                settle_failure(&mut tx, timed_out, &error).await?;
+                tx.commit().await?;
+            }
+            Err(StoreError::StaleState { .. }) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! Job engine behaviour on both engines, driven by a manual clock (no sleeps).
+
+mod approvals;
+mod engine;
+mod faults;
+mod support;

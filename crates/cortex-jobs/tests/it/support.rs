@@ -1,0 +1,168 @@
+//! A scripted handler and helpers to run an engine and wait for job states.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cortex_core::agent::{AccessMode, AgentStatus, ModelConfig, ResourceLimits};
+use cortex_core::job::{ErrorClass, JobError, JobKind, JobStatus};
+use cortex_jobs::{EngineConfig, JobContext, JobEngine, JobHandler, Outcome, ResumePoint};
+use cortex_store::Store;
+use cortex_store::agents::AgentDefinition;
+use cortex_store::jobs::{Job, NewJob};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Behaviour chosen by the job's prompt:
+/// `ok` completes; `transient`/`permanent`/`unknown` fail with that class; `hang` waits to be stopped;
+/// `checkpoint` saves `{"step": 1}` then fails transiently on its first run and completes with what it
+/// resumed from afterwards; `release` waits for shutdown then releases.
+#[derive(Default)]
+pub struct Scripted {
+    pub runs: Mutex<HashMap<Uuid, Vec<ResumeSeen>>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResumeSeen {
+    Fresh,
+    Checkpoint(Value),
+    Corrupt,
+}
+
+#[async_trait]
+impl JobHandler for Scripted {
+    async fn run(&self, ctx: JobContext) -> Outcome {
+        let resume = match ctx.resume_point().await {
+            ResumePoint::Fresh => ResumeSeen::Fresh,
+            ResumePoint::Checkpoint(value) => ResumeSeen::Checkpoint(value),
+            ResumePoint::Corrupt(_) => ResumeSeen::Corrupt,
+        };
+        self.runs.lock().unwrap().entry(ctx.job.id).or_default().push(resume.clone());
+        match ctx.job.prompt().unwrap_or("ok") {
+            "ok" => Outcome::Completed(json!({"response": "done"})),
+            "transient" => Outcome::Failed(JobError::new(ErrorClass::Transient, "rate_limit", "slow down")),
+            "permanent" => Outcome::Failed(JobError::new(ErrorClass::Permanent, "auth_failed", "bad key")),
+            "unknown" => Outcome::Failed(JobError::new(ErrorClass::Unknown, "boom", "surprise")),
+            "hang" => {
+                ctx.cancel.cancelled().await;
+                Outcome::Failed(JobError::cancelled())
+            }
+            "release" => {
+                ctx.shutdown.cancelled().await;
+                ctx.checkpoint(&json!({"step": "released"})).await.unwrap();
+                Outcome::Release
+            }
+            "checkpoint" => match resume {
+                ResumeSeen::Checkpoint(state) => Outcome::Completed(json!({"resumed_from": state})),
+                _ => {
+                    ctx.checkpoint(&json!({"step": 1})).await.unwrap();
+                    Outcome::Failed(JobError::new(ErrorClass::Transient, "stream_interrupted", "cut"))
+                }
+            },
+            other => Outcome::Failed(JobError::new(ErrorClass::Permanent, "bad_script", other.to_owned())),
+        }
+    }
+}
+
+pub struct Running {
+    pub handler: Arc<Scripted>,
+    pub stop: CancellationToken,
+    pub done: tokio::task::JoinHandle<Result<(), cortex_store::StoreError>>,
+}
+
+pub fn test_config(concurrency: usize) -> EngineConfig {
+    EngineConfig {
+        concurrency,
+        // Tests move the clock in big steps; keep the engine's own heartbeat from looking stale.
+        worker_dead_after: Duration::from_secs(24 * 3600),
+        ..EngineConfig::with_name("test-worker")
+    }
+}
+
+pub fn start(store: &Store, config: EngineConfig) -> Running {
+    let handler = Arc::new(Scripted::default());
+    let engine = JobEngine::new(store.clone(), config).with_handler(JobKind::Task, handler.clone());
+    let stop = CancellationToken::new();
+    let signal = stop.clone();
+    let done = tokio::spawn(engine.run(async move { signal.cancelled().await }));
+    Running { handler, stop, done }
+}
+
+impl Running {
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        self.done.await.unwrap().unwrap();
+    }
+}
+
+pub async fn agent(store: &Store, max_concurrent_jobs: u32) -> Uuid {
+    let def = AgentDefinition {
+        name: format!("agent-{}", Uuid::now_v7()),
+        slug: format!("agent-{}", Uuid::now_v7().simple()),
+        role: String::new(),
+        description: String::new(),
+        system_prompt: String::new(),
+        model_config: ModelConfig {
+            provider: "openai".into(),
+            model: "gpt-4o-mini".into(),
+            temperature: None,
+            max_tokens: None,
+            fallbacks: vec![],
+            extraction_model: None,
+            requires_approval: false,
+        },
+        resource_limits: ResourceLimits { max_concurrent_jobs, ..ResourceLimits::default() },
+        access_mode: AccessMode::BoundChats,
+        skills: vec![],
+        subagents: vec![],
+        status: AgentStatus::Active,
+    };
+    let mut tx = store.begin().await.unwrap();
+    let id = tx.insert_agent(&def).await.unwrap();
+    tx.commit().await.unwrap();
+    id
+}
+
+pub async fn enqueue(store: &Store, agent_id: Uuid, prompt: &str, tweak: impl FnOnce(&mut NewJob)) -> Job {
+    let mut new = NewJob {
+        agent_id,
+        session_id: None,
+        kind: JobKind::Task,
+        priority: 0,
+        payload: json!({"prompt": prompt}),
+        max_attempts: 3,
+        timeout_seconds: 300,
+        run_at: None,
+        parent_job_id: None,
+        delegation_depth: 0,
+        idempotency_key: None,
+        created_by: None,
+    };
+    tweak(&mut new);
+    let mut tx = store.begin().await.unwrap();
+    let (job, _) = tx.insert_job(&new).await.unwrap();
+    tx.commit().await.unwrap();
+    job
+}
+
+/// Waits (on store notifications, never by sleeping) until `check` accepts the job.
+pub async fn wait_for(store: &Store, job_id: Uuid, what: &str, check: impl Fn(&Job) -> bool) -> Job {
+    let mut notifications = store.subscribe();
+    let guard = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let job = store.get_job(job_id).await.unwrap();
+        if check(&job) {
+            return job;
+        }
+        match tokio::time::timeout_at(guard, notifications.recv()).await {
+            Ok(_) => {}
+            Err(_) => panic!("job never reached: {what}; last seen {:?} attempt {}", job.status, job.attempt),
+        }
+    }
+}
+
+pub async fn wait_status(store: &Store, job_id: Uuid, status: JobStatus) -> Job {
+    wait_for(store, job_id, status.as_str(), |job| job.status == status).await
+}

@@ -1,0 +1,129 @@
+//! The environment settings the runtime depends on (SPEC §2.2), parsed and validated once at start so a
+//! malformed value stops `serve` with a message naming the variable instead of failing a job later.
+
+use std::collections::BTreeMap;
+
+use cortex_llm::ApiStyle;
+use cortex_tools::builtin::{WebSearchTool, web_search_from_env};
+use cortex_tools::ssrf::{SSRF_ALLOW_ENV, SsrfPolicy};
+
+use crate::RuntimeError;
+
+/// Default OpenAI base (includes `/v1`, as the official SDKs).
+pub const OPENAI_DEFAULT_BASE: &str = "https://api.openai.com/v1";
+/// Default Anthropic base (without `/v1`, as the official SDKs).
+pub const ANTHROPIC_DEFAULT_BASE: &str = "https://api.anthropic.com";
+
+/// A provider defined by environment variables, to be materialised as a `source: "env"` credential.
+#[derive(Clone)]
+pub(crate) struct EnvProvider {
+    pub name: &'static str,
+    pub api_style: ApiStyle,
+    pub base_url: String,
+    pub api_key: Option<String>,
+}
+
+/// The validated settings.
+pub(crate) struct EnvSettings {
+    /// `openai` then `anthropic`, each present when its key or base URL is set.
+    pub providers: Vec<EnvProvider>,
+    /// Names of the two always-known providers that the environment does not configure.
+    pub absent_providers: Vec<&'static str>,
+    pub ssrf: SsrfPolicy,
+    pub web_search: Option<WebSearchTool>,
+}
+
+struct ProviderVars {
+    name: &'static str,
+    api_style: ApiStyle,
+    key_var: &'static str,
+    url_var: &'static str,
+    default_base: &'static str,
+}
+
+const PROVIDER_VARS: [ProviderVars; 2] = [
+    ProviderVars {
+        name: "openai",
+        api_style: ApiStyle::OpenAi,
+        key_var: "OPENAI_API_KEY",
+        url_var: "OPENAI_BASE_URL",
+        default_base: OPENAI_DEFAULT_BASE,
+    },
+    ProviderVars {
+        name: "anthropic",
+        api_style: ApiStyle::Anthropic,
+        key_var: "ANTHROPIC_API_KEY",
+        url_var: "ANTHROPIC_BASE_URL",
+        default_base: ANTHROPIC_DEFAULT_BASE,
+    },
+];
+
+impl EnvSettings {
+    /// Parses the snapshot of the environment; empty values count as unset.
+    pub(crate) fn parse(env: &BTreeMap<String, String>) -> Result<EnvSettings, RuntimeError> {
+        let read = |name: &str| env.get(name).map(|value| value.trim().to_owned()).filter(|value| !value.is_empty());
+        let mut providers = Vec::new();
+        let mut absent_providers = Vec::new();
+        for vars in &PROVIDER_VARS {
+            let api_key = read(vars.key_var);
+            let base_url = read(vars.url_var);
+            if let Some(base) = &base_url {
+                check_url(vars.url_var, base)?;
+            }
+            if api_key.is_none() && base_url.is_none() {
+                absent_providers.push(vars.name);
+                continue;
+            }
+            providers.push(EnvProvider {
+                name: vars.name,
+                api_style: vars.api_style,
+                base_url: base_url.unwrap_or_else(|| vars.default_base.to_owned()),
+                api_key,
+            });
+        }
+        let ssrf = SsrfPolicy::parse(&read(SSRF_ALLOW_ENV).unwrap_or_default())
+            .map_err(|err| RuntimeError::InvalidEnv { var: SSRF_ALLOW_ENV, reason: err.to_string() })?;
+        let web_search = web_search_from_env(read)
+            .map_err(|err| RuntimeError::InvalidEnv { var: "CORTEX_SEARCH_API_*", reason: err.to_string() })?;
+        Ok(EnvSettings { providers, absent_providers, ssrf, web_search })
+    }
+}
+
+/// An http(s) URL with a host.
+fn check_url(var: &'static str, value: &str) -> Result<(), RuntimeError> {
+    let invalid = |reason: String| RuntimeError::InvalidEnv { var, reason };
+    let url = url::Url::parse(value).map_err(|err| invalid(format!("`{value}` is not a URL: {err}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(invalid(format!("`{value}` must be an http:// or https:// URL with a host")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn providers_appear_when_configured() {
+        let settings = EnvSettings::parse(&env(&[("OPENAI_API_KEY", "sk-1"), ("ANTHROPIC_API_KEY", " ")])).unwrap();
+        assert_eq!(settings.providers.len(), 1);
+        assert_eq!(settings.providers[0].base_url, OPENAI_DEFAULT_BASE);
+        assert_eq!(settings.absent_providers, vec!["anthropic"]);
+        let local = EnvSettings::parse(&env(&[("OPENAI_BASE_URL", "http://localhost:11434")])).unwrap();
+        assert_eq!(local.providers[0].api_key, None);
+    }
+
+    #[test]
+    fn malformed_values_name_their_variable() {
+        let err = EnvSettings::parse(&env(&[("ANTHROPIC_BASE_URL", "not a url")])).err().unwrap();
+        assert!(err.to_string().starts_with("ANTHROPIC_BASE_URL:"), "{err}");
+        let err = EnvSettings::parse(&env(&[("OPENAI_BASE_URL", "ftp://x")])).err().unwrap();
+        assert!(err.to_string().starts_with("OPENAI_BASE_URL:"), "{err}");
+        let err = EnvSettings::parse(&env(&[("CORTEX_SSRF_ALLOW", "10.0.0.0/99")])).err().unwrap();
+        assert!(err.to_string().starts_with("CORTEX_SSRF_ALLOW:"), "{err}");
+    }
+}

@@ -1,0 +1,37 @@
+//! The agent runtime: everything that happens inside one job run (SPEC §5, §6, §7.1–§7.2, §7.5).
+//!
+//! # Layout
+//! - [`runtime`]: [`Runtime`] and [`RuntimeConfig`] — built once per process; hands the job engine its
+//!   handler and answers the API (effective tools, breakers, usage).
+//! - `agent_loop`: the agentic loop as a `cortex_jobs::JobHandler` — context, budgets, streaming model calls
+//!   with failover, tool calls through policy, approvals and the exactly-once ledger, checkpoints, steering.
+//! - `providers`: `provider_credential` rows as failover-client providers; env providers materialised;
+//!   prices.
+//! - `tools`: which tools an agent gets and the store-backed built-ins (`memory_*`, `create_job`), webhook
+//!   and MCP tools.
+//! - `policy`: the approval decision and rate limits; `budget`: which budgets apply and the worst case of a
+//!   call; `context`: prompt, disclosure and history trimming.
+//! - [`buffer`]: the JSONL session buffer and its reader.
+//! - [`catalog`]: what agent definitions may name (API validation).
+//!
+//! Architecture invariant: the runtime owns no HTTP routes and no SQL; it reaches the database only
+//! through `cortex-store`, and it never ends a job attempt itself except by suspending it for approval in
+//! the same transaction as its checkpoint — the job engine records completions, failures and retries.
+
+mod agent_loop;
+mod budget;
+pub mod buffer;
+mod catalog;
+mod context;
+mod env;
+mod policy;
+mod providers;
+pub mod runtime;
+mod tools;
+
+pub use buffer::{
+    BUFFER_RETENTION, BufferRecord, BufferReport, LineProblem, RecordType, buffer_dir, prune_buffers, read_buffer,
+};
+pub use catalog::{BUILTIN_TOOLS, Catalog, DefinitionProblem};
+pub use runtime::{AgentUsage, Runtime, RuntimeConfig, RuntimeError, UsageLimits, UsagePeriod};
+pub use tools::{EffectiveTool, ToolReport, UnresolvedTool};

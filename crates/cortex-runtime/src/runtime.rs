@@ -1,0 +1,187 @@
+//! The process-wide [`Runtime`]: built once at start from [`RuntimeConfig`], it owns the model providers,
+//! the tool resolver and the job handler that runs agent turns, and answers the API's questions about
+//! them (effective tools, breakers, usage).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use cortex_core::breaker::BreakerState;
+use cortex_jobs::JobHandler;
+use cortex_mcp::Pool;
+use cortex_store::budgets::{BudgetScope, BudgetUsageRow, day_period, month_period};
+use cortex_store::secrets::Cipher;
+use cortex_store::{Store, StoreError};
+use cortex_tools::http::GuardedHttp;
+use cortex_tools::ssrf::SystemResolver;
+use uuid::Uuid;
+
+use crate::agent_loop::AgentHandler;
+use crate::catalog::Catalog;
+use crate::env::EnvSettings;
+use crate::providers::Providers;
+use crate::tools::{EffectiveTool, ToolReport, ToolResolver};
+
+/// Everything the runtime needs from the process; built by the binary.
+pub struct RuntimeConfig {
+    /// Where session buffers (`sessions/<job_id>/…`) are written.
+    pub data_dir: PathBuf,
+    /// Snapshot of the relevant environment (`OPENAI_*`, `ANTHROPIC_*`, `CORTEX_SSRF_ALLOW`,
+    /// `CORTEX_SEARCH_*`); passed in rather than read so tests need no process environment.
+    pub env: BTreeMap<String, String>,
+    /// Decrypts provider keys, webhook headers and MCP secrets.
+    pub cipher: Arc<Cipher>,
+    /// The process's MCP connections (shared with the API's discovery).
+    pub mcp: Arc<Pool>,
+    /// HTTP client for model providers (rustls with the ring provider installed).
+    pub http: reqwest::Client,
+    /// In-call retry schedule of model calls.
+    pub llm_retry: cortex_llm::RetryPolicy,
+}
+
+/// Why the runtime cannot start or answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A malformed environment value; the binary exits 2 with this message.
+    #[error("{var}: {reason}")]
+    InvalidEnv { var: &'static str, reason: String },
+    /// The guarded HTTP client for agent-driven requests cannot be built.
+    #[error("cannot build the guarded HTTP client: {0}")]
+    Http(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Shared by the handler and the runtime's queries.
+pub(crate) struct Services {
+    pub store: Store,
+    pub data_dir: PathBuf,
+    pub providers: Providers,
+    pub tools: ToolResolver,
+}
+
+/// The agent runtime of one process.
+pub struct Runtime {
+    pub store: Store,
+    /// Providers and tool refs definitions may name (API validation).
+    pub catalog: Catalog,
+    services: Arc<Services>,
+}
+
+/// An agent's spend against its limits, for `GET /agents/{id}/usage`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AgentUsage {
+    /// Every recorded period (days and months, UTC), oldest first.
+    pub periods: Vec<UsagePeriod>,
+    /// The configured limits (absent ones are unlimited).
+    pub limits: UsageLimits,
+    /// The keys of today's and this month's periods.
+    pub today: String,
+    pub this_month: String,
+}
+
+/// Spend of one period.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct UsagePeriod {
+    pub period: String,
+    pub tokens_spent: i64,
+    pub tokens_reserved: i64,
+    pub usd_spent: f64,
+    pub usd_reserved: f64,
+}
+
+impl From<BudgetUsageRow> for UsagePeriod {
+    fn from(row: BudgetUsageRow) -> Self {
+        Self {
+            period: row.period,
+            tokens_spent: row.tokens_spent,
+            tokens_reserved: row.tokens_reserved,
+            usd_spent: row.usd_spent,
+            usd_reserved: row.usd_reserved,
+        }
+    }
+}
+
+/// The agent's configured spend limits.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct UsageLimits {
+    pub tokens_per_day: Option<u64>,
+    pub tokens_per_month: Option<u64>,
+    pub usd_per_day: Option<f64>,
+    pub usd_per_month: Option<f64>,
+    pub tokens_per_job: u64,
+    pub usd_per_job: Option<f64>,
+}
+
+impl Runtime {
+    /// Validates the environment, materialises env-defined providers as `source: "env"` credentials and
+    /// builds the provider clients and tool resolver.
+    pub async fn new(store: Store, config: RuntimeConfig) -> Result<Arc<Runtime>, RuntimeError> {
+        let env = EnvSettings::parse(&config.env)?;
+        let http = GuardedHttp::new(env.ssrf.clone(), Arc::new(SystemResolver))
+            .map_err(|err| RuntimeError::Http(err.to_string()))?;
+        let providers = Providers::new(store.clone(), config.cipher.clone(), config.http, config.llm_retry);
+        providers.materialise_env(&env).await?;
+        providers.sync().await?;
+        let web_search = env.web_search.is_some();
+        let tools = ToolResolver::new(store.clone(), config.cipher, config.mcp, Arc::new(http), env.web_search);
+        let catalog = Catalog::new(web_search);
+        let services = Arc::new(Services { store: store.clone(), data_dir: config.data_dir, providers, tools });
+        Ok(Arc::new(Runtime { store, catalog, services }))
+    }
+
+    /// The handler to register for `chat` and `task` jobs.
+    pub fn handler(&self) -> Arc<dyn JobHandler> {
+        Arc::new(AgentHandler::new(self.services.clone()))
+    }
+
+    /// Every provider breaker seen so far: (provider, model, state).
+    pub fn provider_breakers(&self) -> Vec<(String, String, BreakerState)> {
+        self.services.providers.failover.breaker_states()
+    }
+
+    /// The tools the agent's model gets now (SPEC §6.1), exactly as offered.
+    pub async fn effective_tools(&self, agent_id: Uuid) -> Result<Vec<EffectiveTool>, RuntimeError> {
+        Ok(self.tool_report(agent_id).await?.tools)
+    }
+
+    /// The effective tools plus enabled refs that resolve to nothing (warnings for the API).
+    pub async fn tool_report(&self, agent_id: Uuid) -> Result<ToolReport, RuntimeError> {
+        let agent = self.store.get_agent_by_id(agent_id).await?;
+        let set = self.services.tools.tool_set(&agent).await?;
+        Ok(ToolReport::from(&set))
+    }
+
+    /// Why `tool_ref` cannot be offered to the agent right now (SPEC §6.1), or `None` when it can — the
+    /// same rule the loop applies, for policies that are not enabled too.
+    pub async fn unresolvable_reason(&self, agent_id: Uuid, tool_ref: &str) -> Result<Option<String>, RuntimeError> {
+        let agent = self.store.get_agent_by_id(agent_id).await?;
+        Ok(self.services.tools.resolve(&agent, tool_ref).await?.err())
+    }
+
+    /// Spend of the agent per day and month against its limits.
+    pub async fn usage(&self, agent_id: Uuid) -> Result<AgentUsage, RuntimeError> {
+        let agent = self.store.get_agent_by_id(agent_id).await?;
+        let rows = self.store.budget_usage(BudgetScope::Agent, agent_id).await?;
+        let limits = &agent.resource_limits;
+        let now = self.store.clock().now();
+        Ok(AgentUsage {
+            periods: rows.into_iter().map(UsagePeriod::from).collect(),
+            limits: UsageLimits {
+                tokens_per_day: limits.token_budget_per_day,
+                tokens_per_month: limits.token_budget_per_month,
+                usd_per_day: limits.cost_budget_usd_per_day,
+                usd_per_month: limits.cost_budget_usd_per_month,
+                tokens_per_job: limits.token_budget,
+                usd_per_job: limits.cost_budget_usd_per_job,
+            },
+            today: day_period(now),
+            this_month: month_period(now),
+        })
+    }
+
+    /// Where a job's session buffer lives (read it with [`crate::read_buffer`]).
+    pub fn buffer_dir(&self, job_id: Uuid) -> PathBuf {
+        crate::buffer::buffer_dir(&self.services.data_dir, job_id)
+    }
+}

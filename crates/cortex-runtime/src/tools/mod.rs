@@ -1,0 +1,303 @@
+//! Which tools an agent gets (SPEC §6.1): exactly the refs with an enabled `agent_tool_policy` that resolve
+//! now — a registered built-in, a defined webhook tool, an available tool of an `active`/`degraded` MCP
+//! server. The same resolution feeds the model's tool list, the runtime disclosure and
+//! `GET /agents/{id}/tools`, so they cannot disagree.
+//!
+//! Store-backed built-ins live in the submodules (`memory_store`, `memory_query`, `create_job`);
+//! `request_approval` is not executed at all — the agent loop answers it with a human decision.
+
+mod create_job;
+mod mcp;
+mod memory;
+mod webhooks;
+
+use std::sync::Arc;
+
+use cortex_core::approval::{ApprovalMode, RiskTier};
+use cortex_core::tool_ref::{WireNames, parse_mcp_ref};
+use cortex_llm::ToolSpec;
+use cortex_mcp::Pool;
+use cortex_store::agents::Agent;
+use cortex_store::secrets::Cipher;
+use cortex_store::tools::ToolPolicy;
+use cortex_store::{Store, StoreError};
+use cortex_tools::http::GuardedHttp;
+use cortex_tools::{Tool, ToolRegistry};
+use serde_json::{Value, json};
+
+use crate::policy;
+
+pub(crate) use mcp::OUTCOME_UNKNOWN;
+
+/// Ref of the tool the loop answers with a human decision.
+pub(crate) const REQUEST_APPROVAL: &str = "request_approval";
+
+/// Something the model can call.
+#[derive(Clone)]
+pub(crate) enum Callable {
+    Tool(Arc<dyn Tool>),
+    /// `request_approval {summary, detail?, risk}`: the job waits for a human; the result is the decision.
+    RequestApproval,
+}
+
+impl Callable {
+    pub(crate) fn description(&self) -> String {
+        match self {
+            Callable::Tool(tool) => tool.description().to_owned(),
+            Callable::RequestApproval => {
+                "Ask a human operator to approve an action that no tool policy covers. The job \
+                waits for the decision; the result says whether it was approved and why."
+                    .to_owned()
+            }
+        }
+    }
+
+    pub(crate) fn input_schema(&self) -> Value {
+        match self {
+            Callable::Tool(tool) => tool.input_schema().clone(),
+            Callable::RequestApproval => json!({
+                "type": "object",
+                "properties": {
+                    "summary": {"type": "string", "minLength": 1, "maxLength": 500, "description": "What you want to do, in one sentence."},
+                    "detail": {"type": "string", "description": "Anything the approver needs to judge it."},
+                    "risk": {"type": "string", "enum": ["p0", "p1", "p2", "p3"], "description": "p0 critical … p3 low."}
+                },
+                "required": ["summary", "risk"],
+                "additionalProperties": false
+            }),
+        }
+    }
+
+    /// Risk of this particular call before policy: the tool's own judgement, or the risk a request names.
+    pub(crate) fn default_risk(&self, input: &Value) -> RiskTier {
+        match self {
+            Callable::Tool(tool) => tool.default_risk(input),
+            Callable::RequestApproval => {
+                input.get("risk").and_then(Value::as_str).and_then(|risk| risk.parse().ok()).unwrap_or(RiskTier::P2)
+            }
+        }
+    }
+
+    pub(crate) fn is_idempotent(&self, input: &Value) -> bool {
+        match self {
+            Callable::Tool(tool) => tool.is_idempotent(input),
+            Callable::RequestApproval => false,
+        }
+    }
+}
+
+/// One tool given to an agent.
+#[derive(Clone)]
+pub(crate) struct Resolved {
+    pub policy: ToolPolicy,
+    pub callable: Callable,
+    pub wire_name: String,
+    /// On the platform deny-list (SPEC §7.1): always approved by a human at p1 or stricter.
+    pub deny_listed: bool,
+}
+
+impl Resolved {
+    pub(crate) fn tool_ref(&self) -> &str {
+        &self.policy.tool_ref
+    }
+}
+
+/// The tools of one agent for one job.
+pub(crate) struct ToolSet {
+    pub tools: Vec<Resolved>,
+    pub unresolved: Vec<UnresolvedTool>,
+    wire: WireNames,
+}
+
+impl ToolSet {
+    /// What the model is offered.
+    pub(crate) fn specs(&self) -> Vec<ToolSpec> {
+        self.tools
+            .iter()
+            .map(|tool| ToolSpec {
+                name: tool.wire_name.clone(),
+                description: tool.callable.description(),
+                parameters: tool.callable.input_schema(),
+            })
+            .collect()
+    }
+
+    /// The tool a model meant by `wire_name`, if it was offered.
+    pub(crate) fn by_wire_name(&self, wire_name: &str) -> Option<&Resolved> {
+        let tool_ref = self.wire.resolve(wire_name)?;
+        self.by_ref(tool_ref)
+    }
+
+    pub(crate) fn by_ref(&self, tool_ref: &str) -> Option<&Resolved> {
+        self.tools.iter().find(|tool| tool.tool_ref() == tool_ref)
+    }
+
+    /// The wire name of a ref, for rebuilding calls recorded in the ledger.
+    pub(crate) fn wire_name_of(&self, tool_ref: &str) -> String {
+        self.by_ref(tool_ref).map_or_else(|| cortex_core::tool_ref::wire_name(tool_ref), |tool| tool.wire_name.clone())
+    }
+}
+
+/// A tool exactly as the model gets it, for `GET /agents/{id}/tools`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct EffectiveTool {
+    pub tool_ref: String,
+    /// The function name the model sees.
+    pub wire_name: String,
+    pub description: String,
+    /// The policy's risk, else the tool's default (for a call without arguments), raised to p1 for
+    /// deny-listed tools.
+    pub risk: RiskTier,
+    pub approval: ApprovalMode,
+}
+
+/// An enabled policy whose ref resolves to nothing now, and why (a warning for operators, SPEC §6.1).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct UnresolvedTool {
+    pub tool_ref: String,
+    pub reason: String,
+}
+
+/// The effective tools plus the enabled refs that resolve to nothing.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ToolReport {
+    /// Exactly what the model is offered, in order.
+    pub tools: Vec<EffectiveTool>,
+    pub unresolved: Vec<UnresolvedTool>,
+}
+
+impl From<&ToolSet> for ToolReport {
+    fn from(set: &ToolSet) -> Self {
+        let tools = set
+            .tools
+            .iter()
+            .map(|tool| {
+                let mut risk = tool.policy.risk.unwrap_or_else(|| tool.callable.default_risk(&json!({})));
+                if tool.deny_listed {
+                    risk = risk.stricter(RiskTier::P1);
+                }
+                EffectiveTool {
+                    tool_ref: tool.tool_ref().to_owned(),
+                    wire_name: tool.wire_name.clone(),
+                    description: tool.callable.description(),
+                    risk,
+                    approval: tool.policy.approval,
+                }
+            })
+            .collect();
+        ToolReport { tools, unresolved: set.unresolved.clone() }
+    }
+}
+
+/// Resolves tool refs for agents.
+pub(crate) struct ToolResolver {
+    store: Store,
+    cipher: Arc<Cipher>,
+    mcp: Arc<Pool>,
+    http: Arc<GuardedHttp>,
+    registry: ToolRegistry,
+}
+
+impl ToolResolver {
+    /// The resolver over the process's built-ins (`echo`, `http_request`, `web_search` when configured) and
+    /// the store-backed ones.
+    pub(crate) fn new(
+        store: Store,
+        cipher: Arc<Cipher>,
+        mcp: Arc<Pool>,
+        http: Arc<GuardedHttp>,
+        web_search: Option<cortex_tools::builtin::WebSearchTool>,
+    ) -> ToolResolver {
+        let mut registry = ToolRegistry::new();
+        for tool in cortex_tools::builtin::builtin_tools(http.clone(), web_search) {
+            registry.register(tool);
+        }
+        registry.register(Arc::new(memory::MemoryStoreTool::new(store.clone())));
+        registry.register(Arc::new(memory::MemoryQueryTool::new(store.clone())));
+        registry.register(Arc::new(create_job::CreateJobTool::new(store.clone())));
+        ToolResolver { store, cipher, mcp, http, registry }
+    }
+
+    /// The tools `agent` may use now.
+    pub(crate) async fn tool_set(&self, agent: &Agent) -> Result<ToolSet, StoreError> {
+        let mut wire = WireNames::default();
+        let mut tools = Vec::new();
+        let mut unresolved = Vec::new();
+        for policy in self.store.tool_policies(agent.id).await? {
+            if !policy.enabled {
+                continue;
+            }
+            match self.resolve(agent, &policy.tool_ref).await? {
+                Ok((callable, destructive)) => {
+                    let wire_name = wire.insert(&policy.tool_ref);
+                    let deny_listed = destructive || policy::deny_listed(&policy.tool_ref);
+                    tools.push(Resolved { policy, callable, wire_name, deny_listed });
+                }
+                Err(reason) => {
+                    tracing::debug!(tool_ref = %policy.tool_ref, %reason, "tool not offered");
+                    unresolved.push(UnresolvedTool { tool_ref: policy.tool_ref, reason });
+                }
+            }
+        }
+        Ok(ToolSet { tools, unresolved, wire })
+    }
+
+    /// The callable behind a ref and whether its server marked it destructive, or why nothing answers to it.
+    pub(crate) async fn resolve(
+        &self,
+        agent: &Agent,
+        tool_ref: &str,
+    ) -> Result<Result<(Callable, bool), String>, StoreError> {
+        if tool_ref == REQUEST_APPROVAL {
+            return Ok(Ok((Callable::RequestApproval, false)));
+        }
+        if let Some(tool) = self.registry.get(tool_ref) {
+            return Ok(Ok((Callable::Tool(tool), false)));
+        }
+        if let Some(name) = tool_ref.strip_prefix("webhook:") {
+            let record = match self.store.webhook_tool(name).await? {
+                None => return Ok(Err(format!("webhook tool `{name}` is not defined"))),
+                Some(record) if record.agent_id.is_some_and(|owner| owner != agent.id) => {
+                    return Ok(Err(format!("webhook tool `{name}` belongs to another agent")));
+                }
+                Some(record) => record,
+            };
+            return Ok(webhooks::build(record, &self.cipher, self.http.clone())
+                .map(|tool| (Callable::Tool(Arc::new(tool)), false))
+                .map_err(|reason| format!("webhook tool `{name}` cannot be used: {reason}")));
+        }
+        if let Some((slug, name)) = parse_mcp_ref(tool_ref) {
+            let record = match self.store.mcp_tool(tool_ref).await? {
+                None => {
+                    return Ok(Err(format!(
+                        "MCP server `{slug}` has no discovered tool `{name}` (removed or never listed)"
+                    )));
+                }
+                Some(record) if !record.available => {
+                    return Ok(Err(format!("MCP server `{slug}` no longer offers `{name}`")));
+                }
+                Some(record) => record,
+            };
+            let server = match self.store.mcp_server_config(record.server_id).await {
+                Ok(server) => server,
+                Err(StoreError::NotFound { .. }) => return Ok(Err(format!("MCP server `{slug}` was removed"))),
+                Err(err) => return Err(err),
+            };
+            if !matches!(server.status.as_str(), "active" | "degraded") {
+                return Ok(Err(format!("MCP server `{slug}` is {}", server.status)));
+            }
+            return Ok(mcp::McpTool::build(record, &server, &self.cipher, self.mcp.clone())
+                .map(|tool| {
+                    let destructive = tool.is_destructive();
+                    (Callable::Tool(Arc::new(tool)), destructive)
+                })
+                .map_err(|reason| format!("MCP server `{slug}` cannot be used: {reason}")));
+        }
+        if tool_ref == "web_search" {
+            return Ok(Err(
+                "`web_search` needs a search provider (CORTEX_SEARCH_API_URL / CORTEX_SEARCH_API_KEY)".into()
+            ));
+        }
+        Ok(Err(format!("`{tool_ref}` is not a tool of this deployment")))
+    }
+}

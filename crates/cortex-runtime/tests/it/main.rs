@@ -1,0 +1,16 @@
+//! Integration tests of the agent runtime: a real job engine running the loop against the fake LLM (real
+//! OpenAI and Anthropic protocols) and in-process peers, on SQLite and PostgreSQL.
+
+mod approvals;
+mod bench;
+mod builtins;
+mod chat;
+mod failover;
+mod fake_llm;
+mod limits;
+mod mcp;
+mod recovery;
+mod setup;
+mod shutdown;
+mod steering;
+mod support;

@@ -1,0 +1,94 @@
+//! Crash recovery (SPEC §4.9): the process dies between a tool call and the next model call; after
+//! recovery the completed tool call is not run again and the turn completes.
+//!
+//! The "process" is a job engine with its own database connections on its own tokio runtime in its own
+//! thread; the crash drops that runtime (every task of it stops at once, nothing is written on the way
+//! out), as `kill -9` would.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cortex_core::approval::{ApprovalMode, ToolCallState};
+use cortex_core::job::{JobKind, JobStatus};
+use cortex_jobs::JobEngine;
+use cortex_runtime::Runtime;
+use cortex_store::Store;
+use cortex_testkit::fake_llm::{Reply, When};
+use cortex_testkit::{TestStore, both_engines};
+use serde_json::json;
+
+use crate::support::*;
+
+/// A job engine with its own store connections and runtime, in a thread of its own, that can be killed.
+struct Doomed {
+    crash: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Doomed {
+    /// Starts a "process" on the test's database; it claims what is already queued.
+    fn start(test: &TestStore, env: BTreeMap<String, String>) -> Doomed {
+        let (crash, crashed) = std::sync::mpsc::channel::<()>();
+        let (database, clock, data_dir) = (test.config.clone(), test.clock.clone(), test.dir.path().to_owned());
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let store = Store::open_shared(&database, Arc::new(clock)).await.unwrap();
+                let agents = Runtime::new(store.clone(), runtime_config(&data_dir, &store, env)).await.unwrap();
+                let handler = agents.handler();
+                let engine = JobEngine::new(store, engine_config(2))
+                    .with_handler(JobKind::Chat, handler.clone())
+                    .with_handler(JobKind::Task, handler);
+                tokio::spawn(engine.run(std::future::pending::<()>()));
+            });
+            let _ = crashed.recv();
+            runtime.shutdown_background();
+        });
+        Doomed { crash, thread }
+    }
+
+    fn kill(self) {
+        let _ = self.crash.send(());
+        self.thread.join().unwrap();
+    }
+}
+
+both_engines!(a_crash_after_a_tool_call_never_repeats_it, |t: TestStore| async move {
+    let llm = cortex_testkit::fake_llm::FakeLlm::start().await;
+    let store = t.store.clone();
+    let hook = CountingServer::start(json!({"order": "accepted"})).await;
+    let agent = create_agent(&store, definition("gpt-4o-mini")).await;
+    webhook_tool(&store, agent.id, "place_order", &hook.url, ApprovalMode::Never).await;
+    llm.push(Reply::tool_call("webhook__place_order", json!({"item": "tea"})));
+    llm.push(Reply::hang());
+    llm.rule(When::LastIsToolResult, Reply::text("Your tea is ordered."));
+
+    let job = task(&store, agent.id, "order tea").await;
+    let doomed = Doomed::start(&t, env_for(&llm));
+    llm.wait_for_requests(2).await;
+    assert_eq!(hook.hits(), 1);
+    doomed.kill();
+
+    // The worker is silent for longer than 20 s: the reaper hands the job back to the queue.
+    t.clock.advance(chrono::Duration::seconds(25));
+    assert_eq!(cortex_jobs::reap_once(&store, Duration::from_secs(20)).await.unwrap(), 1);
+    let lost = store.get_job(job.id).await.unwrap();
+    assert_eq!(lost.error.unwrap().code, "worker_lost");
+    t.clock.advance(chrono::Duration::seconds(3));
+
+    let second = runtime_with_env(&t, &store, env_for(&llm)).await;
+    let engine = Engine::start(&store, &second, 2);
+    let done = wait_status(&store, job.id, JobStatus::Completed).await;
+    assert_eq!(done.result.unwrap()["response"], "Your tea is ordered.");
+    assert_eq!(hook.hits(), 1, "the completed webhook call was not run again");
+    let ledger = store.tool_calls_of_job(job.id).await.unwrap();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].state, ToolCallState::Completed);
+    let last = llm.requests().last().cloned().unwrap();
+    assert!(last.tool_results()[0].contains("accepted"), "the stored result was fed back");
+    assert_eq!(done.attempt, 2);
+    let reservations = store.budget_usage(cortex_store::budgets::BudgetScope::Job, job.id).await.unwrap();
+    assert_eq!(reservations[0].tokens_reserved, 0, "the hung call's reservation was settled");
+    engine.shutdown().await;
+});

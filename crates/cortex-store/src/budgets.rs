@@ -1,0 +1,376 @@
+//! Token and cost budgets with atomic reservations (SPEC §5.1 step 5, §5.8).
+//!
+//! `budget_ledger` holds, per scope (agent, API key, session, job) and period (`total`, `day:YYYY-MM-DD`,
+//! `month:YYYY-MM`), what was spent and what is reserved by calls in flight. Before a model call the runtime
+//! reserves the call's worst case on every line that applies in **one** transaction; each line is a
+//! conditional `UPDATE … WHERE spent + reserved + amount <= limit`, which both engines evaluate atomically
+//! against concurrent writers (SQLite has one writer; PostgreSQL re-checks the condition on the locked row).
+//! So concurrent turns can never overspend. Afterwards the reservation is settled to the actual usage. A
+//! reservation left open by a crash is settled at its worst case when the job resumes.
+
+use std::cmp::Ordering;
+
+use cortex_core::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::engine::{read, write};
+use crate::rows::{from_json, ms};
+use crate::{Result, Store, StoreError, Tx};
+
+/// What a budget line is attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetScope {
+    Agent,
+    ApiKey,
+    Session,
+    Job,
+}
+
+impl BudgetScope {
+    /// The `budget_ledger.scope_kind` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Agent => "agent",
+            Self::ApiKey => "api_key",
+            Self::Session => "session",
+            Self::Job => "job",
+        }
+    }
+}
+
+/// One ledger row a call is charged to, with the limits that apply to it (either may be absent: the row
+/// then only records spend).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetLine {
+    pub scope: BudgetScope,
+    pub scope_id: Uuid,
+    /// `total`, `day:YYYY-MM-DD` or `month:YYYY-MM`.
+    pub period: String,
+    pub token_limit: Option<i64>,
+    pub usd_limit: Option<f64>,
+}
+
+impl BudgetLine {
+    /// A stable order, so concurrent reservations lock rows in the same sequence (no deadlocks).
+    fn cmp_key(&self, other: &Self) -> Ordering {
+        (self.scope, self.scope_id, &self.period).cmp(&(other.scope, other.scope_id, &other.period))
+    }
+}
+
+/// The two things a budget limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitKind {
+    Tokens,
+    Usd,
+}
+
+/// Why a reservation did not fit: the first line whose limit it would exceed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetRefusal {
+    pub line: BudgetLine,
+    pub kind: LimitKind,
+    pub limit: f64,
+    pub spent: f64,
+    pub reserved: f64,
+    pub requested: f64,
+}
+
+/// One line after settlement, to detect threshold crossings (the 80 % warning).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SettledLine {
+    pub line: BudgetLine,
+    pub tokens_before: i64,
+    pub tokens_after: i64,
+    pub usd_before: f64,
+    pub usd_after: f64,
+}
+
+/// Spend of one scope in one period, for `GET /agents/{id}/usage`.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct BudgetUsageRow {
+    pub period: String,
+    pub tokens_spent: i64,
+    pub tokens_reserved: i64,
+    pub usd_spent: f64,
+    pub usd_reserved: f64,
+}
+
+/// Period keys in UTC.
+pub fn day_period(t: Timestamp) -> String {
+    t.format("day:%Y-%m-%d").to_string()
+}
+
+/// Period keys in UTC.
+pub fn month_period(t: Timestamp) -> String {
+    t.format("month:%Y-%m").to_string()
+}
+
+/// The period of job and session budgets, which never roll over.
+pub const TOTAL_PERIOD: &str = "total";
+
+#[derive(sqlx::FromRow)]
+struct ReservationRow {
+    id: Uuid,
+    entries: Json<Value>,
+    tokens: i64,
+    usd: f64,
+}
+
+impl Store {
+    /// Reserves `tokens` and `usd` on every line atomically in a transaction of its own. `Ok(Err(refusal))`
+    /// when any line's limit would be exceeded (nothing is reserved then); `Ok(Ok(id))` is the reservation
+    /// to settle afterwards.
+    pub async fn reserve_budget(
+        &self,
+        job_id: Uuid,
+        lines: &[BudgetLine],
+        tokens: i64,
+        usd: f64,
+    ) -> Result<std::result::Result<Uuid, BudgetRefusal>> {
+        let mut tx = self.begin().await?;
+        let reserved = tx.reserve_budget(job_id, lines, tokens, usd).await?;
+        if reserved.is_ok() {
+            tx.commit().await?;
+        }
+        Ok(reserved)
+    }
+
+    /// Whether a job has reservations that were never settled (its previous run died mid-call).
+    pub async fn has_open_reservations(&self, job_id: Uuid) -> Result<bool> {
+        Ok(read!(self, |conn| {
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM budget_reservation WHERE job_id = $1)")
+                .bind(job_id)
+                .fetch_one(conn)
+                .await?
+        }))
+    }
+
+    /// Spend per period of one scope, oldest period first.
+    pub async fn budget_usage(&self, scope: BudgetScope, scope_id: Uuid) -> Result<Vec<BudgetUsageRow>> {
+        Ok(read!(self, |conn| {
+            sqlx::query_as(
+                "SELECT period, tokens_spent, tokens_reserved, usd_spent, usd_reserved FROM budget_ledger \
+                 WHERE scope_kind = $1 AND scope_id = $2 ORDER BY period",
+            )
+            .bind(scope.as_str())
+            .bind(scope_id)
+            .fetch_all(conn)
+            .await?
+        }))
+    }
+
+    /// The `budget` document of an API key (its own spend limits), if it has one.
+    pub async fn api_key_budget(&self, key_id: Uuid) -> Result<Option<Value>> {
+        let budget: Option<Option<Json<Value>>> = read!(self, |conn| {
+            sqlx::query_scalar("SELECT budget FROM api_key WHERE id = $1").bind(key_id).fetch_optional(conn).await?
+        });
+        Ok(budget.flatten().map(|json| json.0).filter(|value| !value.is_null()))
+    }
+
+    /// Model calls (`llm.usage` events) of an agent since `since`, for optional per-agent rate limits.
+    pub async fn count_agent_llm_calls_since(&self, agent_id: Uuid, since: Timestamp) -> Result<i64> {
+        Ok(read!(self, |conn| {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM agent_event WHERE type = 'llm.usage' AND agent_id = $1 AND created_at >= $2",
+            )
+            .bind(agent_id)
+            .bind(ms(since))
+            .fetch_one(conn)
+            .await?
+        }))
+    }
+}
+
+impl Tx {
+    /// Reserves `tokens` and `usd` on every line inside this transaction (so the caller can write more in
+    /// it, such as the event announcing the call). On `Ok(Err(refusal))` some lines may already hold the
+    /// reservation: the caller must drop the transaction, which undoes them.
+    pub async fn reserve_budget(
+        &mut self,
+        job_id: Uuid,
+        lines: &[BudgetLine],
+        tokens: i64,
+        usd: f64,
+    ) -> Result<std::result::Result<Uuid, BudgetRefusal>> {
+        let mut lines = lines.to_vec();
+        lines.sort_by(BudgetLine::cmp_key);
+        let now = ms(self.now());
+        self.ensure_budget_rows(&lines, now).await?;
+        for line in &lines {
+            let fits = write!(self, |conn| {
+                sqlx::query(
+                    "UPDATE budget_ledger SET tokens_reserved = tokens_reserved + $4, usd_reserved = usd_reserved + $5, updated_at = $8 \
+                     WHERE scope_kind = $1 AND scope_id = $2 AND period = $3 \
+                     AND (CAST($6 AS BIGINT) IS NULL OR tokens_spent + tokens_reserved + $4 <= CAST($6 AS BIGINT)) \
+                     AND (CAST($7 AS DOUBLE PRECISION) IS NULL OR usd_spent + usd_reserved + $5 <= CAST($7 AS DOUBLE PRECISION))",
+                )
+                .bind(line.scope.as_str())
+                .bind(line.scope_id)
+                .bind(&line.period)
+                .bind(tokens)
+                .bind(usd)
+                .bind(line.token_limit)
+                .bind(line.usd_limit)
+                .bind(now)
+                .execute(conn)
+                .await?
+                .rows_affected()
+            });
+            if fits == 0 {
+                return Ok(Err(self.refusal(line, tokens, usd).await?));
+            }
+        }
+        let id = cortex_core::new_id();
+        write!(self, |conn| {
+            sqlx::query(
+                "INSERT INTO budget_reservation (id, job_id, entries, tokens, usd, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(id)
+            .bind(job_id)
+            .bind(Json(serde_json::to_value(&lines).unwrap_or(Value::Null)))
+            .bind(tokens)
+            .bind(usd)
+            .bind(now)
+            .execute(conn)
+            .await?
+            .rows_affected()
+        });
+        Ok(Ok(id))
+    }
+
+    /// Creates the ledger rows that do not exist yet, in one statement.
+    async fn ensure_budget_rows(&mut self, lines: &[BudgetLine], now: i64) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        write!(self, |conn| {
+            let mut query =
+                sqlx::QueryBuilder::new("INSERT INTO budget_ledger (scope_kind, scope_id, period, updated_at) ");
+            query.push_values(lines, |mut row, line| {
+                row.push_bind(line.scope.as_str()).push_bind(line.scope_id).push_bind(&line.period).push_bind(now);
+            });
+            query.push(" ON CONFLICT (scope_kind, scope_id, period) DO NOTHING");
+            query.build().execute(conn).await?.rows_affected()
+        });
+        Ok(())
+    }
+
+    /// Which limit of `line` a reservation of `tokens`/`usd` would break.
+    async fn refusal(&mut self, line: &BudgetLine, tokens: i64, usd: f64) -> Result<BudgetRefusal> {
+        let (tokens_spent, tokens_reserved, usd_spent, usd_reserved): (i64, i64, f64, f64) = write!(self, |conn| {
+            sqlx::query_as(
+                "SELECT tokens_spent, tokens_reserved, usd_spent, usd_reserved FROM budget_ledger \
+                 WHERE scope_kind = $1 AND scope_id = $2 AND period = $3",
+            )
+            .bind(line.scope.as_str())
+            .bind(line.scope_id)
+            .bind(&line.period)
+            .fetch_one(conn)
+            .await?
+        });
+        let over_tokens = line.token_limit.is_some_and(|limit| tokens_spent + tokens_reserved + tokens > limit);
+        Ok(match (over_tokens, line.token_limit, line.usd_limit) {
+            (true, Some(limit), _) | (false, Some(limit), None) => BudgetRefusal {
+                line: line.clone(),
+                kind: LimitKind::Tokens,
+                limit: limit as f64,
+                spent: tokens_spent as f64,
+                reserved: tokens_reserved as f64,
+                requested: tokens as f64,
+            },
+            (_, _, limit) => BudgetRefusal {
+                line: line.clone(),
+                kind: LimitKind::Usd,
+                limit: limit.unwrap_or(0.0),
+                spent: usd_spent,
+                reserved: usd_reserved,
+                requested: usd,
+            },
+        })
+    }
+
+    /// Replaces a reservation by the actual usage of the call on every line it covered. Returns the lines
+    /// with their spend before and after; empty when the reservation was already settled.
+    pub async fn settle_budget(&mut self, reservation_id: Uuid, tokens: i64, usd: f64) -> Result<Vec<SettledLine>> {
+        let row: Option<ReservationRow> = write!(self, |conn| {
+            sqlx::query_as("SELECT id, entries, tokens, usd FROM budget_reservation WHERE id = $1")
+                .bind(reservation_id)
+                .fetch_optional(conn)
+                .await?
+        });
+        match row {
+            Some(row) => self.settle_reservation(row, tokens, usd).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Settles every open reservation of a job at its worst case (the call may have been billed before the
+    /// process died); returns how many there were.
+    pub async fn settle_orphaned_reservations(&mut self, job_id: Uuid) -> Result<usize> {
+        let rows: Vec<ReservationRow> = write!(self, |conn| {
+            sqlx::query_as("SELECT id, entries, tokens, usd FROM budget_reservation WHERE job_id = $1 ORDER BY id")
+                .bind(job_id)
+                .fetch_all(conn)
+                .await?
+        });
+        let count = rows.len();
+        for row in rows {
+            let (tokens, usd) = (row.tokens, row.usd);
+            self.settle_reservation(row, tokens, usd).await?;
+        }
+        Ok(count)
+    }
+
+    async fn settle_reservation(&mut self, row: ReservationRow, tokens: i64, usd: f64) -> Result<Vec<SettledLine>> {
+        let lines: Vec<BudgetLine> = from_json("budget_reservation.entries", row.entries.0)?;
+        let now = ms(self.now());
+        let mut settled = Vec::with_capacity(lines.len());
+        for line in lines {
+            let after: Option<(i64, f64)> = write!(self, |conn| {
+                sqlx::query_as(
+                    "UPDATE budget_ledger SET \
+                     tokens_reserved = CASE WHEN tokens_reserved - $4 < 0 THEN 0 ELSE tokens_reserved - $4 END, \
+                     usd_reserved = CASE WHEN usd_reserved - $5 < 0 THEN 0 ELSE usd_reserved - $5 END, \
+                     tokens_spent = tokens_spent + $6, usd_spent = usd_spent + $7, updated_at = $8 \
+                     WHERE scope_kind = $1 AND scope_id = $2 AND period = $3 RETURNING tokens_spent, usd_spent",
+                )
+                .bind(line.scope.as_str())
+                .bind(line.scope_id)
+                .bind(&line.period)
+                .bind(row.tokens)
+                .bind(row.usd)
+                .bind(tokens)
+                .bind(usd)
+                .bind(now)
+                .fetch_optional(conn)
+                .await?
+            });
+            let (tokens_after, usd_after) = after.ok_or(StoreError::Corrupt(format!(
+                "budget_ledger row {}/{}/{} vanished under a reservation",
+                line.scope.as_str(),
+                line.scope_id,
+                line.period
+            )))?;
+            settled.push(SettledLine {
+                line,
+                tokens_before: tokens_after - tokens,
+                tokens_after,
+                usd_before: usd_after - usd,
+                usd_after,
+            });
+        }
+        write!(self, |conn| {
+            sqlx::query("DELETE FROM budget_reservation WHERE id = $1")
+                .bind(row.id)
+                .execute(conn)
+                .await?
+                .rows_affected()
+        });
+        Ok(settled)
+    }
+}

@@ -1,0 +1,371 @@
+//! Connections, migrations, transactions and the dispatch macros that run one method body on either
+//! engine.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cortex_core::Timestamp;
+use cortex_core::clock::Clock;
+use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+use crate::events::NewEvent;
+use crate::notify::{Notification, Notifier, PG_CHANNEL};
+use crate::{Result, StoreError};
+
+/// Where the data lives.
+#[derive(Debug, Clone)]
+pub enum DatabaseConfig {
+    /// Embedded SQLite file (single process, enforced by a lock file beside it).
+    Sqlite { path: PathBuf },
+    /// PostgreSQL shared by any number of processes.
+    Postgres { url: String, max_connections: u32 },
+}
+
+pub(crate) enum Engine {
+    /// One writer connection (SQLite allows one writer; queueing in-process avoids `SQLITE_BUSY`
+    /// storms) and a pool of readers (WAL lets them run beside the writer).
+    Sqlite {
+        write: SqlitePool,
+        read: SqlitePool,
+        _lock: File,
+    },
+    Postgres {
+        pool: PgPool,
+        url: String,
+    },
+}
+
+pub(crate) struct Inner {
+    pub(crate) engine: Engine,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) notifier: Notifier,
+    /// PostgreSQL `LISTEN` task, started by the first subscriber so that short-lived stores (migrate,
+    /// CLI) hold no extra connection.
+    listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = self.listener.get_mut().ok().and_then(Option::take) {
+            task.abort();
+        }
+    }
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("engine", &self.engine_name()).finish()
+    }
+}
+
+/// Runs `$body` with `$conn` bound to a read executor of whichever engine backs `$store`.
+macro_rules! read {
+    ($store:expr, |$conn:ident| $body:expr) => {
+        match &$store.inner.engine {
+            $crate::engine::Engine::Sqlite { read, .. } => {
+                let $conn = read;
+                $body
+            }
+            $crate::engine::Engine::Postgres { pool, .. } => {
+                let $conn = pool;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` with `$conn` bound to the open transaction of `$tx`.
+macro_rules! write {
+    ($tx:expr, |$conn:ident| $body:expr) => {
+        match &mut $tx.conn {
+            $crate::engine::TxConn::Sqlite(tx) => {
+                let $conn = &mut **tx;
+                $body
+            }
+            $crate::engine::TxConn::Postgres(tx) => {
+                let $conn = &mut **tx;
+                $body
+            }
+        }
+    };
+}
+
+pub(crate) use {read, write};
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+impl Store {
+    /// Connects without migrating. SQLite creates the file (and its directory) when missing and takes
+    /// an exclusive lock so a second process on the same data fails fast.
+    pub async fn open(config: &DatabaseConfig, clock: Arc<dyn Clock>) -> Result<Store> {
+        Self::open_with(config, clock, true).await
+    }
+
+    /// Opens without the SQLite process lock, for short administrative commands (`cortex keys …`) that
+    /// write a row beside a running server; SQLite serialises the writes itself.
+    pub async fn open_shared(config: &DatabaseConfig, clock: Arc<dyn Clock>) -> Result<Store> {
+        Self::open_with(config, clock, false).await
+    }
+
+    async fn open_with(config: &DatabaseConfig, clock: Arc<dyn Clock>, exclusive: bool) -> Result<Store> {
+        let engine = match config {
+            DatabaseConfig::Sqlite { path } => open_sqlite(path, exclusive).await?,
+            DatabaseConfig::Postgres { url, max_connections } => {
+                let pool = PgPoolOptions::new()
+                    .max_connections(*max_connections)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect(url)
+                    .await
+                    .map_err(StoreError::Unavailable)?;
+                Engine::Postgres { pool, url: url.clone() }
+            }
+        };
+        let listener = std::sync::Mutex::new(None);
+        Ok(Store { inner: Arc::new(Inner { engine, clock, notifier: Notifier::new(), listener }) })
+    }
+
+    /// Applies pending migrations (each in its own transaction). Safe with concurrent starters on
+    /// PostgreSQL: the migrator holds an advisory lock.
+    pub async fn migrate(&self) -> Result<()> {
+        match &self.inner.engine {
+            Engine::Sqlite { write, .. } => SQLITE_MIGRATIONS.run(write).await,
+            Engine::Postgres { pool, .. } => POSTGRES_MIGRATIONS.run(pool).await,
+        }
+        .map_err(|err| match err {
+            sqlx::migrate::MigrateError::Execute(inner) => StoreError::from(inner),
+            other => StoreError::Corrupt(format!("migration failed: {other}")),
+        })
+    }
+
+    /// Latest applied schema version, for diagnostics.
+    pub async fn schema_version(&self) -> Result<i64> {
+        let version: Option<i64> = read!(self, |conn| {
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success").fetch_one(conn).await?
+        });
+        Ok(version.unwrap_or(0))
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn engine_name(&self) -> &'static str {
+        match self.inner.engine {
+            Engine::Sqlite { .. } => "sqlite",
+            Engine::Postgres { .. } => "postgres",
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.inner.engine, Engine::Postgres { .. })
+    }
+
+    /// Cheap liveness check used by `/readyz`.
+    pub async fn ping(&self) -> Result<()> {
+        read!(self, |conn| sqlx::query("SELECT 1")
+            .execute(conn)
+            .await
+            .map_err(StoreError::Unavailable)?
+            .rows_affected());
+        Ok(())
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    pub(crate) fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    /// Subscribes to change notifications (see [`crate::notify`]).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Notification> {
+        let receiver = self.inner.notifier.subscribe();
+        if let Engine::Postgres { url, .. } = &self.inner.engine
+            && let Ok(mut listener) = self.inner.listener.lock()
+            && listener.is_none()
+        {
+            *listener = Some(spawn_pg_listener(url.clone(), self.inner.notifier.clone()));
+        }
+        receiver
+    }
+
+    /// Starts a write transaction.
+    pub async fn begin(&self) -> Result<Tx> {
+        let conn = match &self.inner.engine {
+            Engine::Sqlite { write, .. } => TxConn::Sqlite(write.begin().await?),
+            Engine::Postgres { pool, .. } => TxConn::Postgres(pool.begin().await?),
+        };
+        Ok(Tx {
+            conn,
+            store: self.clone(),
+            events: Vec::new(),
+            notifications: Vec::new(),
+            touched_sessions: Vec::new(),
+        })
+    }
+
+    /// Closes every connection (used at shutdown so SQLite checkpoints its WAL).
+    pub async fn close(&self) {
+        if let Some(task) = self.inner.listener.lock().ok().and_then(|mut listener| listener.take()) {
+            task.abort();
+        }
+        match &self.inner.engine {
+            Engine::Sqlite { write, read, .. } => {
+                read.close().await;
+                write.close().await;
+            }
+            Engine::Postgres { pool, .. } => pool.close().await,
+        }
+    }
+}
+
+async fn open_sqlite(path: &std::path::Path, exclusive: bool) -> Result<Engine> {
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|err| StoreError::Unavailable(sqlx::Error::Io(err)))?;
+    }
+    let lock_path = path.with_extension("lock");
+    let lock = File::create(&lock_path).map_err(|err| StoreError::Unavailable(sqlx::Error::Io(err)))?;
+    if exclusive && lock.try_lock().is_err() {
+        return Err(StoreError::Locked(format!(
+            "{} is in use by another cortex process (lock {}); SQLite mode runs one process per data dir — use PostgreSQL to run several",
+            path.display(),
+            lock_path.display()
+        )));
+    }
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // Durable against process crashes (the WAL is written before commit returns); only an OS crash
+        // or power loss can drop the last commits, the usual WAL trade-off.
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(5))
+        .foreign_keys(true);
+    let write = SqlitePoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options.clone())
+        .await
+        .map_err(StoreError::Unavailable)?;
+    let read = SqlitePoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options.read_only(true))
+        .await
+        .map_err(StoreError::Unavailable)?;
+    Ok(Engine::Sqlite { write, read, _lock: lock })
+}
+
+/// Forwards `NOTIFY cortex` payloads into the in-process notifier, reconnecting forever.
+fn spawn_pg_listener(url: String, notifier: Notifier) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match PgListener::connect(&url).await {
+                Ok(mut listener) => {
+                    if let Err(err) = listener.listen(PG_CHANNEL).await {
+                        tracing::warn!(error = %err, "LISTEN failed");
+                    } else {
+                        backoff = Duration::from_millis(100);
+                        // Anything sent while we were away is lost: tell subscribers to re-read.
+                        notifier.publish(Notification::Resync);
+                        loop {
+                            match listener.try_recv().await {
+                                Ok(Some(message)) => match serde_json::from_str(message.payload()) {
+                                    Ok(notification) => notifier.publish(notification),
+                                    Err(err) => {
+                                        tracing::warn!(error = %err, "unreadable notification")
+                                    }
+                                },
+                                Ok(None) => {
+                                    // Connection lost; sqlx reconnects on the next call.
+                                    notifier.publish(Notification::Resync);
+                                }
+                                Err(err) => {
+                                    tracing::warn!(error = %err, "notification listener failed");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "cannot connect notification listener"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    })
+}
+
+pub(crate) enum TxConn {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+/// An open write transaction. Dropping it without [`Tx::commit`] rolls everything back, including
+/// buffered events and notifications.
+pub struct Tx {
+    pub(crate) conn: TxConn,
+    pub(crate) store: Store,
+    pub(crate) events: Vec<NewEvent>,
+    pub(crate) notifications: Vec<Notification>,
+    /// Sessions whose jobs changed; re-checked for promotion at commit (see [`crate::jobs`]).
+    pub(crate) touched_sessions: Vec<uuid::Uuid>,
+}
+
+impl Tx {
+    pub(crate) fn now(&self) -> Timestamp {
+        self.store.now()
+    }
+
+    /// The store clock's current time, for callers computing deadlines inside the transaction.
+    pub fn clock_now(&self) -> Timestamp {
+        self.store.now()
+    }
+
+    /// Buffers an event; it is written at commit, after every other statement of the transaction.
+    pub fn emit(&mut self, event: NewEvent) {
+        self.events.push(event);
+    }
+
+    /// Queues a notification to publish once the transaction commits.
+    pub fn notify(&mut self, notification: Notification) {
+        if !self.notifications.contains(&notification) {
+            self.notifications.push(notification);
+        }
+    }
+
+    /// Writes buffered events, commits, then wakes subscribers.
+    pub async fn commit(mut self) -> Result<()> {
+        self.promote_sessions().await?;
+        let events = std::mem::take(&mut self.events);
+        let mut notifications = std::mem::take(&mut self.notifications);
+        notifications.extend(crate::events::flush(&mut self, events).await?);
+        match self.conn {
+            TxConn::Sqlite(tx) => {
+                tx.commit().await?;
+                for notification in notifications {
+                    self.store.inner.notifier.publish(notification);
+                }
+            }
+            TxConn::Postgres(mut tx) => {
+                for notification in &notifications {
+                    let payload = serde_json::to_string(notification)
+                        .map_err(|err| StoreError::Corrupt(format!("notification: {err}")))?;
+                    sqlx::query("SELECT pg_notify($1, $2)").bind(PG_CHANNEL).bind(payload).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+}

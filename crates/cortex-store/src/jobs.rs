@@ -1,0 +1,820 @@
+//! Jobs: the table is the queue (SPEC §4).
+//!
+//! Every status change is a guarded `UPDATE … WHERE status = <expected>` that also appends a `job.state`
+//! event in the same transaction; a database trigger refuses any pair outside
+//! [`cortex_core::job::TRANSITIONS`]. This module makes transitions atomic and ordered; the job engine
+//! (`cortex-jobs`) decides which transition to make.
+//!
+//! Session ordering: a job created while its session has unfinished work starts `pending`. Every
+//! transaction that changes a job of a session re-checks that session at commit and promotes the oldest
+//! waiting job when nothing else holds it, so no code path can forget to.
+
+use cortex_core::Timestamp;
+use cortex_core::checkpoint::SealedCheckpoint;
+use cortex_core::event::EventType;
+use cortex_core::job::{JobError, JobKind, JobStatus};
+use serde_json::{Value, json};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::engine::{TxConn, read, write};
+use crate::events::NewEvent;
+use crate::notify::Notification;
+use crate::page::{Cursor, Page};
+use crate::rows::{ms, opt_ms, opt_time, parse, time};
+use crate::{Result, Store, StoreError, Tx};
+
+macro_rules! job_columns {
+    () => {
+        "id, agent_id, session_id, kind, status, priority, payload, result, error, attempt, max_attempts, timeout_seconds, \
+         run_at, resume, cancel_requested, claimed_by, heartbeat_at, started_at, attempt_started_at, attempt_elapsed_ms, \
+         completed_at, checkpoint, checkpoint_crc, tokens_in, tokens_out, cost_usd, llm_calls, tool_calls, parent_job_id, \
+         delegation_depth, approval_id, idempotency_key, created_by, created_at, updated_at"
+    };
+}
+
+/// A stored job.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: Uuid,
+    pub agent_id: Uuid,
+    pub session_id: Option<Uuid>,
+    pub kind: JobKind,
+    pub status: JobStatus,
+    pub priority: i32,
+    pub payload: Value,
+    pub result: Option<Value>,
+    pub error: Option<JobError>,
+    /// Number of attempts started; resumes after a park, approval or release do not count.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub timeout_seconds: u32,
+    pub run_at: Timestamp,
+    /// The next claim continues the current attempt instead of starting a new one.
+    pub resume: bool,
+    pub cancel_requested: bool,
+    pub claimed_by: Option<Uuid>,
+    pub heartbeat_at: Option<Timestamp>,
+    pub started_at: Option<Timestamp>,
+    pub attempt_started_at: Option<Timestamp>,
+    /// Running time of the current attempt before its latest claim (time parked or waiting excluded).
+    pub attempt_elapsed_ms: i64,
+    pub completed_at: Option<Timestamp>,
+    pub checkpoint: Option<String>,
+    pub checkpoint_crc: Option<u32>,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost_usd: f64,
+    pub llm_calls: i64,
+    pub tool_calls: i64,
+    pub parent_job_id: Option<Uuid>,
+    pub delegation_depth: i32,
+    pub approval_id: Option<Uuid>,
+    pub idempotency_key: Option<String>,
+    pub created_by: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl Job {
+    /// Milliseconds this attempt may still run.
+    pub fn remaining_ms(&self) -> i64 {
+        i64::from(self.timeout_seconds) * 1000 - self.attempt_elapsed_ms
+    }
+
+    /// The prompt of task-like jobs.
+    pub fn prompt(&self) -> Option<&str> {
+        self.payload.get("prompt").and_then(Value::as_str)
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: Uuid,
+    agent_id: Uuid,
+    session_id: Option<Uuid>,
+    kind: String,
+    status: String,
+    priority: i64,
+    payload: Json<Value>,
+    result: Option<Json<Value>>,
+    error: Option<Json<Value>>,
+    attempt: i64,
+    max_attempts: i64,
+    timeout_seconds: i64,
+    run_at: i64,
+    resume: bool,
+    cancel_requested: bool,
+    claimed_by: Option<Uuid>,
+    heartbeat_at: Option<i64>,
+    started_at: Option<i64>,
+    attempt_started_at: Option<i64>,
+    attempt_elapsed_ms: i64,
+    completed_at: Option<i64>,
+    checkpoint: Option<String>,
+    checkpoint_crc: Option<i64>,
+    tokens_in: i64,
+    tokens_out: i64,
+    cost_usd: f64,
+    llm_calls: i64,
+    tool_calls: i64,
+    parent_job_id: Option<Uuid>,
+    delegation_depth: i64,
+    approval_id: Option<Uuid>,
+    idempotency_key: Option<String>,
+    created_by: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl JobRow {
+    fn into_job(self) -> Result<Job> {
+        let error = match self.error {
+            Some(json) => Some(crate::rows::from_json("job.error", json.0)?),
+            None => None,
+        };
+        Ok(Job {
+            id: self.id,
+            agent_id: self.agent_id,
+            session_id: self.session_id,
+            kind: parse("job.kind", &self.kind)?,
+            status: parse("job.status", &self.status)?,
+            priority: self.priority as i32,
+            payload: self.payload.0,
+            result: self.result.map(|json| json.0),
+            error,
+            attempt: self.attempt as u32,
+            max_attempts: self.max_attempts as u32,
+            timeout_seconds: self.timeout_seconds as u32,
+            run_at: time(self.run_at),
+            resume: self.resume,
+            cancel_requested: self.cancel_requested,
+            claimed_by: self.claimed_by,
+            heartbeat_at: opt_time(self.heartbeat_at),
+            started_at: opt_time(self.started_at),
+            attempt_started_at: opt_time(self.attempt_started_at),
+            attempt_elapsed_ms: self.attempt_elapsed_ms,
+            completed_at: opt_time(self.completed_at),
+            checkpoint: self.checkpoint,
+            checkpoint_crc: self.checkpoint_crc.map(|crc| crc as u32),
+            tokens_in: self.tokens_in,
+            tokens_out: self.tokens_out,
+            cost_usd: self.cost_usd,
+            llm_calls: self.llm_calls,
+            tool_calls: self.tool_calls,
+            parent_job_id: self.parent_job_id,
+            delegation_depth: self.delegation_depth as i32,
+            approval_id: self.approval_id,
+            idempotency_key: self.idempotency_key,
+            created_by: self.created_by,
+            created_at: time(self.created_at),
+            updated_at: time(self.updated_at),
+        })
+    }
+}
+
+/// A job to create.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub agent_id: Uuid,
+    pub session_id: Option<Uuid>,
+    pub kind: JobKind,
+    pub priority: i32,
+    pub payload: Value,
+    pub max_attempts: u32,
+    pub timeout_seconds: u32,
+    /// Not claimable before this time; `None` means now.
+    pub run_at: Option<Timestamp>,
+    pub parent_job_id: Option<Uuid>,
+    pub delegation_depth: i32,
+    /// A retried request with the same key returns the existing job instead of creating another.
+    pub idempotency_key: Option<String>,
+    pub created_by: Option<String>,
+}
+
+/// Filters for [`Store::list_jobs`].
+#[derive(Debug, Default, Clone)]
+pub struct JobFilter {
+    pub status: Option<JobStatus>,
+    pub agent_id: Option<Uuid>,
+    pub kind: Option<JobKind>,
+    pub session_id: Option<Uuid>,
+}
+
+/// How a running attempt ended.
+#[derive(Debug, Clone)]
+pub enum AttemptEnd {
+    Completed { result: Value },
+    Failed { error: JobError },
+    TimedOut { error: JobError },
+}
+
+/// Where a running job goes when it stops without ending its attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suspend {
+    /// Graceful shutdown: back to the queue for any worker (SPEC §4.10).
+    Release,
+    /// Waiting for sub-agent jobs (SPEC §5.9).
+    Park,
+    /// Waiting for a human decision (SPEC §7.2).
+    AwaitApproval,
+}
+
+impl Store {
+    pub async fn get_job(&self, id: Uuid) -> Result<Job> {
+        let row: Option<JobRow> = read!(self, |conn| {
+            sqlx::query_as(concat!("SELECT ", job_columns!(), " FROM job WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(conn)
+                .await?
+        });
+        row.ok_or(StoreError::NotFound { entity: "job" })?.into_job()
+    }
+
+    /// Jobs newest first.
+    pub async fn list_jobs(&self, filter: &JobFilter, cursor: Option<Cursor>, limit: usize) -> Result<Page<Job>> {
+        let rows: Vec<JobRow> = read!(self, |conn| {
+            let mut query = sqlx::QueryBuilder::new(concat!("SELECT ", job_columns!(), " FROM job WHERE 1 = 1"));
+            if let Some(status) = filter.status {
+                query.push(" AND status = ").push_bind(status.as_str());
+            }
+            if let Some(agent_id) = filter.agent_id {
+                query.push(" AND agent_id = ").push_bind(agent_id);
+            }
+            if let Some(kind) = filter.kind {
+                query.push(" AND kind = ").push_bind(kind.as_str());
+            }
+            if let Some(session_id) = filter.session_id {
+                query.push(" AND session_id = ").push_bind(session_id);
+            }
+            if let Some(cursor) = cursor {
+                query.push(" AND id < ").push_bind(cursor.0);
+            }
+            query.push(" ORDER BY id DESC LIMIT ").push_bind(limit as i64 + 1);
+            query.build_query_as().fetch_all(conn).await?
+        });
+        let jobs = rows.into_iter().map(JobRow::into_job).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_overfetch(jobs, limit, |job| job.id))
+    }
+
+    /// Number of jobs per status, for the `cortex_jobs_in_state` gauge.
+    pub async fn count_jobs_by_status(&self) -> Result<Vec<(JobStatus, i64)>> {
+        let rows: Vec<(String, i64)> = read!(self, |conn| {
+            sqlx::query_as("SELECT status, COUNT(*) FROM job GROUP BY status").fetch_all(conn).await?
+        });
+        rows.into_iter().map(|(status, count)| Ok((parse("job.status", &status)?, count))).collect()
+    }
+
+    /// Running jobs owned by `worker_id` (the reaper's view of a dead worker).
+    pub async fn running_jobs_of_worker(&self, worker_id: Uuid) -> Result<Vec<Job>> {
+        let rows: Vec<JobRow> = read!(self, |conn| {
+            sqlx::query_as(concat!("SELECT ", job_columns!(), " FROM job WHERE claimed_by = $1 AND status = 'running'"))
+                .bind(worker_id)
+                .fetch_all(conn)
+                .await?
+        });
+        rows.into_iter().map(JobRow::into_job).collect()
+    }
+
+    /// Claims the best eligible job for `worker_id` (SPEC §4.3): highest priority, then oldest `run_at`,
+    /// skipping agents that are inactive, quarantined (unless `ignore_quarantine`) or at their concurrency
+    /// limit, and jobs whose session is busy.
+    pub async fn claim_next(&self, worker_id: Uuid, ignore_quarantine: bool) -> Result<Option<Job>> {
+        if self.is_postgres() {
+            self.claim_next_postgres(worker_id, ignore_quarantine).await
+        } else {
+            self.claim_next_sqlite(worker_id, ignore_quarantine).await
+        }
+    }
+
+    /// SQLite has a single writer connection, so one statement is atomic against every other claimer.
+    async fn claim_next_sqlite(&self, worker_id: Uuid, ignore_quarantine: bool) -> Result<Option<Job>> {
+        let mut tx = self.begin().await?;
+        let now = ms(tx.now());
+        let row: Option<JobRow> = write!(tx, |conn| {
+            sqlx::query_as(concat!(
+                "UPDATE job SET status = 'running', claimed_by = $1, heartbeat_at = $2, attempt_started_at = $2, \
+                 started_at = COALESCE(started_at, $2), attempt = attempt + CASE WHEN resume THEN 0 ELSE 1 END, \
+                 attempt_elapsed_ms = CASE WHEN resume THEN attempt_elapsed_ms ELSE 0 END, resume = FALSE, updated_at = $2 \
+                 WHERE id = (SELECT j.id FROM job j JOIN agent a ON a.id = j.agent_id \
+                   WHERE j.status = 'scheduled' AND j.run_at <= $2 AND a.status = 'active' \
+                     AND ($3 OR a.health_state <> 'quarantined') \
+                     AND (SELECT COUNT(*) FROM job r WHERE r.agent_id = j.agent_id AND r.status = 'running') < a.max_concurrent_jobs \
+                     AND (j.session_id IS NULL OR NOT EXISTS (SELECT 1 FROM job o WHERE o.session_id = j.session_id AND o.id <> j.id \
+                          AND (o.status IN ('running', 'waiting_for_approval') OR (o.status = 'pending' AND o.resume)))) \
+                   ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1) \
+                 RETURNING ",
+                job_columns!()
+            ))
+            .bind(worker_id)
+            .bind(now)
+            .bind(ignore_quarantine)
+            .fetch_optional(conn)
+            .await?
+        });
+        let Some(row) = row else { return Ok(None) };
+        let job = row.into_job()?;
+        tx.emit_state(&job, JobStatus::Scheduled, None);
+        tx.commit().await?;
+        Ok(Some(job))
+    }
+
+    /// PostgreSQL: `SKIP LOCKED` picks a candidate without blocking other claimers; a per-agent advisory
+    /// lock then makes the concurrency and session checks exact across processes.
+    async fn claim_next_postgres(&self, worker_id: Uuid, ignore_quarantine: bool) -> Result<Option<Job>> {
+        let mut full_agents: Vec<Uuid> = Vec::new();
+        let mut busy_jobs: Vec<Uuid> = Vec::new();
+        for _ in 0..16 {
+            let mut tx = self.begin().await?;
+            let now = ms(tx.now());
+            let TxConn::Postgres(conn) = &mut tx.conn else { unreachable!("postgres store has postgres transactions") };
+            let candidate: Option<(Uuid, Uuid, Option<Uuid>)> = sqlx::query_as(
+                "SELECT j.id, j.agent_id, j.session_id FROM job j JOIN agent a ON a.id = j.agent_id \
+                 WHERE j.status = 'scheduled' AND j.run_at <= $1 AND a.status = 'active' \
+                   AND ($2 OR a.health_state <> 'quarantined') \
+                   AND NOT (j.agent_id = ANY($3)) AND NOT (j.id = ANY($4)) \
+                   AND (SELECT COUNT(*) FROM job r WHERE r.agent_id = j.agent_id AND r.status = 'running') < a.max_concurrent_jobs \
+                 ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1 FOR UPDATE OF j SKIP LOCKED",
+            )
+            .bind(now)
+            .bind(ignore_quarantine)
+            .bind(&full_agents)
+            .bind(&busy_jobs)
+            .fetch_optional(&mut **conn)
+            .await?;
+            let Some((job_id, agent_id, session_id)) = candidate else {
+                return Ok(None);
+            };
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 7))")
+                .bind(agent_id)
+                .execute(&mut **conn)
+                .await?
+                .rows_affected();
+            let (running, limit, session_busy): (i64, i64, bool) = sqlx::query_as(
+                "SELECT (SELECT COUNT(*) FROM job WHERE agent_id = $1 AND status = 'running'), \
+                        (SELECT max_concurrent_jobs FROM agent WHERE id = $1), \
+                        EXISTS (SELECT 1 FROM job o WHERE $2::uuid IS NOT NULL AND o.session_id = $2 AND o.id <> $3 \
+                                AND (o.status IN ('running', 'waiting_for_approval') OR (o.status = 'pending' AND o.resume)))",
+            )
+            .bind(agent_id)
+            .bind(session_id)
+            .bind(job_id)
+            .fetch_one(&mut **conn)
+            .await?;
+            if running >= limit {
+                full_agents.push(agent_id);
+                continue;
+            }
+            if session_busy {
+                busy_jobs.push(job_id);
+                continue;
+            }
+            let row: JobRow = sqlx::query_as(concat!(
+                "UPDATE job SET status = 'running', claimed_by = $1, heartbeat_at = $2, attempt_started_at = $2, \
+                 started_at = COALESCE(started_at, $2), attempt = attempt + CASE WHEN resume THEN 0 ELSE 1 END, \
+                 attempt_elapsed_ms = CASE WHEN resume THEN attempt_elapsed_ms ELSE 0 END, resume = FALSE, updated_at = $2 \
+                 WHERE id = $3 RETURNING ",
+                job_columns!()
+            ))
+            .bind(worker_id)
+            .bind(now)
+            .bind(job_id)
+            .fetch_one(&mut **conn)
+            .await?;
+            let job = row.into_job()?;
+            tx.emit_state(&job, JobStatus::Scheduled, None);
+            tx.commit().await?;
+            return Ok(Some(job));
+        }
+        Ok(None)
+    }
+
+    /// Running jobs whose owner is no longer alive (declared dead, stopped, or never registered).
+    pub async fn orphaned_running_jobs(&self) -> Result<Vec<Job>> {
+        let rows: Vec<JobRow> = read!(self, |conn| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                job_columns!(),
+                " FROM job WHERE status = 'running' AND NOT EXISTS \
+                 (SELECT 1 FROM worker w WHERE w.id = job.claimed_by AND w.stopped_at IS NULL)"
+            ))
+            .fetch_all(conn)
+            .await?
+        });
+        rows.into_iter().map(JobRow::into_job).collect()
+    }
+
+    /// Refreshes PostgreSQL's statistics of `job` when many rows changed since the last analysis, so the
+    /// claim query keeps its index plan even where autovacuum is off or slow. Returns whether it ran.
+    pub async fn refresh_job_statistics(&self) -> Result<bool> {
+        let crate::engine::Engine::Postgres { pool, .. } = &self.inner.engine else { return Ok(false) };
+        let changed: Option<i64> =
+            sqlx::query_scalar("SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE relname = 'job' AND schemaname = current_schema()")
+                .fetch_optional(pool)
+                .await?;
+        if changed.unwrap_or(0) < 1000 {
+            return Ok(false);
+        }
+        sqlx::query("ANALYZE job").execute(pool).await?;
+        Ok(true)
+    }
+
+    /// The earliest `run_at` among claimable-by-time jobs in the future, so workers can sleep until then.
+    pub async fn next_run_at(&self) -> Result<Option<Timestamp>> {
+        let next: Option<i64> = read!(self, |conn| {
+            sqlx::query_scalar("SELECT MIN(run_at) FROM job WHERE status IN ('scheduled', 'retrying')")
+                .fetch_one(conn)
+                .await?
+        });
+        Ok(next.map(time))
+    }
+}
+
+impl Tx {
+    /// Creates a job in one transaction with whatever else the caller writes. Returns the job and
+    /// whether it was created now (`false`: an earlier request with the same idempotency key made it).
+    pub async fn insert_job(&mut self, new: &NewJob) -> Result<(Job, bool)> {
+        if let Some(key) = &new.idempotency_key {
+            let existing: Option<JobRow> = write!(self, |conn| {
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    job_columns!(),
+                    " FROM job WHERE agent_id = $1 AND idempotency_key = $2"
+                ))
+                .bind(new.agent_id)
+                .bind(key)
+                .fetch_optional(conn)
+                .await?
+            });
+            if let Some(row) = existing {
+                return Ok((row.into_job()?, false));
+            }
+        }
+        let id = cortex_core::new_id();
+        let now = self.now();
+        let session_busy: bool = match new.session_id {
+            Some(session_id) => write!(self, |conn| {
+                sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM job WHERE session_id = $1 \
+                     AND status IN ('pending', 'scheduled', 'running', 'waiting_for_approval', 'retrying'))",
+                )
+                .bind(session_id)
+                .fetch_one(conn)
+                .await?
+            }),
+            None => false,
+        };
+        let status = if session_busy { JobStatus::Pending } else { JobStatus::Scheduled };
+        let run_at = new.run_at.unwrap_or(now);
+        let row: JobRow = write!(self, |conn| {
+            sqlx::query_as(concat!(
+                "INSERT INTO job (id, agent_id, session_id, kind, status, priority, payload, max_attempts, timeout_seconds, run_at, \
+                 parent_job_id, delegation_depth, idempotency_key, created_by, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15) RETURNING ",
+                job_columns!()
+            ))
+            .bind(id)
+            .bind(new.agent_id)
+            .bind(new.session_id)
+            .bind(new.kind.as_str())
+            .bind(status.as_str())
+            .bind(i64::from(new.priority))
+            .bind(Json(&new.payload))
+            .bind(i64::from(new.max_attempts))
+            .bind(i64::from(new.timeout_seconds))
+            .bind(ms(run_at))
+            .bind(new.parent_job_id)
+            .bind(i64::from(new.delegation_depth))
+            .bind(new.idempotency_key.as_deref())
+            .bind(new.created_by.as_deref())
+            .bind(ms(now))
+            .fetch_one(conn)
+            .await?
+        });
+        let job = row.into_job()?;
+        self.emit(NewEvent {
+            session_id: job.session_id,
+            ..NewEvent::new(
+                job.agent_id,
+                Some(job.id),
+                EventType::JobState,
+                json!({"from": null, "to": status, "attempt": 0}),
+            )
+        });
+        if status == JobStatus::Scheduled {
+            self.notify(Notification::JobsReady);
+        }
+        Ok((job, true))
+    }
+
+    /// Reads a job inside the transaction (PostgreSQL: locks the row until commit).
+    pub async fn lock_job(&mut self, id: Uuid) -> Result<Job> {
+        let row: Option<JobRow> = match &mut self.conn {
+            TxConn::Sqlite(conn) => {
+                sqlx::query_as(concat!("SELECT ", job_columns!(), " FROM job WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&mut **conn)
+                    .await?
+            }
+            TxConn::Postgres(conn) => {
+                sqlx::query_as(concat!("SELECT ", job_columns!(), " FROM job WHERE id = $1 FOR UPDATE"))
+                    .bind(id)
+                    .fetch_optional(&mut **conn)
+                    .await?
+            }
+        };
+        row.ok_or(StoreError::NotFound { entity: "job" })?.into_job()
+    }
+
+    /// Ends the running attempt owned by `worker_id`. Fails with `StaleState` when the worker no longer
+    /// owns the job (it was reaped or cancelled meanwhile), so a late writer can never overwrite.
+    pub async fn end_attempt(&mut self, job_id: Uuid, worker_id: Uuid, end: &AttemptEnd) -> Result<Job> {
+        let now = ms(self.now());
+        let (status, result, error) = match end {
+            AttemptEnd::Completed { result } => (JobStatus::Completed, Some(Json(result.clone())), None),
+            AttemptEnd::Failed { error } => (JobStatus::Failed, None, Some(crate::rows::to_json(error))),
+            AttemptEnd::TimedOut { error } => (JobStatus::TimedOut, None, Some(crate::rows::to_json(error))),
+        };
+        let row: Option<JobRow> = write!(self, |conn| {
+            sqlx::query_as(concat!(
+                "UPDATE job SET status = $3, result = $4, error = $5, completed_at = $6, claimed_by = NULL, \
+                 attempt_elapsed_ms = attempt_elapsed_ms + ($6 - COALESCE(attempt_started_at, $6)), cancel_requested = FALSE, \
+                 updated_at = $6 WHERE id = $1 AND status = 'running' AND claimed_by = $2 RETURNING ",
+                job_columns!()
+            ))
+            .bind(job_id)
+            .bind(worker_id)
+            .bind(status.as_str())
+            .bind(result)
+            .bind(error)
+            .bind(now)
+            .fetch_optional(conn)
+            .await?
+        });
+        let job = row.ok_or(StoreError::StaleState { entity: "job" })?.into_job()?;
+        self.emit_state(&job, JobStatus::Running, job.error.as_ref());
+        Ok(job)
+    }
+
+    /// Suspends a running job without ending its attempt; the next claim resumes it.
+    pub async fn suspend(
+        &mut self,
+        job_id: Uuid,
+        worker_id: Uuid,
+        how: Suspend,
+        approval_id: Option<Uuid>,
+    ) -> Result<Job> {
+        let now = ms(self.now());
+        let to = match how {
+            Suspend::Release => JobStatus::Scheduled,
+            Suspend::Park => JobStatus::Pending,
+            Suspend::AwaitApproval => JobStatus::WaitingForApproval,
+        };
+        let row: Option<JobRow> = write!(self, |conn| {
+            sqlx::query_as(concat!(
+                "UPDATE job SET status = $3, claimed_by = NULL, resume = TRUE, approval_id = COALESCE($4, approval_id), \
+                 attempt_elapsed_ms = attempt_elapsed_ms + ($5 - COALESCE(attempt_started_at, $5)), run_at = $5, updated_at = $5 \
+                 WHERE id = $1 AND status = 'running' AND claimed_by = $2 RETURNING ",
+                job_columns!()
+            ))
+            .bind(job_id)
+            .bind(worker_id)
+            .bind(to.as_str())
+            .bind(approval_id)
+            .bind(now)
+            .fetch_optional(conn)
+            .await?
+        });
+        let job = row.ok_or(StoreError::StaleState { entity: "job" })?.into_job()?;
+        self.emit_state(&job, JobStatus::Running, None);
+        if to == JobStatus::Scheduled {
+            self.notify(Notification::JobsReady);
+        }
+        Ok(job)
+    }
+
+    /// Moves a job that is not running: `from` must match. Used for retry scheduling, dead-lettering,
+    /// promotion, resumption after a decision and cancellation of queued work.
+    pub async fn move_job(
+        &mut self,
+        job_id: Uuid,
+        from: JobStatus,
+        to: JobStatus,
+        change: &QueuedChange,
+    ) -> Result<Job> {
+        let now = ms(self.now());
+        let ends_work = matches!(to, JobStatus::Failed | JobStatus::TimedOut | JobStatus::DeadLetter);
+        let row: Option<JobRow> = write!(self, |conn| {
+            sqlx::query_as(concat!(
+                "UPDATE job SET status = $3, run_at = COALESCE($4, run_at), timeout_seconds = COALESCE($5, timeout_seconds), \
+                 max_attempts = COALESCE($6, max_attempts), error = CASE WHEN $7 THEN $8 ELSE error END, \
+                 resume = CASE WHEN $9 THEN TRUE ELSE resume END, \
+                 completed_at = CASE WHEN $10 THEN $11 WHEN $3 = 'retrying' THEN NULL ELSE completed_at END, updated_at = $11 \
+                 WHERE id = $1 AND status = $2 RETURNING ",
+                job_columns!()
+            ))
+            .bind(job_id)
+            .bind(from.as_str())
+            .bind(to.as_str())
+            .bind(opt_ms(change.run_at))
+            .bind(change.timeout_seconds.map(i64::from))
+            .bind(change.max_attempts.map(i64::from))
+            .bind(change.error.is_some())
+            .bind(change.error.as_ref().map(crate::rows::to_json))
+            .bind(change.resume)
+            .bind(ends_work)
+            .bind(now)
+            .fetch_optional(conn)
+            .await?
+        });
+        let job = row.ok_or(StoreError::StaleState { entity: "job" })?.into_job()?;
+        self.emit_state(&job, from, change.error.as_ref());
+        // Claimers re-read the next due time on wake-up, so a new backoff deadline is seen too.
+        if matches!(to, JobStatus::Scheduled | JobStatus::Retrying) {
+            self.notify(Notification::JobsReady);
+        }
+        Ok(job)
+    }
+
+    /// Moves every `retrying` job whose backoff has elapsed to `scheduled`.
+    pub async fn promote_due_retries(&mut self) -> Result<Vec<Job>> {
+        let now = ms(self.now());
+        let rows: Vec<JobRow> = write!(self, |conn| {
+            sqlx::query_as(concat!(
+                "UPDATE job SET status = 'scheduled', updated_at = $1 WHERE status = 'retrying' AND run_at <= $1 RETURNING ",
+                job_columns!()
+            ))
+            .bind(now)
+            .fetch_all(conn)
+            .await?
+        });
+        let jobs = rows.into_iter().map(JobRow::into_job).collect::<Result<Vec<_>>>()?;
+        for job in &jobs {
+            self.emit_state(job, JobStatus::Retrying, None);
+        }
+        if !jobs.is_empty() {
+            self.notify(Notification::JobsReady);
+        }
+        Ok(jobs)
+    }
+
+    /// Records that an operator wants a running job stopped; its worker is woken to act on it.
+    pub async fn request_cancel(&mut self, job_id: Uuid) -> Result<bool> {
+        let now = ms(self.now());
+        let updated = write!(self, |conn| {
+            sqlx::query("UPDATE job SET cancel_requested = TRUE, updated_at = $2 WHERE id = $1 AND status = 'running'")
+                .bind(job_id)
+                .bind(now)
+                .execute(conn)
+                .await?
+                .rows_affected()
+        });
+        if updated == 1 {
+            self.notify(Notification::CancelRequested { job_id });
+        }
+        Ok(updated == 1)
+    }
+
+    /// Stores the job's rolling checkpoint; `false` when the worker no longer owns the job.
+    pub async fn save_checkpoint(
+        &mut self,
+        job_id: Uuid,
+        worker_id: Uuid,
+        checkpoint: &SealedCheckpoint,
+    ) -> Result<bool> {
+        let now = ms(self.now());
+        let updated = write!(self, |conn| {
+            sqlx::query(
+                "UPDATE job SET checkpoint = $3, checkpoint_crc = $4, heartbeat_at = $5, updated_at = $5 \
+                 WHERE id = $1 AND status = 'running' AND claimed_by = $2",
+            )
+            .bind(job_id)
+            .bind(worker_id)
+            .bind(&checkpoint.json)
+            .bind(i64::from(checkpoint.crc))
+            .bind(now)
+            .execute(conn)
+            .await?
+            .rows_affected()
+        });
+        Ok(updated == 1)
+    }
+
+    /// Adds usage of one LLM or tool call to the job's totals.
+    pub async fn add_job_usage(&mut self, job_id: Uuid, usage: &JobUsage) -> Result<()> {
+        let now = ms(self.now());
+        write!(self, |conn| {
+            sqlx::query(
+                "UPDATE job SET tokens_in = tokens_in + $2, tokens_out = tokens_out + $3, cost_usd = cost_usd + $4, \
+                 llm_calls = llm_calls + $5, tool_calls = tool_calls + $6, heartbeat_at = $7, updated_at = $7 WHERE id = $1",
+            )
+            .bind(job_id)
+            .bind(usage.tokens_in)
+            .bind(usage.tokens_out)
+            .bind(usage.cost_usd)
+            .bind(usage.llm_calls)
+            .bind(usage.tool_calls)
+            .bind(now)
+            .execute(conn)
+            .await?
+            .rows_affected()
+        });
+        Ok(())
+    }
+
+    /// Appends the `job.state` event of a transition that just happened.
+    fn emit_state(&mut self, job: &Job, from: JobStatus, error: Option<&JobError>) {
+        let mut payload = json!({"from": from, "to": job.status, "attempt": job.attempt});
+        if let Some(error) = error {
+            payload["error"] = json!({"class": error.class, "code": error.code, "message": error.message});
+        }
+        if job.status == JobStatus::Retrying {
+            payload["run_at"] = json!(job.run_at);
+        }
+        self.emit(NewEvent {
+            session_id: job.session_id,
+            ..NewEvent::new(job.agent_id, Some(job.id), EventType::JobState, payload)
+        });
+        if let Some(session_id) = job.session_id
+            && !self.touched_sessions.contains(&session_id)
+        {
+            self.touched_sessions.push(session_id);
+        }
+    }
+
+    /// Queues every session that has waiting jobs but no active one for promotion at commit (repairs
+    /// sessions left stuck by a crash between two writes).
+    pub async fn repair_stuck_sessions(&mut self) -> Result<usize> {
+        let stuck: Vec<Uuid> = write!(self, |conn| {
+            sqlx::query_scalar(
+                "SELECT DISTINCT p.session_id FROM job p WHERE p.status = 'pending' AND p.resume = FALSE \
+                 AND p.session_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM job h WHERE h.session_id = p.session_id \
+                 AND (h.status IN ('scheduled', 'running', 'waiting_for_approval', 'retrying') OR (h.status = 'pending' AND h.resume)))",
+            )
+            .fetch_all(conn)
+            .await?
+        });
+        let count = stuck.len();
+        for session_id in stuck {
+            if !self.touched_sessions.contains(&session_id) {
+                self.touched_sessions.push(session_id);
+            }
+        }
+        Ok(count)
+    }
+
+    /// Promotes the oldest waiting job of each touched session when nothing else holds the session.
+    pub(crate) async fn promote_sessions(&mut self) -> Result<()> {
+        let sessions = std::mem::take(&mut self.touched_sessions);
+        for session_id in sessions {
+            let now = ms(self.now());
+            let row: Option<JobRow> = write!(self, |conn| {
+                sqlx::query_as(concat!(
+                    "UPDATE job SET status = 'scheduled', updated_at = $2 \
+                     WHERE id = (SELECT p.id FROM job p WHERE p.session_id = $1 AND p.status = 'pending' AND p.resume = FALSE \
+                                 ORDER BY p.id LIMIT 1) \
+                       AND NOT EXISTS (SELECT 1 FROM job h WHERE h.session_id = $1 \
+                                 AND (h.status IN ('scheduled', 'running', 'waiting_for_approval', 'retrying') \
+                                      OR (h.status = 'pending' AND h.resume))) \
+                     RETURNING ",
+                    job_columns!()
+                ))
+                .bind(session_id)
+                .bind(now)
+                .fetch_optional(conn)
+                .await?
+            });
+            if let Some(row) = row {
+                let job = row.into_job()?;
+                let payload = json!({"from": JobStatus::Pending, "to": job.status, "attempt": job.attempt});
+                self.emit(NewEvent {
+                    session_id: job.session_id,
+                    ..NewEvent::new(job.agent_id, Some(job.id), EventType::JobState, payload)
+                });
+                self.notify(Notification::JobsReady);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Optional changes made together with [`Tx::move_job`].
+#[derive(Debug, Default, Clone)]
+pub struct QueuedChange {
+    pub run_at: Option<Timestamp>,
+    pub timeout_seconds: Option<u32>,
+    pub max_attempts: Option<u32>,
+    pub error: Option<JobError>,
+    /// The next claim continues the attempt (resumption after an approval decision).
+    pub resume: bool,
+}
+
+/// Usage to add to a job.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct JobUsage {
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost_usd: f64,
+    pub llm_calls: i64,
+    pub tool_calls: i64,
+}

@@ -1,0 +1,55 @@
+//! Cross-process wake-ups. SQLite mode broadcasts in-process after commit; PostgreSQL mode sends
+//! `NOTIFY cortex` inside the transaction (delivered at commit) and one listener per process forwards
+//! it to the same in-process channel. Notifications are hints: receivers always re-read the database,
+//! so a lost or duplicated notification only costs latency.
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+/// The PostgreSQL channel every process listens on.
+pub const PG_CHANNEL: &str = "cortex";
+
+/// Something changed that a waiting task may care about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "k", rename_all = "snake_case")]
+pub enum Notification {
+    /// A job may have become claimable.
+    JobsReady,
+    /// Events up to `seq` were appended for this agent (and job).
+    Event { seq: i64, agent_id: Uuid, job_id: Option<Uuid> },
+    /// An operator asked to cancel a running job.
+    CancelRequested { job_id: Uuid },
+    /// Steering was queued for a running job.
+    Steered { job_id: Uuid },
+    /// Notifications may have been missed (listener reconnected, receiver lagged): re-read everything.
+    Resync,
+}
+
+/// The in-process fan-out every subscriber reads from.
+#[derive(Debug, Clone)]
+pub struct Notifier {
+    sender: broadcast::Sender<Notification>,
+}
+
+impl Notifier {
+    pub fn new() -> Self {
+        let (sender, _) = broadcast::channel(4096);
+        Self { sender }
+    }
+
+    pub fn publish(&self, notification: Notification) {
+        // No receiver is fine: nobody is waiting.
+        let _ = self.sender.send(notification);
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Notification> {
+        self.sender.subscribe()
+    }
+}
+
+impl Default for Notifier {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,45 @@
+//! Conversions between database values and domain values.
+
+use std::str::FromStr;
+
+use cortex_core::Timestamp;
+
+use crate::StoreError;
+
+/// Unix milliseconds as stored.
+pub(crate) fn ms(t: Timestamp) -> i64 {
+    t.timestamp_millis()
+}
+
+pub(crate) fn opt_ms(t: Option<Timestamp>) -> Option<i64> {
+    t.map(ms)
+}
+
+pub(crate) fn time(ms: i64) -> Timestamp {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+pub(crate) fn opt_time(ms: Option<i64>) -> Option<Timestamp> {
+    ms.map(time)
+}
+
+/// Parses an enum column; the CHECK constraints make failure a sign of corruption or version skew.
+pub(crate) fn parse<T: FromStr>(column: &str, text: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse().map_err(|err| StoreError::Corrupt(format!("{column}: {err}")))
+}
+
+/// Decodes a JSON document column into its typed form.
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
+    column: &str,
+    value: serde_json::Value,
+) -> Result<T, StoreError> {
+    serde_json::from_value(value).map_err(|err| StoreError::Corrupt(format!("{column}: {err}")))
+}
+
+/// Encodes a typed document for a JSON column.
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> sqlx::types::Json<serde_json::Value> {
+    sqlx::types::Json(serde_json::to_value(value).unwrap_or(serde_json::Value::Null))
+}

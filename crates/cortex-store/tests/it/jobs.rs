@@ -1,0 +1,186 @@
+//! The queue: claim order, exclusivity under concurrency, limits, session ordering, fencing.
+
+use std::collections::HashSet;
+
+use cortex_core::job::JobStatus;
+use cortex_store::StoreError;
+use cortex_store::jobs::{AttemptEnd, JobFilter, Suspend};
+use cortex_testkit::{TestStore, both_engines};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::support::{agent_with_limit, enqueue, task};
+
+async fn complete(t: &TestStore, job_id: Uuid, worker: Uuid) {
+    let mut tx = t.store.begin().await.unwrap();
+    tx.end_attempt(job_id, worker, &AttemptEnd::Completed { result: json!({"response": "ok"}) }).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+both_engines!(claims_by_priority_then_age_and_respects_run_at, |t: TestStore| async move {
+    let agent = agent_with_limit(&t.store, "prio", 10).await;
+    let low = enqueue(&t.store, task(agent)).await;
+    let high = enqueue(&t.store, cortex_store::jobs::NewJob { priority: 50, ..task(agent) }).await;
+    let later = enqueue(
+        &t.store,
+        cortex_store::jobs::NewJob { priority: 90, run_at: Some(t.clock.now_plus(60)), ..task(agent) },
+    )
+    .await;
+    let worker = Uuid::now_v7();
+
+    assert_eq!(t.store.claim_next(worker, false).await.unwrap().unwrap().id, high.id);
+    let claimed = t.store.claim_next(worker, false).await.unwrap().unwrap();
+    assert_eq!(claimed.id, low.id);
+    assert_eq!(claimed.attempt, 1);
+    assert!(t.store.claim_next(worker, false).await.unwrap().is_none(), "delayed job is not due");
+    t.clock.advance(chrono::Duration::seconds(61));
+    assert_eq!(t.store.claim_next(worker, false).await.unwrap().unwrap().id, later.id);
+});
+
+both_engines!(concurrent_claimers_never_share_a_job, |t: TestStore| async move {
+    let agent = agent_with_limit(&t.store, "busy", 100).await;
+    let total = 120;
+    for _ in 0..total {
+        enqueue(&t.store, task(agent)).await;
+    }
+    // On PostgreSQL every claimer gets its own store (its own pool), like separate processes.
+    let mut handles = Vec::new();
+    for _ in 0..6 {
+        let store = if t.store.is_postgres() { t.reopen().await } else { t.store.clone() };
+        handles.push(tokio::spawn(async move {
+            let worker = Uuid::now_v7();
+            let mut mine = Vec::new();
+            while let Some(job) = store.claim_next(worker, false).await.unwrap() {
+                let mut tx = store.begin().await.unwrap();
+                tx.end_attempt(job.id, worker, &AttemptEnd::Completed { result: json!({}) }).await.unwrap();
+                tx.commit().await.unwrap();
+                mine.push(job.id);
+            }
+            mine
+        }));
+    }
+    let mut seen = HashSet::new();
+    let mut count = 0;
+    for handle in handles {
+        for id in handle.await.unwrap() {
+            count += 1;
+            assert!(seen.insert(id), "job {id} claimed twice");
+        }
+    }
+    assert_eq!(count, total);
+    let done = t
+        .store
+        .list_jobs(&JobFilter { status: Some(JobStatus::Completed), ..Default::default() }, None, 200)
+        .await
+        .unwrap();
+    assert_eq!(done.items.len(), total);
+});
+
+both_engines!(agent_concurrency_limit_holds, |t: TestStore| async move {
+    let agent = agent_with_limit(&t.store, "narrow", 2).await;
+    for _ in 0..4 {
+        enqueue(&t.store, task(agent)).await;
+    }
+    let worker = Uuid::now_v7();
+    let first = t.store.claim_next(worker, false).await.unwrap().unwrap();
+    assert!(t.store.claim_next(worker, false).await.unwrap().is_some());
+    assert!(t.store.claim_next(worker, false).await.unwrap().is_none(), "limit of 2 reached");
+    complete(&t, first.id, worker).await;
+    assert!(t.store.claim_next(worker, false).await.unwrap().is_some(), "a slot freed up");
+});
+
+both_engines!(jobs_of_a_session_run_one_at_a_time_in_order, |t: TestStore| async move {
+    let agent = agent_with_limit(&t.store, "talker", 4).await;
+    let mut tx = t.store.begin().await.unwrap();
+    let session = tx.insert_session(agent, None, "rest").await.unwrap();
+    tx.commit().await.unwrap();
+    let in_session = || cortex_store::jobs::NewJob { session_id: Some(session.id), ..task(agent) };
+    let first = enqueue(&t.store, in_session()).await;
+    let second = enqueue(&t.store, in_session()).await;
+    let third = enqueue(&t.store, in_session()).await;
+    assert_eq!(first.status, JobStatus::Scheduled);
+    assert_eq!(second.status, JobStatus::Pending);
+    assert_eq!(third.status, JobStatus::Pending);
+
+    let worker = Uuid::now_v7();
+    assert_eq!(t.store.claim_next(worker, false).await.unwrap().unwrap().id, first.id);
+    assert!(t.store.claim_next(worker, false).await.unwrap().is_none(), "session busy");
+    complete(&t, first.id, worker).await;
+    assert_eq!(t.store.get_job(second.id).await.unwrap().status, JobStatus::Scheduled);
+    assert_eq!(t.store.get_job(third.id).await.unwrap().status, JobStatus::Pending);
+    assert_eq!(t.store.claim_next(worker, false).await.unwrap().unwrap().id, second.id);
+});
+
+both_engines!(idempotency_key_returns_the_first_job, |t: TestStore| async move {
+    let agent = agent_with_limit(&t.store, "idem", 4).await;
+    let new = cortex_store::jobs::NewJob { idempotency_key: Some("req-1".into()), ..task(agent) };
+    let first = enqueue(&t.store, new.clone()).await;
+    let mut tx = t.store.begin().await.unwrap();
+    let (again, created) = tx.insert_job(&new).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(!created);
+    assert_eq!(again.id, first.id);
+});
+
+both_engines!(a_job_joins_the_callers_transaction, |t: TestStore| async move {
+    let agent = agent_with_limit(&t.store, "atomic", 4).await;
+    let mut tx = t.store.begin().await.unwrap();
+    let (job, _) = tx.insert_job(&task(agent)).await.unwrap();
+    drop(tx); // rolled back
+    assert!(matches!(t.store.get_job(job.id).await, Err(StoreError::NotFound { .. })));
+    assert!(t.store.claim_next(Uuid::now_v7(), false).await.unwrap().is_none());
+});
+
+both_engines!(a_fenced_worker_cannot_write, |t: TestStore| async move {
+    let agent = agent_with_limit(&t.store, "fenced", 4).await;
+    let job = enqueue(&t.store, task(agent)).await;
+    let worker = Uuid::now_v7();
+    t.store.claim_next(worker, false).await.unwrap().unwrap();
+    let mut tx = t.store.begin().await.unwrap();
+    let err = tx.end_attempt(job.id, Uuid::now_v7(), &AttemptEnd::Completed { result: json!({}) }).await.unwrap_err();
+    assert!(matches!(err, StoreError::StaleState { .. }));
+    drop(tx);
+
+    // Released at shutdown: the next claim resumes the same attempt.
+    let mut tx = t.store.begin().await.unwrap();
+    tx.suspend(job.id, worker, Suspend::Release, None).await.unwrap();
+    tx.commit().await.unwrap();
+    let again = t.store.claim_next(Uuid::now_v7(), false).await.unwrap().unwrap();
+    assert_eq!(again.attempt, 1, "a released attempt is not counted twice");
+});
+
+both_engines!(transitions_append_ordered_events, |t: TestStore| async move {
+    let agent = agent_with_limit(&t.store, "evented", 4).await;
+    let job = enqueue(&t.store, task(agent)).await;
+    let worker = Uuid::now_v7();
+    t.store.claim_next(worker, false).await.unwrap().unwrap();
+    complete(&t, job.id, worker).await;
+    let events = t.store.events_after(cortex_store::events::EventScope::Job(job.id), 0, 100).await.unwrap();
+    let moves: Vec<String> = events.iter().map(|e| e.payload["to"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(moves, ["scheduled", "running", "completed"]);
+    assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+});
+
+both_engines!(queue_statistics_are_refreshed_after_many_changes, |t: TestStore| async move {
+    let agent = agent_with_limit(&t.store, "stats", 4).await;
+    let mut tx = t.store.begin().await.unwrap();
+    for _ in 0..1100 {
+        tx.insert_job(&task(agent)).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    if t.store.is_postgres() {
+        // The statistics collector reports changes asynchronously; wait for it to see them.
+        let mut analysed = false;
+        for _ in 0..100 {
+            if t.store.refresh_job_statistics().await.unwrap() {
+                analysed = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(analysed, "1 100 inserted rows trigger an ANALYZE");
+        assert!(!t.store.refresh_job_statistics().await.unwrap(), "nothing changed since");
+    } else {
+        assert!(!t.store.refresh_job_statistics().await.unwrap(), "SQLite needs no statistics for the claim");
+    }
+});

@@ -1,0 +1,9 @@
+//! Storage conformance suite: every test runs on SQLite and on PostgreSQL.
+
+mod agents;
+mod budgets;
+mod jobs;
+mod schema;
+mod secrets;
+mod support;
+mod tool_calls;

@@ -1,0 +1,246 @@
+//! Test support shared by the workspace's integration tests.
+//!
+//! [`fake_llm::FakeLlm`] is an in-process model server speaking the OpenAI and Anthropic protocols.
+//!
+//! [`TestStore`] gives each test its own database: a temporary SQLite file, or a fresh PostgreSQL
+//! database cloned from a template migrated once per migration set. [`both_engines!`] runs one test
+//! body against both, so the two engines cannot drift apart.
+//!
+//! PostgreSQL is found through `CORTEX_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`).
+//! When it cannot be reached the PostgreSQL half of a test fails with a message saying so; set
+//! `CORTEX_TEST_SKIP_PG=1` to skip it explicitly on a machine without PostgreSQL.
+
+pub mod fake_llm;
+
+use std::sync::Arc;
+
+use cortex_core::clock::ManualClock;
+use cortex_store::{DatabaseConfig, Store};
+use sha2::{Digest, Sha256};
+use sqlx::Connection;
+
+pub mod faults;
+
+/// Which engine a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// A migrated store with a hand-driven clock, removed when dropped.
+pub struct TestStore {
+    pub store: Store,
+    pub clock: ManualClock,
+    pub config: DatabaseConfig,
+    pub dir: tempfile::TempDir,
+    pg_database: Option<String>,
+}
+
+/// The moment every test clock starts at (a fixed date keeps runs reproducible).
+pub fn test_epoch() -> cortex_core::Timestamp {
+    chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap_or_default()
+}
+
+/// Admin connection URL of the test PostgreSQL server.
+pub fn pg_admin_url() -> String {
+    std::env::var("CORTEX_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// True when PostgreSQL tests were switched off explicitly.
+pub fn skip_postgres() -> bool {
+    std::env::var("CORTEX_TEST_SKIP_PG").is_ok_and(|v| v == "1")
+}
+
+impl TestStore {
+    /// A fresh, migrated store on `engine`.
+    pub async fn new(engine: Engine) -> TestStore {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let clock = ManualClock::new(test_epoch());
+        let (config, pg_database) = match engine {
+            Engine::Sqlite => (DatabaseConfig::Sqlite { path: dir.path().join("cortex.db") }, None),
+            Engine::Postgres => {
+                let (url, name) = fresh_pg_database().await;
+                (DatabaseConfig::Postgres { url, max_connections: 10 }, Some(name))
+            }
+        };
+        let store = Store::open(&config, Arc::new(clock.clone())).await.expect("open store");
+        store.migrate().await.expect("migrate");
+        TestStore { store, clock, config, dir, pg_database }
+    }
+
+    /// Opens a second handle on the same database, as another process would (PostgreSQL only).
+    pub async fn reopen(&self) -> Store {
+        Store::open(&self.config, Arc::new(self.clock.clone())).await.expect("reopen store")
+    }
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_database.take() else {
+            return;
+        };
+        // Dropping a database needs a connection of its own; do it on a short-lived runtime so it
+        // works from inside or outside an async test.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            runtime.block_on(async move {
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&pg_admin_url()).await {
+                    let _ =
+                        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
+                            .execute(&mut admin)
+                            .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Creates `cortex_test_<uuid>` from a template migrated with the current migrations.
+async fn fresh_pg_database() -> (String, String) {
+    let admin_url = pg_admin_url();
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap_or_else(|err| {
+        panic!(
+            "PostgreSQL test server unreachable at {admin_url}: {err}. Start it (pg_ctlcluster 15 main start), \
+             point CORTEX_TEST_PG_URL at one, or set CORTEX_TEST_SKIP_PG=1 to skip PostgreSQL tests"
+        )
+    });
+    let template = format!("cortex_tpl_{}", migrations_fingerprint());
+    // Serialise template creation across test processes.
+    sqlx::query("SELECT pg_advisory_lock(726354)").execute(&mut admin).await.expect("lock");
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&template)
+        .fetch_one(&mut admin)
+        .await
+        .expect("query template");
+    if !exists {
+        let building = format!("{template}_building");
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)")))
+            .execute(&mut admin)
+            .await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{building}\"")))
+            .execute(&mut admin)
+            .await
+            .expect("create template");
+        let url = database_url(&admin_url, &building);
+        let store = Store::open(
+            &DatabaseConfig::Postgres { url, max_connections: 2 },
+            Arc::new(ManualClock::new(test_epoch())),
+        )
+        .await
+        .expect("open template");
+        store.migrate().await.expect("migrate template");
+        store.close().await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("ALTER DATABASE \"{building}\" RENAME TO \"{template}\"")))
+            .execute(&mut admin)
+            .await
+            .expect("publish template");
+    }
+    sqlx::query("SELECT pg_advisory_unlock(726354)").execute(&mut admin).await.expect("unlock");
+    let name = format!("cortex_test_{}", uuid::Uuid::now_v7().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\"")))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
+    (database_url(&admin_url, &name), name)
+}
+
+/// Replaces the database name of a PostgreSQL URL.
+pub fn database_url(admin_url: &str, database: &str) -> String {
+    let (base, query) = admin_url.split_once('?').map_or((admin_url, None), |(b, q)| (b, Some(q)));
+    let base = match base.rfind('/') {
+        Some(idx) if base[..idx].contains("//") && idx > base.find("//").unwrap_or(0) + 1 => &base[..idx],
+        _ => base,
+    };
+    match query {
+        Some(query) => format!("{base}/{database}?{query}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
+/// A short hash of the PostgreSQL migrations, so a changed migration gets a new template.
+fn migrations_fingerprint() -> String {
+    let mut hasher = Sha256::new();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../cortex-store/migrations/postgres");
+    let mut entries: Vec<_> = std::fs::read_dir(dir).expect("migrations dir").flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for path in entries {
+        hasher.update(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        hasher.update(std::fs::read(&path).expect("read migration"));
+    }
+    hex::encode(&hasher.finalize()[..6])
+}
+
+/// Defines `mod $name { sqlite, postgres }`: the same async test body on both engines.
+/// The body is an async closure-like expression taking a [`TestStore`].
+#[macro_export]
+macro_rules! both_engines {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let test = $crate::TestStore::new($crate::Engine::Sqlite).await;
+                ($body)(test).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if $crate::skip_postgres() {
+                    eprintln!("skipped: CORTEX_TEST_SKIP_PG=1");
+                    return;
+                }
+                let test = $crate::TestStore::new($crate::Engine::Postgres).await;
+                ($body)(test).await;
+            }
+        }
+    };
+}
+
+impl TestStore {
+    /// Runs raw SQL beside the store, bypassing it (to prove the database itself enforces rules).
+    pub async fn execute_raw(&self, sql: String) -> Result<u64, sqlx::Error> {
+        match &self.config {
+            DatabaseConfig::Sqlite { path } => {
+                let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await?;
+                Ok(sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await?.rows_affected())
+            }
+            DatabaseConfig::Postgres { url, .. } => {
+                let mut conn = sqlx::PgConnection::connect(url).await?;
+                Ok(sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await?.rows_affected())
+            }
+        }
+    }
+
+    /// Reads one text column of one row with raw SQL.
+    pub async fn query_text(&self, sql: String) -> Result<Vec<String>, sqlx::Error> {
+        match &self.config {
+            DatabaseConfig::Sqlite { path } => {
+                let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await?;
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_all(&mut conn).await
+            }
+            DatabaseConfig::Postgres { url, .. } => {
+                let mut conn = sqlx::PgConnection::connect(url).await?;
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_all(&mut conn).await
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_url_swaps_the_name() {
+        assert_eq!(super::database_url("postgres://u@h:5432/postgres", "x"), "postgres://u@h:5432/x");
+        assert_eq!(
+            super::database_url("postgres://u@h:5432/postgres?sslmode=disable", "x"),
+            "postgres://u@h:5432/x?sslmode=disable"
+        );
+        assert_eq!(super::database_url("postgres://u@h:5432", "x"), "postgres://u@h:5432/x");
+    }
+}

@@ -1,0 +1,233 @@
+//! `cortex bench chat`: the control-plane overhead of one chat turn (issue 5, SPEC §5).
+//!
+//! Everything real runs in this process — store, migrations, agent runtime, job engine, HTTP API on
+//! loopback — and the model is a loopback OpenAI-compatible endpoint that answers instantly, so the
+//! measured time is ours: `POST /agents/{id}/chat?wait=true` from request to the completed reply
+//! (session and message written, job claimed, context assembled, budgets reserved and settled, model
+//! streamed, answer stored, job completed, waiter woken). Each turn starts a new session.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use axum::body::Body;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use clap::Args;
+use cortex_api::state::AppParts;
+use cortex_api::{ApiConfig, AppState, Readiness};
+use cortex_core::clock::SystemClock;
+use cortex_core::job::JobKind;
+use cortex_core::role::Role;
+use cortex_jobs::{EngineConfig, JobEngine};
+use cortex_runtime::{Runtime, RuntimeConfig};
+use cortex_store::Store;
+use cortex_store::secrets::{Cipher, MasterKey};
+use cortex_store::users::{KeySource, NewApiKey};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::{Scratch, ScratchArgs, millis, percentile};
+
+/// Turns run before measuring, so connections and caches are warm.
+const WARMUP: usize = 20;
+
+/// Options of `cortex bench chat`.
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub scratch: ScratchArgs,
+    /// Measured chat turns (one after the other).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub turns: u32,
+}
+
+#[derive(Debug, Serialize)]
+struct Figures {
+    engine: &'static str,
+    turns: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    mean_ms: f64,
+    max_ms: f64,
+}
+
+pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
+    let scratch = Scratch::create(&args.scratch).await?;
+    let measured = measure(&scratch, args.turns as usize).await;
+    let removed = scratch.remove().await;
+    let figures = measured?;
+    removed?;
+    if args.scratch.json {
+        println!("{}", serde_json::to_string_pretty(&figures)?);
+    } else {
+        println!(
+            "cortex bench chat: {}, {} turns of POST /agents/{{id}}/chat?wait=true with an instant model",
+            figures.engine, figures.turns
+        );
+        println!();
+        println!(
+            "  overhead per turn   p50 {:.2} ms   p99 {:.2} ms   mean {:.2} ms   max {:.2} ms",
+            figures.p50_ms, figures.p99_ms, figures.mean_ms, figures.max_ms
+        );
+    }
+    Ok(())
+}
+
+async fn measure(scratch: &Scratch, turns: usize) -> anyhow::Result<Figures> {
+    let model = InstantModel::start().await?;
+    let store = Store::open(&scratch.database, Arc::new(SystemClock)).await.context("opening the scratch database")?;
+    store.migrate().await.context("migrating the scratch database")?;
+    let cipher = Arc::new(Cipher::new(MasterKey::from_bytes(rand::random()), Vec::new()));
+    let mcp = Arc::new(cortex_mcp::Pool::new(store.clock().clone(), 10, Duration::from_secs(600)));
+    let env = BTreeMap::from([
+        ("OPENAI_BASE_URL".to_owned(), model.base_url.clone()),
+        ("OPENAI_API_KEY".to_owned(), "bench".to_owned()),
+    ]);
+    let runtime = Runtime::new(
+        store.clone(),
+        RuntimeConfig {
+            data_dir: scratch.dir.clone(),
+            env,
+            cipher: cipher.clone(),
+            mcp: mcp.clone(),
+            http: reqwest::Client::new(),
+            llm_retry: cortex_llm::RetryPolicy::default(),
+        },
+    )
+    .await
+    .context("starting the runtime")?;
+    let key = admin_key(&store).await?;
+
+    let stop = CancellationToken::new();
+    let engine = JobEngine::new(store.clone(), EngineConfig::with_name(format!("bench:{}", std::process::id())))
+        .with_handler(JobKind::Chat, runtime.handler());
+    let engine_task = tokio::spawn(engine.run(stop.clone().cancelled_owned()));
+    let readiness = Readiness::default();
+    readiness.set_engine_alive(true);
+    let unlimited = cortex_api::rate_limit::Limit { per_minute: u32::MAX, burst: u32::MAX };
+    let state = AppState::new(AppParts {
+        store: store.clone(),
+        runtime,
+        cipher,
+        mcp: mcp.clone(),
+        config: ApiConfig { api_rate: unlimited, chat_rate: unlimited, ..ApiConfig::default() },
+        metrics: cortex_api::metrics::handle(),
+        readiness,
+        shutdown: stop.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let server_stop = stop.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, cortex_api::router(state)).with_graceful_shutdown(server_stop.cancelled_owned()).await
+    });
+
+    let measured = turns_through_http(&base, &key, turns).await;
+    stop.cancel();
+    engine_task.await.context("job engine task")??;
+    server.await.context("http server task")??;
+    mcp.shutdown().await;
+    store.close().await;
+    let mut samples = measured?;
+    samples.sort();
+    let total: Duration = samples.iter().sum();
+    Ok(Figures {
+        engine: store.engine_name(),
+        turns,
+        p50_ms: millis(percentile(&samples, 0.50)),
+        p99_ms: millis(percentile(&samples, 0.99)),
+        mean_ms: millis(total / turns.max(1) as u32),
+        max_ms: millis(samples.last().copied().unwrap_or_default()),
+    })
+}
+
+async fn admin_key(store: &Store) -> anyhow::Result<String> {
+    let generated = cortex_core::api_key::generate();
+    let mut tx = store.begin().await?;
+    let user = tx.insert_user("bench", None, Role::Admin).await?;
+    tx.insert_api_key(&NewApiKey {
+        name: "bench".into(),
+        prefix: generated.prefix,
+        hash: generated.hash,
+        role: Role::Admin,
+        user_id: Some(user.id),
+        expires_at: None,
+        source: KeySource::Api,
+    })
+    .await?;
+    tx.commit().await?;
+    Ok(generated.plaintext)
+}
+
+async fn turns_through_http(base: &str, key: &str, turns: usize) -> anyhow::Result<Vec<Duration>> {
+    let http = reqwest::Client::new();
+    let agent = json!({"name": "bench", "model_config": {"provider": "openai", "model": "gpt-4o-mini"}});
+    let created = http.post(format!("{base}/agents")).bearer_auth(key).json(&agent).send().await?;
+    if !created.status().is_success() {
+        bail!("creating the agent failed: {}", created.text().await.unwrap_or_default());
+    }
+    let url = format!("{base}/agents/bench/chat?wait=true");
+    let mut samples = Vec::with_capacity(turns);
+    for turn in 0..WARMUP + turns {
+        let started = Instant::now();
+        let response = http.post(&url).bearer_auth(key).json(&json!({"text": "ping"})).send().await?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let elapsed = started.elapsed();
+        if status != 200 || body["status"] != "completed" {
+            bail!("turn {turn} did not complete: {status} {body}");
+        }
+        if turn >= WARMUP {
+            samples.push(elapsed);
+        }
+    }
+    Ok(samples)
+}
+
+/// A loopback OpenAI-compatible endpoint that answers every chat completion at once with "pong".
+struct InstantModel {
+    base_url: String,
+}
+
+impl InstantModel {
+    async fn start() -> anyhow::Result<InstantModel> {
+        let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(complete));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base_url = format!("http://{}/v1", listener.local_addr()?);
+        tokio::spawn(async move {
+            if let Err(err) = axum::serve(listener, app).await {
+                tracing::warn!(error = %err, "benchmark model stopped");
+            }
+        });
+        Ok(InstantModel { base_url })
+    }
+}
+
+async fn complete(axum::Json(request): axum::Json<Value>) -> Response {
+    let model = request["model"].as_str().unwrap_or("bench").to_owned();
+    let usage = json!({"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 13});
+    if request["stream"].as_bool().unwrap_or(false) {
+        let chunk = |delta: Value, finish: Value| {
+            json!({"id": "bench", "object": "chat.completion.chunk", "created": 0, "model": model,
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        };
+        let usage_chunk = json!({"id": "bench", "object": "chat.completion.chunk", "created": 0, "model": model, "choices": [], "usage": usage});
+        let body = format!(
+            "data: {}\n\ndata: {}\n\ndata: {}\n\ndata: [DONE]\n\n",
+            chunk(json!({"role": "assistant", "content": "pong"}), Value::Null),
+            chunk(json!({}), json!("stop")),
+            usage_chunk
+        );
+        return Response::builder()
+            .header(header::CONTENT_TYPE, "text/event-stream")
+            .body(Body::from(body))
+            .unwrap_or_default();
+    }
+    axum::Json(json!({"id": "bench", "object": "chat.completion", "created": 0, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "pong"}, "finish_reason": "stop"}],
+        "usage": usage}))
+    .into_response()
+}

@@ -1,0 +1,305 @@
+//! `cortex bench queue`: the job queue alone (SPEC §4, §16).
+//!
+//! It runs the real engine ([`JobEngine`], claims, heartbeats, records) with a handler that does no
+//! work, on a throw-away database, and reports:
+//! - **bulk enqueue**: jobs/s inserting `--jobs` jobs in transactions of [`ENQUEUE_BATCH`];
+//! - **processing** with 1 and 16 concurrent jobs: jobs/s from engine start until every job's
+//!   completion is committed (a fresh backlog of `--jobs` jobs each time);
+//! - **enqueue→start latency** p50/p99: [`LATENCY_SAMPLES`] jobs enqueued one per transaction at a
+//!   steady [`LATENCY_RATE_PER_SECOND`]/s into a running, idle engine, from the enqueuing commit
+//!   returning to the handler starting the job.
+//!
+//! On PostgreSQL, planner statistics are refreshed (`ANALYZE job`) after each bulk load, as autovacuum
+//! does on a running server: without them every claim sorts the whole backlog and the figures would
+//! describe a freshly created database rather than a deployment.
+//!
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use async_trait::async_trait;
+use clap::Args;
+use cortex_core::agent::{AccessMode, AgentStatus, ModelConfig, ResourceLimits};
+use cortex_core::clock::SystemClock;
+use cortex_core::job::{JobKind, JobStatus};
+use cortex_jobs::{EngineConfig, JobContext, JobEngine, JobHandler, Outcome};
+use cortex_store::agents::AgentDefinition;
+use cortex_store::jobs::NewJob;
+use cortex_store::{DatabaseConfig, Store};
+use serde::Serialize;
+use serde_json::json;
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::{Scratch, ScratchArgs, millis, percentile, rate, time};
+
+/// Jobs inserted per transaction in the bulk enqueue measurement.
+pub const ENQUEUE_BATCH: usize = 500;
+/// Jobs enqueued one by one for the latency measurement (fewer when `--jobs` is smaller).
+pub const LATENCY_SAMPLES: usize = 500;
+/// Steady enqueue rate of the latency measurement: modest, so the engine is idle between jobs.
+pub const LATENCY_RATE_PER_SECOND: u64 = 100;
+/// Worker concurrency of the latency measurement and of the second processing run.
+const HIGH_CONCURRENCY: usize = 16;
+
+/// Options of `cortex bench queue`.
+#[derive(Debug, Args)]
+pub struct QueueArgs {
+    #[command(flatten)]
+    pub scratch: ScratchArgs,
+    /// Jobs per enqueue and processing measurement.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub jobs: u32,
+}
+
+/// What one benchmark run measured.
+#[derive(Debug, Serialize)]
+struct Figures {
+    engine: &'static str,
+    jobs: usize,
+    enqueue_jobs_per_second: f64,
+    process_concurrency_1_jobs_per_second: f64,
+    process_concurrency_16_jobs_per_second: f64,
+    latency_samples: usize,
+    latency_p50_ms: f64,
+    latency_p99_ms: f64,
+}
+
+pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
+    let scratch = Scratch::create(&args.scratch).await?;
+    let measured = measure(&scratch.database, args.jobs as usize).await;
+    let removed = scratch.remove().await;
+    let figures = measured?;
+    removed?;
+    if args.scratch.json {
+        println!("{}", serde_json::to_string_pretty(&figures)?);
+    } else {
+        print_table(&figures);
+    }
+    Ok(())
+}
+
+async fn measure(database: &DatabaseConfig, jobs: usize) -> anyhow::Result<Figures> {
+    let store = Store::open(database, Arc::new(SystemClock)).await.context("opening the scratch database")?;
+    store.migrate().await.context("migrating the scratch database")?;
+    let agent_id = bench_agent(&store).await?;
+
+    let enqueue_jobs_per_second = rate(jobs, time(enqueue_bulk(&store, agent_id, jobs)).await?);
+    refresh_statistics(database).await?;
+    let process_concurrency_1_jobs_per_second = rate(jobs, process(&store, jobs, 1).await?);
+    enqueue_bulk(&store, agent_id, jobs).await?;
+    refresh_statistics(database).await?;
+    let process_concurrency_16_jobs_per_second = rate(jobs, process(&store, jobs, HIGH_CONCURRENCY).await?);
+    let samples = jobs.min(LATENCY_SAMPLES);
+    let mut latencies = latency(&store, agent_id, samples).await?;
+    latencies.sort();
+    store.close().await;
+
+    Ok(Figures {
+        engine: store.engine_name(),
+        jobs,
+        enqueue_jobs_per_second,
+        process_concurrency_1_jobs_per_second,
+        process_concurrency_16_jobs_per_second,
+        latency_samples: samples,
+        latency_p50_ms: millis(percentile(&latencies, 0.50)),
+        latency_p99_ms: millis(percentile(&latencies, 0.99)),
+    })
+}
+
+/// An agent whose concurrency limit never caps the engine.
+async fn bench_agent(store: &Store) -> anyhow::Result<Uuid> {
+    let definition = AgentDefinition {
+        name: "bench".into(),
+        slug: "bench".into(),
+        role: String::new(),
+        description: "cortex bench queue".into(),
+        system_prompt: String::new(),
+        model_config: ModelConfig {
+            provider: "openai".into(),
+            model: "gpt-4o-mini".into(),
+            temperature: None,
+            max_tokens: None,
+            fallbacks: vec![],
+            extraction_model: None,
+            requires_approval: false,
+        },
+        resource_limits: ResourceLimits { max_concurrent_jobs: 100, ..ResourceLimits::default() },
+        access_mode: AccessMode::BoundChats,
+        skills: vec![],
+        subagents: vec![],
+        status: AgentStatus::Active,
+    };
+    let mut tx = store.begin().await?;
+    let id = tx.insert_agent(&definition).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+fn bench_job(agent_id: Uuid) -> NewJob {
+    NewJob {
+        agent_id,
+        session_id: None,
+        kind: JobKind::Task,
+        priority: 0,
+        payload: json!({"prompt": "no-op"}),
+        max_attempts: 3,
+        timeout_seconds: 300,
+        run_at: None,
+        parent_job_id: None,
+        delegation_depth: 0,
+        idempotency_key: None,
+        created_by: Some("bench".into()),
+    }
+}
+
+/// Inserts `jobs` jobs in transactions of [`ENQUEUE_BATCH`].
+async fn enqueue_bulk(store: &Store, agent_id: Uuid, jobs: usize) -> anyhow::Result<()> {
+    let job = bench_job(agent_id);
+    let mut left = jobs;
+    while left > 0 {
+        let batch = left.min(ENQUEUE_BATCH);
+        let mut tx = store.begin().await?;
+        for _ in 0..batch {
+            tx.insert_job(&job).await?;
+        }
+        tx.commit().await?;
+        left -= batch;
+    }
+    Ok(())
+}
+
+/// Refreshes PostgreSQL's statistics of the job table after a bulk load (see the module docs).
+async fn refresh_statistics(database: &DatabaseConfig) -> anyhow::Result<()> {
+    if let DatabaseConfig::Postgres { url, .. } = database {
+        let mut conn = PgConnection::connect(url).await.context("connecting to the scratch database")?;
+        sqlx::query("ANALYZE job").execute(&mut conn).await.context("refreshing planner statistics")?;
+        conn.close().await?;
+    }
+    Ok(())
+}
+
+/// Runs an engine with `concurrency` slots over the queued backlog of `jobs` jobs; returns the time
+/// from its start until every completion is committed (its graceful shutdown drains them all).
+async fn process(store: &Store, jobs: usize, concurrency: usize) -> anyhow::Result<Duration> {
+    let completed_before = count_completed(store).await?;
+    let handler = Arc::new(NoOp::default());
+    let mut runs = handler.runs.subscribe();
+    let engine = bench_engine(store, concurrency, &handler);
+    let elapsed = time(engine.run(async move {
+        let _ = runs.wait_for(|n| *n >= jobs).await;
+    }))
+    .await?;
+    let completed = count_completed(store).await? - completed_before;
+    if completed != jobs {
+        bail!("the engine completed {completed} of {jobs} jobs");
+    }
+    Ok(elapsed)
+}
+
+/// Enqueues `samples` jobs one per transaction at a steady rate into a running engine and returns each
+/// job's delay from commit to handler start.
+async fn latency(store: &Store, agent_id: Uuid, samples: usize) -> anyhow::Result<Vec<Duration>> {
+    let handler = Arc::new(NoOp::default());
+    let mut runs = handler.runs.subscribe();
+    let engine = bench_engine(store, HIGH_CONCURRENCY, &handler);
+    let all_ran = async move {
+        let _ = runs.wait_for(|n| *n > samples).await;
+    };
+    let running = tokio::spawn(engine.run(all_ran));
+
+    // A first job, not measured, proves the engine is up and listening.
+    let mut warm_up = handler.runs.subscribe();
+    enqueue_one(store, agent_id).await?;
+    warm_up.wait_for(|n| *n >= 1).await.context("the engine stopped during warm-up")?;
+
+    let mut committed = HashMap::with_capacity(samples);
+    let mut ticks = tokio::time::interval(Duration::from_micros(1_000_000 / LATENCY_RATE_PER_SECOND));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for _ in 0..samples {
+        ticks.tick().await;
+        let id = enqueue_one(store, agent_id).await?;
+        committed.insert(id, Instant::now());
+    }
+    running.await.context("the engine task failed")??;
+
+    let started = handler.started.lock().map_err(|_| anyhow::anyhow!("latency records are unreadable"))?;
+    committed
+        .iter()
+        .map(|(id, at)| {
+            // The engine may start a job before the commit acknowledgement reaches the enqueuer.
+            started.get(id).map(|start| start.saturating_duration_since(*at)).context("a sampled job never started")
+        })
+        .collect()
+}
+
+async fn enqueue_one(store: &Store, agent_id: Uuid) -> anyhow::Result<Uuid> {
+    let mut tx = store.begin().await?;
+    let (job, _) = tx.insert_job(&bench_job(agent_id)).await?;
+    tx.commit().await?;
+    Ok(job.id)
+}
+
+fn bench_engine(store: &Store, concurrency: usize, handler: &Arc<NoOp>) -> JobEngine {
+    let config = EngineConfig { concurrency, ..EngineConfig::with_name(format!("bench:{}", std::process::id())) };
+    JobEngine::new(store.clone(), config).with_handler(JobKind::Task, handler.clone())
+}
+
+async fn count_completed(store: &Store) -> anyhow::Result<usize> {
+    let counts = store.count_jobs_by_status().await?;
+    let completed = counts.into_iter().find(|(status, _)| *status == JobStatus::Completed).map_or(0, |(_, n)| n);
+    Ok(usize::try_from(completed)?)
+}
+
+/// Completes every job at once, counting runs and noting when each job started.
+struct NoOp {
+    runs: watch::Sender<usize>,
+    started: Mutex<HashMap<Uuid, Instant>>,
+}
+
+impl Default for NoOp {
+    fn default() -> Self {
+        Self { runs: watch::Sender::new(0), started: Mutex::new(HashMap::new()) }
+    }
+}
+
+#[async_trait]
+impl JobHandler for NoOp {
+    async fn run(&self, ctx: JobContext) -> Outcome {
+        let now = Instant::now();
+        if let Ok(mut started) = self.started.lock() {
+            started.insert(ctx.job.id, now);
+        }
+        self.runs.send_modify(|n| *n += 1);
+        Outcome::Completed(json!({}))
+    }
+}
+
+fn print_table(figures: &Figures) {
+    println!(
+        "cortex bench queue: {}, {} no-op jobs per run, real engine on a scratch database",
+        figures.engine, figures.jobs
+    );
+    println!();
+    println!(
+        "  {:<44} {:>12.0} jobs/s",
+        format!("bulk enqueue ({ENQUEUE_BATCH} per transaction)"),
+        figures.enqueue_jobs_per_second
+    );
+    println!("  {:<44} {:>12.0} jobs/s", "process, concurrency 1", figures.process_concurrency_1_jobs_per_second);
+    println!(
+        "  {:<44} {:>12.0} jobs/s",
+        format!("process, concurrency {HIGH_CONCURRENCY}"),
+        figures.process_concurrency_16_jobs_per_second
+    );
+    println!(
+        "  {:<44} p50 {:.2} ms, p99 {:.2} ms",
+        format!("enqueue→start, {} jobs at {LATENCY_RATE_PER_SECOND}/s", figures.latency_samples),
+        figures.latency_p50_ms,
+        figures.latency_p99_ms
+    );
+}

@@ -1,0 +1,76 @@
+//! First-start credentials (SPEC §2.2, §17.2): a fresh install never runs open.
+//!
+//! - `CORTEX_API_KEY` set: it must be strong (placeholders and short keys are refused); it is stored
+//!   hashed as an admin key the first time and accepted from then on (unless an admin revokes it).
+//! - Otherwise, when no usable admin key exists, one is generated, stored hashed and printed once.
+
+use anyhow::{Context, bail};
+use cortex_core::role::Role;
+use cortex_store::Store;
+use cortex_store::users::{KeySource, NewApiKey};
+
+use crate::config::ConfigError;
+
+/// What bootstrap did, for the start-up message.
+pub enum Bootstrap {
+    /// A key was generated; its plaintext must be shown to the operator once.
+    Generated(String),
+    /// The environment key is in place.
+    FromEnv,
+    /// Admin keys already exist.
+    Existing,
+}
+
+/// Refuses a weak `CORTEX_API_KEY` before anything starts.
+pub fn check_env_key(env_key: Option<&str>) -> anyhow::Result<()> {
+    if let Some(key) = env_key
+        && let Err(weakness) = cortex_core::api_key::check_bootstrap_strength(key)
+    {
+        bail!(ConfigError(format!("CORTEX_API_KEY {weakness}")));
+    }
+    Ok(())
+}
+
+pub async fn ensure_admin_key(store: &Store, env_key: Option<&str>) -> anyhow::Result<Bootstrap> {
+    if let Some(key) = env_key {
+        let prefix = cortex_api::auth::lookup_prefix(key);
+        if let Some((_, hash)) = store.find_api_key(&prefix).await.context("looking up the bootstrap key")? {
+            if !cortex_core::api_key::verify(key, &hash) {
+                bail!(ConfigError("CORTEX_API_KEY collides with a stored key prefix; choose another key".into()));
+            }
+            return Ok(Bootstrap::FromEnv);
+        }
+        insert_admin(store, "bootstrap (CORTEX_API_KEY)", prefix, cortex_core::api_key::hash(key), KeySource::Env)
+            .await?;
+        return Ok(Bootstrap::FromEnv);
+    }
+    if store.count_active_admin_keys().await.context("counting admin keys")? > 0 {
+        return Ok(Bootstrap::Existing);
+    }
+    let generated = cortex_core::api_key::generate();
+    insert_admin(store, "bootstrap", generated.prefix, generated.hash, KeySource::Bootstrap).await?;
+    Ok(Bootstrap::Generated(generated.plaintext))
+}
+
+async fn insert_admin(
+    store: &Store,
+    name: &str,
+    prefix: String,
+    hash: String,
+    source: KeySource,
+) -> anyhow::Result<()> {
+    let mut tx = store.begin().await?;
+    let user = tx.insert_user("admin", None, Role::Admin).await?;
+    tx.insert_api_key(&NewApiKey {
+        name: name.into(),
+        prefix,
+        hash,
+        role: Role::Admin,
+        user_id: Some(user.id),
+        expires_at: None,
+        source,
+    })
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! `cortex`: the one binary (SPEC §2.1). Parses the command line, runs the command, and maps failures
+//! to exit codes in one place.
+
+mod bench;
+mod bootstrap;
+mod cli;
+mod client;
+mod config;
+mod keys;
+mod serve;
+mod telemetry;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::config::{ConfigError, ServeConfig, StoreConfig, WorkerConfig};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init();
+    // One TLS provider for every HTTP client in the process (STACK §2.3).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            if let Some(client) = err.downcast_ref::<client::ClientError>() {
+                eprintln!("error: {}", client.message);
+                return ExitCode::from(client.exit_code);
+            }
+            eprintln!("error: {err:#}");
+            if err.downcast_ref::<ConfigError>().is_some() { ExitCode::from(2) } else { ExitCode::FAILURE }
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve::serve(ServeConfig::resolve(&args)?).await,
+        Command::Worker(args) => serve::worker(WorkerConfig::resolve(&args)?).await,
+        Command::Migrate(args) => {
+            let file = config::load_file(args.config.as_deref())?;
+            let store = serve::open_store(&StoreConfig::resolve(&args, &file)?).await?;
+            println!("migrations applied (schema version {})", store.schema_version().await?);
+            store.close().await;
+            Ok(())
+        }
+        Command::Keys { store, command } => {
+            let file = config::load_file(store.config.as_deref())?;
+            keys::run(StoreConfig::resolve(&store, &file)?, command).await
+        }
+        Command::Agent { client, command } => client::agent::run(&client, command).await,
+        Command::Jobs { client, command } => client::jobs::run(&client, command).await,
+        Command::Chat { client, agent, text } => client::chat::run(&client, &agent, text).await,
+        Command::Approvals { client, command } => client::approvals::run(&client, command).await,
+        Command::Bench { command } => bench::run(command).await,
+    }
+}

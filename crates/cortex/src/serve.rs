@@ -1,0 +1,269 @@
+//! `cortex serve` and `cortex worker`: open the store, run migrations and bootstrap, start the job
+//! engine (and for `serve` the HTTP API), then shut down gracefully on SIGTERM/SIGINT (SPEC §4.10).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use cortex_api::state::AppParts;
+use cortex_api::{ApiConfig, AppState, Readiness};
+use cortex_core::clock::{Clock, SystemClock};
+use cortex_core::job::JobKind;
+use cortex_jobs::{EngineConfig, JobEngine};
+use cortex_runtime::{Runtime, RuntimeConfig, RuntimeError};
+use cortex_store::secrets::{Cipher, SecretsError, load_master_key};
+use cortex_store::{DatabaseConfig, Store, StoreError};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::bootstrap::{self, Bootstrap};
+use crate::config::{ConfigError, EngineSettings, ServeConfig, StoreConfig, WorkerConfig};
+
+/// Opens and migrates the store; a locked SQLite file is a configuration problem (exit 2).
+pub async fn open_store(config: &StoreConfig) -> anyhow::Result<Store> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store = match Store::open(&config.database, clock).await {
+        Ok(store) => store,
+        Err(StoreError::Locked(message)) => return Err(anyhow::Error::new(ConfigError(message))),
+        Err(err) => return Err(err).context(describe(&config.database)),
+    };
+    store.migrate().await.context("applying database migrations")?;
+    Ok(store)
+}
+
+fn describe(database: &DatabaseConfig) -> String {
+    match database {
+        DatabaseConfig::Sqlite { path } => format!("opening SQLite database {}", path.display()),
+        DatabaseConfig::Postgres { .. } => "connecting to PostgreSQL (CORTEX_DATABASE_URL)".into(),
+    }
+}
+
+fn engine(store: &Store, runtime: &Arc<Runtime>, settings: &EngineSettings) -> JobEngine {
+    let name = format!("{}:{}", hostname(), std::process::id());
+    let config = EngineConfig {
+        concurrency: settings.concurrency,
+        shutdown_grace: settings.shutdown_grace,
+        ignore_quarantine: settings.ignore_quarantine,
+        heartbeat_interval: settings.heartbeat_interval,
+        worker_dead_after: settings.worker_dead_after,
+        // A dead worker's job must run again well within 30 s: check at least every 5 s.
+        reaper_interval: settings.heartbeat_interval.min(std::time::Duration::from_secs(5)),
+        ..EngineConfig::with_name(name)
+    };
+    let handler = runtime.handler();
+    JobEngine::new(store.clone(), config)
+        .with_handler(JobKind::Chat, handler.clone())
+        .with_handler(JobKind::Task, handler)
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "cortex".into())
+}
+
+/// The agent runtime, configured from the environment (provider keys and base URLs, SSRF exceptions,
+/// search); a malformed value is a configuration error (exit 2).
+async fn build_runtime(
+    store: &Store,
+    config: &StoreConfig,
+    cipher: &Arc<Cipher>,
+    mcp: &Arc<cortex_mcp::Pool>,
+) -> anyhow::Result<Arc<Runtime>> {
+    let env = std::env::vars()
+        .filter(|(name, _)| {
+            name.starts_with("OPENAI_")
+                || name.starts_with("ANTHROPIC_")
+                || name.starts_with("CORTEX_SSRF")
+                || name.starts_with("CORTEX_SEARCH")
+        })
+        .collect();
+    let http = reqwest::Client::builder().build().context("building the HTTP client for model providers")?;
+    let runtime_config = RuntimeConfig {
+        data_dir: config.data_dir.clone(),
+        env,
+        cipher: cipher.clone(),
+        mcp: mcp.clone(),
+        http,
+        llm_retry: cortex_llm::RetryPolicy::default(),
+    };
+    Runtime::new(store.clone(), runtime_config).await.map_err(|err| match err {
+        RuntimeError::InvalidEnv { .. } => anyhow::Error::new(ConfigError(err.to_string())),
+        other => anyhow::Error::new(other).context("starting the agent runtime"),
+    })
+}
+
+/// One MCP connection pool per process (≤ 10 live connections, idle close after 10 min).
+fn mcp_pool(store: &Store) -> Arc<cortex_mcp::Pool> {
+    Arc::new(cortex_mcp::Pool::new(store.clock().clone(), 10, std::time::Duration::from_secs(600)))
+}
+
+/// Starts the MCP health probe (SPEC §6.4) on this process's pool; it ends when `shutdown` is cancelled.
+fn spawn_mcp_prober(
+    store: &Store,
+    cipher: &Arc<Cipher>,
+    mcp: &Arc<cortex_mcp::Pool>,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(cortex_api::mcp_sync::probe_loop(
+        store.clone(),
+        cipher.clone(),
+        mcp.clone(),
+        store.clock().clone(),
+        shutdown.clone(),
+    ))
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+/// Loads the master key and proves it matches the one that encrypted this database's secrets.
+pub async fn open_cipher(store: &Store, config: &StoreConfig) -> anyhow::Result<Arc<Cipher>> {
+    let env_key = std::env::var("CORTEX_MASTER_KEY").ok().filter(|key| !key.is_empty());
+    let salt = match store.passphrase_salt().await {
+        Ok(salt) => salt,
+        Err(SecretsError::Store(err)) => return Err(err).context("reading the passphrase salt"),
+        Err(err) => return Err(anyhow::Error::new(ConfigError(err.to_string()))),
+    };
+    let key = load_master_key(env_key.as_deref(), &config.data_dir, &salt)
+        .map_err(|err| anyhow::Error::new(ConfigError(err.to_string())))?;
+    let cipher = Cipher::new(key, Vec::new());
+    match store.verify_master_key(&cipher).await {
+        Ok(()) => Ok(Arc::new(cipher)),
+        Err(SecretsError::Store(err)) => Err(err).context("checking the master key"),
+        Err(err) => Err(anyhow::Error::new(ConfigError(err.to_string()))),
+    }
+}
+
+pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let env_key = std::env::var("CORTEX_API_KEY").ok().filter(|key| !key.is_empty());
+    bootstrap::check_env_key(env_key.as_deref())?;
+    let store = open_store(&config.store).await?;
+    let cipher = open_cipher(&store, &config.store).await?;
+    let mcp = mcp_pool(&store);
+    let bootstrap = bootstrap::ensure_admin_key(&store, env_key.as_deref()).await?;
+    let runtime = build_runtime(&store, &config.store, &cipher, &mcp).await?;
+
+    let readiness = Readiness::default();
+    let shutdown = CancellationToken::new();
+    let state = AppState::new(AppParts {
+        store: store.clone(),
+        runtime: runtime.clone(),
+        cipher: cipher.clone(),
+        mcp: mcp.clone(),
+        config: ApiConfig { allowed_origins: config.allowed_origins.clone(), ..ApiConfig::default() },
+        metrics: cortex_api::metrics::handle(),
+        readiness: readiness.clone(),
+        shutdown: shutdown.clone(),
+    });
+    let listener = TcpListener::bind(config.listen).await.map_err(|err| {
+        anyhow::Error::new(ConfigError(format!("cannot listen on {} (CORTEX_LISTEN): {err}", config.listen)))
+    })?;
+    let address = listener.local_addr()?;
+
+    let engine_stop = CancellationToken::new();
+    let engine_task = {
+        let engine = engine(&store, &runtime, &config.engine);
+        let stop = engine_stop.clone();
+        let readiness = readiness.clone();
+        readiness.set_engine_alive(true);
+        tokio::spawn(async move {
+            let result = engine.run(stop.cancelled_owned()).await;
+            readiness.set_engine_alive(false);
+            result
+        })
+    };
+
+    let prober = spawn_mcp_prober(&store, &cipher, &mcp, &shutdown);
+    let server_stop = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, cortex_api::router(state)).with_graceful_shutdown(server_stop.cancelled_owned()).await
+    });
+
+    tracing::info!(%address, database = store.engine_name(), data_dir = %config.store.data_dir.display(), startup_ms = started.elapsed().as_millis() as u64, "cortex serve ready");
+    if let Bootstrap::Generated(key) = &bootstrap {
+        println!("Admin API key (shown only once, store it now): {key}");
+    }
+    // Printed last: tools waiting for start-up read until this line.
+    println!("Cortex Plane listening on http://{address} ({} database)", store.engine_name());
+
+    shutdown_signal().await;
+    tracing::info!("shutdown requested");
+    readiness.set_draining();
+    engine_stop.cancel();
+    let engine_result = engine_task.await.context("job engine task")?;
+    shutdown.cancel();
+    server.await.context("http server task")?.context("http server")?;
+    engine_result.context("job engine shutdown")?;
+    prober.await.context("mcp health probe task")?;
+    mcp.shutdown().await;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+pub async fn worker(config: WorkerConfig) -> anyhow::Result<()> {
+    let store = open_store(&config.store).await?;
+    let cipher = open_cipher(&store, &config.store).await?;
+    let mcp = mcp_pool(&store);
+    let runtime = build_runtime(&store, &config.store, &cipher, &mcp).await?;
+    let readiness = Readiness::default();
+    let shutdown = CancellationToken::new();
+    let health = match config.health_listen {
+        Some(address) => {
+            let state = AppState::new(AppParts {
+                store: store.clone(),
+                runtime: runtime.clone(),
+                cipher: cipher.clone(),
+                mcp: mcp.clone(),
+                config: ApiConfig::default(),
+                metrics: cortex_api::metrics::handle(),
+                readiness: readiness.clone(),
+                shutdown: shutdown.clone(),
+            });
+            let listener = TcpListener::bind(address).await.map_err(|err| {
+                anyhow::Error::new(ConfigError(format!("cannot listen on {address} (CORTEX_HEALTH_LISTEN): {err}")))
+            })?;
+            let stop = shutdown.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(listener, cortex_api::router(state)).with_graceful_shutdown(stop.cancelled_owned()).await
+            }))
+        }
+        None => None,
+    };
+    let prober = spawn_mcp_prober(&store, &cipher, &mcp, &shutdown);
+    let engine = engine(&store, &runtime, &config.engine);
+    readiness.set_engine_alive(true);
+    println!("Cortex Plane worker running (worker id {})", engine.worker_id());
+    let result = engine.run(async { shutdown_signal().await }).await;
+    readiness.set_engine_alive(false);
+    shutdown.cancel();
+    if let Some(health) = health {
+        health.await.context("health listener task")?.context("health listener")?;
+    }
+    result.context("job engine")?;
+    prober.await.context("mcp health probe task")?;
+    mcp.shutdown().await;
+    store.close().await;
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! The real `cortex` binary: start-up, configuration errors, bootstrap, client commands, signals.
+
+mod cli;
+mod e2e;
+mod process;
+mod serve;

@@ -1,0 +1,167 @@
+//! `cortex serve`, `migrate`, `worker`, `keys`: start-up, bootstrap and configuration errors.
+
+use crate::process::{Server, cortex, http};
+
+#[test]
+fn serve_starts_from_an_empty_dir_and_prints_a_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let key = server.generated_key.clone().expect("a fresh install prints an admin key");
+    assert!(key.starts_with("ctx_"));
+    eprintln!("ready after {:?}", server.ready_after);
+    let health = http().get(format!("{}/readyz", server.url)).send().unwrap();
+    assert_eq!(health.status(), 200);
+    let agents = http().get(format!("{}/agents", server.url)).bearer_auth(&key).send().unwrap();
+    assert_eq!(agents.status(), 200);
+    assert!(server.terminate().success(), "SIGTERM exits 0");
+
+    let again = Server::start(dir.path(), &[]);
+    assert!(again.generated_key.is_none(), "the key is printed only on the first start");
+    again.kill();
+}
+
+#[test]
+fn a_second_server_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Server::start(dir.path(), &[]);
+    let second = cortex(dir.path()).args(["serve", "--listen", "127.0.0.1:0"]).output().unwrap();
+    assert_eq!(second.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&second.stderr).contains("in use by another cortex process"));
+    first.kill();
+}
+
+#[test]
+fn weak_bootstrap_keys_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for weak in ["changeme", "undefined", "short-key"] {
+        let output =
+            cortex(dir.path()).args(["serve", "--listen", "127.0.0.1:0"]).env("CORTEX_API_KEY", weak).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{weak}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("CORTEX_API_KEY"), "{stderr}");
+        assert!(
+            !stderr.contains(weak) || weak == "changeme" || weak == "undefined",
+            "the key itself is not echoed: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_strong_env_key_is_accepted_and_nothing_is_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "k3J9xQ2mV8pL5rT1wZ7nB4cF6hD0gY2sQ8wE";
+    let server = Server::start(dir.path(), &[("CORTEX_API_KEY", key)]);
+    assert!(server.generated_key.is_none());
+    let agents = http().get(format!("{}/agents", server.url)).bearer_auth(key).send().unwrap();
+    assert_eq!(agents.status(), 200);
+    server.kill();
+}
+
+#[test]
+fn invalid_settings_exit_2_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str, &str); 4] = [
+        (&["serve"], "CORTEX_LISTEN", "not-an-address"),
+        (&["serve"], "CORTEX_DATABASE_URL", "mysql://x"),
+        (&["serve"], "CORTEX_WORKER_CONCURRENCY", "0"),
+        (&["serve"], "CORTEX_SHUTDOWN_GRACE_SECONDS", "0"),
+    ];
+    for (args, variable, value) in cases {
+        let output = cortex(dir.path()).args(args).env(variable, value).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{variable}={value}");
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains(variable),
+            "{variable}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let config = dir.path().join("cortex.toml");
+    std::fs::write(&config, "listn = \"0.0.0.0:1\"\n").unwrap();
+    let output = cortex(dir.path()).args(["serve", "--config"]).arg(&config).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown field"));
+}
+
+#[test]
+fn worker_refuses_sqlite_and_migrate_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let worker = cortex(dir.path()).arg("worker").output().unwrap();
+    assert_eq!(worker.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&worker.stderr).contains("PostgreSQL"));
+    let migrate = cortex(dir.path()).arg("migrate").output().unwrap();
+    assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
+    assert!(String::from_utf8_lossy(&migrate.stdout).contains("schema version"));
+}
+
+#[test]
+fn keys_can_be_managed_offline_and_while_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let created = cortex(dir.path()).args(["keys", "create", "--name", "ops", "--role", "operator"]).output().unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let key = String::from_utf8_lossy(&created.stdout).trim().to_owned();
+    let client = http();
+    assert_eq!(client.get(format!("{}/agents", server.url)).bearer_auth(&key).send().unwrap().status(), 200);
+    let listed = cortex(dir.path()).args(["keys", "list"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("operator"));
+    let prefix = key.split('_').nth(1).unwrap();
+    assert!(cortex(dir.path()).args(["keys", "revoke", prefix]).output().unwrap().status.success());
+    assert_eq!(client.get(format!("{}/agents", server.url)).bearer_auth(&key).send().unwrap().status(), 401);
+    server.kill();
+}
+
+#[test]
+fn a_wrong_master_key_stops_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Server::start(dir.path(), &[("CORTEX_MASTER_KEY", "a long enough passphrase one")]);
+    first.kill();
+    let output = cortex(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("CORTEX_MASTER_KEY", "a different passphrase two")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("does not match"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Without CORTEX_MASTER_KEY a key file is generated with owner-only permissions.
+    let fresh = tempfile::tempdir().unwrap();
+    Server::start(fresh.path(), &[]).kill();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(fresh.path().join("master.key")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "master.key must be private, mode {mode:o}");
+}
+
+#[test]
+fn api_keys_never_reach_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let key = "k3J9xQ2mV8pL5rT1wZ7nB4cF6hD0gY2sQ8wE";
+    let mut child = cortex(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("CORTEX_API_KEY", key)
+        .env("CORTEX_LOG", "trace")
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let url = loop {
+        let line = lines.next().unwrap().unwrap();
+        if let Some(rest) = line.strip_prefix("Cortex Plane listening on ") {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    let client = http();
+    assert_eq!(client.get(format!("{url}/agents")).bearer_auth(key).send().unwrap().status(), 200);
+    assert_eq!(client.get(format!("{url}/agents")).bearer_auth(format!("{key}x")).send().unwrap().status(), 401);
+    assert_eq!(client.get(format!("{url}/agents?api_key={key}")).send().unwrap().status(), 400);
+    let _ = child.kill();
+    let _ = child.wait();
+    let logged = std::fs::read_to_string(&log_path).unwrap();
+    assert!(logged.len() > 1000, "trace logging produced output");
+    assert!(!logged.contains(key), "an API key appeared in the log");
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Makes the services the test suite talks to available: PostgreSQL and the npm MCP servers.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+pg_url="${CORTEX_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+if [ "${CORTEX_TEST_SKIP_PG:-0}" != "1" ]; then
+  if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+    if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
+      echo "==> starting PostgreSQL"
+      pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
+    fi
+  fi
+  for _ in $(seq 1 60); do
+    pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null && break
+    sleep 0.5
+  done
+  pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not reachable at $pg_url (set CORTEX_TEST_SKIP_PG=1 to skip its tests)" >&2; exit 1; }
+  # Test databases of interrupted runs are removed; each test creates its own.
+  psql "$pg_url" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'cortex_test_%'" 2>/dev/null |
+    while read -r db; do psql "$pg_url" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true; done
+fi
+
+scripts/install-test-peers.sh
