@@ -70,6 +70,8 @@ pub struct JobEngine {
 }
 
 const REAPER_LEASE: &str = "reaper";
+/// Longest pause between retries against an unavailable database: a blip must not idle workers for long.
+const MAX_OUTAGE_BACKOFF: Duration = Duration::from_secs(1);
 
 impl JobEngine {
     pub fn new(store: Store, config: EngineConfig) -> Self {
@@ -198,7 +200,7 @@ async fn claim_loop(inner: Arc<Inner>) {
                     _ = tokio::time::sleep(error_backoff) => {}
                     _ = inner.stop_claiming.cancelled() => return,
                 }
-                error_backoff = (error_backoff * 2).min(Duration::from_secs(5));
+                error_backoff = (error_backoff * 2).min(MAX_OUTAGE_BACKOFF);
             }
         }
     }
@@ -294,7 +296,7 @@ async fn record_end(inner: &Inner, job: &Job, ended: Ended, started: Instant) {
             Err(err) if err.is_unavailable() => {
                 tracing::warn!(error = %err, "database unavailable while recording job end; retrying");
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff = (backoff * 2).min(MAX_OUTAGE_BACKOFF);
             }
             Err(err) => {
                 tracing::error!(error = %err, "cannot record job end; the reaper will recover the job");

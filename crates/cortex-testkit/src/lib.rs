@@ -21,6 +21,17 @@ use sqlx::Connection;
 
 pub mod faults;
 
+/// Sends `tracing` output of the code under test to the test harness (shown only for failing tests), so
+/// a failure in CI comes with the warnings that led to it. `RUST_LOG` overrides the default `warn`.
+pub fn init_tracing() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    });
+}
+
 /// Which engine a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
@@ -55,6 +66,7 @@ pub fn skip_postgres() -> bool {
 impl TestStore {
     /// A fresh, migrated store on `engine`.
     pub async fn new(engine: Engine) -> TestStore {
+        init_tracing();
         let dir = tempfile::tempdir().expect("temp dir");
         let clock = ManualClock::new(test_epoch());
         let (config, pg_database) = match engine {

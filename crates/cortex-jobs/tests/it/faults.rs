@@ -116,7 +116,8 @@ impl Ledger {
                 return;
             }
             if tokio::time::timeout_at(guard, changed).await.is_err() {
-                panic!("timed out waiting for {what}");
+                let (jobs, runs) = self.read(|s| (s.runs.len(), s.runs.values().map(Vec::len).sum::<usize>()));
+                panic!("timed out waiting for {what} ({jobs} jobs started, {runs} runs so far)");
             }
         }
     }
