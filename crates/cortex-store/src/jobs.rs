@@ -86,6 +86,13 @@ impl Job {
     pub fn prompt(&self) -> Option<&str> {
         self.payload.get("prompt").and_then(Value::as_str)
     }
+
+    /// The job's input comes from someone who is not an operator (e.g. a non-owner chat user, set by
+    /// whoever relays the message as `payload.untrusted_input`): the runtime frames it as data and gates
+    /// risky tools behind a human for the whole turn (SPEC §17.6).
+    pub fn untrusted_input(&self) -> bool {
+        self.payload.get("untrusted_input").and_then(Value::as_bool).unwrap_or(false)
+    }
 }
 
 #[derive(sqlx::FromRow)]

@@ -37,6 +37,7 @@ use cortex_store::StoreError;
 use cortex_store::agents::Agent;
 use cortex_store::events::NewEvent;
 use cortex_store::tool_calls::ToolCallRecord;
+use cortex_tools::hygiene::wrap_untrusted;
 use serde_json::{Value, json};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -48,6 +49,9 @@ use crate::buffer::{BufferMeta, RecordType, SessionBuffer};
 use crate::context;
 use crate::runtime::Services;
 use crate::tools::ToolSet;
+
+/// The source label of a user message relayed from someone who is not an operator.
+const UNTRUSTED_SENDER: &str = "chat:untrusted_sender";
 
 /// Tool errors that fail a job (SPEC §5.1).
 const TOOL_ERROR_LIMIT: u32 = 10;
@@ -150,6 +154,7 @@ impl Run {
         );
         synced?;
         let (tools, (user_text, history), records) = (tools?, conversation?, records?);
+        let user_text = if job.untrusted_input() { wrap_untrusted(UNTRUSTED_SENDER, &user_text) } else { user_text };
         let candidates = agent.model_config.candidates();
         if !candidates.iter().any(|candidate| svc.providers.has(&candidate.provider)) {
             let names: Vec<&str> = candidates.iter().map(|candidate| candidate.provider.as_str()).collect();
@@ -170,6 +175,7 @@ impl Run {
                 LoopState::rebuild(job.attempt, &user_text, &records, |tool_ref| tools.wire_name_of(tool_ref))
             }
         };
+        state.untrusted |= job.untrusted_input();
         state.begin_attempt(job.attempt);
         if orphans? {
             let mut tx = store.begin().await?;

@@ -187,12 +187,17 @@ pub async fn allow_tool(store: &Store, agent_id: Uuid, tool_ref: &str, approval:
 
 /// A task job with `prompt`.
 pub async fn task(store: &Store, agent_id: Uuid, prompt: &str) -> Job {
+    task_with_payload(store, agent_id, json!({"prompt": prompt})).await
+}
+
+/// A task job with an explicit payload (e.g. input marked as coming from an untrusted sender).
+pub async fn task_with_payload(store: &Store, agent_id: Uuid, payload: Value) -> Job {
     let new = NewJob {
         agent_id,
         session_id: None,
         kind: JobKind::Task,
         priority: 0,
-        payload: json!({"prompt": prompt}),
+        payload,
         max_attempts: 3,
         timeout_seconds: 300,
         run_at: None,
