@@ -186,65 +186,58 @@ impl Store {
 impl Tx {
     pub async fn insert_agent(&mut self, def: &AgentDefinition) -> Result<Uuid> {
         let id = cortex_core::new_id();
-        let now = ms(self.now());
-        write!(self, |conn| {
-            sqlx::query(
-                "INSERT INTO agent (id, name, slug, role, description, system_prompt, model_config, resource_limits, \
-                 max_concurrent_jobs, access_mode, skills, subagents, status, health_state, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'healthy', $14, $14)",
-            )
-            .bind(id)
-            .bind(&def.name)
-            .bind(&def.slug)
-            .bind(&def.role)
-            .bind(&def.description)
-            .bind(&def.system_prompt)
-            .bind(to_json(&def.model_config))
-            .bind(to_json(&def.resource_limits))
-            .bind(i64::from(def.resource_limits.max_concurrent_jobs))
-            .bind(def.access_mode.as_str())
-            .bind(to_json(&def.skills))
-            .bind(to_json(&def.subagents))
-            .bind(def.status.as_str())
-            .bind(now)
-            .execute(conn)
-            .await?
-            .rows_affected()
-        });
+        self.write_definition(
+            "INSERT INTO agent (id, name, slug, role, description, system_prompt, model_config, resource_limits, \
+             max_concurrent_jobs, access_mode, skills, subagents, status, health_state, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'healthy', $14, $14)",
+            id,
+            def,
+        )
+        .await?;
         Ok(id)
     }
 
     /// Replaces the editable definition.
     pub async fn update_agent(&mut self, id: Uuid, def: &AgentDefinition) -> Result<()> {
-        let now = ms(self.now());
-        let updated = write!(self, |conn| {
-            sqlx::query(
-                "UPDATE agent SET name = $2, slug = $3, role = $4, description = $5, system_prompt = $6, model_config = $7, \
-                 resource_limits = $8, max_concurrent_jobs = $9, access_mode = $10, skills = $11, subagents = $12, \
-                 status = $13, updated_at = $14 WHERE id = $1",
+        let updated = self
+            .write_definition(
+                "UPDATE agent SET name = $2, slug = $3, role = $4, description = $5, system_prompt = $6, \
+                 model_config = $7, resource_limits = $8, max_concurrent_jobs = $9, access_mode = $10, skills = $11, \
+                 subagents = $12, status = $13, updated_at = $14 WHERE id = $1",
+                id,
+                def,
             )
-            .bind(id)
-            .bind(&def.name)
-            .bind(&def.slug)
-            .bind(&def.role)
-            .bind(&def.description)
-            .bind(&def.system_prompt)
-            .bind(to_json(&def.model_config))
-            .bind(to_json(&def.resource_limits))
-            .bind(i64::from(def.resource_limits.max_concurrent_jobs))
-            .bind(def.access_mode.as_str())
-            .bind(to_json(&def.skills))
-            .bind(to_json(&def.subagents))
-            .bind(def.status.as_str())
-            .bind(now)
-            .execute(conn)
-            .await?
-            .rows_affected()
-        });
+            .await?;
         if updated == 0 {
             return Err(StoreError::NotFound { entity: "agent" });
         }
         Ok(())
+    }
+
+    /// Runs `sql` with the parameters both agent writes share, in order: the id ($1), the definition's
+    /// columns ($2–$13) and the current time ($14), so the two statements cannot bind differently.
+    async fn write_definition(&mut self, sql: &'static str, id: Uuid, def: &AgentDefinition) -> Result<u64> {
+        let now = ms(self.now());
+        Ok(write!(self, |conn| {
+            sqlx::query(sql)
+                .bind(id)
+                .bind(&def.name)
+                .bind(&def.slug)
+                .bind(&def.role)
+                .bind(&def.description)
+                .bind(&def.system_prompt)
+                .bind(to_json(&def.model_config))
+                .bind(to_json(&def.resource_limits))
+                .bind(i64::from(def.resource_limits.max_concurrent_jobs))
+                .bind(def.access_mode.as_str())
+                .bind(to_json(&def.skills))
+                .bind(to_json(&def.subagents))
+                .bind(def.status.as_str())
+                .bind(now)
+                .execute(conn)
+                .await?
+                .rows_affected()
+        }))
     }
 
     /// Sets the system-derived health. `reset_at` starts a new breaker window (release).

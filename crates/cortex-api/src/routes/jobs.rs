@@ -205,10 +205,8 @@ async fn cancel_job(
 ) -> ApiResult<impl IntoResponse> {
     principal.require(Role::Operator)?;
     let job = cortex_jobs::cancel_job(&state.store, path_id(&id, "job")?).await?;
-    let mut tx = state.store.begin().await?;
-    tx.audit(principal.audit("job.cancel", "job", job.id, json!({"status": job.status}))).await?;
-    tx.commit().await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(JobView::new(job, Vec::new()))))
+    let detail = json!({"status": job.status});
+    accepted_after_audit(&state, &principal, "job.cancel", job, detail).await
 }
 
 /// Retry a failed, timed-out or dead-lettered job. 409 in any other state.
@@ -221,8 +219,20 @@ async fn retry_job(
 ) -> ApiResult<impl IntoResponse> {
     principal.require(Role::Operator)?;
     let job = cortex_jobs::retry_job(&state.store, path_id(&id, "job")?).await?;
+    let detail = json!({"attempt": job.attempt});
+    accepted_after_audit(&state, &principal, "job.retry", job, detail).await
+}
+
+/// Records an operator's action on a job in the audit log, then answers 202 with the job.
+async fn accepted_after_audit(
+    state: &AppState,
+    principal: &Principal,
+    action: &str,
+    job: Job,
+    detail: serde_json::Value,
+) -> ApiResult<(StatusCode, axum::Json<JobView>)> {
     let mut tx = state.store.begin().await?;
-    tx.audit(principal.audit("job.retry", "job", job.id, json!({"attempt": job.attempt}))).await?;
+    tx.audit(principal.audit(action, "job", job.id, detail)).await?;
     tx.commit().await?;
     Ok((StatusCode::ACCEPTED, axum::Json(JobView::new(job, Vec::new()))))
 }
