@@ -19,9 +19,13 @@ use crate::config::{ConfigError, ServeConfig, StoreConfig, WorkerConfig};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init();
-    // One TLS provider for every HTTP client in the process (STACK §2.3).
+    // One TLS provider for every HTTP client in the process (STACK §2.3), the OTLP exporter's included.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // Before the runtime: the OTLP exporter's blocking HTTP client must not be created inside it.
+    let telemetry = match telemetry::init() {
+        Ok(telemetry) => telemetry,
+        Err(err) => return failure(err),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -29,17 +33,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // Outside the runtime, after the graceful shutdown, so the last spans are exported too.
+    telemetry.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            if let Some(client) = err.downcast_ref::<client::ClientError>() {
-                eprintln!("error: {}", client.message);
-                return ExitCode::from(client.exit_code);
-            }
-            eprintln!("error: {err:#}");
-            if err.downcast_ref::<ConfigError>().is_some() { ExitCode::from(2) } else { ExitCode::FAILURE }
-        }
+        Err(err) => failure(err),
     }
+}
+
+/// Reports a failed command and picks its exit code (2 for configuration errors).
+fn failure(err: anyhow::Error) -> ExitCode {
+    if let Some(client) = err.downcast_ref::<client::ClientError>() {
+        eprintln!("error: {}", client.message);
+        return ExitCode::from(client.exit_code);
+    }
+    eprintln!("error: {err:#}");
+    if err.downcast_ref::<ConfigError>().is_some() { ExitCode::from(2) } else { ExitCode::FAILURE }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -1,16 +1,144 @@
 //! Logging: `CORTEX_LOG` filter (default `info`), JSON lines when stderr is not a terminal, readable
 //! text when it is. Logs go to stderr so stdout stays for command output.
+//!
+//! Traces (SPEC §16.5): only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, every `info`-or-above span (HTTP
+//! requests, job attempts, …) is also exported over OTLP http/protobuf to `<endpoint>/v1/traces`. The
+//! exporter uses the blocking reqwest client on the SDK's own batch thread, so it is built here, before the
+//! async runtime exists, and flushed by [`Telemetry::shutdown`] after the runtime has finished.
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use opentelemetry::Key;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{ExporterBuildError, Protocol, SpanExporter, WithExportConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
-pub fn init() {
-    let filter = EnvFilter::try_from_env("CORTEX_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if std::io::stderr().is_terminal() {
-        builder.compact().init();
-    } else {
-        builder.json().flatten_event(true).with_current_span(true).init();
+use crate::config::ConfigError;
+
+/// The external switch: trace export is on exactly when this is set (and not empty).
+const ENDPOINT_VAR: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+/// The signal-specific override the OTLP exporter honours; validated the same way when present.
+const TRACES_ENDPOINT_VAR: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
+/// Only http/protobuf is compiled in; asking for anything else must not silently send protobuf to a gRPC port.
+const PROTOCOL_VARS: [&str; 2] = ["OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"];
+/// Used when neither `OTEL_SERVICE_NAME` nor `OTEL_RESOURCE_ATTRIBUTES` names the service.
+const SERVICE_NAME: &str = "cortex";
+
+/// Owns the trace pipeline so spans still buffered at exit reach the collector: the global subscriber
+/// keeps the provider alive forever, so nothing else would ever flush it.
+#[must_use = "dropping the guard shuts trace export down"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Flushes buffered spans and stops the exporter. Call it once the async runtime has finished (the
+    /// blocking HTTP client must not run inside it); a no-op when trace export is off.
+    pub fn shutdown(mut self) {
+        self.stop();
     }
+
+    fn stop(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(err) = provider.shutdown()
+        {
+            tracing::warn!(error = %err, "OTLP trace export did not shut down cleanly; some spans may be lost");
+        }
+    }
+}
+
+impl Drop for Telemetry {
+    /// A path that returns early must not lose spans either.
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Installs the global subscriber. Fails only on invalid OpenTelemetry settings ([`ConfigError`]) or when
+/// the exporter cannot be built; without `OTEL_EXPORTER_OTLP_ENDPOINT` it behaves exactly as before.
+pub fn init() -> anyhow::Result<Telemetry> {
+    let provider = tracer_provider()?;
+    let filter = EnvFilter::try_from_env("CORTEX_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = if std::io::stderr().is_terminal() {
+        logs.compact().boxed()
+    } else {
+        logs.json().flatten_event(true).with_current_span(true).boxed()
+    };
+    // Trace export has its own filter: an operator quietening logs with CORTEX_LOG=warn still wants the
+    // request and job spans. The exporter's own crates are excluded so exporting never produces spans.
+    let traces = provider.as_ref().map(|provider| {
+        let targets = Targets::new()
+            .with_default(LevelFilter::INFO)
+            .with_target("opentelemetry", LevelFilter::OFF)
+            .with_target("reqwest", LevelFilter::OFF)
+            .with_target("hyper", LevelFilter::OFF)
+            .with_target("h2", LevelFilter::OFF);
+        tracing_opentelemetry::layer().with_tracer(provider.tracer("cortex")).with_filter(targets)
+    });
+    tracing_subscriber::registry().with(logs.with_filter(filter)).with(traces).init();
+    Ok(Telemetry { provider })
+}
+
+/// The OTLP pipeline, or `None` when export is not configured.
+fn tracer_provider() -> anyhow::Result<Option<SdkTracerProvider>> {
+    let Some(endpoint) = env_value(ENDPOINT_VAR)? else { return Ok(None) };
+    check_endpoint(ENDPOINT_VAR, &endpoint)?;
+    if let Some(endpoint) = env_value(TRACES_ENDPOINT_VAR)? {
+        check_endpoint(TRACES_ENDPOINT_VAR, &endpoint)?;
+    }
+    for var in PROTOCOL_VARS {
+        if let Some(protocol) = env_value(var)?
+            && protocol.trim() != "http/protobuf"
+        {
+            return Err(invalid(var, format!("`{protocol}` is not supported; only `http/protobuf` is")));
+        }
+    }
+    let exporter =
+        SpanExporter::builder().with_http().with_protocol(Protocol::HttpBinary).build().map_err(|err| match err {
+            ExporterBuildError::InvalidConfiguration(detail) => {
+                anyhow::Error::new(ConfigError(format!("invalid OpenTelemetry exporter setting: {detail}")))
+            }
+            other => anyhow::Error::new(other).context("cannot start the OTLP trace exporter"),
+        })?;
+    let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource()).build();
+    Ok(Some(provider))
+}
+
+/// `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES` win (the SDK's detectors read them); otherwise the SDK
+/// would report `unknown_service:cortex`, so name it.
+fn resource() -> Resource {
+    let detected = Resource::builder().build();
+    let named = detected
+        .get(&Key::from_static_str("service.name"))
+        .is_some_and(|name| !name.as_str().starts_with("unknown_service"));
+    if named { detected } else { Resource::builder().with_service_name(SERVICE_NAME).build() }
+}
+
+/// An environment variable's value; unset and empty are the same (the OpenTelemetry convention).
+fn env_value(var: &str) -> anyhow::Result<Option<String>> {
+    match std::env::var(var) {
+        Ok(value) if value.trim().is_empty() => Ok(None),
+        Ok(value) => Ok(Some(value)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(invalid(var, "the value is not valid UTF-8")),
+    }
+}
+
+/// The exporter itself accepts almost any string as a URI and fails only at export time; refuse it at start.
+fn check_endpoint(var: &str, value: &str) -> anyhow::Result<()> {
+    let url = url::Url::parse(value).map_err(|err| invalid(var, format!("`{value}` is not a URL: {err}")))?;
+    if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
+        return Err(invalid(var, format!("`{value}` must be an http:// or https:// URL with a host")));
+    }
+    Ok(())
+}
+
+fn invalid(var: &str, detail: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::Error::new(ConfigError(format!("invalid {var}: {detail}")))
 }

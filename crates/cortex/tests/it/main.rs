@@ -2,5 +2,6 @@
 
 mod cli;
 mod e2e;
+mod otel;
 mod process;
 mod serve;
