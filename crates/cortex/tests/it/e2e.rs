@@ -1,5 +1,6 @@
 //! End to end through the real binary: chat streaming against a fake model server, approvals from the
-//! CLI, and crash recovery (SIGKILL mid-turn) on SQLite and on PostgreSQL with two processes.
+//! CLI, rejections, and crash recovery (SIGKILL mid-turn or while waiting for a human) on SQLite and on
+//! PostgreSQL with two processes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -161,6 +162,46 @@ async fn an_approved_tool_call_runs_exactly_once() {
     assert!(approval["executed_at"].is_string());
     assert_eq!(approval["chain_valid"], true);
     server.kill();
+}
+
+/// A turn waiting for approval survives a SIGKILL; after the restart a rejection is final: the call never
+/// runs, the model is told it was refused and the turn completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_call_never_runs_even_across_a_crash_while_waiting() {
+    let llm = FakeLlm::start().await;
+    llm.rule(When::LastIsToolResult, Reply::text("understood, not counted"));
+    llm.push(Reply::tool_call("webhook__counter", json!({})));
+    let (counter_url, hits) = counter().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = env(&llm);
+    let server = start(dir.path(), &env);
+    let agent = agent_with_counter(&server.url, &counter_url, "always").await;
+    let reply = api(
+        reqwest::Method::POST,
+        format!("{}/agents/{agent}/chat?wait=true", server.url),
+        Some(json!({"text": "count this"})),
+    )
+    .await;
+    assert_eq!(reply["status"], "waiting_for_approval", "{reply}");
+    let (job_id, approval_id) = (reply["job_id"].as_str().unwrap(), reply["approval_id"].as_str().unwrap());
+    server.kill();
+
+    let restarted = start(dir.path(), &env);
+    let job = api(reqwest::Method::GET, format!("{}/jobs/{job_id}", restarted.url), None).await;
+    assert_eq!(job["status"], "waiting_for_approval", "the wait survived the crash: {job}");
+    let decided = api(
+        reqwest::Method::POST,
+        format!("{}/approvals/{approval_id}/decide", restarted.url),
+        Some(json!({"decision": "reject", "reason": "not today"})),
+    )
+    .await;
+    assert_eq!(decided["status"], "rejected");
+    let job = wait_job(&restarted.url, job_id, |job| job["status"] == "completed").await;
+    assert_eq!(job["result"]["response"], "understood, not counted");
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "a rejected call never runs");
+    let told = llm.requests().last().unwrap().tool_results().join(" ");
+    assert!(told.contains("not today") || told.contains("reject"), "the model was told: {told}");
+    restarted.kill();
 }
 
 /// Kills the process between a completed tool call and the next model call; after a restart the job is
