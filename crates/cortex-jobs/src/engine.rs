@@ -186,12 +186,23 @@ async fn claim_loop(inner: Arc<Inner>) {
             }
             Ok(None) => {
                 drop(permit);
-                match promote_due(&inner.store).await {
-                    Ok(true) => continue,
-                    Ok(false) => {}
-                    Err(err) => tracing::warn!(error = %err, "promoting due retries failed"),
+                // One read decides whether anything is due; the write that promotes retries runs only then,
+                // so an idle claimer never competes with running jobs for the (SQLite: single) writer.
+                let next = match inner.store.next_run_at().await {
+                    Ok(next) => next,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "reading the next due time failed");
+                        None
+                    }
+                };
+                if next.is_some_and(|at| at <= inner.store.clock().now()) {
+                    match promote_due(&inner.store).await {
+                        Ok(true) => continue,
+                        Ok(false) => {}
+                        Err(err) => tracing::warn!(error = %err, "promoting due retries failed"),
+                    }
                 }
-                wait_for_work(&inner, &mut notifications).await;
+                wait_for_work(&inner, &mut notifications, next).await;
             }
             Err(err) => {
                 drop(permit);
@@ -214,11 +225,20 @@ async fn promote_due(store: &Store) -> Result<bool, StoreError> {
     Ok(!promoted.is_empty())
 }
 
-/// Sleeps until a wake-up notification, the next due job, the poll interval, or shutdown.
-async fn wait_for_work(inner: &Inner, notifications: &mut broadcast::Receiver<Notification>) {
+/// Sleeps until a wake-up notification, the next job becoming due, the poll interval, or shutdown. A job
+/// that is already due but was not claimable (its agent is at its concurrency limit) does not shorten the
+/// sleep: the end of a running attempt sends the wake-up that makes it claimable, and the poll interval
+/// bounds a missed one.
+async fn wait_for_work(
+    inner: &Inner,
+    notifications: &mut broadcast::Receiver<Notification>,
+    next: Option<chrono::DateTime<chrono::Utc>>,
+) {
     let clock = inner.store.clock();
-    let mut deadline = clock.now() + chrono::Duration::from_std(inner.config.poll_interval).unwrap_or_default();
-    if let Ok(Some(next)) = inner.store.next_run_at().await
+    let now = clock.now();
+    let mut deadline = now + chrono::Duration::from_std(inner.config.poll_interval).unwrap_or_default();
+    if let Some(next) = next
+        && next > now
         && next < deadline
     {
         deadline = next;

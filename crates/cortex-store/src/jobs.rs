@@ -560,6 +560,8 @@ impl Tx {
         });
         let job = row.ok_or(StoreError::StaleState { entity: "job" })?.into_job()?;
         self.emit_state(&job, JobStatus::Running, job.error.as_ref());
+        // A running slot of the agent is free: jobs held back by its concurrency limit may go now.
+        self.notify(Notification::JobsReady);
         Ok(job)
     }
 
@@ -594,9 +596,8 @@ impl Tx {
         });
         let job = row.ok_or(StoreError::StaleState { entity: "job" })?.into_job()?;
         self.emit_state(&job, JobStatus::Running, None);
-        if to == JobStatus::Scheduled {
-            self.notify(Notification::JobsReady);
-        }
+        // Released (claimable again) or not, the job no longer holds one of its agent's running slots.
+        self.notify(Notification::JobsReady);
         Ok(job)
     }
 

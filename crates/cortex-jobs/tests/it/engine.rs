@@ -200,3 +200,19 @@ both_engines!(high_priority_jobs_are_not_starved_by_a_flood, |t: TestStore| asyn
     assert!(finished_before <= 1, "{finished_before} low-priority jobs ran first");
     engine.shutdown().await;
 });
+
+both_engines!(a_job_held_back_by_the_agent_limit_starts_when_a_slot_frees, |t: TestStore| async move {
+    // The manual clock never moves here, so no poll interval elapses: only the wake-up sent when the
+    // running attempt ends can start the held-back job.
+    let engine = start(&t.store, test_config(2));
+    let agent = agent(&t.store, 1).await;
+    let first = enqueue(&t.store, agent, "hang", |_| {}).await;
+    wait_status(&t.store, first.id, JobStatus::Running).await;
+    let second = enqueue(&t.store, agent, "ok", |_| {}).await;
+    assert_eq!(t.store.get_job(second.id).await.unwrap().status, JobStatus::Scheduled, "the agent is at its limit");
+    cortex_jobs::cancel_job(&t.store, first.id).await.unwrap();
+    wait_status(&t.store, first.id, JobStatus::Failed).await;
+    let done = wait_status(&t.store, second.id, JobStatus::Completed).await;
+    assert_eq!(done.attempt, 1);
+    engine.shutdown().await;
+});
