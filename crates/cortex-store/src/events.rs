@@ -153,10 +153,13 @@ impl Store {
     }
 }
 
-const INSERT: &str = "INSERT INTO agent_event (agent_id, job_id, session_id, type, payload, tokens_in, tokens_out, cost_usd, model, tool_ref, actor, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING seq";
+const INSERT: &str = "INSERT INTO agent_event (agent_id, job_id, session_id, type, payload, tokens_in, tokens_out, cost_usd, model, tool_ref, actor, created_at) ";
 
-/// Inserts buffered events at commit time and returns the notifications announcing them.
+/// Events per insert statement: 12 parameters each stays under both engines' bind limits.
+const EVENTS_PER_STATEMENT: usize = 1000;
+
+/// Inserts buffered events at commit time, a batch per statement, and returns the notifications
+/// announcing them. Rows of one statement take sequence numbers in `VALUES` order on both engines.
 pub(crate) async fn flush(tx: &mut Tx, events: Vec<NewEvent>) -> Result<Vec<Notification>> {
     if events.is_empty() {
         return Ok(Vec::new());
@@ -170,31 +173,34 @@ pub(crate) async fn flush(tx: &mut Tx, events: Vec<NewEvent>) -> Result<Vec<Noti
     }
     let now = ms(tx.now());
     let mut notifications: Vec<Notification> = Vec::new();
-    for event in events {
-        let seq: i64 = write!(tx, |conn| {
-            sqlx::query_scalar(INSERT)
-                .bind(event.agent_id)
-                .bind(event.job_id)
-                .bind(event.session_id)
-                .bind(event.event_type.as_str())
-                .bind(Json(&event.payload))
-                .bind(event.tokens_in)
-                .bind(event.tokens_out)
-                .bind(event.cost_usd)
-                .bind(event.model.as_deref())
-                .bind(event.tool_ref.as_deref())
-                .bind(event.actor.as_str())
-                .bind(now)
-                .fetch_one(conn)
-                .await?
+    for batch in events.chunks(EVENTS_PER_STATEMENT) {
+        let appended: Vec<(i64, Uuid, Option<Uuid>)> = write!(tx, |conn| {
+            let mut query = sqlx::QueryBuilder::new(INSERT);
+            query.push_values(batch, |mut row, event| {
+                row.push_bind(event.agent_id)
+                    .push_bind(event.job_id)
+                    .push_bind(event.session_id)
+                    .push_bind(event.event_type.as_str())
+                    .push_bind(Json(&event.payload))
+                    .push_bind(event.tokens_in)
+                    .push_bind(event.tokens_out)
+                    .push_bind(event.cost_usd)
+                    .push_bind(event.model.as_deref())
+                    .push_bind(event.tool_ref.as_deref())
+                    .push_bind(event.actor.as_str())
+                    .push_bind(now);
+            });
+            query.push(" RETURNING seq, agent_id, job_id");
+            query.build_query_as().fetch_all(conn).await?
         });
         // One notification per (agent, job) carrying the highest seq is enough for every reader.
-        let announce = Notification::Event { seq, agent_id: event.agent_id, job_id: event.job_id };
-        match notifications.iter_mut().find(|n| {
-            matches!(n, Notification::Event { agent_id, job_id, .. } if *agent_id == event.agent_id && *job_id == event.job_id)
-        }) {
-            Some(existing) => *existing = announce,
-            None => notifications.push(announce),
+        for (seq, agent_id, job_id) in appended {
+            match notifications.iter_mut().find(
+                |n| matches!(n, Notification::Event { agent_id: a, job_id: j, .. } if *a == agent_id && *j == job_id),
+            ) {
+                Some(Notification::Event { seq: highest, .. }) => *highest = (*highest).max(seq),
+                _ => notifications.push(Notification::Event { seq, agent_id, job_id }),
+            }
         }
     }
     Ok(notifications)

@@ -294,8 +294,20 @@ impl Store {
         }
     }
 
-    /// SQLite has a single writer connection, so one statement is atomic against every other claimer.
+    /// SQLite has a single writer connection, so one statement is atomic against every other claimer. A
+    /// read on the reader pool first skips the writer entirely when nothing is due, so idle claimers never
+    /// queue behind running jobs' writes (a job that becomes due later sends a wake-up).
     async fn claim_next_sqlite(&self, worker_id: Uuid, ignore_quarantine: bool) -> Result<Option<Job>> {
+        let due_by = ms(self.clock().now());
+        let anything_due: bool = read!(self, |conn| {
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM job WHERE status = 'scheduled' AND run_at <= $1)")
+                .bind(due_by)
+                .fetch_one(conn)
+                .await?
+        });
+        if !anything_due {
+            return Ok(None);
+        }
         let mut tx = self.begin().await?;
         let now = ms(tx.now());
         let row: Option<JobRow> = write!(tx, |conn| {
