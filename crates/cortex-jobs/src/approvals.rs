@@ -62,7 +62,14 @@ pub async fn decide(
     };
     resume_job(&mut tx, &approval, decision).await?;
     tx.commit().await?;
+    let outcome = if decision == Decision::Approve { "approved" } else { "rejected" };
+    count_decision(&approval, outcome);
     Ok(approval)
+}
+
+/// `cortex_approvals_total{risk,outcome}` (SPEC §16.5), counted once a decision is committed.
+fn count_decision(approval: &Approval, outcome: &'static str) {
+    metrics::counter!("cortex_approvals_total", "risk" => approval.risk.as_str(), "outcome" => outcome).increment(1);
 }
 
 async fn resume_job(tx: &mut Tx, approval: &Approval, decision: Decision) -> Result<(), StoreError> {
@@ -110,6 +117,9 @@ pub async fn expire_due(store: &Store) -> Result<usize, StoreError> {
             ));
         }
         tx.commit().await?;
+        for approval in &expired {
+            count_decision(approval, "expired");
+        }
         expired_total += expired.len();
         if expired.len() < 100 {
             return Ok(expired_total);

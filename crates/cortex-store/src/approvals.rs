@@ -205,6 +205,13 @@ pub struct ApprovalFilter {
 }
 
 impl Store {
+    /// Requests waiting for a human, for the `cortex_approvals_pending` gauge.
+    pub async fn count_pending_approvals(&self) -> Result<i64> {
+        Ok(read!(self, |conn| {
+            sqlx::query_scalar("SELECT COUNT(*) FROM approval_request WHERE status = 'pending'").fetch_one(conn).await?
+        }))
+    }
+
     pub async fn get_approval(&self, id: Uuid) -> Result<Approval> {
         let row: Option<ApprovalRow> = read!(self, |conn| {
             sqlx::query_as(concat!("SELECT ", approval_columns!(), " FROM approval_request WHERE id = $1"))

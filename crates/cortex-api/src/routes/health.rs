@@ -76,5 +76,8 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             metrics::gauge!("cortex_jobs_in_state", "status" => status.as_str()).set(count as f64);
         }
     }
+    if let Ok(pending) = state.store.count_pending_approvals().await {
+        metrics::gauge!("cortex_approvals_pending").set(pending as f64);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }

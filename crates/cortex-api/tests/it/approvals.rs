@@ -46,6 +46,9 @@ both_engines!(approvals_are_listed_decided_once_and_audited, |t: TestStore| asyn
     assert_eq!(decided["chain_valid"], true);
     let events: Vec<&str> = decided["audit"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
     assert_eq!(events, ["created", "unauthorized_attempt", "decided"]);
+    let metrics = app.get("/metrics", &app.admin).await.text().await.unwrap();
+    assert!(metrics.contains("cortex_approvals_pending"), "{metrics}");
+    assert!(metrics.contains(r#"cortex_approvals_total{risk="p1",outcome="approved"}"#), "{metrics}");
 
     let again = app.post(&format!("/approvals/{approval_id}/decide"), &approver, json!({"decision": "reject"})).await;
     assert_eq!(again.status(), 409);

@@ -151,6 +151,11 @@ impl Run {
         match (decision, &tool.callable) {
             (Decision::Approve { risk }, _) => self.suspend_for_approval(call, key, &tool, &input, risk).await,
             (Decision::Execute { via }, Callable::Tool(implementation)) => {
+                if via == "policy" {
+                    // p3 under an approval policy: approved by policy, counted like a human decision.
+                    metrics::counter!("cortex_approvals_total", "risk" => "p3", "outcome" => "auto_approved")
+                        .increment(1);
+                }
                 let implementation = implementation.clone();
                 let record = self.start_call(call, key, &tool, &input, via).await?;
                 self.invoke(record, implementation, input, scope, ToolCallState::Running).await
