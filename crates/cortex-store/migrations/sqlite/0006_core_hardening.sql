@@ -7,8 +7,9 @@
 --    Everything else (the other CHECKs, the state-machine triggers, every index) is kept as it was.
 -- 2. `job.idempotency_hash`: the fingerprint of the request that used the idempotency key, so the same key with
 --    a different request is refused instead of silently answered with the first job.
--- 3. Indexes retention needs: old terminal jobs by `completed_at`, and the two foreign keys whose actions run
---    when a job or a tool call is deleted (`session_message.job_id`, `approval_request.tool_call_id`).
+-- 3. Indexes retention needs: old terminal jobs by `completed_at`, old audit entries by `created_at`, and the two
+--    foreign keys whose actions run when a job or a tool call is deleted (`session_message.job_id`,
+--    `approval_request.tool_call_id`).
 PRAGMA foreign_keys = OFF;
 BEGIN IMMEDIATE;
 
@@ -116,6 +117,7 @@ CREATE INDEX agent_event_type ON agent_event (type, created_at);
 
 CREATE INDEX session_message_job ON session_message (job_id);
 CREATE INDEX approval_tool_call ON approval_request (tool_call_id);
+CREATE INDEX audit_log_created ON audit_log (created_at);
 
 COMMIT;
 PRAGMA foreign_keys = ON;
