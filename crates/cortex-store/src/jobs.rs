@@ -452,7 +452,14 @@ impl Store {
 impl Tx {
     /// Creates a job in one transaction with whatever else the caller writes. Returns the job and
     /// whether it was created now (`false`: an earlier request with the same idempotency key made it).
+    ///
+    /// A job of a session first locks the session row, so concurrent jobs of one session are created one
+    /// after the other: each sees the ones before it (and starts `pending` behind them), and ids — hence
+    /// the order the session's jobs run in — follow the order of the messages written with them.
     pub async fn insert_job(&mut self, new: &NewJob) -> Result<(Job, bool)> {
+        if let Some(session_id) = new.session_id {
+            self.lock_session(session_id).await?;
+        }
         if let Some(key) = &new.idempotency_key {
             let existing: Option<JobRow> = write!(self, |conn| {
                 sqlx::query_as(concat!(
@@ -524,6 +531,17 @@ impl Tx {
             self.notify(Notification::JobsReady);
         }
         Ok((job, true))
+    }
+
+    /// Holds the session row until commit (PostgreSQL; SQLite transactions are serialised anyway).
+    async fn lock_session(&mut self, session_id: Uuid) -> Result<()> {
+        if let TxConn::Postgres(conn) = &mut self.conn {
+            sqlx::query("SELECT id FROM session WHERE id = $1 FOR UPDATE")
+                .bind(session_id)
+                .fetch_optional(&mut **conn)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Reads a job inside the transaction (PostgreSQL: locks the row until commit).

@@ -103,8 +103,9 @@ async fn chat(
     // Subscribe before creating the job, so no state change can slip between creation and waiting.
     let notifications = state.store.subscribe();
 
-    let mut tx = state.store.begin().await?;
-    let session_id = match body.session_id {
+    // Read before the transaction: a request must never hold one pooled connection while it waits for
+    // another (concurrent chats would starve the pool).
+    let existing_session = match body.session_id {
         Some(session_id) => {
             let session = state.store.get_session(session_id).await?;
             if session.agent_id != agent.id {
@@ -113,8 +114,13 @@ async fn chat(
             if session.is_closed() {
                 return Err(ApiError::new(Code::InvalidState, "the session is closed; start a new one"));
             }
-            session.id
+            Some(session.id)
         }
+        None => None,
+    };
+    let mut tx = state.store.begin().await?;
+    let session_id = match existing_session {
+        Some(session_id) => session_id,
         None => tx.insert_session(agent.id, principal.user_id, "rest").await?.id,
     };
     let (job, created) = tx

@@ -4,6 +4,7 @@ mod app;
 mod approvals;
 mod auth;
 mod chat;
+mod conversation;
 mod errors;
 mod jobs;
 mod mcp;
