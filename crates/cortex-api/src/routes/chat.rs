@@ -65,7 +65,9 @@ pub struct ChatReply {
 }
 
 /// Send a message to an agent. `?wait=true` → 200 with the outcome (or 202 if it is not done in time);
-/// otherwise 202 with the job and session ids to follow (`GET /jobs/{id}/events`).
+/// otherwise 202 with the job and session ids to follow (`GET /jobs/{id}/events`). A repeated request
+/// with the same `Idempotency-Key` answers for the first message; the same key with a different request
+/// is refused (409 `idempotency_conflict`).
 #[utoipa::path(post, path = "/agents/{id}/chat", tag = "chat", params(("id" = String, Path, description = "Agent id or slug"), ChatParams),
     request_body = ChatBody, responses((status = 200, body = ChatReply), (status = 202, body = ChatReply),
     (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
@@ -135,7 +137,10 @@ async fn chat(
             run_at: None,
             parent_job_id: None,
             delegation_depth: 0,
-            idempotency_key: idempotency_key(&headers)?,
+            idempotency_key: idempotency_key(
+                &headers,
+                json!({"route": "chat", "text": body.text, "session_id": body.session_id}),
+            )?,
             created_by: Some(format!("api_key:{}", principal.key_id)),
         })
         .await?;

@@ -6,6 +6,7 @@ mod auth;
 mod chat;
 mod conversation;
 mod errors;
+mod idempotency;
 mod jobs;
 mod mcp;
 mod tools;
