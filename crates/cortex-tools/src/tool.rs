@@ -34,6 +34,9 @@ pub trait Tool: Send + Sync {
 pub struct ToolContext {
     pub agent_id: Uuid,
     pub job_id: Uuid,
+    /// The call's row in the `tool_call` ledger: the same for every execution of this call (a re-run after a
+    /// crash included), so tools use it as an idempotency key (`Idempotency-Key` for webhooks).
+    pub call_id: Uuid,
     pub data_scope: DataScope,
     /// Fires when the job is cancelled; long-running tools stop and return [`ToolError::Cancelled`].
     pub cancel: CancellationToken,
@@ -41,8 +44,8 @@ pub struct ToolContext {
 
 impl ToolContext {
     /// A context with a fresh, uncancelled token.
-    pub fn new(agent_id: Uuid, job_id: Uuid, data_scope: DataScope) -> Self {
-        Self { agent_id, job_id, data_scope, cancel: CancellationToken::new() }
+    pub fn new(agent_id: Uuid, job_id: Uuid, call_id: Uuid, data_scope: DataScope) -> Self {
+        Self { agent_id, job_id, call_id, data_scope, cancel: CancellationToken::new() }
     }
 }
 

@@ -324,6 +324,7 @@ impl Run {
         let ctx = ToolContext {
             agent_id: self.agent.id,
             job_id: self.ctx.job.id,
+            call_id: record.id,
             data_scope: scope,
             cancel: self.ctx.cancel.child_token(),
         };

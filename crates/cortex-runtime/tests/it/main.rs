@@ -5,6 +5,7 @@ mod approvals;
 mod bench;
 mod builtins;
 mod chat;
+mod delegation;
 mod failover;
 mod fake_llm;
 mod limits;
