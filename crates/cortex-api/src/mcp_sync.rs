@@ -64,6 +64,8 @@ pub struct McpRegistration {
     pub slug: String,
     pub transport: Transport,
     pub probe_interval_seconds: i64,
+    /// An admin vouches for the server.
+    pub trusted: bool,
 }
 
 /// The connection settings of a stored server, with `env`/`headers` decrypted.
@@ -137,6 +139,7 @@ pub async fn register(
         headers_enc,
         header_keys,
         probe_interval_seconds: new.probe_interval_seconds,
+        trusted: new.trusted,
     })
     .await?;
     tx.commit().await?;

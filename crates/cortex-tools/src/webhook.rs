@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use url::Url;
 
 use crate::http::{GuardedHttp, GuardedRequest, GuardedResponse, headers, redact_url};
-use crate::{Tool, ToolContext, ToolError, ToolOutput, schema};
+use crate::{DataScope, Tool, ToolContext, ToolError, ToolOutput, schema};
 
 /// Default per-call timeout (SPEC §19).
 pub const DEFAULT_WEBHOOK_TIMEOUT_MS: u64 = 30_000;
@@ -253,6 +253,11 @@ impl Tool for WebhookTool {
 
     fn is_idempotent(&self, _input: &Value) -> bool {
         self.def.idempotent
+    }
+
+    /// A webhook's purpose is to hand the arguments to another system.
+    fn sends_data_out(&self, _input: &Value, _scope: &DataScope) -> bool {
+        true
     }
 
     async fn call(&self, input: Value, ctx: &ToolContext) -> Result<ToolOutput, ToolError> {

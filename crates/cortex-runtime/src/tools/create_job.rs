@@ -6,14 +6,15 @@
 //! refused beyond the configured depth (3) or when the calling job already created its maximum number of
 //! children (10). The ledger call id is the child's idempotency key, so running the same call again — a
 //! turn resumed after a crash — returns the child it already created instead of a second one; that makes
-//! the tool safe to re-run (idempotent in the sense of SPEC §4.9).
+//! the tool safe to re-run (idempotent in the sense of SPEC §4.9). A child created from a context holding
+//! untrusted content starts tainted itself (`untrusted_input`), so delegating cannot launder an injection.
 
 use cortex_core::agent::AgentStatus;
 use cortex_core::approval::RiskTier;
 use cortex_core::job::JobKind;
 use cortex_store::jobs::{Job, NewJob};
 use cortex_store::{Store, StoreError};
-use cortex_tools::{Tool, ToolContext, ToolError, ToolOutput};
+use cortex_tools::{DataScope, Tool, ToolContext, ToolError, ToolOutput};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -134,6 +135,12 @@ impl Tool for CreateJobTool {
         true
     }
 
+    /// The work stays in this deployment; a child of a job with untrusted content inherits that taint
+    /// (its own outbound calls are gated), and at p2 a tainted call needs a human anyway.
+    fn sends_data_out(&self, _input: &Value, _scope: &DataScope) -> bool {
+        false
+    }
+
     async fn call(&self, input: Value, ctx: &ToolContext) -> Result<ToolOutput, ToolError> {
         let args: Args = serde_json::from_value(input).map_err(|err| ToolError::InvalidArguments(err.to_string()))?;
         let target = self.target(ctx, args.agent.as_deref()).await?;
@@ -158,7 +165,7 @@ impl Tool for CreateJobTool {
             session_id: None,
             kind: JobKind::Task,
             priority: args.priority.unwrap_or(0).clamp(0, 100),
-            payload: json!({"prompt": args.prompt}),
+            payload: json!({"prompt": args.prompt, "untrusted_input": ctx.untrusted_context}),
             max_attempts: 3,
             timeout_seconds: target.resource_limits.timeout_seconds,
             run_at,

@@ -84,6 +84,9 @@ both_engines!(create_job_records_its_children_within_depth_and_fan_out_limits, |
     let made = children(&store, agent.id, root.id).await;
     assert_eq!(made.iter().map(|job| job.prompt().unwrap()).collect::<Vec<_>>(), ["[child] a", "[child] b"]);
     assert!(made.iter().all(|job| job.delegation_depth == 1), "a root job's children are at depth 1");
+    // The first call ran in a clean context; the second after a tool result (untrusted) was in it, so
+    // that child starts with the taint.
+    assert_eq!((made[0].untrusted_input(), made[1].untrusted_input()), (false, true));
     let ledger = store.tool_calls_of_job(root.id).await.unwrap();
     let third = ledger.iter().find(|call| call.input["prompt"] == "[child] c").unwrap();
     assert_eq!(third.state, ToolCallState::Failed);

@@ -8,6 +8,7 @@ mod chat;
 mod delegation;
 mod failover;
 mod fake_llm;
+mod injection;
 mod limits;
 mod mcp;
 mod recovery;

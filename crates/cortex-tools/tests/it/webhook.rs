@@ -135,6 +135,7 @@ fn risk_idempotency_and_metadata() {
     let mut declared = def("https://hooks.example.com/deploy".into());
     declared.idempotent = true;
     assert!(WebhookTool::new(declared, guarded("")).unwrap().is_idempotent(&json!({})));
+    assert!(tool.sends_data_out(&json!({}), &Default::default()), "a webhook always hands data on");
 }
 
 /// One way to break a definition.
