@@ -5,3 +5,4 @@ mod e2e;
 mod otel;
 mod process;
 mod serve;
+mod tool_crash;
