@@ -124,8 +124,7 @@ impl Run {
             }
         };
         if let Err(err) = schema::validate_arguments(tool.callable.tool().input_schema(), &input) {
-            let refusal =
-                Refusal { code: "invalid_arguments", message: err.to_string(), counts_as_error: true, denied: false };
+            let refusal = Refusal { code: err.code(), message: err.to_string(), counts_as_error: true, denied: false };
             return self.refuse(call, key, &tool_ref, &input, refusal).await;
         }
         if let Some(refusal) = self.rate_limited(&tool, call).await? {

@@ -201,12 +201,23 @@ impl ToolResolver {
         Ok(ToolSet { tools, unresolved, wire })
     }
 
-    /// The callable behind a ref and whether its server marked it destructive, or why nothing answers to it.
+    /// The callable behind a ref and whether its server marked it destructive, or why nothing answers to it
+    /// (including an input schema that cannot be compiled, so its arguments could not be checked).
     pub(crate) async fn resolve(
         &self,
         agent: &Agent,
         tool_ref: &str,
     ) -> Result<Result<(Callable, bool), String>, StoreError> {
+        let resolved = self.resolve_ref(agent, tool_ref).await?;
+        Ok(resolved.and_then(|(callable, destructive)| {
+            match cortex_tools::schema::validator_for(callable.tool().input_schema()) {
+                Ok(_) => Ok((callable, destructive)),
+                Err(reason) => Err(format!("`{tool_ref}` cannot be offered: its input schema is {reason}")),
+            }
+        }))
+    }
+
+    async fn resolve_ref(&self, agent: &Agent, tool_ref: &str) -> Result<Result<(Callable, bool), String>, StoreError> {
         if let Some(tool) = self.builtins.get(tool_ref) {
             let callable =
                 if tool_ref == REQUEST_APPROVAL { Callable::RequestApproval(tool) } else { Callable::Tool(tool) };

@@ -2,6 +2,7 @@
 //! OpenAI and Anthropic protocols) and in-process peers, on SQLite and PostgreSQL.
 
 mod approvals;
+mod arguments;
 mod bench;
 mod builtins;
 mod chat;
