@@ -6,13 +6,13 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Serialize;
 use utoipa::ToSchema;
-use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::guard::Routes;
 use crate::state::AppState;
 
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz)).routes(routes!(metrics))
+pub fn routes() -> Routes {
+    Routes::new().public(routes!(healthz)).public(routes!(readyz)).public(routes!(metrics))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -21,7 +21,7 @@ pub struct Health {
 }
 
 /// Liveness: 200 while the process runs.
-#[utoipa::path(get, path = "/healthz", tag = "health", security(()), responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
 async fn healthz() -> Json<Health> {
     Json(Health { status: "ok".into() })
 }
@@ -44,7 +44,7 @@ pub struct ReadinessReport {
 }
 
 /// Readiness: 503 when the database is unreachable, no worker loop runs, or the process is draining.
-#[utoipa::path(get, path = "/readyz", tag = "health", security(()), responses(
+#[utoipa::path(get, path = "/readyz", tag = "health", responses(
     (status = 200, body = ReadinessReport), (status = 503, body = ReadinessReport)))]
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let db = match state.store.ping().await {
@@ -68,7 +68,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Prometheus metrics in text format.
-#[utoipa::path(get, path = "/metrics", tag = "health", security(()), responses((status = 200, content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     if let Ok(counts) = state.store.count_jobs_by_status().await {
         for status in cortex_core::job::JobStatus::ALL {

@@ -10,18 +10,18 @@ use cortex_store::users::{KeySource, NewApiKey};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
-use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Json, PageParams, Query};
+use crate::guard::Routes;
 use crate::routes::sessions::path_id;
 use crate::state::AppState;
 use crate::views::{ApiKeyView, List};
 
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(create_key, list_keys)).routes(routes!(revoke_key))
+pub fn routes() -> Routes {
+    Routes::new().viewer(routes!(create_key)).viewer(routes!(list_keys)).viewer(routes!(revoke_key))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -48,7 +48,6 @@ async fn create_key(
     principal: Principal,
     Json(body): Json<CreateKey>,
 ) -> ApiResult<impl IntoResponse> {
-    principal.require(Role::Viewer)?;
     let name = body.name.trim();
     if name.is_empty() || name.len() > 100 {
         return Err(ApiError::validation(&[("name", "must be 1–100 characters".into())]));
@@ -87,9 +86,8 @@ async fn list_keys(
     principal: Principal,
     Query(page): Query<PageParams>,
 ) -> ApiResult<axum::Json<List<ApiKeyView>>> {
-    principal.require(Role::Viewer)?;
     let (cursor, limit) = page.parse()?;
-    let owner = if principal.role == Role::Admin { None } else { Some(principal.user_id.unwrap_or(principal.key_id)) };
+    let owner = if principal.role == Role::Admin { None } else { principal.user_id.or(principal.key_id()) };
     let keys = state.store.list_api_keys(owner, cursor, limit).await?;
     Ok(axum::Json(List::from_page(keys, ApiKeyView::from)))
 }
@@ -102,7 +100,6 @@ async fn revoke_key(
     principal: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    principal.require(Role::Viewer)?;
     let key = state.store.get_api_key(path_id(&id, "api key")?).await?;
     let owns = principal.user_id.is_some() && key.user_id == principal.user_id;
     if principal.role != Role::Admin && !owns {
