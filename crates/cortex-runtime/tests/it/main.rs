@@ -10,6 +10,7 @@ mod fake_llm;
 mod limits;
 mod mcp;
 mod recovery;
+mod reservations;
 mod setup;
 mod shutdown;
 mod steering;
