@@ -32,4 +32,4 @@ pub use content::{CallOutcome, ContentPart};
 pub use error::{McpError, Operation};
 pub use pool::{Pool, ProbeOutcome, ProbeResult, ServerStatus};
 pub use stdio::KILL_GRACE;
-pub use tool::{Discovery, ToolInfo};
+pub use tool::{Discovery, Hints, ToolInfo};

@@ -17,7 +17,7 @@ use cortex_tools::ssrf::SystemResolver;
 use uuid::Uuid;
 
 use crate::agent_loop::AgentHandler;
-use crate::catalog::Catalog;
+use crate::catalog::{BuiltinDeps, Catalog, builtin_registry};
 use crate::env::EnvSettings;
 use crate::providers::Providers;
 use crate::tools::{EffectiveTool, ToolReport, ToolResolver};
@@ -123,9 +123,14 @@ impl Runtime {
         let providers = Providers::new(store.clone(), config.cipher.clone(), config.http, config.llm_retry);
         providers.materialise_env(&env).await?;
         providers.sync().await?;
-        let web_search = env.web_search.is_some();
-        let tools = ToolResolver::new(store.clone(), config.cipher, config.mcp, Arc::new(http), env.web_search);
-        let catalog = Catalog::new(web_search);
+        let http = Arc::new(http);
+        let builtins = Arc::new(builtin_registry(BuiltinDeps {
+            store: store.clone(),
+            http: http.clone(),
+            web_search: env.web_search,
+        }));
+        let tools = ToolResolver::new(store.clone(), config.cipher, config.mcp, http, builtins.clone());
+        let catalog = Catalog::new(builtins);
         let services = Arc::new(Services { store: store.clone(), data_dir: config.data_dir, providers, tools });
         Ok(Arc::new(Runtime { store, catalog, services }))
     }

@@ -7,7 +7,6 @@
 //! refused when the policy is saved rather than ignored when a call is judged.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -17,8 +16,8 @@ use cortex_core::approval::{ApprovalMode, RiskTier};
 use cortex_store::StoreError;
 use cortex_store::secrets::SecretRef;
 use cortex_store::tools::{ToolPolicy, WebhookToolRecord};
+use cortex_tools::DataScope;
 use cortex_tools::webhook::{DEFAULT_WEBHOOK_TIMEOUT_MS, WebhookToolDef};
-use cortex_tools::{DataScope, ToolRegistry};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
@@ -314,11 +313,15 @@ pub struct CatalogueEntry {
     /// `builtin`, `webhook` or `mcp`.
     pub kind: &'static str,
     pub description: String,
-    #[schema(value_type = Option<Object>)]
-    pub input_schema: Option<Value>,
-    /// Risk used when a policy says `approval: risk` without its own tier (`null` for built-ins this
-    /// crate cannot describe, whose risk the runtime decides).
-    pub default_risk: Option<RiskTier>,
+    /// JSON Schema of the arguments, exactly as the model gets it.
+    #[schema(value_type = Object)]
+    pub input_schema: Value,
+    /// Risk used when a policy says `approval: risk` without its own tier (for a call without
+    /// arguments: `http_request` is p3 for GET, p2 for other methods).
+    pub default_risk: RiskTier,
+    /// Whether a call interrupted by a crash is run again (SPEC §4.9); others are reported to the model
+    /// as "outcome unknown".
+    pub idempotent: bool,
     /// Whether it can be used right now (MCP: server active/degraded and tool still offered).
     pub available: bool,
     /// Webhook tools: the only agent that may use it (`null` = shared).
@@ -327,53 +330,26 @@ pub struct CatalogueEntry {
     pub server: Option<String>,
 }
 
-/// Descriptions and schemas of the built-ins `cortex-tools` implements. Building them never sends a
-/// request; the HTTP client inside only exists because `http_request` is made with one.
-fn builtin_descriptions() -> &'static ToolRegistry {
-    static REGISTRY: OnceLock<ToolRegistry> = OnceLock::new();
-    REGISTRY.get_or_init(|| {
-        // reqwest is built without a bundled TLS provider; installing ring is a no-op when done already.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut registry = ToolRegistry::new();
-        let resolver = Arc::new(cortex_tools::ssrf::SystemResolver);
-        match cortex_tools::http::GuardedHttp::new(cortex_tools::ssrf::SsrfPolicy::default(), resolver) {
-            Ok(http) => cortex_tools::builtin::builtin_tools(Arc::new(http), None)
-                .into_iter()
-                .for_each(|tool| registry.register(tool)),
-            Err(err) => tracing::warn!(error = %err, "cannot describe the built-in tools"),
-        }
-        registry
-    })
-}
-
-/// Risk of an MCP tool without a policy tier: servers that mark a tool destructive get `p1` (SPEC §7.1
-/// deny-list), others `p2`.
-fn mcp_default_risk(annotations: Option<&Value>) -> RiskTier {
-    let destructive = annotations.and_then(|hints| hints.get("destructiveHint")).and_then(Value::as_bool);
-    if destructive == Some(true) { RiskTier::P1 } else { RiskTier::P2 }
-}
-
-/// Every tool policies can name: built-ins, webhook tools and discovered MCP tools.
+/// Every tool policies can name: built-ins, webhook tools and discovered MCP tools [viewer]. Built-ins
+/// come from the runtime's one registry, so this answer, the names agent definitions may use and the
+/// tools given to the model agree.
 #[utoipa::path(get, path = "/tools", tag = "tools", responses((status = 200, body = List<CatalogueEntry>)))]
 async fn catalogue(State(state): State<AppState>) -> ApiResult<axum::Json<List<CatalogueEntry>>> {
-    let described = builtin_descriptions();
     let mut items: Vec<CatalogueEntry> = state
         .runtime
         .catalog
-        .builtin_tools
-        .iter()
-        .map(|name| {
-            let tool = described.get(name);
-            CatalogueEntry {
-                tool_ref: name.clone(),
-                kind: "builtin",
-                description: tool.as_ref().map(|tool| tool.description().to_owned()).unwrap_or_default(),
-                input_schema: tool.as_ref().map(|tool| tool.input_schema().clone()),
-                default_risk: tool.as_ref().map(|tool| tool.default_risk(&json!({}))),
-                available: true,
-                agent_id: None,
-                server: None,
-            }
+        .builtins()
+        .into_iter()
+        .map(|tool| CatalogueEntry {
+            tool_ref: tool.tool_ref,
+            kind: "builtin",
+            description: tool.description,
+            input_schema: tool.input_schema,
+            default_risk: tool.default_risk,
+            idempotent: tool.idempotent,
+            available: true,
+            agent_id: None,
+            server: None,
         })
         .collect();
     for tool in state.store.list_webhook_tools().await? {
@@ -381,8 +357,9 @@ async fn catalogue(State(state): State<AppState>) -> ApiResult<axum::Json<List<C
             tool_ref: tool.tool_ref(),
             kind: "webhook",
             description: tool.description,
-            input_schema: Some(tool.input_schema),
-            default_risk: tool.risk.parse().ok(),
+            input_schema: tool.input_schema,
+            default_risk: tool.risk.parse().unwrap_or(RiskTier::P2),
+            idempotent: false,
             available: true,
             agent_id: tool.agent_id,
             server: None,
@@ -391,12 +368,14 @@ async fn catalogue(State(state): State<AppState>) -> ApiResult<axum::Json<List<C
     for server in state.store.probed_mcp_servers().await? {
         let usable = matches!(server.status.as_str(), "active" | "degraded");
         for tool in state.store.mcp_tools_of_server(server.id).await? {
+            let hints = cortex_mcp::Hints(tool.annotations.as_ref());
             items.push(CatalogueEntry {
-                default_risk: Some(mcp_default_risk(tool.annotations.as_ref())),
+                default_risk: hints.default_risk(),
+                idempotent: hints.idempotent(),
                 tool_ref: tool.tool_ref,
                 kind: "mcp",
                 description: tool.description,
-                input_schema: Some(tool.input_schema),
+                input_schema: tool.input_schema,
                 available: usable && tool.available,
                 agent_id: None,
                 server: Some(server.slug.clone()),

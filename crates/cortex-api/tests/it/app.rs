@@ -16,6 +16,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub admin: String,
     pub test: TestStore,
+    /// The runtime behind the API (its handler runs agent turns when a test starts an engine).
+    pub runtime: Arc<Runtime>,
     shutdown: CancellationToken,
 }
 
@@ -27,6 +29,15 @@ impl TestApp {
     }
 
     pub async fn spawn_with(test: TestStore, config: ApiConfig) -> TestApp {
+        Self::spawn_with_env(test, config, Default::default()).await
+    }
+
+    /// A server whose runtime sees `env` (providers, search, SSRF exceptions) instead of nothing.
+    pub async fn spawn_with_env(
+        test: TestStore,
+        config: ApiConfig,
+        env: std::collections::BTreeMap<String, String>,
+    ) -> TestApp {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let store = test.store.clone();
         let readiness = Readiness::default();
@@ -39,7 +50,7 @@ impl TestApp {
             store.clone(),
             RuntimeConfig {
                 data_dir: test.dir.path().to_path_buf(),
-                env: Default::default(),
+                env,
                 cipher: cipher.clone(),
                 mcp: mcp.clone(),
                 http: reqwest::Client::new(),
@@ -50,7 +61,7 @@ impl TestApp {
         .unwrap();
         let state = AppState::new(AppParts {
             store: store.clone(),
-            runtime,
+            runtime: runtime.clone(),
             cipher,
             mcp,
             config,
@@ -67,7 +78,7 @@ impl TestApp {
                 .await
                 .unwrap();
         });
-        let mut app = TestApp { base, http: reqwest::Client::new(), admin: String::new(), test, shutdown };
+        let mut app = TestApp { base, http: reqwest::Client::new(), admin: String::new(), test, runtime, shutdown };
         app.admin = app.key(Role::Admin).await;
         app
     }

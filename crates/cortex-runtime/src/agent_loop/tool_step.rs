@@ -123,7 +123,7 @@ impl Run {
                 return self.refuse(call, key, &tool_ref, &json!({"_raw": call.arguments}), refusal).await;
             }
         };
-        if let Err(err) = schema::validate_arguments(&tool.callable.input_schema(), &input) {
+        if let Err(err) = schema::validate_arguments(tool.callable.tool().input_schema(), &input) {
             let refusal =
                 Refusal { code: "invalid_arguments", message: err.to_string(), counts_as_error: true, denied: false };
             return self.refuse(call, key, &tool_ref, &input, refusal).await;
@@ -139,10 +139,10 @@ impl Run {
             }
         };
         let decision = match tool.callable {
-            Callable::RequestApproval => Decision::Approve { risk: tool.callable.default_risk(&input) },
+            Callable::RequestApproval(_) => Decision::Approve { risk: tool.callable.tool().default_risk(&input) },
             Callable::Tool(_) => policy::decide(&CallFacts {
                 policy: &tool.policy,
-                default_risk: tool.callable.default_risk(&input),
+                default_risk: tool.callable.tool().default_risk(&input),
                 deny_listed: tool.deny_listed,
                 input: &input,
                 untrusted: self.state.untrusted,
@@ -160,7 +160,7 @@ impl Run {
                 let record = self.start_call(call, key, &tool, &input, via).await?;
                 self.invoke(record, implementation, input, scope, ToolCallState::Running).await
             }
-            (Decision::Execute { .. }, Callable::RequestApproval) => {
+            (Decision::Execute { .. }, Callable::RequestApproval(_)) => {
                 Err(Halt::permanent("internal", "request_approval was not sent to a human"))
             }
         }
@@ -296,7 +296,7 @@ impl Run {
             state: ToolCallState::Running,
             output: None,
             is_error: false,
-            idempotent: tool.callable.is_idempotent(input),
+            idempotent: tool.callable.tool().is_idempotent(input),
         };
         let mut tx = self.svc.store.begin().await?;
         let record = tx.insert_tool_call(&new).await?;

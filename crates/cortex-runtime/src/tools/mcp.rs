@@ -71,11 +71,6 @@ impl McpTool {
     pub(crate) fn is_destructive(&self) -> bool {
         self.info.is_destructive()
     }
-
-    fn read_only(&self) -> bool {
-        self.info.annotations.as_ref().and_then(|hints| hints.get("readOnlyHint")).and_then(Value::as_bool)
-            == Some(true)
-    }
 }
 
 #[async_trait::async_trait]
@@ -93,13 +88,7 @@ impl Tool for McpTool {
     }
 
     fn default_risk(&self, _input: &Value) -> RiskTier {
-        if self.is_destructive() {
-            RiskTier::P1
-        } else if self.read_only() {
-            RiskTier::P3
-        } else {
-            RiskTier::P2
-        }
+        self.info.hints().default_risk()
     }
 
     fn is_idempotent(&self, _input: &Value) -> bool {
