@@ -15,7 +15,7 @@ use cortex_tools::http::GuardedHttp;
 use cortex_tools::{Tool, ToolRegistry};
 use serde_json::{Value, json};
 
-use crate::tools::{CreateJobTool, MemoryQueryTool, MemoryStoreTool, RequestApprovalTool};
+use crate::tools::{CreateJobTool, DelegationLimits, MemoryQueryTool, MemoryStoreTool, RequestApprovalTool};
 
 /// What the built-ins need from the process.
 pub(crate) struct BuiltinDeps {
@@ -24,11 +24,13 @@ pub(crate) struct BuiltinDeps {
     pub http: Arc<GuardedHttp>,
     /// `web_search`, when a search provider is configured (otherwise the tool does not exist here).
     pub web_search: Option<WebSearchTool>,
+    /// Limits of `create_job`.
+    pub delegation: DelegationLimits,
 }
 
 /// Every built-in tool of this deployment, by ref.
 pub(crate) fn builtin_registry(deps: BuiltinDeps) -> ToolRegistry {
-    let BuiltinDeps { store, http, web_search } = deps;
+    let BuiltinDeps { store, http, web_search, delegation } = deps;
     let mut registry = ToolRegistry::new();
     registry.register(Arc::new(EchoTool::new()));
     registry.register(Arc::new(HttpRequestTool::new(http)));
@@ -37,7 +39,7 @@ pub(crate) fn builtin_registry(deps: BuiltinDeps) -> ToolRegistry {
     }
     registry.register(Arc::new(MemoryStoreTool::new(store.clone())));
     registry.register(Arc::new(MemoryQueryTool::new(store.clone())));
-    registry.register(Arc::new(CreateJobTool::new(store)));
+    registry.register(Arc::new(CreateJobTool::new(store, delegation)));
     registry.register(Arc::new(RequestApprovalTool::new()));
     registry
 }

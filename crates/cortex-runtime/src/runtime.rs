@@ -27,7 +27,8 @@ pub struct RuntimeConfig {
     /// Where session buffers (`sessions/<job_id>/…`) are written.
     pub data_dir: PathBuf,
     /// Snapshot of the relevant environment (`OPENAI_*`, `ANTHROPIC_*`, `CORTEX_SSRF_ALLOW`,
-    /// `CORTEX_SEARCH_*`); passed in rather than read so tests need no process environment.
+    /// `CORTEX_SEARCH_*`, `CORTEX_DELEGATION_*`); passed in rather than read so tests need no process
+    /// environment.
     pub env: BTreeMap<String, String>,
     /// Decrypts provider keys, webhook headers and MCP secrets.
     pub cipher: Arc<Cipher>,
@@ -128,6 +129,7 @@ impl Runtime {
             store: store.clone(),
             http: http.clone(),
             web_search: env.web_search,
+            delegation: env.delegation,
         }));
         let tools = ToolResolver::new(store.clone(), config.cipher, config.mcp, http, builtins.clone());
         let catalog = Catalog::new(builtins);

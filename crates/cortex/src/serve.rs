@@ -61,7 +61,7 @@ fn hostname() -> String {
 }
 
 /// The agent runtime, configured from the environment (provider keys and base URLs, SSRF exceptions,
-/// search); a malformed value is a configuration error (exit 2).
+/// search, delegation limits); a malformed value is a configuration error (exit 2).
 async fn build_runtime(
     store: &Store,
     config: &StoreConfig,
@@ -74,6 +74,7 @@ async fn build_runtime(
                 || name.starts_with("ANTHROPIC_")
                 || name.starts_with("CORTEX_SSRF")
                 || name.starts_with("CORTEX_SEARCH")
+                || name.starts_with("CORTEX_DELEGATION")
         })
         .collect();
     let http = reqwest::Client::builder().build().context("building the HTTP client for model providers")?;

@@ -32,6 +32,7 @@ pub fn routes() -> Routes {
         .admin(routes!(create_server))
         .viewer(routes!(list_servers))
         .viewer(routes!(get_server))
+        .admin(routes!(update_server))
         .admin(routes!(delete_server))
         .admin(routes!(refresh_server))
 }
@@ -68,6 +69,17 @@ pub struct CreateMcpServer {
     pub headers: Option<BTreeMap<String, String>>,
     /// Seconds between health probes, 1–3600 (30).
     pub probe_interval_seconds: Option<i64>,
+    /// Vouch for the server (default false): its tools stay callable without a human after untrusted
+    /// content entered a job's context. The server's own annotations never make it trusted.
+    pub trusted: Option<bool>,
+}
+
+/// Body of `PATCH /mcp-servers/{id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMcpServer {
+    /// Vouch for the server, or withdraw that.
+    pub trusted: Option<bool>,
 }
 
 /// A discovered tool of a server.
@@ -115,6 +127,8 @@ pub struct McpServerView {
     /// `pending`, `active`, `degraded`, `error` or `disabled`.
     pub status: String,
     pub last_error: Option<String>,
+    /// An admin vouches for it (SPEC Appendix B "Untrusted content gates egress").
+    pub trusted: bool,
     pub protocol_version: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub server_info: Option<Value>,
@@ -141,6 +155,7 @@ impl McpServerView {
             headers: server.header_keys,
             status: server.status,
             last_error: server.last_error,
+            trusted: server.trusted,
             protocol_version: server.protocol_version,
             server_info: server.server_info,
             capabilities: server.capabilities,
@@ -215,7 +230,13 @@ fn registration(body: CreateMcpServer) -> ApiResult<McpRegistration> {
     if !fields.is_empty() {
         return Err(ApiError::validation(&fields));
     }
-    Ok(McpRegistration { name: body.name.trim().to_owned(), slug, transport, probe_interval_seconds })
+    Ok(McpRegistration {
+        name: body.name.trim().to_owned(),
+        slug,
+        transport,
+        probe_interval_seconds,
+        trusted: body.trusted.unwrap_or(false),
+    })
 }
 
 fn is_env_name(name: &str) -> bool {
@@ -268,14 +289,41 @@ async fn create_server(
         "mcp_server.create",
         "mcp_server",
         server.id,
-        json!({"slug": server.slug, "transport": server.transport, "status": server.status}),
+        json!({"slug": server.slug, "transport": server.transport, "status": server.status, "trusted": server.trusted}),
     ))
     .await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, axum::Json(McpServerView::load(&state, server).await?)))
 }
 
-/// List MCP servers with their tools, newest first.
+/// Change what an admin vouches for about an MCP server [admin].
+#[utoipa::path(patch, path = "/mcp-servers/{id}", tag = "mcp", params(("id" = String, Path, description = "Server id or slug")),
+    request_body = UpdateMcpServer, responses((status = 200, body = McpServerView), (status = 400, body = ErrorBody),
+    (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn update_server(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Json(body): Json<UpdateMcpServer>,
+) -> ApiResult<axum::Json<McpServerView>> {
+    let server = state.store.get_mcp_server(&id).await?;
+    let mut tx = state.store.begin().await?;
+    if let Some(trusted) = body.trusted {
+        tx.set_mcp_trusted(server.id, trusted).await?;
+        tx.audit(principal.audit(
+            "mcp_server.update",
+            "mcp_server",
+            server.id,
+            json!({"slug": server.slug, "trusted": trusted}),
+        ))
+        .await?;
+    }
+    tx.commit().await?;
+    let server = state.store.get_mcp_server(&server.id.to_string()).await?;
+    Ok(axum::Json(McpServerView::load(&state, server).await?))
+}
+
+/// List MCP servers with their tools, newest first [viewer].
 #[utoipa::path(get, path = "/mcp-servers", tag = "mcp", params(PageParams), responses(
     (status = 200, body = List<McpServerView>), (status = 400, body = ErrorBody)))]
 async fn list_servers(

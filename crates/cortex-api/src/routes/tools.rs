@@ -359,7 +359,7 @@ async fn catalogue(State(state): State<AppState>) -> ApiResult<axum::Json<List<C
             description: tool.description,
             input_schema: tool.input_schema,
             default_risk: tool.risk.parse().unwrap_or(RiskTier::P2),
-            idempotent: false,
+            idempotent: tool.idempotent,
             available: true,
             agent_id: tool.agent_id,
             server: None,
@@ -409,6 +409,9 @@ pub struct CreateWebhookTool {
     pub risk: Option<RiskTier>,
     /// Restrict the tool to one agent (id or slug); shared when absent.
     pub agent_id: Option<String>,
+    /// The endpoint honours the `Idempotency-Key` header every call carries (or is harmless to repeat),
+    /// so a call interrupted by a crash is sent again; default false (reported as "outcome unknown").
+    pub idempotent: Option<bool>,
 }
 
 /// A webhook tool; header values are never shown.
@@ -428,6 +431,8 @@ pub struct WebhookToolView {
     pub headers: Vec<String>,
     pub timeout_ms: i64,
     pub risk: String,
+    /// Re-sent after a crash interrupted a call.
+    pub idempotent: bool,
 }
 
 impl From<WebhookToolRecord> for WebhookToolView {
@@ -445,6 +450,7 @@ impl From<WebhookToolRecord> for WebhookToolView {
             headers: tool.header_keys,
             timeout_ms: tool.timeout_ms,
             risk: tool.risk,
+            idempotent: tool.idempotent,
         }
     }
 }
@@ -476,6 +482,7 @@ async fn create_webhook_tool(
         headers: body.headers.unwrap_or_default(),
         timeout_ms: body.timeout_ms.unwrap_or(DEFAULT_WEBHOOK_TIMEOUT_MS),
         risk: body.risk.unwrap_or(RiskTier::P2),
+        idempotent: body.idempotent.unwrap_or(false),
     };
     def.validate().map_err(|reasons| ApiError::validation(&[("definition", reasons)]))?;
     let agent_id = match body.agent_id {
@@ -503,6 +510,7 @@ async fn create_webhook_tool(
         header_keys: def.headers.keys().cloned().collect(),
         timeout_ms: i64::try_from(def.timeout_ms).unwrap_or(i64::MAX),
         risk: def.risk.as_str().to_owned(),
+        idempotent: def.idempotent,
     };
     let mut tx = state.store.begin().await?;
     tx.insert_webhook_tool(&record)

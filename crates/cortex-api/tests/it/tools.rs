@@ -223,9 +223,12 @@ both_engines!(the_catalogue_lists_builtins_and_webhook_tools, |t: TestStore| asy
         "name": "notify",
         "description": "Sends a notice",
         "input_schema": {"type": "object"},
-        "url": "https://hooks.example.com/notify"
+        "url": "https://hooks.example.com/notify",
+        "idempotent": true
     });
-    assert_eq!(app.post("/webhook-tools", &app.admin, hook).await.status(), 201);
+    let created = app.post("/webhook-tools", &app.admin, hook).await;
+    assert_eq!(created.status(), 201);
+    assert_eq!(created.json::<Value>().await.unwrap()["idempotent"], true);
     let viewer = app.key(Role::Viewer).await;
     let catalogue: Value = app.get("/tools", &viewer).await.json().await.unwrap();
     let items = catalogue["items"].as_array().unwrap();
@@ -240,6 +243,9 @@ both_engines!(the_catalogue_lists_builtins_and_webhook_tools, |t: TestStore| asy
     assert!(find("web_search").is_none(), "not configured in tests, so not offered");
     let notify = find("webhook:notify").expect("webhook tool listed");
     assert_eq!((notify["kind"].clone(), notify["default_risk"].clone()), (json!("webhook"), json!("p2")));
+    assert_eq!(notify["idempotent"], true, "declared by the operator");
+    assert_eq!(find("http_request").unwrap()["idempotent"], true, "a GET is re-run after a crash");
+    assert_eq!(find("create_job").unwrap()["idempotent"], true, "keyed by the ledger call id");
 });
 
 both_engines!(the_catalogue_the_definitions_and_the_model_agree_on_every_builtin, |t: TestStore| async move {

@@ -138,14 +138,15 @@ impl Run {
                 return self.refuse(call, key, &tool_ref, &input, refusal).await;
             }
         };
-        let decision = match tool.callable {
+        let decision = match &tool.callable {
             Callable::RequestApproval(_) => Decision::Approve { risk: tool.callable.tool().default_risk(&input) },
-            Callable::Tool(_) => policy::decide(&CallFacts {
+            Callable::Tool(implementation) => policy::decide(&CallFacts {
                 policy: &tool.policy,
-                default_risk: tool.callable.tool().default_risk(&input),
+                default_risk: implementation.default_risk(&input),
                 deny_listed: tool.deny_listed,
                 input: &input,
                 untrusted: self.state.untrusted,
+                sends_data_out: implementation.sends_data_out(&input, &scope),
             }),
         };
         match (decision, &tool.callable) {
@@ -324,7 +325,9 @@ impl Run {
         let ctx = ToolContext {
             agent_id: self.agent.id,
             job_id: self.ctx.job.id,
+            call_id: record.id,
             data_scope: scope,
+            untrusted_context: self.state.untrusted,
             cancel: self.ctx.cancel.child_token(),
         };
         let span = tracing::info_span!("tool.call", tool = %record.tool_ref, call_id = %record.call_id);

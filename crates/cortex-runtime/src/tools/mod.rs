@@ -29,7 +29,7 @@ use serde_json::json;
 
 use crate::policy;
 
-pub(crate) use create_job::CreateJobTool;
+pub(crate) use create_job::{CreateJobTool, DelegationLimits};
 pub(crate) use mcp::OUTCOME_UNKNOWN;
 pub(crate) use memory::{MemoryQueryTool, MemoryStoreTool};
 pub(crate) use request_approval::{REQUEST_APPROVAL, RequestApprovalTool};

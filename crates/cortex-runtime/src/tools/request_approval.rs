@@ -4,7 +4,7 @@
 //! and feeds the decision back as the result.
 
 use cortex_core::approval::RiskTier;
-use cortex_tools::{Tool, ToolContext, ToolError, ToolOutput};
+use cortex_tools::{DataScope, Tool, ToolContext, ToolError, ToolOutput};
 use serde_json::{Value, json};
 
 /// The ref the loop answers with a human decision.
@@ -51,6 +51,10 @@ impl Tool for RequestApprovalTool {
     }
 
     fn is_idempotent(&self, _input: &Value) -> bool {
+        false
+    }
+
+    fn sends_data_out(&self, _input: &Value, _scope: &DataScope) -> bool {
         false
     }
 

@@ -39,6 +39,7 @@ both_engines!(an_mcp_tool_call_runs_through_a_real_reference_server, |t: TestSto
         headers_enc: None,
         header_keys: vec![],
         probe_interval_seconds: 30,
+        trusted: false,
     })
     .await
     .unwrap();

@@ -41,6 +41,7 @@ fn error_codes_are_stable() {
         (ToolError::InvalidArguments("x".into()), "invalid_arguments"),
         (ToolError::BlockedDestination { url: "u".into(), reason: "r".into() }, "blocked_destination"),
         (ToolError::NotConfigured("x".into()), "not_configured"),
+        (ToolError::LimitReached("x".into()), "limit_reached"),
         (ToolError::Timeout, "timeout"),
         (ToolError::Cancelled, "cancelled"),
         (ToolError::Failed("x".into()), "tool_failed"),
