@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::bail;
+use cortex_jobs::retention::RetentionPolicy;
 use cortex_store::DatabaseConfig;
 use serde::Deserialize;
 
@@ -25,6 +26,8 @@ pub struct FileConfig {
     pub disable_quarantine: Option<bool>,
     pub worker_heartbeat_seconds: Option<u64>,
     pub worker_dead_after_seconds: Option<u64>,
+    pub retention_days: Option<u32>,
+    pub audit_retention_days: Option<u32>,
     pub allowed_origins: Option<Vec<String>>,
     pub health_listen: Option<SocketAddr>,
 }
@@ -97,7 +100,11 @@ pub struct EngineSettings {
     pub ignore_quarantine: bool,
     pub heartbeat_interval: Duration,
     pub worker_dead_after: Duration,
+    pub retention: RetentionPolicy,
 }
+
+/// Longest retention accepted, in days (a century; 0 means forever anyway).
+const MAX_RETENTION_DAYS: u32 = 36_500;
 
 impl EngineSettings {
     pub fn resolve(args: &EngineArgs, file: &FileConfig) -> anyhow::Result<Self> {
@@ -117,12 +124,25 @@ impl EngineSettings {
                 format!("must be at least twice CORTEX_WORKER_HEARTBEAT_SECONDS ({heartbeat} s), got {dead_after} s"),
             ));
         }
+        let retention_days = args.retention_days.or(file.retention_days).unwrap_or(30);
+        let audit_retention_days = args.audit_retention_days.or(file.audit_retention_days).unwrap_or(365);
+        for (setting, days) in
+            [("CORTEX_RETENTION_DAYS", retention_days), ("CORTEX_AUDIT_RETENTION_DAYS", audit_retention_days)]
+        {
+            if days > MAX_RETENTION_DAYS {
+                return Err(invalid(
+                    setting,
+                    format!("must be at most {MAX_RETENTION_DAYS} days (0 keeps data forever)"),
+                ));
+            }
+        }
         Ok(Self {
             concurrency,
             shutdown_grace: Duration::from_secs(grace),
             ignore_quarantine: args.disable_quarantine.or(file.disable_quarantine).unwrap_or(false),
             heartbeat_interval: Duration::from_secs(heartbeat),
             worker_dead_after: Duration::from_secs(dead_after),
+            retention: RetentionPolicy::with_days(retention_days, audit_retention_days),
         })
     }
 }

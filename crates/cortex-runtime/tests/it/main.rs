@@ -13,6 +13,7 @@ mod limits;
 mod mcp;
 mod recovery;
 mod reservations;
+mod retention;
 mod setup;
 mod shutdown;
 mod steering;

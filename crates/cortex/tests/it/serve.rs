@@ -60,11 +60,13 @@ fn a_strong_env_key_is_accepted_and_nothing_is_printed() {
 #[test]
 fn invalid_settings_exit_2_naming_the_setting() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&[&str], &str, &str); 4] = [
+    let cases: [(&[&str], &str, &str); 6] = [
         (&["serve"], "CORTEX_LISTEN", "not-an-address"),
         (&["serve"], "CORTEX_DATABASE_URL", "mysql://x"),
         (&["serve"], "CORTEX_WORKER_CONCURRENCY", "0"),
         (&["serve"], "CORTEX_SHUTDOWN_GRACE_SECONDS", "0"),
+        (&["serve"], "CORTEX_RETENTION_DAYS", "40000"),
+        (&["serve"], "CORTEX_AUDIT_RETENTION_DAYS", "36501"),
     ];
     for (args, variable, value) in cases {
         let output = cortex(dir.path()).args(args).env(variable, value).output().unwrap();
@@ -80,6 +82,34 @@ fn invalid_settings_exit_2_naming_the_setting() {
     let output = cortex(dir.path()).args(["serve", "--config"]).arg(&config).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown field"));
+    std::fs::write(&config, "retention_days = 40000\n").unwrap();
+    let output = cortex(dir.path()).args(["serve", "--config"]).arg(&config).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("CORTEX_RETENTION_DAYS"));
+}
+
+/// Session buffers older than `CORTEX_RETENTION_DAYS` are pruned by the running server; newer ones stay.
+#[test]
+fn old_session_buffers_are_pruned_after_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let buffer = |age_days: u64| {
+        let job_dir = dir.path().join("sessions").join(uuid::Uuid::now_v7().to_string());
+        std::fs::create_dir_all(&job_dir).unwrap();
+        let file = std::fs::File::create(job_dir.join("session-001.jsonl")).unwrap();
+        let written = std::time::SystemTime::now() - std::time::Duration::from_secs(age_days * 24 * 3600);
+        file.set_modified(written).unwrap();
+        job_dir
+    };
+    let (old, recent) = (buffer(8), buffer(6));
+    let server = Server::start(dir.path(), &[("CORTEX_RETENTION_DAYS", "7")]);
+    // Bounded wait for the other process's first pass, which runs at start.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while old.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!old.exists(), "a buffer older than the retention period is pruned");
+    assert!(recent.exists(), "a newer buffer stays");
+    server.kill();
 }
 
 #[test]
