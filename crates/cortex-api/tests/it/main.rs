@@ -6,5 +6,6 @@ mod auth;
 mod chat;
 mod errors;
 mod jobs;
+mod keys;
 mod mcp;
 mod tools;
