@@ -14,9 +14,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 pub struct ApiConfig {
     /// Largest request body accepted (1 MiB).
     pub body_limit: usize,
-    /// Requests per key across the API.
+    /// Requests per rate scope (key or session) across the API; 0 per minute disables.
     pub api_rate: crate::rate_limit::Limit,
-    /// Chat messages per key.
+    /// Chat messages per rate scope; 0 per minute disables.
     pub chat_rate: crate::rate_limit::Limit,
     /// Extra browser origins allowed to open streams (the server's own origin always is).
     pub allowed_origins: Vec<String>,

@@ -171,7 +171,12 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         runtime: runtime.clone(),
         cipher: cipher.clone(),
         mcp: mcp.clone(),
-        config: ApiConfig { allowed_origins: config.allowed_origins.clone(), ..ApiConfig::default() },
+        config: ApiConfig {
+            allowed_origins: config.allowed_origins.clone(),
+            api_rate: config.api_rate,
+            chat_rate: config.chat_rate,
+            ..ApiConfig::default()
+        },
         metrics: cortex_api::metrics::handle(),
         readiness: readiness.clone(),
         shutdown: shutdown.clone(),

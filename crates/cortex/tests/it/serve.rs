@@ -205,3 +205,17 @@ fn a_revoked_env_key_is_reported_at_start_with_the_way_out() {
     assert!(stderr.contains("cortex keys create"), "{stderr}");
     assert!(!stderr.contains(key), "the key itself is not echoed");
 }
+
+#[test]
+fn rate_limits_come_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "k3J9xQ2mV8pL5rT1wZ7nB4cF6hD0gY2sQ8wE";
+    // 6 per minute: a burst of one request.
+    let server = Server::start(dir.path(), &[("CORTEX_API_KEY", key), ("CORTEX_RATE_LIMIT_API_PER_MINUTE", "6")]);
+    let client = http();
+    assert_eq!(client.get(format!("{}/agents", server.url)).bearer_auth(key).send().unwrap().status(), 200);
+    let limited = client.get(format!("{}/agents", server.url)).bearer_auth(key).send().unwrap();
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
+    server.kill();
+}
