@@ -74,6 +74,8 @@ pub struct AppState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Per-key request budgets (built from `config` by [`AppState::new`]).
     pub limiter: Arc<crate::rate_limit::RateLimiter>,
+    /// Database-derived gauges behind `/metrics`, recounted at most once a second.
+    pub gauges: Arc<crate::metrics::StateGauges>,
 }
 
 /// The parts an [`AppState`] is made of.
@@ -101,6 +103,7 @@ impl AppState {
             readiness: parts.readiness,
             shutdown: parts.shutdown,
             limiter,
+            gauges: Arc::default(),
         }
     }
 }

@@ -8,4 +8,5 @@ mod errors;
 mod jobs;
 mod keys;
 mod mcp;
+mod ops;
 mod tools;
