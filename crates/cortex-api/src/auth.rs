@@ -35,6 +35,15 @@ impl Credential {
     }
 }
 
+/// The rate budget a principal draws from ([`crate::rate_limit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateBudget {
+    /// Whose buckets: the key's own, its creator's for keys a non-admin made, or the session's.
+    pub scope: Uuid,
+    /// The key's own API limit, replacing the server-wide one.
+    pub per_minute: Option<u32>,
+}
+
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
 pub struct Principal {
@@ -43,6 +52,7 @@ pub struct Principal {
     pub role: Role,
     /// The key's name or the session user's display name, for audit trails.
     pub name: String,
+    pub budget: RateBudget,
 }
 
 impl Principal {
@@ -146,9 +156,12 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
     match resolve(&state, request.headers()).await {
         Ok(principal) => {
             let is_chat = request.method() == axum::http::Method::POST && request.uri().path().ends_with("/chat");
-            let over = state.limiter.check(principal.credential.id(), Bucket::Api).err().or_else(|| {
-                if is_chat { state.limiter.check(principal.credential.id(), Bucket::Chat).err() } else { None }
-            });
+            let RateBudget { scope, per_minute } = principal.budget;
+            let over = state
+                .limiter
+                .check(scope, Bucket::Api, per_minute)
+                .err()
+                .or_else(|| if is_chat { state.limiter.check(scope, Bucket::Chat, None).err() } else { None });
             if let Some(retry_after) = over {
                 return ApiError {
                     retry_after: Some(retry_after),
@@ -180,7 +193,13 @@ async fn resolve(state: &AppState, headers: &HeaderMap) -> ApiResult<Principal> 
             tracing::debug!(error = %err, "could not record key use");
         }
     });
-    Ok(Principal { credential: Credential::ApiKey(key.id), user_id: key.user_id, role: key.role, name: key.name })
+    Ok(Principal {
+        credential: Credential::ApiKey(key.id),
+        user_id: key.user_id,
+        role: key.role,
+        name: key.name,
+        budget: RateBudget { scope: key.rate_scope_id, per_minute: key.rate_limit_per_minute },
+    })
 }
 
 /// The lookup prefix of any presented key: ours carry it; other strong secrets (a bootstrap key chosen

@@ -222,3 +222,37 @@ both_engines!(every_operation_declares_its_role_and_the_guard_enforces_it, |t: T
         assert_eq!(document["paths"][template][method]["security"][0]["bearer"][0], role, "{method} {template}");
     }
 });
+
+both_engines!(every_operation_documents_its_errors_with_the_envelope, |t: TestStore| async move {
+    let app = TestApp::spawn(t).await;
+    let document: Value = app.get("/openapi.json", &app.admin).await.json().await.unwrap();
+    assert!(document["components"]["schemas"]["ErrorBody"].is_object());
+    let mut problems = Vec::new();
+    for (template, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let responses = operation["responses"].as_object().unwrap();
+            let public = PUBLIC.contains(&template.as_str());
+            // Public routes are neither authenticated nor rate limited.
+            let required: &[&str] = if public { &[] } else { &["401", "429"] };
+            for status in required {
+                if !responses.contains_key(*status) {
+                    problems.push(format!("{method} {template}: no {status}"));
+                }
+            }
+            if !public && responses["429"]["headers"]["Retry-After"].is_null() {
+                problems.push(format!("{method} {template}: 429 without Retry-After"));
+            }
+            for (status, response) in responses {
+                // `/readyz` answers 503 with its report, as SPEC §2.3 fixes.
+                if status.as_str() < "400" || (template == "/readyz" && status == "503") {
+                    continue;
+                }
+                let schema = &response["content"]["application/json"]["schema"]["$ref"];
+                if schema != "#/components/schemas/ErrorBody" {
+                    problems.push(format!("{method} {template}: {status} is not the error envelope ({schema})"));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+});
