@@ -1,6 +1,7 @@
 //! The durable job engine (SPEC §4): a worker pool that claims jobs from the store, runs them through
 //! registered [`JobHandler`]s with heartbeats, timeouts and cancellation, applies the retry policy,
-//! recovers jobs of dead workers and shuts down gracefully.
+//! recovers jobs of dead workers and shuts down gracefully; and the [`retention`] policy that removes
+//! what ended long ago.
 //!
 //! The engine owns *policy* (what happens after a failure, when a worker is dead); the store owns
 //! atomicity and the database-enforced state machine. Handlers own the work itself and checkpoint
@@ -14,6 +15,7 @@ mod engine;
 mod handler;
 mod ops;
 mod reaper;
+pub mod retention;
 mod retry;
 
 pub use config::EngineConfig;

@@ -197,11 +197,8 @@ fn open_writer(dir: &Path, meta: BufferMeta) -> std::io::Result<Writer> {
     Ok(Writer { file: Arc::new(file), meta, sequence, last_sync: Instant::now() })
 }
 
-/// How long buffers are kept (SPEC §5.5).
-pub const BUFFER_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
-
 /// Deletes the buffers of jobs whose newest file was last written more than `keep` before `now`; returns how
-/// many job directories were removed. Blocking file IO, meant for a daily sweep.
+/// many job directories were removed. Blocking file IO, run by the retention pass (`CORTEX_RETENTION_DAYS`).
 pub fn prune_buffers(data_dir: &Path, now: std::time::SystemTime, keep: Duration) -> std::io::Result<usize> {
     let sessions = data_dir.join("sessions");
     let entries = match std::fs::read_dir(&sessions) {

@@ -13,6 +13,7 @@
 //!   call; `context`: prompt, disclosure and history trimming.
 //! - [`buffer`]: the JSONL session buffer and its reader.
 //! - [`catalog`]: the one registry of built-in tools and what agent definitions may name (API validation).
+//! - [`retention`]: the retention timer of one process (database sweep under a lease, own buffers).
 //!
 //! Architecture invariant: the runtime owns no HTTP routes and no SQL; it reaches the database only
 //! through `cortex-store`, and it never ends a job attempt itself except by suspending it for approval in
@@ -26,12 +27,12 @@ mod context;
 mod env;
 mod policy;
 mod providers;
+pub mod retention;
 pub mod runtime;
 mod tools;
 
-pub use buffer::{
-    BUFFER_RETENTION, BufferRecord, BufferReport, LineProblem, RecordType, buffer_dir, prune_buffers, read_buffer,
-};
+pub use buffer::{BufferRecord, BufferReport, LineProblem, RecordType, buffer_dir, prune_buffers, read_buffer};
 pub use catalog::{BuiltinTool, Catalog, DefinitionProblem};
+pub use retention::{RETENTION_INTERVAL, RetentionPass};
 pub use runtime::{AgentUsage, Runtime, RuntimeConfig, RuntimeError, UsageLimits, UsagePeriod};
 pub use tools::{EffectiveTool, ToolReport, UnresolvedTool};

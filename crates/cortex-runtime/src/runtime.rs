@@ -66,7 +66,7 @@ pub struct Runtime {
     pub store: Store,
     /// Providers and tool refs definitions may name (API validation).
     pub catalog: Catalog,
-    services: Arc<Services>,
+    pub(crate) services: Arc<Services>,
 }
 
 /// An agent's spend against its limits, for `GET /agents/{id}/usage`.

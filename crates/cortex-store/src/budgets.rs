@@ -5,8 +5,13 @@
 //! reserves the call's worst case on every line that applies in **one** transaction; each line is a
 //! conditional `UPDATE … WHERE spent + reserved + amount <= limit`, which both engines evaluate atomically
 //! against concurrent writers (SQLite has one writer; PostgreSQL re-checks the condition on the locked row).
-//! So concurrent turns can never overspend. Afterwards the reservation is settled to the actual usage. A
-//! reservation left open by a crash is settled at its worst case when the job resumes.
+//! So concurrent turns can never overspend. Afterwards the reservation is settled to the actual usage.
+//!
+//! A reservation never outlives its attempt: when a running attempt ends or is suspended (completion,
+//! failure, cancel, timeout, shutdown release, a dead worker's attempt ended by the reaper), the job's
+//! reservations still open are released in the same transaction (see `Tx::end_attempt`). The
+//! interrupted call is not charged: its real cost is unknown, and charging its worst case would take a
+//! whole call's allowance from the day for every cancelled turn.
 
 use std::cmp::Ordering;
 
@@ -115,7 +120,6 @@ pub const TOTAL_PERIOD: &str = "total";
 
 #[derive(sqlx::FromRow)]
 struct ReservationRow {
-    id: Uuid,
     entries: Json<Value>,
     tokens: i64,
     usd: f64,
@@ -138,16 +142,6 @@ impl Store {
             tx.commit().await?;
         }
         Ok(reserved)
-    }
-
-    /// Whether a job has reservations that were never settled (its previous run died mid-call).
-    pub async fn has_open_reservations(&self, job_id: Uuid) -> Result<bool> {
-        Ok(read!(self, |conn| {
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM budget_reservation WHERE job_id = $1)")
-                .bind(job_id)
-                .fetch_one(conn)
-                .await?
-        }))
     }
 
     /// Spend per period of one scope, oldest period first.
@@ -295,10 +289,11 @@ impl Tx {
     }
 
     /// Replaces a reservation by the actual usage of the call on every line it covered. Returns the lines
-    /// with their spend before and after; empty when the reservation was already settled.
+    /// with their spend before and after; empty when the reservation was already settled or released.
     pub async fn settle_budget(&mut self, reservation_id: Uuid, tokens: i64, usd: f64) -> Result<Vec<SettledLine>> {
+        // Deleting first claims the reservation: of two concurrent settlers only one gets the row.
         let row: Option<ReservationRow> = write!(self, |conn| {
-            sqlx::query_as("SELECT id, entries, tokens, usd FROM budget_reservation WHERE id = $1")
+            sqlx::query_as("DELETE FROM budget_reservation WHERE id = $1 RETURNING entries, tokens, usd")
                 .bind(reservation_id)
                 .fetch_optional(conn)
                 .await?
@@ -309,23 +304,24 @@ impl Tx {
         }
     }
 
-    /// Settles every open reservation of a job at its worst case (the call may have been billed before the
-    /// process died); returns how many there were.
-    pub async fn settle_orphaned_reservations(&mut self, job_id: Uuid) -> Result<usize> {
+    /// Releases every open reservation of a job without charging it (the attempt that made them ended
+    /// without settling, so none of its calls is in flight any more). Returns how many there were.
+    pub(crate) async fn release_reservations(&mut self, job_id: Uuid) -> Result<usize> {
         let rows: Vec<ReservationRow> = write!(self, |conn| {
-            sqlx::query_as("SELECT id, entries, tokens, usd FROM budget_reservation WHERE job_id = $1 ORDER BY id")
+            sqlx::query_as("DELETE FROM budget_reservation WHERE job_id = $1 RETURNING entries, tokens, usd")
                 .bind(job_id)
                 .fetch_all(conn)
                 .await?
         });
         let count = rows.len();
         for row in rows {
-            let (tokens, usd) = (row.tokens, row.usd);
-            self.settle_reservation(row, tokens, usd).await?;
+            self.settle_reservation(row, 0, 0.0).await?;
         }
         Ok(count)
     }
 
+    /// Moves a reservation (already removed from `budget_reservation`) off its lines and charges `tokens`
+    /// and `usd` to them instead.
     async fn settle_reservation(&mut self, row: ReservationRow, tokens: i64, usd: f64) -> Result<Vec<SettledLine>> {
         let lines: Vec<BudgetLine> = from_json("budget_reservation.entries", row.entries.0)?;
         let now = ms(self.now());
@@ -364,13 +360,6 @@ impl Tx {
                 usd_after,
             });
         }
-        write!(self, |conn| {
-            sqlx::query("DELETE FROM budget_reservation WHERE id = $1")
-                .bind(row.id)
-                .execute(conn)
-                .await?
-                .rows_affected()
-        });
         Ok(settled)
     }
 }

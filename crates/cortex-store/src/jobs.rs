@@ -546,8 +546,11 @@ impl Tx {
     }
 
     /// Ends the running attempt owned by `worker_id`. Fails with `StaleState` when the worker no longer
-    /// owns the job (it was reaped or cancelled meanwhile), so a late writer can never overwrite.
+    /// owns the job (it was reaped or cancelled meanwhile), so a late writer can never overwrite. Budget
+    /// reservations the attempt left open (a call cut off by cancel, timeout or a dead worker) are released
+    /// in the same transaction.
     pub async fn end_attempt(&mut self, job_id: Uuid, worker_id: Uuid, end: &AttemptEnd) -> Result<Job> {
+        self.release_open_reservations(job_id).await?;
         let now = ms(self.now());
         let (status, result, error) = match end {
             AttemptEnd::Completed { result } => (JobStatus::Completed, Some(Json(result.clone())), None),
@@ -577,7 +580,8 @@ impl Tx {
         Ok(job)
     }
 
-    /// Suspends a running job without ending its attempt; the next claim resumes it.
+    /// Suspends a running job without ending its attempt; the next claim resumes it. Like
+    /// [`Tx::end_attempt`] it releases reservations left open (a call aborted at shutdown).
     pub async fn suspend(
         &mut self,
         job_id: Uuid,
@@ -585,6 +589,7 @@ impl Tx {
         how: Suspend,
         approval_id: Option<Uuid>,
     ) -> Result<Job> {
+        self.release_open_reservations(job_id).await?;
         let now = ms(self.now());
         let to = match how {
             Suspend::Release => JobStatus::Scheduled,
@@ -739,6 +744,18 @@ impl Tx {
             .await?
             .rows_affected()
         });
+        Ok(())
+    }
+
+    /// Releases the job's unsettled reservations before its status changes. Done first so this
+    /// transaction locks ledger rows before the job row, the order a model call's settlement uses (no
+    /// deadlock with a late settlement on PostgreSQL); when the status guard then fails, the caller
+    /// drops the transaction and the release with it.
+    async fn release_open_reservations(&mut self, job_id: Uuid) -> Result<()> {
+        let released = self.release_reservations(job_id).await?;
+        if released > 0 {
+            tracing::info!(%job_id, released, "released budget reservations of an attempt that ended without settling");
+        }
         Ok(())
     }
 

@@ -30,6 +30,7 @@ pub mod mcp;
 pub mod memory;
 pub mod notify;
 pub mod page;
+pub mod retention;
 pub mod secrets;
 pub mod sessions;
 pub mod steering;

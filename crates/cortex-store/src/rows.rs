@@ -23,7 +23,8 @@ pub(crate) fn opt_time(ms: Option<i64>) -> Option<Timestamp> {
     ms.map(time)
 }
 
-/// Parses an enum column; the CHECK constraints make failure a sign of corruption or version skew.
+/// Parses an enum column. Status columns have CHECK constraints and kinds and event types are written
+/// from typed values, so a failure is a sign of corruption or of a row written by a newer version.
 pub(crate) fn parse<T: FromStr>(column: &str, text: &str) -> Result<T, StoreError>
 where
     T::Err: std::fmt::Display,

@@ -81,6 +81,23 @@ impl TestStore {
         TestStore { store, clock, config, dir, pg_database }
     }
 
+    /// A fresh store on an empty database, not migrated: for tests that migrate step by step (upgrades
+    /// of databases holding data).
+    pub async fn unmigrated(engine: Engine) -> TestStore {
+        init_tracing();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let clock = ManualClock::new(test_epoch());
+        let (config, pg_database) = match engine {
+            Engine::Sqlite => (DatabaseConfig::Sqlite { path: dir.path().join("cortex.db") }, None),
+            Engine::Postgres => {
+                let (url, name) = empty_pg_database(None).await;
+                (DatabaseConfig::Postgres { url, max_connections: 10 }, Some(name))
+            }
+        };
+        let store = Store::open(&config, Arc::new(clock.clone())).await.expect("open store");
+        TestStore { store, clock, config, dir, pg_database }
+    }
+
     /// Opens a second handle on the same database, as another process would (PostgreSQL only).
     pub async fn reopen(&self) -> Store {
         Store::open(&self.config, Arc::new(self.clock.clone())).await.expect("reopen store")
@@ -114,12 +131,7 @@ impl Drop for TestStore {
 /// Creates `cortex_test_<uuid>` from a template migrated with the current migrations.
 async fn fresh_pg_database() -> (String, String) {
     let admin_url = pg_admin_url();
-    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap_or_else(|err| {
-        panic!(
-            "PostgreSQL test server unreachable at {admin_url}: {err}. Start it (pg_ctlcluster 15 main start), \
-             point CORTEX_TEST_PG_URL at one, or set CORTEX_TEST_SKIP_PG=1 to skip PostgreSQL tests"
-        )
-    });
+    let mut admin = admin_connection(&admin_url).await;
     let template = format!("cortex_tpl_{}", migrations_fingerprint());
     // Serialise template creation across test processes.
     sqlx::query("SELECT pg_advisory_lock(726354)").execute(&mut admin).await.expect("lock");
@@ -152,12 +164,29 @@ async fn fresh_pg_database() -> (String, String) {
             .expect("publish template");
     }
     sqlx::query("SELECT pg_advisory_unlock(726354)").execute(&mut admin).await.expect("unlock");
+    empty_pg_database(Some(&template)).await
+}
+
+/// Creates `cortex_test_<uuid>`, a copy of `template` or else empty.
+async fn empty_pg_database(template: Option<&str>) -> (String, String) {
+    let admin_url = pg_admin_url();
+    let mut admin = admin_connection(&admin_url).await;
     let name = format!("cortex_test_{}", uuid::Uuid::now_v7().simple());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\"")))
-        .execute(&mut admin)
-        .await
-        .expect("create test database");
+    let create = match template {
+        Some(template) => format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""),
+        None => format!("CREATE DATABASE \"{name}\""),
+    };
+    sqlx::query(sqlx::AssertSqlSafe(create)).execute(&mut admin).await.expect("create test database");
     (database_url(&admin_url, &name), name)
+}
+
+async fn admin_connection(admin_url: &str) -> sqlx::PgConnection {
+    sqlx::PgConnection::connect(admin_url).await.unwrap_or_else(|err| {
+        panic!(
+            "PostgreSQL test server unreachable at {admin_url}: {err}. Start it (pg_ctlcluster 15 main start), \
+             point CORTEX_TEST_PG_URL at one, or set CORTEX_TEST_SKIP_PG=1 to skip PostgreSQL tests"
+        )
+    })
 }
 
 /// Replaces the database name of a PostgreSQL URL.

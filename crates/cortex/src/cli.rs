@@ -100,6 +100,13 @@ pub struct EngineArgs {
     /// Seconds of silence after which a worker is dead and its jobs are recovered [default: 20].
     #[arg(long, env = "CORTEX_WORKER_DEAD_AFTER_SECONDS")]
     pub worker_dead_after_seconds: Option<u64>,
+    /// Days ended jobs (with their events, steps and tool calls) and session buffers are kept; 0 keeps
+    /// them forever [default: 30].
+    #[arg(long, env = "CORTEX_RETENTION_DAYS")]
+    pub retention_days: Option<u32>,
+    /// Days approvals and the audit log are kept; 0 keeps them forever [default: 365].
+    #[arg(long, env = "CORTEX_AUDIT_RETENTION_DAYS")]
+    pub audit_retention_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -114,6 +121,12 @@ pub struct ServerArgs {
     /// Extra browser origins allowed to open event streams (comma-separated).
     #[arg(long, env = "CORTEX_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Option<Vec<String>>,
+    /// Requests per minute per API key or session, burst a sixth of it; 0 disables [default: 6000].
+    #[arg(long, env = "CORTEX_RATE_LIMIT_API_PER_MINUTE")]
+    pub rate_limit_api_per_minute: Option<u32>,
+    /// Chat messages per minute per API key or session, burst a sixth of it; 0 disables [default: 600].
+    #[arg(long, env = "CORTEX_RATE_LIMIT_CHAT_PER_MINUTE")]
+    pub rate_limit_chat_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Clone, Args)]

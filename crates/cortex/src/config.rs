@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::bail;
+use cortex_api::rate_limit::Limit;
+use cortex_jobs::retention::RetentionPolicy;
 use cortex_store::DatabaseConfig;
 use serde::Deserialize;
 
@@ -25,8 +27,12 @@ pub struct FileConfig {
     pub disable_quarantine: Option<bool>,
     pub worker_heartbeat_seconds: Option<u64>,
     pub worker_dead_after_seconds: Option<u64>,
+    pub retention_days: Option<u32>,
+    pub audit_retention_days: Option<u32>,
     pub allowed_origins: Option<Vec<String>>,
     pub health_listen: Option<SocketAddr>,
+    pub rate_limit_api_per_minute: Option<u32>,
+    pub rate_limit_chat_per_minute: Option<u32>,
 }
 
 /// A configuration error; the process exits with status 2 and this message.
@@ -97,7 +103,11 @@ pub struct EngineSettings {
     pub ignore_quarantine: bool,
     pub heartbeat_interval: Duration,
     pub worker_dead_after: Duration,
+    pub retention: RetentionPolicy,
 }
+
+/// Longest retention accepted, in days (a century; 0 means forever anyway).
+const MAX_RETENTION_DAYS: u32 = 36_500;
 
 impl EngineSettings {
     pub fn resolve(args: &EngineArgs, file: &FileConfig) -> anyhow::Result<Self> {
@@ -117,12 +127,25 @@ impl EngineSettings {
                 format!("must be at least twice CORTEX_WORKER_HEARTBEAT_SECONDS ({heartbeat} s), got {dead_after} s"),
             ));
         }
+        let retention_days = args.retention_days.or(file.retention_days).unwrap_or(30);
+        let audit_retention_days = args.audit_retention_days.or(file.audit_retention_days).unwrap_or(365);
+        for (setting, days) in
+            [("CORTEX_RETENTION_DAYS", retention_days), ("CORTEX_AUDIT_RETENTION_DAYS", audit_retention_days)]
+        {
+            if days > MAX_RETENTION_DAYS {
+                return Err(invalid(
+                    setting,
+                    format!("must be at most {MAX_RETENTION_DAYS} days (0 keeps data forever)"),
+                ));
+            }
+        }
         Ok(Self {
             concurrency,
             shutdown_grace: Duration::from_secs(grace),
             ignore_quarantine: args.disable_quarantine.or(file.disable_quarantine).unwrap_or(false),
             heartbeat_interval: Duration::from_secs(heartbeat),
             worker_dead_after: Duration::from_secs(dead_after),
+            retention: RetentionPolicy::with_days(retention_days, audit_retention_days),
         })
     }
 }
@@ -134,6 +157,10 @@ pub struct ServeConfig {
     pub engine: EngineSettings,
     pub listen: SocketAddr,
     pub allowed_origins: Vec<String>,
+    /// Requests per key or session (SPEC Appendix B).
+    pub api_rate: Limit,
+    /// Chat messages per key or session.
+    pub chat_rate: Limit,
 }
 
 impl ServeConfig {
@@ -150,11 +177,17 @@ impl ServeConfig {
                 return Err(invalid("CORTEX_ALLOWED_ORIGINS", format!("`{origin}` is not an http(s) origin")));
             }
         }
+        let api_rate =
+            args.rate_limit_api_per_minute.or(file.rate_limit_api_per_minute).unwrap_or(Limit::API.per_minute);
+        let chat_rate =
+            args.rate_limit_chat_per_minute.or(file.rate_limit_chat_per_minute).unwrap_or(Limit::CHAT.per_minute);
         Ok(Self {
             store: StoreConfig::resolve(&args.store, &file)?,
             engine: EngineSettings::resolve(&args.engine, &file)?,
             listen,
             allowed_origins,
+            api_rate: Limit::per_minute(api_rate),
+            chat_rate: Limit::per_minute(chat_rate),
         })
     }
 }

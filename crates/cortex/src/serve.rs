@@ -113,6 +113,16 @@ fn spawn_mcp_prober(
     ))
 }
 
+/// Starts this process's retention timer (SPEC Appendix B); it ends when `stop` is cancelled.
+fn spawn_retention(
+    runtime: &Arc<Runtime>,
+    settings: &EngineSettings,
+    stop: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let (runtime, policy, stop) = (runtime.clone(), settings.retention.clone(), stop.clone());
+    tokio::spawn(async move { runtime.run_retention(policy, stop).await })
+}
+
 /// Resolves on SIGTERM or SIGINT.
 async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
@@ -172,7 +182,12 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         runtime: runtime.clone(),
         cipher: cipher.clone(),
         mcp: mcp.clone(),
-        config: ApiConfig { allowed_origins: config.allowed_origins.clone(), ..ApiConfig::default() },
+        config: ApiConfig {
+            allowed_origins: config.allowed_origins.clone(),
+            api_rate: config.api_rate,
+            chat_rate: config.chat_rate,
+            ..ApiConfig::default()
+        },
         metrics: cortex_api::metrics::handle(),
         readiness: readiness.clone(),
         shutdown: shutdown.clone(),
@@ -196,14 +211,20 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     };
 
     let prober = spawn_mcp_prober(&store, &cipher, &mcp, &shutdown);
+    let retention = spawn_retention(&runtime, &config.engine, &engine_stop);
     let server_stop = shutdown.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, cortex_api::router(state)).with_graceful_shutdown(server_stop.cancelled_owned()).await
     });
 
     tracing::info!(%address, database = store.engine_name(), data_dir = %config.store.data_dir.display(), startup_ms = started.elapsed().as_millis() as u64, "cortex serve ready");
-    if let Bootstrap::Generated(key) = &bootstrap {
-        println!("Admin API key (shown only once, store it now): {key}");
+    match &bootstrap {
+        Bootstrap::Generated(key) => println!("Admin API key (shown only once, store it now): {key}"),
+        Bootstrap::EnvKeyUnusable => {
+            tracing::warn!("CORTEX_API_KEY names a revoked or expired key");
+            eprintln!("{}", bootstrap::UNUSABLE_ENV_KEY);
+        }
+        Bootstrap::FromEnv | Bootstrap::Existing => {}
     }
     // Printed last: tools waiting for start-up read until this line.
     println!("Cortex Plane listening on http://{address} ({} database)", store.engine_name());
@@ -213,6 +234,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     readiness.set_draining();
     engine_stop.cancel();
     let engine_result = engine_task.await.context("job engine task")?;
+    retention.await.context("retention task")?;
     shutdown.cancel();
     server.await.context("http server task")?.context("http server")?;
     engine_result.context("job engine shutdown")?;
@@ -253,11 +275,15 @@ pub async fn worker(config: WorkerConfig) -> anyhow::Result<()> {
         None => None,
     };
     let prober = spawn_mcp_prober(&store, &cipher, &mcp, &shutdown);
+    let retention_stop = CancellationToken::new();
+    let retention = spawn_retention(&runtime, &config.engine, &retention_stop);
     let engine = engine(&store, &runtime, &config.engine);
     readiness.set_engine_alive(true);
     println!("Cortex Plane worker running (worker id {})", engine.worker_id());
     let result = engine.run(async { shutdown_signal().await }).await;
     readiness.set_engine_alive(false);
+    retention_stop.cancel();
+    retention.await.context("retention task")?;
     shutdown.cancel();
     if let Some(health) = health {
         health.await.context("health listener task")?.context("health listener")?;

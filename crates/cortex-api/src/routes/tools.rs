@@ -13,7 +13,6 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use cortex_core::approval::{ApprovalMode, RiskTier};
-use cortex_core::role::Role;
 use cortex_store::StoreError;
 use cortex_store::secrets::SecretRef;
 use cortex_store::tools::{ToolPolicy, WebhookToolRecord};
@@ -22,24 +21,27 @@ use cortex_tools::webhook::{DEFAULT_WEBHOOK_TIMEOUT_MS, WebhookToolDef};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, Code, ErrorBody};
 use crate::extract::{Json, Query};
+use crate::guard::Routes;
 use crate::state::AppState;
 use crate::views::List;
 
 /// The catalogue, policy and webhook-tool routes, registered in [`crate::router`].
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(catalogue))
-        .routes(routes!(list_policies))
-        .routes(routes!(put_policy, delete_policy))
-        .routes(routes!(create_webhook_tool, list_webhook_tools))
-        .routes(routes!(get_webhook_tool, delete_webhook_tool))
+pub fn routes() -> Routes {
+    Routes::new()
+        .viewer(routes!(catalogue))
+        .viewer(routes!(list_policies))
+        .operator(routes!(put_policy))
+        .operator(routes!(delete_policy))
+        .admin(routes!(create_webhook_tool))
+        .viewer(routes!(list_webhook_tools))
+        .viewer(routes!(get_webhook_tool))
+        .admin(routes!(delete_webhook_tool))
 }
 
 const MAX_NAME_LEN: usize = 100;
@@ -216,15 +218,13 @@ fn to_json<T: Serialize>(value: Option<&T>) -> ApiResult<Option<Value>> {
     value.map(serde_json::to_value).transpose().map_err(|err| ApiError::new(Code::Internal, err.to_string()))
 }
 
-/// The policies of an agent, each with whether its tool resolves now [viewer].
+/// The policies of an agent, each with whether its tool resolves now.
 #[utoipa::path(get, path = "/agents/{id}/tools", tag = "tools", params(("id" = String, Path, description = "Agent id or slug")),
     responses((status = 200, body = List<ToolPolicyView>), (status = 404, body = ErrorBody)))]
 async fn list_policies(
     State(state): State<AppState>,
-    principal: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<List<ToolPolicyView>>> {
-    principal.require(Role::Viewer)?;
     let agent = state.store.get_agent(&id).await?;
     let mut items = Vec::new();
     for policy in state.store.tool_policies(agent.id).await? {
@@ -233,7 +233,7 @@ async fn list_policies(
     Ok(axum::Json(List { items, next_cursor: None }))
 }
 
-/// Create or replace the policy of one tool for an agent [operator]. The tool ref may contain `:`
+/// Create or replace the policy of one tool for an agent. The tool ref may contain `:`
 /// (`mcp:<server>:<tool>`, `webhook:<name>`), plain or URL-encoded.
 #[utoipa::path(put, path = "/agents/{id}/tools/{tool}", tag = "tools",
     params(("id" = String, Path, description = "Agent id or slug"), ("tool" = String, Path, description = "Tool ref")),
@@ -245,7 +245,6 @@ async fn put_policy(
     Path((id, tool_ref)): Path<(String, String)>,
     Json(body): Json<PutToolPolicy>,
 ) -> ApiResult<axum::Json<ToolPolicyView>> {
-    principal.require(Role::Operator)?;
     let agent = state.store.get_agent(&id).await?;
     validate_policy(&body)?;
     let unknown = state.runtime.catalog.unknown_tools(&state.store, std::slice::from_ref(&tool_ref)).await?;
@@ -285,7 +284,7 @@ async fn put_policy(
     Ok(axum::Json(ToolPolicyView::load(&state, stored).await?))
 }
 
-/// Remove the policy of one tool for an agent, so the tool is no longer offered [operator].
+/// Remove the policy of one tool for an agent, so the tool is no longer offered.
 #[utoipa::path(delete, path = "/agents/{id}/tools/{tool}", tag = "tools",
     params(("id" = String, Path, description = "Agent id or slug"), ("tool" = String, Path, description = "Tool ref")),
     responses((status = 204), (status = 404, body = ErrorBody)))]
@@ -294,7 +293,6 @@ async fn delete_policy(
     principal: Principal,
     Path((id, tool_ref)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    principal.require(Role::Operator)?;
     let agent = state.store.get_agent(&id).await?;
     let mut tx = state.store.begin().await?;
     if !tx.delete_tool_policy(agent.id, &tool_ref).await? {
@@ -336,8 +334,7 @@ pub struct CatalogueEntry {
 /// come from the runtime's one registry, so this answer, the names agent definitions may use and the
 /// tools given to the model agree.
 #[utoipa::path(get, path = "/tools", tag = "tools", responses((status = 200, body = List<CatalogueEntry>)))]
-async fn catalogue(State(state): State<AppState>, principal: Principal) -> ApiResult<axum::Json<List<CatalogueEntry>>> {
-    principal.require(Role::Viewer)?;
+async fn catalogue(State(state): State<AppState>) -> ApiResult<axum::Json<List<CatalogueEntry>>> {
     let mut items: Vec<CatalogueEntry> = state
         .runtime
         .catalog
@@ -467,7 +464,7 @@ pub struct DeleteWebhookToolParams {
     pub force: bool,
 }
 
-/// Define a webhook tool [admin]; its headers are stored encrypted.
+/// Define a webhook tool; its headers are stored encrypted.
 #[utoipa::path(post, path = "/webhook-tools", tag = "tools", request_body = CreateWebhookTool, responses(
     (status = 201, body = WebhookToolView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
     (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -476,7 +473,6 @@ async fn create_webhook_tool(
     principal: Principal,
     Json(body): Json<CreateWebhookTool>,
 ) -> ApiResult<impl IntoResponse> {
-    principal.require(Role::Admin)?;
     let def = WebhookToolDef {
         name: body.name,
         description: body.description,
@@ -531,31 +527,25 @@ async fn create_webhook_tool(
     Ok((StatusCode::CREATED, axum::Json(WebhookToolView::from(record))))
 }
 
-/// List webhook tools by name [viewer].
+/// List webhook tools by name.
 #[utoipa::path(get, path = "/webhook-tools", tag = "tools", responses((status = 200, body = List<WebhookToolView>)))]
-async fn list_webhook_tools(
-    State(state): State<AppState>,
-    principal: Principal,
-) -> ApiResult<axum::Json<List<WebhookToolView>>> {
-    principal.require(Role::Viewer)?;
+async fn list_webhook_tools(State(state): State<AppState>) -> ApiResult<axum::Json<List<WebhookToolView>>> {
     let items = state.store.list_webhook_tools().await?.into_iter().map(WebhookToolView::from).collect();
     Ok(axum::Json(List { items, next_cursor: None }))
 }
 
-/// Read one webhook tool [viewer].
+/// Read one webhook tool.
 #[utoipa::path(get, path = "/webhook-tools/{name}", tag = "tools", params(("name" = String, Path)),
     responses((status = 200, body = WebhookToolView), (status = 404, body = ErrorBody)))]
 async fn get_webhook_tool(
     State(state): State<AppState>,
-    principal: Principal,
     Path(name): Path<String>,
 ) -> ApiResult<axum::Json<WebhookToolView>> {
-    principal.require(Role::Viewer)?;
     let tool = state.store.webhook_tool(&name).await?.ok_or_else(|| ApiError::not_found("webhook tool"))?;
     Ok(axum::Json(tool.into()))
 }
 
-/// Delete a webhook tool [admin]; refused with 409 while an agent policy enables it, unless `force`.
+/// Delete a webhook tool; refused with 409 while an agent policy enables it, unless `force`.
 #[utoipa::path(delete, path = "/webhook-tools/{name}", tag = "tools", params(("name" = String, Path), DeleteWebhookToolParams),
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn delete_webhook_tool(
@@ -564,7 +554,6 @@ async fn delete_webhook_tool(
     Path(name): Path<String>,
     Query(params): Query<DeleteWebhookToolParams>,
 ) -> ApiResult<StatusCode> {
-    principal.require(Role::Admin)?;
     let tool = state.store.webhook_tool(&name).await?.ok_or_else(|| ApiError::not_found("webhook tool"))?;
     let users = state.store.agents_enabling_tool(&tool.tool_ref()).await?;
     if !users.is_empty() && !params.force {

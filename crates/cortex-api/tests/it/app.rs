@@ -24,7 +24,7 @@ pub struct TestApp {
 impl TestApp {
     /// A server whose rate limits never get in the way (the limit itself has its own test).
     pub async fn spawn(test: TestStore) -> TestApp {
-        let unlimited = cortex_api::rate_limit::Limit { per_minute: 1_000_000, burst: 1_000_000 };
+        let unlimited = cortex_api::rate_limit::Limit::OFF;
         Self::spawn_with(test, ApiConfig { api_rate: unlimited, chat_rate: unlimited, ..ApiConfig::default() }).await
     }
 
@@ -88,17 +88,15 @@ impl TestApp {
         let generated = cortex_core::api_key::generate();
         let mut tx = self.test.store.begin().await.unwrap();
         let user = tx.insert_user(&format!("{role} user"), None, role).await.unwrap();
-        tx.insert_api_key(&NewApiKey {
-            name: format!("{role} key"),
-            prefix: generated.prefix,
-            hash: generated.hash,
+        let key = NewApiKey::system(
+            format!("{role} key"),
+            generated.prefix,
+            generated.hash,
             role,
-            user_id: Some(user.id),
-            expires_at: None,
-            source: KeySource::Api,
-        })
-        .await
-        .unwrap();
+            Some(user.id),
+            KeySource::Api,
+        );
+        tx.insert_api_key(&key).await.unwrap();
         tx.commit().await.unwrap();
         generated.plaintext
     }

@@ -6,5 +6,7 @@ mod auth;
 mod chat;
 mod errors;
 mod jobs;
+mod keys;
 mod mcp;
+mod ops;
 mod tools;

@@ -3,4 +3,5 @@
 mod approvals;
 mod engine;
 mod faults;
+mod retention;
 mod support;

@@ -144,13 +144,12 @@ impl Run {
             return Err(Halt::permanent("agent_not_active", format!("agent `{}` is {}", agent.slug, agent.status)));
         }
         // Independent reads run together; each is small, together they are most of a run's start-up.
-        let (synced, tools, conversation, records, resume, orphans) = tokio::join!(
+        let (synced, tools, conversation, records, resume) = tokio::join!(
             svc.providers.sync(),
             svc.tools.tool_set(&agent),
             conversation(&store, &job),
             store.tool_calls_of_job(job.id),
             ctx.resume_point(),
-            store.has_open_reservations(job.id),
         );
         synced?;
         let (tools, (user_text, history), records) = (tools?, conversation?, records?);
@@ -177,12 +176,6 @@ impl Run {
         };
         state.untrusted |= job.untrusted_input();
         state.begin_attempt(job.attempt);
-        if orphans? {
-            let mut tx = store.begin().await?;
-            let settled = tx.settle_orphaned_reservations(job.id).await?;
-            tx.commit().await?;
-            tracing::warn!(settled, "charged budget reservations of an interrupted model call at their worst case");
-        }
         let now = ctx.clock.now();
         let budget = BudgetPlan::for_job(&store, &agent, &job, now).await?;
         let primary = candidates[0].clone();

@@ -88,6 +88,7 @@ fn a_missing_buffer_is_reported() {
 
 #[tokio::test]
 async fn old_buffers_are_pruned() {
+    const BUFFER_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
     let dir = tempfile::tempdir().unwrap();
     let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
     write(dir.path(), first, 1, 1).await;

@@ -13,6 +13,8 @@ mod injection;
 mod limits;
 mod mcp;
 mod recovery;
+mod reservations;
+mod retention;
 mod setup;
 mod shutdown;
 mod steering;

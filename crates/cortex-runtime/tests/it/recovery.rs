@@ -1,58 +1,16 @@
 //! Crash recovery (SPEC §4.9): the process dies between a tool call and the next model call; after
-//! recovery the completed tool call is not run again and the turn completes.
-//!
-//! The "process" is a job engine with its own database connections on its own tokio runtime in its own
-//! thread; the crash drops that runtime (every task of it stops at once, nothing is written on the way
-//! out), as `kill -9` would.
+//! recovery the completed tool call is not run again and the turn completes. The "process" is a
+//! [`Doomed`] engine.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use cortex_core::approval::{ApprovalMode, ToolCallState};
-use cortex_core::job::{JobKind, JobStatus};
-use cortex_jobs::JobEngine;
-use cortex_runtime::Runtime;
-use cortex_store::Store;
+use cortex_core::job::JobStatus;
 use cortex_testkit::fake_llm::{Reply, When};
 use cortex_testkit::{TestStore, both_engines};
 use serde_json::json;
 
 use crate::support::*;
-
-/// A job engine with its own store connections and runtime, in a thread of its own, that can be killed.
-struct Doomed {
-    crash: std::sync::mpsc::Sender<()>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Doomed {
-    /// Starts a "process" on the test's database; it claims what is already queued.
-    fn start(test: &TestStore, env: BTreeMap<String, String>) -> Doomed {
-        let (crash, crashed) = std::sync::mpsc::channel::<()>();
-        let (database, clock, data_dir) = (test.config.clone(), test.clock.clone(), test.dir.path().to_owned());
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-            runtime.block_on(async move {
-                let store = Store::open_shared(&database, Arc::new(clock)).await.unwrap();
-                let agents = Runtime::new(store.clone(), runtime_config(&data_dir, &store, env)).await.unwrap();
-                let handler = agents.handler();
-                let engine = JobEngine::new(store, engine_config(2))
-                    .with_handler(JobKind::Chat, handler.clone())
-                    .with_handler(JobKind::Task, handler);
-                tokio::spawn(engine.run(std::future::pending::<()>()));
-            });
-            let _ = crashed.recv();
-            runtime.shutdown_background();
-        });
-        Doomed { crash, thread }
-    }
-
-    fn kill(self) {
-        let _ = self.crash.send(());
-        self.thread.join().unwrap();
-    }
-}
 
 both_engines!(a_crash_after_a_tool_call_never_repeats_it, |t: TestStore| async move {
     let llm = cortex_testkit::fake_llm::FakeLlm::start().await;

@@ -111,6 +111,42 @@ impl Engine {
     }
 }
 
+/// A job engine with its own store connections and runtime, in a thread of its own, that can be killed:
+/// the crash drops that runtime (every task of it stops at once, nothing is written on the way out), as
+/// `kill -9` would.
+pub struct Doomed {
+    crash: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Doomed {
+    /// Starts a "process" on the test's database; it claims what is already queued.
+    pub fn start(test: &TestStore, env: BTreeMap<String, String>) -> Doomed {
+        let (crash, crashed) = std::sync::mpsc::channel::<()>();
+        let (database, clock, data_dir) = (test.config.clone(), test.clock.clone(), test.dir.path().to_owned());
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let store = Store::open_shared(&database, Arc::new(clock)).await.unwrap();
+                let agents = Runtime::new(store.clone(), runtime_config(&data_dir, &store, env)).await.unwrap();
+                let handler = agents.handler();
+                let engine = JobEngine::new(store, engine_config(2))
+                    .with_handler(JobKind::Chat, handler.clone())
+                    .with_handler(JobKind::Task, handler);
+                tokio::spawn(engine.run(std::future::pending::<()>()));
+            });
+            let _ = crashed.recv();
+            runtime.shutdown_background();
+        });
+        Doomed { crash, thread }
+    }
+
+    pub fn kill(self) {
+        let _ = self.crash.send(());
+        self.thread.join().unwrap();
+    }
+}
+
 /// One test's world: store, fake LLM, runtime and a running engine.
 pub struct World {
     pub test: TestStore,

@@ -3,6 +3,7 @@
 mod agents;
 mod budgets;
 mod jobs;
+mod migrations;
 mod schema;
 mod secrets;
 mod support;

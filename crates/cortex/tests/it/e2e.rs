@@ -1,6 +1,6 @@
 //! End to end through the real binary: chat streaming against a fake model server, approvals from the
-//! CLI, rejections, and crash recovery (SIGKILL mid-turn or while waiting for a human) on SQLite and on
-//! PostgreSQL with two processes.
+//! CLI, rejections, and crash recovery (SIGKILL mid-turn, mid model call or while waiting for a human) on
+//! SQLite and on PostgreSQL with two processes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -255,6 +255,50 @@ async fn a_killed_server_resumes_the_turn_without_repeating_the_tool() {
     let types: Vec<&str> =
         events["items"].as_array().unwrap().iter().map(|e| e["event_type"].as_str().unwrap_or_default()).collect();
     assert!(types.contains(&"tool.result") && types.contains(&"job.completed"), "{types:?}");
+    restarted.kill();
+}
+
+/// SIGKILL while a model call is in flight: after the restart the reaped attempt gives its reservation
+/// back, so the retried turn and later turns fit a day limit that holds one call's worst case only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_killed_mid_flight_leaves_nothing_reserved() {
+    let llm = FakeLlm::start().await;
+    llm.push(Reply::hang());
+    llm.rule(When::Always, Reply::text("answered after the crash").usage(100, 20));
+    let dir = tempfile::tempdir().unwrap();
+    let env = env(&llm);
+    let server = start(dir.path(), &env);
+    let agent = api(
+        reqwest::Method::POST,
+        format!("{}/agents", server.url),
+        Some(json!({"name": "Thinker", "model_config": {"provider": "openai", "model": "gpt-4o-mini", "max_tokens": 8000},
+                    "resource_limits": {"token_budget_per_day": 12000}})),
+    )
+    .await;
+    let agent = agent["id"].as_str().unwrap().to_owned();
+    let reply =
+        api(reqwest::Method::POST, format!("{}/agents/{agent}/chat", server.url), Some(json!({"text": "think hard"})))
+            .await;
+    let job_id = reply["job_id"].as_str().unwrap().to_owned();
+    llm.wait_for_requests(1).await;
+    let usage = api(reqwest::Method::GET, format!("{}/agents/{agent}/usage", server.url), None).await;
+    let reserved = usage["today"]["tokens_reserved"].as_i64().unwrap();
+    assert!(reserved > 6000, "the call in flight holds most of the day: {usage}");
+    server.kill();
+
+    let restarted = start(dir.path(), &env);
+    let job = wait_job(&restarted.url, &job_id, |job| job["status"] == "completed").await;
+    assert_eq!(job["result"]["response"], "answered after the crash", "{job}");
+    let later = api(
+        reqwest::Method::POST,
+        format!("{}/agents/{agent}/chat?wait=true", restarted.url),
+        Some(json!({"text": "and once more"})),
+    )
+    .await;
+    assert_eq!(later["status"], "completed", "a later turn is not refused: {later}");
+    let usage = api(reqwest::Method::GET, format!("{}/agents/{agent}/usage", restarted.url), None).await;
+    assert_eq!(usage["today"]["tokens_reserved"], 0, "{usage}");
+    assert_eq!(usage["today"]["tokens_spent"], 240, "two answered calls, the killed one uncharged: {usage}");
     restarted.kill();
 }
 

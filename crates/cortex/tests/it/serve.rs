@@ -60,11 +60,13 @@ fn a_strong_env_key_is_accepted_and_nothing_is_printed() {
 #[test]
 fn invalid_settings_exit_2_naming_the_setting() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&[&str], &str, &str); 4] = [
+    let cases: [(&[&str], &str, &str); 6] = [
         (&["serve"], "CORTEX_LISTEN", "not-an-address"),
         (&["serve"], "CORTEX_DATABASE_URL", "mysql://x"),
         (&["serve"], "CORTEX_WORKER_CONCURRENCY", "0"),
         (&["serve"], "CORTEX_SHUTDOWN_GRACE_SECONDS", "0"),
+        (&["serve"], "CORTEX_RETENTION_DAYS", "40000"),
+        (&["serve"], "CORTEX_AUDIT_RETENTION_DAYS", "36501"),
     ];
     for (args, variable, value) in cases {
         let output = cortex(dir.path()).args(args).env(variable, value).output().unwrap();
@@ -80,6 +82,34 @@ fn invalid_settings_exit_2_naming_the_setting() {
     let output = cortex(dir.path()).args(["serve", "--config"]).arg(&config).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown field"));
+    std::fs::write(&config, "retention_days = 40000\n").unwrap();
+    let output = cortex(dir.path()).args(["serve", "--config"]).arg(&config).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("CORTEX_RETENTION_DAYS"));
+}
+
+/// Session buffers older than `CORTEX_RETENTION_DAYS` are pruned by the running server; newer ones stay.
+#[test]
+fn old_session_buffers_are_pruned_after_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let buffer = |age_days: u64| {
+        let job_dir = dir.path().join("sessions").join(uuid::Uuid::now_v7().to_string());
+        std::fs::create_dir_all(&job_dir).unwrap();
+        let file = std::fs::File::create(job_dir.join("session-001.jsonl")).unwrap();
+        let written = std::time::SystemTime::now() - std::time::Duration::from_secs(age_days * 24 * 3600);
+        file.set_modified(written).unwrap();
+        job_dir
+    };
+    let (old, recent) = (buffer(8), buffer(6));
+    let server = Server::start(dir.path(), &[("CORTEX_RETENTION_DAYS", "7")]);
+    // Bounded wait for the other process's first pass, which runs at start.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while old.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!old.exists(), "a buffer older than the retention period is pruned");
+    assert!(recent.exists(), "a newer buffer stays");
+    server.kill();
 }
 
 #[test]
@@ -164,4 +194,58 @@ fn api_keys_never_reach_the_logs() {
     let logged = std::fs::read_to_string(&log_path).unwrap();
     assert!(logged.len() > 1000, "trace logging produced output");
     assert!(!logged.contains(key), "an API key appeared in the log");
+}
+
+/// Starts `cortex serve` with stderr in a file, waits for the listening line, stops it and returns what
+/// it wrote to stderr.
+fn stderr_of_a_start(dir: &std::path::Path, envs: &[(&str, &str)]) -> String {
+    let log_path = dir.join("start.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = cortex(dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .envs(envs.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let listening = lines.map_while(Result::ok).any(|line| line.starts_with("Cortex Plane listening on "));
+    let _ = child.kill();
+    let _ = child.wait();
+    let stderr = std::fs::read_to_string(&log_path).unwrap();
+    assert!(listening, "the server did not start: {stderr}");
+    stderr
+}
+
+#[test]
+fn a_revoked_env_key_is_reported_at_start_with_the_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "k3J9xQ2mV8pL5rT1wZ7nB4cF6hD0gY2sQ8wE";
+    let server = Server::start(dir.path(), &[("CORTEX_API_KEY", key)]);
+    let client = http();
+    let keys: serde_json::Value =
+        client.get(format!("{}/api-keys", server.url)).bearer_auth(key).send().unwrap().json().unwrap();
+    let id = keys["items"][0]["id"].as_str().unwrap().to_owned();
+    let revoked = client.delete(format!("{}/api-keys/{id}", server.url)).bearer_auth(key).send().unwrap();
+    assert_eq!(revoked.status(), 204);
+    server.kill();
+
+    let stderr = stderr_of_a_start(dir.path(), &[("CORTEX_API_KEY", key)]);
+    assert!(stderr.contains("CORTEX_API_KEY names a key that was revoked"), "{stderr}");
+    assert!(stderr.contains("cortex keys create"), "{stderr}");
+    assert!(!stderr.contains(key), "the key itself is not echoed");
+}
+
+#[test]
+fn rate_limits_come_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "k3J9xQ2mV8pL5rT1wZ7nB4cF6hD0gY2sQ8wE";
+    // 6 per minute: a burst of one request.
+    let server = Server::start(dir.path(), &[("CORTEX_API_KEY", key), ("CORTEX_RATE_LIMIT_API_PER_MINUTE", "6")]);
+    let client = http();
+    assert_eq!(client.get(format!("{}/agents", server.url)).bearer_auth(key).send().unwrap().status(), 200);
+    let limited = client.get(format!("{}/agents", server.url)).bearer_auth(key).send().unwrap();
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
+    server.kill();
 }
