@@ -1,5 +1,6 @@
 //! Authentication (SPEC §17.1–§17.2): every route except the public ones needs an API key in
-//! `Authorization: Bearer …`; handlers then check the principal's role.
+//! `Authorization: Bearer …`. The result is a [`Principal`]; the minimum role of each route is declared
+//! once where the route is registered ([`crate::guard`]).
 //!
 //! Keys are never read from the query string; a request that tries is refused, so keys do not end up
 //! in proxy and access logs.
@@ -17,23 +18,81 @@ use crate::error::{ApiError, ApiResult, Code};
 use crate::rate_limit::Bucket;
 use crate::state::AppState;
 
+/// What a request authenticated with. An API key today; a dashboard session (SPEC §11.1) resolves to a
+/// [`Principal`] the same way, so route guards, rate limits and audit entries need not tell them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Credential {
+    ApiKey(Uuid),
+    Session(Uuid),
+}
+
+impl Credential {
+    /// The id of the key or session: what rate limits are counted against.
+    pub fn id(self) -> Uuid {
+        match self {
+            Self::ApiKey(id) | Self::Session(id) => id,
+        }
+    }
+}
+
+/// The rate budget a principal draws from ([`crate::rate_limit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateBudget {
+    /// Whose buckets: the key's own, its creator's for keys a non-admin made, or the session's.
+    pub scope: Uuid,
+    /// The key's own API limit, replacing the server-wide one.
+    pub per_minute: Option<u32>,
+}
+
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    pub key_id: Uuid,
+    pub credential: Credential,
     pub user_id: Option<Uuid>,
     pub role: Role,
-    pub key_name: String,
+    /// The key's name or the session user's display name, for audit trails.
+    pub name: String,
+    pub budget: RateBudget,
 }
 
 impl Principal {
-    /// Refuses with 403 unless the principal's role includes `role`.
+    /// The API key this request used, if it used one.
+    pub fn key_id(&self) -> Option<Uuid> {
+        match self.credential {
+            Credential::ApiKey(id) => Some(id),
+            Credential::Session(_) => None,
+        }
+    }
+
+    /// Refuses with 403 unless the principal's role includes `role`. Routes declare their minimum role
+    /// in [`crate::guard::Routes`]; handlers call this only for input-dependent escalations (`?purge=true`).
     pub fn require(&self, role: Role) -> ApiResult<()> {
         if self.role.includes(role) {
             Ok(())
         } else {
-            Err(ApiError::forbidden(format!("this action needs the {role} role; this key has {}", self.role)))
+            Err(ApiError::forbidden(format!("this action needs the {role} role; this caller has {}", self.role)))
         }
+    }
+
+    /// `(actor_type, actor_id)` as the audit log records them (SPEC §3.1 `audit_log`).
+    fn actor(&self) -> (&'static str, String) {
+        match self.credential {
+            Credential::ApiKey(id) => ("api_key", id.to_string()),
+            // A dashboard session always belongs to a user; the session id is only a fallback.
+            Credential::Session(id) => ("user", self.user_id.unwrap_or(id).to_string()),
+        }
+    }
+
+    /// A short reference such as `api_key:<id>` for `created_by` fields.
+    pub fn actor_ref(&self) -> String {
+        let (kind, id) = self.actor();
+        format!("{kind}:{id}")
+    }
+
+    /// The caller as a JSON object for audit trails that store actors as documents.
+    pub fn actor_json(&self) -> serde_json::Value {
+        let (kind, id) = self.actor();
+        serde_json::json!({"type": kind, "id": id, "name": self.name, "role": self.role, "user_id": self.user_id})
     }
 
     /// An audit entry for an action this principal performed.
@@ -44,9 +103,10 @@ impl Principal {
         target_id: impl ToString,
         details: serde_json::Value,
     ) -> NewAudit {
+        let (actor_type, actor_id) = self.actor();
         NewAudit {
-            actor_type: "api_key",
-            actor_id: Some(self.key_id.to_string()),
+            actor_type,
+            actor_id: Some(actor_id),
             action: action.to_owned(),
             target_type,
             target_id: Some(target_id.to_string()),
@@ -96,11 +156,12 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
     match resolve(&state, request.headers()).await {
         Ok(principal) => {
             let is_chat = request.method() == axum::http::Method::POST && request.uri().path().ends_with("/chat");
+            let RateBudget { scope, per_minute } = principal.budget;
             let over = state
                 .limiter
-                .check(principal.key_id, Bucket::Api)
+                .check(scope, Bucket::Api, per_minute)
                 .err()
-                .or_else(|| if is_chat { state.limiter.check(principal.key_id, Bucket::Chat).err() } else { None });
+                .or_else(|| if is_chat { state.limiter.check(scope, Bucket::Chat, None).err() } else { None });
             if let Some(retry_after) = over {
                 return ApiError {
                     retry_after: Some(retry_after),
@@ -108,7 +169,7 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
                 }
                 .into_response();
             }
-            tracing::Span::current().record("principal", tracing::field::display(principal.key_id));
+            tracing::Span::current().record("principal", tracing::field::display(principal.credential.id()));
             request.extensions_mut().insert(principal);
             next.run(request).await
         }
@@ -132,7 +193,13 @@ async fn resolve(state: &AppState, headers: &HeaderMap) -> ApiResult<Principal> 
             tracing::debug!(error = %err, "could not record key use");
         }
     });
-    Ok(Principal { key_id: key.id, user_id: key.user_id, role: key.role, key_name: key.name })
+    Ok(Principal {
+        credential: Credential::ApiKey(key.id),
+        user_id: key.user_id,
+        role: key.role,
+        name: key.name,
+        budget: RateBudget { scope: key.rate_scope_id, per_minute: key.rate_limit_per_minute },
+    })
 }
 
 /// The lookup prefix of any presented key: ours carry it; other strong secrets (a bootstrap key chosen

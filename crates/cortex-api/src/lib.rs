@@ -4,12 +4,14 @@
 //! - This is the only crate that knows HTTP status codes; every error leaves through
 //!   [`error::ApiError`] and its code table.
 //! - Handlers enqueue work and read state; they never call a model inline (the job engine does).
-//! - Every route is declared with `utoipa` and registered through [`router`], so `/openapi.json` lists
-//!   exactly the routes that exist, and a test walks it to prove none is reachable without credentials.
+//! - Every route is declared with `utoipa` and registered through [`guard::Routes`] with its minimum role,
+//!   so `/openapi.json` lists exactly the routes that exist with the role each needs, and tests walk it to
+//!   prove none is reachable without credentials or below its role.
 
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod guard;
 pub mod mcp_sync;
 pub mod metrics;
 pub mod middleware;
@@ -29,18 +31,18 @@ use utoipa_axum::router::OpenApiRouter;
 /// Builds the full application: routes, OpenAPI document, authentication and request plumbing.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.body_limit;
-    let (api, document) = OpenApiRouter::with_openapi(openapi::base_document())
-        .merge(routes::health::router())
-        .merge(routes::agents::router())
-        .merge(routes::sessions::router())
-        .merge(routes::jobs::router())
-        .merge(routes::keys::router())
-        .merge(routes::approvals::router())
-        .merge(routes::chat::router())
-        .merge(routes::steer::router())
-        .merge(routes::mcp::router())
-        .merge(routes::tools::router())
-        .merge(routes::docs::router())
+    let (api, document) = routes::health::routes()
+        .merge(routes::agents::routes())
+        .merge(routes::sessions::routes())
+        .merge(routes::jobs::routes())
+        .merge(routes::keys::routes())
+        .merge(routes::approvals::routes())
+        .merge(routes::chat::routes())
+        .merge(routes::steer::routes())
+        .merge(routes::mcp::routes())
+        .merge(routes::tools::routes())
+        .merge(routes::docs::routes())
+        .build(&state, OpenApiRouter::with_openapi(openapi::base_document()))
         .split_for_parts();
     let document: routes::docs::Document = std::sync::Arc::new(document);
     // The last layer added runs first: request context → JSON error bodies → body limit → authentication.

@@ -6,7 +6,8 @@
 //! Secrets: `env` and `headers` values are encrypted with the row id in the associated data
 //! (`mcp_server.env_enc.<id>`, `mcp_server.headers_enc.<id>`), so ids are chosen here, before insert;
 //! only the key names are stored readably. Decrypted values live only in the [`ServerConfig`] handed to
-//! the pool.
+//! the pool, whose errors come back redacted, so what a failing server echoes never reaches
+//! `last_error` or the logs. A server that stays down is logged when its state changes, not per probe.
 //!
 //! This lives in the API crate because it needs the store, the secrets cipher and the MCP pool together,
 //! which the API crate already has; the runtime may take it over once it depends on `cortex-mcp`.
@@ -64,6 +65,8 @@ pub struct McpRegistration {
     pub slug: String,
     pub transport: Transport,
     pub probe_interval_seconds: i64,
+    /// An admin vouches for the server.
+    pub trusted: bool,
 }
 
 /// The connection settings of a stored server, with `env`/`headers` decrypted.
@@ -137,6 +140,7 @@ pub async fn register(
         headers_enc,
         header_keys,
         probe_interval_seconds: new.probe_interval_seconds,
+        trusted: new.trusted,
     })
     .await?;
     tx.commit().await?;
@@ -167,8 +171,15 @@ async fn rediscover(
     match pool.refresh(config).await {
         Ok(discovery) => store_discovery(store, record, discovery, pool.status(record.id)).await,
         Err(error) => {
-            tracing::warn!(server = %record.slug, code = error.code(), %error, "mcp discovery failed");
-            set_status(store, record.id, ServerStatus::Error, Some(&error.to_string()), None).await
+            // The pool's errors are already redacted. Log what changes, not every retry of a server
+            // that stays down.
+            let message = error.to_string();
+            if record.status == "error" && record.last_error.as_deref() == Some(message.as_str()) {
+                tracing::debug!(server = %record.slug, code = error.code(), "mcp discovery still failing");
+            } else {
+                tracing::warn!(server = %record.slug, code = error.code(), error = %message, "mcp discovery failed");
+            }
+            set_status(store, record.id, ServerStatus::Error, Some(&message), None).await
         }
     }
 }

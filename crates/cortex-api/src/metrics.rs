@@ -1,7 +1,10 @@
-//! The Prometheus recorder. One per process: the `metrics` macros write to a global recorder.
+//! The Prometheus recorder and the database-derived gauges. One recorder per process: the `metrics`
+//! macros write to a global recorder.
 
 use std::sync::OnceLock;
 
+use cortex_core::Timestamp;
+use cortex_store::Store;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -19,4 +22,42 @@ pub fn handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// Gauges read from the database (jobs per state, pending approvals). `/metrics` is open without
+/// credentials, so however often it is scraped they are recounted at most once per [`REFRESH_EVERY`]
+/// (by the store's clock); scrapes in between show the last counts.
+#[derive(Debug, Default)]
+pub struct StateGauges {
+    refreshed_at: tokio::sync::Mutex<Option<Timestamp>>,
+}
+
+/// Shortest time between two recounts.
+pub const REFRESH_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+
+impl StateGauges {
+    /// Recounts when the last count is older than [`REFRESH_EVERY`] and no other scrape is recounting;
+    /// returns whether this call queried the database.
+    pub async fn refresh_if_due(&self, store: &Store) -> bool {
+        let Ok(mut refreshed_at) = self.refreshed_at.try_lock() else { return false };
+        let now = store.clock().now();
+        if refreshed_at.is_some_and(|last| now - last < REFRESH_EVERY) {
+            return false;
+        }
+        *refreshed_at = Some(now);
+        match store.count_jobs_by_status().await {
+            Ok(counts) => {
+                for status in cortex_core::job::JobStatus::ALL {
+                    let count = counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+                    metrics::gauge!("cortex_jobs_in_state", "status" => status.as_str()).set(count as f64);
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot count jobs for /metrics"),
+        }
+        match store.count_pending_approvals().await {
+            Ok(pending) => metrics::gauge!("cortex_approvals_pending").set(pending as f64),
+            Err(err) => tracing::warn!(error = %err, "cannot count pending approvals for /metrics"),
+        }
+        true
+    }
 }

@@ -1,5 +1,9 @@
-//! Per-principal request rate limits (SPEC §17.7): token buckets per API key, one for all requests and a
-//! stricter one for chat. Over the limit → 429 with `Retry-After`.
+//! Per-principal request rate limits (SPEC §17.7, Appendix B): token buckets, one for all requests and a
+//! stricter one for chat messages. Over the limit → 429 with `Retry-After`.
+//!
+//! A bucket belongs to a rate scope, not to a key: keys a non-admin created draw on their creator's scope,
+//! so handing out keys never multiplies a budget. A key may carry its own API limit. A limit of 0 per
+//! minute disables that bucket.
 //!
 //! Buckets live in process memory: limits are a protection, not correctness-relevant state, and with
 //! several replicas each enforces its own share.
@@ -10,18 +14,29 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-/// A refill rate and burst size.
-#[derive(Debug, Clone, Copy)]
+/// A refill rate and burst size; `per_minute == 0` means unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limit {
     pub per_minute: u32,
     pub burst: u32,
 }
 
 impl Limit {
-    /// All requests of one key (600/min, burst 100).
-    pub const API: Limit = Limit { per_minute: 600, burst: 100 };
-    /// Chat messages of one key (60/min, burst 10).
-    pub const CHAT: Limit = Limit { per_minute: 60, burst: 10 };
+    /// All requests of one scope (SPEC Appendix B: 6000/min, burst 1000).
+    pub const API: Limit = Limit { per_minute: 6000, burst: 1000 };
+    /// Chat messages of one scope (600/min, burst 100).
+    pub const CHAT: Limit = Limit { per_minute: 600, burst: 100 };
+    /// No limit.
+    pub const OFF: Limit = Limit { per_minute: 0, burst: 0 };
+
+    /// A limit of `per_minute` with the burst the defaults use: a sixth of a minute's allowance.
+    pub fn per_minute(per_minute: u32) -> Limit {
+        Limit { per_minute, burst: per_minute.div_ceil(6).max(1) }
+    }
+
+    fn is_off(self) -> bool {
+        self.per_minute == 0
+    }
 }
 
 /// Which bucket a request draws from.
@@ -37,7 +52,7 @@ struct State {
     updated: Instant,
 }
 
-/// Token buckets keyed by (principal, bucket).
+/// Token buckets keyed by (rate scope, bucket).
 #[derive(Debug)]
 pub struct RateLimiter {
     api: Limit,
@@ -53,30 +68,31 @@ impl RateLimiter {
         Self { api, chat, buckets: Mutex::new(HashMap::new()) }
     }
 
-    /// Takes one token; `Err(seconds)` says when the next one will be available.
-    pub fn check(&self, principal: Uuid, bucket: Bucket) -> Result<(), u64> {
+    /// Takes one token from `scope`'s bucket; `own_api_limit` (a key's `rate_limit_per_minute`) replaces
+    /// the server-wide API limit. `Err(seconds)` says when the next token will be available.
+    pub fn check(&self, scope: Uuid, bucket: Bucket, own_api_limit: Option<u32>) -> Result<(), u64> {
         let limit = match bucket {
-            Bucket::Api => self.api,
+            Bucket::Api => own_api_limit.map_or(self.api, Limit::per_minute),
             Bucket::Chat => self.chat,
         };
+        if limit.is_off() {
+            return Ok(());
+        }
         let now = Instant::now();
         let per_second = f64::from(limit.per_minute) / 60.0;
         let Ok(mut buckets) = self.buckets.lock() else { return Ok(()) };
         if buckets.len() > 10_000 {
             buckets.retain(|_, state| now.duration_since(state.updated) < IDLE);
         }
-        let state =
-            buckets.entry((principal, bucket)).or_insert(State { tokens: f64::from(limit.burst), updated: now });
+        let state = buckets.entry((scope, bucket)).or_insert(State { tokens: f64::from(limit.burst), updated: now });
         let refill = now.duration_since(state.updated).as_secs_f64() * per_second;
         state.tokens = (state.tokens + refill).min(f64::from(limit.burst));
         state.updated = now;
         if state.tokens >= 1.0 {
             state.tokens -= 1.0;
             Ok(())
-        } else if per_second > 0.0 {
-            Err(((1.0 - state.tokens) / per_second).ceil().max(1.0) as u64)
         } else {
-            Err(60)
+            Err(((1.0 - state.tokens) / per_second).ceil().max(1.0) as u64)
         }
     }
 }
@@ -90,10 +106,31 @@ mod tests {
         let limiter = RateLimiter::new(Limit { per_minute: 1, burst: 3 }, Limit::CHAT);
         let key = Uuid::now_v7();
         for _ in 0..3 {
-            assert!(limiter.check(key, Bucket::Api).is_ok());
+            assert!(limiter.check(key, Bucket::Api, None).is_ok());
         }
-        let retry = limiter.check(key, Bucket::Api).unwrap_err();
+        let retry = limiter.check(key, Bucket::Api, None).unwrap_err();
         assert!((1..=60).contains(&retry));
-        assert!(limiter.check(Uuid::now_v7(), Bucket::Api).is_ok(), "other keys have their own bucket");
+        assert!(limiter.check(Uuid::now_v7(), Bucket::Api, None).is_ok(), "other scopes have their own bucket");
+    }
+
+    #[test]
+    fn zero_disables_and_an_own_limit_replaces_the_global_one() {
+        let limiter = RateLimiter::new(Limit::OFF, Limit::OFF);
+        let scope = Uuid::now_v7();
+        for _ in 0..10_000 {
+            assert!(limiter.check(scope, Bucket::Api, None).is_ok());
+            assert!(limiter.check(scope, Bucket::Chat, None).is_ok());
+        }
+        let limited = Uuid::now_v7();
+        // 6 per minute → a burst of 1.
+        assert!(limiter.check(limited, Bucket::Api, Some(6)).is_ok());
+        assert!(limiter.check(limited, Bucket::Api, Some(6)).is_err());
+    }
+
+    #[test]
+    fn bursts_are_a_sixth_of_a_minute() {
+        assert_eq!(Limit::per_minute(6000), Limit::API);
+        assert_eq!(Limit::per_minute(600), Limit::CHAT);
+        assert_eq!(Limit::per_minute(1).burst, 1);
     }
 }

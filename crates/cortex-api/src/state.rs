@@ -14,9 +14,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 pub struct ApiConfig {
     /// Largest request body accepted (1 MiB).
     pub body_limit: usize,
-    /// Requests per key across the API.
+    /// Requests per rate scope (key or session) across the API; 0 per minute disables.
     pub api_rate: crate::rate_limit::Limit,
-    /// Chat messages per key.
+    /// Chat messages per rate scope; 0 per minute disables.
     pub chat_rate: crate::rate_limit::Limit,
     /// Extra browser origins allowed to open streams (the server's own origin always is).
     pub allowed_origins: Vec<String>,
@@ -74,6 +74,8 @@ pub struct AppState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Per-key request budgets (built from `config` by [`AppState::new`]).
     pub limiter: Arc<crate::rate_limit::RateLimiter>,
+    /// Database-derived gauges behind `/metrics`, recounted at most once a second.
+    pub gauges: Arc<crate::metrics::StateGauges>,
 }
 
 /// The parts an [`AppState`] is made of.
@@ -101,6 +103,7 @@ impl AppState {
             readiness: parts.readiness,
             shutdown: parts.shutdown,
             limiter,
+            gauges: Arc::default(),
         }
     }
 }

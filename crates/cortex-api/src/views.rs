@@ -214,6 +214,10 @@ pub struct ApiKeyView {
     pub user_id: Option<Uuid>,
     /// `bootstrap`, `env` or `api`.
     pub source: String,
+    /// The key that created this one; revoking that key revokes this one too.
+    pub created_by_key_id: Option<Uuid>,
+    /// Requests per minute for this key, replacing the server-wide API limit.
+    pub rate_limit_per_minute: Option<u32>,
     pub expires_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
@@ -229,6 +233,8 @@ impl From<ApiKey> for ApiKeyView {
             role: key.role,
             user_id: key.user_id,
             source: key.source,
+            created_by_key_id: key.created_by_key_id,
+            rate_limit_per_minute: key.rate_limit_per_minute,
             expires_at: key.expires_at,
             last_used_at: key.last_used_at,
             revoked_at: key.revoked_at,

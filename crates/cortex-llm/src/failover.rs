@@ -4,6 +4,9 @@
 //! For each candidate in order: skip it if its breaker is open; call it; retry `transient`, `resource`
 //! and `timeout` failures on the same candidate up to `max_in_call_retries` times with jittered
 //! exponential backoff that honours `Retry-After` (unless its breaker opens meanwhile); then move on.
+//! A half-open breaker admits exactly one call, the probe (SPEC Appendix B "Failover"); other calls go
+//! to the next candidate, and when none serves they wait for the probe to settle and try again. Calls
+//! refused the probe slot are never attempts, so they cannot count as failed probes.
 //! `auth_failed`, `model_unavailable`, an unusable base URL and unknown providers move on at once; any other permanent
 //! rejection is returned immediately, since a malformed request fails the same way everywhere. Only the
 //! candidates given are ever called: there is no silent downgrade.
@@ -21,6 +24,7 @@ use cortex_core::breaker::{Breaker, BreakerConfig, BreakerState, BreakerTransiti
 use cortex_core::clock::Clock;
 use cortex_core::job::ErrorClass;
 use rand::Rng;
+use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::error::LlmError;
@@ -118,6 +122,18 @@ pub struct FailoverClient {
 struct BreakerEntry {
     breaker: Breaker,
     reported: BreakerState,
+    /// Bumped whenever a half-open probe settles, so calls refused while it ran can try again.
+    probe_settled: watch::Sender<u64>,
+}
+
+/// What a candidate's breaker says to a call.
+enum Admission<'a> {
+    /// Go ahead (as the half-open probe, if `attempt.probe`).
+    Admitted(Attempt<'a>),
+    /// Half-open with its one probe in flight: try another candidate, or wait for the probe.
+    ProbeInFlight(watch::Receiver<u64>),
+    /// Open: skip this candidate.
+    Refused,
 }
 
 impl FailoverClient {
@@ -166,6 +182,8 @@ impl FailoverClient {
             let mut call = CallState { on_event, observer, failed_attempts: 0, reset_pending: false };
             let mut last_error: Option<LlmError> = None;
             let mut skipped_open = false;
+            // The first candidate found half-open with its probe in flight, to wait for if nothing serves.
+            let mut awaited: Option<(usize, Arc<dyn LlmProvider>, watch::Receiver<u64>)> = None;
             for (candidate_index, candidate) in candidates.iter().enumerate() {
                 let Some(provider) = self.provider(&candidate.provider) else {
                     let err = LlmError::NoProvider { provider: candidate.provider.clone() };
@@ -175,15 +193,27 @@ impl FailoverClient {
                 };
                 request.model.clone_from(&candidate.model);
                 match self.try_candidate(candidate, provider.as_ref(), &request, &mut call).await {
-                    Outcome::Served(completion) => {
-                        return Ok(Served {
-                            completion,
-                            candidate_index,
-                            provider: candidate.provider.clone(),
-                            model: candidate.model.clone(),
-                            failed_attempts: call.failed_attempts,
-                        });
+                    Outcome::Served(completion) => return Ok(served(completion, candidate_index, candidate, &call)),
+                    Outcome::ProbeInFlight(settled) => {
+                        if awaited.is_none() {
+                            awaited = Some((candidate_index, provider, settled));
+                        }
                     }
+                    Outcome::Skipped => skipped_open = true,
+                    Outcome::MoveOn(err) => last_error = Some(err),
+                    Outcome::Stop(err) => return Err(err),
+                }
+            }
+            // Nothing served, but a candidate is being probed: wait for that probe, then try it again
+            // (as the next probe, or freely once it closed).
+            while let Some((candidate_index, provider, mut settled)) = awaited.take() {
+                let candidate = &candidates[candidate_index];
+                // An error means the entry is gone, which never happens; trying again is right either way.
+                let _ = settled.changed().await;
+                request.model.clone_from(&candidate.model);
+                match self.try_candidate(candidate, provider.as_ref(), &request, &mut call).await {
+                    Outcome::Served(completion) => return Ok(served(completion, candidate_index, candidate, &call)),
+                    Outcome::ProbeInFlight(settled) => awaited = Some((candidate_index, provider, settled)),
                     Outcome::Skipped => skipped_open = true,
                     Outcome::MoveOn(err) => last_error = Some(err),
                     Outcome::Stop(err) => return Err(err),
@@ -212,7 +242,13 @@ impl FailoverClient {
     ) -> Outcome {
         let mut retries = 0;
         let mut last_error = None;
-        while let Some(attempt) = self.begin_attempt(candidate, call.observer) {
+        loop {
+            let attempt = match self.begin_attempt(candidate, call.observer) {
+                Admission::Admitted(attempt) => attempt,
+                // Refused before any attempt: another candidate may serve, or the probe may heal this one.
+                Admission::ProbeInFlight(settled) if last_error.is_none() => return Outcome::ProbeInFlight(settled),
+                Admission::ProbeInFlight(_) | Admission::Refused => break,
+            };
             if std::mem::take(&mut call.reset_pending) {
                 (call.on_event)(StreamEvent::Reset);
             }
@@ -273,31 +309,43 @@ impl FailoverClient {
         self.breakers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Asks the candidate's breaker for a slot; `None` means skip it.
-    fn begin_attempt<'a>(&'a self, candidate: &'a ModelRef, observer: &'a dyn FailoverObserver) -> Option<Attempt<'a>> {
-        let (acquired, probe) = self.update_breaker(candidate, observer, |breaker, now| {
-            let probe = breaker.state(now) == BreakerState::HalfOpen;
-            (breaker.try_acquire(now), probe)
+    /// Asks the candidate's breaker for a slot. Only an admitted call is an attempt: a call refused the
+    /// half-open probe slot builds none, so it can never count as a failed probe.
+    fn begin_attempt<'a>(&'a self, candidate: &'a ModelRef, observer: &'a dyn FailoverObserver) -> Admission<'a> {
+        let (acquired, probe, settled) = self.update_breaker(candidate, observer, |entry, now| {
+            let half_open = entry.breaker.state(now) == BreakerState::HalfOpen;
+            let acquired = entry.breaker.try_acquire(now);
+            // Subscribing under the lock that settles probes: a probe ending right after this refusal is seen.
+            let settled = (half_open && !acquired).then(|| entry.probe_settled.subscribe());
+            (acquired, half_open, settled)
         });
-        acquired.then_some(Attempt { client: self, candidate, observer, probe, settled: false })
+        match (acquired, settled) {
+            (true, _) => Admission::Admitted(Attempt { client: self, candidate, observer, probe, settled: false }),
+            (false, Some(settled)) => Admission::ProbeInFlight(settled),
+            (false, None) => Admission::Refused,
+        }
     }
 
-    /// Runs `change` on the candidate's breaker (creating it on first use), then reports any state change
-    /// after the lock is released, so an observer may call back into this client.
+    /// Runs `change` on the candidate's breaker entry (creating it on first use), then reports any state
+    /// change after the lock is released, so an observer may call back into this client.
     fn update_breaker<R>(
         &self,
         candidate: &ModelRef,
         observer: &dyn FailoverObserver,
-        change: impl FnOnce(&mut Breaker, cortex_core::Timestamp) -> R,
+        change: impl FnOnce(&mut BreakerEntry, cortex_core::Timestamp) -> R,
     ) -> R {
         let now = self.clock.now();
         let (result, transition) = {
             let mut breakers = self.lock_breakers();
             let entry = breakers.entry((candidate.provider.clone(), candidate.model.clone())).or_insert_with(|| {
                 set_gauge(candidate, BreakerState::Closed);
-                BreakerEntry { breaker: Breaker::new(BreakerConfig::PROVIDER), reported: BreakerState::Closed }
+                BreakerEntry {
+                    breaker: Breaker::new(BreakerConfig::PROVIDER),
+                    reported: BreakerState::Closed,
+                    probe_settled: watch::channel(0).0,
+                }
             });
-            let result = change(&mut entry.breaker, now);
+            let result = change(entry, now);
             let state = entry.breaker.state(now);
             let transition = (state != entry.reported).then_some(BreakerTransition { from: entry.reported, to: state });
             entry.reported = state;
@@ -315,13 +363,16 @@ impl FailoverClient {
     }
 }
 
-/// One admitted call. If the call's future is dropped before it settles (the caller aborted the stream),
-/// a half-open probe slot would stay taken forever; the drop counts it as a failed probe instead, which
-/// re-opens the breaker and lets a fresh probe through after the open period.
+/// One admitted call. Only the half-open probe decides a half-open breaker: a call admitted while the
+/// breaker was closed counts only while it is still closed. If the probe's future is dropped before it
+/// settles (the caller aborted the stream), its slot would stay taken forever; the drop counts it as a
+/// failed probe instead, which re-opens the breaker and lets a fresh probe through after the open period.
+/// Every settled probe wakes the calls waiting for it.
 struct Attempt<'a> {
     client: &'a FailoverClient,
     candidate: &'a ModelRef,
     observer: &'a dyn FailoverObserver,
+    /// Admitted as the half-open probe.
     probe: bool,
     settled: bool,
 }
@@ -329,11 +380,22 @@ struct Attempt<'a> {
 impl Attempt<'_> {
     fn settle(mut self, success: bool) {
         self.settled = true;
-        self.client.update_breaker(self.candidate, self.observer, |breaker, now| {
-            if success {
-                breaker.record_success(now);
+        let probe = self.probe;
+        self.client.update_breaker(self.candidate, self.observer, |entry, now| {
+            let counts = if probe {
+                entry.breaker.state(now) == BreakerState::HalfOpen
             } else {
-                breaker.record_failure(now);
+                entry.breaker.state(now) == BreakerState::Closed
+            };
+            if counts {
+                if success {
+                    entry.breaker.record_success(now);
+                } else {
+                    entry.breaker.record_failure(now);
+                }
+            }
+            if probe {
+                entry.probe_settled.send_modify(|settled| *settled += 1);
             }
         });
     }
@@ -342,10 +404,11 @@ impl Attempt<'_> {
 impl Drop for Attempt<'_> {
     fn drop(&mut self) {
         if !self.settled && self.probe {
-            self.client.update_breaker(self.candidate, self.observer, |breaker, now| {
-                if breaker.state(now) == BreakerState::HalfOpen {
-                    breaker.record_failure(now);
+            self.client.update_breaker(self.candidate, self.observer, |entry, now| {
+                if entry.breaker.state(now) == BreakerState::HalfOpen {
+                    entry.breaker.record_failure(now);
                 }
+                entry.probe_settled.send_modify(|settled| *settled += 1);
             });
         }
     }
@@ -363,12 +426,25 @@ struct CallState<'a> {
 /// How one candidate's turn ended.
 enum Outcome {
     Served(Completion),
+    /// Half-open with its probe in flight: nothing was tried; the receiver changes when the probe settles.
+    ProbeInFlight(watch::Receiver<u64>),
     /// Its breaker was open: nothing was tried.
     Skipped,
     /// It failed in a way another candidate may not.
     MoveOn(LlmError),
     /// It failed in a way every candidate would.
     Stop(LlmError),
+}
+
+/// The answer of `candidate`, with what the call went through.
+fn served(completion: Completion, candidate_index: usize, candidate: &ModelRef, call: &CallState<'_>) -> Served {
+    Served {
+        completion,
+        candidate_index,
+        provider: candidate.provider.clone(),
+        model: candidate.model.clone(),
+        failed_attempts: call.failed_attempts,
+    }
 }
 
 /// What a failed attempt leads to.

@@ -72,6 +72,11 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// What hides this server's `env`/`headers` values in errors and logs.
+    pub fn redactor(&self) -> crate::Redactor {
+        crate::Redactor::of(&self.transport)
+    }
+
     /// A config with the default timeouts.
     pub fn new(id: uuid::Uuid, slug: impl Into<String>, transport: Transport) -> Self {
         Self {

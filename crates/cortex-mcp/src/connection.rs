@@ -284,10 +284,11 @@ impl std::fmt::Debug for Connection {
 /// Connects and lists tools within `config.discovery_timeout`, then closes the connection.
 pub async fn discover(config: &ServerConfig) -> Result<Discovery, McpError> {
     let deadline = tokio::time::Instant::now() + config.discovery_timeout;
-    let connection = Connection::connect(config).await?;
+    let redact = |error: McpError| error.redacted(&config.redactor());
+    let connection = Connection::connect(config).await.map_err(redact)?;
     let result = discover_on(&connection, config, deadline).await;
     connection.close().await;
-    result
+    result.map_err(redact)
 }
 
 /// Lists tools on an open connection, giving up at `deadline`, and clears its tools-changed flag.

@@ -2,11 +2,14 @@
 //!
 //! The question that matters most to the runtime is [`McpError::request_was_sent`]: a failure before the
 //! request reached the server can be retried on a fresh connection; after that, the tool may have run and
-//! the interrupted-call rules of SPEC §4.9 apply. Messages always start with the server slug and never
-//! contain header or environment values.
+//! the interrupted-call rules of SPEC §4.9 apply. Messages always start with the server slug; texts that
+//! came from the server or the transport may echo header or environment values, which is why the pool
+//! hands errors out only [`McpError::redacted`].
 
 use std::fmt;
 use std::time::Duration;
+
+use crate::redact::Redactor;
 
 /// The MCP request an error or timeout belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +105,29 @@ pub enum McpError {
 }
 
 impl McpError {
+    /// The same error with the server's secrets replaced in every text that came from outside (stderr,
+    /// transport and protocol messages).
+    pub fn redacted(self, redactor: &Redactor) -> McpError {
+        let clean = |text: String| redactor.apply(&text);
+        match self {
+            McpError::InvalidConfig { server, reason } => McpError::InvalidConfig { server, reason: clean(reason) },
+            McpError::InvalidArguments { server, tool, reason } => {
+                McpError::InvalidArguments { server, tool, reason: clean(reason) }
+            }
+            McpError::Exited { server, command, status, last_stderr } => {
+                McpError::Exited { server, command, status, last_stderr: last_stderr.map(clean) }
+            }
+            McpError::Connect { server, reason } => McpError::Connect { server, reason: clean(reason) },
+            McpError::Protocol { server, operation, code, reason } => {
+                McpError::Protocol { server, operation, code, reason: clean(reason) }
+            }
+            McpError::Transport { server, operation, reason, sent } => {
+                McpError::Transport { server, operation, reason: clean(reason), sent }
+            }
+            other => other,
+        }
+    }
+
     /// `false` when the failure happened before the request was written, so reconnecting and
     /// retrying cannot run the tool twice.
     pub fn request_was_sent(&self) -> bool {

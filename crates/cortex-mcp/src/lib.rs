@@ -9,6 +9,7 @@
 //!   breaker per server.
 //! - [`content`], [`tool`]: results in our own types ([`CallOutcome`], [`ToolInfo`], [`Discovery`]).
 //! - [`error`]: [`McpError`], which says whether a failed request may have reached the server.
+//! - [`redact`]: [`Redactor`], which keeps a server's secrets out of its errors and our logs.
 //! - `stdio`, `http`, `handler`: transport and session plumbing.
 //!
 //! # API boundary
@@ -23,6 +24,7 @@ pub mod error;
 mod handler;
 mod http;
 pub mod pool;
+pub mod redact;
 mod stdio;
 pub mod tool;
 
@@ -31,5 +33,6 @@ pub use connection::{Connection, ServerDetails, discover};
 pub use content::{CallOutcome, ContentPart};
 pub use error::{McpError, Operation};
 pub use pool::{Pool, ProbeOutcome, ProbeResult, ServerStatus};
+pub use redact::Redactor;
 pub use stdio::KILL_GRACE;
-pub use tool::{Discovery, ToolInfo};
+pub use tool::{Discovery, Hints, ToolInfo};

@@ -163,7 +163,7 @@ impl Pool {
             }
             let result = self.call_with_retry(config, tool, arguments).await;
             self.record(config, result.as_ref().err());
-            result
+            result.map_err(|error| error.redacted(&config.redactor()))
         }
         .instrument(span)
         .await
@@ -207,7 +207,7 @@ impl Pool {
             self.record(config, result.as_ref().err());
             match result {
                 Ok(()) => ProbeOutcome::Healthy { latency: started.elapsed() },
-                Err(error) => ProbeOutcome::Failed(error),
+                Err(error) => ProbeOutcome::Failed(error.redacted(&config.redactor())),
             }
         };
         let status = self.status(config.id);
@@ -224,7 +224,7 @@ impl Pool {
             Err(error) => Err(error),
         };
         self.record(config, result.as_ref().err());
-        result
+        result.map_err(|error| error.redacted(&config.redactor()))
     }
 
     /// The server's status from its breaker; servers the pool has not seen are `Active`.
@@ -322,6 +322,7 @@ impl Pool {
         {
             self.discard(config.id, &connection).await;
             if reused && !error.request_was_sent() {
+                let error = config.redactor().apply(&error.to_string());
                 tracing::info!(server = %config.slug, %error, "mcp connection was dead; reconnecting and retrying once");
                 let (connection, _) = self.connection(config, Use::Work).await?;
                 let retried = connection.call_tool(tool, arguments, config.call_timeout).await;

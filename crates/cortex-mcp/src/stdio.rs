@@ -20,6 +20,7 @@ use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio::task::JoinHandle;
 
 use crate::error::McpError;
+use crate::redact::Redactor;
 
 /// Time a server gets to exit after SIGTERM before it is killed (SPEC §19).
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -85,7 +86,8 @@ pub(crate) fn spawn(
         return Err(pipes_missing());
     };
     let last_stderr = Arc::new(Mutex::new(None));
-    let reader = tokio::spawn(drain_stderr(server.to_owned(), stderr, last_stderr.clone()));
+    let redactor = Redactor::new(env.values());
+    let reader = tokio::spawn(drain_stderr(server.to_owned(), stderr, last_stderr.clone(), redactor));
     tracing::debug!(server, command, pid = child.id(), "started mcp server process");
     Ok(Spawned {
         process: ChildProcess {
@@ -102,8 +104,8 @@ pub(crate) fn spawn(
 }
 
 /// Logs every stderr line at debug level, prefixed with the server slug, and remembers the last
-/// non-empty one.
-async fn drain_stderr(server: String, stderr: ChildStderr, last: Arc<Mutex<Option<String>>>) {
+/// non-empty one; both with the server's secrets redacted.
+async fn drain_stderr(server: String, stderr: ChildStderr, last: Arc<Mutex<Option<String>>>, redactor: Redactor) {
     let mut reader = BufReader::new(stderr);
     let mut buffer = Vec::new();
     loop {
@@ -111,7 +113,7 @@ async fn drain_stderr(server: String, stderr: ChildStderr, last: Arc<Mutex<Optio
         match reader.read_until(b'\n', &mut buffer).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {
-                let line = String::from_utf8_lossy(&buffer);
+                let line = redactor.apply(&String::from_utf8_lossy(&buffer));
                 let line = line.trim_end();
                 tracing::debug!(target: "cortex_mcp::stderr", server = %server, "[{server}] {line}");
                 if !line.trim().is_empty() {

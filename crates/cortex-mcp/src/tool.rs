@@ -2,8 +2,10 @@
 //! server_info / capabilities` and the `mcp_tool` rows (SPEC §3.2).
 //!
 //! Tools are read from their wire JSON so the caller gets exactly what the server declared (schemas and
-//! annotations are stored verbatim).
+//! annotations are stored verbatim). [`Hints`] is the one rule that turns a server's annotations into a
+//! default risk and a crash-recovery class; the API's catalogue and the runtime both use it.
 
+use cortex_core::approval::RiskTier;
 use serde_json::Value;
 
 /// One tool as declared by `tools/list`.
@@ -27,18 +29,46 @@ impl ToolInfo {
         }
     }
 
+    /// What the server's annotations say about this tool.
+    pub fn hints(&self) -> Hints<'_> {
+        Hints(self.annotations.as_ref())
+    }
+
     /// Safe to re-run after a crash (SPEC §4.9): the server marked it `readOnlyHint` or `idempotentHint`.
     pub fn is_idempotent(&self) -> bool {
-        self.hint("readOnlyHint") || self.hint("idempotentHint")
+        self.hints().idempotent()
     }
 
     /// The server marked it `destructiveHint: true`; approval policy treats such tools as risky (SPEC §7.1).
     pub fn is_destructive(&self) -> bool {
-        self.hint("destructiveHint")
+        self.hints().destructive()
+    }
+}
+
+/// A tool's `annotations` read as hints. They may only make a tool look riskier: a server saying
+/// `readOnlyHint` does not lower its risk (an untrusted server could claim anything), while
+/// `destructiveHint` raises it to the deny-list tier.
+#[derive(Debug, Clone, Copy)]
+pub struct Hints<'a>(pub Option<&'a Value>);
+
+impl Hints<'_> {
+    /// Risk when a policy names none: `p1` for tools marked destructive (SPEC §7.1), `p2` otherwise.
+    pub fn default_risk(self) -> RiskTier {
+        if self.destructive() { RiskTier::P1 } else { RiskTier::P2 }
     }
 
-    fn hint(&self, name: &str) -> bool {
-        self.annotations.as_ref().and_then(|annotations| annotations.get(name)).and_then(Value::as_bool) == Some(true)
+    /// `readOnlyHint` or `idempotentHint`: re-run after a crash interrupted it (SPEC §4.9).
+    pub fn idempotent(self) -> bool {
+        self.flag("readOnlyHint") || self.flag("idempotentHint")
+    }
+
+    /// `destructiveHint: true`.
+    pub fn destructive(self) -> bool {
+        self.flag("destructiveHint")
+    }
+
+    fn flag(self, name: &str) -> bool {
+        self.0.and_then(|annotations| annotations.get(name)).and_then(Value::as_bool) == Some(true)
     }
 }
 

@@ -1,10 +1,75 @@
-//! What exists for agents to use: providers and tool refs (SPEC §5.2, §6.1).
+//! What exists for agents to use (SPEC §5.2, §6.1, §6.2): providers, and the one registry of built-in
+//! tools.
+//!
+//! Every built-in is registered once, in [`builtin_registry`]; the same registry answers `GET /tools`
+//! (through [`Catalog::builtins`]), validates the tool names of agent definitions and policies, and is
+//! what the runtime's resolver offers the model. Adding a built-in (channel `send_message`, `spawn_agent`,
+//! browser or sandbox tools, `skill_load`) is one `register` line there.
 
+use std::sync::Arc;
+
+use cortex_core::approval::RiskTier;
 use cortex_store::Store;
+use cortex_tools::builtin::{EchoTool, HttpRequestTool, WebSearchTool};
+use cortex_tools::http::GuardedHttp;
+use cortex_tools::{Tool, ToolRegistry};
+use serde_json::{Value, json};
 
-/// Built-in tools that need no configuration.
-pub const BUILTIN_TOOLS: &[&str] =
-    &["echo", "http_request", "memory_store", "memory_query", "create_job", "request_approval"];
+use crate::tools::{CreateJobTool, DelegationLimits, MemoryQueryTool, MemoryStoreTool, RequestApprovalTool};
+
+/// What the built-ins need from the process.
+pub(crate) struct BuiltinDeps {
+    pub store: Store,
+    /// The SSRF-guarded client of `http_request`.
+    pub http: Arc<GuardedHttp>,
+    /// `web_search`, when a search provider is configured (otherwise the tool does not exist here).
+    pub web_search: Option<WebSearchTool>,
+    /// Limits of `create_job`.
+    pub delegation: DelegationLimits,
+}
+
+/// Every built-in tool of this deployment, by ref.
+pub(crate) fn builtin_registry(deps: BuiltinDeps) -> ToolRegistry {
+    let BuiltinDeps { store, http, web_search, delegation } = deps;
+    let mut registry = ToolRegistry::new();
+    registry.register(Arc::new(EchoTool::new()));
+    registry.register(Arc::new(HttpRequestTool::new(http)));
+    if let Some(web_search) = web_search {
+        registry.register(Arc::new(web_search));
+    }
+    registry.register(Arc::new(MemoryStoreTool::new(store.clone())));
+    registry.register(Arc::new(MemoryQueryTool::new(store.clone())));
+    registry.register(Arc::new(CreateJobTool::new(store, delegation)));
+    registry.register(Arc::new(RequestApprovalTool::new()));
+    registry
+}
+
+/// A built-in tool as the catalogue shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BuiltinTool {
+    pub tool_ref: String,
+    /// What the model is told the tool does.
+    pub description: String,
+    /// JSON Schema of its arguments, exactly as the model gets it.
+    pub input_schema: Value,
+    /// Risk of a call without arguments when the policy names none (`http_request`: GET).
+    pub default_risk: RiskTier,
+    /// Whether a call without arguments is re-run after a crash interrupted it (SPEC §4.9).
+    pub idempotent: bool,
+}
+
+impl BuiltinTool {
+    fn of(tool: &dyn Tool) -> Self {
+        let no_arguments = json!({});
+        Self {
+            tool_ref: tool.tool_ref().to_owned(),
+            description: tool.description().to_owned(),
+            input_schema: tool.input_schema().clone(),
+            default_risk: tool.default_risk(&no_arguments),
+            idempotent: tool.is_idempotent(&no_arguments),
+        }
+    }
+}
 
 /// Why an agent definition cannot run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,18 +82,23 @@ pub enum DefinitionProblem {
 pub struct Catalog {
     /// Providers configured through the environment or always present (`openai`, `anthropic`).
     pub providers: Vec<String>,
-    /// Built-in tools available here (`web_search` only when a search provider is configured).
-    pub builtin_tools: Vec<String>,
+    builtins: Arc<ToolRegistry>,
 }
 
 impl Catalog {
-    /// The default catalogue: both wire protocols and the always-available built-ins.
-    pub fn new(web_search_configured: bool) -> Self {
-        let mut builtin_tools: Vec<String> = BUILTIN_TOOLS.iter().map(|name| (*name).to_owned()).collect();
-        if web_search_configured {
-            builtin_tools.push("web_search".into());
-        }
-        Self { providers: vec!["openai".into(), "anthropic".into()], builtin_tools }
+    /// Both wire protocols and the given built-ins.
+    pub(crate) fn new(builtins: Arc<ToolRegistry>) -> Self {
+        Self { providers: vec!["openai".into(), "anthropic".into()], builtins }
+    }
+
+    /// Every built-in tool, sorted by ref.
+    pub fn builtins(&self) -> Vec<BuiltinTool> {
+        self.builtins
+            .refs()
+            .iter()
+            .filter_map(|tool_ref| self.builtins.get(tool_ref))
+            .map(|tool| BuiltinTool::of(&*tool))
+            .collect()
     }
 
     /// Checks the provider of every model in a definition.
@@ -44,7 +114,7 @@ impl Catalog {
     pub async fn unknown_tools(&self, store: &Store, refs: &[String]) -> Result<Vec<String>, cortex_store::StoreError> {
         let mut unknown = Vec::new();
         for tool_ref in refs {
-            if !self.builtin_tools.contains(tool_ref) && !store.external_tool_exists(tool_ref).await? {
+            if self.builtins.get(tool_ref).is_none() && !store.external_tool_exists(tool_ref).await? {
                 unknown.push(tool_ref.clone());
             }
         }

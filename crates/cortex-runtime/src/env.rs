@@ -8,6 +8,12 @@ use cortex_tools::builtin::{WebSearchTool, web_search_from_env};
 use cortex_tools::ssrf::{SSRF_ALLOW_ENV, SsrfPolicy};
 
 use crate::RuntimeError;
+use crate::tools::DelegationLimits;
+
+/// Deepest delegation (`create_job` children of children …), default 3.
+pub const DELEGATION_MAX_DEPTH_ENV: &str = "CORTEX_DELEGATION_MAX_DEPTH";
+/// Most jobs one job may create, default 10.
+pub const DELEGATION_MAX_CHILDREN_ENV: &str = "CORTEX_DELEGATION_MAX_CHILDREN";
 
 /// Default OpenAI base (includes `/v1`, as the official SDKs).
 pub const OPENAI_DEFAULT_BASE: &str = "https://api.openai.com/v1";
@@ -31,6 +37,7 @@ pub(crate) struct EnvSettings {
     pub absent_providers: Vec<&'static str>,
     pub ssrf: SsrfPolicy,
     pub web_search: Option<WebSearchTool>,
+    pub delegation: DelegationLimits,
 }
 
 struct ProviderVars {
@@ -85,7 +92,37 @@ impl EnvSettings {
             .map_err(|err| RuntimeError::InvalidEnv { var: SSRF_ALLOW_ENV, reason: err.to_string() })?;
         let web_search = web_search_from_env(read)
             .map_err(|err| RuntimeError::InvalidEnv { var: "CORTEX_SEARCH_API_*", reason: err.to_string() })?;
-        Ok(EnvSettings { providers, absent_providers, ssrf, web_search })
+        let defaults = DelegationLimits::default();
+        let delegation = DelegationLimits {
+            max_depth: bounded(DELEGATION_MAX_DEPTH_ENV, read(DELEGATION_MAX_DEPTH_ENV), defaults.max_depth, 0..=10)?,
+            max_children: bounded(
+                DELEGATION_MAX_CHILDREN_ENV,
+                read(DELEGATION_MAX_CHILDREN_ENV),
+                defaults.max_children,
+                0..=1000,
+            )?,
+        };
+        Ok(EnvSettings { providers, absent_providers, ssrf, web_search, delegation })
+    }
+}
+
+/// An integer setting within `range`, or `default` when unset.
+fn bounded<T>(
+    var: &'static str,
+    value: Option<String>,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, RuntimeError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    let Some(text) = value else { return Ok(default) };
+    match text.parse::<T>() {
+        Ok(number) if range.contains(&number) => Ok(number),
+        _ => Err(RuntimeError::InvalidEnv {
+            var,
+            reason: format!("`{text}` must be a whole number from {} to {}", range.start(), range.end()),
+        }),
     }
 }
 
@@ -125,5 +162,16 @@ mod tests {
         assert!(err.to_string().starts_with("OPENAI_BASE_URL:"), "{err}");
         let err = EnvSettings::parse(&env(&[("CORTEX_SSRF_ALLOW", "10.0.0.0/99")])).err().unwrap();
         assert!(err.to_string().starts_with("CORTEX_SSRF_ALLOW:"), "{err}");
+        let err = EnvSettings::parse(&env(&[("CORTEX_DELEGATION_MAX_DEPTH", "-1")])).err().unwrap();
+        assert!(err.to_string().starts_with("CORTEX_DELEGATION_MAX_DEPTH:"), "{err}");
+        let err = EnvSettings::parse(&env(&[("CORTEX_DELEGATION_MAX_CHILDREN", "many")])).err().unwrap();
+        assert!(err.to_string().starts_with("CORTEX_DELEGATION_MAX_CHILDREN:"), "{err}");
+    }
+
+    #[test]
+    fn delegation_limits_default_and_override() {
+        assert_eq!(EnvSettings::parse(&env(&[])).unwrap().delegation, DelegationLimits::default());
+        let set = env(&[("CORTEX_DELEGATION_MAX_DEPTH", "1"), ("CORTEX_DELEGATION_MAX_CHILDREN", "2")]);
+        assert_eq!(EnvSettings::parse(&set).unwrap().delegation, DelegationLimits { max_depth: 1, max_children: 2 });
     }
 }

@@ -12,7 +12,7 @@
 //! - `policy`: the approval decision and rate limits; `budget`: which budgets apply and the worst case of a
 //!   call; `context`: prompt, disclosure and history trimming.
 //! - [`buffer`]: the JSONL session buffer and its reader.
-//! - [`catalog`]: what agent definitions may name (API validation).
+//! - [`catalog`]: the one registry of built-in tools and what agent definitions may name (API validation).
 //! - [`retention`]: the retention timer of one process (database sweep under a lease, own buffers).
 //!
 //! Architecture invariant: the runtime owns no HTTP routes and no SQL; it reaches the database only
@@ -32,7 +32,7 @@ pub mod runtime;
 mod tools;
 
 pub use buffer::{BufferRecord, BufferReport, LineProblem, RecordType, buffer_dir, prune_buffers, read_buffer};
-pub use catalog::{BUILTIN_TOOLS, Catalog, DefinitionProblem};
+pub use catalog::{BuiltinTool, Catalog, DefinitionProblem};
 pub use retention::{RETENTION_INTERVAL, RetentionPass};
 pub use runtime::{AgentUsage, Runtime, RuntimeConfig, RuntimeError, UsageLimits, UsagePeriod};
 pub use tools::{EffectiveTool, ToolReport, UnresolvedTool};

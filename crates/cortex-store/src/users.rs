@@ -2,6 +2,7 @@
 
 use cortex_core::Timestamp;
 use cortex_core::role::Role;
+use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
 use crate::engine::{read, write};
@@ -73,6 +74,14 @@ pub struct ApiKey {
     pub last_used_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
     pub source: String,
+    /// The key that created this one (cascade revocation and what a non-admin may manage).
+    pub created_by_key_id: Option<Uuid>,
+    /// The user whose dashboard session created this key.
+    pub created_by_user_id: Option<Uuid>,
+    /// The rate budget this key draws from: its own id, or its creator's budget when a non-admin made it.
+    pub rate_scope_id: Uuid,
+    /// Requests per minute for this key, overriding the server-wide API limit.
+    pub rate_limit_per_minute: Option<u32>,
     pub created_at: Timestamp,
 }
 
@@ -95,6 +104,10 @@ struct ApiKeyRow {
     last_used_at: Option<i64>,
     revoked_at: Option<i64>,
     source: String,
+    created_by_key_id: Option<Uuid>,
+    created_by_user_id: Option<Uuid>,
+    rate_scope_id: Option<Uuid>,
+    rate_limit_per_minute: Option<i64>,
     created_at: i64,
 }
 
@@ -110,6 +123,10 @@ impl ApiKeyRow {
             last_used_at: opt_time(self.last_used_at),
             revoked_at: opt_time(self.revoked_at),
             source: self.source,
+            created_by_key_id: self.created_by_key_id,
+            created_by_user_id: self.created_by_user_id,
+            rate_scope_id: self.rate_scope_id.unwrap_or(self.id),
+            rate_limit_per_minute: self.rate_limit_per_minute.and_then(|limit| u32::try_from(limit).ok()),
             created_at: time(self.created_at),
         };
         Ok((key, self.hash))
@@ -126,10 +143,52 @@ pub struct NewApiKey {
     pub user_id: Option<Uuid>,
     pub expires_at: Option<Timestamp>,
     pub source: KeySource,
+    pub created_by_key_id: Option<Uuid>,
+    pub created_by_user_id: Option<Uuid>,
+    /// The budget to draw from; `None` gives the key its own.
+    pub rate_scope_id: Option<Uuid>,
+    pub rate_limit_per_minute: Option<u32>,
 }
 
-const KEY_COLUMNS: &str =
-    "id, name, prefix, hash, role, user_id, expires_at, last_used_at, revoked_at, source, created_at";
+impl NewApiKey {
+    /// A key made by the server itself (bootstrap, environment, `cortex keys`): no creator, own budget.
+    pub fn system(
+        name: String,
+        prefix: String,
+        hash: String,
+        role: Role,
+        user_id: Option<Uuid>,
+        source: KeySource,
+    ) -> Self {
+        Self {
+            name,
+            prefix,
+            hash,
+            role,
+            user_id,
+            expires_at: None,
+            source,
+            created_by_key_id: None,
+            created_by_user_id: None,
+            rate_scope_id: None,
+            rate_limit_per_minute: None,
+        }
+    }
+}
+
+/// Whose keys a listing shows.
+#[derive(Debug, Clone, Copy)]
+pub enum KeyListing {
+    /// Every key (admins).
+    All,
+    /// A key itself and the keys it created.
+    OwnKey(Uuid),
+    /// The keys a user created in dashboard sessions.
+    CreatedByUser(Uuid),
+}
+
+const KEY_COLUMNS: &str = "id, name, prefix, hash, role, user_id, expires_at, last_used_at, revoked_at, source, \
+     created_by_key_id, created_by_user_id, rate_scope_id, rate_limit_per_minute, created_at";
 
 impl Store {
     pub async fn get_user(&self, id: Uuid) -> Result<User> {
@@ -147,41 +206,41 @@ impl Store {
     /// The key with this prefix and its stored hash, if any.
     pub async fn find_api_key(&self, prefix: &str) -> Result<Option<(ApiKey, String)>> {
         let row: Option<ApiKeyRow> = read!(self, |conn| {
-            sqlx::query_as(
-                "SELECT id, name, prefix, hash, role, user_id, expires_at, last_used_at, revoked_at, source, created_at \
-                 FROM api_key WHERE prefix = $1",
-            )
-            .bind(prefix)
-            .fetch_optional(conn)
-            .await?
+            sqlx::query_as(AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM api_key WHERE prefix = $1")))
+                .bind(prefix)
+                .fetch_optional(conn)
+                .await?
         });
         row.map(ApiKeyRow::into_key).transpose()
     }
 
     pub async fn get_api_key(&self, id: Uuid) -> Result<ApiKey> {
         let row: Option<ApiKeyRow> = read!(self, |conn| {
-            sqlx::query_as(
-                "SELECT id, name, prefix, hash, role, user_id, expires_at, last_used_at, revoked_at, source, created_at \
-                 FROM api_key WHERE id = $1",
-            )
-            .bind(id)
-            .fetch_optional(conn)
-            .await?
+            sqlx::query_as(AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM api_key WHERE id = $1")))
+                .bind(id)
+                .fetch_optional(conn)
+                .await?
         });
         Ok(row.ok_or(StoreError::NotFound { entity: "api key" })?.into_key()?.0)
     }
 
-    /// Keys newest first; `owner` restricts to one user's keys.
+    /// Keys newest first, restricted to what `listing` covers.
     pub async fn list_api_keys(
         &self,
-        owner: Option<Uuid>,
+        listing: KeyListing,
         cursor: Option<Cursor>,
         limit: usize,
     ) -> Result<Page<ApiKey>> {
         let rows: Vec<ApiKeyRow> = read!(self, |conn| {
             let mut query = sqlx::QueryBuilder::new(format!("SELECT {KEY_COLUMNS} FROM api_key WHERE 1 = 1"));
-            if let Some(owner) = owner {
-                query.push(" AND user_id = ").push_bind(owner);
+            match listing {
+                KeyListing::All => {}
+                KeyListing::OwnKey(key) => {
+                    query.push(" AND (id = ").push_bind(key).push(" OR created_by_key_id = ").push_bind(key).push(")");
+                }
+                KeyListing::CreatedByUser(user) => {
+                    query.push(" AND created_by_user_id = ").push_bind(user);
+                }
             }
             if let Some(cursor) = cursor {
                 query.push(" AND id < ").push_bind(cursor.0);
@@ -200,6 +259,22 @@ impl Store {
             sqlx::query_scalar(
                 "SELECT COUNT(*) FROM api_key WHERE role = 'admin' AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1)",
             )
+            .bind(now)
+            .fetch_one(conn)
+            .await?
+        }))
+    }
+
+    /// Usable keys drawing on `scope`'s rate budget other than the scope's own key: what a non-admin has
+    /// handed out, capped (SPEC Appendix B).
+    pub async fn count_active_keys_in_scope(&self, scope: Uuid) -> Result<i64> {
+        let now = ms(self.now());
+        Ok(read!(self, |conn| {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM api_key WHERE rate_scope_id = $1 AND id <> $1 AND revoked_at IS NULL \
+                 AND (expires_at IS NULL OR expires_at > $2)",
+            )
+            .bind(scope)
             .bind(now)
             .fetch_one(conn)
             .await?
@@ -257,8 +332,9 @@ impl Tx {
         let now = ms(self.now());
         write!(self, |conn| {
             sqlx::query(
-                "INSERT INTO api_key (id, name, prefix, hash, role, user_id, expires_at, source, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+                "INSERT INTO api_key (id, name, prefix, hash, role, user_id, expires_at, source, created_by_key_id, \
+                 created_by_user_id, rate_scope_id, rate_limit_per_minute, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
             )
             .bind(id)
             .bind(&key.name)
@@ -268,6 +344,10 @@ impl Tx {
             .bind(key.user_id)
             .bind(opt_ms(key.expires_at))
             .bind(key.source.as_str())
+            .bind(key.created_by_key_id)
+            .bind(key.created_by_user_id)
+            .bind(key.rate_scope_id.unwrap_or(id))
+            .bind(key.rate_limit_per_minute.map(i64::from))
             .bind(now)
             .execute(conn)
             .await?
@@ -283,21 +363,31 @@ impl Tx {
             last_used_at: None,
             revoked_at: None,
             source: key.source.as_str().to_owned(),
+            created_by_key_id: key.created_by_key_id,
+            created_by_user_id: key.created_by_user_id,
+            rate_scope_id: key.rate_scope_id.unwrap_or(id),
+            rate_limit_per_minute: key.rate_limit_per_minute,
             created_at: time(now),
         })
     }
 
-    /// Revokes a key; `false` when it was already revoked.
-    pub async fn revoke_api_key(&mut self, id: Uuid) -> Result<bool> {
+    /// Revokes a key and every key created with it, transitively (SPEC Appendix B). Returns how many
+    /// keys this revoked; 0 when all were revoked already.
+    pub async fn revoke_api_key(&mut self, id: Uuid) -> Result<u64> {
         let now = ms(self.now());
-        let done = write!(self, |conn| {
-            sqlx::query("UPDATE api_key SET revoked_at = $1, updated_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-                .bind(now)
-                .bind(id)
-                .execute(conn)
-                .await?
-                .rows_affected()
-        });
-        Ok(done == 1)
+        Ok(write!(self, |conn| {
+            sqlx::query(
+                "UPDATE api_key SET revoked_at = $1, updated_at = $1 WHERE revoked_at IS NULL AND id IN ( \
+                   WITH RECURSIVE tree (id) AS ( \
+                     SELECT $2 \
+                     UNION SELECT child.id FROM api_key child JOIN tree ON child.created_by_key_id = tree.id) \
+                   SELECT id FROM tree)",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(conn)
+            .await?
+            .rows_affected()
+        }))
     }
 }

@@ -8,7 +8,8 @@
 //! - a **queue** of one-shot [`Reply`]s, used in order ([`FakeLlm::push`]), optionally only for requests to
 //!   one model ([`FakeLlm::push_for_model`]);
 //! - **rules** ([`FakeLlm::rule`]) consulted when the queue has nothing for a request: the first rule whose
-//!   [`When`] matches answers, every time. Rules make concurrent tests independent of request order.
+//!   [`When`] matches answers, every time. Rules make concurrent tests independent of request order. A
+//!   rule may compute its reply from the request ([`FakeLlm::rule_fn`]).
 //!
 //! Replies are text, tool calls, HTTP errors with headers (`Retry-After`), a stream cut mid-way, a garbled
 //! stream, or a hang — forever, or until a [`Gate`] is opened. Every request is recorded
@@ -388,10 +389,17 @@ impl When {
     }
 }
 
+/// How a rule answers: always the same reply, or one computed from what the model was shown.
+#[derive(Clone)]
+enum Answerer {
+    Fixed(Reply),
+    Computed(Arc<dyn Fn(&RecordedRequest) -> Reply + Send + Sync>),
+}
+
 #[derive(Default)]
 struct Script {
     queue: VecDeque<(Option<String>, Reply)>,
-    rules: Vec<(When, Reply)>,
+    rules: Vec<(When, Answerer)>,
     requests: Vec<RecordedRequest>,
 }
 
@@ -402,7 +410,10 @@ impl Script {
         if let Some(index) = queued {
             return self.queue.remove(index).map(|(_, reply)| reply);
         }
-        self.rules.iter().find(|(when, _)| when.matches(request)).map(|(_, reply)| reply.clone())
+        self.rules.iter().find(|(when, _)| when.matches(request)).map(|(_, answerer)| match answerer {
+            Answerer::Fixed(reply) => reply.clone(),
+            Answerer::Computed(respond) => respond(request),
+        })
     }
 }
 
@@ -470,7 +481,13 @@ impl FakeLlm {
 
     /// Adds a standing rule, consulted in the order added when the queue has nothing for a request.
     pub fn rule(&self, when: When, reply: Reply) {
-        self.shared.script().rules.push((when, reply));
+        self.shared.script().rules.push((when, Answerer::Fixed(reply)));
+    }
+
+    /// Adds a standing rule whose reply is computed from the request: a scripted model that reacts to
+    /// what it was shown (for example one that obeys instructions it finds in its context).
+    pub fn rule_fn(&self, when: When, respond: impl Fn(&RecordedRequest) -> Reply + Send + Sync + 'static) {
+        self.shared.script().rules.push((when, Answerer::Computed(Arc::new(respond))));
     }
 
     /// Every request received so far, in arrival order.

@@ -13,6 +13,9 @@ pub enum ToolError {
     /// The tool cannot run because the operator has not configured what it needs.
     #[error("not configured: {0}")]
     NotConfigured(String),
+    /// A limit of the platform refuses the call (delegation depth, fan-out); retrying will not help.
+    #[error("limit reached: {0}")]
+    LimitReached(String),
     /// The call ran out of its time budget.
     #[error("the tool call timed out")]
     Timeout,
@@ -31,6 +34,7 @@ impl ToolError {
             Self::InvalidArguments(_) => "invalid_arguments",
             Self::BlockedDestination { .. } => "blocked_destination",
             Self::NotConfigured(_) => "not_configured",
+            Self::LimitReached(_) => "limit_reached",
             Self::Timeout => "timeout",
             Self::Cancelled => "cancelled",
             Self::Failed(_) => "tool_failed",

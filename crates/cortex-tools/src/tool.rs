@@ -25,6 +25,12 @@ pub trait Tool: Send + Sync {
     fn default_risk(&self, input: &serde_json::Value) -> RiskTier;
     /// Whether re-running this call after a crash is harmless (§4.9): reads are.
     fn is_idempotent(&self, input: &serde_json::Value) -> bool;
+    /// Whether this call can carry data to a destination nobody vouched for: a host off the policy's
+    /// egress allow-list (`scope.allowed_hosts`), a webhook, an MCP server no operator marked trusted.
+    /// Once untrusted content is in a job's context such a call needs a human whatever its risk (SPEC
+    /// Appendix B "Untrusted content gates egress"). Every tool answers explicitly, so a new tool cannot
+    /// leak by forgetting to.
+    fn sends_data_out(&self, input: &serde_json::Value, scope: &DataScope) -> bool;
     /// Executes the call.
     async fn call(&self, input: serde_json::Value, ctx: &ToolContext) -> Result<ToolOutput, ToolError>;
 }
@@ -34,15 +40,21 @@ pub trait Tool: Send + Sync {
 pub struct ToolContext {
     pub agent_id: Uuid,
     pub job_id: Uuid,
+    /// The call's row in the `tool_call` ledger: the same for every execution of this call (a re-run after a
+    /// crash included), so tools use it as an idempotency key (`Idempotency-Key` for webhooks).
+    pub call_id: Uuid,
     pub data_scope: DataScope,
+    /// The job's context already holds untrusted content; work the tool hands on (a created job) carries
+    /// that taint along.
+    pub untrusted_context: bool,
     /// Fires when the job is cancelled; long-running tools stop and return [`ToolError::Cancelled`].
     pub cancel: CancellationToken,
 }
 
 impl ToolContext {
-    /// A context with a fresh, uncancelled token.
-    pub fn new(agent_id: Uuid, job_id: Uuid, data_scope: DataScope) -> Self {
-        Self { agent_id, job_id, data_scope, cancel: CancellationToken::new() }
+    /// A context with a fresh, uncancelled token and a clean context.
+    pub fn new(agent_id: Uuid, job_id: Uuid, call_id: Uuid, data_scope: DataScope) -> Self {
+        Self { agent_id, job_id, call_id, data_scope, untrusted_context: false, cancel: CancellationToken::new() }
     }
 }
 
@@ -51,7 +63,9 @@ impl ToolContext {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataScope {
-    /// Extra SSRF exceptions (exact host names or CIDRs) for HTTP tools, on top of `CORTEX_SSRF_ALLOW`.
+    /// The agent's egress allow-list for this tool (exact host names or CIDRs): destinations the operator
+    /// vouches for, so they are reachable despite the SSRF guard (on top of `CORTEX_SSRF_ALLOW`) and stay
+    /// reachable without a human after untrusted content entered the context.
     pub allowed_hosts: Vec<String>,
     /// Memory record types a memory tool may touch (enforced by the runtime's memory tools).
     pub types: Vec<String>,

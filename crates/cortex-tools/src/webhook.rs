@@ -1,6 +1,9 @@
 //! Operator-defined webhook tools (SPEC §6.3): a model call becomes an HTTP request to a fixed URL.
 //!
-//! The model's arguments are the JSON body (or the query string for GET). Configured headers are secrets:
+//! The model's arguments are the JSON body (or the query string for GET). Every request carries
+//! `Idempotency-Key: <ledger call id>`, the same for a re-run of the same call after a crash, so an endpoint
+//! that honours it can be declared `idempotent` (re-run after a crash instead of reported as "outcome
+//! unknown", SPEC Appendix B "Failover"). Configured headers are secrets:
 //! they are sent only to the webhook's own origin and never appear in outputs, errors, logs or `Debug`
 //! output; a response that echoes one has it redacted. The SSRF guard applies like for `http_request`.
 
@@ -17,7 +20,7 @@ use serde_json::{Value, json};
 use url::Url;
 
 use crate::http::{GuardedHttp, GuardedRequest, GuardedResponse, headers, redact_url};
-use crate::{Tool, ToolContext, ToolError, ToolOutput, schema};
+use crate::{DataScope, Tool, ToolContext, ToolError, ToolOutput, schema};
 
 /// Default per-call timeout (SPEC §19).
 pub const DEFAULT_WEBHOOK_TIMEOUT_MS: u64 = 30_000;
@@ -27,6 +30,8 @@ pub const MAX_WEBHOOK_TIMEOUT_MS: u64 = 60_000;
 const ERROR_EXCERPT_BYTES: usize = 2048;
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
 const MAX_NAME_LEN: usize = 48;
+/// The header carrying the ledger call id.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// A webhook tool as the operator defines it. `headers` hold secret values (credential refs are resolved
 /// into them by the caller at call time), so the type is not `Serialize` and its `Debug` hides them.
@@ -45,6 +50,10 @@ pub struct WebhookToolDef {
     pub timeout_ms: u64,
     #[serde(default = "default_risk")]
     pub risk: RiskTier,
+    /// The endpoint honours `Idempotency-Key` (or is harmless to repeat): a call interrupted by a crash
+    /// is sent again. Default false: such a call is reported to the model as "outcome unknown".
+    #[serde(default)]
+    pub idempotent: bool,
 }
 
 fn default_method() -> String {
@@ -69,6 +78,7 @@ impl fmt::Debug for WebhookToolDef {
             .field("headers", &header_names)
             .field("timeout_ms", &self.timeout_ms)
             .field("risk", &self.risk)
+            .field("idempotent", &self.idempotent)
             .finish_non_exhaustive()
     }
 }
@@ -143,9 +153,10 @@ impl WebhookTool {
         Ok(Self { tool_ref: def.tool_ref(), def, url, method, secret_headers, http })
     }
 
-    fn request(&self, input: &Value) -> Result<GuardedRequest, ToolError> {
+    fn request(&self, input: &Value, call_id: uuid::Uuid) -> Result<GuardedRequest, ToolError> {
         let mut request = GuardedRequest::new(self.method.clone(), self.url.clone());
         request.secret_headers = self.secret_headers.clone();
+        request.headers.push((IDEMPOTENCY_KEY.into(), call_id.to_string()));
         request.timeout = Duration::from_millis(self.def.timeout_ms);
         if self.method == Method::GET {
             let Value::Object(args) = input else {
@@ -241,11 +252,16 @@ impl Tool for WebhookTool {
     }
 
     fn is_idempotent(&self, _input: &Value) -> bool {
-        false
+        self.def.idempotent
+    }
+
+    /// A webhook's purpose is to hand the arguments to another system.
+    fn sends_data_out(&self, _input: &Value, _scope: &DataScope) -> bool {
+        true
     }
 
     async fn call(&self, input: Value, ctx: &ToolContext) -> Result<ToolOutput, ToolError> {
-        let request = self.request(&input)?;
+        let request = self.request(&input, ctx.call_id)?;
         let response = self.http.send_for_call(request, ctx).await?;
         tracing::info!(tool = %self.tool_ref, status = response.status.as_u16(), "webhook called");
         Ok(self.render(&response))

@@ -1,7 +1,8 @@
 //! First-start credentials (SPEC §2.2, §17.2): a fresh install never runs open.
 //!
 //! - `CORTEX_API_KEY` set: it must be strong (placeholders and short keys are refused); it is stored
-//!   hashed as an admin key the first time and accepted from then on (unless an admin revokes it).
+//!   hashed as an admin key the first time and accepted from then on (unless an admin revokes it; then
+//!   start-up says so and how to recover, instead of the key silently failing every request).
 //! - Otherwise, when no usable admin key exists, one is generated, stored hashed and printed once.
 
 use anyhow::{Context, bail};
@@ -17,9 +18,16 @@ pub enum Bootstrap {
     Generated(String),
     /// The environment key is in place.
     FromEnv,
+    /// The environment key was revoked (or expired): every request with it gets 401.
+    EnvKeyUnusable,
     /// Admin keys already exist.
     Existing,
 }
+
+/// What `serve` says when `CORTEX_API_KEY` can no longer be used.
+pub const UNUSABLE_ENV_KEY: &str = "warning: CORTEX_API_KEY names a key that was revoked or has expired; every request \
+     with it is refused (401). Create a new admin key with `cortex keys create --name admin --role admin` (same \
+     CORTEX_DATA_DIR or CORTEX_DATABASE_URL), then set CORTEX_API_KEY to it or unset it.";
 
 /// Refuses a weak `CORTEX_API_KEY` before anything starts.
 pub fn check_env_key(env_key: Option<&str>) -> anyhow::Result<()> {
@@ -34,9 +42,12 @@ pub fn check_env_key(env_key: Option<&str>) -> anyhow::Result<()> {
 pub async fn ensure_admin_key(store: &Store, env_key: Option<&str>) -> anyhow::Result<Bootstrap> {
     if let Some(key) = env_key {
         let prefix = cortex_api::auth::lookup_prefix(key);
-        if let Some((_, hash)) = store.find_api_key(&prefix).await.context("looking up the bootstrap key")? {
+        if let Some((stored, hash)) = store.find_api_key(&prefix).await.context("looking up the bootstrap key")? {
             if !cortex_core::api_key::verify(key, &hash) {
                 bail!(ConfigError("CORTEX_API_KEY collides with a stored key prefix; choose another key".into()));
+            }
+            if !stored.is_active(store.clock().now()) {
+                return Ok(Bootstrap::EnvKeyUnusable);
             }
             return Ok(Bootstrap::FromEnv);
         }
@@ -61,16 +72,7 @@ async fn insert_admin(
 ) -> anyhow::Result<()> {
     let mut tx = store.begin().await?;
     let user = tx.insert_user("admin", None, Role::Admin).await?;
-    tx.insert_api_key(&NewApiKey {
-        name: name.into(),
-        prefix,
-        hash,
-        role: Role::Admin,
-        user_id: Some(user.id),
-        expires_at: None,
-        source,
-    })
-    .await?;
+    tx.insert_api_key(&NewApiKey::system(name.into(), prefix, hash, Role::Admin, Some(user.id), source)).await?;
     tx.commit().await?;
     Ok(())
 }

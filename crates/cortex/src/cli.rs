@@ -121,6 +121,12 @@ pub struct ServerArgs {
     /// Extra browser origins allowed to open event streams (comma-separated).
     #[arg(long, env = "CORTEX_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Option<Vec<String>>,
+    /// Requests per minute per API key or session, burst a sixth of it; 0 disables [default: 6000].
+    #[arg(long, env = "CORTEX_RATE_LIMIT_API_PER_MINUTE")]
+    pub rate_limit_api_per_minute: Option<u32>,
+    /// Chat messages per minute per API key or session, burst a sixth of it; 0 disables [default: 600].
+    #[arg(long, env = "CORTEX_RATE_LIMIT_CHAT_PER_MINUTE")]
+    pub rate_limit_chat_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Clone, Args)]

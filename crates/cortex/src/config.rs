@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::bail;
+use cortex_api::rate_limit::Limit;
 use cortex_jobs::retention::RetentionPolicy;
 use cortex_store::DatabaseConfig;
 use serde::Deserialize;
@@ -30,6 +31,8 @@ pub struct FileConfig {
     pub audit_retention_days: Option<u32>,
     pub allowed_origins: Option<Vec<String>>,
     pub health_listen: Option<SocketAddr>,
+    pub rate_limit_api_per_minute: Option<u32>,
+    pub rate_limit_chat_per_minute: Option<u32>,
 }
 
 /// A configuration error; the process exits with status 2 and this message.
@@ -154,6 +157,10 @@ pub struct ServeConfig {
     pub engine: EngineSettings,
     pub listen: SocketAddr,
     pub allowed_origins: Vec<String>,
+    /// Requests per key or session (SPEC Appendix B).
+    pub api_rate: Limit,
+    /// Chat messages per key or session.
+    pub chat_rate: Limit,
 }
 
 impl ServeConfig {
@@ -170,11 +177,17 @@ impl ServeConfig {
                 return Err(invalid("CORTEX_ALLOWED_ORIGINS", format!("`{origin}` is not an http(s) origin")));
             }
         }
+        let api_rate =
+            args.rate_limit_api_per_minute.or(file.rate_limit_api_per_minute).unwrap_or(Limit::API.per_minute);
+        let chat_rate =
+            args.rate_limit_chat_per_minute.or(file.rate_limit_chat_per_minute).unwrap_or(Limit::CHAT.per_minute);
         Ok(Self {
             store: StoreConfig::resolve(&args.store, &file)?,
             engine: EngineSettings::resolve(&args.engine, &file)?,
             listen,
             allowed_origins,
+            api_rate: Limit::per_minute(api_rate),
+            chat_rate: Limit::per_minute(chat_rate),
         })
     }
 }

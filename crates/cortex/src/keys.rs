@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use cortex_core::clock::SystemClock;
 use cortex_core::role::Role;
 use cortex_store::Store;
-use cortex_store::users::{KeySource, NewApiKey};
+use cortex_store::users::{KeyListing, KeySource, NewApiKey};
 
 use crate::cli::KeysCommand;
 use crate::config::StoreConfig;
@@ -30,15 +30,14 @@ pub async fn run(config: StoreConfig, command: KeysCommand) -> anyhow::Result<()
             let mut tx = store.begin().await?;
             let user = tx.insert_user(&name, None, role).await?;
             let key = tx
-                .insert_api_key(&NewApiKey {
+                .insert_api_key(&NewApiKey::system(
                     name,
-                    prefix: generated.prefix,
-                    hash: generated.hash,
+                    generated.prefix,
+                    generated.hash,
                     role,
-                    user_id: Some(user.id),
-                    expires_at: None,
-                    source: KeySource::Api,
-                })
+                    Some(user.id),
+                    KeySource::Api,
+                ))
                 .await?;
             tx.audit(cortex_store::audit::NewAudit {
                 actor_type: "system",
@@ -56,7 +55,7 @@ pub async fn run(config: StoreConfig, command: KeysCommand) -> anyhow::Result<()
             eprintln!("created {role} key {} ({}); the secret above is not shown again", key.id, key.prefix);
         }
         KeysCommand::List => {
-            let keys = store.list_api_keys(None, None, 200).await?;
+            let keys = store.list_api_keys(KeyListing::All, None, 200).await?;
             println!("{:<36}  {:<8}  {:<8}  {:<8}  {:<10}  NAME", "ID", "PREFIX", "ROLE", "SOURCE", "STATE");
             for key in keys.items {
                 let state = if key.revoked_at.is_some() { "revoked" } else { "active" };
@@ -75,7 +74,11 @@ pub async fn run(config: StoreConfig, command: KeysCommand) -> anyhow::Result<()
             let mut tx = store.begin().await?;
             let revoked = tx.revoke_api_key(key.id).await?;
             tx.commit().await?;
-            println!("{}", if revoked { "revoked" } else { "already revoked" });
+            match revoked {
+                0 => println!("already revoked"),
+                1 => println!("revoked"),
+                n => println!("revoked, with {} key(s) created with it", n - 1),
+            }
         }
         KeysCommand::Generate => {}
     }

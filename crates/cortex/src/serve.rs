@@ -61,7 +61,7 @@ fn hostname() -> String {
 }
 
 /// The agent runtime, configured from the environment (provider keys and base URLs, SSRF exceptions,
-/// search); a malformed value is a configuration error (exit 2).
+/// search, delegation limits); a malformed value is a configuration error (exit 2).
 async fn build_runtime(
     store: &Store,
     config: &StoreConfig,
@@ -74,6 +74,7 @@ async fn build_runtime(
                 || name.starts_with("ANTHROPIC_")
                 || name.starts_with("CORTEX_SSRF")
                 || name.starts_with("CORTEX_SEARCH")
+                || name.starts_with("CORTEX_DELEGATION")
         })
         .collect();
     let http = reqwest::Client::builder().build().context("building the HTTP client for model providers")?;
@@ -181,7 +182,12 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         runtime: runtime.clone(),
         cipher: cipher.clone(),
         mcp: mcp.clone(),
-        config: ApiConfig { allowed_origins: config.allowed_origins.clone(), ..ApiConfig::default() },
+        config: ApiConfig {
+            allowed_origins: config.allowed_origins.clone(),
+            api_rate: config.api_rate,
+            chat_rate: config.chat_rate,
+            ..ApiConfig::default()
+        },
         metrics: cortex_api::metrics::handle(),
         readiness: readiness.clone(),
         shutdown: shutdown.clone(),
@@ -212,8 +218,13 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     });
 
     tracing::info!(%address, database = store.engine_name(), data_dir = %config.store.data_dir.display(), startup_ms = started.elapsed().as_millis() as u64, "cortex serve ready");
-    if let Bootstrap::Generated(key) = &bootstrap {
-        println!("Admin API key (shown only once, store it now): {key}");
+    match &bootstrap {
+        Bootstrap::Generated(key) => println!("Admin API key (shown only once, store it now): {key}"),
+        Bootstrap::EnvKeyUnusable => {
+            tracing::warn!("CORTEX_API_KEY names a revoked or expired key");
+            eprintln!("{}", bootstrap::UNUSABLE_ENV_KEY);
+        }
+        Bootstrap::FromEnv | Bootstrap::Existing => {}
     }
     // Printed last: tools waiting for start-up read until this line.
     println!("Cortex Plane listening on http://{address} ({} database)", store.engine_name());

@@ -81,8 +81,15 @@ pub fn init() -> anyhow::Result<Telemetry> {
             .with_target("h2", LevelFilter::OFF);
         tracing_opentelemetry::layer().with_tracer(provider.tracer("cortex")).with_filter(targets)
     });
-    tracing_subscriber::registry().with(logs.with_filter(filter)).with(traces).init();
+    tracing_subscriber::registry().with(logs.with_filter(filter).with_filter(without_rmcp())).with(traces).init();
     Ok(Telemetry { provider })
+}
+
+/// Drops the MCP SDK's own log lines whatever `CORTEX_LOG` says: `cortex-mcp` reports the same failures,
+/// redacted and once per state change, while rmcp logs every failed attempt at ERROR and quotes what the
+/// server sent verbatim (which can include the server's credentials).
+fn without_rmcp() -> Targets {
+    Targets::new().with_default(LevelFilter::TRACE).with_target("rmcp", LevelFilter::OFF)
 }
 
 /// The OTLP pipeline, or `None` when export is not configured.

@@ -11,21 +11,22 @@ use cortex_store::tools::ToolPolicy;
 use serde::Deserialize;
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, Code, ErrorBody};
 use crate::extract::{Json, PageParams, Query};
+use crate::guard::Routes;
 use crate::state::AppState;
 use crate::views::{AgentView, List};
 
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(create_agent, list_agents)).routes(routes!(
-        get_agent,
-        update_agent,
-        delete_agent
-    ))
+pub fn routes() -> Routes {
+    Routes::new()
+        .operator(routes!(create_agent))
+        .viewer(routes!(list_agents))
+        .viewer(routes!(get_agent))
+        .operator(routes!(update_agent))
+        .operator(routes!(delete_agent))
 }
 
 /// Body of `POST /agents`.
@@ -147,7 +148,6 @@ async fn create_agent(
     principal: Principal,
     Json(body): Json<CreateAgent>,
 ) -> ApiResult<impl IntoResponse> {
-    principal.require(Role::Operator)?;
     let slug = match body.slug {
         Some(slug) => slug,
         None => slugify(&body.name),
@@ -189,11 +189,9 @@ fn dedup(mut refs: Vec<String>) -> Vec<String> {
     (status = 200, body = List<AgentView>), (status = 400, body = ErrorBody)))]
 async fn list_agents(
     State(state): State<AppState>,
-    principal: Principal,
     Query(filter): Query<ListAgentsParams>,
     Query(page): Query<PageParams>,
 ) -> ApiResult<axum::Json<List<AgentView>>> {
-    principal.require(Role::Viewer)?;
     let (cursor, limit) = page.parse()?;
     let agents = state.store.list_agents(filter.status, cursor, limit).await?;
     let mut items = Vec::with_capacity(agents.items.len());
@@ -207,12 +205,7 @@ async fn list_agents(
 /// Read one agent by id or slug.
 #[utoipa::path(get, path = "/agents/{id}", tag = "agents", params(("id" = String, Path, description = "Agent id or slug")),
     responses((status = 200, body = AgentView), (status = 404, body = ErrorBody)))]
-async fn get_agent(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(id): Path<String>,
-) -> ApiResult<axum::Json<AgentView>> {
-    principal.require(Role::Viewer)?;
+async fn get_agent(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::Json<AgentView>> {
     let agent = state.store.get_agent(&id).await?;
     let tools = enabled_tools(&state, &agent).await?;
     Ok(axum::Json(AgentView::new(agent, tools)))
@@ -228,7 +221,6 @@ async fn update_agent(
     Path(id): Path<String>,
     Json(body): Json<UpdateAgent>,
 ) -> ApiResult<axum::Json<AgentView>> {
-    principal.require(Role::Operator)?;
     let agent = state.store.get_agent(&id).await?;
     let mut def = agent.definition();
     if let Some(name) = body.name {
@@ -305,7 +297,9 @@ async fn delete_agent(
     Path(id): Path<String>,
     Query(params): Query<DeleteAgentParams>,
 ) -> ApiResult<StatusCode> {
-    principal.require(if params.purge { Role::Admin } else { Role::Operator })?;
+    if params.purge {
+        principal.require(Role::Admin)?;
+    }
     let agent = state.store.get_agent(&id).await?;
     let active = state.store.count_active_jobs(agent.id).await?;
     if active > 0 && params.purge {

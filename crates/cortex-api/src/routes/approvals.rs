@@ -1,8 +1,9 @@
 //! Approvals (SPEC §7): list, inspect with the audit trail, decide by id (approver role) or by one-time
 //! token, and follow as a stream.
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::HeaderMap;
+use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
 use cortex_core::approval::{ApprovalStatus, DecidedVia, Decision, RiskTier};
 use cortex_core::event::EventType;
@@ -10,29 +11,30 @@ use cortex_core::role::Role;
 use cortex_jobs::approvals::{DecisionError, decide};
 use cortex_store::approvals::{Approval, ApprovalAuditEntry, ApprovalFilter, Decider};
 use cortex_store::events::EventScope;
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::{Principal, check_origin};
 use crate::error::{ApiError, ApiResult, Code, ErrorBody};
 use crate::extract::{Json, PageParams, Query};
+use crate::guard::Routes;
 use crate::routes::jobs::StreamParams;
 use crate::routes::sessions::path_id;
 use crate::sse::{self, EventStream, StreamSpec};
 use crate::state::AppState;
 use crate::views::List;
 
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list_approvals))
-        .routes(routes!(approval_stream))
-        .routes(routes!(get_approval))
-        .routes(routes!(decide_approval))
-        .routes(routes!(decide_by_token))
+pub fn routes() -> Routes {
+    Routes::new()
+        .viewer(routes!(list_approvals))
+        .viewer(routes!(approval_stream))
+        .viewer(routes!(get_approval))
+        .at_least_recording(Role::Approver, routes!(decide_approval), record_refused_decision)
+        .viewer(routes!(decide_by_token))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -130,11 +132,9 @@ pub struct ApprovalListParams {
     (status = 200, body = List<ApprovalView>), (status = 400, body = ErrorBody)))]
 async fn list_approvals(
     State(state): State<AppState>,
-    principal: Principal,
     Query(params): Query<ApprovalListParams>,
     Query(page): Query<PageParams>,
 ) -> ApiResult<axum::Json<List<ApprovalView>>> {
-    principal.require(Role::Viewer)?;
     let (cursor, limit) = page.parse()?;
     let filter = ApprovalFilter { status: params.status, agent_id: params.agent_id, job_id: params.job_id };
     let approvals = state.store.list_approvals(&filter, cursor, limit).await?;
@@ -144,12 +144,7 @@ async fn list_approvals(
 /// One approval request with its audit trail and the chain check.
 #[utoipa::path(get, path = "/approvals/{id}", tag = "approvals", params(("id" = Uuid, Path)), responses(
     (status = 200, body = ApprovalDetail), (status = 404, body = ErrorBody)))]
-async fn get_approval(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(id): Path<String>,
-) -> ApiResult<axum::Json<ApprovalDetail>> {
-    principal.require(Role::Viewer)?;
+async fn get_approval(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::Json<ApprovalDetail>> {
     let approval = state.store.get_approval(path_id(&id, "approval")?).await?;
     Ok(axum::Json(detail(&state, approval).await?))
 }
@@ -189,12 +184,9 @@ fn check_reason(reason: &Option<String>) -> ApiResult<()> {
 }
 
 fn decider(principal: &Principal, via: DecidedVia) -> Decider {
-    Decider {
-        user_id: principal.user_id,
-        api_key_id: Some(principal.key_id),
-        via,
-        actor: json!({"type": "api_key", "key_id": principal.key_id, "key_name": principal.key_name, "role": principal.role, "surface": via}),
-    }
+    let mut actor = principal.actor_json();
+    actor["surface"] = json!(via);
+    Decider { user_id: principal.user_id, api_key_id: principal.key_id(), via, actor }
 }
 
 fn decision_error(err: DecisionError) -> ApiError {
@@ -208,7 +200,7 @@ fn decision_error(err: DecisionError) -> ApiError {
     }
 }
 
-/// Approve or reject a request [approver]. Final: a second decision gets 409.
+/// Approve or reject a request. Final: a second decision gets 409.
 #[utoipa::path(post, path = "/approvals/{id}/decide", tag = "approvals", params(("id" = Uuid, Path)), request_body = DecideBody,
     responses((status = 200, body = ApprovalDetail), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn decide_approval(
@@ -219,18 +211,9 @@ async fn decide_approval(
 ) -> ApiResult<axum::Json<ApprovalDetail>> {
     check_reason(&body.reason)?;
     let approval = state.store.get_approval(path_id(&id, "approval")?).await?;
-    let designated_other = approval.approver_user_id.is_some_and(|user| Some(user) != principal.user_id);
-    if !principal.role.includes(Role::Approver) || (designated_other && principal.role != Role::Admin) {
-        let mut tx = state.store.begin().await?;
-        tx.append_approval_audit(
-            approval.id,
-            "unauthorized_attempt",
-            json!({"type": "api_key", "key_id": principal.key_id, "role": principal.role}),
-            json!({"decision": body.decision}),
-        )
-        .await?;
-        tx.commit().await?;
-        return Err(ApiError::forbidden("deciding this approval needs the approver role (or the designated approver)"));
+    if approval.approver_user_id.is_some_and(|user| Some(user) != principal.user_id) && principal.role != Role::Admin {
+        record_unauthorized_attempt(&state, approval.id, &principal, json!({"decision": body.decision})).await?;
+        return Err(ApiError::forbidden("this approval names another approver; only they or an admin may decide"));
     }
     let decided =
         decide(&state.store, approval.id, body.decision, &decider(&principal, DecidedVia::Api), body.reason.as_deref())
@@ -248,6 +231,34 @@ async fn decide_approval(
     Ok(axum::Json(detail(&state, decided).await?))
 }
 
+/// Writes an `unauthorized_attempt` entry into the approval's audit trail (SPEC §7.3).
+async fn record_unauthorized_attempt(
+    state: &AppState,
+    approval_id: Uuid,
+    principal: &Principal,
+    details: Value,
+) -> ApiResult<()> {
+    let mut tx = state.store.begin().await?;
+    tx.append_approval_audit(approval_id, "unauthorized_attempt", principal.actor_json(), details).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The guard's refusal of a caller below `approver` on `POST /approvals/{id}/decide`, recorded on the
+/// approval it aimed at (unknown ids are only logged).
+fn record_refused_decision(state: AppState, principal: Principal, mut parts: Parts) -> BoxFuture<'static, ()> {
+    Box::pin(async move {
+        let Ok(Path(id)) = Path::<String>::from_request_parts(&mut parts, &state).await else { return };
+        let Ok(approval_id) = Uuid::parse_str(&id) else { return };
+        let details = json!({"reason": "role below approver"});
+        match record_unauthorized_attempt(&state, approval_id, &principal, details).await {
+            Ok(()) => {}
+            Err(err) if err.code == Code::NotFound => {}
+            Err(err) => tracing::warn!(error = %err.message, "could not record an unauthorized approval attempt"),
+        }
+    })
+}
+
 /// Decide with the one-time token; the token is the authority, any authenticated caller may present it.
 #[utoipa::path(post, path = "/approvals/decide-by-token", tag = "approvals", request_body = DecideByTokenBody,
     responses((status = 200, body = ApprovalDetail), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -256,7 +267,6 @@ async fn decide_by_token(
     principal: Principal,
     Json(body): Json<DecideByTokenBody>,
 ) -> ApiResult<axum::Json<ApprovalDetail>> {
-    principal.require(Role::Viewer)?;
     check_reason(&body.reason)?;
     let approval = state
         .store
@@ -289,11 +299,9 @@ async fn decide_by_token(
     (status = 200, content_type = "text/event-stream", description = "Event stream")))]
 async fn approval_stream(
     State(state): State<AppState>,
-    principal: Principal,
     headers: HeaderMap,
     Query(params): Query<StreamParams>,
 ) -> ApiResult<EventStream> {
-    principal.require(Role::Viewer)?;
     check_origin(&state, &headers)?;
     let after = match sse::resume_cursor(&headers, params.last_event_id) {
         Some(cursor) => cursor,

@@ -7,25 +7,24 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use cortex_core::job::{JobError, JobKind, JobStatus};
-use cortex_core::role::Role;
 use cortex_store::jobs::{Job, NewJob};
 use cortex_store::{Notification, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::broadcast;
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, Code, ErrorBody};
 use crate::extract::{Json, Query};
+use crate::guard::Routes;
 use crate::routes::jobs::{ensure_accepts_work, idempotency_key};
 use crate::state::AppState;
 
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(chat))
+pub fn routes() -> Routes {
+    Routes::new().operator(routes!(chat))
 }
 
 /// Longest chat message accepted (SPEC §19).
@@ -79,7 +78,6 @@ async fn chat(
     headers: HeaderMap,
     Json(body): Json<ChatBody>,
 ) -> ApiResult<impl IntoResponse> {
-    principal.require(Role::Operator)?;
     let wait_for = match params.timeout_seconds {
         None => 60,
         Some(seconds @ 1..=300) => seconds,
@@ -141,7 +139,7 @@ async fn chat(
                 &headers,
                 json!({"route": "chat", "text": body.text, "session_id": body.session_id}),
             )?,
-            created_by: Some(format!("api_key:{}", principal.key_id)),
+            created_by: Some(principal.actor_ref()),
         })
         .await?;
     if created {

@@ -5,36 +5,30 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::response::{Html, IntoResponse};
-use cortex_core::role::Role;
+use axum::response::Html;
 use utoipa::openapi::OpenApi;
 use utoipa::openapi::path::Operation;
-use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::Principal;
-use crate::error::ApiResult;
-use crate::state::AppState;
+use crate::guard::Routes;
 
 /// The finished document, attached to requests after the routers are assembled.
 pub type Document = Arc<OpenApi>;
 
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(openapi_json)).routes(routes!(docs_page))
+pub fn routes() -> Routes {
+    Routes::new().viewer(routes!(openapi_json)).viewer(routes!(docs_page))
 }
 
 /// The OpenAPI 3.1 document of this API.
 #[utoipa::path(get, path = "/openapi.json", tag = "docs", responses((status = 200, content_type = "application/json")))]
-async fn openapi_json(principal: Principal, Extension(document): Extension<Document>) -> ApiResult<impl IntoResponse> {
-    principal.require(Role::Viewer)?;
-    Ok(axum::Json(document.as_ref().clone()))
+async fn openapi_json(Extension(document): Extension<Document>) -> axum::Json<OpenApi> {
+    axum::Json(document.as_ref().clone())
 }
 
 /// Human-readable API reference rendered from the OpenAPI document.
 #[utoipa::path(get, path = "/docs", tag = "docs", responses((status = 200, content_type = "text/html")))]
-async fn docs_page(principal: Principal, Extension(document): Extension<Document>) -> ApiResult<Html<String>> {
-    principal.require(Role::Viewer)?;
-    Ok(Html(render(&document)))
+async fn docs_page(Extension(document): Extension<Document>) -> Html<String> {
+    Html(render(&document))
 }
 
 fn escape(text: &str) -> String {

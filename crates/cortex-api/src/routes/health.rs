@@ -6,13 +6,13 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Serialize;
 use utoipa::ToSchema;
-use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::guard::Routes;
 use crate::state::AppState;
 
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz)).routes(routes!(metrics))
+pub fn routes() -> Routes {
+    Routes::new().public(routes!(healthz)).public(routes!(readyz)).public(routes!(metrics))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -21,14 +21,14 @@ pub struct Health {
 }
 
 /// Liveness: 200 while the process runs.
-#[utoipa::path(get, path = "/healthz", tag = "health", security(()), responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
 async fn healthz() -> Json<Health> {
     Json(Health { status: "ok".into() })
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReadinessChecks {
-    /// `ok` or the reason the database is unusable.
+    /// `ok`, or `unavailable` when the database cannot be reached (the cause is logged).
     pub db: String,
     /// `ok` when this process's job engine loop is running.
     pub workers: String,
@@ -44,12 +44,16 @@ pub struct ReadinessReport {
 }
 
 /// Readiness: 503 when the database is unreachable, no worker loop runs, or the process is draining.
-#[utoipa::path(get, path = "/readyz", tag = "health", security(()), responses(
+#[utoipa::path(get, path = "/readyz", tag = "health", responses(
     (status = 200, body = ReadinessReport), (status = 503, body = ReadinessReport)))]
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    // The route is open without credentials: the cause goes to the log, never into the answer.
     let db = match state.store.ping().await {
-        Ok(()) => "ok".to_owned(),
-        Err(err) => format!("error: {err}"),
+        Ok(()) => "ok",
+        Err(err) => {
+            tracing::warn!(error = %err, "readiness: database unreachable");
+            "unavailable"
+        }
     };
     let workers = if state.readiness.draining() {
         "draining"
@@ -61,23 +65,15 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let ready = db == "ok" && workers == "ok";
     let report = ReadinessReport {
         status: if ready { "ok" } else { "degraded" }.into(),
-        checks: ReadinessChecks { db, workers: workers.into(), channels: Vec::new() },
+        checks: ReadinessChecks { db: db.into(), workers: workers.into(), channels: Vec::new() },
     };
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(report))
 }
 
-/// Prometheus metrics in text format.
-#[utoipa::path(get, path = "/metrics", tag = "health", security(()), responses((status = 200, content_type = "text/plain")))]
+/// Prometheus metrics in text format. Database-derived gauges are recounted at most once a second.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    if let Ok(counts) = state.store.count_jobs_by_status().await {
-        for status in cortex_core::job::JobStatus::ALL {
-            let count = counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
-            metrics::gauge!("cortex_jobs_in_state", "status" => status.as_str()).set(count as f64);
-        }
-    }
-    if let Ok(pending) = state.store.count_pending_approvals().await {
-        metrics::gauge!("cortex_approvals_pending").set(pending as f64);
-    }
+    state.gauges.refresh_if_due(&state.store).await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }

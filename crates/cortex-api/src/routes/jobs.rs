@@ -7,34 +7,33 @@ use chrono::{DateTime, Utc};
 use cortex_core::agent::AgentStatus;
 use cortex_core::event::EventType;
 use cortex_core::job::{JobKind, JobStatus};
-use cortex_core::role::Role;
 use cortex_store::events::EventScope;
 use cortex_store::jobs::{IdempotencyKey, Job, JobFilter, NewJob};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{Principal, check_origin};
 use crate::error::{ApiError, ApiResult, Code, ErrorBody};
 use crate::extract::{Json, PageParams, Query};
+use crate::guard::Routes;
 use crate::routes::sessions::path_id;
 use crate::sse::{self, EventStream, StreamSpec};
 use crate::state::AppState;
 use crate::views::{JobView, List, StepView};
 
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(create_job))
-        .routes(routes!(list_jobs))
-        .routes(routes!(job_stream))
-        .routes(routes!(get_job))
-        .routes(routes!(cancel_job))
-        .routes(routes!(retry_job))
-        .routes(routes!(job_events))
-        .routes(routes!(job_transcript))
-        .routes(routes!(agent_stream))
+pub fn routes() -> Routes {
+    Routes::new()
+        .operator(routes!(create_job))
+        .viewer(routes!(list_jobs))
+        .viewer(routes!(job_stream))
+        .viewer(routes!(get_job))
+        .operator(routes!(cancel_job))
+        .operator(routes!(retry_job))
+        .viewer(routes!(job_events))
+        .viewer(routes!(job_transcript))
+        .viewer(routes!(agent_stream))
 }
 
 /// Body of `POST /agents/{id}/jobs`.
@@ -88,7 +87,6 @@ async fn create_job(
     headers: HeaderMap,
     Json(body): Json<CreateJob>,
 ) -> ApiResult<impl IntoResponse> {
-    principal.require(Role::Operator)?;
     let agent = state.store.get_agent(&id).await?;
     ensure_accepts_work(&agent)?;
     let mut fields = Vec::new();
@@ -124,7 +122,7 @@ async fn create_job(
             json!({"route": "create_job", "prompt": body.prompt, "priority": body.priority, "max_attempts": body.max_attempts,
                    "timeout_seconds": body.timeout_seconds, "run_at": body.run_at}),
         )?,
-        created_by: Some(format!("api_key:{}", principal.key_id)),
+        created_by: Some(principal.actor_ref()),
     };
     let mut tx = state.store.begin().await?;
     let (job, created) = tx.insert_job(&new).await?;
@@ -147,11 +145,9 @@ pub struct JobListParams {
     (status = 200, body = List<JobView>), (status = 400, body = ErrorBody)))]
 async fn list_jobs(
     State(state): State<AppState>,
-    principal: Principal,
     Query(params): Query<JobListParams>,
     Query(page): Query<PageParams>,
 ) -> ApiResult<axum::Json<List<JobView>>> {
-    principal.require(Role::Viewer)?;
     let (cursor, limit) = page.parse()?;
     let agent_id = match &params.agent_id {
         Some(agent) => Some(state.store.get_agent(agent).await?.id),
@@ -190,12 +186,7 @@ async fn steps_of(state: &AppState, job: &Job) -> ApiResult<Vec<StepView>> {
 /// One job with its attempts, error, usage and steps.
 #[utoipa::path(get, path = "/jobs/{id}", tag = "jobs", params(("id" = uuid::Uuid, Path)), responses(
     (status = 200, body = JobView), (status = 404, body = ErrorBody)))]
-async fn get_job(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(id): Path<String>,
-) -> ApiResult<axum::Json<JobView>> {
-    principal.require(Role::Viewer)?;
+async fn get_job(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::Json<JobView>> {
     let job = state.store.get_job(path_id(&id, "job")?).await?;
     let steps = steps_of(&state, &job).await?;
     Ok(axum::Json(JobView::new(job, steps)))
@@ -209,7 +200,6 @@ async fn cancel_job(
     principal: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    principal.require(Role::Operator)?;
     let job = cortex_jobs::cancel_job(&state.store, path_id(&id, "job")?).await?;
     let detail = json!({"status": job.status});
     accepted_after_audit(&state, &principal, "job.cancel", job, detail).await
@@ -223,7 +213,6 @@ async fn retry_job(
     principal: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    principal.require(Role::Operator)?;
     let job = cortex_jobs::retry_job(&state.store, path_id(&id, "job")?).await?;
     let detail = json!({"attempt": job.attempt});
     accepted_after_audit(&state, &principal, "job.retry", job, detail).await
@@ -256,12 +245,10 @@ pub struct StreamParams {
     (status = 200, content_type = "text/event-stream", description = "Event stream"), (status = 404, body = ErrorBody)))]
 async fn job_events(
     State(state): State<AppState>,
-    principal: Principal,
     Path(id): Path<String>,
     headers: HeaderMap,
     Query(params): Query<StreamParams>,
 ) -> ApiResult<EventStream> {
-    principal.require(Role::Viewer)?;
     check_origin(&state, &headers)?;
     let job = state.store.get_job(path_id(&id, "job")?).await?;
     let after = sse::resume_cursor(&headers, params.last_event_id).unwrap_or(0);
@@ -274,11 +261,9 @@ async fn job_events(
     (status = 200, content_type = "text/event-stream", description = "Event stream")))]
 async fn job_stream(
     State(state): State<AppState>,
-    principal: Principal,
     headers: HeaderMap,
     Query(params): Query<StreamParams>,
 ) -> ApiResult<EventStream> {
-    principal.require(Role::Viewer)?;
     check_origin(&state, &headers)?;
     let after = match sse::resume_cursor(&headers, params.last_event_id) {
         Some(cursor) => cursor,
@@ -298,12 +283,10 @@ async fn job_stream(
     responses((status = 200, content_type = "text/event-stream", description = "Event stream"), (status = 404, body = ErrorBody)))]
 async fn agent_stream(
     State(state): State<AppState>,
-    principal: Principal,
     Path(id): Path<String>,
     headers: HeaderMap,
     Query(params): Query<StreamParams>,
 ) -> ApiResult<EventStream> {
-    principal.require(Role::Viewer)?;
     check_origin(&state, &headers)?;
     let agent = state.store.get_agent(&id).await?;
     let after = match sse::resume_cursor(&headers, params.last_event_id) {
@@ -328,11 +311,9 @@ pub struct TranscriptParams {
     (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn job_transcript(
     State(state): State<AppState>,
-    principal: Principal,
     Path(id): Path<String>,
     Query(params): Query<TranscriptParams>,
 ) -> ApiResult<axum::Json<serde_json::Value>> {
-    principal.require(Role::Viewer)?;
     let job = state.store.get_job(path_id(&id, "job")?).await?;
     match params.source.as_deref().unwrap_or("events") {
         "events" => {

@@ -9,30 +9,32 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use cortex_core::agent::{is_valid_slug, slugify};
-use cortex_core::role::Role;
 use cortex_mcp::Transport;
 use cortex_store::mcp::{McpServerRecord, McpToolRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
-use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Json, PageParams, Query};
+use crate::guard::Routes;
 use crate::mcp_sync::{self, McpRegistration};
 use crate::routes::tools::{conflict_as, validate_display_name};
 use crate::state::AppState;
 use crate::views::List;
 
 /// The `/mcp-servers` routes, registered in [`crate::router`].
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(create_server, list_servers))
-        .routes(routes!(get_server, delete_server))
-        .routes(routes!(refresh_server))
+pub fn routes() -> Routes {
+    Routes::new()
+        .admin(routes!(create_server))
+        .viewer(routes!(list_servers))
+        .viewer(routes!(get_server))
+        .admin(routes!(update_server))
+        .admin(routes!(delete_server))
+        .admin(routes!(refresh_server))
 }
 
 cortex_core::string_enum! {
@@ -67,6 +69,17 @@ pub struct CreateMcpServer {
     pub headers: Option<BTreeMap<String, String>>,
     /// Seconds between health probes, 1–3600 (30).
     pub probe_interval_seconds: Option<i64>,
+    /// Vouch for the server (default false): its tools stay callable without a human after untrusted
+    /// content entered a job's context. The server's own annotations never make it trusted.
+    pub trusted: Option<bool>,
+}
+
+/// Body of `PATCH /mcp-servers/{id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMcpServer {
+    /// Vouch for the server, or withdraw that.
+    pub trusted: Option<bool>,
 }
 
 /// A discovered tool of a server.
@@ -114,6 +127,8 @@ pub struct McpServerView {
     /// `pending`, `active`, `degraded`, `error` or `disabled`.
     pub status: String,
     pub last_error: Option<String>,
+    /// An admin vouches for it (SPEC Appendix B "Untrusted content gates egress").
+    pub trusted: bool,
     pub protocol_version: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub server_info: Option<Value>,
@@ -140,6 +155,7 @@ impl McpServerView {
             headers: server.header_keys,
             status: server.status,
             last_error: server.last_error,
+            trusted: server.trusted,
             protocol_version: server.protocol_version,
             server_info: server.server_info,
             capabilities: server.capabilities,
@@ -214,7 +230,13 @@ fn registration(body: CreateMcpServer) -> ApiResult<McpRegistration> {
     if !fields.is_empty() {
         return Err(ApiError::validation(&fields));
     }
-    Ok(McpRegistration { name: body.name.trim().to_owned(), slug, transport, probe_interval_seconds })
+    Ok(McpRegistration {
+        name: body.name.trim().to_owned(),
+        slug,
+        transport,
+        probe_interval_seconds,
+        trusted: body.trusted.unwrap_or(false),
+    })
 }
 
 fn is_env_name(name: &str) -> bool {
@@ -245,7 +267,7 @@ fn check_headers(headers: &BTreeMap<String, String>) -> Result<(), String> {
     Ok(())
 }
 
-/// Register an MCP server and discover its tools [admin].
+/// Register an MCP server and discover its tools.
 ///
 /// Discovery runs before the answer (at most 30 s). When it fails the server is still stored, with
 /// `status: error` and the reason in `last_error`.
@@ -257,7 +279,6 @@ async fn create_server(
     principal: Principal,
     Json(body): Json<CreateMcpServer>,
 ) -> ApiResult<impl IntoResponse> {
-    principal.require(Role::Admin)?;
     let registration = registration(body)?;
     let slug = registration.slug.clone();
     let server = mcp_sync::register(&state.store, &state.cipher, &state.mcp, registration)
@@ -268,11 +289,38 @@ async fn create_server(
         "mcp_server.create",
         "mcp_server",
         server.id,
-        json!({"slug": server.slug, "transport": server.transport, "status": server.status}),
+        json!({"slug": server.slug, "transport": server.transport, "status": server.status, "trusted": server.trusted}),
     ))
     .await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, axum::Json(McpServerView::load(&state, server).await?)))
+}
+
+/// Change what an admin vouches for about an MCP server [admin].
+#[utoipa::path(patch, path = "/mcp-servers/{id}", tag = "mcp", params(("id" = String, Path, description = "Server id or slug")),
+    request_body = UpdateMcpServer, responses((status = 200, body = McpServerView), (status = 400, body = ErrorBody),
+    (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn update_server(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Json(body): Json<UpdateMcpServer>,
+) -> ApiResult<axum::Json<McpServerView>> {
+    let server = state.store.get_mcp_server(&id).await?;
+    let mut tx = state.store.begin().await?;
+    if let Some(trusted) = body.trusted {
+        tx.set_mcp_trusted(server.id, trusted).await?;
+        tx.audit(principal.audit(
+            "mcp_server.update",
+            "mcp_server",
+            server.id,
+            json!({"slug": server.slug, "trusted": trusted}),
+        ))
+        .await?;
+    }
+    tx.commit().await?;
+    let server = state.store.get_mcp_server(&server.id.to_string()).await?;
+    Ok(axum::Json(McpServerView::load(&state, server).await?))
 }
 
 /// List MCP servers with their tools, newest first [viewer].
@@ -280,10 +328,8 @@ async fn create_server(
     (status = 200, body = List<McpServerView>), (status = 400, body = ErrorBody)))]
 async fn list_servers(
     State(state): State<AppState>,
-    principal: Principal,
     Query(page): Query<PageParams>,
 ) -> ApiResult<axum::Json<List<McpServerView>>> {
-    principal.require(Role::Viewer)?;
     let (cursor, limit) = page.parse()?;
     let page = state.store.list_mcp_servers(cursor, limit).await?;
     let next_cursor = page.next_cursor.map(|cursor| cursor.encode());
@@ -294,20 +340,15 @@ async fn list_servers(
     Ok(axum::Json(List { items, next_cursor }))
 }
 
-/// Read one MCP server by id or slug, with its discovered tools [viewer].
+/// Read one MCP server by id or slug, with its discovered tools.
 #[utoipa::path(get, path = "/mcp-servers/{id}", tag = "mcp", params(("id" = String, Path, description = "Server id or slug")),
     responses((status = 200, body = McpServerView), (status = 404, body = ErrorBody)))]
-async fn get_server(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(id): Path<String>,
-) -> ApiResult<axum::Json<McpServerView>> {
-    principal.require(Role::Viewer)?;
+async fn get_server(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::Json<McpServerView>> {
     let server = state.store.get_mcp_server(&id).await?;
     Ok(axum::Json(McpServerView::load(&state, server).await?))
 }
 
-/// Remove an MCP server and its tools, closing its connection [admin]. Policies naming its tools stay
+/// Remove an MCP server and its tools, closing its connection. Policies naming its tools stay
 /// and report the tools as unresolvable.
 #[utoipa::path(delete, path = "/mcp-servers/{id}", tag = "mcp", params(("id" = String, Path, description = "Server id or slug")),
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -316,7 +357,6 @@ async fn delete_server(
     principal: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    principal.require(Role::Admin)?;
     let server = state.store.get_mcp_server(&id).await?;
     let mut tx = state.store.begin().await?;
     if !tx.delete_mcp_server(server.id).await? {
@@ -328,7 +368,7 @@ async fn delete_server(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Re-run discovery on an MCP server and return it [admin]; a failure is stored as `status: error`.
+/// Re-run discovery on an MCP server and return it; a failure is stored as `status: error`.
 #[utoipa::path(post, path = "/mcp-servers/{id}/refresh", tag = "mcp", params(("id" = String, Path, description = "Server id or slug")),
     responses((status = 200, body = McpServerView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn refresh_server(
@@ -336,7 +376,6 @@ async fn refresh_server(
     principal: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<McpServerView>> {
-    principal.require(Role::Admin)?;
     let server = state.store.get_mcp_server(&id).await?;
     let server = mcp_sync::refresh(&state.store, &state.cipher, &state.mcp, &server).await?;
     let mut tx = state.store.begin().await?;

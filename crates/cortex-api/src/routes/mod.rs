@@ -1,4 +1,5 @@
-//! Route handlers, one module per resource. Each exposes `router()` returning an `OpenApiRouter`.
+//! Route handlers, one module per resource. Each exposes `routes()`: its handlers with their minimum role
+//! ([`crate::guard::Routes`]).
 
 pub mod agents;
 pub mod approvals;

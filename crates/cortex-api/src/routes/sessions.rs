@@ -6,21 +6,22 @@ use cortex_core::role::Role;
 use serde::Deserialize;
 use serde_json::json;
 use utoipa::IntoParams;
-use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{PageParams, Query};
+use crate::guard::Routes;
 use crate::state::AppState;
 use crate::views::{List, MessageView, SessionView};
 
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list_sessions))
-        .routes(routes!(get_session, close_session))
-        .routes(routes!(list_messages))
+pub fn routes() -> Routes {
+    Routes::new()
+        .viewer(routes!(list_sessions))
+        .viewer(routes!(get_session))
+        .operator(routes!(close_session))
+        .viewer(routes!(list_messages))
 }
 
 /// Parses a path id, answering 404 (not 400) for ids that cannot exist.
@@ -33,11 +34,9 @@ pub fn path_id(text: &str, what: &str) -> ApiResult<Uuid> {
     responses((status = 200, body = List<SessionView>), (status = 404, body = ErrorBody)))]
 async fn list_sessions(
     State(state): State<AppState>,
-    principal: Principal,
     Path(id): Path<String>,
     Query(page): Query<PageParams>,
 ) -> ApiResult<axum::Json<List<SessionView>>> {
-    principal.require(Role::Viewer)?;
     let (cursor, limit) = page.parse()?;
     let agent = state.store.get_agent(&id).await?;
     let sessions = state.store.list_sessions(agent.id, cursor, limit).await?;
@@ -47,12 +46,7 @@ async fn list_sessions(
 /// One session.
 #[utoipa::path(get, path = "/sessions/{id}", tag = "sessions", params(("id" = Uuid, Path)),
     responses((status = 200, body = SessionView), (status = 404, body = ErrorBody)))]
-async fn get_session(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(id): Path<String>,
-) -> ApiResult<axum::Json<SessionView>> {
-    principal.require(Role::Viewer)?;
+async fn get_session(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::Json<SessionView>> {
     let session = state.store.get_session(path_id(&id, "session")?).await?;
     Ok(axum::Json(session.into()))
 }
@@ -71,11 +65,9 @@ pub struct MessagePageParams {
     responses((status = 200, body = List<MessageView>), (status = 404, body = ErrorBody)))]
 async fn list_messages(
     State(state): State<AppState>,
-    principal: Principal,
     Path(id): Path<String>,
     Query(page): Query<MessagePageParams>,
 ) -> ApiResult<axum::Json<List<MessageView>>> {
-    principal.require(Role::Viewer)?;
     let limit = match page.limit {
         None => 50,
         Some(limit @ 1..=200) => limit as usize,
@@ -111,7 +103,9 @@ async fn close_session(
     Path(id): Path<String>,
     Query(params): Query<CloseParams>,
 ) -> ApiResult<StatusCode> {
-    principal.require(if params.purge { Role::Admin } else { Role::Operator })?;
+    if params.purge {
+        principal.require(Role::Admin)?;
+    }
     let session_id = path_id(&id, "session")?;
     let mut tx = state.store.begin().await?;
     tx.close_session(session_id, params.purge).await?;

@@ -6,24 +6,23 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use cortex_core::job::JobStatus;
-use cortex_core::role::Role;
 use cortex_store::jobs::JobFilter;
 use cortex_store::steering::SteeringRecord;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
-use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, Code, ErrorBody};
 use crate::extract::Json;
+use crate::guard::Routes;
 use crate::routes::sessions::path_id;
 use crate::state::AppState;
 
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(steer)).routes(routes!(get_steer)).routes(routes!(usage))
+pub fn routes() -> Routes {
+    Routes::new().operator(routes!(steer)).viewer(routes!(get_steer)).viewer(routes!(usage))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -74,7 +73,6 @@ async fn steer(
     Path(id): Path<String>,
     Json(body): Json<SteerBody>,
 ) -> ApiResult<impl IntoResponse> {
-    principal.require(Role::Operator)?;
     let chars = body.instruction.chars().count();
     if body.instruction.trim().is_empty() || chars > 10_000 {
         return Err(ApiError::validation(&[("instruction", "must be 1–10 000 characters".into())]));
@@ -115,15 +113,8 @@ async fn steer(
         }
     };
     let mut tx = state.store.begin().await?;
-    let record = tx
-        .insert_steering(
-            agent.id,
-            target,
-            body.instruction.trim(),
-            priority,
-            Some(format!("api_key:{}", principal.key_id)),
-        )
-        .await?;
+    let record =
+        tx.insert_steering(agent.id, target, body.instruction.trim(), priority, Some(principal.actor_ref())).await?;
     tx.audit(principal.audit("agent.steer", "agent", agent.id, json!({"job_id": target, "priority": priority})))
         .await?;
     tx.commit().await?;
@@ -135,10 +126,8 @@ async fn steer(
     responses((status = 200, body = SteerView), (status = 404, body = ErrorBody)))]
 async fn get_steer(
     State(state): State<AppState>,
-    principal: Principal,
     Path((id, steer_id)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<SteerView>> {
-    principal.require(Role::Viewer)?;
     let agent = state.store.get_agent(&id).await?;
     let record = state.store.get_steering(path_id(&steer_id, "steering instruction")?).await?;
     if record.agent_id != agent.id {
@@ -174,12 +163,7 @@ pub struct AgentUsage {
 /// Spend of an agent against its day and month limits (reservations of calls in flight included).
 #[utoipa::path(get, path = "/agents/{id}/usage", tag = "agents", params(("id" = String, Path, description = "Agent id or slug")),
     responses((status = 200, body = AgentUsage), (status = 404, body = ErrorBody)))]
-async fn usage(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(id): Path<String>,
-) -> ApiResult<axum::Json<AgentUsage>> {
-    principal.require(Role::Viewer)?;
+async fn usage(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::Json<AgentUsage>> {
     let agent = state.store.get_agent(&id).await?;
     let usage = state.runtime.usage(agent.id).await.map_err(runtime_error)?;
     let spend = |name: &str, token_limit: Option<u64>, usd_limit: Option<f64>| {

@@ -7,40 +7,41 @@
 //! refused when the policy is saved rather than ignored when a call is judged.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use cortex_core::approval::{ApprovalMode, RiskTier};
-use cortex_core::role::Role;
 use cortex_store::StoreError;
 use cortex_store::secrets::SecretRef;
 use cortex_store::tools::{ToolPolicy, WebhookToolRecord};
+use cortex_tools::DataScope;
 use cortex_tools::webhook::{DEFAULT_WEBHOOK_TIMEOUT_MS, WebhookToolDef};
-use cortex_tools::{DataScope, ToolRegistry};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, Code, ErrorBody};
 use crate::extract::{Json, Query};
+use crate::guard::Routes;
 use crate::state::AppState;
 use crate::views::List;
 
 /// The catalogue, policy and webhook-tool routes, registered in [`crate::router`].
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(catalogue))
-        .routes(routes!(list_policies))
-        .routes(routes!(put_policy, delete_policy))
-        .routes(routes!(create_webhook_tool, list_webhook_tools))
-        .routes(routes!(get_webhook_tool, delete_webhook_tool))
+pub fn routes() -> Routes {
+    Routes::new()
+        .viewer(routes!(catalogue))
+        .viewer(routes!(list_policies))
+        .operator(routes!(put_policy))
+        .operator(routes!(delete_policy))
+        .admin(routes!(create_webhook_tool))
+        .viewer(routes!(list_webhook_tools))
+        .viewer(routes!(get_webhook_tool))
+        .admin(routes!(delete_webhook_tool))
 }
 
 const MAX_NAME_LEN: usize = 100;
@@ -217,15 +218,13 @@ fn to_json<T: Serialize>(value: Option<&T>) -> ApiResult<Option<Value>> {
     value.map(serde_json::to_value).transpose().map_err(|err| ApiError::new(Code::Internal, err.to_string()))
 }
 
-/// The policies of an agent, each with whether its tool resolves now [viewer].
+/// The policies of an agent, each with whether its tool resolves now.
 #[utoipa::path(get, path = "/agents/{id}/tools", tag = "tools", params(("id" = String, Path, description = "Agent id or slug")),
     responses((status = 200, body = List<ToolPolicyView>), (status = 404, body = ErrorBody)))]
 async fn list_policies(
     State(state): State<AppState>,
-    principal: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<List<ToolPolicyView>>> {
-    principal.require(Role::Viewer)?;
     let agent = state.store.get_agent(&id).await?;
     let mut items = Vec::new();
     for policy in state.store.tool_policies(agent.id).await? {
@@ -234,7 +233,7 @@ async fn list_policies(
     Ok(axum::Json(List { items, next_cursor: None }))
 }
 
-/// Create or replace the policy of one tool for an agent [operator]. The tool ref may contain `:`
+/// Create or replace the policy of one tool for an agent. The tool ref may contain `:`
 /// (`mcp:<server>:<tool>`, `webhook:<name>`), plain or URL-encoded.
 #[utoipa::path(put, path = "/agents/{id}/tools/{tool}", tag = "tools",
     params(("id" = String, Path, description = "Agent id or slug"), ("tool" = String, Path, description = "Tool ref")),
@@ -246,7 +245,6 @@ async fn put_policy(
     Path((id, tool_ref)): Path<(String, String)>,
     Json(body): Json<PutToolPolicy>,
 ) -> ApiResult<axum::Json<ToolPolicyView>> {
-    principal.require(Role::Operator)?;
     let agent = state.store.get_agent(&id).await?;
     validate_policy(&body)?;
     let unknown = state.runtime.catalog.unknown_tools(&state.store, std::slice::from_ref(&tool_ref)).await?;
@@ -286,7 +284,7 @@ async fn put_policy(
     Ok(axum::Json(ToolPolicyView::load(&state, stored).await?))
 }
 
-/// Remove the policy of one tool for an agent, so the tool is no longer offered [operator].
+/// Remove the policy of one tool for an agent, so the tool is no longer offered.
 #[utoipa::path(delete, path = "/agents/{id}/tools/{tool}", tag = "tools",
     params(("id" = String, Path, description = "Agent id or slug"), ("tool" = String, Path, description = "Tool ref")),
     responses((status = 204), (status = 404, body = ErrorBody)))]
@@ -295,7 +293,6 @@ async fn delete_policy(
     principal: Principal,
     Path((id, tool_ref)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    principal.require(Role::Operator)?;
     let agent = state.store.get_agent(&id).await?;
     let mut tx = state.store.begin().await?;
     if !tx.delete_tool_policy(agent.id, &tool_ref).await? {
@@ -316,11 +313,15 @@ pub struct CatalogueEntry {
     /// `builtin`, `webhook` or `mcp`.
     pub kind: &'static str,
     pub description: String,
-    #[schema(value_type = Option<Object>)]
-    pub input_schema: Option<Value>,
-    /// Risk used when a policy says `approval: risk` without its own tier (`null` for built-ins this
-    /// crate cannot describe, whose risk the runtime decides).
-    pub default_risk: Option<RiskTier>,
+    /// JSON Schema of the arguments, exactly as the model gets it.
+    #[schema(value_type = Object)]
+    pub input_schema: Value,
+    /// Risk used when a policy says `approval: risk` without its own tier (for a call without
+    /// arguments: `http_request` is p3 for GET, p2 for other methods).
+    pub default_risk: RiskTier,
+    /// Whether a call interrupted by a crash is run again (SPEC §4.9); others are reported to the model
+    /// as "outcome unknown".
+    pub idempotent: bool,
     /// Whether it can be used right now (MCP: server active/degraded and tool still offered).
     pub available: bool,
     /// Webhook tools: the only agent that may use it (`null` = shared).
@@ -329,54 +330,26 @@ pub struct CatalogueEntry {
     pub server: Option<String>,
 }
 
-/// Descriptions and schemas of the built-ins `cortex-tools` implements. Building them never sends a
-/// request; the HTTP client inside only exists because `http_request` is made with one.
-fn builtin_descriptions() -> &'static ToolRegistry {
-    static REGISTRY: OnceLock<ToolRegistry> = OnceLock::new();
-    REGISTRY.get_or_init(|| {
-        // reqwest is built without a bundled TLS provider; installing ring is a no-op when done already.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut registry = ToolRegistry::new();
-        let resolver = Arc::new(cortex_tools::ssrf::SystemResolver);
-        match cortex_tools::http::GuardedHttp::new(cortex_tools::ssrf::SsrfPolicy::default(), resolver) {
-            Ok(http) => cortex_tools::builtin::builtin_tools(Arc::new(http), None)
-                .into_iter()
-                .for_each(|tool| registry.register(tool)),
-            Err(err) => tracing::warn!(error = %err, "cannot describe the built-in tools"),
-        }
-        registry
-    })
-}
-
-/// Risk of an MCP tool without a policy tier: servers that mark a tool destructive get `p1` (SPEC §7.1
-/// deny-list), others `p2`.
-fn mcp_default_risk(annotations: Option<&Value>) -> RiskTier {
-    let destructive = annotations.and_then(|hints| hints.get("destructiveHint")).and_then(Value::as_bool);
-    if destructive == Some(true) { RiskTier::P1 } else { RiskTier::P2 }
-}
-
-/// Every tool policies can name: built-ins, webhook tools and discovered MCP tools [viewer].
+/// Every tool policies can name: built-ins, webhook tools and discovered MCP tools [viewer]. Built-ins
+/// come from the runtime's one registry, so this answer, the names agent definitions may use and the
+/// tools given to the model agree.
 #[utoipa::path(get, path = "/tools", tag = "tools", responses((status = 200, body = List<CatalogueEntry>)))]
-async fn catalogue(State(state): State<AppState>, principal: Principal) -> ApiResult<axum::Json<List<CatalogueEntry>>> {
-    principal.require(Role::Viewer)?;
-    let described = builtin_descriptions();
+async fn catalogue(State(state): State<AppState>) -> ApiResult<axum::Json<List<CatalogueEntry>>> {
     let mut items: Vec<CatalogueEntry> = state
         .runtime
         .catalog
-        .builtin_tools
-        .iter()
-        .map(|name| {
-            let tool = described.get(name);
-            CatalogueEntry {
-                tool_ref: name.clone(),
-                kind: "builtin",
-                description: tool.as_ref().map(|tool| tool.description().to_owned()).unwrap_or_default(),
-                input_schema: tool.as_ref().map(|tool| tool.input_schema().clone()),
-                default_risk: tool.as_ref().map(|tool| tool.default_risk(&json!({}))),
-                available: true,
-                agent_id: None,
-                server: None,
-            }
+        .builtins()
+        .into_iter()
+        .map(|tool| CatalogueEntry {
+            tool_ref: tool.tool_ref,
+            kind: "builtin",
+            description: tool.description,
+            input_schema: tool.input_schema,
+            default_risk: tool.default_risk,
+            idempotent: tool.idempotent,
+            available: true,
+            agent_id: None,
+            server: None,
         })
         .collect();
     for tool in state.store.list_webhook_tools().await? {
@@ -384,8 +357,9 @@ async fn catalogue(State(state): State<AppState>, principal: Principal) -> ApiRe
             tool_ref: tool.tool_ref(),
             kind: "webhook",
             description: tool.description,
-            input_schema: Some(tool.input_schema),
-            default_risk: tool.risk.parse().ok(),
+            input_schema: tool.input_schema,
+            default_risk: tool.risk.parse().unwrap_or(RiskTier::P2),
+            idempotent: tool.idempotent,
             available: true,
             agent_id: tool.agent_id,
             server: None,
@@ -394,12 +368,14 @@ async fn catalogue(State(state): State<AppState>, principal: Principal) -> ApiRe
     for server in state.store.probed_mcp_servers().await? {
         let usable = matches!(server.status.as_str(), "active" | "degraded");
         for tool in state.store.mcp_tools_of_server(server.id).await? {
+            let hints = cortex_mcp::Hints(tool.annotations.as_ref());
             items.push(CatalogueEntry {
-                default_risk: Some(mcp_default_risk(tool.annotations.as_ref())),
+                default_risk: hints.default_risk(),
+                idempotent: hints.idempotent(),
                 tool_ref: tool.tool_ref,
                 kind: "mcp",
                 description: tool.description,
-                input_schema: Some(tool.input_schema),
+                input_schema: tool.input_schema,
                 available: usable && tool.available,
                 agent_id: None,
                 server: Some(server.slug.clone()),
@@ -433,6 +409,9 @@ pub struct CreateWebhookTool {
     pub risk: Option<RiskTier>,
     /// Restrict the tool to one agent (id or slug); shared when absent.
     pub agent_id: Option<String>,
+    /// The endpoint honours the `Idempotency-Key` header every call carries (or is harmless to repeat),
+    /// so a call interrupted by a crash is sent again; default false (reported as "outcome unknown").
+    pub idempotent: Option<bool>,
 }
 
 /// A webhook tool; header values are never shown.
@@ -452,6 +431,8 @@ pub struct WebhookToolView {
     pub headers: Vec<String>,
     pub timeout_ms: i64,
     pub risk: String,
+    /// Re-sent after a crash interrupted a call.
+    pub idempotent: bool,
 }
 
 impl From<WebhookToolRecord> for WebhookToolView {
@@ -469,6 +450,7 @@ impl From<WebhookToolRecord> for WebhookToolView {
             headers: tool.header_keys,
             timeout_ms: tool.timeout_ms,
             risk: tool.risk,
+            idempotent: tool.idempotent,
         }
     }
 }
@@ -482,7 +464,7 @@ pub struct DeleteWebhookToolParams {
     pub force: bool,
 }
 
-/// Define a webhook tool [admin]; its headers are stored encrypted.
+/// Define a webhook tool; its headers are stored encrypted.
 #[utoipa::path(post, path = "/webhook-tools", tag = "tools", request_body = CreateWebhookTool, responses(
     (status = 201, body = WebhookToolView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
     (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -491,7 +473,6 @@ async fn create_webhook_tool(
     principal: Principal,
     Json(body): Json<CreateWebhookTool>,
 ) -> ApiResult<impl IntoResponse> {
-    principal.require(Role::Admin)?;
     let def = WebhookToolDef {
         name: body.name,
         description: body.description,
@@ -501,6 +482,7 @@ async fn create_webhook_tool(
         headers: body.headers.unwrap_or_default(),
         timeout_ms: body.timeout_ms.unwrap_or(DEFAULT_WEBHOOK_TIMEOUT_MS),
         risk: body.risk.unwrap_or(RiskTier::P2),
+        idempotent: body.idempotent.unwrap_or(false),
     };
     def.validate().map_err(|reasons| ApiError::validation(&[("definition", reasons)]))?;
     let agent_id = match body.agent_id {
@@ -528,6 +510,7 @@ async fn create_webhook_tool(
         header_keys: def.headers.keys().cloned().collect(),
         timeout_ms: i64::try_from(def.timeout_ms).unwrap_or(i64::MAX),
         risk: def.risk.as_str().to_owned(),
+        idempotent: def.idempotent,
     };
     let mut tx = state.store.begin().await?;
     tx.insert_webhook_tool(&record)
@@ -544,31 +527,25 @@ async fn create_webhook_tool(
     Ok((StatusCode::CREATED, axum::Json(WebhookToolView::from(record))))
 }
 
-/// List webhook tools by name [viewer].
+/// List webhook tools by name.
 #[utoipa::path(get, path = "/webhook-tools", tag = "tools", responses((status = 200, body = List<WebhookToolView>)))]
-async fn list_webhook_tools(
-    State(state): State<AppState>,
-    principal: Principal,
-) -> ApiResult<axum::Json<List<WebhookToolView>>> {
-    principal.require(Role::Viewer)?;
+async fn list_webhook_tools(State(state): State<AppState>) -> ApiResult<axum::Json<List<WebhookToolView>>> {
     let items = state.store.list_webhook_tools().await?.into_iter().map(WebhookToolView::from).collect();
     Ok(axum::Json(List { items, next_cursor: None }))
 }
 
-/// Read one webhook tool [viewer].
+/// Read one webhook tool.
 #[utoipa::path(get, path = "/webhook-tools/{name}", tag = "tools", params(("name" = String, Path)),
     responses((status = 200, body = WebhookToolView), (status = 404, body = ErrorBody)))]
 async fn get_webhook_tool(
     State(state): State<AppState>,
-    principal: Principal,
     Path(name): Path<String>,
 ) -> ApiResult<axum::Json<WebhookToolView>> {
-    principal.require(Role::Viewer)?;
     let tool = state.store.webhook_tool(&name).await?.ok_or_else(|| ApiError::not_found("webhook tool"))?;
     Ok(axum::Json(tool.into()))
 }
 
-/// Delete a webhook tool [admin]; refused with 409 while an agent policy enables it, unless `force`.
+/// Delete a webhook tool; refused with 409 while an agent policy enables it, unless `force`.
 #[utoipa::path(delete, path = "/webhook-tools/{name}", tag = "tools", params(("name" = String, Path), DeleteWebhookToolParams),
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn delete_webhook_tool(
@@ -577,7 +554,6 @@ async fn delete_webhook_tool(
     Path(name): Path<String>,
     Query(params): Query<DeleteWebhookToolParams>,
 ) -> ApiResult<StatusCode> {
-    principal.require(Role::Admin)?;
     let tool = state.store.webhook_tool(&name).await?.ok_or_else(|| ApiError::not_found("webhook tool"))?;
     let users = state.store.agents_enabling_tool(&tool.tool_ref()).await?;
     if !users.is_empty() && !params.force {

@@ -16,17 +16,28 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub admin: String,
     pub test: TestStore,
+    /// The runtime behind the API (its handler runs agent turns when a test starts an engine).
+    pub runtime: Arc<Runtime>,
     shutdown: CancellationToken,
 }
 
 impl TestApp {
     /// A server whose rate limits never get in the way (the limit itself has its own test).
     pub async fn spawn(test: TestStore) -> TestApp {
-        let unlimited = cortex_api::rate_limit::Limit { per_minute: 1_000_000, burst: 1_000_000 };
+        let unlimited = cortex_api::rate_limit::Limit::OFF;
         Self::spawn_with(test, ApiConfig { api_rate: unlimited, chat_rate: unlimited, ..ApiConfig::default() }).await
     }
 
     pub async fn spawn_with(test: TestStore, config: ApiConfig) -> TestApp {
+        Self::spawn_with_env(test, config, Default::default()).await
+    }
+
+    /// A server whose runtime sees `env` (providers, search, SSRF exceptions) instead of nothing.
+    pub async fn spawn_with_env(
+        test: TestStore,
+        config: ApiConfig,
+        env: std::collections::BTreeMap<String, String>,
+    ) -> TestApp {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let store = test.store.clone();
         let readiness = Readiness::default();
@@ -39,7 +50,7 @@ impl TestApp {
             store.clone(),
             RuntimeConfig {
                 data_dir: test.dir.path().to_path_buf(),
-                env: Default::default(),
+                env,
                 cipher: cipher.clone(),
                 mcp: mcp.clone(),
                 http: reqwest::Client::new(),
@@ -50,7 +61,7 @@ impl TestApp {
         .unwrap();
         let state = AppState::new(AppParts {
             store: store.clone(),
-            runtime,
+            runtime: runtime.clone(),
             cipher,
             mcp,
             config,
@@ -67,7 +78,7 @@ impl TestApp {
                 .await
                 .unwrap();
         });
-        let mut app = TestApp { base, http: reqwest::Client::new(), admin: String::new(), test, shutdown };
+        let mut app = TestApp { base, http: reqwest::Client::new(), admin: String::new(), test, runtime, shutdown };
         app.admin = app.key(Role::Admin).await;
         app
     }
@@ -77,17 +88,15 @@ impl TestApp {
         let generated = cortex_core::api_key::generate();
         let mut tx = self.test.store.begin().await.unwrap();
         let user = tx.insert_user(&format!("{role} user"), None, role).await.unwrap();
-        tx.insert_api_key(&NewApiKey {
-            name: format!("{role} key"),
-            prefix: generated.prefix,
-            hash: generated.hash,
+        let key = NewApiKey::system(
+            format!("{role} key"),
+            generated.prefix,
+            generated.hash,
             role,
-            user_id: Some(user.id),
-            expires_at: None,
-            source: KeySource::Api,
-        })
-        .await
-        .unwrap();
+            Some(user.id),
+            KeySource::Api,
+        );
+        tx.insert_api_key(&key).await.unwrap();
         tx.commit().await.unwrap();
         generated.plaintext
     }

@@ -162,3 +162,97 @@ both_engines!(streams_refuse_foreign_origins, |t: TestStore| async move {
     assert_eq!(own.status(), 200);
     assert_eq!(own.headers()["content-type"], "text/event-stream");
 });
+
+/// The role one step below `role` (the strongest caller a guard must still refuse).
+fn just_below(role: Role) -> Option<Role> {
+    Role::ALL.iter().copied().filter(|candidate| *candidate < role && *candidate > Role::None).max()
+}
+
+both_engines!(every_operation_declares_its_role_and_the_guard_enforces_it, |t: TestStore| async move {
+    let app = TestApp::spawn(t).await;
+    let mut keys = std::collections::HashMap::new();
+    for role in [Role::Viewer, Role::Operator, Role::Approver] {
+        keys.insert(role, app.key(role).await);
+    }
+    keys.insert(Role::Admin, app.admin.clone());
+    let document: Value = app.get("/openapi.json", &app.admin).await.json().await.unwrap();
+    let mut guarded = 0;
+    for (method, path, template) in operations(&app).await {
+        let operation = &document["paths"][&template][method.as_str().to_lowercase()];
+        if PUBLIC.contains(&template.as_str()) {
+            assert_eq!(operation["security"], json!([{}]), "{method} {template} is public");
+            continue;
+        }
+        let declared = operation["security"][0]["bearer"][0]
+            .as_str()
+            .unwrap_or_else(|| panic!("{method} {template} declares no role: {operation}"));
+        let role: Role = declared.parse().unwrap();
+        if role > Role::Viewer {
+            assert!(operation["responses"]["403"].is_object(), "{method} {template} documents no 403");
+        }
+        let send =
+            |key: &String| app.http.request(method.clone(), app.url(&path)).bearer_auth(key).json(&json!({})).send();
+        if let Some(below) = just_below(role) {
+            let refused = send(&keys[&below]).await.unwrap();
+            assert_eq!(refused.status(), 403, "{method} {template} with a {below} key");
+            assert_eq!(error_code(refused).await, "forbidden");
+            guarded += 1;
+        }
+        let allowed = send(&keys[&role]).await.unwrap();
+        assert_ne!(allowed.status(), 403, "{method} {template} with a {role} key");
+        assert_ne!(allowed.status(), 401, "{method} {template} with a {role} key");
+    }
+    assert!(guarded >= 15, "only {guarded} operations need more than viewer");
+    // The roles SPEC §2.4 gives in brackets.
+    for (method, template, role) in [
+        ("post", "/agents", "operator"),
+        ("get", "/agents", "viewer"),
+        ("patch", "/agents/{id}", "operator"),
+        ("post", "/agents/{id}/chat", "operator"),
+        ("post", "/agents/{id}/jobs", "operator"),
+        ("post", "/jobs/{id}/cancel", "operator"),
+        ("post", "/jobs/{id}/retry", "operator"),
+        ("get", "/jobs/{id}/events", "viewer"),
+        ("post", "/approvals/{id}/decide", "approver"),
+        ("post", "/approvals/decide-by-token", "viewer"),
+        ("post", "/mcp-servers", "admin"),
+        ("put", "/agents/{id}/tools/{tool}", "operator"),
+        ("post", "/agents/{id}/steer", "operator"),
+    ] {
+        assert_eq!(document["paths"][template][method]["security"][0]["bearer"][0], role, "{method} {template}");
+    }
+});
+
+both_engines!(every_operation_documents_its_errors_with_the_envelope, |t: TestStore| async move {
+    let app = TestApp::spawn(t).await;
+    let document: Value = app.get("/openapi.json", &app.admin).await.json().await.unwrap();
+    assert!(document["components"]["schemas"]["ErrorBody"].is_object());
+    let mut problems = Vec::new();
+    for (template, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let responses = operation["responses"].as_object().unwrap();
+            let public = PUBLIC.contains(&template.as_str());
+            // Public routes are neither authenticated nor rate limited.
+            let required: &[&str] = if public { &[] } else { &["401", "429"] };
+            for status in required {
+                if !responses.contains_key(*status) {
+                    problems.push(format!("{method} {template}: no {status}"));
+                }
+            }
+            if !public && responses["429"]["headers"]["Retry-After"].is_null() {
+                problems.push(format!("{method} {template}: 429 without Retry-After"));
+            }
+            for (status, response) in responses {
+                // `/readyz` answers 503 with its report, as SPEC §2.3 fixes.
+                if status.as_str() < "400" || (template == "/readyz" && status == "503") {
+                    continue;
+                }
+                let schema = &response["content"]["application/json"]["schema"]["$ref"];
+                if schema != "#/components/schemas/ErrorBody" {
+                    problems.push(format!("{method} {template}: {status} is not the error envelope ({schema})"));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+});

@@ -8,5 +8,7 @@ mod conversation;
 mod errors;
 mod idempotency;
 mod jobs;
+mod keys;
 mod mcp;
+mod ops;
 mod tools;

@@ -174,6 +174,32 @@ both_engines!(a_server_that_cannot_start_is_stored_with_the_reason, |t: TestStor
     assert_eq!(app.post("/mcp-servers/nothing-here/refresh", &app.admin, json!({})).await.status(), 404);
 });
 
+both_engines!(only_admins_vouch_for_a_server, |t: TestStore| async move {
+    let app = TestApp::spawn(t).await;
+    let server = register(&app, json!({"name": "Gone", "transport": "stdio", "command": "/nonexistent/mcp"})).await;
+    assert_eq!(server["trusted"], false, "untrusted unless an admin says so");
+    let path = format!("/mcp-servers/{}", server["slug"].as_str().unwrap());
+    let patch = |key: String, body: Value| {
+        let request = app.http.patch(app.url(&path)).bearer_auth(key).json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    let operator = app.key(Role::Operator).await;
+    assert_eq!(patch(operator, json!({"trusted": true})).await.status(), 403);
+    assert_eq!(patch(app.admin.clone(), json!({"trusted": "yes"})).await.status(), 400);
+    let trusted = patch(app.admin.clone(), json!({"trusted": true})).await;
+    assert_eq!(trusted.status(), 200);
+    assert_eq!(trusted.json::<Value>().await.unwrap()["trusted"], true);
+    assert_eq!(app.get(&path, &app.admin).await.json::<Value>().await.unwrap()["trusted"], true);
+    assert_eq!(audited(&app, "mcp_server.update").await.len(), 1);
+
+    let vouched = register(
+        &app,
+        json!({"name": "Vouched", "transport": "stdio", "command": "/nonexistent/mcp", "trusted": true}),
+    )
+    .await;
+    assert_eq!(vouched["trusted"], true);
+});
+
 both_engines!(registrations_are_validated, |t: TestStore| async move {
     let app = TestApp::spawn(t).await;
     for (body, field) in [

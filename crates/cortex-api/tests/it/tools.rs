@@ -223,9 +223,12 @@ both_engines!(the_catalogue_lists_builtins_and_webhook_tools, |t: TestStore| asy
         "name": "notify",
         "description": "Sends a notice",
         "input_schema": {"type": "object"},
-        "url": "https://hooks.example.com/notify"
+        "url": "https://hooks.example.com/notify",
+        "idempotent": true
     });
-    assert_eq!(app.post("/webhook-tools", &app.admin, hook).await.status(), 201);
+    let created = app.post("/webhook-tools", &app.admin, hook).await;
+    assert_eq!(created.status(), 201);
+    assert_eq!(created.json::<Value>().await.unwrap()["idempotent"], true);
     let viewer = app.key(Role::Viewer).await;
     let catalogue: Value = app.get("/tools", &viewer).await.json().await.unwrap();
     let items = catalogue["items"].as_array().unwrap();
@@ -240,4 +243,80 @@ both_engines!(the_catalogue_lists_builtins_and_webhook_tools, |t: TestStore| asy
     assert!(find("web_search").is_none(), "not configured in tests, so not offered");
     let notify = find("webhook:notify").expect("webhook tool listed");
     assert_eq!((notify["kind"].clone(), notify["default_risk"].clone()), (json!("webhook"), json!("p2")));
+    assert_eq!(notify["idempotent"], true, "declared by the operator");
+    assert_eq!(find("http_request").unwrap()["idempotent"], true, "a GET is re-run after a crash");
+    assert_eq!(find("create_job").unwrap()["idempotent"], true, "keyed by the ledger call id");
+});
+
+both_engines!(the_catalogue_the_definitions_and_the_model_agree_on_every_builtin, |t: TestStore| async move {
+    let llm = cortex_testkit::fake_llm::FakeLlm::start().await;
+    llm.rule(cortex_testkit::fake_llm::When::Always, cortex_testkit::fake_llm::Reply::text("done"));
+    let env = [
+        ("OPENAI_API_KEY", "sk-test".to_owned()),
+        ("OPENAI_BASE_URL", llm.openai_base_url()),
+        // Configured but never called: the model below answers without using tools.
+        ("CORTEX_SEARCH_API_URL", "http://127.0.0.1:9/search".to_owned()),
+    ];
+    let env = env.into_iter().map(|(name, value)| (name.to_owned(), value)).collect();
+    let unlimited = cortex_api::rate_limit::Limit { per_minute: 1_000_000, burst: 1_000_000 };
+    let config = cortex_api::ApiConfig { api_rate: unlimited, chat_rate: unlimited, ..Default::default() };
+    let app = TestApp::spawn_with_env(t, config, env).await;
+
+    let catalogue: Value = app.get("/tools", &app.admin).await.json().await.unwrap();
+    let builtins: Vec<Value> =
+        catalogue["items"].as_array().unwrap().iter().filter(|item| item["kind"] == "builtin").cloned().collect();
+    let refs: Vec<&str> = builtins.iter().map(|item| item["tool_ref"].as_str().unwrap()).collect();
+    for expected in
+        ["echo", "http_request", "web_search", "memory_store", "memory_query", "create_job", "request_approval"]
+    {
+        assert!(refs.contains(&expected), "`{expected}` missing from GET /tools: {refs:?}");
+    }
+    for item in &builtins {
+        assert!(!item["description"].as_str().unwrap().is_empty(), "{item}");
+        assert_eq!(item["input_schema"]["type"], "object", "{item}");
+        assert!(item["default_risk"].is_string() && item["idempotent"].is_boolean(), "{item}");
+    }
+
+    // The definition check accepts exactly these names, and each resolves for the agent.
+    let agent: Value = app
+        .post(
+            "/agents",
+            &app.admin,
+            json!({"name": "Everything", "model_config": {"provider": "openai", "model": "gpt-4o-mini"}, "tools": refs}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = agent["id"].as_str().expect("agent created with every built-in").to_owned();
+    for policy in policies(&app, &id).await {
+        assert_eq!(policy["resolvable"], true, "{policy}");
+    }
+
+    // The model is offered every built-in with the catalogue's description and schema.
+    let engine = cortex_jobs::JobEngine::new(app.test.store.clone(), cortex_jobs::EngineConfig::with_name("tools"))
+        .with_handler(cortex_core::job::JobKind::Chat, app.runtime.handler());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let signal = stop.clone();
+    let engine = tokio::spawn(engine.run(async move { signal.cancelled().await }));
+    let reply: Value = app
+        .post(&format!("/agents/{id}/chat?wait=true"), &app.admin, json!({"text": "hi"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reply["status"], "completed", "{reply}");
+    let offered = llm.requests()[0].body["tools"].as_array().unwrap().clone();
+    let mut offered_refs: Vec<&str> = offered.iter().map(|tool| tool["function"]["name"].as_str().unwrap()).collect();
+    offered_refs.sort_unstable();
+    let mut expected = refs.clone();
+    expected.sort_unstable();
+    assert_eq!(offered_refs, expected, "the model gets every built-in, and nothing else");
+    for item in &builtins {
+        let tool = offered.iter().find(|tool| tool["function"]["name"] == item["tool_ref"]).unwrap();
+        assert_eq!(tool["function"]["description"], item["description"], "{}", item["tool_ref"]);
+        assert_eq!(tool["function"]["parameters"], item["input_schema"], "{}", item["tool_ref"]);
+    }
+    stop.cancel();
+    engine.await.unwrap().unwrap();
 });

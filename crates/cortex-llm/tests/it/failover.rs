@@ -314,3 +314,86 @@ async fn an_abandoned_half_open_probe_does_not_wedge_the_breaker() {
     let served = serve(&setup, &["primary"], &NoopObserver).await.unwrap();
     assert_eq!(served.completion.text, "back");
 }
+
+/// Trips the primary's breaker (five countable failures) and lets the open period pass: it is half-open.
+async fn half_open(setup: &Setup, candidates: &[&str]) {
+    setup.servers["primary"].set_fallback(server_error());
+    while setup.servers["primary"].request_count() < 5 {
+        let _ = serve(setup, candidates, &NoopObserver).await;
+    }
+    assert_eq!(setup.client.breaker_states()[0].2, BreakerState::Open);
+    setup.clock.advance(chrono::Duration::seconds(31));
+}
+
+/// A gate for held replies, closed until `send(true)`.
+fn gate() -> (tokio::sync::watch::Sender<bool>, tokio::sync::watch::Receiver<bool>) {
+    tokio::sync::watch::channel(false)
+}
+
+#[tokio::test]
+async fn a_healed_provider_comes_back_under_steady_concurrent_traffic() {
+    let setup = setup(&["primary"]).await;
+    half_open(&setup, &["primary"]).await;
+    let primary = &setup.servers["primary"];
+    let (open, held) = gate();
+    primary.push(Reply::Held(held, Box::new(ok("healed"))));
+    primary.set_fallback(ok("healed"));
+    let recorder = Recorder::default();
+
+    // Steady traffic: while the probe is in flight, eight more calls arrive for the same provider.
+    let calls = futures::future::join_all((0..9).map(|_| serve(&setup, &["primary"], &recorder)));
+    let release = async {
+        primary.wait_for_requests(6).await;
+        assert_eq!(primary.request_count(), 6, "one probe while half-open; the others wait for it");
+        open.send_replace(true);
+    };
+    let (results, ()) = tokio::join!(calls, release);
+
+    for result in results {
+        let served = result.expect("every call is served once the probe succeeded");
+        assert_eq!(served.completion.text, "healed");
+    }
+    assert_eq!(primary.request_count(), 5 + 9, "no call was refused or sent twice");
+    assert_eq!(setup.client.breaker_states()[0].2, BreakerState::Closed, "three successful probes close it");
+    assert_eq!(
+        recorder.transitions(),
+        vec![
+            ("primary".into(), BreakerState::Open, BreakerState::HalfOpen),
+            ("primary".into(), BreakerState::HalfOpen, BreakerState::Closed),
+        ],
+        "a refused call never counted as a failed probe"
+    );
+}
+
+#[tokio::test]
+async fn while_the_probe_runs_other_calls_go_to_the_next_candidate() {
+    let setup = setup(&["primary", "secondary"]).await;
+    setup.servers["secondary"].set_fallback(ok("from secondary"));
+    half_open(&setup, &["primary", "secondary"]).await;
+    let primary = &setup.servers["primary"];
+    let (open, held) = gate();
+    primary.push(Reply::Held(held, Box::new(ok("from primary"))));
+    primary.set_fallback(ok("from primary"));
+    let both = ["primary", "secondary"];
+    let recorder = Recorder::default();
+
+    let probe = serve(&setup, &both, &recorder);
+    let others = async {
+        primary.wait_for_requests(6).await;
+        let others = futures::future::join_all((0..4).map(|_| serve(&setup, &both, &recorder))).await;
+        open.send_replace(true);
+        others
+    };
+    let (probe, others) = tokio::join!(probe, others);
+    assert_eq!(probe.unwrap().candidate_index, 0, "the probe is answered by the healed primary");
+    for served in others {
+        assert_eq!(served.unwrap().candidate_index, 1, "refused the probe slot, served by the fallback");
+    }
+    assert_eq!(primary.request_count(), 6, "exactly one probe");
+    assert!(!recorder.transitions().contains(&("primary".into(), BreakerState::HalfOpen, BreakerState::Open)));
+
+    for _ in 0..2 {
+        assert_eq!(serve(&setup, &both, &recorder).await.unwrap().candidate_index, 0);
+    }
+    assert_eq!(setup.client.breaker_states()[0], ("primary".into(), "primary-model".into(), BreakerState::Closed));
+}

@@ -33,6 +33,8 @@ pub enum Reply {
     Stream { pieces: Vec<Vec<u8>>, end: End },
     /// Never answers at all.
     Stall,
+    /// Waits until the gate (a `watch` of "open") turns true, then answers with the inner reply.
+    Held(tokio::sync::watch::Receiver<bool>, Box<Reply>),
 }
 
 impl Reply {
@@ -60,39 +62,53 @@ struct Script {
     requests: Vec<Recorded>,
 }
 
+/// What the server task and the test share.
+struct Shared {
+    script: Mutex<Script>,
+    /// The number of requests received so far.
+    arrivals: tokio::sync::watch::Sender<usize>,
+}
+
 /// A running fake; the server task lives as long as the test's runtime.
 #[derive(Clone)]
 pub struct FakeServer {
     pub base_url: String,
-    script: Arc<Mutex<Script>>,
+    shared: Arc<Shared>,
 }
 
 impl FakeServer {
     pub async fn start() -> Self {
-        let script = Arc::new(Mutex::new(Script::default()));
-        let app = Router::new().fallback(handle).with_state(script.clone());
+        let shared =
+            Arc::new(Shared { script: Mutex::new(Script::default()), arrivals: tokio::sync::watch::channel(0).0 });
+        let app = Router::new().fallback(handle).with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { base_url, script }
+        Self { base_url, shared }
+    }
+
+    /// Resolves once at least `count` requests have arrived (answered or held).
+    pub async fn wait_for_requests(&self, count: usize) {
+        let mut arrivals = self.shared.arrivals.subscribe();
+        let _ = arrivals.wait_for(|seen| *seen >= count).await;
     }
 
     /// Queues a reply for the next request; queued replies are used once each, in order.
     pub fn push(&self, reply: Reply) {
-        self.script.lock().unwrap().queue.push_back(reply);
+        self.shared.script.lock().unwrap().queue.push_back(reply);
     }
 
     /// The reply for every request once the queue is empty.
     pub fn set_fallback(&self, reply: Reply) {
-        self.script.lock().unwrap().fallback = Some(reply);
+        self.shared.script.lock().unwrap().fallback = Some(reply);
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
-        self.script.lock().unwrap().requests.clone()
+        self.shared.script.lock().unwrap().requests.clone()
     }
 
     pub fn request_count(&self) -> usize {
-        self.script.lock().unwrap().requests.len()
+        self.shared.script.lock().unwrap().requests.len()
     }
 
     /// The only request received; fails the test if there were more or none.
@@ -105,14 +121,19 @@ impl FakeServer {
 
 type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
 
-async fn handle(State(script): State<Arc<Mutex<Script>>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let reply = {
-        let mut script = script.lock().unwrap();
+async fn handle(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let mut reply = {
+        let mut script = shared.script.lock().unwrap();
         let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
         script.requests.push(Recorded { path: uri.path().to_owned(), headers, body });
+        shared.arrivals.send_replace(script.requests.len());
         let next = script.queue.pop_front();
         next.or_else(|| script.fallback.clone()).expect("the fake has no reply scripted")
     };
+    while let Reply::Held(mut gate, then) = reply {
+        let _ = gate.wait_for(|open| *open).await;
+        reply = *then;
+    }
     match reply {
         Reply::Full { status, headers, body } => {
             let mut response = Response::builder().status(StatusCode::from_u16(status).unwrap());
@@ -140,6 +161,7 @@ async fn handle(State(script): State<Arc<Mutex<Script>>>, uri: Uri, headers: Hea
                 .unwrap()
         }
         Reply::Stall => std::future::pending().await,
+        Reply::Held(..) => unreachable!("held replies are released above"),
     }
 }
 

@@ -46,7 +46,7 @@ impl Run {
         let hash = args_hash(input);
         let redacted = redact(input);
         let (action_type, summary, detail) = match tool.callable {
-            Callable::RequestApproval => (
+            Callable::RequestApproval(_) => (
                 "request",
                 input.get("summary").and_then(Value::as_str).unwrap_or("approval requested").to_owned(),
                 json!({"detail": input.get("detail"), "risk": risk, "call_id": call.id}),
@@ -77,7 +77,7 @@ impl Run {
                 state: ToolCallState::AwaitingApproval,
                 output: None,
                 is_error: false,
-                idempotent: tool.callable.is_idempotent(input),
+                idempotent: tool.callable.tool().is_idempotent(input),
             })
             .await?;
         // The one-time token goes to notifications, which are not the runtime's; the API and dashboard

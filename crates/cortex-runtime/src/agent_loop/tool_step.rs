@@ -123,9 +123,8 @@ impl Run {
                 return self.refuse(call, key, &tool_ref, &json!({"_raw": call.arguments}), refusal).await;
             }
         };
-        if let Err(err) = schema::validate_arguments(&tool.callable.input_schema(), &input) {
-            let refusal =
-                Refusal { code: "invalid_arguments", message: err.to_string(), counts_as_error: true, denied: false };
+        if let Err(err) = schema::validate_arguments(tool.callable.tool().input_schema(), &input) {
+            let refusal = Refusal { code: err.code(), message: err.to_string(), counts_as_error: true, denied: false };
             return self.refuse(call, key, &tool_ref, &input, refusal).await;
         }
         if let Some(refusal) = self.rate_limited(&tool, call).await? {
@@ -138,14 +137,15 @@ impl Run {
                 return self.refuse(call, key, &tool_ref, &input, refusal).await;
             }
         };
-        let decision = match tool.callable {
-            Callable::RequestApproval => Decision::Approve { risk: tool.callable.default_risk(&input) },
-            Callable::Tool(_) => policy::decide(&CallFacts {
+        let decision = match &tool.callable {
+            Callable::RequestApproval(_) => Decision::Approve { risk: tool.callable.tool().default_risk(&input) },
+            Callable::Tool(implementation) => policy::decide(&CallFacts {
                 policy: &tool.policy,
-                default_risk: tool.callable.default_risk(&input),
+                default_risk: implementation.default_risk(&input),
                 deny_listed: tool.deny_listed,
                 input: &input,
                 untrusted: self.state.untrusted,
+                sends_data_out: implementation.sends_data_out(&input, &scope),
             }),
         };
         match (decision, &tool.callable) {
@@ -160,7 +160,7 @@ impl Run {
                 let record = self.start_call(call, key, &tool, &input, via).await?;
                 self.invoke(record, implementation, input, scope, ToolCallState::Running).await
             }
-            (Decision::Execute { .. }, Callable::RequestApproval) => {
+            (Decision::Execute { .. }, Callable::RequestApproval(_)) => {
                 Err(Halt::permanent("internal", "request_approval was not sent to a human"))
             }
         }
@@ -296,7 +296,7 @@ impl Run {
             state: ToolCallState::Running,
             output: None,
             is_error: false,
-            idempotent: tool.callable.is_idempotent(input),
+            idempotent: tool.callable.tool().is_idempotent(input),
         };
         let mut tx = self.svc.store.begin().await?;
         let record = tx.insert_tool_call(&new).await?;
@@ -324,7 +324,9 @@ impl Run {
         let ctx = ToolContext {
             agent_id: self.agent.id,
             job_id: self.ctx.job.id,
+            call_id: record.id,
             data_scope: scope,
+            untrusted_context: self.state.untrusted,
             cancel: self.ctx.cancel.child_token(),
         };
         let span = tracing::info_span!("tool.call", tool = %record.tool_ref, call_id = %record.call_id);

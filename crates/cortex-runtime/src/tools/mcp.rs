@@ -12,7 +12,7 @@ use cortex_core::approval::RiskTier;
 use cortex_mcp::{Pool, ServerConfig, ToolInfo, Transport};
 use cortex_store::mcp::{McpServerRecord, McpToolRecord};
 use cortex_store::secrets::{Cipher, SecretRef};
-use cortex_tools::{Tool, ToolContext, ToolError, ToolOutput};
+use cortex_tools::{DataScope, Tool, ToolContext, ToolError, ToolOutput};
 use serde_json::{Value, json};
 
 /// Text the model gets when a call's outcome is unknown (SPEC §4.9).
@@ -23,6 +23,8 @@ pub(crate) struct McpTool {
     tool_ref: String,
     info: ToolInfo,
     server: ServerConfig,
+    /// An operator vouches for the server (its annotations never do).
+    trusted: bool,
     pool: Arc<Pool>,
 }
 
@@ -63,6 +65,7 @@ impl McpTool {
                 annotations: record.annotations,
             },
             server: ServerConfig::new(server.id, server.slug.clone(), transport),
+            trusted: server.trusted,
             pool,
         })
     }
@@ -70,11 +73,6 @@ impl McpTool {
     /// The server marked the tool `destructiveHint` (deny-listed at p1, SPEC §7.1).
     pub(crate) fn is_destructive(&self) -> bool {
         self.info.is_destructive()
-    }
-
-    fn read_only(&self) -> bool {
-        self.info.annotations.as_ref().and_then(|hints| hints.get("readOnlyHint")).and_then(Value::as_bool)
-            == Some(true)
     }
 }
 
@@ -93,17 +91,17 @@ impl Tool for McpTool {
     }
 
     fn default_risk(&self, _input: &Value) -> RiskTier {
-        if self.is_destructive() {
-            RiskTier::P1
-        } else if self.read_only() {
-            RiskTier::P3
-        } else {
-            RiskTier::P2
-        }
+        self.info.hints().default_risk()
     }
 
     fn is_idempotent(&self, _input: &Value) -> bool {
         self.info.is_idempotent()
+    }
+
+    /// Whatever the tool claims (`readOnlyHint`), arguments reach a server: only an operator's trust
+    /// makes that safe after untrusted content.
+    fn sends_data_out(&self, _input: &Value, _scope: &DataScope) -> bool {
+        !self.trusted
     }
 
     async fn call(&self, input: Value, ctx: &ToolContext) -> Result<ToolOutput, ToolError> {

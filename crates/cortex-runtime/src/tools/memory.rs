@@ -85,6 +85,11 @@ impl Tool for MemoryStoreTool {
         true
     }
 
+    /// The agent's own memory stays inside the deployment.
+    fn sends_data_out(&self, _input: &Value, _scope: &DataScope) -> bool {
+        false
+    }
+
     async fn call(&self, input: Value, ctx: &ToolContext) -> Result<ToolOutput, ToolError> {
         let args: StoreArgs = parse_args(input)?;
         let memory_type = args.memory_type.unwrap_or_else(|| "fact".to_owned());
@@ -165,6 +170,10 @@ impl Tool for MemoryQueryTool {
 
     fn is_idempotent(&self, _input: &Value) -> bool {
         true
+    }
+
+    fn sends_data_out(&self, _input: &Value, _scope: &DataScope) -> bool {
+        false
     }
 
     async fn call(&self, input: Value, ctx: &ToolContext) -> Result<ToolOutput, ToolError> {

@@ -3,12 +3,14 @@
 //! server. The same resolution feeds the model's tool list, the runtime disclosure and
 //! `GET /agents/{id}/tools`, so they cannot disagree.
 //!
-//! Store-backed built-ins live in the submodules (`memory_store`, `memory_query`, `create_job`);
-//! `request_approval` is not executed at all — the agent loop answers it with a human decision.
+//! Built-ins come from the one registry in [`crate::catalog`]; the store-backed ones live in the
+//! submodules (`memory_store`, `memory_query`, `create_job`), with `request_approval`, which is not
+//! executed at all — the agent loop answers it with a human decision.
 
 mod create_job;
 mod mcp;
 mod memory;
+mod request_approval;
 mod webhooks;
 
 use std::sync::Arc;
@@ -23,65 +25,30 @@ use cortex_store::tools::ToolPolicy;
 use cortex_store::{Store, StoreError};
 use cortex_tools::http::GuardedHttp;
 use cortex_tools::{Tool, ToolRegistry};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::policy;
 
+pub(crate) use create_job::{CreateJobTool, DelegationLimits};
 pub(crate) use mcp::OUTCOME_UNKNOWN;
+pub(crate) use memory::{MemoryQueryTool, MemoryStoreTool};
+pub(crate) use request_approval::{REQUEST_APPROVAL, RequestApprovalTool};
 
-/// Ref of the tool the loop answers with a human decision.
-pub(crate) const REQUEST_APPROVAL: &str = "request_approval";
-
-/// Something the model can call.
+/// Something the model can call: its description, schema, risk and crash class always come from the
+/// [`Tool`]; what differs is who answers a call.
 #[derive(Clone)]
 pub(crate) enum Callable {
+    /// Executed by the tool.
     Tool(Arc<dyn Tool>),
-    /// `request_approval {summary, detail?, risk}`: the job waits for a human; the result is the decision.
-    RequestApproval,
+    /// `request_approval`: the job waits for a human; the result is the decision.
+    RequestApproval(Arc<dyn Tool>),
 }
 
 impl Callable {
-    pub(crate) fn description(&self) -> String {
+    /// The tool behind the call.
+    pub(crate) fn tool(&self) -> &Arc<dyn Tool> {
         match self {
-            Callable::Tool(tool) => tool.description().to_owned(),
-            Callable::RequestApproval => {
-                "Ask a human operator to approve an action that no tool policy covers. The job \
-                waits for the decision; the result says whether it was approved and why."
-                    .to_owned()
-            }
-        }
-    }
-
-    pub(crate) fn input_schema(&self) -> Value {
-        match self {
-            Callable::Tool(tool) => tool.input_schema().clone(),
-            Callable::RequestApproval => json!({
-                "type": "object",
-                "properties": {
-                    "summary": {"type": "string", "minLength": 1, "maxLength": 500, "description": "What you want to do, in one sentence."},
-                    "detail": {"type": "string", "description": "Anything the approver needs to judge it."},
-                    "risk": {"type": "string", "enum": ["p0", "p1", "p2", "p3"], "description": "p0 critical … p3 low."}
-                },
-                "required": ["summary", "risk"],
-                "additionalProperties": false
-            }),
-        }
-    }
-
-    /// Risk of this particular call before policy: the tool's own judgement, or the risk a request names.
-    pub(crate) fn default_risk(&self, input: &Value) -> RiskTier {
-        match self {
-            Callable::Tool(tool) => tool.default_risk(input),
-            Callable::RequestApproval => {
-                input.get("risk").and_then(Value::as_str).and_then(|risk| risk.parse().ok()).unwrap_or(RiskTier::P2)
-            }
-        }
-    }
-
-    pub(crate) fn is_idempotent(&self, input: &Value) -> bool {
-        match self {
-            Callable::Tool(tool) => tool.is_idempotent(input),
-            Callable::RequestApproval => false,
+            Callable::Tool(tool) | Callable::RequestApproval(tool) => tool,
         }
     }
 }
@@ -116,8 +83,8 @@ impl ToolSet {
             .iter()
             .map(|tool| ToolSpec {
                 name: tool.wire_name.clone(),
-                description: tool.callable.description(),
-                parameters: tool.callable.input_schema(),
+                description: tool.callable.tool().description().to_owned(),
+                parameters: tool.callable.tool().input_schema().clone(),
             })
             .collect()
     }
@@ -172,14 +139,14 @@ impl From<&ToolSet> for ToolReport {
             .tools
             .iter()
             .map(|tool| {
-                let mut risk = tool.policy.risk.unwrap_or_else(|| tool.callable.default_risk(&json!({})));
+                let mut risk = tool.policy.risk.unwrap_or_else(|| tool.callable.tool().default_risk(&json!({})));
                 if tool.deny_listed {
                     risk = risk.stricter(RiskTier::P1);
                 }
                 EffectiveTool {
                     tool_ref: tool.tool_ref().to_owned(),
                     wire_name: tool.wire_name.clone(),
-                    description: tool.callable.description(),
+                    description: tool.callable.tool().description().to_owned(),
                     risk,
                     approval: tool.policy.approval,
                 }
@@ -195,27 +162,19 @@ pub(crate) struct ToolResolver {
     cipher: Arc<Cipher>,
     mcp: Arc<Pool>,
     http: Arc<GuardedHttp>,
-    registry: ToolRegistry,
+    builtins: Arc<ToolRegistry>,
 }
 
 impl ToolResolver {
-    /// The resolver over the process's built-ins (`echo`, `http_request`, `web_search` when configured) and
-    /// the store-backed ones.
+    /// The resolver over the process's built-ins (the catalogue's registry) and its webhook and MCP tools.
     pub(crate) fn new(
         store: Store,
         cipher: Arc<Cipher>,
         mcp: Arc<Pool>,
         http: Arc<GuardedHttp>,
-        web_search: Option<cortex_tools::builtin::WebSearchTool>,
+        builtins: Arc<ToolRegistry>,
     ) -> ToolResolver {
-        let mut registry = ToolRegistry::new();
-        for tool in cortex_tools::builtin::builtin_tools(http.clone(), web_search) {
-            registry.register(tool);
-        }
-        registry.register(Arc::new(memory::MemoryStoreTool::new(store.clone())));
-        registry.register(Arc::new(memory::MemoryQueryTool::new(store.clone())));
-        registry.register(Arc::new(create_job::CreateJobTool::new(store.clone())));
-        ToolResolver { store, cipher, mcp, http, registry }
+        ToolResolver { store, cipher, mcp, http, builtins }
     }
 
     /// The tools `agent` may use now.
@@ -242,17 +201,27 @@ impl ToolResolver {
         Ok(ToolSet { tools, unresolved, wire })
     }
 
-    /// The callable behind a ref and whether its server marked it destructive, or why nothing answers to it.
+    /// The callable behind a ref and whether its server marked it destructive, or why nothing answers to it
+    /// (including an input schema that cannot be compiled, so its arguments could not be checked).
     pub(crate) async fn resolve(
         &self,
         agent: &Agent,
         tool_ref: &str,
     ) -> Result<Result<(Callable, bool), String>, StoreError> {
-        if tool_ref == REQUEST_APPROVAL {
-            return Ok(Ok((Callable::RequestApproval, false)));
-        }
-        if let Some(tool) = self.registry.get(tool_ref) {
-            return Ok(Ok((Callable::Tool(tool), false)));
+        let resolved = self.resolve_ref(agent, tool_ref).await?;
+        Ok(resolved.and_then(|(callable, destructive)| {
+            match cortex_tools::schema::validator_for(callable.tool().input_schema()) {
+                Ok(_) => Ok((callable, destructive)),
+                Err(reason) => Err(format!("`{tool_ref}` cannot be offered: its input schema is {reason}")),
+            }
+        }))
+    }
+
+    async fn resolve_ref(&self, agent: &Agent, tool_ref: &str) -> Result<Result<(Callable, bool), String>, StoreError> {
+        if let Some(tool) = self.builtins.get(tool_ref) {
+            let callable =
+                if tool_ref == REQUEST_APPROVAL { Callable::RequestApproval(tool) } else { Callable::Tool(tool) };
+            return Ok(Ok((callable, false)));
         }
         if let Some(name) = tool_ref.strip_prefix("webhook:") {
             let record = match self.store.webhook_tool(name).await? {

@@ -25,6 +25,7 @@ pub(super) fn build(record: WebhookToolRecord, cipher: &Cipher, http: Arc<Guarde
         headers,
         timeout_ms: u64::try_from(record.timeout_ms).map_err(|_| "negative timeout_ms".to_owned())?,
         risk: record.risk.parse().map_err(|err| format!("risk: {err}"))?,
+        idempotent: record.idempotent,
     };
     WebhookTool::new(def, http)
 }

@@ -68,7 +68,7 @@ both_engines!(create_job_schedules_follow_up_work_for_the_agent, |t: TestStore| 
         .items;
     assert_eq!(created.len(), 1);
     assert_eq!(created[0].prompt(), Some("summarise the inbox"));
-    assert_eq!(created[0].payload["created_by_job"], json!(job.id));
+    assert_eq!((created[0].parent_job_id, created[0].delegation_depth), (Some(job.id), 1));
     let done = wait_status(&store, created[0].id, JobStatus::Completed).await;
     assert_eq!(done.result.unwrap()["response"], "summary done");
     let refused =

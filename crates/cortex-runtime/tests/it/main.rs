@@ -2,11 +2,14 @@
 //! OpenAI and Anthropic protocols) and in-process peers, on SQLite and PostgreSQL.
 
 mod approvals;
+mod arguments;
 mod bench;
 mod builtins;
 mod chat;
+mod delegation;
 mod failover;
 mod fake_llm;
+mod injection;
 mod limits;
 mod mcp;
 mod recovery;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use cortex_core::approval::{ApprovalMode, ToolCallState};
+use cortex_core::approval::{ApprovalMode, RiskTier, ToolCallState};
 use cortex_core::job::JobStatus;
 use cortex_store::mcp::{DiscoveredTool, DiscoveryRecord, NewMcpServer};
 use cortex_testkit::fake_llm::{Reply, When};
@@ -39,6 +39,7 @@ both_engines!(an_mcp_tool_call_runs_through_a_real_reference_server, |t: TestSto
         headers_enc: None,
         header_keys: vec![],
         probe_interval_seconds: 30,
+        trusted: false,
     })
     .await
     .unwrap();
@@ -58,7 +59,10 @@ both_engines!(an_mcp_tool_call_runs_through_a_real_reference_server, |t: TestSto
     let mut tx = store.begin().await.unwrap();
     tx.record_mcp_discovery(&server, &discovery).await.unwrap();
     tx.commit().await.unwrap();
+    // `readOnlyHint` is the server's claim and does not lower the risk; the operator pins p3 here.
     allow_tool(&store, agent.id, "mcp:everything:echo", ApprovalMode::Risk, None).await;
+    assert_eq!(world.runtime.effective_tools(agent.id).await.unwrap()[0].risk, RiskTier::P2);
+    allow_tool(&store, agent.id, "mcp:everything:echo", ApprovalMode::Risk, Some(RiskTier::P3)).await;
 
     let tools = world.runtime.effective_tools(agent.id).await.unwrap();
     assert_eq!(tools[0].wire_name, "mcp__everything__echo");

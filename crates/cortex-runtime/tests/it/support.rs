@@ -2,12 +2,13 @@
 //! Waiting is on store notifications, never on sleeps; time moves only through the manual clock.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use cortex_core::agent::{AccessMode, AgentStatus, ModelConfig, ModelRef, ResourceLimits};
 use cortex_core::approval::{ApprovalMode, RiskTier};
 use cortex_core::event::EventType;
@@ -160,9 +161,16 @@ impl World {
     }
 
     pub async fn with_concurrency(test: TestStore, concurrency: usize) -> World {
+        Self::with_settings(test, concurrency, &[]).await
+    }
+
+    /// A world whose runtime also sees `extra` environment settings (limits, allow-lists).
+    pub async fn with_settings(test: TestStore, concurrency: usize, extra: &[(&str, &str)]) -> World {
         let llm = FakeLlm::start().await;
         let store = test.store.clone();
-        let runtime = runtime_with_env(&test, &store, env_for(&llm)).await;
+        let mut env = env_for(&llm);
+        env.extend(extra.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())));
+        let runtime = runtime_with_env(&test, &store, env).await;
         let engine = Engine::start(&store, &runtime, concurrency);
         World { test, llm, runtime, engine }
     }
@@ -320,30 +328,42 @@ pub fn of_type(events: &[Event], event_type: EventType) -> Vec<&Event> {
 }
 
 /// An HTTP endpoint counting its hits and answering with a fixed JSON body (a webhook target with side
-/// effects, or a page carrying an injection).
+/// effects, or a page carrying an injection). It remembers each request's `Idempotency-Key`.
 #[derive(Clone)]
 pub struct CountingServer {
     pub url: String,
     hits: Arc<AtomicUsize>,
+    keys: Arc<Mutex<Vec<Option<String>>>>,
 }
+
+/// What the counting server's handler shares.
+type Counted = (Arc<AtomicUsize>, Arc<Mutex<Vec<Option<String>>>>, Value);
 
 impl CountingServer {
     pub async fn start(body: Value) -> CountingServer {
         let hits = Arc::new(AtomicUsize::new(0));
-        let state = (hits.clone(), body);
-        let app = Router::new().fallback(|State((hits, body)): State<(Arc<AtomicUsize>, Value)>| async move {
+        let keys = Arc::new(Mutex::new(Vec::new()));
+        let state: Counted = (hits.clone(), keys.clone(), body);
+        let app = Router::new().fallback(|State((hits, keys, body)): State<Counted>, headers: HeaderMap| async move {
             hits.fetch_add(1, Ordering::SeqCst);
+            let key = headers.get("idempotency-key").and_then(|value| value.to_str().ok()).map(str::to_owned);
+            keys.lock().unwrap().push(key);
             axum::Json(body)
         });
         let app = app.with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        CountingServer { url, hits }
+        CountingServer { url, hits, keys }
     }
 
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// The `Idempotency-Key` of every request, in arrival order.
+    pub fn idempotency_keys(&self) -> Vec<Option<String>> {
+        self.keys.lock().unwrap().clone()
     }
 }
 
@@ -361,6 +381,7 @@ pub async fn webhook_tool(store: &Store, agent_id: Uuid, name: &str, url: &str, 
         header_keys: vec![],
         timeout_ms: 10_000,
         risk: "p2".into(),
+        idempotent: false,
     };
     let mut tx = store.begin().await.unwrap();
     tx.insert_webhook_tool(&record).await.unwrap();

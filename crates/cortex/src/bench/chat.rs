@@ -107,7 +107,7 @@ async fn measure(scratch: &Scratch, turns: usize) -> anyhow::Result<Figures> {
     let engine_task = tokio::spawn(engine.run(stop.clone().cancelled_owned()));
     let readiness = Readiness::default();
     readiness.set_engine_alive(true);
-    let unlimited = cortex_api::rate_limit::Limit { per_minute: u32::MAX, burst: u32::MAX };
+    let unlimited = cortex_api::rate_limit::Limit::OFF;
     let state = AppState::new(AppParts {
         store: store.clone(),
         runtime,
@@ -148,16 +148,9 @@ async fn admin_key(store: &Store) -> anyhow::Result<String> {
     let generated = cortex_core::api_key::generate();
     let mut tx = store.begin().await?;
     let user = tx.insert_user("bench", None, Role::Admin).await?;
-    tx.insert_api_key(&NewApiKey {
-        name: "bench".into(),
-        prefix: generated.prefix,
-        hash: generated.hash,
-        role: Role::Admin,
-        user_id: Some(user.id),
-        expires_at: None,
-        source: KeySource::Api,
-    })
-    .await?;
+    let key =
+        NewApiKey::system("bench".into(), generated.prefix, generated.hash, Role::Admin, Some(user.id), KeySource::Api);
+    tx.insert_api_key(&key).await?;
     tx.commit().await?;
     Ok(generated.plaintext)
 }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::process::{Server, client, http};
 
-const KEY: &str = "ctx_TestKey1_k3J9xQ2mV8pL5rT1wZ7nB4cF6hD0gY2sQ8wE";
+pub(crate) const KEY: &str = "ctx_TestKey1_k3J9xQ2mV8pL5rT1wZ7nB4cF6hD0gY2sQ8wE";
 
 /// A loopback endpoint that counts how often a webhook tool really ran.
 async fn counter() -> (String, Arc<AtomicUsize>) {
@@ -33,7 +33,7 @@ async fn counter() -> (String, Arc<AtomicUsize>) {
     (url, hits)
 }
 
-fn env(llm: &FakeLlm) -> Vec<(&'static str, String)> {
+pub(crate) fn env(llm: &FakeLlm) -> Vec<(&'static str, String)> {
     vec![
         ("CORTEX_API_KEY", KEY.to_owned()),
         ("OPENAI_BASE_URL", llm.openai_base_url()),
@@ -43,12 +43,12 @@ fn env(llm: &FakeLlm) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn start(dir: &std::path::Path, env: &[(&'static str, String)]) -> Server {
+pub(crate) fn start(dir: &std::path::Path, env: &[(&'static str, String)]) -> Server {
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     Server::start(dir, &pairs)
 }
 
-async fn api(method: reqwest::Method, url: String, body: Option<Value>) -> Value {
+pub(crate) async fn api(method: reqwest::Method, url: String, body: Option<Value>) -> Value {
     let client = tokio::task::spawn_blocking(http).await.unwrap();
     let request = client.request(method, &url).bearer_auth(KEY);
     let request = match body {
@@ -66,12 +66,14 @@ async fn api(method: reqwest::Method, url: String, body: Option<Value>) -> Value
     .unwrap()
 }
 
-/// An agent using a webhook tool `counter` that needs no approval (or always, with `approval`).
-async fn agent_with_counter(base: &str, counter_url: &str, approval: &str) -> String {
+/// An agent using a webhook tool `counter` under the policy's `approval` (`never`, `always`), declared
+/// `idempotent` or not.
+pub(crate) async fn agent_with_counter(base: &str, counter_url: &str, approval: &str, idempotent: bool) -> String {
     api(
         reqwest::Method::POST,
         format!("{base}/webhook-tools"),
-        Some(json!({"name": "counter", "description": "Counts calls", "url": counter_url, "input_schema": {"type": "object"}})),
+        Some(json!({"name": "counter", "description": "Counts calls", "url": counter_url,
+                    "input_schema": {"type": "object"}, "idempotent": idempotent})),
     )
     .await;
     let agent = api(
@@ -91,7 +93,7 @@ async fn agent_with_counter(base: &str, counter_url: &str, approval: &str) -> St
 }
 
 /// Polls a job until `check` accepts it; a bounded wait for another process, not a synchronisation sleep.
-async fn wait_job(base: &str, job_id: &str, check: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn wait_job(base: &str, job_id: &str, check: impl Fn(&Value) -> bool) -> Value {
     for _ in 0..600 {
         let job = api(reqwest::Method::GET, format!("{base}/jobs/{job_id}"), None).await;
         if check(&job) {
@@ -137,7 +139,7 @@ async fn an_approved_tool_call_runs_exactly_once() {
     let (counter_url, hits) = counter().await;
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path(), &env(&llm));
-    agent_with_counter(&server.url, &counter_url, "always").await;
+    agent_with_counter(&server.url, &counter_url, "always", false).await;
 
     let (url, dir_path) = (server.url.clone(), dir.path().to_path_buf());
     let waiting = tokio::task::spawn_blocking(move || client(&dir_path, &url, KEY, &["chat", "worker", "count once"]))
@@ -175,7 +177,7 @@ async fn a_rejected_call_never_runs_even_across_a_crash_while_waiting() {
     let dir = tempfile::tempdir().unwrap();
     let env = env(&llm);
     let server = start(dir.path(), &env);
-    let agent = agent_with_counter(&server.url, &counter_url, "always").await;
+    let agent = agent_with_counter(&server.url, &counter_url, "always", false).await;
     let reply = api(
         reqwest::Method::POST,
         format!("{}/agents/{agent}/chat?wait=true", server.url),
@@ -216,7 +218,7 @@ async fn a_killed_server_resumes_the_turn_without_repeating_the_tool() {
     let dir = tempfile::tempdir().unwrap();
     let env = env(&llm);
     let server = start(dir.path(), &env);
-    let agent = agent_with_counter(&server.url, &counter_url, "never").await;
+    let agent = agent_with_counter(&server.url, &counter_url, "never", false).await;
     let reply = api(
         reqwest::Method::POST,
         format!("{}/agents/{agent}/chat", server.url),
@@ -320,7 +322,7 @@ async fn another_process_takes_over_a_dead_one_on_postgres() {
     env.push(("CORTEX_WORKER_DEAD_AFTER_SECONDS", "3".into()));
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let first = start(dir_a.path(), &env);
-    let agent = agent_with_counter(&first.url, &counter_url, "never").await;
+    let agent = agent_with_counter(&first.url, &counter_url, "never", false).await;
     let reply = api(
         reqwest::Method::POST,
         format!("{}/agents/{agent}/chat", first.url),

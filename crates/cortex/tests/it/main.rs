@@ -2,6 +2,8 @@
 
 mod cli;
 mod e2e;
+mod mcp_secrets;
 mod otel;
 mod process;
 mod serve;
+mod tool_crash;

@@ -41,12 +41,22 @@ pub struct Server {
 impl Server {
     /// Starts `cortex serve` on a free loopback port and waits for its "listening" line.
     pub fn start(data_dir: &Path, envs: &[(&str, &str)]) -> Server {
+        Self::start_with_stderr(data_dir, envs, Stdio::inherit())
+    }
+
+    /// [`Server::start`] with the server's logs (stderr) written to `log`.
+    pub fn start_logging_to(data_dir: &Path, envs: &[(&str, &str)], log: &Path) -> Server {
+        let file = std::fs::File::create(log).expect("create the log file");
+        Self::start_with_stderr(data_dir, envs, Stdio::from(file))
+    }
+
+    fn start_with_stderr(data_dir: &Path, envs: &[(&str, &str)], stderr: Stdio) -> Server {
         let mut command = cortex(data_dir);
         command
             .args(["serve", "--listen", "127.0.0.1:0"])
             .envs(envs.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         let started = Instant::now();
         let mut child = command.spawn().expect("spawn cortex serve");
         let stdout = child.stdout.take().expect("stdout");

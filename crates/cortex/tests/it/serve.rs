@@ -195,3 +195,57 @@ fn api_keys_never_reach_the_logs() {
     assert!(logged.len() > 1000, "trace logging produced output");
     assert!(!logged.contains(key), "an API key appeared in the log");
 }
+
+/// Starts `cortex serve` with stderr in a file, waits for the listening line, stops it and returns what
+/// it wrote to stderr.
+fn stderr_of_a_start(dir: &std::path::Path, envs: &[(&str, &str)]) -> String {
+    let log_path = dir.join("start.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = cortex(dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .envs(envs.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let listening = lines.map_while(Result::ok).any(|line| line.starts_with("Cortex Plane listening on "));
+    let _ = child.kill();
+    let _ = child.wait();
+    let stderr = std::fs::read_to_string(&log_path).unwrap();
+    assert!(listening, "the server did not start: {stderr}");
+    stderr
+}
+
+#[test]
+fn a_revoked_env_key_is_reported_at_start_with_the_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "k3J9xQ2mV8pL5rT1wZ7nB4cF6hD0gY2sQ8wE";
+    let server = Server::start(dir.path(), &[("CORTEX_API_KEY", key)]);
+    let client = http();
+    let keys: serde_json::Value =
+        client.get(format!("{}/api-keys", server.url)).bearer_auth(key).send().unwrap().json().unwrap();
+    let id = keys["items"][0]["id"].as_str().unwrap().to_owned();
+    let revoked = client.delete(format!("{}/api-keys/{id}", server.url)).bearer_auth(key).send().unwrap();
+    assert_eq!(revoked.status(), 204);
+    server.kill();
+
+    let stderr = stderr_of_a_start(dir.path(), &[("CORTEX_API_KEY", key)]);
+    assert!(stderr.contains("CORTEX_API_KEY names a key that was revoked"), "{stderr}");
+    assert!(stderr.contains("cortex keys create"), "{stderr}");
+    assert!(!stderr.contains(key), "the key itself is not echoed");
+}
+
+#[test]
+fn rate_limits_come_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "k3J9xQ2mV8pL5rT1wZ7nB4cF6hD0gY2sQ8wE";
+    // 6 per minute: a burst of one request.
+    let server = Server::start(dir.path(), &[("CORTEX_API_KEY", key), ("CORTEX_RATE_LIMIT_API_PER_MINUTE", "6")]);
+    let client = http();
+    assert_eq!(client.get(format!("{}/agents", server.url)).bearer_auth(key).send().unwrap().status(), 200);
+    let limited = client.get(format!("{}/agents", server.url)).bearer_auth(key).send().unwrap();
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
+    server.kill();
+}
