@@ -19,6 +19,7 @@ pub enum Code {
     NotFound,
     MethodNotAllowed,
     Conflict,
+    IdempotencyConflict,
     InvalidState,
     AlreadyDecided,
     ApprovalExpired,
@@ -43,6 +44,7 @@ impl Code {
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict => "conflict",
+            Self::IdempotencyConflict => "idempotency_conflict",
             Self::InvalidState => "invalid_state",
             Self::AlreadyDecided => "already_decided",
             Self::ApprovalExpired => "approval_expired",
@@ -66,6 +68,7 @@ impl Code {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict
+            | Self::IdempotencyConflict
             | Self::InvalidState
             | Self::AlreadyDecided
             | Self::ApprovalExpired
@@ -194,6 +197,9 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict { constraint } => {
                 ApiError::new(Code::Conflict, format!("already exists ({constraint})"))
                     .with_details(serde_json::json!({"constraint": constraint}))
+            }
+            StoreError::IdempotencyConflict { .. } => {
+                ApiError::new(Code::IdempotencyConflict, format!("{err}; send a new Idempotency-Key for a new request"))
             }
             StoreError::StaleState { entity } => {
                 ApiError::new(Code::InvalidState, format!("{entity} changed state; retry"))

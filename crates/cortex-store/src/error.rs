@@ -9,6 +9,9 @@ pub enum StoreError {
     /// A unique or foreign-key constraint refused the write; `constraint` names it (e.g. `agent.slug`).
     #[error("conflict on {constraint}")]
     Conflict { constraint: String },
+    /// An idempotency key was used again with a different request; the first request's job stands.
+    #[error("idempotency key `{key}` was already used by a different request")]
+    IdempotencyConflict { key: String },
     /// The database refused a job state change (the transition trigger fired).
     #[error("{0}")]
     IllegalTransition(String),

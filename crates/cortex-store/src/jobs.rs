@@ -14,6 +14,7 @@ use cortex_core::checkpoint::SealedCheckpoint;
 use cortex_core::event::EventType;
 use cortex_core::job::{JobError, JobKind, JobStatus};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use sqlx::types::Json;
 use uuid::Uuid;
 
@@ -194,9 +195,27 @@ pub struct NewJob {
     pub run_at: Option<Timestamp>,
     pub parent_job_id: Option<Uuid>,
     pub delegation_depth: i32,
-    /// A retried request with the same key returns the existing job instead of creating another.
-    pub idempotency_key: Option<String>,
+    /// A retried request with the same key returns the existing job instead of creating another; the
+    /// same key with a different request is refused.
+    pub idempotency_key: Option<IdempotencyKey>,
     pub created_by: Option<String>,
+}
+
+/// An idempotency key with the fingerprint of the request that used it (stored beside the key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    pub key: String,
+    /// SHA-256 (hex) of the request's canonical JSON.
+    pub request_hash: String,
+}
+
+impl IdempotencyKey {
+    /// The key for `request`, a JSON description of everything that makes the request what it is (the
+    /// route and the body), fingerprinted in canonical form so field order does not matter.
+    pub fn for_request(key: impl Into<String>, request: &Value) -> IdempotencyKey {
+        let canonical = cortex_core::checkpoint::canonical_json(request);
+        IdempotencyKey { key: key.into(), request_hash: hex::encode(Sha256::digest(canonical.as_bytes())) }
+    }
 }
 
 /// Filters for [`Store::list_jobs`].
@@ -452,22 +471,18 @@ impl Store {
 impl Tx {
     /// Creates a job in one transaction with whatever else the caller writes. Returns the job and
     /// whether it was created now (`false`: an earlier request with the same idempotency key made it).
+    ///
+    /// A job of a session first locks the session row, so concurrent jobs of one session are created one
+    /// after the other: each sees the ones before it (and starts `pending` behind them), and ids — hence
+    /// the order the session's jobs run in — follow the order of the messages written with them.
     pub async fn insert_job(&mut self, new: &NewJob) -> Result<(Job, bool)> {
-        if let Some(key) = &new.idempotency_key {
-            let existing: Option<JobRow> = write!(self, |conn| {
-                sqlx::query_as(concat!(
-                    "SELECT ",
-                    job_columns!(),
-                    " FROM job WHERE agent_id = $1 AND idempotency_key = $2"
-                ))
-                .bind(new.agent_id)
-                .bind(key)
-                .fetch_optional(conn)
-                .await?
-            });
-            if let Some(row) = existing {
-                return Ok((row.into_job()?, false));
-            }
+        if let Some(session_id) = new.session_id {
+            self.lock_session(session_id).await?;
+        }
+        if let Some(key) = &new.idempotency_key
+            && let Some(existing) = self.job_with_key(new, key).await?
+        {
+            return Ok((existing, false));
         }
         let id = cortex_core::new_id();
         let now = self.now();
@@ -485,11 +500,12 @@ impl Tx {
         };
         let status = if session_busy { JobStatus::Pending } else { JobStatus::Scheduled };
         let run_at = new.run_at.unwrap_or(now);
-        let row: JobRow = write!(self, |conn| {
+        let row: Option<JobRow> = write!(self, |conn| {
             sqlx::query_as(concat!(
                 "INSERT INTO job (id, agent_id, session_id, kind, status, priority, payload, max_attempts, timeout_seconds, run_at, \
-                 parent_job_id, delegation_depth, idempotency_key, created_by, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15) RETURNING ",
+                 parent_job_id, delegation_depth, idempotency_key, idempotency_hash, created_by, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16) \
+                 ON CONFLICT (agent_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING ",
                 job_columns!()
             ))
             .bind(id)
@@ -504,12 +520,19 @@ impl Tx {
             .bind(ms(run_at))
             .bind(new.parent_job_id)
             .bind(i64::from(new.delegation_depth))
-            .bind(new.idempotency_key.as_deref())
+            .bind(new.idempotency_key.as_ref().map(|key| key.key.as_str()))
+            .bind(new.idempotency_key.as_ref().map(|key| key.request_hash.as_str()))
             .bind(new.created_by.as_deref())
             .bind(ms(now))
-            .fetch_one(conn)
+            .fetch_optional(conn)
             .await?
         });
+        let Some(row) = row else {
+            // A concurrent request with the same key committed first (the insert waited for it).
+            let key = new.idempotency_key.as_ref().ok_or(StoreError::StaleState { entity: "job" })?;
+            let existing = self.job_with_key(new, key).await?.ok_or(StoreError::StaleState { entity: "job" })?;
+            return Ok((existing, false));
+        };
         let job = row.into_job()?;
         self.emit(NewEvent {
             session_id: job.session_id,
@@ -524,6 +547,47 @@ impl Tx {
             self.notify(Notification::JobsReady);
         }
         Ok((job, true))
+    }
+
+    /// The agent's job created with `key`, if any; `IdempotencyConflict` when it was created by another
+    /// request (a different fingerprint, or a job of another kind for keys stored before fingerprints).
+    async fn job_with_key(&mut self, new: &NewJob, key: &IdempotencyKey) -> Result<Option<Job>> {
+        let row: Option<(JobRow, Option<String>)> = write!(self, |conn| {
+            let found: Option<(Uuid, Option<String>)> =
+                sqlx::query_as("SELECT id, idempotency_hash FROM job WHERE agent_id = $1 AND idempotency_key = $2")
+                    .bind(new.agent_id)
+                    .bind(&key.key)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            match found {
+                Some((id, hash)) => {
+                    let row: JobRow = sqlx::query_as(concat!("SELECT ", job_columns!(), " FROM job WHERE id = $1"))
+                        .bind(id)
+                        .fetch_one(&mut *conn)
+                        .await?;
+                    Some((row, hash))
+                }
+                None => None,
+            }
+        });
+        let Some((row, hash)) = row else { return Ok(None) };
+        let job = row.into_job()?;
+        let same_request = hash.as_ref().map_or(job.kind == new.kind, |hash| *hash == key.request_hash);
+        if !same_request {
+            return Err(StoreError::IdempotencyConflict { key: key.key.clone() });
+        }
+        Ok(Some(job))
+    }
+
+    /// Holds the session row until commit (PostgreSQL; SQLite transactions are serialised anyway).
+    async fn lock_session(&mut self, session_id: Uuid) -> Result<()> {
+        if let TxConn::Postgres(conn) = &mut self.conn {
+            sqlx::query("SELECT id FROM session WHERE id = $1 FOR UPDATE")
+                .bind(session_id)
+                .fetch_optional(&mut **conn)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Reads a job inside the transaction (PostgreSQL: locks the row until commit).

@@ -158,15 +158,25 @@ impl Store {
         Ok(rows.into_iter().map(Message::from).collect())
     }
 
-    /// The last `limit` messages with `seq < before_seq`, returned oldest first: the history window of a turn.
-    pub async fn recent_messages(&self, session_id: Uuid, before_seq: i64, limit: usize) -> Result<Vec<Message>> {
+    /// The history window of the turn whose user message has sequence number `turn_seq`: the last `limit`
+    /// messages of the conversation as it stood when that turn started, oldest first.
+    ///
+    /// Messages are stored in arrival order, so when several messages are queued in one session their
+    /// answers come after all of them (Q1 Q2 Q3 A1 A2 A3). The conversation places every message at the
+    /// position of the first message of its job (a question and its answer stay together: Q1 A1 Q2 A2),
+    /// and a turn sees what comes before its own position — earlier turns with their answers, never a
+    /// later question. Messages without a job keep their own position.
+    pub async fn conversation_before(&self, session_id: Uuid, turn_seq: i64, limit: usize) -> Result<Vec<Message>> {
         let rows: Vec<MessageRow> = read!(self, |conn| {
             sqlx::query_as(
-                "SELECT id, session_id, seq, role, content, job_id, source, created_at FROM session_message \
-                 WHERE session_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
+                "SELECT m.id, m.session_id, m.seq, m.role, m.content, m.job_id, m.source, m.created_at \
+                 FROM session_message m LEFT JOIN (SELECT job_id, MIN(seq) AS first_seq FROM session_message \
+                   WHERE session_id = $1 AND job_id IS NOT NULL GROUP BY job_id) turn ON turn.job_id = m.job_id \
+                 WHERE m.session_id = $1 AND COALESCE(turn.first_seq, m.seq) < $2 \
+                 ORDER BY COALESCE(turn.first_seq, m.seq) DESC, m.seq DESC LIMIT $3",
             )
             .bind(session_id)
-            .bind(before_seq)
+            .bind(turn_seq)
             .bind(limit as i64)
             .fetch_all(conn)
             .await?

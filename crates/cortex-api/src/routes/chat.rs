@@ -64,7 +64,9 @@ pub struct ChatReply {
 }
 
 /// Send a message to an agent. `?wait=true` → 200 with the outcome (or 202 if it is not done in time);
-/// otherwise 202 with the job and session ids to follow (`GET /jobs/{id}/events`).
+/// otherwise 202 with the job and session ids to follow (`GET /jobs/{id}/events`). A repeated request
+/// with the same `Idempotency-Key` answers for the first message; the same key with a different request
+/// is refused (409 `idempotency_conflict`).
 #[utoipa::path(post, path = "/agents/{id}/chat", tag = "chat", params(("id" = String, Path, description = "Agent id or slug"), ChatParams),
     request_body = ChatBody, responses((status = 200, body = ChatReply), (status = 202, body = ChatReply),
     (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
@@ -101,8 +103,9 @@ async fn chat(
     // Subscribe before creating the job, so no state change can slip between creation and waiting.
     let notifications = state.store.subscribe();
 
-    let mut tx = state.store.begin().await?;
-    let session_id = match body.session_id {
+    // Read before the transaction: a request must never hold one pooled connection while it waits for
+    // another (concurrent chats would starve the pool).
+    let existing_session = match body.session_id {
         Some(session_id) => {
             let session = state.store.get_session(session_id).await?;
             if session.agent_id != agent.id {
@@ -111,8 +114,13 @@ async fn chat(
             if session.is_closed() {
                 return Err(ApiError::new(Code::InvalidState, "the session is closed; start a new one"));
             }
-            session.id
+            Some(session.id)
         }
+        None => None,
+    };
+    let mut tx = state.store.begin().await?;
+    let session_id = match existing_session {
+        Some(session_id) => session_id,
         None => tx.insert_session(agent.id, principal.user_id, "rest").await?.id,
     };
     let (job, created) = tx
@@ -127,7 +135,10 @@ async fn chat(
             run_at: None,
             parent_job_id: None,
             delegation_depth: 0,
-            idempotency_key: idempotency_key(&headers)?,
+            idempotency_key: idempotency_key(
+                &headers,
+                json!({"route": "chat", "text": body.text, "session_id": body.session_id}),
+            )?,
             created_by: Some(principal.actor_ref()),
         })
         .await?;

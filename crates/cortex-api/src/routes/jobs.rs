@@ -8,9 +8,9 @@ use cortex_core::agent::AgentStatus;
 use cortex_core::event::EventType;
 use cortex_core::job::{JobKind, JobStatus};
 use cortex_store::events::EventScope;
-use cortex_store::jobs::{Job, JobFilter, NewJob};
+use cortex_store::jobs::{IdempotencyKey, Job, JobFilter, NewJob};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
@@ -64,17 +64,19 @@ pub fn ensure_accepts_work(agent: &cortex_store::agents::Agent) -> ApiResult<()>
     }
 }
 
-/// The `Idempotency-Key` header, if well-formed.
-pub fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+/// The `Idempotency-Key` header, if well-formed, bound to `request`: what makes this request this one
+/// (route and body). Reusing the key with another request is refused (409 `idempotency_conflict`).
+pub fn idempotency_key(headers: &HeaderMap, request: Value) -> ApiResult<Option<IdempotencyKey>> {
     let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
     let key = value.to_str().map_err(|_| ApiError::bad_request("Idempotency-Key must be ASCII"))?.trim();
     if key.is_empty() || key.len() > 200 {
         return Err(ApiError::bad_request("Idempotency-Key must be 1–200 characters"));
     }
-    Ok(Some(key.to_owned()))
+    Ok(Some(IdempotencyKey::for_request(key, &request)))
 }
 
-/// Queue a task for an agent. A repeated request with the same `Idempotency-Key` returns the first job.
+/// Queue a task for an agent. A repeated request with the same `Idempotency-Key` returns the first job;
+/// the same key with a different request is refused (409 `idempotency_conflict`).
 #[utoipa::path(post, path = "/agents/{id}/jobs", tag = "jobs", params(("id" = String, Path, description = "Agent id or slug")),
     request_body = CreateJob, responses((status = 201, body = JobView), (status = 200, body = JobView, description = "Existing job for this Idempotency-Key"),
     (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -115,7 +117,11 @@ async fn create_job(
         run_at: body.run_at,
         parent_job_id: None,
         delegation_depth: 0,
-        idempotency_key: idempotency_key(&headers)?,
+        idempotency_key: idempotency_key(
+            &headers,
+            json!({"route": "create_job", "prompt": body.prompt, "priority": body.priority, "max_attempts": body.max_attempts,
+                   "timeout_seconds": body.timeout_seconds, "run_at": body.run_at}),
+        )?,
         created_by: Some(principal.actor_ref()),
     };
     let mut tx = state.store.begin().await?;

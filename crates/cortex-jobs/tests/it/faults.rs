@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use cortex_core::clock::{Clock, SystemClock};
 use cortex_core::job::{ErrorClass, JobError, JobKind, JobStatus};
 use cortex_jobs::{EngineConfig, JobContext, JobEngine, JobHandler, Outcome, reap_once};
-use cortex_store::jobs::{Job, JobFilter, NewJob};
+use cortex_store::jobs::{IdempotencyKey, Job, JobFilter, NewJob};
 use cortex_store::{DatabaseConfig, Store, StoreError};
 use cortex_testkit::faults::LossyProxy;
 use cortex_testkit::{Engine, TestStore, both_engines, skip_postgres};
@@ -418,7 +418,8 @@ async fn postgres_restarted_mid_load() {
         async move {
             let mut ids = Vec::with_capacity(JOBS);
             for i in 0..JOBS {
-                let job = NewJob { idempotency_key: Some(format!("restart-{i}")), ..new_job(agent_id, "ok", 0, 3) };
+                let key = IdempotencyKey::for_request(format!("restart-{i}"), &json!({"job": i}));
+                let job = NewJob { idempotency_key: Some(key), ..new_job(agent_id, "ok", 0, 3) };
                 ids.push(enqueue_through_outage(&store, job).await);
             }
             ids

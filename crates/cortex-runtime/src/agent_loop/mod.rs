@@ -454,7 +454,7 @@ async fn conversation(
             let Some(message) = store.message_of_job(job.id, "user").await? else {
                 return Err(Halt::permanent("no_user_message", "the chat job has no user message"));
             };
-            let window = store.recent_messages(session_id, message.seq, context::HISTORY_MESSAGES).await?;
+            let window = store.conversation_before(session_id, message.seq, context::HISTORY_MESSAGES).await?;
             Ok((message.content, context::history_messages(&window)))
         }
         None => match job.prompt() {

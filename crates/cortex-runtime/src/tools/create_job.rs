@@ -12,7 +12,7 @@
 use cortex_core::agent::AgentStatus;
 use cortex_core::approval::RiskTier;
 use cortex_core::job::JobKind;
-use cortex_store::jobs::{Job, NewJob};
+use cortex_store::jobs::{IdempotencyKey, Job, NewJob};
 use cortex_store::{Store, StoreError};
 use cortex_tools::{DataScope, Tool, ToolContext, ToolError, ToolOutput};
 use serde::Deserialize;
@@ -171,7 +171,11 @@ impl Tool for CreateJobTool {
             run_at,
             parent_job_id: Some(parent.id),
             delegation_depth: depth,
-            idempotency_key: Some(format!("tool_call:{}", ctx.call_id)),
+            // The ledger call id names exactly one request, so the key alone identifies it.
+            idempotency_key: Some(IdempotencyKey::for_request(
+                format!("tool_call:{}", ctx.call_id),
+                &json!("create_job"),
+            )),
             created_by: Some(format!("agent:{}", ctx.agent_id)),
         };
         let mut tx = self.store.begin().await.map_err(store_error)?;

@@ -5,7 +5,7 @@
 use cortex_core::approval::{ApprovalMode, RiskTier, ToolCallState};
 use cortex_core::job::{JobKind, JobStatus};
 use cortex_store::Store;
-use cortex_store::jobs::{Job, JobFilter, NewJob};
+use cortex_store::jobs::{IdempotencyKey, Job, JobFilter, NewJob};
 use cortex_store::tool_calls::NewToolCall;
 use cortex_testkit::fake_llm::{Reply, When};
 use cortex_testkit::{TestStore, both_engines};
@@ -139,7 +139,10 @@ both_engines!(a_resumed_create_job_never_creates_the_child_twice, |t: TestStore|
             let first = NewJob {
                 parent_job_id: Some(root.id),
                 delegation_depth: 1,
-                idempotency_key: Some(format!("tool_call:{}", row.id)),
+                idempotency_key: Some(IdempotencyKey::for_request(
+                    format!("tool_call:{}", row.id),
+                    &json!("create_job"),
+                )),
                 ..task_job(agent.id, "[child] crunch")
             };
             tx.insert_job(&first).await.unwrap();

@@ -2,9 +2,9 @@
 
 use std::collections::HashSet;
 
-use cortex_core::job::JobStatus;
+use cortex_core::job::{JobKind, JobStatus};
 use cortex_store::StoreError;
-use cortex_store::jobs::{AttemptEnd, JobFilter, Suspend};
+use cortex_store::jobs::{AttemptEnd, IdempotencyKey, JobFilter, Suspend};
 use cortex_testkit::{TestStore, both_engines};
 use serde_json::json;
 use uuid::Uuid;
@@ -111,15 +111,77 @@ both_engines!(jobs_of_a_session_run_one_at_a_time_in_order, |t: TestStore| async
     assert_eq!(t.store.claim_next(worker, false).await.unwrap().unwrap().id, second.id);
 });
 
-both_engines!(idempotency_key_returns_the_first_job, |t: TestStore| async move {
-    let agent = agent_with_limit(&t.store, "idem", 4).await;
-    let new = cortex_store::jobs::NewJob { idempotency_key: Some("req-1".into()), ..task(agent) };
-    let first = enqueue(&t.store, new.clone()).await;
+fn keyed(agent: Uuid, key: &str, request: serde_json::Value) -> cortex_store::jobs::NewJob {
+    let key = IdempotencyKey::for_request(key, &request);
+    cortex_store::jobs::NewJob { idempotency_key: Some(key), ..task(agent) }
+}
+
+async fn insert(
+    t: &TestStore,
+    new: &cortex_store::jobs::NewJob,
+) -> Result<(cortex_store::jobs::Job, bool), StoreError> {
     let mut tx = t.store.begin().await.unwrap();
-    let (again, created) = tx.insert_job(&new).await.unwrap();
+    let inserted = tx.insert_job(new).await?;
     tx.commit().await.unwrap();
+    Ok(inserted)
+}
+
+both_engines!(idempotency_key_returns_the_first_job_of_the_same_request, |t: TestStore| async move {
+    let agent = agent_with_limit(&t.store, "idem", 4).await;
+    let new = keyed(agent, "req-1", json!({"prompt": "do it", "priority": 1}));
+    let first = enqueue(&t.store, new.clone()).await;
+    let reordered = keyed(agent, "req-1", json!({"priority": 1, "prompt": "do it"}));
+    let (again, created) = insert(&t, &reordered).await.unwrap();
     assert!(!created);
     assert_eq!(again.id, first.id);
+
+    let different = keyed(agent, "req-1", json!({"prompt": "do something else", "priority": 1}));
+    let refused = insert(&t, &different).await.unwrap_err();
+    assert!(matches!(&refused, StoreError::IdempotencyConflict { key } if key == "req-1"), "{refused:?}");
+    let other_agent = agent_with_limit(&t.store, "idem-other", 4).await;
+    assert!(insert(&t, &keyed(other_agent, "req-1", json!({}))).await.unwrap().1, "keys are per agent");
+});
+
+both_engines!(a_key_stored_before_fingerprints_still_guards_the_job_kind, |t: TestStore| async move {
+    let agent = agent_with_limit(&t.store, "legacy", 4).await;
+    let first = enqueue(&t.store, keyed(agent, "old-key", json!({"prompt": "do it"}))).await;
+    t.execute_raw("UPDATE job SET idempotency_hash = NULL".into()).await.unwrap();
+    let (same_kind, created) = insert(&t, &keyed(agent, "old-key", json!({"anything": 1}))).await.unwrap();
+    assert_eq!((same_kind.id, created), (first.id, false));
+    let chat = cortex_store::jobs::NewJob { kind: JobKind::Chat, ..keyed(agent, "old-key", json!({})) };
+    assert!(matches!(insert(&t, &chat).await, Err(StoreError::IdempotencyConflict { .. })));
+});
+
+both_engines!(concurrent_requests_with_one_key_create_one_job, |t: TestStore| async move {
+    let agent = agent_with_limit(&t.store, "race-key", 4).await;
+    let new = keyed(agent, "race", json!({"prompt": "do it"}));
+    let mut first = t.store.begin().await.unwrap();
+    let (created_first, created) = first.insert_job(&new).await.unwrap();
+    assert!(created);
+    // The second request starts while the first is uncommitted; it waits and then finds the first job.
+    let second = tokio::spawn({
+        let (store, new) = (t.store.clone(), new.clone());
+        async move {
+            let mut tx = store.begin().await.unwrap();
+            let inserted = tx.insert_job(&new).await.unwrap();
+            tx.commit().await.unwrap();
+            inserted
+        }
+    });
+    if t.store.is_postgres() {
+        // Commit only once the second insert waits on the first one's row (the ON CONFLICT path); SQLite
+        // serialises whole transactions, so there the second one simply starts after the commit.
+        let waiting = "SELECT CAST(COUNT(*) AS TEXT) FROM pg_stat_activity \
+                       WHERE wait_event_type = 'Lock' AND datname = current_database()";
+        let guard = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while t.query_text(waiting.into()).await.unwrap()[0] == "0" {
+            assert!(tokio::time::Instant::now() < guard, "the second insert never waited for the first");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    first.commit().await.unwrap();
+    let (found, created) = second.await.unwrap();
+    assert_eq!((found.id, created), (created_first.id, false));
 });
 
 both_engines!(a_job_joins_the_callers_transaction, |t: TestStore| async move {
