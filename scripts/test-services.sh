@@ -16,9 +16,20 @@ if [ "${CORTEX_TEST_SKIP_PG:-0}" != "1" ]; then
     sleep 0.5
   done
   pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not reachable at $pg_url (set CORTEX_TEST_SKIP_PG=1 to skip its tests)" >&2; exit 1; }
-  # Test databases of interrupted runs are removed; each test creates its own.
+  # Test databases of interrupted runs are removed; each test creates its own. Only old ones: the server
+  # may be shared with other runs whose tests are using theirs right now (dropping those made their tests
+  # fail or time out), and no test lasts hours. A name carries its creation time: `cortex_test_<UUIDv7>`,
+  # whose first 12 hex digits are unix milliseconds.
+  now_ms=$(( $(date +%s) * 1000 ))
   psql "$pg_url" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'cortex_test_%'" 2>/dev/null |
-    while read -r db; do psql "$pg_url" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true; done
+    while read -r db; do
+      id="${db#cortex_test_}"
+      [[ "$id" =~ ^[0-9a-f]{32}$ ]] || continue
+      created_ms=$(( 16#${id:0:12} ))
+      if (( now_ms - created_ms > 3 * 3600 * 1000 )); then
+        psql "$pg_url" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
+      fi
+    done
 fi
 
 scripts/install-test-peers.sh

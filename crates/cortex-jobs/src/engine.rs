@@ -7,6 +7,9 @@
 //! - `slots` bounds concurrent jobs; a permit lives as long as its job's task.
 //! - `running` maps each local job to its cancellation handle; the cancel watcher and the heartbeat use
 //!   it to stop jobs that were cancelled or that this worker no longer owns.
+//! - `early_cancels` holds cancel requests for jobs not (yet) in `running`: a claim commits a moment
+//!   before the claim loop registers the job, and a request landing in between would otherwise wait for
+//!   the next periodic re-check. Registration consults it; re-checks age it out.
 //! - `background` stops the heartbeat, reaper and watcher loops last, after jobs are settled.
 
 use std::collections::HashMap;
@@ -52,12 +55,32 @@ impl RunningJob {
     }
 }
 
+/// Cancel requests that arrived before their job's supervisor registered it (see the module docs).
+#[derive(Default)]
+struct EarlyCancels {
+    generation: u64,
+    requests: HashMap<Uuid, u64>,
+}
+
+impl EarlyCancels {
+    /// Starts a new re-check generation, forgetting requests from before the previous one: a job
+    /// claimed by this worker registers long before two re-checks pass, so older ones were for jobs of
+    /// other workers.
+    fn age(&mut self) {
+        self.generation += 1;
+        let keep_from = self.generation.saturating_sub(1);
+        self.requests.retain(|_, generation| *generation >= keep_from);
+    }
+}
+
 struct Inner {
     store: Store,
     config: EngineConfig,
     worker_id: Uuid,
     handlers: HashMap<JobKind, Arc<dyn JobHandler>>,
     running: Mutex<HashMap<Uuid, RunningJob>>,
+    /// Cancel requests for jobs that were not in `running`, with the re-check generation they arrived in.
+    early_cancels: Mutex<EarlyCancels>,
     slots: Arc<Semaphore>,
     stop_claiming: CancellationToken,
     shutdown: CancellationToken,
@@ -83,6 +106,7 @@ impl JobEngine {
                 worker_id: cortex_core::new_id(),
                 handlers: HashMap::new(),
                 running: Mutex::new(HashMap::new()),
+                early_cancels: Mutex::new(EarlyCancels::default()),
                 slots,
                 stop_claiming: CancellationToken::new(),
                 shutdown: CancellationToken::new(),
@@ -178,11 +202,15 @@ async fn claim_loop(inner: Arc<Inner>) {
             },
             _ = inner.stop_claiming.cancelled() => return,
         };
+        let attempted_at = inner.store.clock().now();
         match inner.store.claim_next(inner.worker_id, inner.config.ignore_quarantine).await {
             Ok(Some(job)) => {
                 error_backoff = Duration::from_millis(100);
                 let span = tracing::info_span!("job", job_id = %job.id, agent_id = %job.agent_id, kind = %job.kind, attempt = job.attempt);
-                tokio::spawn(supervise(inner.clone(), job, permit).instrument(span));
+                // Registered before the supervisor task starts: from here on the cancel watcher and the
+                // orphan check see the job as this process's.
+                let local = register(&inner, job.id);
+                tokio::spawn(supervise(inner.clone(), job, local, permit).instrument(span));
             }
             Ok(None) => {
                 drop(permit);
@@ -195,12 +223,18 @@ async fn claim_loop(inner: Arc<Inner>) {
                         None
                     }
                 };
-                if next.is_some_and(|at| at <= inner.store.clock().now()) {
+                let now = inner.store.clock().now();
+                if next.is_some_and(|at| at <= now) {
                     match promote_due(&inner.store).await {
                         Ok(true) => continue,
                         Ok(false) => {}
                         Err(err) => tracing::warn!(error = %err, "promoting due retries failed"),
                     }
+                }
+                // A job that became due while the claim ran was invisible to it and sends no wake-up:
+                // look again now instead of sleeping a whole poll interval.
+                if next.is_some_and(|at| at > attempted_at && at <= now) {
+                    continue;
                 }
                 wait_for_work(&inner, &mut notifications, next).await;
             }
@@ -266,13 +300,25 @@ enum Ended {
 }
 
 /// Runs one claimed job under its deadline and cancellation, then records how it ended.
-async fn supervise(inner: Arc<Inner>, job: Job, _permit: tokio::sync::OwnedSemaphorePermit) {
-    let started = Instant::now();
+/// Enters a just-claimed job into `running` and returns its stop handle; a cancel request that arrived
+/// earlier stops it at once. Under the `running` lock, like [`cancel_local`]: a request is either seen
+/// here or finds the job.
+fn register(inner: &Inner, job_id: Uuid) -> RunningJob {
     let cancel = CancellationToken::new();
     let reason = Arc::new(Mutex::new(None));
+    let local = RunningJob { cancel: cancel.clone(), reason: reason.clone() };
     if let Ok(mut running) = inner.running.lock() {
-        running.insert(job.id, RunningJob { cancel: cancel.clone(), reason: reason.clone() });
+        if inner.early_cancels.lock().is_ok_and(|mut early| early.requests.remove(&job_id).is_some()) {
+            local.stop(StopReason::OperatorCancel);
+        }
+        running.insert(job_id, RunningJob { cancel, reason });
     }
+    local
+}
+
+async fn supervise(inner: Arc<Inner>, job: Job, local: RunningJob, _permit: tokio::sync::OwnedSemaphorePermit) {
+    let started = Instant::now();
+    let RunningJob { cancel, reason } = local;
     let clock = inner.store.clock().clone();
     let deadline =
         job.attempt_started_at.unwrap_or_else(|| clock.now()) + chrono::Duration::milliseconds(job.remaining_ms());
@@ -446,11 +492,7 @@ async fn cancel_watcher(inner: Arc<Inner>, stop: CancellationToken) {
             _ = clock.sleep(inner.config.cancel_recheck) => true,
             received = notifications.recv() => match received {
                 Ok(Notification::CancelRequested { job_id }) => {
-                    if let Ok(running) = inner.running.lock()
-                        && let Some(job) = running.get(&job_id)
-                    {
-                        job.stop(StopReason::OperatorCancel);
-                    }
+                    cancel_local(&inner, job_id);
                     false
                 }
                 Ok(Notification::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => true,
@@ -459,6 +501,9 @@ async fn cancel_watcher(inner: Arc<Inner>, stop: CancellationToken) {
             },
         };
         if recheck_all {
+            if let Ok(mut early) = inner.early_cancels.lock() {
+                early.age();
+            }
             if let Err(err) = recover_orphans(&inner).await {
                 tracing::warn!(error = %err, "checking for orphaned jobs failed");
             }
@@ -485,10 +530,27 @@ async fn cancel_watcher(inner: Arc<Inner>, stop: CancellationToken) {
     }
 }
 
+/// Stops a local job an operator cancelled, or remembers the request for a job whose supervisor has not
+/// registered it yet. Both this and the registration in [`supervise`] hold the `running` lock (then take
+/// `early_cancels`), so a request can never fall between the two.
+fn cancel_local(inner: &Inner, job_id: Uuid) {
+    let Ok(running) = inner.running.lock() else { return };
+    match running.get(&job_id) {
+        Some(job) => job.stop(StopReason::OperatorCancel),
+        None => {
+            if let Ok(mut early) = inner.early_cancels.lock() {
+                let generation = early.generation;
+                early.requests.insert(job_id, generation);
+            }
+        }
+    }
+}
+
 /// Jobs the database says this worker runs but it does not: a claim whose commit acknowledgement was lost,
 /// or an end that could not be recorded. A live worker's heartbeat keeps the reaper away from them, so the
 /// worker hands them to the same recovery a dead worker's jobs get (`timed_out/worker_lost`, quick retry).
-/// Jobs claimed within the last re-check period are skipped: their supervisor may not have started yet.
+/// Jobs claimed within the last re-check period are skipped: a claim is visible in the database a moment
+/// before the claim loop hears back and registers it.
 async fn recover_orphans(inner: &Inner) -> Result<(), StoreError> {
     let owned = inner.store.running_jobs_of_worker(inner.worker_id).await?;
     if owned.is_empty() {

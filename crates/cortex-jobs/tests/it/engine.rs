@@ -94,6 +94,27 @@ both_engines!(cancel_stops_a_running_job, |t: TestStore| async move {
     engine.shutdown().await;
 });
 
+both_engines!(a_cancel_that_overtakes_the_claim_is_not_lost, |t: TestStore| async move {
+    // The request is announced before this worker's supervisor has registered the job (here: before the
+    // job is even due). No periodic re-check helps: the manual clock never reaches one.
+    let engine = start(&t.store, test_config(1));
+    let agent = agent(&t.store, 4).await;
+    let warm_up = enqueue(&t.store, agent, "ok", |_| {}).await;
+    wait_status(&t.store, warm_up.id, JobStatus::Completed).await; // the engine listens by now
+    let job = enqueue(&t.store, agent, "hang", |j| j.run_at = Some(t.clock.now_plus(60))).await;
+    let announced = cortex_store::Notification::CancelRequested { job_id: job.id };
+    let mut notifications = t.store.subscribe();
+    let mut tx = t.store.begin().await.unwrap();
+    tx.notify(announced.clone());
+    tx.commit().await.unwrap();
+    // Delivered in this process (PostgreSQL: through LISTEN) before the job becomes due.
+    while notifications.recv().await.unwrap() != announced {}
+    t.clock.advance(chrono::Duration::seconds(61));
+    let failed = wait_status(&t.store, job.id, JobStatus::Failed).await;
+    assert_eq!(failed.error.unwrap().code, "cancelled");
+    engine.shutdown().await;
+});
+
 both_engines!(a_retried_attempt_resumes_from_its_checkpoint, |t: TestStore| async move {
     let engine = start(&t.store, test_config(1));
     let agent = agent(&t.store, 4).await;

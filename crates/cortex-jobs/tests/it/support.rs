@@ -150,7 +150,7 @@ pub async fn enqueue(store: &Store, agent_id: Uuid, prompt: &str, tweak: impl Fn
 /// Waits (on store notifications, never by sleeping) until `check` accepts the job.
 pub async fn wait_for(store: &Store, job_id: Uuid, what: &str, check: impl Fn(&Job) -> bool) -> Job {
     let mut notifications = store.subscribe();
-    let guard = tokio::time::Instant::now() + Duration::from_secs(30);
+    let guard = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         let job = store.get_job(job_id).await.unwrap();
         if check(&job) {
