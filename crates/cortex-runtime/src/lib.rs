@@ -4,7 +4,7 @@
 //! - [`runtime`]: [`Runtime`] and [`RuntimeConfig`] — built once per process; hands the job engine its
 //!   handler and answers the API (effective tools, breakers, usage).
 //! - `agent_loop`: the agentic loop as a `cortex_jobs::JobHandler` — context, budgets, streaming model calls
-//!   with failover, tool calls through policy, approvals and the exactly-once ledger, checkpoints, steering.
+//!   with failover, tool calls through policy, approvals and the tool-call ledger (at most once for non-idempotent tools, at least once for idempotent ones), checkpoints, steering.
 //! - `providers`: `provider_credential` rows as failover-client providers; env providers materialised;
 //!   prices.
 //! - `tools`: which tools an agent gets and the store-backed built-ins (`memory_*`, `create_job`), webhook

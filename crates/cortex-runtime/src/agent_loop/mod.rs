@@ -3,7 +3,7 @@
 //! A run loads the job, its agent, the current message and session history, and its checkpoint (or
 //! rebuilds one from the tool-call ledger), then loops: inject queued steering → reserve budget → call the
 //! model with streaming → final answer, or run the requested tools one by one through policy, approval
-//! and the exactly-once ledger → checkpoint → next turn. The last allowed turn offers no tools and asks
+//! and the tool-call ledger → checkpoint → next turn. The last allowed turn offers no tools and asks
 //! for a final answer.
 //!
 //! What leaves the loop early is a [`halt::Halt`] carrying the handler's [`Outcome`]: classified failures

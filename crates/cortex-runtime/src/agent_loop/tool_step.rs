@@ -1,7 +1,8 @@
 //! Tool calls (SPEC §5.1 d, §6.5, §4.9): each call of a model turn goes, in order, through the policy
 //! pipeline — resolvable, arguments parse (one repair round for malformed JSON), schema, rate limit, data
-//! scope, approval decision — and then the exactly-once ledger: the row is committed `running` before the
-//! tool runs and settled `completed`/`failed` after, with events, an audit entry and the job's counters.
+//! scope, approval decision — and then the ledger (at most once for non-idempotent tools, at least once
+//! for idempotent ones): the row is committed `running` before the tool runs and settled
+//! `completed`/`failed` after, with events, an audit entry and the job's counters.
 //!
 //! On resume a call already in the ledger is never repeated: settled rows are reused, `running` rows (a
 //! crash mid-call) are re-run only for idempotent tools that no approval covered, else marked

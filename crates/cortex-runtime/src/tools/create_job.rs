@@ -171,10 +171,10 @@ impl Tool for CreateJobTool {
             run_at,
             parent_job_id: Some(parent.id),
             delegation_depth: depth,
-            // One child per ledger call: a resumed turn re-running this call finds the first child.
+            // The ledger call id names exactly one request, so the key alone identifies it.
             idempotency_key: Some(IdempotencyKey::for_request(
                 format!("tool_call:{}", ctx.call_id),
-                &json!({"route": "create_job_tool"}),
+                &json!("create_job"),
             )),
             created_by: Some(format!("agent:{}", ctx.agent_id)),
         };

@@ -139,10 +139,9 @@ both_engines!(a_resumed_create_job_never_creates_the_child_twice, |t: TestStore|
             let first = NewJob {
                 parent_job_id: Some(root.id),
                 delegation_depth: 1,
-                // Keyed as the create_job tool keys its children.
                 idempotency_key: Some(IdempotencyKey::for_request(
                     format!("tool_call:{}", row.id),
-                    &json!({"route": "create_job_tool"}),
+                    &json!("create_job"),
                 )),
                 ..task_job(agent.id, "[child] crunch")
             };
