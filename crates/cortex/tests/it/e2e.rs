@@ -94,7 +94,8 @@ pub(crate) async fn agent_with_counter(base: &str, counter_url: &str, approval: 
 
 /// Polls a job until `check` accepts it; a bounded wait for another process, not a synchronisation sleep.
 pub(crate) async fn wait_job(base: &str, job_id: &str, check: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..600 {
+    // Generous: a busy CI machine may take minutes; a timeout still fails the test.
+    for _ in 0..3000 {
         let job = api(reqwest::Method::GET, format!("{base}/jobs/{job_id}"), None).await;
         if check(&job) {
             return job;
@@ -102,6 +103,17 @@ pub(crate) async fn wait_job(base: &str, job_id: &str, check: impl Fn(&Value) ->
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("job {job_id} never reached the expected state");
+}
+
+/// Waits until `path` exists and contains `needle`.
+async fn wait_for_file_text(path: &std::path::Path, needle: &str) {
+    for _ in 0..3000 {
+        if std::fs::read_to_string(path).is_ok_and(|text| text.contains(needle)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{} never contained {needle}", path.display());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,6 +241,9 @@ async fn a_killed_server_resumes_the_turn_without_repeating_the_tool() {
 
     llm.wait_for_requests(2).await;
     assert_eq!(hits.load(Ordering::SeqCst), 1);
+    // The buffer is written by a background task that may lag the loop; the crash under test comes
+    // once the first attempt's tool result is on disk.
+    wait_for_file_text(&dir.path().join(format!("sessions/{job_id}/session-001.jsonl")), "TOOL_RESULT").await;
     server.kill();
 
     let restarted = start(dir.path(), &env);
