@@ -20,6 +20,8 @@ pub struct ApiConfig {
     pub chat_rate: crate::rate_limit::Limit,
     /// Extra browser origins allowed to open streams (the server's own origin always is).
     pub allowed_origins: Vec<String>,
+    /// Header and idle deadlines and the connection cap of the listener ([`crate::server`]).
+    pub connections: crate::server::ConnectionLimits,
 }
 
 impl Default for ApiConfig {
@@ -29,6 +31,7 @@ impl Default for ApiConfig {
             api_rate: crate::rate_limit::Limit::API,
             chat_rate: crate::rate_limit::Limit::CHAT,
             allowed_origins: Vec::new(),
+            connections: crate::server::ConnectionLimits::default(),
         }
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
+use cortex_api::server::ConnectionLimits;
 use cortex_api::state::AppParts;
 use cortex_api::{ApiConfig, AppState, Readiness};
 use cortex_core::clock::{Clock, SystemClock};
@@ -165,8 +166,23 @@ pub async fn open_cipher(store: &Store, config: &StoreConfig) -> anyhow::Result<
     }
 }
 
+/// Raises the soft limit of open files to the hard limit: each connection, database handle and MCP
+/// child needs descriptors, and the usual soft default (1,024) is below the connection cap.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open file limit"),
+            Err(err) => tracing::warn!(soft, hard, error = %err, "cannot raise the open file limit"),
+        },
+        Ok((soft, _)) => tracing::info!(limit = soft, "open file limit"),
+        Err(err) => tracing::warn!(error = %err, "cannot read the open file limit"),
+    }
+}
+
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let started = Instant::now();
+    raise_open_file_limit();
     let env_key = std::env::var("CORTEX_API_KEY").ok().filter(|key| !key.is_empty());
     bootstrap::check_env_key(env_key.as_deref())?;
     let store = open_store(&config.store).await?;
@@ -186,6 +202,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             allowed_origins: config.allowed_origins.clone(),
             api_rate: config.api_rate,
             chat_rate: config.chat_rate,
+            connections: config.connections,
             ..ApiConfig::default()
         },
         metrics: cortex_api::metrics::handle(),
@@ -213,9 +230,12 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let prober = spawn_mcp_prober(&store, &cipher, &mcp, &shutdown);
     let retention = spawn_retention(&runtime, &config.engine, &engine_stop);
     let server_stop = shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, cortex_api::router(state)).with_graceful_shutdown(server_stop.cancelled_owned()).await
-    });
+    let server = tokio::spawn(cortex_api::server::serve(
+        listener,
+        cortex_api::router(state),
+        config.connections,
+        server_stop,
+    ));
 
     tracing::info!(%address, database = store.engine_name(), data_dir = %config.store.data_dir.display(), startup_ms = started.elapsed().as_millis() as u64, "cortex serve ready");
     match &bootstrap {
@@ -246,6 +266,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
 }
 
 pub async fn worker(config: WorkerConfig) -> anyhow::Result<()> {
+    raise_open_file_limit();
     let store = open_store(&config.store).await?;
     let cipher = open_cipher(&store, &config.store).await?;
     let mcp = mcp_pool(&store);
@@ -267,10 +288,8 @@ pub async fn worker(config: WorkerConfig) -> anyhow::Result<()> {
             let listener = TcpListener::bind(address).await.map_err(|err| {
                 anyhow::Error::new(ConfigError(format!("cannot listen on {address} (CORTEX_HEALTH_LISTEN): {err}")))
             })?;
-            let stop = shutdown.clone();
-            Some(tokio::spawn(async move {
-                axum::serve(listener, cortex_api::router(state)).with_graceful_shutdown(stop.cancelled_owned()).await
-            }))
+            let limits = ConnectionLimits::default();
+            Some(tokio::spawn(cortex_api::server::serve(listener, cortex_api::router(state), limits, shutdown.clone())))
         }
         None => None,
     };

@@ -40,6 +40,7 @@ impl TestApp {
     ) -> TestApp {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let store = test.store.clone();
+        let connections = config.connections;
         let readiness = Readiness::default();
         readiness.set_engine_alive(true);
         let shutdown = CancellationToken::new();
@@ -73,10 +74,7 @@ impl TestApp {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            axum::serve(listener, cortex_api::router(state))
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-                .unwrap();
+            cortex_api::server::serve(listener, cortex_api::router(state), connections, stop).await.unwrap();
         });
         let mut app = TestApp { base, http: reqwest::Client::new(), admin: String::new(), test, runtime, shutdown };
         app.admin = app.key(Role::Admin).await;

@@ -4,6 +4,7 @@ mod app;
 mod approvals;
 mod auth;
 mod chat;
+mod connections;
 mod conversation;
 mod errors;
 mod idempotency;
