@@ -20,13 +20,21 @@ use tokio_util::sync::CancellationToken;
 use crate::bootstrap::{self, Bootstrap};
 use crate::config::{ConfigError, EngineSettings, ServeConfig, StoreConfig, WorkerConfig};
 
-/// Opens and migrates the store; a locked SQLite file is a configuration problem (exit 2).
+/// Opens and migrates the store. A database that cannot be opened (PostgreSQL unreachable, a data dir
+/// that is not a directory, a locked SQLite file) is a configuration problem: exit 2, one message naming
+/// the setting.
 pub async fn open_store(config: &StoreConfig) -> anyhow::Result<Store> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = match Store::open(&config.database, clock).await {
         Ok(store) => store,
         Err(StoreError::Locked(message)) => return Err(anyhow::Error::new(ConfigError(message))),
-        Err(err) => return Err(err).context(describe(&config.database)),
+        Err(err) => {
+            return Err(anyhow::Error::new(ConfigError(format!(
+                "{}: {}",
+                describe(&config.database),
+                root_cause(&err)
+            ))));
+        }
     };
     store.migrate().await.context("applying database migrations")?;
     Ok(store)
@@ -34,9 +42,20 @@ pub async fn open_store(config: &StoreConfig) -> anyhow::Result<Store> {
 
 fn describe(database: &DatabaseConfig) -> String {
     match database {
-        DatabaseConfig::Sqlite { path } => format!("opening SQLite database {}", path.display()),
-        DatabaseConfig::Postgres { .. } => "connecting to PostgreSQL (CORTEX_DATABASE_URL)".into(),
+        DatabaseConfig::Sqlite { path } => {
+            format!("cannot open the SQLite database {} (CORTEX_DATA_DIR)", path.display())
+        }
+        DatabaseConfig::Postgres { .. } => "cannot connect to PostgreSQL (CORTEX_DATABASE_URL)".into(),
     }
+}
+
+/// The innermost cause of an error: outer layers repeat it in their own messages.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
 }
 
 fn engine(store: &Store, runtime: &Arc<Runtime>, settings: &EngineSettings) -> JobEngine {
@@ -162,6 +181,20 @@ pub async fn open_cipher(store: &Store, config: &StoreConfig) -> anyhow::Result<
     match store.verify_master_key(&cipher).await {
         Ok(()) => Ok(Arc::new(cipher)),
         Err(SecretsError::Store(err)) => Err(err).context("checking the master key"),
+        Err(SecretsError::WrongKey { expected, configured }) => {
+            let source = match env_key {
+                Some(_) => "CORTEX_MASTER_KEY".to_owned(),
+                None => format!(
+                    "the key file {} (CORTEX_MASTER_KEY is not set)",
+                    config.data_dir.join("master.key").display()
+                ),
+            };
+            Err(anyhow::Error::new(ConfigError(format!(
+                "the master key from {source} (key id {configured}) does not match the key that encrypted this \
+                 database's secrets (key id {expected}); if master.key was deleted or replaced, restore it from a \
+                 backup or set CORTEX_MASTER_KEY to the original key"
+            ))))
+        }
         Err(err) => Err(anyhow::Error::new(ConfigError(err.to_string()))),
     }
 }
@@ -183,7 +216,7 @@ fn raise_open_file_limit() {
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let started = Instant::now();
     raise_open_file_limit();
-    let env_key = std::env::var("CORTEX_API_KEY").ok().filter(|key| !key.is_empty());
+    let env_key = std::env::var("CORTEX_API_KEY").ok();
     bootstrap::check_env_key(env_key.as_deref())?;
     let store = open_store(&config.store).await?;
     let cipher = open_cipher(&store, &config.store).await?;
@@ -230,12 +263,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let prober = spawn_mcp_prober(&store, &cipher, &mcp, &shutdown);
     let retention = spawn_retention(&runtime, &config.engine, &engine_stop);
     let server_stop = shutdown.clone();
-    let server = tokio::spawn(cortex_api::server::serve(
-        listener,
-        cortex_api::router(state),
-        config.connections,
-        server_stop,
-    ));
+    let server =
+        tokio::spawn(cortex_api::server::serve(listener, cortex_api::router(state), config.connections, server_stop));
 
     tracing::info!(%address, database = store.engine_name(), data_dir = %config.store.data_dir.display(), startup_ms = started.elapsed().as_millis() as u64, "cortex serve ready");
     match &bootstrap {

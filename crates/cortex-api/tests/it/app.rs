@@ -25,7 +25,9 @@ impl TestApp {
     /// A server whose rate limits never get in the way (the limit itself has its own test).
     pub async fn spawn(test: TestStore) -> TestApp {
         let unlimited = cortex_api::rate_limit::Limit::OFF;
-        Self::spawn_with(test, ApiConfig { api_rate: unlimited, chat_rate: unlimited, ..ApiConfig::default() }).await
+        let config =
+            ApiConfig { api_rate: unlimited, chat_rate: unlimited, auth_failures: unlimited, ..ApiConfig::default() };
+        Self::spawn_with(test, config).await
     }
 
     pub async fn spawn_with(test: TestStore, config: ApiConfig) -> TestApp {

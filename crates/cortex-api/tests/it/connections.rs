@@ -162,5 +162,8 @@ async fn an_oversized_body_is_answered_not_reset() {
         .expect("the answer was cut by a reset");
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-    assert!(answer.contains("\"payload_too_large\"") && answer.to_ascii_lowercase().contains("x-request-id"), "{answer}");
+    assert!(
+        answer.contains("\"payload_too_large\"") && answer.to_ascii_lowercase().contains("x-request-id"),
+        "{answer}"
+    );
 }

@@ -5,6 +5,7 @@ mod approvals;
 mod auth;
 mod chat;
 mod connections;
+mod contract;
 mod conversation;
 mod errors;
 mod idempotency;

@@ -6,4 +6,5 @@ mod mcp_secrets;
 mod otel;
 mod process;
 mod serve;
+mod startup;
 mod tool_crash;
