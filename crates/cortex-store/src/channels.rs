@@ -206,9 +206,7 @@ impl Store {
     /// Every channel, oldest first (there are few; the supervisor and `GET /channels` read them all).
     pub async fn channels(&self) -> Result<Vec<Channel>> {
         let rows: Vec<ChannelRow> = read!(self, |conn| {
-            sqlx::query_as(concat!("SELECT ", channel_columns!(), " FROM channel ORDER BY id"))
-                .fetch_all(conn)
-                .await?
+            sqlx::query_as(concat!("SELECT ", channel_columns!(), " FROM channel ORDER BY id")).fetch_all(conn).await?
         });
         Ok(rows.into_iter().map(Channel::from).collect())
     }
@@ -279,9 +277,7 @@ impl Store {
             .fetch_optional(conn)
             .await?
         });
-        existing
-            .map(|row| (row.into(), false))
-            .ok_or(StoreError::NotFound { entity: "inbound_message" })
+        existing.map(|row| (row.into(), false)).ok_or(StoreError::NotFound { entity: "inbound_message" })
     }
 
     /// The inbound row `id`.
