@@ -137,7 +137,7 @@ pub async fn oversized_bodies(State(limit): State<usize>, request: Request, next
 }
 
 fn too_large_message(limit: usize) -> String {
-    if limit % (1024 * 1024) == 0 {
+    if limit.is_multiple_of(1024 * 1024) {
         format!("request body is larger than the {} MiB limit", limit / (1024 * 1024))
     } else {
         format!("request body is larger than the {limit}-byte limit")

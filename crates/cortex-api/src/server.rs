@@ -186,10 +186,10 @@ impl Activity {
     fn read(&self) {
         let now = self.now_ms();
         self.last_io.store(now, Ordering::Relaxed);
-        if self.in_flight.load(Ordering::Acquire) == 0 {
-            if self.head_started.compare_exchange(0, now + 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-                self.changed.notify_one();
-            }
+        if self.in_flight.load(Ordering::Acquire) == 0
+            && self.head_started.compare_exchange(0, now + 1, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        {
+            self.changed.notify_one();
         }
     }
 

@@ -10,7 +10,7 @@ use cortex_testkit::{Engine, TestStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::app::{TestApp, error_code};
+use crate::app::TestApp;
 
 /// Longest wait for something that must happen; reaching it fails the test with what was seen.
 const PATIENCE: Duration = Duration::from_secs(30);
