@@ -7,6 +7,7 @@ mod chat;
 mod connections;
 mod contract;
 mod conversation;
+mod credentials;
 mod errors;
 mod idempotency;
 mod jobs;
