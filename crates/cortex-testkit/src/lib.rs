@@ -1,6 +1,7 @@
 //! Test support shared by the workspace's integration tests.
 //!
-//! [`fake_llm::FakeLlm`] is an in-process model server speaking the OpenAI and Anthropic protocols.
+//! [`fake_llm::FakeLlm`] is an in-process model server speaking the OpenAI and Anthropic protocols;
+//! [`fake_telegram::FakeTelegram`] an in-process Telegram Bot API.
 //!
 //! [`TestStore`] gives each test its own database: a temporary SQLite file, or a fresh PostgreSQL
 //! database cloned from a template migrated once per migration set. [`both_engines!`] runs one test
@@ -11,6 +12,7 @@
 //! `CORTEX_TEST_SKIP_PG=1` to skip it explicitly on a machine without PostgreSQL.
 
 pub mod fake_llm;
+pub mod fake_telegram;
 
 use std::sync::Arc;
 

@@ -2,6 +2,7 @@
 
 mod agents;
 mod budgets;
+mod channels;
 mod events;
 mod jobs;
 mod migrations;
