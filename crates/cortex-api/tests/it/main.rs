@@ -12,4 +12,5 @@ mod jobs;
 mod keys;
 mod mcp;
 mod ops;
+mod sign_in;
 mod tools;
