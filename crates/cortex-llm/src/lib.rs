@@ -13,9 +13,11 @@
 //! - `openai`, `anthropic`: request shape and response/stream decoding of each wire style.
 //! - [`catalogue`]: known models, limits and prices; cost computation.
 //! - [`presets`]: the named back-ends (base URL, wire and auth style, catalogue entries).
+//! - [`signin`]: provider sign-in (authorization code with PKCE): URLs, code exchange, token refresh.
 //! - [`failover`]: the candidate loop with retries and breakers.
 //!
-//! Architecture invariant: only `client` touches reqwest, and no secret (API key) ever reaches a log line,
+//! Architecture invariant: only `client` (model calls) and `signin` (token endpoints) touch reqwest,
+//! and no secret (API key) ever reaches a log line,
 //! a metric label, an error message or a `Debug` output.
 
 mod accumulate;
@@ -27,6 +29,7 @@ pub mod error;
 pub mod failover;
 mod openai;
 pub mod presets;
+pub mod signin;
 mod sse;
 pub mod types;
 

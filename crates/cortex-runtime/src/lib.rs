@@ -29,10 +29,12 @@ mod policy;
 mod providers;
 pub mod retention;
 pub mod runtime;
+pub mod signin;
 mod tools;
 
 pub use buffer::{BufferRecord, BufferReport, LineProblem, RecordType, buffer_dir, prune_buffers, read_buffer};
 pub use catalog::{BuiltinTool, Catalog, DefinitionProblem};
 pub use retention::{RETENTION_INTERVAL, RetentionPass};
 pub use runtime::{AgentUsage, Runtime, RuntimeConfig, RuntimeError, UsageLimits, UsagePeriod};
+pub use signin::{SignInError, SignInRequest, Started};
 pub use tools::{EffectiveTool, ToolReport, UnresolvedTool};

@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 use crate::RuntimeError;
 use crate::env::{ANTHROPIC_DEFAULT_BASE, EnvSettings, OPENAI_DEFAULT_BASE};
+use crate::signin::SignInFlows;
 
 /// `provider_credential.kind` of model providers.
 pub(crate) const LLM_KIND: &str = "llm";
@@ -83,21 +84,33 @@ impl Pricing {
 
 /// The process's model providers.
 pub(crate) struct Providers {
-    store: Store,
-    cipher: Arc<Cipher>,
-    http: reqwest::Client,
+    pub(crate) store: Store,
+    pub(crate) cipher: Arc<Cipher>,
+    pub(crate) http: reqwest::Client,
+    /// Provider sign-in flows (`crate::signin`).
+    pub(crate) flows: SignInFlows,
+    /// Serialises token refreshes within the process.
+    pub(crate) refreshing: tokio::sync::Mutex<()>,
     pub failover: Arc<FailoverClient>,
     known: Mutex<HashMap<String, Known>>,
     reported: tokio::sync::Mutex<HashMap<String, ReportedModels>>,
 }
 
 impl Providers {
-    pub(crate) fn new(store: Store, cipher: Arc<Cipher>, http: reqwest::Client, retry: RetryPolicy) -> Providers {
+    pub(crate) fn new(
+        store: Store,
+        cipher: Arc<Cipher>,
+        http: reqwest::Client,
+        retry: RetryPolicy,
+        flows: SignInFlows,
+    ) -> Providers {
         let failover = Arc::new(FailoverClient::new(HashMap::new(), store.clock().clone(), retry));
         Providers {
             store,
             cipher,
             http,
+            flows,
+            refreshing: tokio::sync::Mutex::new(()),
             failover,
             known: Mutex::new(HashMap::new()),
             reported: tokio::sync::Mutex::new(HashMap::new()),
@@ -139,7 +152,10 @@ impl Providers {
     /// Brings the failover client in line with the credential rows: usable rows get a (re)built client,
     /// disabled or deleted ones lose theirs.
     pub(crate) async fn sync(&self) -> Result<(), StoreError> {
-        let rows = self.store.credentials_of_kind(LLM_KIND).await?;
+        let mut rows = self.store.credentials_of_kind(LLM_KIND).await?;
+        if self.refresh_due(&rows).await? {
+            rows = self.store.credentials_of_kind(LLM_KIND).await?;
+        }
         let mut known = self.known();
         let usable: Vec<&ProviderCredential> = rows.iter().filter(|row| row.status != "disabled").collect();
         known.retain(|name, _| {

@@ -121,7 +121,8 @@ impl Runtime {
         let env = EnvSettings::parse(&config.env)?;
         let http = GuardedHttp::new(env.ssrf.clone(), Arc::new(SystemResolver))
             .map_err(|err| RuntimeError::Http(err.to_string()))?;
-        let providers = Providers::new(store.clone(), config.cipher.clone(), config.http, config.llm_retry);
+        let flows = crate::signin::SignInFlows::from_env(&config.env)?;
+        let providers = Providers::new(store.clone(), config.cipher.clone(), config.http, config.llm_retry, flows);
         providers.materialise_env(&env).await?;
         providers.sync().await?;
         let http = Arc::new(http);
@@ -144,6 +145,24 @@ impl Runtime {
         refresh: bool,
     ) -> Result<std::collections::HashMap<String, Result<Vec<String>, String>>, cortex_store::StoreError> {
         self.services.providers.reported_models(refresh).await
+    }
+
+    /// Providers that offer sign-in here (`crate::signin`).
+    pub fn sign_in_flows(&self) -> Vec<String> {
+        self.services.providers.sign_in_flows()
+    }
+
+    /// Starts a provider sign-in: the URL to open and the `state` that completes it.
+    pub async fn start_sign_in(
+        &self,
+        request: &crate::signin::SignInRequest<'_>,
+    ) -> Result<crate::signin::Started, crate::signin::SignInError> {
+        self.services.providers.start_sign_in(request).await
+    }
+
+    /// Completes a provider sign-in with the returned code; the id of the stored credential.
+    pub async fn complete_sign_in(&self, state: &str, code: &str) -> Result<uuid::Uuid, crate::signin::SignInError> {
+        self.services.providers.complete_sign_in(state, code).await
     }
 
     /// The handler to register for `chat` and `task` jobs.

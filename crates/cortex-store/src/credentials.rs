@@ -63,6 +63,12 @@ pub struct ProviderCredential {
     pub source: String,
     /// Spend through this credential.
     pub usage: CredentialUsage,
+    /// The sign-in flow that produced the secret (provider sign-in), if it came from one.
+    pub sign_in: Option<String>,
+    /// Encrypted refresh token (for `provider_credential.refresh_enc.<id>`).
+    pub refresh_enc: Option<String>,
+    /// When the secret stops working (signed-in access tokens).
+    pub expires_at: Option<Timestamp>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -104,6 +110,9 @@ struct CredentialRow {
     tokens_in: i64,
     tokens_out: i64,
     cost_usd: f64,
+    sign_in: Option<String>,
+    refresh_enc: Option<String>,
+    expires_at: Option<i64>,
     created_at: i64,
     updated_at: i64,
 }
@@ -132,6 +141,9 @@ impl From<CredentialRow> for ProviderCredential {
                 tokens_out: row.tokens_out,
                 cost_usd: row.cost_usd,
             },
+            sign_in: row.sign_in,
+            refresh_enc: row.refresh_enc,
+            expires_at: opt_time(row.expires_at),
             created_at: time(row.created_at),
             updated_at: time(row.updated_at),
         }
@@ -141,7 +153,8 @@ impl From<CredentialRow> for ProviderCredential {
 macro_rules! credential_columns {
     () => {
         "id, kind, name, provider, api_style, base_url, secret_enc, secret_hint, models, prices, status, last_used_at, \
-         last_error, error_count, source, calls, tokens_in, tokens_out, cost_usd, created_at, updated_at"
+         last_error, error_count, source, calls, tokens_in, tokens_out, cost_usd, sign_in, refresh_enc, expires_at, \
+         created_at, updated_at"
     };
 }
 
@@ -157,6 +170,54 @@ pub struct CredentialUpsert {
     pub secret_enc: Option<String>,
     pub secret_hint: Option<String>,
     pub source: String,
+}
+
+/// The cell a credential's refresh token is encrypted for.
+pub fn refresh_ref(id: Uuid) -> SecretRef {
+    SecretRef::new("provider_credential", "refresh_enc", id)
+}
+
+/// The cell a sign-in's PKCE verifier is encrypted for.
+pub fn verifier_ref(id: Uuid) -> SecretRef {
+    SecretRef::new("provider_sign_in", "verifier_enc", id)
+}
+
+/// A credential obtained by provider sign-in, to create or replace (by name, kind `llm`, `source: api`).
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    /// The existing row's id when replacing one (the secrets are bound to it).
+    pub id: Uuid,
+    pub name: String,
+    pub provider: Option<String>,
+    pub base_url: Option<String>,
+    pub secret_enc: String,
+    pub secret_hint: Option<String>,
+    pub sign_in: String,
+    pub refresh_enc: Option<String>,
+    pub expires_at: Option<Timestamp>,
+}
+
+/// A sign-in in progress (SPEC-style `oauth_state`: single use, short-lived).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SignInState {
+    pub id: Uuid,
+    pub state: String,
+    /// The flow (provider) name.
+    pub provider: String,
+    /// The `llm` credential the result is stored as.
+    pub credential_name: String,
+    pub verifier_enc: String,
+    pub callback_url: String,
+    /// Base URL the resulting credential calls (default: the preset's).
+    pub base_url: Option<String>,
+    #[sqlx(rename = "expires_at")]
+    pub expires_at_ms: i64,
+}
+
+impl SignInState {
+    pub fn expires_at(&self) -> Timestamp {
+        time(self.expires_at_ms)
+    }
 }
 
 /// A credential created through the API (`source: "api"`), or the new state of one being edited.
@@ -351,6 +412,114 @@ impl Tx {
             .rows_affected()
         });
         Ok(())
+    }
+
+    /// Stores the result of a provider sign-in: a new `source: api` credential, or new secrets for the
+    /// API-created one of that name (an env credential of that name is left alone: `false`).
+    pub async fn store_signed_in(&mut self, new: &SignedIn) -> Result<bool> {
+        let now = ms(self.now());
+        let written = write!(self, |conn| {
+            sqlx::query(
+                "INSERT INTO provider_credential (id, kind, name, provider, secret_enc, secret_hint, models, prices, status, \
+                 source, sign_in, refresh_enc, expires_at, created_at, updated_at, base_url) \
+                 VALUES ($1, 'llm', $2, $3, $4, $5, $6, $7, 'active', 'api', $8, $9, $10, $11, $11, $12) \
+                 ON CONFLICT (kind, name) DO UPDATE SET secret_enc = excluded.secret_enc, \
+                 base_url = COALESCE(excluded.base_url, provider_credential.base_url), \
+                 secret_hint = excluded.secret_hint, sign_in = excluded.sign_in, refresh_enc = excluded.refresh_enc, \
+                 expires_at = excluded.expires_at, status = 'active', last_error = NULL, error_count = 0, \
+                 updated_at = excluded.updated_at \
+                 WHERE provider_credential.source = 'api' AND provider_credential.id = excluded.id",
+            )
+            .bind(new.id)
+            .bind(&new.name)
+            .bind(new.provider.as_deref())
+            .bind(&new.secret_enc)
+            .bind(new.secret_hint.as_deref())
+            .bind(Json(Value::Array(Vec::new())))
+            .bind(Json(Value::Object(serde_json::Map::new())))
+            .bind(&new.sign_in)
+            .bind(new.refresh_enc.as_deref())
+            .bind(new.expires_at.map(ms))
+            .bind(now)
+            .bind(new.base_url.as_deref())
+            .execute(conn)
+            .await?
+            .rows_affected()
+        });
+        Ok(written == 1)
+    }
+
+    /// Replaces a signed-in credential's tokens after a refresh, unless another process refreshed it
+    /// first (its `secret_enc` is no longer `previous`): `false` then.
+    pub async fn refresh_signed_in(
+        &mut self,
+        id: Uuid,
+        previous: &str,
+        secret_enc: &str,
+        secret_hint: Option<&str>,
+        refresh_enc: Option<&str>,
+        expires_at: Option<Timestamp>,
+    ) -> Result<bool> {
+        let now = ms(self.now());
+        let updated = write!(self, |conn| {
+            sqlx::query(
+                "UPDATE provider_credential SET secret_enc = $3, secret_hint = $4, refresh_enc = $5, expires_at = $6, \
+                 updated_at = $7 WHERE id = $1 AND secret_enc = $2",
+            )
+            .bind(id)
+            .bind(previous)
+            .bind(secret_enc)
+            .bind(secret_hint)
+            .bind(refresh_enc)
+            .bind(expires_at.map(ms))
+            .bind(now)
+            .execute(conn)
+            .await?
+            .rows_affected()
+        });
+        Ok(updated == 1)
+    }
+
+    /// Records a sign-in in progress.
+    pub async fn insert_sign_in(&mut self, new: &SignInState) -> Result<()> {
+        let now = ms(self.now());
+        write!(self, |conn| {
+            sqlx::query(
+                "INSERT INTO provider_sign_in (id, state, provider, credential_name, verifier_enc, callback_url, \
+                 base_url, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(new.id)
+            .bind(&new.state)
+            .bind(&new.provider)
+            .bind(&new.credential_name)
+            .bind(&new.verifier_enc)
+            .bind(&new.callback_url)
+            .bind(new.base_url.as_deref())
+            .bind(new.expires_at_ms)
+            .bind(now)
+            .execute(conn)
+            .await?
+            .rows_affected()
+        });
+        Ok(())
+    }
+
+    /// Removes and returns the sign-in with `state` (single use), expired or not; also drops every
+    /// expired one.
+    pub async fn take_sign_in(&mut self, state: &str) -> Result<Option<SignInState>> {
+        let now = ms(self.now());
+        let taken: Option<SignInState> = write!(self, |conn| {
+            let taken = sqlx::query_as(
+                "DELETE FROM provider_sign_in WHERE state = $1 RETURNING id, state, provider, credential_name, \
+                 verifier_enc, callback_url, base_url, expires_at",
+            )
+            .bind(state)
+            .fetch_optional(&mut *conn)
+            .await?;
+            sqlx::query("DELETE FROM provider_sign_in WHERE expires_at < $1").bind(now).execute(&mut *conn).await?;
+            taken
+        });
+        Ok(taken)
     }
 
     /// Deletes a credential that came from `source`; `false` when there was none.

@@ -58,6 +58,20 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::client::jobs::JobsCommand,
     },
+    /// Manage provider keys and other secrets on a running server (admin).
+    Credentials {
+        #[command(flatten)]
+        client: crate::client::ClientArgs,
+        #[command(subcommand)]
+        command: crate::client::credentials::CredentialsCommand,
+    },
+    /// List model providers on a running server.
+    Providers {
+        #[command(flatten)]
+        client: crate::client::ClientArgs,
+        #[command(subcommand)]
+        command: crate::client::credentials::ProvidersCommand,
+    },
     /// Measure the job queue on a scratch database, to size a deployment.
     Bench {
         #[command(subcommand)]

@@ -71,6 +71,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs { client, command } => client::jobs::run(&client, command).await,
         Command::Chat { client, agent, text } => client::chat::run(&client, &agent, text).await,
         Command::Approvals { client, command } => client::approvals::run(&client, command).await,
+        Command::Credentials { client, command } => client::credentials::run(&client, command).await,
+        Command::Providers { client, command } => client::credentials::run_providers(&client, command).await,
         Command::Bench { command } => bench::run(command).await,
     }
 }

@@ -153,6 +153,10 @@ pub struct CredentialView {
     /// `env` (read-only, from the environment) or `api`.
     pub source: String,
     pub read_only: bool,
+    /// The provider sign-in that produced the secret, if any.
+    pub sign_in: Option<String>,
+    /// When a signed-in token expires (it is refreshed before).
+    pub expires_at: Option<DateTime<Utc>>,
     /// Slugs of the agents whose models are called through it.
     pub used_by: Vec<String>,
     pub usage: CredentialUsageView,
@@ -186,6 +190,8 @@ impl CredentialView {
             last_error: row.last_error,
             error_count: row.error_count,
             read_only: row.source == "env",
+            sign_in: row.sign_in,
+            expires_at: row.expires_at,
             source: row.source,
             used_by,
             usage: CredentialUsageView {

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::app::{TestApp, error_code};
 
-const PUBLIC: &[&str] = &["/healthz", "/readyz", "/metrics"];
+const PUBLIC: &[&str] = &["/healthz", "/readyz", "/metrics", "/auth/provider-callback"];
 
 /// Every (method, concrete path) in the OpenAPI document, with path parameters filled in.
 async fn operations(app: &TestApp) -> Vec<(reqwest::Method, String, String)> {

@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod approvals;
 pub mod chat;
+pub mod credentials;
 pub mod jobs;
 mod output;
 

@@ -2,6 +2,7 @@
 
 mod bench;
 mod cli;
+mod credentials;
 mod e2e;
 mod mcp_secrets;
 mod otel;
