@@ -76,6 +76,8 @@ pub struct AppState {
     pub limiter: Arc<crate::rate_limit::RateLimiter>,
     /// Database-derived gauges behind `/metrics`, recounted at most once a second.
     pub gauges: Arc<crate::metrics::StateGauges>,
+    /// The process's channel supervisor: channel health, and the adapters webhooks are handed to.
+    pub channels: Arc<cortex_channels::supervisor::Supervisor>,
 }
 
 /// The parts an [`AppState`] is made of.
@@ -88,6 +90,7 @@ pub struct AppParts {
     pub metrics: PrometheusHandle,
     pub readiness: Readiness,
     pub shutdown: tokio_util::sync::CancellationToken,
+    pub channels: Arc<cortex_channels::supervisor::Supervisor>,
 }
 
 impl AppState {
@@ -104,6 +107,7 @@ impl AppState {
             shutdown: parts.shutdown,
             limiter,
             gauges: Arc::default(),
+            channels: parts.channels,
         }
     }
 }
