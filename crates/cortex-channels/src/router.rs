@@ -250,7 +250,7 @@ impl Router {
         agent: &Agent,
         user_id: Uuid,
     ) -> Result<Option<(String, Vec<Uuid>)>, StoreError> {
-        let Some(word) = message.text.trim().split_whitespace().next().filter(|word| word.starts_with('/')) else {
+        let Some(word) = message.text.split_whitespace().next().filter(|word| word.starts_with('/')) else {
             return Ok(None);
         };
         let command = word.split('@').next().unwrap_or(word).to_ascii_lowercase();

@@ -269,10 +269,8 @@ async fn handle(
         return envelope_error(&failure);
     }
     let result = answer(&shared, &method, &body).await;
-    if let Some(result) = &result {
-        if method != "getupdates" {
-            shared.lock().calls[index].response = result.clone();
-        }
+    if let Some(result) = result.as_ref().filter(|_| method != "getupdates") {
+        shared.lock().calls[index].response = result.clone();
     }
     match result {
         Some(result) => ok(result),

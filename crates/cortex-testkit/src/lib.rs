@@ -275,19 +275,6 @@ impl TestStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn database_url_swaps_the_name() {
-        assert_eq!(super::database_url("postgres://u@h:5432/postgres", "x"), "postgres://u@h:5432/x");
-        assert_eq!(
-            super::database_url("postgres://u@h:5432/postgres?sslmode=disable", "x"),
-            "postgres://u@h:5432/x?sslmode=disable"
-        );
-        assert_eq!(super::database_url("postgres://u@h:5432", "x"), "postgres://u@h:5432/x");
-    }
-}
-
 /// An active agent definition on the fake OpenAI model, answering bound chats (the defaults a test
 /// changes what it needs of).
 pub fn agent_definition(name: &str) -> cortex_store::agents::AgentDefinition {
@@ -314,3 +301,17 @@ pub fn agent_definition(name: &str) -> cortex_store::agents::AgentDefinition {
         status: AgentStatus::Active,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_url_swaps_the_name() {
+        assert_eq!(super::database_url("postgres://u@h:5432/postgres", "x"), "postgres://u@h:5432/x");
+        assert_eq!(
+            super::database_url("postgres://u@h:5432/postgres?sslmode=disable", "x"),
+            "postgres://u@h:5432/x?sslmode=disable"
+        );
+        assert_eq!(super::database_url("postgres://u@h:5432", "x"), "postgres://u@h:5432/x");
+    }
+}
+

@@ -17,9 +17,17 @@ use crate::config::ConfigError;
 /// Name of the channel `TELEGRAM_BOT_TOKEN` defines.
 const ENV_TELEGRAM: &str = "env-telegram";
 
-/// The env-defined channels as they should be stored: `(name, type, settings, secrets)`; `None` for a
-/// platform whose variables are unset. A malformed value is a configuration error naming the variable.
-fn env_channels() -> anyhow::Result<Vec<(&'static str, &'static str, serde_json::Value, BTreeMap<String, String>)>> {
+/// An env-defined channel as it should be stored.
+struct EnvChannel {
+    name: &'static str,
+    channel_type: &'static str,
+    settings: serde_json::Value,
+    secrets: BTreeMap<String, String>,
+}
+
+/// The env-defined channels of the platforms whose variables are set. A malformed value is a
+/// configuration error naming the variable.
+fn env_channels() -> anyhow::Result<Vec<EnvChannel>> {
     let var = |name: &str| std::env::var(name).ok().filter(|value| !value.trim().is_empty());
     let mut channels = Vec::new();
     if let Some(token) = var("TELEGRAM_BOT_TOKEN") {
@@ -32,7 +40,12 @@ fn env_channels() -> anyhow::Result<Vec<(&'static str, &'static str, serde_json:
             }
             settings["api_base"] = json!(base.trim_end_matches('/'));
         }
-        channels.push((ENV_TELEGRAM, "telegram", settings, BTreeMap::from([("bot_token".to_owned(), token)])));
+        channels.push(EnvChannel {
+            name: ENV_TELEGRAM,
+            channel_type: "telegram",
+            settings,
+            secrets: BTreeMap::from([("bot_token".to_owned(), token)]),
+        });
     }
     Ok(channels)
 }
@@ -41,7 +54,7 @@ fn env_channels() -> anyhow::Result<Vec<(&'static str, &'static str, serde_json:
 /// history stays).
 pub async fn materialise_env(store: &Store, cipher: &Cipher) -> anyhow::Result<()> {
     let wanted = env_channels()?;
-    for (name, channel_type, settings, secrets) in &wanted {
+    for EnvChannel { name, channel_type, settings, secrets } in &wanted {
         let existing = store.channel_by_name(name).await.context("reading env channels")?;
         let id = existing.as_ref().map_or_else(cortex_core::new_id, |channel| channel.id);
         let write = ChannelWrite {
@@ -72,7 +85,7 @@ pub async fn materialise_env(store: &Store, cipher: &Cipher) -> anyhow::Result<(
         tx.commit().await?;
     }
     for channel in store.channels().await? {
-        let still_wanted = wanted.iter().any(|(name, ..)| *name == channel.name);
+        let still_wanted = wanted.iter().any(|env| env.name == channel.name);
         if channel.source == "env" && channel.enabled && !still_wanted {
             let mut tx = store.begin().await?;
             tx.update_channel(&ChannelWrite {

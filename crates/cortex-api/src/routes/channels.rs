@@ -704,6 +704,7 @@ async fn unbind_chat(
 /// Telegram webhook (SPEC §8.2): `X-Telegram-Bot-Api-Secret-Token` must match (401 otherwise, nothing
 /// recorded); the update is recorded before the 200, so a Telegram retry finds it already there.
 #[utoipa::path(post, path = "/webhooks/telegram/{channel_id}", tag = "channels", params(("channel_id" = Uuid, Path)),
+    request_body(content = String, content_type = "application/json", description = "A Telegram `Update`, as sent by Telegram"),
     responses((status = 200), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn telegram_webhook(
     State(state): State<AppState>,
