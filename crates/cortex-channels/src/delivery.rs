@@ -116,10 +116,16 @@ pub async fn deliver_due(
     Ok(count)
 }
 
-async fn deliver_one(store: &Store, adapter: &dyn ChannelAdapter, holder: Uuid, item: OutboxItem) -> Result<(), StoreError> {
-    let parsed = serde_json::from_value::<Target>(item.target.clone())
-        .map_err(|err| err.to_string())
-        .and_then(|target| Ok((target, serde_json::from_value::<Payload>(item.payload.clone()).map_err(|err| err.to_string())?)));
+async fn deliver_one(
+    store: &Store,
+    adapter: &dyn ChannelAdapter,
+    holder: Uuid,
+    item: OutboxItem,
+) -> Result<(), StoreError> {
+    let parsed =
+        serde_json::from_value::<Target>(item.target.clone()).map_err(|err| err.to_string()).and_then(|target| {
+            Ok((target, serde_json::from_value::<Payload>(item.payload.clone()).map_err(|err| err.to_string())?))
+        });
     let (target, payload) = match parsed {
         Ok(parsed) => parsed,
         Err(err) => {

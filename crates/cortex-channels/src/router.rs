@@ -29,7 +29,8 @@ const HELP: &str = "Commands:\n/new — start a new conversation\n/stop — stop
 const NO_AGENT: &str = "No agent is assigned to this chat.";
 const AGENT_UNAVAILABLE: &str = "This agent is not available right now.";
 const NO_ACCESS: &str = "You don't have access to this agent. Ask an operator to grant it.";
-const REQUEST_SUBMITTED: &str = "Your access request was submitted. You'll be able to chat once an operator approves it.";
+const REQUEST_SUBMITTED: &str =
+    "Your access request was submitted. You'll be able to chat once an operator approves it.";
 
 /// Where replies to a chat go: the outbox `target` of a channel reply.
 pub fn reply_target(chat: &ChatRef, reply_to: Option<&str>) -> Value {
@@ -80,7 +81,12 @@ impl Router {
         Ok(count)
     }
 
-    async fn route(&self, channel: &Channel, adapter: &dyn ChannelAdapter, row: InboundRecord) -> Result<(), StoreError> {
+    async fn route(
+        &self,
+        channel: &Channel,
+        adapter: &dyn ChannelAdapter,
+        row: InboundRecord,
+    ) -> Result<(), StoreError> {
         let event: InboundEvent = serde_json::from_value(row.event.clone())
             .map_err(|err| StoreError::Corrupt(format!("inbound_message.event: {err}")))?;
         let message = match event {
@@ -90,13 +96,27 @@ impl Router {
                 if let Err(err) = adapter.answer_interaction(&press, None).await {
                     tracing::debug!(error = %err, "answering a button press failed");
                 }
-                return self.finish(row.id, InboundOutcome { status: "ignored", detail: Some("buttons are not handled yet".into()), ..Default::default() }, None).await;
+                return self
+                    .finish(
+                        row.id,
+                        InboundOutcome {
+                            status: "ignored",
+                            detail: Some("buttons are not handled yet".into()),
+                            ..Default::default()
+                        },
+                        None,
+                    )
+                    .await;
             }
         };
         if channel.inbound_policy == "allowlist"
             && !self.store.is_allowlisted(channel.id, &message.sender.platform_user_id).await?
         {
-            let outcome = InboundOutcome { status: "refused", detail: Some("sender not on the channel allowlist".into()), ..Default::default() };
+            let outcome = InboundOutcome {
+                status: "refused",
+                detail: Some("sender not on the channel allowlist".into()),
+                ..Default::default()
+            };
             return self.finish(row.id, outcome, None).await;
         }
         let binding = self.store.resolve_binding(channel.id, &channel.channel_type, &message.chat.chat_id).await?;
@@ -127,7 +147,8 @@ impl Router {
             idempotency_key: key,
             job_id: None,
         };
-        let agent_of = |agent: Option<Uuid>| InboundOutcome { user_id: Some(user_id), agent_id: agent, ..Default::default() };
+        let agent_of =
+            |agent: Option<Uuid>| InboundOutcome { user_id: Some(user_id), agent_id: agent, ..Default::default() };
         match decision {
             Decision::Ignore(detail) => {
                 let outcome = InboundOutcome { status: "ignored", detail: Some(detail.into()), ..agent_of(agent_id) };
@@ -154,7 +175,8 @@ impl Router {
                     Some(session) => session.id,
                     None => tx.insert_session(agent.id, Some(user_id), &origin).await?.id,
                 };
-                let surface = json!({"surface": channel.channel_type, "channel_id": channel.id, "chat_id": message.chat.chat_id});
+                let surface =
+                    json!({"surface": channel.channel_type, "channel_id": channel.id, "chat_id": message.chat.chat_id});
                 let (job, _) = tx
                     .insert_job(&NewJob {
                         agent_id: agent.id,
@@ -282,7 +304,13 @@ impl Router {
     }
 
     /// Marks the row and queues the notice; rolls everything back when another router got there first.
-    async fn finish_in(&self, mut tx: Tx, id: Uuid, outcome: InboundOutcome, notice: Option<NewOutbox>) -> Result<(), StoreError> {
+    async fn finish_in(
+        &self,
+        mut tx: Tx,
+        id: Uuid,
+        outcome: InboundOutcome,
+        notice: Option<NewOutbox>,
+    ) -> Result<(), StoreError> {
         if !tx.finish_inbound(id, &outcome).await? {
             return Ok(());
         }

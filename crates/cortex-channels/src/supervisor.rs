@@ -123,7 +123,13 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// A supervisor whose leases are held as `holder` (the process's worker id).
-    pub fn new(store: Store, http: reqwest::Client, cipher: Cipher, config: SupervisorConfig, holder: Uuid) -> Arc<Self> {
+    pub fn new(
+        store: Store,
+        http: reqwest::Client,
+        cipher: Cipher,
+        config: SupervisorConfig,
+        holder: Uuid,
+    ) -> Arc<Self> {
         Arc::new(Self { store, http, cipher, config, holder, slots: Mutex::new(HashMap::new()) })
     }
 
@@ -276,7 +282,13 @@ impl Supervisor {
                     }
                     other => other,
                 };
-                ChannelHealth { id: run.channel.id, channel_type: run.channel.channel_type.clone(), state, last_error, last_activity_at }
+                ChannelHealth {
+                    id: run.channel.id,
+                    channel_type: run.channel.channel_type.clone(),
+                    state,
+                    last_error,
+                    last_activity_at,
+                }
             })
             .collect();
         all.sort_by_key(|health| health.id);
@@ -310,12 +322,16 @@ pub fn build_adapter(
             let token = secrets.get("bot_token").ok_or("the channel has no bot_token")?.clone();
             let mode = match setting("mode").unwrap_or("polling") {
                 "polling" => TelegramMode::Polling {
-                    timeout: Duration::from_secs(channel.config.get("poll_timeout_seconds").and_then(serde_json::Value::as_u64).unwrap_or(30)),
+                    timeout: Duration::from_secs(
+                        channel.config.get("poll_timeout_seconds").and_then(serde_json::Value::as_u64).unwrap_or(30),
+                    ),
                 },
                 "webhook" => {
-                    let require_secret = channel.config.get("require_secret").and_then(serde_json::Value::as_bool).unwrap_or(true);
+                    let require_secret =
+                        channel.config.get("require_secret").and_then(serde_json::Value::as_bool).unwrap_or(true);
                     TelegramMode::Webhook {
-                        url: public_url.map(|base| format!("{}/webhooks/telegram/{}", base.trim_end_matches('/'), channel.id)),
+                        url: public_url
+                            .map(|base| format!("{}/webhooks/telegram/{}", base.trim_end_matches('/'), channel.id)),
                         secret: if require_secret { secrets.get("webhook_secret").cloned() } else { None },
                     }
                 }
@@ -387,7 +403,8 @@ async fn receive_loop(run: ReceiveLoop) {
         }
         run.set(ChannelState::Healthy, None);
         let attempt = run.cancel.child_token();
-        let renewal = exclusive.then(|| tokio::spawn(renew(run.store.clone(), lease.clone(), run.holder, attempt.clone())));
+        let renewal =
+            exclusive.then(|| tokio::spawn(renew(run.store.clone(), lease.clone(), run.holder, attempt.clone())));
         let sink: Arc<dyn InboundSink> = run.sink.clone();
         let result = run.adapter.run(sink, attempt.clone()).await;
         attempt.cancel();

@@ -71,10 +71,17 @@ impl Grant {
 
 impl Store {
     /// The binding that decides a chat: pinned to this channel first, then any channel of the type.
-    pub async fn resolve_binding(&self, channel_id: Uuid, channel_type: &str, chat_id: &str) -> Result<Option<Binding>> {
+    pub async fn resolve_binding(
+        &self,
+        channel_id: Uuid,
+        channel_type: &str,
+        chat_id: &str,
+    ) -> Result<Option<Binding>> {
         Ok(read!(self, |conn| {
             sqlx::query_as(concat!(
-                "SELECT ", binding_columns!(), " FROM channel_binding WHERE chat_id = $1 AND \
+                "SELECT ",
+                binding_columns!(),
+                " FROM channel_binding WHERE chat_id = $1 AND \
                  (channel_id = $2 OR (channel_id IS NULL AND channel_type = $3)) \
                  ORDER BY CASE WHEN channel_id IS NULL THEN 1 ELSE 0 END LIMIT 1"
             ))
@@ -90,7 +97,9 @@ impl Store {
     pub async fn agent_bindings(&self, agent_id: Uuid) -> Result<Vec<Binding>> {
         Ok(read!(self, |conn| {
             sqlx::query_as(concat!(
-                "SELECT ", binding_columns!(), " FROM channel_binding WHERE agent_id = $1 ORDER BY id"
+                "SELECT ",
+                binding_columns!(),
+                " FROM channel_binding WHERE agent_id = $1 ORDER BY id"
             ))
             .bind(agent_id)
             .fetch_all(conn)
@@ -102,7 +111,9 @@ impl Store {
     pub async fn channel_bindings(&self, channel_id: Uuid) -> Result<Vec<Binding>> {
         Ok(read!(self, |conn| {
             sqlx::query_as(concat!(
-                "SELECT ", binding_columns!(), " FROM channel_binding WHERE channel_id = $1 ORDER BY id"
+                "SELECT ",
+                binding_columns!(),
+                " FROM channel_binding WHERE channel_id = $1 ORDER BY id"
             ))
             .bind(channel_id)
             .fetch_all(conn)
@@ -214,7 +225,9 @@ impl Tx {
         let now = ms(self.now());
         let existing: Option<Binding> = write!(self, |conn| {
             sqlx::query_as(concat!(
-                "SELECT ", binding_columns!(), " FROM channel_binding WHERE chat_id = $1 AND \
+                "SELECT ",
+                binding_columns!(),
+                " FROM channel_binding WHERE chat_id = $1 AND \
                  ((channel_id = $2) OR (channel_id IS NULL AND $2 IS NULL AND channel_type = $3))"
             ))
             .bind(&new.chat_id)

@@ -274,7 +274,11 @@ async fn handle(
     }
     match result {
         Some(result) => ok(result),
-        None => envelope_error(&Failure { status: 404, description: "Not Found: method not found".into(), retry_after: None }),
+        None => envelope_error(&Failure {
+            status: 404,
+            description: "Not Found: method not found".into(),
+            retry_after: None,
+        }),
     }
 }
 
@@ -296,7 +300,9 @@ async fn answer(shared: &Shared, method: &str, body: &Value) -> Option<Value> {
                 "text": body["text"],
             })
         }
-        "editmessagetext" => json!({"message_id": body["message_id"], "chat": {"id": body["chat_id"]}, "text": body["text"]}),
+        "editmessagetext" => {
+            json!({"message_id": body["message_id"], "chat": {"id": body["chat_id"]}, "text": body["text"]})
+        }
         "sendchataction" | "answercallbackquery" | "setwebhook" | "deletewebhook" => json!(true),
         _ => return None,
     })

@@ -314,4 +314,3 @@ mod tests {
         assert_eq!(super::database_url("postgres://u@h:5432", "x"), "postgres://u@h:5432/x");
     }
 }
-

@@ -66,7 +66,9 @@ pub async fn materialise_env(store: &Store, cipher: &Cipher) -> anyhow::Result<(
             secret_keys: secrets.keys().cloned().collect(),
             source: "env".into(),
             enabled: true,
-            inbound_policy: existing.as_ref().map_or_else(|| "open".to_owned(), |channel| channel.inbound_policy.clone()),
+            inbound_policy: existing
+                .as_ref()
+                .map_or_else(|| "open".to_owned(), |channel| channel.inbound_policy.clone()),
             default_agent_id: existing.as_ref().and_then(|channel| channel.default_agent_id),
             bot_identity: existing.as_ref().and_then(|channel| channel.bot_identity.clone()),
         };
@@ -108,9 +110,15 @@ pub async fn materialise_env(store: &Store, cipher: &Cipher) -> anyhow::Result<(
     Ok(())
 }
 
-fn same_secrets(cipher: &Cipher, channel: &cortex_store::channels::Channel, secrets: &BTreeMap<String, String>) -> bool {
+fn same_secrets(
+    cipher: &Cipher,
+    channel: &cortex_store::channels::Channel,
+    secrets: &BTreeMap<String, String>,
+) -> bool {
     channel.secrets_enc.as_ref().is_some_and(|enc| {
-        cipher.decrypt_json(&SecretRef::new("channel", "secrets_enc", channel.id), enc).is_ok_and(|stored| &stored == secrets)
+        cipher
+            .decrypt_json(&SecretRef::new("channel", "secrets_enc", channel.id), enc)
+            .is_ok_and(|stored| &stored == secrets)
     })
 }
 

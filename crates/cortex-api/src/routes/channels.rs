@@ -223,7 +223,10 @@ impl From<Binding> for BindingView {
 }
 
 /// Splits `config` into settings and secrets, checking names and types.
-fn split_config(platform: Platform, config: &Map<String, Value>) -> ApiResult<(Map<String, Value>, BTreeMap<String, String>)> {
+fn split_config(
+    platform: Platform,
+    config: &Map<String, Value>,
+) -> ApiResult<(Map<String, Value>, BTreeMap<String, String>)> {
     let mut settings = Map::new();
     let mut secrets = BTreeMap::new();
     let mut fields: Vec<(&str, String)> = Vec::new();
@@ -278,7 +281,9 @@ fn check_policy(policy: Option<&str>) -> ApiResult<String> {
     match policy.map(str::to_ascii_lowercase).as_deref() {
         None | Some("open") => Ok("open".into()),
         Some("allowlist") => Ok("allowlist".into()),
-        Some(other) => Err(ApiError::validation(&[("inbound_policy", format!("must be `open` or `allowlist`, got `{other}`"))])),
+        Some(other) => {
+            Err(ApiError::validation(&[("inbound_policy", format!("must be `open` or `allowlist`, got `{other}`"))]))
+        }
     }
 }
 
@@ -309,7 +314,10 @@ fn channel_uuid(id: &str) -> ApiResult<Uuid> {
 
 fn env_read_only(channel: &Channel) -> ApiResult<()> {
     if channel.source == "env" {
-        return Err(ApiError::new(Code::Conflict, "this channel comes from the environment; change the environment instead"));
+        return Err(ApiError::new(
+            Code::Conflict,
+            "this channel comes from the environment; change the environment instead",
+        ));
     }
     Ok(())
 }
@@ -487,8 +495,13 @@ async fn update_channel(
     }
     let mut tx = state.store.begin().await?;
     tx.update_channel(&write).await.map_err(|err| conflict(err, &write.name))?;
-    tx.audit(principal.audit("channel.update", "channel", channel.id, json!({"name": write.name, "enabled": write.enabled})))
-        .await?;
+    tx.audit(principal.audit(
+        "channel.update",
+        "channel",
+        channel.id,
+        json!({"name": write.name, "enabled": write.enabled}),
+    ))
+    .await?;
     tx.commit().await?;
     let channel = state.store.channel(channel.id).await?;
     Ok(axum::Json(ChannelView::of(&state, channel)))
@@ -613,7 +626,8 @@ async fn set_default_agent(
     };
     let mut tx = state.store.begin().await?;
     tx.update_channel(&write).await?;
-    tx.audit(principal.audit("channel.default_agent", "channel", channel.id, json!({"agent_id": body.agent_id}))).await?;
+    tx.audit(principal.audit("channel.default_agent", "channel", channel.id, json!({"agent_id": body.agent_id})))
+        .await?;
     tx.commit().await?;
     Ok(axum::Json(ChannelView::of(&state, state.store.channel(channel.id).await?)))
 }
@@ -650,7 +664,9 @@ async fn bind_chat(
     let respond_to = match body.respond_to.as_deref().map(str::to_ascii_lowercase).as_deref() {
         None => None,
         Some(value @ ("all" | "mentions")) => Some(value.to_owned()),
-        Some(other) => return Err(ApiError::validation(&[("respond_to", format!("must be `all` or `mentions`, got `{other}`"))])),
+        Some(other) => {
+            return Err(ApiError::validation(&[("respond_to", format!("must be `all` or `mentions`, got `{other}`"))]));
+        }
     };
     if let Some(channel_id) = body.channel_id {
         let channel = state.store.channel(channel_id).await?;
@@ -668,8 +684,13 @@ async fn bind_chat(
             respond_to,
         })
         .await?;
-    tx.audit(principal.audit("channel.bind", "agent", agent.id, json!({"binding_id": binding.id, "chat_id": binding.chat_id})))
-        .await?;
+    tx.audit(principal.audit(
+        "channel.bind",
+        "agent",
+        agent.id,
+        json!({"binding_id": binding.id, "chat_id": binding.chat_id}),
+    ))
+    .await?;
     tx.commit().await?;
     let status = if changed { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, axum::Json(BindingView::from(binding))))
@@ -678,7 +699,10 @@ async fn bind_chat(
 /// The chats bound to this agent [viewer].
 #[utoipa::path(get, path = "/agents/{id}/channels", tag = "channels", params(("id" = String, Path, description = "Agent id or slug")),
     responses((status = 200, body = List<BindingView>), (status = 404, body = ErrorBody)))]
-async fn list_bindings(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::Json<List<BindingView>>> {
+async fn list_bindings(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<List<BindingView>>> {
     let agent = state.store.get_agent(&id).await?;
     let items = state.store.agent_bindings(agent.id).await?.into_iter().map(BindingView::from).collect();
     Ok(axum::Json(List { items, next_cursor: None }))
@@ -713,7 +737,11 @@ async fn telegram_webhook(
     body: Bytes,
 ) -> ApiResult<Response> {
     let channel_id = channel_uuid(&channel_id)?;
-    match state.channels.accept_webhook(Platform::Telegram, channel_id, WebhookRequest { headers: &headers, body: &body }).await {
+    match state
+        .channels
+        .accept_webhook(Platform::Telegram, channel_id, WebhookRequest { headers: &headers, body: &body })
+        .await
+    {
         Ok(batch) => Ok(match batch.reply {
             Some(reply) => reply.into_response(),
             None => axum::Json(json!({"ok": true})).into_response(),

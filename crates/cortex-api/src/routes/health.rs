@@ -77,7 +77,11 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         .channels
         .health()
         .into_iter()
-        .map(|health| ChannelCheck { id: health.id, channel_type: health.channel_type, state: health.state.as_str().into() })
+        .map(|health| ChannelCheck {
+            id: health.id,
+            channel_type: health.channel_type,
+            state: health.state.as_str().into(),
+        })
         .collect();
     let channels_ok = channels.iter().all(|check| matches!(check.state.as_str(), "healthy" | "starting"));
     let report = ReadinessReport {

@@ -22,7 +22,8 @@ async fn patch(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
 async fn create(app: &TestApp, telegram: &FakeTelegram, extra: Value) -> Value {
     let mut config = json!({"bot_token": TOKEN, "api_base": telegram.api_base(), "poll_timeout_seconds": 1});
     config.as_object_mut().unwrap().extend(extra.as_object().cloned().unwrap_or_default());
-    let response = app.post("/channels", &app.admin, json!({"type": "telegram", "name": "support", "config": config})).await;
+    let response =
+        app.post("/channels", &app.admin, json!({"type": "telegram", "name": "support", "config": config})).await;
     assert_eq!(response.status(), 201);
     response.json().await.unwrap()
 }
@@ -49,10 +50,19 @@ both_engines!(credentials_are_verified_first_encrypted_and_never_returned, |t: T
         .await;
     assert_eq!(bad.status(), 422);
     assert_eq!(error_code(bad).await, "unprocessable");
-    let unknown = app.post("/channels", &app.admin, json!({"type": "telegram", "name": "x", "config": {"bot_token": TOKEN, "colour": "red"}})).await;
+    let unknown = app
+        .post(
+            "/channels",
+            &app.admin,
+            json!({"type": "telegram", "name": "x", "config": {"bot_token": TOKEN, "colour": "red"}}),
+        )
+        .await;
     assert_eq!(unknown.status(), 400);
     let operator = app.key(Role::Operator).await;
-    assert_eq!(app.post("/channels", &operator, json!({"type": "telegram", "name": "x", "config": {}})).await.status(), 403);
+    assert_eq!(
+        app.post("/channels", &operator, json!({"type": "telegram", "name": "x", "config": {}})).await.status(),
+        403
+    );
     assert!(app.test.store.channels().await.unwrap().is_empty(), "nothing stored for refused requests");
 
     let channel = create(&app, &telegram, json!({})).await;
@@ -79,39 +89,47 @@ both_engines!(credentials_are_verified_first_encrypted_and_never_returned, |t: T
     assert_eq!(renamed.json::<Value>().await.unwrap()["name"], "helpdesk");
 });
 
-both_engines!(an_api_created_channel_receives_without_a_restart_and_answers_through_the_outbox, |t: TestStore| async move {
-    let telegram = FakeTelegram::start(TOKEN).await;
-    let app = TestApp::spawn(t).await;
-    let channel = create(&app, &telegram, json!({})).await;
-    let id = channel["id"].as_str().unwrap().to_owned();
-    wait_state(&app, &id, "healthy").await;
+both_engines!(
+    an_api_created_channel_receives_without_a_restart_and_answers_through_the_outbox,
+    |t: TestStore| async move {
+        let telegram = FakeTelegram::start(TOKEN).await;
+        let app = TestApp::spawn(t).await;
+        let channel = create(&app, &telegram, json!({})).await;
+        let id = channel["id"].as_str().unwrap().to_owned();
+        wait_state(&app, &id, "healthy").await;
 
-    // No agent is bound: the router refuses politely, and the notice goes out through the outbox.
-    telegram.push_text(42, 42, "hello?");
-    let sent = telegram.wait_for_calls("sendMessage", 1).await;
-    assert_eq!(sent[0].body["text"], "No agent is assigned to this chat.");
-    assert_eq!(sent[0].body["chat_id"], 42);
-    let mut outbox = Value::Null;
-    for _ in 0..600 {
-        outbox = app.get(&format!("/channels/{id}/outbox?status=delivered"), &app.admin).await.json().await.unwrap();
-        if outbox["items"].as_array().is_some_and(|items| !items.is_empty()) {
-            break;
+        // No agent is bound: the router refuses politely, and the notice goes out through the outbox.
+        telegram.push_text(42, 42, "hello?");
+        let sent = telegram.wait_for_calls("sendMessage", 1).await;
+        assert_eq!(sent[0].body["text"], "No agent is assigned to this chat.");
+        assert_eq!(sent[0].body["chat_id"], 42);
+        let mut outbox = Value::Null;
+        for _ in 0..600 {
+            outbox =
+                app.get(&format!("/channels/{id}/outbox?status=delivered"), &app.admin).await.json().await.unwrap();
+            if outbox["items"].as_array().is_some_and(|items| !items.is_empty()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let delivered = telegram.delivered("sendMessage");
+        assert_eq!(
+            outbox["items"][0]["platform_message_id"],
+            delivered[0].response["message_id"].to_string().as_str(),
+            "{outbox}"
+        );
+        assert_eq!(app.get(&format!("/channels/{id}/outbox?status=lost"), &app.admin).await.status(), 400);
+
+        let ready: Value = app.http.get(app.url("/readyz")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(ready["checks"]["channels"][0]["state"], "healthy", "{ready}");
+
+        // Disabling stops it; deleting removes it.
+        assert_eq!(patch(&app, &format!("/channels/{id}"), json!({"enabled": false})).await.status(), 200);
+        wait_state(&app, &id, "stopped").await;
+        assert_eq!(delete(&app, &format!("/channels/{id}"), &app.admin).await.status(), 204);
+        assert_eq!(app.get(&format!("/channels/{id}"), &app.admin).await.status(), 404);
     }
-    let delivered = telegram.delivered("sendMessage");
-    assert_eq!(outbox["items"][0]["platform_message_id"], delivered[0].response["message_id"].to_string().as_str(), "{outbox}");
-    assert_eq!(app.get(&format!("/channels/{id}/outbox?status=lost"), &app.admin).await.status(), 400);
-
-    let ready: Value = app.http.get(app.url("/readyz")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(ready["checks"]["channels"][0]["state"], "healthy", "{ready}");
-
-    // Disabling stops it; deleting removes it.
-    assert_eq!(patch(&app, &format!("/channels/{id}"), json!({"enabled": false})).await.status(), 200);
-    wait_state(&app, &id, "stopped").await;
-    assert_eq!(delete(&app, &format!("/channels/{id}"), &app.admin).await.status(), 204);
-    assert_eq!(app.get(&format!("/channels/{id}"), &app.admin).await.status(), 404);
-});
+);
 
 both_engines!(bindings_move_chats_and_pin_channels, |t: TestStore| async move {
     let telegram = FakeTelegram::start(TOKEN).await;
@@ -129,21 +147,33 @@ both_engines!(bindings_move_chats_and_pin_channels, |t: TestStore| async move {
     assert_eq!(again.status(), 200);
     let moved = bind(&second, json!({"channel_type": "telegram", "chat_id": "42"})).await;
     assert_eq!(moved.status(), 201);
-    let listed: Value = app.get(&format!("/agents/{}/channels", first["id"].as_str().unwrap()), &app.admin).await.json().await.unwrap();
+    let listed: Value =
+        app.get(&format!("/agents/{}/channels", first["id"].as_str().unwrap()), &app.admin).await.json().await.unwrap();
     assert_eq!(listed["items"], json!([]), "the chat moved to the second agent");
-    assert_eq!(bind(&first, json!({"channel_type": "telegram", "chat_id": "42", "respond_to": "sometimes"})).await.status(), 400);
+    assert_eq!(
+        bind(&first, json!({"channel_type": "telegram", "chat_id": "42", "respond_to": "sometimes"})).await.status(),
+        400
+    );
 
     // A binding pinned to a channel blocks its deletion unless forced.
     let channel = create(&app, &telegram, json!({})).await;
     let channel_id = channel["id"].as_str().unwrap();
-    let pinned = bind(&first, json!({"channel_type": "telegram", "chat_id": "-100", "channel_id": channel_id, "respond_to": "all"})).await;
+    let pinned = bind(
+        &first,
+        json!({"channel_type": "telegram", "chat_id": "-100", "channel_id": channel_id, "respond_to": "all"}),
+    )
+    .await;
     assert_eq!(pinned.status(), 201);
     let pinned: Value = pinned.json().await.unwrap();
     let blocked = delete(&app, &format!("/channels/{channel_id}"), &app.admin).await;
     assert_eq!(blocked.status(), 409);
     assert!(blocked.text().await.unwrap().contains(pinned["id"].as_str().unwrap()));
     assert_eq!(delete(&app, &format!("/channels/{channel_id}?force=true"), &app.admin).await.status(), 204);
-    let path = format!("/agents/{}/channels/{}", second["id"].as_str().unwrap(), moved.json::<Value>().await.unwrap()["id"].as_str().unwrap());
+    let path = format!(
+        "/agents/{}/channels/{}",
+        second["id"].as_str().unwrap(),
+        moved.json::<Value>().await.unwrap()["id"].as_str().unwrap()
+    );
     assert_eq!(delete(&app, &path, &app.admin).await.status(), 204);
     assert_eq!(delete(&app, &path, &app.admin).await.status(), 404);
 });
@@ -175,6 +205,12 @@ both_engines!(the_telegram_webhook_needs_the_secret_token_and_records_each_updat
     assert_eq!(post(Some("s3cret-token"), update.clone()).await.unwrap().status(), 200);
     assert_eq!(post(Some("s3cret-token"), update.clone()).await.unwrap().status(), 200, "Telegram's retry is fine");
     assert_eq!(app.test.store.inbound_count(channel_id).await.unwrap(), 1, "recorded once");
-    let unknown = app.http.post(app.url(&format!("/webhooks/telegram/{}", uuid::Uuid::nil()))).json(&update).send().await.unwrap();
+    let unknown = app
+        .http
+        .post(app.url(&format!("/webhooks/telegram/{}", uuid::Uuid::nil())))
+        .json(&update)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unknown.status(), 404);
 });

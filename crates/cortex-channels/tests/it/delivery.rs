@@ -7,7 +7,7 @@ use cortex_channels::router::reply_target;
 use cortex_channels::telegram::{TelegramAdapter, TelegramConfig, TelegramMode};
 use cortex_channels::types::{ChatKind, ChatRef};
 use cortex_store::outbox::NewOutbox;
-use cortex_testkit::fake_telegram::{FakeTelegram, Failure};
+use cortex_testkit::fake_telegram::{Failure, FakeTelegram};
 use cortex_testkit::{TestStore, both_engines};
 use serde_json::json;
 
@@ -99,7 +99,10 @@ both_engines!(retries_honour_retry_after_and_permanent_failures_are_visible, |t:
     assert_eq!(t.store.outbox_item(id).await.unwrap().unwrap().status, "delivered");
 
     let id = queue(&t.store, channel_id, "gone", "to nowhere").await;
-    telegram.fail_next("sendMessage", Failure { status: 400, description: "Bad Request: chat not found".into(), retry_after: None });
+    telegram.fail_next(
+        "sendMessage",
+        Failure { status: 400, description: "Bad Request: chat not found".into(), retry_after: None },
+    );
     deliver_due(&t.store, channel_id, &adapter, holder).await.unwrap();
     let item = t.store.outbox_item(id).await.unwrap().unwrap();
     assert_eq!((item.status.as_str(), item.attempts), ("failed", 1));

@@ -200,33 +200,36 @@ both_engines!(access_policies_decide_who_reaches_the_agent, |t: TestStore| async
     assert_eq!(f.outcome("8", 1).await.0, "routed");
 });
 
-both_engines!(in_groups_the_bot_answers_when_addressed_and_commands_touch_only_the_senders_session, |t: TestStore| async move {
-    let f = Fixture::new(&t.store).await;
-    let agent_id = agent(&t.store, "Team", AccessMode::Open).await;
-    f.bind(agent_id, "-100", None).await;
-    f.says("-100", "1", 1, "chatting among ourselves").await;
-    f.says("-100", "1", 2, "@bot summarise please").await;
-    f.route().await;
-    assert_eq!(f.outcome("-100", 1).await.0, "ignored");
-    let (status, _, alice_job) = f.outcome("-100", 2).await;
-    assert_eq!(status, "routed");
-    let alice_job = t.store.get_job(alice_job.unwrap()).await.unwrap();
+both_engines!(
+    in_groups_the_bot_answers_when_addressed_and_commands_touch_only_the_senders_session,
+    |t: TestStore| async move {
+        let f = Fixture::new(&t.store).await;
+        let agent_id = agent(&t.store, "Team", AccessMode::Open).await;
+        f.bind(agent_id, "-100", None).await;
+        f.says("-100", "1", 1, "chatting among ourselves").await;
+        f.says("-100", "1", 2, "@bot summarise please").await;
+        f.route().await;
+        assert_eq!(f.outcome("-100", 1).await.0, "ignored");
+        let (status, _, alice_job) = f.outcome("-100", 2).await;
+        assert_eq!(status, "routed");
+        let alice_job = t.store.get_job(alice_job.unwrap()).await.unwrap();
 
-    // Bob can neither stop nor reset Alice's conversation in the same group.
-    f.says("-100", "2", 3, "/stop@bot").await;
-    f.says("-100", "2", 4, "/new@bot").await;
-    f.route().await;
-    assert_eq!(f.outcome("-100", 3).await.0, "routed");
-    let alice_now = t.store.get_job(alice_job.id).await.unwrap();
-    assert!(!alice_now.status.is_terminal(), "Bob's /stop left Alice's job alone: {:?}", alice_now.status);
-    assert!(!t.store.get_session(alice_job.session_id.unwrap()).await.unwrap().is_closed());
-    assert!(f.outbox_texts().await.contains(&"Nothing to stop.".to_owned()));
+        // Bob can neither stop nor reset Alice's conversation in the same group.
+        f.says("-100", "2", 3, "/stop@bot").await;
+        f.says("-100", "2", 4, "/new@bot").await;
+        f.route().await;
+        assert_eq!(f.outcome("-100", 3).await.0, "routed");
+        let alice_now = t.store.get_job(alice_job.id).await.unwrap();
+        assert!(!alice_now.status.is_terminal(), "Bob's /stop left Alice's job alone: {:?}", alice_now.status);
+        assert!(!t.store.get_session(alice_job.session_id.unwrap()).await.unwrap().is_closed());
+        assert!(f.outbox_texts().await.contains(&"Nothing to stop.".to_owned()));
 
-    // Alice's own /stop cancels her job; her /new closes her session.
-    f.says("-100", "1", 5, "/stop@bot").await;
-    f.route().await;
-    assert!(t.store.get_job(alice_job.id).await.unwrap().status.is_terminal());
-    f.says("-100", "1", 6, "/new@bot").await;
-    f.route().await;
-    assert!(t.store.get_session(alice_job.session_id.unwrap()).await.unwrap().is_closed());
-});
+        // Alice's own /stop cancels her job; her /new closes her session.
+        f.says("-100", "1", 5, "/stop@bot").await;
+        f.route().await;
+        assert!(t.store.get_job(alice_job.id).await.unwrap().status.is_terminal());
+        f.says("-100", "1", 6, "/new@bot").await;
+        f.route().await;
+        assert!(t.store.get_session(alice_job.session_id.unwrap()).await.unwrap().is_closed());
+    }
+);

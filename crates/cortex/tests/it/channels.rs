@@ -54,7 +54,8 @@ impl TelegramTestApi {
             "from": {"id": 1, "first_name": "Ada", "username": "ada", "is_bot": false},
             "chat": {"id": 1, "first_name": "Ada", "username": "ada", "type": "private"},
         });
-        let response = reqwest::Client::new().post(format!("{}/sendMessage", self.url)).json(&body).send().await.unwrap();
+        let response =
+            reqwest::Client::new().post(format!("{}/sendMessage", self.url)).json(&body).send().await.unwrap();
         assert!(response.status().is_success(), "telegram-test-api refused the user message");
     }
 
@@ -143,8 +144,12 @@ async fn a_reply_interrupted_by_sigkill_is_delivered_once_after_restart() {
     let base = server.url.clone();
     let channel = env_channel(&base).await;
     let agent = greeter(&base).await;
-    api(reqwest::Method::POST, format!("{base}/agents/{agent}/channels"), Some(json!({"channel_type": "telegram", "chat_id": "42"})))
-        .await;
+    api(
+        reqwest::Method::POST,
+        format!("{base}/agents/{agent}/channels"),
+        Some(json!({"channel_type": "telegram", "chat_id": "42"})),
+    )
+    .await;
 
     // The platform receives the reply but never answers: the process dies before it is acknowledged.
     telegram.hold_next("sendMessage");
