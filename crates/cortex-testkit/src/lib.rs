@@ -293,6 +293,7 @@ pub fn agent_definition(name: &str) -> cortex_store::agents::AgentDefinition {
             fallbacks: vec![],
             extraction_model: None,
             requires_approval: false,
+            credential: None,
         },
         resource_limits: ResourceLimits::default(),
         access_mode: AccessMode::BoundChats,

@@ -6,6 +6,7 @@ mod auth;
 mod channels;
 mod chat;
 mod conversation;
+mod credentials;
 mod errors;
 mod idempotency;
 mod jobs;
