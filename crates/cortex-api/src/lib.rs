@@ -39,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::keys::routes())
         .merge(routes::approvals::routes())
         .merge(routes::chat::routes())
+        .merge(routes::channels::routes())
         .merge(routes::steer::routes())
         .merge(routes::mcp::routes())
         .merge(routes::tools::routes())

@@ -84,6 +84,8 @@ pub struct AppState {
     pub auth_failures: Arc<crate::rate_limit::FailedAuth>,
     /// Database-derived gauges behind `/metrics`, recounted at most once a second.
     pub gauges: Arc<crate::metrics::StateGauges>,
+    /// The process's channel supervisor: channel health, and the adapters webhooks are handed to.
+    pub channels: Arc<cortex_channels::supervisor::Supervisor>,
 }
 
 /// The parts an [`AppState`] is made of.
@@ -96,6 +98,7 @@ pub struct AppParts {
     pub metrics: PrometheusHandle,
     pub readiness: Readiness,
     pub shutdown: tokio_util::sync::CancellationToken,
+    pub channels: Arc<cortex_channels::supervisor::Supervisor>,
 }
 
 impl AppState {
@@ -114,6 +117,7 @@ impl AppState {
             limiter,
             auth_failures,
             gauges: Arc::default(),
+            channels: parts.channels,
         }
     }
 }

@@ -8,13 +8,20 @@
 //! - [`text`]: splitting at paragraph/line/sentence/word boundaries with balanced code fences, and
 //!   per-platform escaping/rendering.
 //! - [`sink`]: the store-backed sink (inbound dedupe log, cursors, liveness).
+//! - [`router`]: recorded inbound message → user → agent → access → session → chat job.
+//! - [`delivery`]: the outbox sender of one channel (split, send in order, retry, `delivered` with ids).
+//! - [`supervisor`]: runs every enabled channel (receive under a lease, route, deliver), restarts
+//!   failed ones with backoff and reloads changed ones.
 //! - [`telegram`]: the Bot API adapter (long polling or webhook).
 //!
-//! Dependencies point one way: this crate uses `cortex-core` and `cortex-store`; `cortex-api` and the
-//! binary use it.
+//! Dependencies point one way: this crate uses `cortex-core`, `cortex-store` and `cortex-jobs`;
+//! `cortex-api` and the binary use it.
 
 pub mod adapter;
+pub mod delivery;
+pub mod router;
 pub mod sink;
+pub mod supervisor;
 pub mod telegram;
 pub mod text;
 pub mod types;

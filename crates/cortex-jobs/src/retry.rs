@@ -26,10 +26,12 @@ pub async fn settle_failure(tx: &mut Tx, job: Job, error: &JobError) -> Result<J
         RetryDecision::DeadLetter => {
             let job = tx.move_job(job.id, job.status, JobStatus::DeadLetter, &QueuedChange::default()).await?;
             emit_failed(tx, &job, error);
+            tx.queue_channel_failure(&job, &error.code).await?;
             job
         }
         RetryDecision::Rest => {
             emit_failed(tx, &job, error);
+            tx.queue_channel_failure(&job, &error.code).await?;
             job
         }
     };

@@ -291,6 +291,16 @@ impl Store {
         row.map(InboundRecord::from).ok_or(StoreError::NotFound { entity: "inbound_message" })
     }
 
+    /// How many inbound events a channel has recorded (any status).
+    pub async fn inbound_count(&self, channel_id: Uuid) -> Result<i64> {
+        Ok(read!(self, |conn| {
+            sqlx::query_scalar("SELECT COUNT(*) FROM inbound_message WHERE channel_id = $1")
+                .bind(channel_id)
+                .fetch_one(conn)
+                .await?
+        }))
+    }
+
     /// Inbound rows of a channel still waiting for the router, oldest first (recovery after a crash
     /// between recording and routing).
     pub async fn unrouted_inbound(&self, channel_id: Uuid, limit: i64) -> Result<Vec<InboundRecord>> {

@@ -641,6 +641,10 @@ impl Tx {
         self.emit_state(&job, JobStatus::Running, job.error.as_ref());
         // A running slot of the agent is free: jobs held back by its concurrency limit may go now.
         self.notify(Notification::JobsReady);
+        if job.status == JobStatus::Completed {
+            // A chat-platform message's answer leaves through the outbox, committed with the completion.
+            self.queue_channel_reply(&job).await?;
+        }
         Ok(job)
     }
 

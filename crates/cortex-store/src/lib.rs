@@ -23,6 +23,7 @@ pub mod agents;
 pub mod approvals;
 pub mod audit;
 pub mod budgets;
+pub mod channel_access;
 pub mod channels;
 pub mod credentials;
 pub mod delegation;

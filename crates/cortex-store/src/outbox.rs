@@ -14,6 +14,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::engine::{Engine, read, write};
+use crate::jobs::Job;
 use crate::page::{Cursor, Page};
 use crate::rows::{ms, opt_time, time};
 use crate::{Result, Store, Tx};
@@ -159,6 +160,45 @@ impl Store {
         Ok(opt_time(due))
     }
 
+    /// Some parts of a multi-part message were accepted: records their ids (comma-separated) so a later
+    /// attempt continues with the next part. `false` when `holder` no longer holds the row.
+    pub async fn outbox_progress(&self, id: Uuid, holder: Uuid, platform_message_ids: &str) -> Result<bool> {
+        let now = ms(self.now());
+        let mut tx = self.begin().await?;
+        let updated = write!(tx, |conn| {
+            sqlx::query(
+                "UPDATE outbox SET platform_message_id = $3, updated_at = $4 \
+                 WHERE id = $1 AND claimed_by = $2 AND status = 'sending'",
+            )
+            .bind(id)
+            .bind(holder)
+            .bind(platform_message_ids)
+            .bind(now)
+            .execute(conn)
+            .await?
+            .rows_affected()
+        });
+        tx.commit().await?;
+        Ok(updated == 1)
+    }
+
+    /// Makes every `sending` row claimable now. Only for a process that knows no other sender can be
+    /// alive (SQLite mode, where the data directory's lock makes it the only process): rows it finds
+    /// `sending` at start belonged to a process that died mid-send.
+    pub async fn reclaim_outbox_after_restart(&self) -> Result<u64> {
+        let now = ms(self.now());
+        let mut tx = self.begin().await?;
+        let updated = write!(tx, |conn| {
+            sqlx::query("UPDATE outbox SET lease_expires_at = $1 - 1, updated_at = $1 WHERE status = 'sending'")
+                .bind(now)
+                .execute(conn)
+                .await?
+                .rows_affected()
+        });
+        tx.commit().await?;
+        Ok(updated)
+    }
+
     /// The platform accepted the message: `delivered`, with its id. `false` when `holder` no longer
     /// holds the row (its lease expired and someone else claimed it).
     pub async fn outbox_delivered(&self, id: Uuid, holder: Uuid, platform_message_id: &str) -> Result<bool> {
@@ -273,6 +313,33 @@ impl Store {
 }
 
 impl Tx {
+    /// Queues the answer of a job a channel message started (its payload names `reply.channel_id` and
+    /// `reply.target`), in the transaction that completes the job. Other jobs queue nothing.
+    pub async fn queue_channel_reply(&mut self, job: &Job) -> Result<()> {
+        let text = job.result.as_ref().and_then(|result| result.get("response")).cloned().unwrap_or(Value::Null);
+        self.queue_for_job(job, "reply", serde_json::json!({"kind": "reply", "text": text})).await
+    }
+
+    /// Queues the user-facing failure notice of a job a channel message started, in the transaction that
+    /// makes its failure final; the sender turns `error_code` into a fixed sentence.
+    pub async fn queue_channel_failure(&mut self, job: &Job, error_code: &str) -> Result<()> {
+        self.queue_for_job(job, "failure", serde_json::json!({"kind": "failure", "error_code": error_code})).await
+    }
+
+    async fn queue_for_job(&mut self, job: &Job, what: &str, payload: Value) -> Result<()> {
+        let Some(reply) = job.payload.get("reply") else { return Ok(()) };
+        let channel_id = reply.get("channel_id").and_then(Value::as_str).and_then(|id| Uuid::parse_str(id).ok());
+        let (Some(channel_id), Some(target)) = (channel_id, reply.get("target")) else { return Ok(()) };
+        let new = NewOutbox {
+            channel_id: Some(channel_id),
+            target: target.clone(),
+            payload,
+            idempotency_key: format!("job:{}:{what}", job.id),
+            job_id: Some(job.id),
+        };
+        self.enqueue_outbox(&new).await.map(drop)
+    }
+
     /// Queues a message in this transaction, due now. Returns its id and whether it is new: a second
     /// row with the same idempotency key is not created (the first one's id is returned).
     pub async fn enqueue_outbox(&mut self, new: &NewOutbox) -> Result<(Uuid, bool)> {

@@ -32,6 +32,8 @@ pub struct TelegramCall {
     /// The method name in lowercase (`sendmessage`).
     pub method: String,
     pub body: Value,
+    /// The `result` the fake answered with; `Null` for failed or held calls.
+    pub response: Value,
 }
 
 /// An error the fake answers instead of the next call of a method.
@@ -72,7 +74,10 @@ struct Inner {
     next_update_id: i64,
     updates: VecDeque<Value>,
     calls: Vec<TelegramCall>,
-    failures: Vec<(String, Failure)>,
+    /// `(method, calls to let through first, failure)`.
+    failures: Vec<(String, usize, Failure)>,
+    /// Methods whose next call is never answered (the caller's process can die meanwhile).
+    holds: Vec<String>,
     next_message_id: i64,
 }
 
@@ -163,7 +168,23 @@ impl FakeTelegram {
 
     /// Makes the next call of `method` (any case) fail with `failure`; several queue up in order.
     pub fn fail_next(&self, method: &str, failure: Failure) {
-        self.shared.lock().failures.push((method.to_ascii_lowercase(), failure));
+        self.fail_after(method, 0, failure);
+    }
+
+    /// Lets `successes` more calls of `method` through, then fails one with `failure`.
+    pub fn fail_after(&self, method: &str, successes: usize, failure: Failure) {
+        self.shared.lock().failures.push((method.to_ascii_lowercase(), successes, failure));
+    }
+
+    /// Makes the next call of `method` (any case) hang without an answer, as if the platform accepted
+    /// it and the reply never came back; it does not count as delivered.
+    pub fn hold_next(&self, method: &str) {
+        self.shared.lock().holds.push(method.to_ascii_lowercase());
+    }
+
+    /// Calls of `method` the fake answered successfully (for `sendMessage`: messages delivered).
+    pub fn delivered(&self, method: &str) -> Vec<TelegramCall> {
+        self.calls(method).into_iter().filter(|call| !call.response.is_null()).collect()
     }
 
     /// Every call of `method` (any case) so far.
@@ -224,37 +245,36 @@ async fn handle(
     }
     let method = method.to_ascii_lowercase();
     let body: Value = if body.is_empty() { json!({}) } else { serde_json::from_slice(&body).unwrap_or(Value::Null) };
-    let failure = {
+    let (index, failure, hold) = {
         let mut inner = shared.lock();
-        inner.calls.push(TelegramCall { method: method.clone(), body: body.clone() });
-        let position = inner.failures.iter().position(|(name, _)| *name == method);
-        position.map(|index| inner.failures.remove(index).1)
+        inner.calls.push(TelegramCall { method: method.clone(), body: body.clone(), response: Value::Null });
+        let index = inner.calls.len() - 1;
+        let position = inner.failures.iter().position(|(name, _, _)| *name == method);
+        let failure = match position {
+            Some(index) if inner.failures[index].1 > 0 => {
+                inner.failures[index].1 -= 1;
+                None
+            }
+            Some(index) => Some(inner.failures.remove(index).2),
+            None => None,
+        };
+        let hold = inner.holds.iter().position(|name| *name == method).map(|index| inner.holds.remove(index));
+        (index, failure, hold.is_some())
     };
     shared.calls.send_modify(|count| *count += 1);
+    if hold {
+        std::future::pending::<()>().await;
+    }
     if let Some(failure) = failure {
         return envelope_error(&failure);
     }
-    match method.as_str() {
-        "getme" => ok(json!({"id": BOT_ID, "is_bot": true, "first_name": "Cortex Test", "username": BOT_USERNAME})),
-        "getupdates" => get_updates(&shared, &body).await,
-        "sendmessage" => {
-            let message_id = {
-                let mut inner = shared.lock();
-                inner.next_message_id += 1;
-                inner.next_message_id
-            };
-            ok(json!({
-                "message_id": message_id, "date": 1_790_000_000,
-                "chat": {"id": body["chat_id"], "type": "private"},
-                "from": {"id": BOT_ID, "is_bot": true, "first_name": "Cortex Test"},
-                "text": body["text"],
-            }))
-        }
-        "editmessagetext" => {
-            ok(json!({"message_id": body["message_id"], "chat": {"id": body["chat_id"]}, "text": body["text"]}))
-        }
-        "sendchataction" | "answercallbackquery" | "setwebhook" | "deletewebhook" => ok(json!(true)),
-        _ => envelope_error(&Failure {
+    let result = answer(&shared, &method, &body).await;
+    if let Some(result) = result.as_ref().filter(|_| method != "getupdates") {
+        shared.lock().calls[index].response = result.clone();
+    }
+    match result {
+        Some(result) => ok(result),
+        None => envelope_error(&Failure {
             status: 404,
             description: "Not Found: method not found".into(),
             retry_after: None,
@@ -262,7 +282,33 @@ async fn handle(
     }
 }
 
-async fn get_updates(shared: &Shared, body: &Value) -> Response {
+/// The `result` of a successful call, `None` for an unknown method.
+async fn answer(shared: &Shared, method: &str, body: &Value) -> Option<Value> {
+    Some(match method {
+        "getme" => json!({"id": BOT_ID, "is_bot": true, "first_name": "Cortex Test", "username": BOT_USERNAME}),
+        "getupdates" => get_updates(shared, body).await,
+        "sendmessage" => {
+            let message_id = {
+                let mut inner = shared.lock();
+                inner.next_message_id += 1;
+                inner.next_message_id
+            };
+            json!({
+                "message_id": message_id, "date": 1_790_000_000,
+                "chat": {"id": body["chat_id"], "type": "private"},
+                "from": {"id": BOT_ID, "is_bot": true, "first_name": "Cortex Test"},
+                "text": body["text"],
+            })
+        }
+        "editmessagetext" => {
+            json!({"message_id": body["message_id"], "chat": {"id": body["chat_id"]}, "text": body["text"]})
+        }
+        "sendchataction" | "answercallbackquery" | "setwebhook" | "deletewebhook" => json!(true),
+        _ => return None,
+    })
+}
+
+async fn get_updates(shared: &Shared, body: &Value) -> Value {
     let offset = body.get("offset").and_then(Value::as_i64);
     let timeout = body.get("timeout").and_then(Value::as_u64).unwrap_or(0).min(50);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
@@ -274,11 +320,11 @@ async fn get_updates(shared: &Shared, body: &Value) -> Response {
                 inner.updates.retain(|update| update["update_id"].as_i64().unwrap_or(0) >= offset);
             }
             if !inner.updates.is_empty() {
-                return ok(Value::Array(inner.updates.iter().cloned().collect()));
+                return Value::Array(inner.updates.iter().cloned().collect());
             }
         }
         if tokio::time::timeout_at(deadline, arrived).await.is_err() {
-            return ok(json!([]));
+            return json!([]);
         }
     }
 }

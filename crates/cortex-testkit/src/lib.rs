@@ -275,6 +275,34 @@ impl TestStore {
     }
 }
 
+/// An active agent definition on the fake OpenAI model, answering bound chats (the defaults a test
+/// changes what it needs of).
+pub fn agent_definition(name: &str) -> cortex_store::agents::AgentDefinition {
+    use cortex_core::agent::{AccessMode, AgentStatus, ModelConfig, ResourceLimits};
+    cortex_store::agents::AgentDefinition {
+        name: name.to_owned(),
+        slug: cortex_core::agent::slugify(name),
+        role: String::new(),
+        description: String::new(),
+        system_prompt: "You are helpful.".into(),
+        model_config: ModelConfig {
+            provider: "openai".into(),
+            model: "gpt-4o-mini".into(),
+            temperature: None,
+            max_tokens: None,
+            fallbacks: vec![],
+            extraction_model: None,
+            requires_approval: false,
+            credential: None,
+        },
+        resource_limits: ResourceLimits::default(),
+        access_mode: AccessMode::BoundChats,
+        skills: vec![],
+        subagents: vec![],
+        status: AgentStatus::Active,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

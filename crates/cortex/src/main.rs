@@ -3,6 +3,7 @@
 
 mod bench;
 mod bootstrap;
+mod channels;
 mod cli;
 mod client;
 mod config;

@@ -224,6 +224,9 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let bootstrap = bootstrap::ensure_admin_key(&store, env_key.as_deref()).await?;
     let runtime = build_runtime(&store, &config.store, &cipher, &mcp).await?;
 
+    crate::channels::materialise_env(&store, &cipher).await?;
+    let channels = crate::channels::supervisor(&store, &cipher)?;
+
     let readiness = Readiness::default();
     let shutdown = CancellationToken::new();
     let state = AppState::new(AppParts {
@@ -231,6 +234,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         runtime: runtime.clone(),
         cipher: cipher.clone(),
         mcp: mcp.clone(),
+        channels: channels.clone(),
         config: ApiConfig {
             allowed_origins: config.allowed_origins.clone(),
             api_rate: config.api_rate,
@@ -262,6 +266,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
 
     let prober = spawn_mcp_prober(&store, &cipher, &mcp, &shutdown);
     let retention = spawn_retention(&runtime, &config.engine, &engine_stop);
+    let supervisor = crate::channels::spawn(&channels, &shutdown);
     let server_stop = shutdown.clone();
     let server =
         tokio::spawn(cortex_api::server::serve(listener, cortex_api::router(state), config.connections, server_stop));
@@ -288,6 +293,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     server.await.context("http server task")?.context("http server")?;
     engine_result.context("job engine shutdown")?;
     prober.await.context("mcp health probe task")?;
+    supervisor.await.context("channel supervisor task")?;
     mcp.shutdown().await;
     store.close().await;
     tracing::info!("stopped");
@@ -300,6 +306,8 @@ pub async fn worker(config: WorkerConfig) -> anyhow::Result<()> {
     let cipher = open_cipher(&store, &config.store).await?;
     let mcp = mcp_pool(&store);
     let runtime = build_runtime(&store, &config.store, &cipher, &mcp).await?;
+    crate::channels::materialise_env(&store, &cipher).await?;
+    let channels = crate::channels::supervisor(&store, &cipher)?;
     let readiness = Readiness::default();
     let shutdown = CancellationToken::new();
     let health = match config.health_listen {
@@ -309,6 +317,7 @@ pub async fn worker(config: WorkerConfig) -> anyhow::Result<()> {
                 runtime: runtime.clone(),
                 cipher: cipher.clone(),
                 mcp: mcp.clone(),
+                channels: channels.clone(),
                 config: ApiConfig::default(),
                 metrics: cortex_api::metrics::handle(),
                 readiness: readiness.clone(),
@@ -323,6 +332,7 @@ pub async fn worker(config: WorkerConfig) -> anyhow::Result<()> {
         None => None,
     };
     let prober = spawn_mcp_prober(&store, &cipher, &mcp, &shutdown);
+    let supervisor = crate::channels::spawn(&channels, &shutdown);
     let retention_stop = CancellationToken::new();
     let retention = spawn_retention(&runtime, &config.engine, &retention_stop);
     let engine = engine(&store, &runtime, &config.engine);
@@ -338,6 +348,7 @@ pub async fn worker(config: WorkerConfig) -> anyhow::Result<()> {
     }
     result.context("job engine")?;
     prober.await.context("mcp health probe task")?;
+    supervisor.await.context("channel supervisor task")?;
     mcp.shutdown().await;
     store.close().await;
     Ok(())

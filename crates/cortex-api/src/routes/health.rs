@@ -32,8 +32,18 @@ pub struct ReadinessChecks {
     pub db: String,
     /// `ok` when this process's job engine loop is running.
     pub workers: String,
-    /// Channel adapters and their state (none yet).
-    pub channels: Vec<serde_json::Value>,
+    /// Channels this process runs: `{id, type, state}`; an unhealthy one makes the status `degraded`
+    /// (still 200).
+    pub channels: Vec<ChannelCheck>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChannelCheck {
+    pub id: uuid::Uuid,
+    #[serde(rename = "type")]
+    pub channel_type: String,
+    /// `starting|healthy|unhealthy|recovering|circuit_open|stopped`.
+    pub state: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -63,9 +73,20 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         "stopped"
     };
     let ready = db == "ok" && workers == "ok";
+    let channels: Vec<ChannelCheck> = state
+        .channels
+        .health()
+        .into_iter()
+        .map(|health| ChannelCheck {
+            id: health.id,
+            channel_type: health.channel_type,
+            state: health.state.as_str().into(),
+        })
+        .collect();
+    let channels_ok = channels.iter().all(|check| matches!(check.state.as_str(), "healthy" | "starting"));
     let report = ReadinessReport {
-        status: if ready { "ok" } else { "degraded" }.into(),
-        checks: ReadinessChecks { db: db.into(), workers: workers.into(), channels: Vec::new() },
+        status: if ready && channels_ok { "ok" } else { "degraded" }.into(),
+        checks: ReadinessChecks { db: db.into(), workers: workers.into(), channels },
     };
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(report))

@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod approvals;
+pub mod channels;
 pub mod chat;
 pub mod credentials;
 pub mod docs;

@@ -62,6 +62,14 @@ impl TestApp {
         )
         .await
         .unwrap();
+        let channels = cortex_channels::supervisor::Supervisor::new(
+            store.clone(),
+            reqwest::Client::new(),
+            (*cipher).clone(),
+            Default::default(),
+            cortex_core::new_id(),
+        );
+        tokio::spawn(channels.clone().run(shutdown.clone()));
         let state = AppState::new(AppParts {
             store: store.clone(),
             runtime: runtime.clone(),
@@ -71,6 +79,7 @@ impl TestApp {
             metrics: cortex_api::metrics::handle(),
             readiness,
             shutdown: shutdown.clone(),
+            channels,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

@@ -3,6 +3,7 @@
 mod app;
 mod approvals;
 mod auth;
+mod channels;
 mod chat;
 mod connections;
 mod contract;

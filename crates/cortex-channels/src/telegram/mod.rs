@@ -29,6 +29,13 @@ use wire::{Me, Update};
 /// The header Telegram sets on webhook requests to the `secret_token` given in `setWebhook`.
 pub const SECRET_HEADER: &str = "x-telegram-bot-api-secret-token";
 
+/// The real Bot API.
+pub const DEFAULT_API_BASE: &str = "https://api.telegram.org";
+
+/// Shortest time between two `getUpdates` calls that returned nothing: a peer that answers at once
+/// instead of long polling (telegram-test-api) must not be polled in a tight loop.
+const MIN_EMPTY_POLL: Duration = Duration::from_secs(1);
+
 /// Timeout of an ordinary (not long-poll) API call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -110,6 +117,7 @@ impl TelegramAdapter {
                 "timeout": timeout.as_secs(),
                 "allowed_updates": ["message", "callback_query"],
             });
+            let started = tokio::time::Instant::now();
             let answer = tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
                 answer = self.api.call("getUpdates", &body, timeout + CALL_TIMEOUT) => answer,
@@ -128,7 +136,10 @@ impl TelegramAdapter {
             };
             sink.alive();
             let Some(last) = updates.iter().map(|update| update.update_id).max() else {
-                continue;
+                tokio::select! {
+                    () = cancel.cancelled() => return Ok(()),
+                    () = tokio::time::sleep_until(started + MIN_EMPTY_POLL) => continue,
+                }
             };
             for (_, event) in self.events(updates) {
                 if let Some(event) = event {
@@ -160,7 +171,8 @@ impl TelegramAdapter {
         if let Some(thread) = message.chat.thread_id.as_ref().and_then(|thread| thread.parse::<i64>().ok()) {
             body["message_thread_id"] = json!(thread);
         }
-        if let Some(reply_to) = message.reply_to.as_ref().and_then(|id| id.parse::<i64>().ok()) {
+        // Inbound ids are `msg:<chat>:<message>` (see `wire`); the message number is what Telegram wants.
+        if let Some(reply_to) = message.reply_to.as_ref().and_then(|id| id.rsplit(':').next()?.parse::<i64>().ok()) {
             body["reply_parameters"] = json!({"message_id": reply_to, "allow_sending_without_reply": true});
         }
         if !message.buttons.is_empty() {
@@ -341,7 +353,7 @@ mod tests {
             ChatRef { chat_id: "-100".into(), thread_id: Some("7".into()), kind: crate::types::ChatKind::Group },
             "see <https://x>",
         );
-        message.reply_to = Some("5".into());
+        message.reply_to = Some("msg:-100:5".into());
         message.buttons = vec![crate::types::Button { label: "Approve".into(), data: "a:1".into() }];
         let body = TelegramAdapter::message_body(&message, true);
         assert_eq!(body["chat_id"], json!(-100));

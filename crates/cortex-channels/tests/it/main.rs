@@ -1,5 +1,7 @@
 //! Adapters against in-process fakes speaking each platform's real wire protocol, recording through the
-//! store-backed sink on both engines.
+//! store-backed sink on both engines; the router and outbox delivery over the same store.
 
+mod delivery;
+mod router;
 mod support;
 mod telegram;

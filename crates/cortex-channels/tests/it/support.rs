@@ -71,3 +71,13 @@ pub async fn wait_for_inbound(store: &Store, channel_id: Uuid, recorded: &Notify
         Err(_) => panic!("timed out waiting for {count} inbound rows; have {:?}", texts().await),
     }
 }
+
+/// An active agent with the given access mode.
+pub async fn agent(store: &Store, name: &str, access_mode: cortex_core::agent::AccessMode) -> Uuid {
+    let mut definition = cortex_testkit::agent_definition(name);
+    definition.access_mode = access_mode;
+    let mut tx = store.begin().await.unwrap();
+    let id = tx.insert_agent(&definition).await.unwrap();
+    tx.commit().await.unwrap();
+    id
+}

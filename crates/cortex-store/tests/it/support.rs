@@ -1,6 +1,5 @@
 //! Small builders shared by the storage tests.
 
-use cortex_core::agent::{AccessMode, AgentStatus, ModelConfig, ResourceLimits};
 use cortex_core::job::JobKind;
 use cortex_store::Store;
 use cortex_store::agents::AgentDefinition;
@@ -9,28 +8,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 pub fn definition(name: &str) -> AgentDefinition {
-    AgentDefinition {
-        name: name.to_owned(),
-        slug: cortex_core::agent::slugify(name),
-        role: String::new(),
-        description: String::new(),
-        system_prompt: "You are helpful.".into(),
-        model_config: ModelConfig {
-            provider: "openai".into(),
-            model: "gpt-4o-mini".into(),
-            temperature: None,
-            max_tokens: None,
-            fallbacks: vec![],
-            extraction_model: None,
-            requires_approval: false,
-            credential: None,
-        },
-        resource_limits: ResourceLimits::default(),
-        access_mode: AccessMode::BoundChats,
-        skills: vec![],
-        subagents: vec![],
-        status: AgentStatus::Active,
-    }
+    cortex_testkit::agent_definition(name)
 }
 
 pub async fn agent_with_limit(store: &Store, name: &str, max_concurrent_jobs: u32) -> Uuid {

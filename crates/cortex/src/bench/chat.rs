@@ -77,11 +77,13 @@ pub(crate) async fn measure(scratch: &Scratch, args: &ChatArgs) -> anyhow::Resul
     let readiness = Readiness::default();
     readiness.set_engine_alive(true);
     let unlimited = cortex_api::rate_limit::Limit::OFF;
+    let channels = crate::channels::supervisor(&store, &cipher)?;
     let state = AppState::new(AppParts {
         store: store.clone(),
         runtime,
         cipher,
         mcp: mcp.clone(),
+        channels,
         config: ApiConfig { api_rate: unlimited, chat_rate: unlimited, ..ApiConfig::default() },
         metrics: cortex_api::metrics::handle(),
         readiness,

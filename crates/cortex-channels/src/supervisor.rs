@@ -1,0 +1,508 @@
+//! The channel supervisor (SPEC §8.9): starts an adapter for every enabled channel, keeps it running,
+//! and reloads a channel within seconds of it being created, changed or deleted (a `ChannelChanged`
+//! notification, also across processes through PostgreSQL `NOTIFY`), without touching the others.
+//!
+//! Each channel runs on its own tasks — receive loop, router, outbox delivery — so a slow or broken
+//! channel never delays another. A receive loop that holds a connection (Telegram long polling) runs
+//! under the lease `channel:<id>` (TTL 30 s, renewed every 10 s): with several processes exactly one
+//! polls a bot, and the lease moves when that process dies. A failed loop restarts with backoff
+//! `min(30 s, 1 s × 2^(n−1))` ± 20 %; five failures in a row open a 60 s circuit.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use cortex_core::Timestamp;
+use cortex_store::channels::Channel;
+use cortex_store::secrets::{Cipher, SecretRef};
+use cortex_store::{Notification, Store};
+use serde::Serialize;
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::adapter::{AdapterError, ChannelAdapter, InboundSink, WebhookBatch, WebhookError, WebhookRequest};
+use crate::router::Router;
+use crate::sink::StoreSink;
+use crate::telegram::{TelegramAdapter, TelegramConfig, TelegramMode};
+use crate::types::Platform;
+
+const LEASE_TTL: chrono::Duration = chrono::Duration::seconds(30);
+const LEASE_RENEW: Duration = Duration::from_secs(10);
+/// How often the supervisor re-reads channels and probes health.
+const PROBE_INTERVAL: Duration = Duration::from_secs(15);
+/// A connected adapter not heard from for this long is unhealthy.
+const STALE_AFTER: chrono::Duration = chrono::Duration::seconds(45);
+const CIRCUIT_FAILURES: u32 = 5;
+const CIRCUIT_OPEN: Duration = Duration::from_secs(60);
+
+cortex_core::string_enum! {
+    /// A channel's state as operators see it (`GET /channels`, `/readyz`).
+    pub enum ChannelState {
+        Starting = "starting",
+        Healthy = "healthy",
+        Unhealthy = "unhealthy",
+        Recovering = "recovering",
+        CircuitOpen = "circuit_open",
+        Stopped = "stopped",
+    }
+}
+
+/// Health of one channel in this process.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelHealth {
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub channel_type: String,
+    pub state: ChannelState,
+    pub last_error: Option<String>,
+    /// When the platform was last heard from (a poll answered).
+    pub last_activity_at: Option<Timestamp>,
+}
+
+/// Settings shared by every channel of the process.
+#[derive(Debug, Clone, Default)]
+pub struct SupervisorConfig {
+    /// `CORTEX_PUBLIC_URL`: webhook-mode channels register `{public_url}/webhooks/<platform>/<id>`.
+    pub public_url: Option<String>,
+}
+
+/// Why a webhook request was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookRejection {
+    /// No running channel with that id takes webhooks of that platform.
+    #[error("no such webhook")]
+    UnknownChannel,
+    #[error(transparent)]
+    Refused(#[from] WebhookError),
+    /// Recording failed (database down): the platform should retry.
+    #[error("recording the webhook failed: {0}")]
+    Unavailable(String),
+}
+
+struct Running {
+    version: Timestamp,
+    channel: Channel,
+    adapter: Arc<dyn ChannelAdapter>,
+    sink: Arc<StoreSink>,
+    status: Arc<Mutex<(ChannelState, Option<String>)>>,
+    cancel: CancellationToken,
+}
+
+/// A channel as this process holds it: running, or listed with the reason it cannot start (bad
+/// settings, undecryptable secrets) until its row changes.
+enum Slot {
+    Running(Running),
+    Broken { version: Timestamp, channel: Channel, reason: String },
+}
+
+impl Slot {
+    fn version(&self) -> Timestamp {
+        match self {
+            Slot::Running(run) => run.version,
+            Slot::Broken { version, .. } => *version,
+        }
+    }
+
+    fn stop(&self) {
+        if let Slot::Running(run) = self {
+            run.cancel.cancel();
+        }
+    }
+}
+
+/// Runs and supervises the channels of this process.
+pub struct Supervisor {
+    store: Store,
+    http: reqwest::Client,
+    cipher: Cipher,
+    config: SupervisorConfig,
+    holder: Uuid,
+    slots: Mutex<HashMap<Uuid, Slot>>,
+}
+
+impl Supervisor {
+    /// A supervisor whose leases are held as `holder` (the process's worker id).
+    pub fn new(
+        store: Store,
+        http: reqwest::Client,
+        cipher: Cipher,
+        config: SupervisorConfig,
+        holder: Uuid,
+    ) -> Arc<Self> {
+        Arc::new(Self { store, http, cipher, config, holder, slots: Mutex::new(HashMap::new()) })
+    }
+
+    /// The HTTP client adapters use (the API verifies credentials with it).
+    pub fn http(&self) -> reqwest::Client {
+        self.http.clone()
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Slot>> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Supervises until `shutdown` fires, then stops every channel.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut notifications = self.store.subscribe();
+        if !self.store.is_postgres() {
+            // SQLite: this is the only process, so a message left `sending` was cut off by a crash.
+            match self.store.reclaim_outbox_after_restart().await {
+                Ok(0) => {}
+                Ok(count) => tracing::info!(count, "outbox messages interrupted by a crash are sent again"),
+                Err(err) => tracing::warn!(error = %err, "reclaiming interrupted outbox messages failed"),
+            }
+        }
+        loop {
+            if let Err(err) = self.reconcile().await {
+                tracing::warn!(error = %err, "reading channels failed");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(PROBE_INTERVAL) => {}
+                () = changed(&mut notifications) => {}
+            }
+        }
+        for (_, slot) in self.slots().drain() {
+            slot.stop();
+        }
+    }
+
+    /// Starts, restarts or stops channels so that exactly the enabled ones run with their current
+    /// settings.
+    pub async fn reconcile(&self) -> Result<(), cortex_store::StoreError> {
+        let channels = self.store.channels().await?;
+        let wanted: HashMap<Uuid, Channel> =
+            channels.into_iter().filter(|channel| channel.enabled).map(|channel| (channel.id, channel)).collect();
+        let mut slots = self.slots();
+        slots.retain(|id, slot| {
+            let keep = wanted.get(id).is_some_and(|channel| channel.updated_at == slot.version());
+            if !keep {
+                slot.stop();
+            }
+            keep
+        });
+        for (id, channel) in wanted {
+            if slots.contains_key(&id) {
+                continue;
+            }
+            let slot = match self.start(channel.clone()) {
+                Ok(run) => Slot::Running(run),
+                Err(reason) => {
+                    tracing::warn!(channel_id = %id, error = %reason, "channel cannot start");
+                    Slot::Broken { version: channel.updated_at, channel, reason }
+                }
+            };
+            slots.insert(id, slot);
+        }
+        Ok(())
+    }
+
+    fn start(&self, channel: Channel) -> Result<Running, String> {
+        let adapter = self.build(&channel)?;
+        let recorded = Arc::new(Notify::new());
+        let sink = Arc::new(StoreSink::new(self.store.clone(), channel.id, recorded.clone()));
+        let status = Arc::new(Mutex::new((ChannelState::Starting, None)));
+        let cancel = CancellationToken::new();
+        tokio::spawn(receive_loop(ReceiveLoop {
+            store: self.store.clone(),
+            channel_id: channel.id,
+            holder: self.holder,
+            adapter: adapter.clone(),
+            sink: sink.clone(),
+            status: status.clone(),
+            cancel: cancel.clone(),
+        }));
+        tokio::spawn(route_loop(self.store.clone(), channel.clone(), adapter.clone(), recorded, cancel.clone()));
+        tokio::spawn(crate::delivery::run(self.store.clone(), channel.id, adapter.clone(), cancel.clone()));
+        tracing::info!(channel_id = %channel.id, channel = %channel.name, "channel started");
+        Ok(Running { version: channel.updated_at, channel, adapter, sink, status, cancel })
+    }
+
+    /// The adapter a channel row describes, with its secrets decrypted.
+    fn build(&self, channel: &Channel) -> Result<Arc<dyn ChannelAdapter>, String> {
+        let secrets = match &channel.secrets_enc {
+            Some(enc) => self
+                .cipher
+                .decrypt_json(&SecretRef::new("channel", "secrets_enc", channel.id), enc)
+                .map_err(|err| format!("cannot decrypt the channel's secrets: {err}"))?,
+            None => BTreeMap::new(),
+        };
+        build_adapter(channel, &secrets, self.http.clone(), self.config.public_url.as_deref())
+    }
+
+    /// Verifies and records a webhook request for a running channel of `platform`. Returns the body
+    /// the platform expects back, if any.
+    pub async fn accept_webhook(
+        &self,
+        platform: Platform,
+        channel_id: Uuid,
+        request: WebhookRequest<'_>,
+    ) -> Result<WebhookBatch, WebhookRejection> {
+        let (adapter, sink) = match self.slots().get(&channel_id) {
+            Some(Slot::Running(run)) if run.adapter.platform() == platform => (run.adapter.clone(), run.sink.clone()),
+            _ => return Err(WebhookRejection::UnknownChannel),
+        };
+        let batch = adapter.webhook(request).ok_or(WebhookRejection::UnknownChannel)??;
+        sink.alive();
+        for event in batch.events.iter().cloned() {
+            sink.deliver(event).await.map_err(|err| WebhookRejection::Unavailable(err.0))?;
+        }
+        Ok(batch)
+    }
+
+    /// Health of every channel this process runs.
+    pub fn health(&self) -> Vec<ChannelHealth> {
+        let now = self.store.clock().now();
+        let mut all: Vec<ChannelHealth> = self
+            .slots()
+            .values()
+            .map(|slot| {
+                let run = match slot {
+                    Slot::Running(run) => run,
+                    Slot::Broken { channel, reason, .. } => {
+                        return ChannelHealth {
+                            id: channel.id,
+                            channel_type: channel.channel_type.clone(),
+                            state: ChannelState::Unhealthy,
+                            last_error: Some(reason.clone()),
+                            last_activity_at: None,
+                        };
+                    }
+                };
+                let (state, last_error) = run.status.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                let last_activity_at = run.sink.last_alive();
+                let state = match state {
+                    ChannelState::Healthy if run.adapter.receives_by_connection() => {
+                        if last_activity_at.is_some_and(|at| now - at <= STALE_AFTER) {
+                            ChannelState::Healthy
+                        } else {
+                            ChannelState::Unhealthy
+                        }
+                    }
+                    other => other,
+                };
+                ChannelHealth {
+                    id: run.channel.id,
+                    channel_type: run.channel.channel_type.clone(),
+                    state,
+                    last_error,
+                    last_activity_at,
+                }
+            })
+            .collect();
+        all.sort_by_key(|health| health.id);
+        all
+    }
+}
+
+/// Returns when channels may have changed (or notifications were missed).
+async fn changed(notifications: &mut broadcast::Receiver<Notification>) {
+    loop {
+        match notifications.recv().await {
+            Ok(Notification::ChannelChanged { .. } | Notification::Resync)
+            | Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+        }
+    }
+}
+
+/// Builds the adapter for a channel row: `config` holds the non-secret settings, `secrets` the
+/// decrypted ones.
+pub fn build_adapter(
+    channel: &Channel,
+    secrets: &BTreeMap<String, String>,
+    http: reqwest::Client,
+    public_url: Option<&str>,
+) -> Result<Arc<dyn ChannelAdapter>, String> {
+    let setting = |key: &str| channel.config.get(key).and_then(serde_json::Value::as_str);
+    match channel.channel_type.parse::<Platform>() {
+        Ok(Platform::Telegram) => {
+            let token = secrets.get("bot_token").ok_or("the channel has no bot_token")?.clone();
+            let mode = match setting("mode").unwrap_or("polling") {
+                "polling" => TelegramMode::Polling {
+                    timeout: Duration::from_secs(
+                        channel.config.get("poll_timeout_seconds").and_then(serde_json::Value::as_u64).unwrap_or(30),
+                    ),
+                },
+                "webhook" => {
+                    let require_secret =
+                        channel.config.get("require_secret").and_then(serde_json::Value::as_bool).unwrap_or(true);
+                    TelegramMode::Webhook {
+                        url: public_url
+                            .map(|base| format!("{}/webhooks/telegram/{}", base.trim_end_matches('/'), channel.id)),
+                        secret: if require_secret { secrets.get("webhook_secret").cloned() } else { None },
+                    }
+                }
+                other => return Err(format!("unknown Telegram mode `{other}`")),
+            };
+            Ok(Arc::new(TelegramAdapter::new(
+                http,
+                TelegramConfig {
+                    channel_id: channel.id,
+                    api_base: setting("api_base").unwrap_or(crate::telegram::DEFAULT_API_BASE).to_owned(),
+                    token,
+                    mode,
+                },
+            )))
+        }
+        Ok(other) => Err(format!("{other} channels are not supported yet")),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+struct ReceiveLoop {
+    store: Store,
+    channel_id: Uuid,
+    holder: Uuid,
+    adapter: Arc<dyn ChannelAdapter>,
+    sink: Arc<StoreSink>,
+    status: Arc<Mutex<(ChannelState, Option<String>)>>,
+    cancel: CancellationToken,
+}
+
+impl ReceiveLoop {
+    fn set(&self, state: ChannelState, error: Option<String>) {
+        *self.status.lock().unwrap_or_else(PoisonError::into_inner) = (state, error);
+    }
+
+    /// Sleeps unless cancelled; `false` when cancelled.
+    async fn pause(&self, duration: Duration) -> bool {
+        tokio::select! {
+            () = self.cancel.cancelled() => false,
+            () = tokio::time::sleep(duration) => true,
+        }
+    }
+}
+
+async fn receive_loop(run: ReceiveLoop) {
+    let lease = format!("channel:{}", run.channel_id);
+    let exclusive = run.adapter.receives_by_connection();
+    let mut failures: u32 = 0;
+    while !run.cancel.is_cancelled() {
+        if exclusive {
+            match run.store.acquire_lease(&lease, run.holder, LEASE_TTL).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Another process receives for this channel; take over if it stops renewing.
+                    run.set(ChannelState::Starting, Some("another process holds the receive lease".into()));
+                    if !run.pause(LEASE_RENEW).await {
+                        break;
+                    }
+                    continue;
+                }
+                Err(err) => {
+                    run.set(ChannelState::Unhealthy, Some(format!("cannot take the receive lease: {err}")));
+                    if !run.pause(LEASE_RENEW).await {
+                        break;
+                    }
+                    continue;
+                }
+            }
+        }
+        run.set(ChannelState::Healthy, None);
+        let attempt = run.cancel.child_token();
+        let renewal =
+            exclusive.then(|| tokio::spawn(renew(run.store.clone(), lease.clone(), run.holder, attempt.clone())));
+        let sink: Arc<dyn InboundSink> = run.sink.clone();
+        let result = run.adapter.run(sink, attempt.clone()).await;
+        attempt.cancel();
+        if let Some(renewal) = renewal {
+            renewal.abort();
+        }
+        if run.cancel.is_cancelled() {
+            break;
+        }
+        match result {
+            Ok(()) => failures = 0,
+            Err(err) => {
+                failures += 1;
+                let message = err.to_string();
+                tracing::warn!(channel_id = %run.channel_id, failures, error = %message, "channel receive loop failed");
+                let unauthorized = matches!(err, AdapterError::Unauthorized(_));
+                if failures >= CIRCUIT_FAILURES || unauthorized {
+                    run.set(ChannelState::CircuitOpen, Some(message));
+                    failures = 0;
+                    if !run.pause(CIRCUIT_OPEN).await {
+                        break;
+                    }
+                } else {
+                    run.set(ChannelState::Recovering, Some(message));
+                    if !run.pause(restart_backoff(failures)).await {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    if exclusive {
+        let _ = run.store.release_lease(&lease, run.holder).await;
+    }
+    run.set(ChannelState::Stopped, None);
+}
+
+/// Renews the receive lease every 10 s; cancels the attempt when the lease is lost.
+async fn renew(store: Store, lease: String, holder: Uuid, attempt: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = attempt.cancelled() => return,
+            () = tokio::time::sleep(LEASE_RENEW) => {}
+        }
+        match store.acquire_lease(&lease, holder, LEASE_TTL).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(%lease, "receive lease lost; stopping this receiver");
+                attempt.cancel();
+                return;
+            }
+            Err(err) => tracing::warn!(%lease, error = %err, "renewing the receive lease failed"),
+        }
+    }
+}
+
+/// `min(30 s, 1 s × 2^(n−1))` ± 20 %.
+pub fn restart_backoff(failures: u32) -> Duration {
+    let base = Duration::from_secs(1u64 << failures.saturating_sub(1).min(5)).min(Duration::from_secs(30));
+    base.mul_f64(rand_jitter())
+}
+
+fn rand_jitter() -> f64 {
+    0.8 + 0.4 * rand::random::<f64>()
+}
+
+/// Routes the channel's recorded messages as they arrive (and every few seconds, for rows recorded by
+/// other processes' webhooks or left over from a crash).
+async fn route_loop(
+    store: Store,
+    channel: Channel,
+    adapter: Arc<dyn ChannelAdapter>,
+    recorded: Arc<Notify>,
+    cancel: CancellationToken,
+) {
+    let router = Router::new(store);
+    loop {
+        let woken = recorded.notified();
+        if let Err(err) = router.route_pending(&channel, adapter.as_ref()).await {
+            tracing::warn!(channel_id = %channel.id, error = %err, "routing failed; retrying");
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = woken => {}
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_backoff_grows_to_thirty_seconds_with_jitter() {
+        for (failures, base) in [(1u32, 1.0f64), (2, 2.0), (3, 4.0), (5, 16.0), (6, 30.0), (12, 30.0)] {
+            let secs = restart_backoff(failures).as_secs_f64();
+            assert!(secs >= base * 0.8 - 1e-9 && secs <= base * 1.2 + 1e-9, "{failures}: {secs}");
+        }
+    }
+}

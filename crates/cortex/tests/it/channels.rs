@@ -1,0 +1,180 @@
+//! Channels through the real binary: the env-defined Telegram bot against telegram-test-api (the npm
+//! peer), and a SIGKILL between "reply produced" and "platform acknowledged" against the in-process fake
+//! Bot API.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use cortex_testkit::fake_llm::{FakeLlm, Reply, When};
+use cortex_testkit::fake_telegram::FakeTelegram;
+use serde_json::{Value, json};
+
+use crate::e2e::{api, env, start};
+
+const TOKEN: &str = "123456:e2e-token";
+
+/// telegram-test-api running under node on a free port; killed when dropped.
+struct TelegramTestApi {
+    child: Child,
+    url: String,
+    /// Held open: the peer exits when it closes (also when this test process dies).
+    _stdin: Option<std::process::ChildStdin>,
+}
+
+impl Drop for TelegramTestApi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TelegramTestApi {
+    fn start() -> TelegramTestApi {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../test-peers/telegram-test-api.js");
+        let mut child = Command::new("node")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node runs telegram-test-api (scripts/install-test-peers.sh installs it)");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read the port line");
+        let port = line.trim().strip_prefix("listening ").unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        let stdin = child.stdin.take();
+        TelegramTestApi { child, url: format!("http://127.0.0.1:{port}"), _stdin: stdin }
+    }
+
+    /// A user (id 1, private chat 1) writes to the bot through the peer's client API.
+    async fn user_says(&self, text: &str) {
+        let body = json!({
+            "botToken": TOKEN, "date": 1_790_000_000, "text": text,
+            "from": {"id": 1, "first_name": "Ada", "username": "ada", "is_bot": false},
+            "chat": {"id": 1, "first_name": "Ada", "username": "ada", "type": "private"},
+        });
+        let response =
+            reqwest::Client::new().post(format!("{}/sendMessage", self.url)).json(&body).send().await.unwrap();
+        assert!(response.status().is_success(), "telegram-test-api refused the user message");
+    }
+
+    /// Waits for the bot's messages to chat 1 (bounded; prints what arrived on timeout).
+    async fn bot_replies(&self, count: usize) -> Vec<String> {
+        let mut texts = Vec::new();
+        for _ in 0..600 {
+            let answer: Value = reqwest::Client::new()
+                .post(format!("{}/getUpdates", self.url))
+                .json(&json!({"token": TOKEN, "chatId": 1}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            for update in answer["result"].as_array().cloned().unwrap_or_default() {
+                texts.push(update["message"]["text"].as_str().unwrap_or_default().to_owned());
+            }
+            if texts.len() >= count {
+                return texts;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the bot sent {texts:?}, expected {count} messages");
+    }
+}
+
+async fn greeter(base: &str) -> String {
+    let agent = api(
+        reqwest::Method::POST,
+        format!("{base}/agents"),
+        Some(json!({"name": "Greeter", "model_config": {"provider": "openai", "model": "gpt-4o-mini"}})),
+    )
+    .await;
+    agent["id"].as_str().unwrap().to_owned()
+}
+
+async fn env_channel(base: &str) -> Value {
+    let channels = api(reqwest::Method::GET, format!("{base}/channels"), None).await;
+    let channel = channels["items"][0].clone();
+    assert_eq!((channel["source"].as_str(), channel["type"].as_str()), (Some("env"), Some("telegram")), "{channels}");
+    assert_eq!(channel["secrets"], json!(["bot_token"]));
+    assert!(!channels.to_string().contains(TOKEN), "the token is never returned");
+    channel
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bound_telegram_chat_gets_the_agents_reply_through_telegram_test_api() {
+    let peer = TelegramTestApi::start();
+    let llm = FakeLlm::start().await;
+    llm.rule(When::Always, Reply::text("Hello Ada, this is **Greeter**."));
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = env(&llm);
+    env.push(("TELEGRAM_BOT_TOKEN", TOKEN.to_owned()));
+    env.push(("TELEGRAM_API_BASE", peer.url.clone()));
+    let server = start(dir.path(), &env);
+    let base = server.url.clone();
+    env_channel(&base).await;
+    let agent = greeter(&base).await;
+    let binding = api(
+        reqwest::Method::POST,
+        format!("{base}/agents/{agent}/channels"),
+        Some(json!({"channel_type": "telegram", "chat_id": "1"})),
+    )
+    .await;
+    assert_eq!(binding["chat_id"], "1");
+
+    peer.user_says("hi there").await;
+    let replies = peer.bot_replies(1).await;
+    assert_eq!(replies, ["Hello Ada, this is <b>Greeter</b>."], "rendered as Telegram HTML");
+    assert_eq!(llm.requests()[0].user_texts().last().map(|text| text.contains("hi there")), Some(true));
+    server.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_interrupted_by_sigkill_is_delivered_once_after_restart() {
+    let telegram = FakeTelegram::start(TOKEN).await;
+    let llm = FakeLlm::start().await;
+    llm.rule(When::Always, Reply::text("the answer"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = env(&llm);
+    env.push(("TELEGRAM_BOT_TOKEN", TOKEN.to_owned()));
+    env.push(("TELEGRAM_API_BASE", telegram.api_base().to_owned()));
+    let server = start(dir.path(), &env);
+    let base = server.url.clone();
+    let channel = env_channel(&base).await;
+    let agent = greeter(&base).await;
+    api(
+        reqwest::Method::POST,
+        format!("{base}/agents/{agent}/channels"),
+        Some(json!({"channel_type": "telegram", "chat_id": "42"})),
+    )
+    .await;
+
+    // The platform receives the reply but never answers: the process dies before it is acknowledged.
+    telegram.hold_next("sendMessage");
+    telegram.push_text(42, 42, "question");
+    telegram.wait_for_calls("sendMessage", 1).await;
+    server.kill();
+    assert!(telegram.delivered("sendMessage").is_empty());
+
+    let server = start(dir.path(), &env);
+    let base = server.url.clone();
+    let outbox = format!("{base}/channels/{}/outbox", channel["id"].as_str().unwrap());
+    let mut items = Value::Null;
+    for _ in 0..3000 {
+        items = api(reqwest::Method::GET, outbox.clone(), None).await["items"].clone();
+        if items[0]["status"] == "delivered" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(items.as_array().map(Vec::len), Some(1), "{items}");
+    assert_eq!(items[0]["status"], "delivered", "{items}");
+    assert_eq!(items[0]["attempts"], 2, "{items}");
+    let delivered = telegram.delivered("sendMessage");
+    assert_eq!(delivered.len(), 1, "delivered exactly once");
+    assert_eq!(delivered[0].body["text"], "the answer");
+    assert_eq!(items[0]["platform_message_id"], delivered[0].response["message_id"].to_string().as_str());
+    server.kill();
+}
