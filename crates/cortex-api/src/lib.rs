@@ -41,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::steer::routes())
         .merge(routes::mcp::routes())
         .merge(routes::tools::routes())
+        .merge(routes::memory::routes())
         .merge(routes::docs::routes())
         .build(&state, OpenApiRouter::with_openapi(openapi::base_document()))
         .split_for_parts();

@@ -9,6 +9,7 @@ pub mod health;
 pub mod jobs;
 pub mod keys;
 pub mod mcp;
+pub mod memory;
 pub mod sessions;
 pub mod steer;
 pub mod tools;

@@ -10,5 +10,6 @@ mod idempotency;
 mod jobs;
 mod keys;
 mod mcp;
+mod memory;
 mod ops;
 mod tools;
