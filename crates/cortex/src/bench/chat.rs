@@ -25,11 +25,10 @@ use cortex_runtime::{Runtime, RuntimeConfig};
 use cortex_store::Store;
 use cortex_store::secrets::{Cipher, MasterKey};
 use cortex_store::users::{KeySource, NewApiKey};
-use serde::Serialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::{Scratch, ScratchArgs, millis, percentile};
+use super::{Report, Scratch, ScratchArgs, millis, percentile};
 
 /// Turns run before measuring, so connections and caches are warm.
 const WARMUP: usize = 20;
@@ -44,39 +43,9 @@ pub struct ChatArgs {
     pub turns: u32,
 }
 
-#[derive(Debug, Serialize)]
-struct Figures {
-    engine: &'static str,
-    turns: usize,
-    p50_ms: f64,
-    p99_ms: f64,
-    mean_ms: f64,
-    max_ms: f64,
-}
-
-pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
-    let scratch = Scratch::create(&args.scratch).await?;
-    let measured = measure(&scratch, args.turns as usize).await;
-    let removed = scratch.remove().await;
-    let figures = measured?;
-    removed?;
-    if args.scratch.json {
-        println!("{}", serde_json::to_string_pretty(&figures)?);
-    } else {
-        println!(
-            "cortex bench chat: {}, {} turns of POST /agents/{{id}}/chat?wait=true with an instant model",
-            figures.engine, figures.turns
-        );
-        println!();
-        println!(
-            "  overhead per turn   p50 {:.2} ms   p99 {:.2} ms   mean {:.2} ms   max {:.2} ms",
-            figures.p50_ms, figures.p99_ms, figures.mean_ms, figures.max_ms
-        );
-    }
-    Ok(())
-}
-
-async fn measure(scratch: &Scratch, turns: usize) -> anyhow::Result<Figures> {
+/// Measures chat turns on the scratch database.
+pub(crate) async fn measure(scratch: &Scratch, args: &ChatArgs) -> anyhow::Result<Report> {
+    let turns = args.turns as usize;
     let model = InstantModel::start().await?;
     let store = Store::open(&scratch.database, Arc::new(SystemClock)).await.context("opening the scratch database")?;
     store.migrate().await.context("migrating the scratch database")?;
@@ -134,14 +103,16 @@ async fn measure(scratch: &Scratch, turns: usize) -> anyhow::Result<Figures> {
     let mut samples = measured?;
     samples.sort();
     let total: Duration = samples.iter().sum();
-    Ok(Figures {
-        engine: store.engine_name(),
-        turns,
-        p50_ms: millis(percentile(&samples, 0.50)),
-        p99_ms: millis(percentile(&samples, 0.99)),
-        mean_ms: millis(total / turns.max(1) as u32),
-        max_ms: millis(samples.last().copied().unwrap_or_default()),
-    })
+    let mut report = Report::new(
+        "chat",
+        store.engine_name(),
+        format!("{turns} turns of POST /agents/{{id}}/chat?wait=true with an instant model"),
+    );
+    report.figure("turn_p50_ms", "overhead per turn, p50", millis(percentile(&samples, 0.50)), "ms");
+    report.figure("turn_p99_ms", "overhead per turn, p99", millis(percentile(&samples, 0.99)), "ms");
+    report.figure("turn_mean_ms", "overhead per turn, mean", millis(total / turns.max(1) as u32), "ms");
+    report.figure("turn_max_ms", "overhead per turn, max", millis(samples.last().copied().unwrap_or_default()), "ms");
+    Ok(report)
 }
 
 async fn admin_key(store: &Store) -> anyhow::Result<String> {

@@ -1,9 +1,14 @@
 //! `cortex bench …`: measurements operators use to size a deployment, run against a throw-away database
 //! so they never touch real data.
 //!
+//! One module per scenario, registered once in [`BenchCommand`] and [`run`]:
 //! - [`queue`]: the job queue alone (enqueue and processing rates, enqueue→start latency);
 //! - [`chat`]: the control-plane overhead of one chat turn through the HTTP API (`?wait=true`) with a model
-//!   that answers instantly.
+//!   that answers instantly;
+//! - [`startup`]: a real `cortex serve` process, from spawn to `/readyz` 200, and its idle RSS.
+//!
+//! A scenario returns a [`Report`] (one [`Figure`] per measured value); this module prints it as one
+//! line per figure, headed by the machine's core count, or as JSON with `--json`.
 //!
 //! SQLite runs in a temporary directory. PostgreSQL runs in a scratch database `cortex_bench_<uuid>`
 //! created on the `--database-url` server and dropped afterwards; that server must be on loopback, so a
@@ -11,6 +16,7 @@
 
 mod chat;
 mod queue;
+mod startup;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -20,6 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use cortex_store::DatabaseConfig;
+use serde::Serialize;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use uuid::Uuid;
@@ -38,10 +45,12 @@ pub enum BenchCommand {
     /// Measure the control-plane overhead of one chat turn (`POST /agents/{id}/chat?wait=true`) with a
     /// model that answers instantly.
     Chat(chat::ChatArgs),
+    /// Measure how long a `cortex serve` process takes from spawn to `/readyz` 200, and its idle RSS.
+    Startup(startup::StartupArgs),
 }
 
 /// Where a benchmark runs and how it reports.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ScratchArgs {
     /// Storage engine to measure.
     #[arg(long, value_enum, default_value_t = BenchEngine::Sqlite)]
@@ -66,9 +75,82 @@ pub enum BenchEngine {
 
 /// Runs a benchmark command and prints its figures; the scratch database is removed even on failure.
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
-    match command {
-        BenchCommand::Queue(args) => queue::run(args).await,
-        BenchCommand::Chat(args) => chat::run(args).await,
+    let scratch_args = command.scratch_args();
+    let scratch = Scratch::create(scratch_args).await?;
+    let measured = match &command {
+        BenchCommand::Queue(args) => queue::measure(&scratch, args).await,
+        BenchCommand::Chat(args) => chat::measure(&scratch, args).await,
+        BenchCommand::Startup(args) => startup::measure(&scratch, args).await,
+    };
+    let removed = scratch.remove().await;
+    let report = measured?;
+    removed?;
+    report.print(scratch_args.json)
+}
+
+impl BenchCommand {
+    fn scratch_args(&self) -> &ScratchArgs {
+        match self {
+            BenchCommand::Queue(args) => &args.scratch,
+            BenchCommand::Chat(args) => &args.scratch,
+            BenchCommand::Startup(args) => &args.scratch,
+        }
+    }
+}
+
+/// What one scenario measured, printed the same way for every scenario.
+#[derive(Debug, Serialize)]
+pub(crate) struct Report {
+    /// The scenario's subcommand name.
+    scenario: &'static str,
+    /// `sqlite` or `postgres`.
+    engine: &'static str,
+    /// Cores of this machine: the figures only compare between machines of the same size.
+    cores: usize,
+    /// One sentence saying what was run, for the table's header.
+    #[serde(skip)]
+    setup: String,
+    figures: Vec<Figure>,
+}
+
+/// One measured value.
+#[derive(Debug, Serialize)]
+pub(crate) struct Figure {
+    /// Stable machine name, e.g. `process_concurrency_16_jobs_per_second`.
+    name: String,
+    /// What a reader sees in the table.
+    #[serde(skip)]
+    label: String,
+    value: f64,
+    unit: &'static str,
+}
+
+impl Report {
+    pub(crate) fn new(scenario: &'static str, engine: &'static str, setup: String) -> Report {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        Report { scenario, engine, cores, setup, figures: Vec::new() }
+    }
+
+    /// Adds a figure; `name` is the JSON key, `label` the table's wording.
+    pub(crate) fn figure(&mut self, name: impl Into<String>, label: impl Into<String>, value: f64, unit: &'static str) {
+        self.figures.push(Figure { name: name.into(), label: label.into(), value, unit });
+    }
+
+    fn print(&self, json: bool) -> anyhow::Result<()> {
+        if json {
+            println!("{}", serde_json::to_string_pretty(self)?);
+            return Ok(());
+        }
+        println!("cortex bench {}: {}, {} cores, {}", self.scenario, self.engine, self.cores, self.setup);
+        for figure in &self.figures {
+            let value = if figure.value.abs() >= 100.0 {
+                format!("{:.0}", figure.value)
+            } else {
+                format!("{:.2}", figure.value)
+            };
+            println!("  {:<52} {:>12} {}", figure.label, value, figure.unit);
+        }
+        Ok(())
     }
 }
 

@@ -3,7 +3,7 @@
 //! It runs the real engine ([`JobEngine`], claims, heartbeats, records) with a handler that does no
 //! work, on a throw-away database, and reports:
 //! - **bulk enqueue**: jobs/s inserting `--jobs` jobs in transactions of [`ENQUEUE_BATCH`];
-//! - **processing** with 1 and 16 concurrent jobs: jobs/s from engine start until every job's
+//! - **processing** with 1, 16 and 64 concurrent jobs: jobs/s from engine start until every job's
 //!   completion is committed (a fresh backlog of `--jobs` jobs each time);
 //! - **enqueue→start latency** p50/p99: [`LATENCY_SAMPLES`] jobs enqueued one per transaction at a
 //!   steady [`LATENCY_RATE_PER_SECOND`]/s into a running, idle engine, from the enqueuing commit
@@ -28,14 +28,13 @@ use cortex_jobs::{EngineConfig, JobContext, JobEngine, JobHandler, Outcome};
 use cortex_store::agents::AgentDefinition;
 use cortex_store::jobs::NewJob;
 use cortex_store::{DatabaseConfig, Store};
-use serde::Serialize;
 use serde_json::json;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::{Scratch, ScratchArgs, millis, percentile, rate, time};
+use super::{Report, Scratch, ScratchArgs, millis, percentile, rate, time};
 
 /// Jobs inserted per transaction in the bulk enqueue measurement.
 pub const ENQUEUE_BATCH: usize = 500;
@@ -43,72 +42,62 @@ pub const ENQUEUE_BATCH: usize = 500;
 pub const LATENCY_SAMPLES: usize = 500;
 /// Steady enqueue rate of the latency measurement: modest, so the engine is idle between jobs.
 pub const LATENCY_RATE_PER_SECOND: u64 = 100;
-/// Worker concurrency of the latency measurement and of the second processing run.
-const HIGH_CONCURRENCY: usize = 16;
+/// Worker concurrency of the latency measurement.
+const LATENCY_CONCURRENCY: usize = 16;
+/// Worker concurrencies of the processing measurements (a fresh backlog each).
+const PROCESS_CONCURRENCIES: [usize; 3] = [1, 16, 64];
 
 /// Options of `cortex bench queue`.
 #[derive(Debug, Args)]
 pub struct QueueArgs {
     #[command(flatten)]
     pub scratch: ScratchArgs,
-    /// Jobs per enqueue and processing measurement.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    /// Jobs per enqueue and processing measurement (the backlog waiting when processing starts).
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub jobs: u32,
 }
 
-/// What one benchmark run measured.
-#[derive(Debug, Serialize)]
-struct Figures {
-    engine: &'static str,
-    jobs: usize,
-    enqueue_jobs_per_second: f64,
-    process_concurrency_1_jobs_per_second: f64,
-    process_concurrency_16_jobs_per_second: f64,
-    latency_samples: usize,
-    latency_p50_ms: f64,
-    latency_p99_ms: f64,
-}
-
-pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
-    let scratch = Scratch::create(&args.scratch).await?;
-    let measured = measure(&scratch.database, args.jobs as usize).await;
-    let removed = scratch.remove().await;
-    let figures = measured?;
-    removed?;
-    if args.scratch.json {
-        println!("{}", serde_json::to_string_pretty(&figures)?);
-    } else {
-        print_table(&figures);
-    }
-    Ok(())
-}
-
-async fn measure(database: &DatabaseConfig, jobs: usize) -> anyhow::Result<Figures> {
+/// Measures the queue on the scratch database.
+pub(crate) async fn measure(scratch: &Scratch, args: &QueueArgs) -> anyhow::Result<Report> {
+    let jobs = args.jobs as usize;
+    let database = &scratch.database;
     let store = Store::open(database, Arc::new(SystemClock)).await.context("opening the scratch database")?;
     store.migrate().await.context("migrating the scratch database")?;
     let agent_id = bench_agent(&store).await?;
+    let mut report = Report::new(
+        "queue",
+        store.engine_name(),
+        format!("{jobs} no-op jobs per run, real engine on a scratch database"),
+    );
 
-    let enqueue_jobs_per_second = rate(jobs, time(enqueue_bulk(&store, agent_id, jobs)).await?);
-    refresh_statistics(database).await?;
-    let process_concurrency_1_jobs_per_second = rate(jobs, process(&store, jobs, 1).await?);
-    enqueue_bulk(&store, agent_id, jobs).await?;
-    refresh_statistics(database).await?;
-    let process_concurrency_16_jobs_per_second = rate(jobs, process(&store, jobs, HIGH_CONCURRENCY).await?);
+    let enqueued = rate(jobs, time(enqueue_bulk(&store, agent_id, jobs)).await?);
+    report.figure(
+        "enqueue_jobs_per_second",
+        format!("bulk enqueue ({ENQUEUE_BATCH} per transaction)"),
+        enqueued,
+        "jobs/s",
+    );
+    for (run, concurrency) in PROCESS_CONCURRENCIES.into_iter().enumerate() {
+        if run > 0 {
+            enqueue_bulk(&store, agent_id, jobs).await?;
+        }
+        refresh_statistics(database).await?;
+        let processed = rate(jobs, process(&store, jobs, concurrency).await?);
+        report.figure(
+            format!("process_concurrency_{concurrency}_jobs_per_second"),
+            format!("process, concurrency {concurrency}, {jobs} waiting"),
+            processed,
+            "jobs/s",
+        );
+    }
     let samples = jobs.min(LATENCY_SAMPLES);
     let mut latencies = latency(&store, agent_id, samples).await?;
     latencies.sort();
     store.close().await;
-
-    Ok(Figures {
-        engine: store.engine_name(),
-        jobs,
-        enqueue_jobs_per_second,
-        process_concurrency_1_jobs_per_second,
-        process_concurrency_16_jobs_per_second,
-        latency_samples: samples,
-        latency_p50_ms: millis(percentile(&latencies, 0.50)),
-        latency_p99_ms: millis(percentile(&latencies, 0.99)),
-    })
+    let label = format!("enqueue→start, {samples} jobs at {LATENCY_RATE_PER_SECOND}/s");
+    report.figure("latency_p50_ms", format!("{label}, p50"), millis(percentile(&latencies, 0.50)), "ms");
+    report.figure("latency_p99_ms", format!("{label}, p99"), millis(percentile(&latencies, 0.99)), "ms");
+    Ok(report)
 }
 
 /// An agent whose concurrency limit never caps the engine.
@@ -206,7 +195,7 @@ async fn process(store: &Store, jobs: usize, concurrency: usize) -> anyhow::Resu
 async fn latency(store: &Store, agent_id: Uuid, samples: usize) -> anyhow::Result<Vec<Duration>> {
     let handler = Arc::new(NoOp::default());
     let mut runs = handler.runs.subscribe();
-    let engine = bench_engine(store, HIGH_CONCURRENCY, &handler);
+    let engine = bench_engine(store, LATENCY_CONCURRENCY, &handler);
     let all_ran = async move {
         let _ = runs.wait_for(|n| *n > samples).await;
     };
@@ -277,29 +266,4 @@ impl JobHandler for NoOp {
         self.runs.send_modify(|n| *n += 1);
         Outcome::Completed(json!({}))
     }
-}
-
-fn print_table(figures: &Figures) {
-    println!(
-        "cortex bench queue: {}, {} no-op jobs per run, real engine on a scratch database",
-        figures.engine, figures.jobs
-    );
-    println!();
-    println!(
-        "  {:<44} {:>12.0} jobs/s",
-        format!("bulk enqueue ({ENQUEUE_BATCH} per transaction)"),
-        figures.enqueue_jobs_per_second
-    );
-    println!("  {:<44} {:>12.0} jobs/s", "process, concurrency 1", figures.process_concurrency_1_jobs_per_second);
-    println!(
-        "  {:<44} {:>12.0} jobs/s",
-        format!("process, concurrency {HIGH_CONCURRENCY}"),
-        figures.process_concurrency_16_jobs_per_second
-    );
-    println!(
-        "  {:<44} p50 {:.2} ms, p99 {:.2} ms",
-        format!("enqueue→start, {} jobs at {LATENCY_RATE_PER_SECOND}/s", figures.latency_samples),
-        figures.latency_p50_ms,
-        figures.latency_p99_ms
-    );
 }

@@ -1,5 +1,6 @@
 //! The real `cortex` binary: start-up, configuration errors, bootstrap, client commands, signals.
 
+mod bench;
 mod cli;
 mod e2e;
 mod mcp_secrets;

@@ -1,0 +1,181 @@
+//! `cortex bench startup`: how fast a real `cortex serve` process becomes ready and how much memory it
+//! holds when idle (issue 17 targets: spawn to ready < 50 ms, idle RSS < 20 MB).
+//!
+//! Each round spawns this very binary as `cortex serve --listen 127.0.0.1:0` on a fresh data directory
+//! (SQLite) or on the scratch database (PostgreSQL, migrated by the first round; the rounds share one data
+//! directory, whose master key the database was first opened with), times spawn →
+//! first `GET /readyz` 200, waits `--idle-ms`, reads the process's resident set from
+//! `/proc/<pid>/status`, and stops it with SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use cortex_store::DatabaseConfig;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::{Report, Scratch, ScratchArgs, millis};
+
+/// How long a round may take to become ready before the benchmark gives up.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pause between two `/readyz` probes.
+const PROBE_INTERVAL: Duration = Duration::from_millis(1);
+
+/// Options of `cortex bench startup`.
+#[derive(Debug, Args)]
+pub struct StartupArgs {
+    #[command(flatten)]
+    pub scratch: ScratchArgs,
+    /// Process starts measured (min/median/max are reported).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rounds: u32,
+    /// Milliseconds a ready process is left idle before its RSS is read.
+    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub idle_ms: u64,
+}
+
+/// One started process.
+struct Round {
+    ready: Duration,
+    idle_rss_kib: u64,
+}
+
+/// Starts `cortex serve` `--rounds` times and reports readiness times and idle RSS.
+pub(crate) async fn measure(scratch: &Scratch, args: &StartupArgs) -> anyhow::Result<Report> {
+    let binary = std::env::current_exe().context("locating the cortex binary")?;
+    let engine = match scratch.database {
+        DatabaseConfig::Sqlite { .. } => "sqlite",
+        DatabaseConfig::Postgres { .. } => "postgres",
+    };
+    let http = reqwest::Client::new();
+    let mut rounds = Vec::new();
+    for round in 0..args.rounds {
+        let data_dir = match scratch.database {
+            DatabaseConfig::Sqlite { .. } => scratch.dir.join(format!("startup-{round}")),
+            DatabaseConfig::Postgres { .. } => scratch.dir.join("startup"),
+        };
+        std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+        let log_path = scratch.dir.join(format!("startup-{round}.log"));
+        let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+        let mut command = Command::new(&binary);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("CORTEX_DATA_DIR", &data_dir)
+            .env("CORTEX_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        if let DatabaseConfig::Postgres { url, .. } = &scratch.database {
+            command.env("CORTEX_DATABASE_URL", url);
+        }
+        let started = Instant::now();
+        let child = command.spawn().context("spawning cortex serve")?;
+        let mut server = Stopping(child);
+        let measured = one_round(&http, &mut server.0, started, Duration::from_millis(args.idle_ms)).await;
+        server.stop()?;
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        rounds.push(measured.with_context(|| format!("round {round}; its log:\n{log}"))?);
+    }
+    let mut ready: Vec<Duration> = rounds.iter().map(|r| r.ready).collect();
+    ready.sort();
+    let mut rss: Vec<u64> = rounds.iter().map(|r| r.idle_rss_kib).collect();
+    rss.sort_unstable();
+    let mut report = Report::new(
+        "startup",
+        engine,
+        format!(
+            "{} starts of `cortex serve` on an empty data directory, RSS after {} ms idle",
+            args.rounds, args.idle_ms
+        ),
+    );
+    let median = ready.len() / 2;
+    report.figure("ready_min_ms", "spawn → /readyz 200, min", millis(ready[0]), "ms");
+    report.figure("ready_median_ms", "spawn → /readyz 200, median", millis(ready[median]), "ms");
+    report.figure("ready_max_ms", "spawn → /readyz 200, max", millis(ready[ready.len() - 1]), "ms");
+    report.figure("idle_rss_median_mib", "idle RSS, median", mib(rss[median]), "MiB");
+    report.figure("idle_rss_max_mib", "idle RSS, max", mib(rss[rss.len() - 1]), "MiB");
+    Ok(report)
+}
+
+/// Waits for the listening line and then for `/readyz` 200, idles, and reads the RSS.
+async fn one_round(
+    http: &reqwest::Client,
+    child: &mut Child,
+    started: Instant,
+    idle: Duration,
+) -> anyhow::Result<Round> {
+    let stdout = child.stdout.take().context("the child's stdout")?;
+    let (address_tx, address_rx) = tokio::sync::oneshot::channel();
+    // The listening line is the last line `serve` prints; the reader keeps draining until exit.
+    std::thread::spawn(move || {
+        let mut address_tx = Some(address_tx);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("Cortex Plane listening on ")
+                && let Some(tx) = address_tx.take()
+            {
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
+            }
+        }
+    });
+    let base = tokio::time::timeout(READY_TIMEOUT, address_rx)
+        .await
+        .context("cortex serve printed no listening line in time")?
+        .context("cortex serve exited before listening")?;
+    let readyz = format!("{base}/readyz");
+    let ready = loop {
+        if started.elapsed() > READY_TIMEOUT {
+            bail!("{readyz} did not answer 200 within {READY_TIMEOUT:?}");
+        }
+        if let Ok(response) = http.get(&readyz).send().await
+            && response.status() == 200
+        {
+            break started.elapsed();
+        }
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    };
+    tokio::time::sleep(idle).await;
+    let idle_rss_kib = rss_kib(child.id())?;
+    Ok(Round { ready, idle_rss_kib })
+}
+
+/// Resident set size of a process in KiB (`VmRSS` in `/proc/<pid>/status`).
+pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading /proc/<pid>/status")?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS line in /proc/<pid>/status")
+}
+
+fn mib(kib: u64) -> f64 {
+    (kib as f64 / 1024.0 * 10.0).round() / 10.0
+}
+
+/// A child `cortex serve` that is stopped with SIGTERM (then SIGKILL) whatever happens.
+struct Stopping(Child);
+
+impl Stopping {
+    fn stop(&mut self) -> anyhow::Result<()> {
+        if self.0.try_wait()?.is_none() {
+            let pid = Pid::from_raw(i32::try_from(self.0.id())?);
+            let _ = kill(pid, Signal::SIGTERM);
+            self.0.wait().context("waiting for cortex serve to exit")?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Stopping {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! `cortex bench`: every scenario runs end to end at a tiny size on both engines and reports its figures
+//! as JSON (the figures themselves are never asserted: speed goals live in the benchmark, not in tests).
+
+use serde_json::Value;
+
+use crate::process::cortex;
+
+/// Runs `cortex bench <args> --json` and returns the parsed report.
+fn bench(args: &[&str]) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = cortex(dir.path());
+    command.arg("bench").args(args).arg("--json");
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "cortex bench {args:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
+        panic!("cortex bench {args:?} printed no JSON ({err}): {}", String::from_utf8_lossy(&output.stdout))
+    })
+}
+
+/// The engine arguments of every run: SQLite, and PostgreSQL unless the suite skips it.
+fn engines() -> Vec<Vec<String>> {
+    let mut engines = vec![vec!["--engine".to_owned(), "sqlite".to_owned()]];
+    if !cortex_testkit::skip_postgres() {
+        engines.push(vec![
+            "--engine".to_owned(),
+            "postgres".to_owned(),
+            "--database-url".to_owned(),
+            cortex_testkit::pg_admin_url(),
+        ]);
+    }
+    engines
+}
+
+/// Checks the report's header and that every expected figure is there and positive.
+fn assert_figures(report: &Value, scenario: &str, expected: &[&str]) {
+    assert_eq!(report["scenario"], scenario, "{report}");
+    assert!(report["cores"].as_u64().unwrap_or(0) >= 1, "{report}");
+    let figures = report["figures"].as_array().unwrap();
+    for name in expected {
+        let figure = figures.iter().find(|f| f["name"] == *name).unwrap_or_else(|| panic!("no {name} in {report}"));
+        assert!(figure["value"].as_f64().unwrap() > 0.0, "{name} is not positive in {report}");
+    }
+}
+
+#[test]
+fn queue_scenario_reports_every_figure() {
+    for engine in engines() {
+        let mut args = vec!["queue", "--jobs", "40"];
+        args.extend(engine.iter().map(String::as_str));
+        let report = bench(&args);
+        assert_eq!(report["engine"], engine[1], "{report}");
+        assert_figures(
+            &report,
+            "queue",
+            &[
+                "enqueue_jobs_per_second",
+                "process_concurrency_1_jobs_per_second",
+                "process_concurrency_16_jobs_per_second",
+                "process_concurrency_64_jobs_per_second",
+                "latency_p50_ms",
+                "latency_p99_ms",
+            ],
+        );
+    }
+}
+
+#[test]
+fn chat_scenario_reports_every_figure() {
+    for engine in engines() {
+        let mut args = vec!["chat", "--turns", "3"];
+        args.extend(engine.iter().map(String::as_str));
+        let report = bench(&args);
+        assert_figures(&report, "chat", &["turn_p50_ms", "turn_p99_ms", "turn_mean_ms", "turn_max_ms"]);
+    }
+}
+
+#[test]
+fn startup_scenario_reports_every_figure() {
+    for engine in engines() {
+        let mut args = vec!["startup", "--rounds", "2", "--idle-ms", "0"];
+        args.extend(engine.iter().map(String::as_str));
+        let report = bench(&args);
+        assert_figures(
+            &report,
+            "startup",
+            &["ready_min_ms", "ready_median_ms", "ready_max_ms", "idle_rss_median_mib", "idle_rss_max_mib"],
+        );
+    }
+}
