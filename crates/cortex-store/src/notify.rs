@@ -22,6 +22,10 @@ pub enum Notification {
     CancelRequested { job_id: Uuid },
     /// Steering was queued for a running job.
     Steered { job_id: Uuid },
+    /// A channel's outbox has a new message to deliver.
+    Outbox { channel_id: Uuid },
+    /// A channel was created, changed or deleted: supervisors reload it (hot reload, SPEC §8.9).
+    ChannelChanged { channel_id: Uuid },
     /// Notifications may have been missed (listener reconnected, receiver lagged): re-read everything.
     Resync,
 }

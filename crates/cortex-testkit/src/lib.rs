@@ -1,7 +1,8 @@
 //! Test support shared by the workspace's integration tests.
 //!
 //! [`fake_llm::FakeLlm`] is an in-process model server speaking the OpenAI and Anthropic protocols;
-//! [`fake_embeddings::FakeEmbeddings`] an OpenAI-compatible embeddings server (also served by the fake LLM).
+//! [`fake_embeddings::FakeEmbeddings`] an OpenAI-compatible embeddings server (also served by the fake LLM);
+//! [`fake_telegram::FakeTelegram`] an in-process Telegram Bot API.
 //!
 //! [`TestStore`] gives each test its own database: a temporary SQLite file, or a fresh PostgreSQL
 //! database cloned from a template migrated once per migration set. [`both_engines!`] runs one test
@@ -13,6 +14,7 @@
 
 pub mod fake_embeddings;
 pub mod fake_llm;
+pub mod fake_telegram;
 
 use std::sync::Arc;
 

@@ -2,6 +2,7 @@
 
 mod agents;
 mod budgets;
+mod channels;
 mod jobs;
 mod migrations;
 mod schema;
