@@ -42,6 +42,8 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::mcp::routes())
         .merge(routes::tools::routes())
         .merge(routes::memory::routes())
+        .merge(routes::credentials::routes())
+        .merge(routes::providers::routes())
         .merge(routes::docs::routes())
         .build(&state, OpenApiRouter::with_openapi(openapi::base_document()))
         .split_for_parts();

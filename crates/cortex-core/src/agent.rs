@@ -57,12 +57,18 @@ pub struct ModelConfig {
     /// Whole-job approval gate: every job waits for a human before its first turn (SPEC §7.1).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub requires_approval: bool,
+    /// The `llm` credential whose key the primary model is called with (a team's own key for `provider`),
+    /// instead of the credential named like the provider. Its spend is accounted to it (issue 15).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 impl ModelConfig {
-    /// The primary model followed by the declared fallbacks, in order.
+    /// The primary model followed by the declared fallbacks, in order. `provider` of each names the
+    /// credential that serves it: the primary's is `credential` when the agent names one.
     pub fn candidates(&self) -> Vec<ModelRef> {
-        let mut all = vec![ModelRef { provider: self.provider.clone(), model: self.model.clone() }];
+        let route = self.credential.clone().unwrap_or_else(|| self.provider.clone());
+        let mut all = vec![ModelRef { provider: route, model: self.model.clone() }];
         all.extend(self.fallbacks.iter().cloned());
         all
     }

@@ -30,6 +30,12 @@ impl WireProtocol for Anthropic {
         format!("{base}/v1/messages")
     }
 
+    fn models_endpoint(&self, base_url: &str) -> String {
+        let base = base_url.trim_end_matches('/');
+        let base = base.strip_suffix("/v1").unwrap_or(base);
+        format!("{base}/v1/models")
+    }
+
     fn headers(&self, api_key: Option<&str>) -> Result<HeaderMap, LlmError> {
         let mut headers = HeaderMap::new();
         headers.insert(HeaderName::from_static("anthropic-version"), HeaderValue::from_static(ANTHROPIC_VERSION));

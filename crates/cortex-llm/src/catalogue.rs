@@ -43,6 +43,8 @@ impl ModelPrice {
 pub struct ModelInfo {
     /// The catalogue id (the prefix that matched).
     pub id: &'static str,
+    /// The provider preset ([`crate::presets`]) whose own API serves it.
+    pub provider: &'static str,
     /// Wire style of the vendor that serves it.
     pub api_style: ApiStyle,
     /// Input plus output tokens the model can attend to (context budget, SPEC §5.4).
@@ -56,9 +58,16 @@ pub struct ModelInfo {
 }
 
 /// Looks a model up by the longest known prefix; `None` for models the catalogue does not know.
+///
+/// A router's `vendor/model` id (OpenRouter's `openai/gpt-4o`, `google/gemini-2.5-pro`) that matches no
+/// entry as a whole is looked up by the part after the vendor: routers bill the vendor's list price.
 pub fn lookup(model: &str) -> Option<&'static ModelInfo> {
     let model = model.trim().to_ascii_lowercase();
-    CATALOGUE.iter().filter(|info| is_boundary_prefix(info.id, &model)).max_by_key(|info| info.id.len())
+    longest_entry(&model).or_else(|| model.split_once('/').and_then(|(_, rest)| longest_entry(rest)))
+}
+
+fn longest_entry(model: &str) -> Option<&'static ModelInfo> {
+    CATALOGUE.iter().filter(|info| is_boundary_prefix(info.id, model)).max_by_key(|info| info.id.len())
 }
 
 /// Every catalogue entry, for listing models in the API and dashboard.
@@ -128,11 +137,31 @@ const fn openai(
     price: ModelPrice,
     vision: bool,
 ) -> ModelInfo {
-    ModelInfo { id, api_style: ApiStyle::OpenAi, context_window, max_output_tokens, price, vision }
+    vendor("openai", id, context_window, max_output_tokens, price, vision)
+}
+
+/// A model served over the OpenAI-compatible wire by the preset `provider`.
+const fn vendor(
+    provider: &'static str,
+    id: &'static str,
+    context_window: u32,
+    max_output_tokens: u32,
+    price: ModelPrice,
+    vision: bool,
+) -> ModelInfo {
+    ModelInfo { id, provider, api_style: ApiStyle::OpenAi, context_window, max_output_tokens, price, vision }
 }
 
 const fn anthropic(id: &'static str, max_output_tokens: u32, price: ModelPrice, vision: bool) -> ModelInfo {
-    ModelInfo { id, api_style: ApiStyle::Anthropic, context_window: 200_000, max_output_tokens, price, vision }
+    ModelInfo {
+        id,
+        provider: "anthropic",
+        api_style: ApiStyle::Anthropic,
+        context_window: 200_000,
+        max_output_tokens,
+        price,
+        vision,
+    }
 }
 
 /// List prices as of 2025-11; operators override. Longer ids must be listed whenever a variant is priced
@@ -171,6 +200,23 @@ static CATALOGUE: &[ModelInfo] = &[
     anthropic("claude-opus-4-1", 32_000, price(15.00, 75.00, 1.50), true),
     anthropic("claude-opus-4-5", 64_000, price(5.00, 25.00, 0.50), true),
     anthropic("claude-haiku-4-5", 64_000, price(1.00, 5.00, 0.10), true),
+    // Google Gemini (through its OpenAI-compatible endpoint; prompts up to 200k tokens, cached input).
+    vendor("google", "gemini-2.5-pro", 1_048_576, 65_536, price(1.25, 10.00, 0.125), true),
+    vendor("google", "gemini-2.5-flash", 1_048_576, 65_536, price(0.30, 2.50, 0.03), true),
+    vendor("google", "gemini-2.5-flash-lite", 1_048_576, 65_536, price(0.10, 0.40, 0.01), true),
+    vendor("google", "gemini-2.0-flash", 1_048_576, 8_192, price(0.10, 0.40, 0.025), true),
+    vendor("google", "gemini-2.0-flash-lite", 1_048_576, 8_192, price(0.075, 0.30, 0.075), true),
+    // Mistral (no prompt cache: cached input at the input price).
+    vendor("mistral", "mistral-large", 131_072, 32_768, price(2.00, 6.00, 2.00), false),
+    vendor("mistral", "mistral-medium", 131_072, 32_768, price(0.40, 2.00, 0.40), true),
+    vendor("mistral", "mistral-small", 131_072, 32_768, price(0.10, 0.30, 0.10), true),
+    vendor("mistral", "codestral", 262_144, 32_768, price(0.30, 0.90, 0.30), false),
+    // DeepSeek (cache hits at a tenth of a miss).
+    vendor("deepseek", "deepseek-chat", 131_072, 8_192, price(0.28, 0.42, 0.028), false),
+    vendor("deepseek", "deepseek-reasoner", 131_072, 65_536, price(0.28, 0.42, 0.028), false),
+    // Groq-hosted open models.
+    vendor("groq", "llama-3.3-70b-versatile", 131_072, 32_768, price(0.59, 0.79, 0.59), false),
+    vendor("groq", "llama-3.1-8b-instant", 131_072, 131_072, price(0.05, 0.08, 0.05), false),
 ];
 
 #[cfg(test)]
@@ -201,6 +247,14 @@ mod tests {
         assert!(lookup("gpt-5.2").is_none(), "point releases are not guessed");
         assert_eq!(lookup("claude-sonnet-4@20250514").unwrap().id, "claude-sonnet-4");
         assert!(lookup("").is_none());
+    }
+
+    #[test]
+    fn router_ids_inherit_the_vendor_price() {
+        assert_eq!(lookup("openai/gpt-4o-mini").unwrap().id, "gpt-4o-mini");
+        assert_eq!(lookup("google/gemini-2.5-flash").unwrap().provider, "google");
+        assert_eq!(lookup("gemini-2.5-flash-lite-preview-06-17").unwrap().id, "gemini-2.5-flash-lite");
+        assert!(lookup("meta-llama/llama-3-8b").is_none());
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub(crate) trait WireProtocol: Send + Sync + 'static {
 
     /// The full endpoint URL for a configured base URL.
     fn endpoint(&self, base_url: &str) -> String;
+    /// The model listing URL for a configured base URL.
+    fn models_endpoint(&self, base_url: &str) -> String;
     /// Authentication and version headers; values must be marked sensitive.
     fn headers(&self, api_key: Option<&str>) -> Result<HeaderMap, LlmError>;
     /// The JSON request body.
@@ -143,6 +145,48 @@ impl<P: WireProtocol> HttpProvider<P> {
         }
         Err(LlmError::transient("stream_interrupted", "the stream ended before the response was complete"))
     }
+}
+
+/// Longest a model listing may take.
+const LIST_MODELS_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// `GET` the style's model listing and return the ids of `data[]` (the shape OpenAI, Anthropic and the
+/// OpenAI-compatible servers share).
+pub(crate) async fn list_models<P: WireProtocol>(
+    protocol: &P,
+    config: &ProviderConfig,
+    http: &reqwest::Client,
+) -> Result<Vec<String>, LlmError> {
+    let headers = protocol.headers(config.api_key.as_deref())?;
+    let fetch = async {
+        let response = http
+            .get(protocol.models_endpoint(&config.base_url))
+            .headers(headers)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status();
+        let retry_headers = response.headers().clone();
+        let body = response.bytes().await.map_err(body_error)?;
+        if !status.is_success() {
+            let body = String::from_utf8_lossy(&body);
+            return Err(classify::from_http(status.as_u16(), &retry_headers, &body, chrono::Utc::now()));
+        }
+        let value: Value = serde_json::from_slice(&body).map_err(|err| malformed("model list is not JSON", err))?;
+        let ids = value
+            .get("data")
+            .and_then(Value::as_array)
+            .ok_or_else(|| LlmError::transient("malformed_response", "the model list has no `data` array"))?
+            .iter()
+            .filter_map(|model| model.get("id").and_then(Value::as_str).map(str::to_owned))
+            .collect();
+        Ok(ids)
+    };
+    let result = match tokio::time::timeout(LIST_MODELS_TIMEOUT, fetch).await {
+        Ok(result) => result,
+        Err(_) => Err(LlmError::transient("timeout", "the model list did not arrive in time")),
+    };
+    result.map_err(|err| err.redact(config.api_key.as_deref()))
 }
 
 #[async_trait::async_trait]

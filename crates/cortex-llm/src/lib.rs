@@ -12,6 +12,7 @@
 //! - `accumulate`: turns decoded pieces into a `Completion` while forwarding `StreamEvent`s.
 //! - `openai`, `anthropic`: request shape and response/stream decoding of each wire style.
 //! - [`catalogue`]: known models, limits and prices; cost computation.
+//! - [`presets`]: the named back-ends (base URL, wire and auth style, catalogue entries).
 //! - [`failover`]: the candidate loop with retries and breakers.
 //!
 //! Architecture invariant: only `client` touches reqwest, and no secret (API key) ever reaches a log line,
@@ -25,6 +26,7 @@ mod client;
 pub mod error;
 pub mod failover;
 mod openai;
+pub mod presets;
 mod sse;
 pub mod types;
 
@@ -39,6 +41,15 @@ pub use types::{
     ApiStyle, ChatRequest, Completion, LlmProvider, Message, ProviderConfig, StopReason, StreamEvent, ToolCall,
     ToolSpec, Usage,
 };
+
+/// Asks a provider which models it serves (`GET {base}/models` in the OpenAI style, `GET {base}/v1/models`
+/// in the Anthropic style), for listings; the key never appears in an error.
+pub async fn list_models(config: &ProviderConfig, http: &reqwest::Client) -> Result<Vec<String>, LlmError> {
+    match config.api_style {
+        ApiStyle::OpenAi => client::list_models(&openai::OpenAi, config, http).await,
+        ApiStyle::Anthropic => client::list_models(&anthropic::Anthropic, config, http).await,
+    }
+}
 
 /// Builds the client for one configured provider. The reqwest client is shared by all providers so they
 /// share connection pools; it needs a rustls crypto provider installed (ring, STACK §2.3).

@@ -27,6 +27,10 @@ impl WireProtocol for OpenAi {
         format!("{}/chat/completions", versioned_base(base_url))
     }
 
+    fn models_endpoint(&self, base_url: &str) -> String {
+        format!("{}/models", versioned_base(base_url))
+    }
+
     fn headers(&self, api_key: Option<&str>) -> Result<HeaderMap, LlmError> {
         let mut headers = HeaderMap::new();
         if let Some(key) = api_key.filter(|key| !key.is_empty()) {

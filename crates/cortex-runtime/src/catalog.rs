@@ -1,5 +1,5 @@
-//! What exists for agents to use (SPEC §5.2, §6.1, §6.2): providers, and the one registry of built-in
-//! tools.
+//! What exists for agents to use (SPEC §5.2, §6.1, §6.2): providers (the presets of `cortex_llm::presets`
+//! plus every `llm` credential), and the one registry of built-in tools.
 //!
 //! Every built-in is registered once, in [`builtin_registry`]; the same registry answers `GET /tools`
 //! (through [`Catalog::builtins`]), validates the tool names of agent definitions and policies, and is
@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use cortex_core::agent::ModelConfig;
 use cortex_core::approval::RiskTier;
 use cortex_store::Store;
 use cortex_tools::builtin::{EchoTool, HttpRequestTool, WebSearchTool};
@@ -15,6 +16,7 @@ use cortex_tools::http::GuardedHttp;
 use cortex_tools::{Tool, ToolRegistry};
 use serde_json::{Value, json};
 
+use crate::providers::LLM_KIND;
 use crate::tools::{CreateJobTool, DelegationLimits, MemoryQueryTool, MemoryStoreTool, RequestApprovalTool};
 
 /// What the built-ins need from the process.
@@ -75,21 +77,46 @@ impl BuiltinTool {
 /// Why an agent definition cannot run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DefinitionProblem {
-    UnknownProvider { provider: String, known: Vec<String> },
+    UnknownProvider {
+        provider: String,
+        known: Vec<String>,
+    },
+    /// `model_config.credential` names no `llm` credential.
+    UnknownCredential {
+        credential: String,
+    },
+    /// `model_config.credential` serves another provider than the agent's.
+    CredentialMismatch {
+        credential: String,
+        serves: String,
+        provider: String,
+    },
+}
+
+impl std::fmt::Display for DefinitionProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UnknownProvider { provider, known } => {
+                write!(f, "unknown provider `{provider}`; known providers: {}", known.join(", "))
+            }
+            Self::UnknownCredential { credential } => write!(f, "no llm credential is named `{credential}`"),
+            Self::CredentialMismatch { credential, serves, provider } => {
+                write!(f, "credential `{credential}` serves provider `{serves}`, not `{provider}`")
+            }
+        }
+    }
 }
 
 /// Names of providers and tools that resolve in this deployment.
 #[derive(Debug, Clone)]
 pub struct Catalog {
-    /// Providers configured through the environment or always present (`openai`, `anthropic`).
-    pub providers: Vec<String>,
     builtins: Arc<ToolRegistry>,
 }
 
 impl Catalog {
-    /// Both wire protocols and the given built-ins.
+    /// The given built-ins.
     pub(crate) fn new(builtins: Arc<ToolRegistry>) -> Self {
-        Self { providers: vec!["openai".into(), "anthropic".into()], builtins }
+        Self { builtins }
     }
 
     /// Every built-in tool, sorted by ref.
@@ -102,13 +129,37 @@ impl Catalog {
             .collect()
     }
 
-    /// Checks the provider of every model in a definition.
-    pub fn check_provider(&self, provider: &str) -> Result<(), DefinitionProblem> {
-        if self.providers.iter().any(|known| known == provider) {
-            Ok(())
-        } else {
-            Err(DefinitionProblem::UnknownProvider { provider: provider.to_owned(), known: self.providers.clone() })
+    /// Checks the providers and the credential of a model configuration: every candidate names a preset
+    /// or an `llm` credential, and a named credential serves the agent's provider. `Ok(Err(_))` is a
+    /// definition that cannot run.
+    pub async fn check_models(
+        &self,
+        store: &Store,
+        config: &ModelConfig,
+    ) -> Result<Result<(), DefinitionProblem>, cortex_store::StoreError> {
+        let credentials = store.credentials_of_kind(LLM_KIND).await?;
+        if let Some(name) = &config.credential {
+            let Some(credential) = credentials.iter().find(|row| &row.name == name) else {
+                return Ok(Err(DefinitionProblem::UnknownCredential { credential: name.clone() }));
+            };
+            if credential.provider_name() != config.provider {
+                return Ok(Err(DefinitionProblem::CredentialMismatch {
+                    credential: name.clone(),
+                    serves: credential.provider_name().to_owned(),
+                    provider: config.provider.clone(),
+                }));
+            }
         }
+        let mut known: Vec<String> = cortex_llm::presets::all().iter().map(|preset| preset.name.to_owned()).collect();
+        known.extend(credentials.into_iter().map(|row| row.name));
+        known.sort();
+        known.dedup();
+        for candidate in config.candidates() {
+            if !known.contains(&candidate.provider) {
+                return Ok(Err(DefinitionProblem::UnknownProvider { provider: candidate.provider, known }));
+            }
+        }
+        Ok(Ok(()))
     }
 
     /// The refs among `refs` that name nothing (not built in, no webhook tool, no discovered MCP tool).

@@ -146,6 +146,15 @@ impl Runtime {
         Ok(Arc::new(Runtime { store, memory, catalog, services }))
     }
 
+    /// The models the server behind each usable `llm` credential reports, by credential name (`Err` holds a
+    /// reason without secrets); cached for an hour per credential version unless `refresh`.
+    pub async fn reported_models(
+        &self,
+        refresh: bool,
+    ) -> Result<std::collections::HashMap<String, Result<Vec<String>, String>>, cortex_store::StoreError> {
+        self.services.providers.reported_models(refresh).await
+    }
+
     /// The handler to register for `chat` and `task` jobs.
     pub fn handler(&self) -> Arc<dyn JobHandler> {
         Arc::new(AgentHandler::new(self.services.clone()))

@@ -6,6 +6,10 @@
 //! (`{"llama3.1": {"input_per_mtok": 0, …}}`), where the key `"*"` is the provider's default price for
 //! models nobody priced. `status` is `active`, `error` (the provider refused the key; a later success
 //! clears it) or `disabled` (operator intent: never used).
+//!
+//! `source: "env"` rows mirror the environment and are only written by [`Tx::upsert_credential`] at start;
+//! rows created through the API (`source: "api"`) are inserted, updated and deleted by id. Spend through a
+//! credential (`calls`, tokens, `cost_usd`) is added in the transaction that charges the job.
 
 use cortex_core::Timestamp;
 use serde_json::Value;
@@ -14,7 +18,24 @@ use uuid::Uuid;
 
 use crate::engine::{read, write};
 use crate::rows::{ms, opt_time, time};
-use crate::{Result, Store, Tx};
+use crate::secrets::SecretRef;
+use crate::{Result, Store, StoreError, Tx};
+
+/// The cell a credential's secret is encrypted for.
+pub fn secret_ref(id: Uuid) -> SecretRef {
+    SecretRef::new("provider_credential", "secret_enc", id)
+}
+
+/// Characters of a secret shown in listings (SPEC §17.3: the last 4 at most).
+const HINT_CHARS: usize = 4;
+/// Secrets shorter than this get no hint: four characters of a short secret give too much away.
+const HINT_MIN_LEN: usize = 16;
+
+/// The hint stored beside a secret: its last four characters, for secrets long enough to spare them.
+pub fn secret_hint(secret: &str) -> Option<String> {
+    let chars: Vec<char> = secret.chars().collect();
+    (chars.len() >= HINT_MIN_LEN).then(|| chars[chars.len() - HINT_CHARS..].iter().collect())
+}
 
 /// A stored credential; the secret stays encrypted.
 #[derive(Debug, Clone)]
@@ -23,10 +44,15 @@ pub struct ProviderCredential {
     /// `llm`, `embedding`, `search`, `tool_secret` or `speech`.
     pub kind: String,
     pub name: String,
+    /// The provider preset this credential serves when that is not its name (`None`: the name is the
+    /// provider).
+    pub provider: Option<String>,
     /// `openai` or `anthropic` for LLM providers.
     pub api_style: Option<String>,
     pub base_url: Option<String>,
     pub secret_enc: Option<String>,
+    /// The last characters of the secret, shown so operators recognise a key (never enough to use it).
+    pub secret_hint: Option<String>,
     pub models: Value,
     pub prices: Value,
     pub status: String,
@@ -35,8 +61,26 @@ pub struct ProviderCredential {
     pub error_count: i64,
     /// `env` (materialised from the environment at start) or `api`.
     pub source: String,
+    /// Spend through this credential.
+    pub usage: CredentialUsage,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+impl ProviderCredential {
+    /// The provider (preset) the credential serves: `provider` when set, else its name.
+    pub fn provider_name(&self) -> &str {
+        self.provider.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// Calls, tokens and cost charged through one credential.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CredentialUsage {
+    pub calls: i64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost_usd: f64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -44,9 +88,11 @@ struct CredentialRow {
     id: Uuid,
     kind: String,
     name: String,
+    provider: Option<String>,
     api_style: Option<String>,
     base_url: Option<String>,
     secret_enc: Option<String>,
+    secret_hint: Option<String>,
     models: Json<Value>,
     prices: Json<Value>,
     status: String,
@@ -54,6 +100,10 @@ struct CredentialRow {
     last_error: Option<String>,
     error_count: i64,
     source: String,
+    calls: i64,
+    tokens_in: i64,
+    tokens_out: i64,
+    cost_usd: f64,
     created_at: i64,
     updated_at: i64,
 }
@@ -64,9 +114,11 @@ impl From<CredentialRow> for ProviderCredential {
             id: row.id,
             kind: row.kind,
             name: row.name,
+            provider: row.provider,
             api_style: row.api_style,
             base_url: row.base_url,
             secret_enc: row.secret_enc,
+            secret_hint: row.secret_hint,
             models: row.models.0,
             prices: row.prices.0,
             status: row.status,
@@ -74,6 +126,12 @@ impl From<CredentialRow> for ProviderCredential {
             last_error: row.last_error,
             error_count: row.error_count,
             source: row.source,
+            usage: CredentialUsage {
+                calls: row.calls,
+                tokens_in: row.tokens_in,
+                tokens_out: row.tokens_out,
+                cost_usd: row.cost_usd,
+            },
             created_at: time(row.created_at),
             updated_at: time(row.updated_at),
         }
@@ -82,8 +140,8 @@ impl From<CredentialRow> for ProviderCredential {
 
 macro_rules! credential_columns {
     () => {
-        "id, kind, name, api_style, base_url, secret_enc, models, prices, status, last_used_at, last_error, error_count, \
-         source, created_at, updated_at"
+        "id, kind, name, provider, api_style, base_url, secret_enc, secret_hint, models, prices, status, last_used_at, \
+         last_error, error_count, source, calls, tokens_in, tokens_out, cost_usd, created_at, updated_at"
     };
 }
 
@@ -97,7 +155,28 @@ pub struct CredentialUpsert {
     pub api_style: Option<String>,
     pub base_url: Option<String>,
     pub secret_enc: Option<String>,
+    pub secret_hint: Option<String>,
     pub source: String,
+}
+
+/// A credential created through the API (`source: "api"`), or the new state of one being edited.
+#[derive(Debug, Clone)]
+pub struct CredentialWrite {
+    /// The row id (chosen before encrypting, since `secret_enc` is bound to it).
+    pub id: Uuid,
+    pub kind: String,
+    pub name: String,
+    pub provider: Option<String>,
+    pub api_style: Option<String>,
+    pub base_url: Option<String>,
+    pub secret_enc: Option<String>,
+    pub secret_hint: Option<String>,
+    pub models: Value,
+    pub prices: Value,
+    /// `active` or `disabled`.
+    pub status: String,
+    /// Forget `last_error` and `error_count` (a new secret was set, or the credential was re-enabled).
+    pub clear_error: bool,
 }
 
 impl Store {
@@ -115,6 +194,27 @@ impl Store {
             .await?
         });
         Ok(row.map(ProviderCredential::from))
+    }
+
+    /// The credential with `id`.
+    pub async fn credential_by_id(&self, id: Uuid) -> Result<ProviderCredential> {
+        let row: Option<CredentialRow> = read!(self, |conn| {
+            sqlx::query_as(concat!("SELECT ", credential_columns!(), " FROM provider_credential WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(conn)
+                .await?
+        });
+        Ok(row.ok_or(StoreError::NotFound { entity: "credential" })?.into())
+    }
+
+    /// Every credential, by kind then name (a workspace has a handful, so there is no paging).
+    pub async fn list_credentials(&self) -> Result<Vec<ProviderCredential>> {
+        let rows: Vec<CredentialRow> = read!(self, |conn| {
+            sqlx::query_as(concat!("SELECT ", credential_columns!(), " FROM provider_credential ORDER BY kind, name"))
+                .fetch_all(conn)
+                .await?
+        });
+        Ok(rows.into_iter().map(ProviderCredential::from).collect())
     }
 
     /// Every credential of a kind, by name.
@@ -140,10 +240,10 @@ impl Tx {
         write!(self, |conn| {
             sqlx::query(
                 "INSERT INTO provider_credential (id, kind, name, api_style, base_url, secret_enc, models, prices, status, source, \
-                 created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, $10, $10) \
+                 created_at, updated_at, secret_hint) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, $10, $10, $11) \
                  ON CONFLICT (kind, name) DO UPDATE SET api_style = excluded.api_style, base_url = excluded.base_url, \
-                 secret_enc = excluded.secret_enc, source = excluded.source, status = 'active', last_error = NULL, \
-                 error_count = 0, updated_at = excluded.updated_at",
+                 secret_enc = excluded.secret_enc, secret_hint = excluded.secret_hint, source = excluded.source, \
+                 status = 'active', last_error = NULL, error_count = 0, updated_at = excluded.updated_at",
             )
             .bind(new.id)
             .bind(&new.kind)
@@ -155,6 +255,97 @@ impl Tx {
             .bind(Json(Value::Object(serde_json::Map::new())))
             .bind(&new.source)
             .bind(now)
+            .bind(new.secret_hint.as_deref())
+            .execute(conn)
+            .await?
+            .rows_affected()
+        });
+        Ok(())
+    }
+
+    /// Inserts a credential created through the API; a taken `kind`/`name` is a `Conflict`.
+    pub async fn insert_credential(&mut self, new: &CredentialWrite) -> Result<()> {
+        let now = ms(self.now());
+        write!(self, |conn| {
+            sqlx::query(
+                "INSERT INTO provider_credential (id, kind, name, provider, api_style, base_url, secret_enc, secret_hint, \
+                 models, prices, status, source, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'api', $12, $12)",
+            )
+            .bind(new.id)
+            .bind(&new.kind)
+            .bind(&new.name)
+            .bind(new.provider.as_deref())
+            .bind(new.api_style.as_deref())
+            .bind(new.base_url.as_deref())
+            .bind(new.secret_enc.as_deref())
+            .bind(new.secret_hint.as_deref())
+            .bind(Json(&new.models))
+            .bind(Json(&new.prices))
+            .bind(&new.status)
+            .bind(now)
+            .execute(conn)
+            .await?
+            .rows_affected()
+        });
+        Ok(())
+    }
+
+    /// Replaces the editable fields of an API-created credential (`kind` and `name` never change); `false`
+    /// when no such row exists. Bumps `updated_at`, which is what makes running processes rebuild clients.
+    pub async fn update_credential(&mut self, new: &CredentialWrite) -> Result<bool> {
+        let now = ms(self.now());
+        let updated = write!(self, |conn| {
+            sqlx::query(
+                "UPDATE provider_credential SET provider = $2, api_style = $3, base_url = $4, secret_enc = $5, \
+                 secret_hint = $6, models = $7, prices = $8, status = $9, \
+                 last_error = CASE WHEN $10 THEN NULL ELSE last_error END, \
+                 error_count = CASE WHEN $10 THEN 0 ELSE error_count END, updated_at = $11 \
+                 WHERE id = $1 AND source = 'api'",
+            )
+            .bind(new.id)
+            .bind(new.provider.as_deref())
+            .bind(new.api_style.as_deref())
+            .bind(new.base_url.as_deref())
+            .bind(new.secret_enc.as_deref())
+            .bind(new.secret_hint.as_deref())
+            .bind(Json(&new.models))
+            .bind(Json(&new.prices))
+            .bind(&new.status)
+            .bind(new.clear_error)
+            .bind(now)
+            .execute(conn)
+            .await?
+            .rows_affected()
+        });
+        Ok(updated == 1)
+    }
+
+    /// Deletes an API-created credential; `false` when there was none (env rows are never deleted here).
+    pub async fn delete_credential_by_id(&mut self, id: Uuid) -> Result<bool> {
+        let deleted = write!(self, |conn| {
+            sqlx::query("DELETE FROM provider_credential WHERE id = $1 AND source = 'api'")
+                .bind(id)
+                .execute(conn)
+                .await?
+                .rows_affected()
+        });
+        Ok(deleted == 1)
+    }
+
+    /// Adds one served call's tokens and cost to the credential's spend.
+    pub async fn add_credential_usage(&mut self, kind: &str, name: &str, usage: CredentialUsage) -> Result<()> {
+        write!(self, |conn| {
+            sqlx::query(
+                "UPDATE provider_credential SET calls = calls + $3, tokens_in = tokens_in + $4, \
+                 tokens_out = tokens_out + $5, cost_usd = cost_usd + $6 WHERE kind = $1 AND name = $2",
+            )
+            .bind(kind)
+            .bind(name)
+            .bind(usage.calls)
+            .bind(usage.tokens_in)
+            .bind(usage.tokens_out)
+            .bind(usage.cost_usd)
             .execute(conn)
             .await?
             .rows_affected()
@@ -212,5 +403,14 @@ impl Tx {
             .rows_affected()
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hints_only_long_secrets() {
+        assert_eq!(super::secret_hint("sk-0123456789abcdef").as_deref(), Some("cdef"));
+        assert_eq!(super::secret_hint("short-secret"), None);
     }
 }

@@ -16,6 +16,10 @@
 //! ([`FakeLlm::requests`]) with its headers and JSON body, with helpers to read what the model was shown
 //! across both wire styles; [`FakeLlm::wait_for_requests`] waits for arrivals without sleeping.
 //!
+//! `GET …/models` answers the model listing both styles share (`{"data": [{"id": …}]}`) with the ids set
+//! by [`FakeLlm::set_models`]; those requests are counted apart ([`FakeLlm::model_listings`]) with the
+//! credential they carried, so they never disturb the scripted chat.
+//!
 //! ```ignore
 //! let llm = FakeLlm::start().await;
 //! llm.push(Reply::tool_call("echo", json!({"text": "hi"})));
@@ -31,7 +35,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use futures::{Stream, StreamExt, stream};
 use serde_json::{Value, json};
@@ -401,6 +405,9 @@ struct Script {
     queue: VecDeque<(Option<String>, Reply)>,
     rules: Vec<(When, Answerer)>,
     requests: Vec<RecordedRequest>,
+    models: Vec<String>,
+    /// `(path, authorization or x-api-key header)` of each model listing.
+    listings: Vec<(String, String)>,
 }
 
 impl Script {
@@ -498,6 +505,16 @@ impl FakeLlm {
         self.shared.script().rules.push((when, Answerer::Computed(Arc::new(respond))));
     }
 
+    /// The model ids `GET …/models` reports.
+    pub fn set_models(&self, models: &[&str]) {
+        self.shared.script().models = models.iter().map(|model| (*model).to_owned()).collect();
+    }
+
+    /// `(path, credential header)` of every model listing request so far.
+    pub fn model_listings(&self) -> Vec<(String, String)> {
+        self.shared.script().listings.clone()
+    }
+
     /// Every request received so far, in arrival order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.script().requests.clone()
@@ -517,7 +534,24 @@ impl FakeLlm {
 
 type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
 
-async fn handle(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if method == Method::GET && uri.path().ends_with("/models") {
+        let credential = ["authorization", "x-api-key"]
+            .iter()
+            .find_map(|name| headers.get(*name).and_then(|value| value.to_str().ok()))
+            .unwrap_or_default()
+            .to_owned();
+        let mut script = shared.script();
+        script.listings.push((uri.path().to_owned(), credential));
+        let data: Vec<Value> = script.models.iter().map(|id| json!({"id": id, "object": "model"})).collect();
+        return json_response(200, &json!({"object": "list", "data": data}));
+    }
     let style = if uri.path().ends_with("/messages") { Style::Anthropic } else { Style::OpenAi };
     let request = RecordedRequest {
         path: uri.path().to_owned(),

@@ -5,7 +5,6 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use cortex_core::agent::{AccessMode, AgentStatus, ModelConfig, ResourceLimits, is_valid_slug, slugify};
 use cortex_core::role::Role;
-use cortex_runtime::DefinitionProblem;
 use cortex_store::agents::{Agent, AgentDefinition};
 use cortex_store::tools::ToolPolicy;
 use serde::Deserialize;
@@ -109,15 +108,8 @@ async fn validate(state: &AppState, def: &AgentDefinition, tools: &[String]) -> 
     if !fields.is_empty() {
         return Err(ApiError::validation(&fields));
     }
-    for candidate in def.model_config.candidates() {
-        if let Err(DefinitionProblem::UnknownProvider { provider, known }) =
-            state.runtime.catalog.check_provider(&candidate.provider)
-        {
-            return Err(ApiError::new(
-                Code::ProviderUnavailable,
-                format!("unknown provider `{provider}`; configured providers: {}", known.join(", ")),
-            ));
-        }
+    if let Err(problem) = state.runtime.catalog.check_models(&state.store, &def.model_config).await? {
+        return Err(ApiError::new(Code::ProviderUnavailable, problem.to_string()));
     }
     let unknown = state.runtime.catalog.unknown_tools(&state.store, tools).await?;
     if !unknown.is_empty() {

@@ -4,12 +4,14 @@
 pub mod agents;
 pub mod approvals;
 pub mod chat;
+pub mod credentials;
 pub mod docs;
 pub mod health;
 pub mod jobs;
 pub mod keys;
 pub mod mcp;
 pub mod memory;
+pub mod providers;
 pub mod sessions;
 pub mod steer;
 pub mod tools;

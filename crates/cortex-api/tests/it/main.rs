@@ -5,6 +5,7 @@ mod approvals;
 mod auth;
 mod chat;
 mod conversation;
+mod credentials;
 mod errors;
 mod idempotency;
 mod jobs;

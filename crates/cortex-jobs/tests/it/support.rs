@@ -112,6 +112,7 @@ pub async fn agent(store: &Store, max_concurrent_jobs: u32) -> Uuid {
             fallbacks: vec![],
             extraction_model: None,
             requires_approval: false,
+            credential: None,
         },
         resource_limits: ResourceLimits { max_concurrent_jobs, ..ResourceLimits::default() },
         access_mode: AccessMode::BoundChats,

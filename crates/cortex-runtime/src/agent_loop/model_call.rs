@@ -15,6 +15,7 @@ use cortex_core::job::{ErrorClass, JobError};
 use cortex_llm::{
     ChatRequest, Completion, FailoverObserver, LlmError, Message, ModelPrice, Served, StreamEvent, Usage, cost_usd,
 };
+use cortex_store::credentials::CredentialUsage;
 use cortex_store::events::NewEvent;
 use cortex_store::jobs::JobUsage;
 use cortex_store::{Notification, Store, Tx};
@@ -369,6 +370,10 @@ impl Run {
         tx.add_job_usage(self.ctx.job.id, &job_usage).await?;
         if let Some(session_id) = self.session_id {
             tx.add_session_usage(session_id, tokens_in, tokens_out, cost).await?;
+        }
+        if let Some(credential) = &charge.provider {
+            let spend = CredentialUsage { calls: 1, tokens_in, tokens_out, cost_usd: cost };
+            tx.add_credential_usage(LLM_KIND, credential, spend).await?;
         }
         tx.emit(NewEvent {
             tokens_in: Some(tokens_in),

@@ -23,6 +23,7 @@ pub fn definition(name: &str) -> AgentDefinition {
             fallbacks: vec![],
             extraction_model: None,
             requires_approval: false,
+            credential: None,
         },
         resource_limits: ResourceLimits::default(),
         access_mode: AccessMode::BoundChats,

@@ -116,6 +116,7 @@ async fn bench_agent(store: &Store) -> anyhow::Result<Uuid> {
             fallbacks: vec![],
             extraction_model: None,
             requires_approval: false,
+            credential: None,
         },
         resource_limits: ResourceLimits { max_concurrent_jobs: 100, ..ResourceLimits::default() },
         access_mode: AccessMode::BoundChats,
