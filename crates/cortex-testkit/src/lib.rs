@@ -265,6 +265,7 @@ impl TestStore {
                 fallbacks: vec![],
                 extraction_model: None,
                 requires_approval: false,
+                credential: None,
             },
             resource_limits: ResourceLimits::default(),
             access_mode: AccessMode::BoundChats,
