@@ -4,6 +4,9 @@
 //! store notifications announce them. The event id is the log's global sequence number, so a client can
 //! reconnect to any replica and continue where it stopped. Notifications are hints: after each one (and
 //! at least every few seconds) the stream re-reads the log, so a lost notification only adds latency.
+//! On PostgreSQL a read may stop at the visibility watermark (`cortex_store::events`): committed events
+//! wait there until older transactions end, which need not announce themselves, so the stream re-reads
+//! after a short, growing pause ([`PENDING_REREAD_FIRST`] up to [`PENDING_REREAD_MAX`]) until they pass.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -32,6 +35,9 @@ pub struct StreamSpec {
 
 const BATCH: i64 = 500;
 const SAFETY_REREAD: Duration = Duration::from_secs(5);
+/// First pause before re-reading events held at the watermark; doubled up to [`PENDING_REREAD_MAX`].
+const PENDING_REREAD_FIRST: Duration = Duration::from_millis(1);
+const PENDING_REREAD_MAX: Duration = Duration::from_millis(100);
 
 /// The cursor a client asked to resume from: `Last-Event-ID` header, else `?last_event_id=`.
 pub fn resume_cursor(headers: &HeaderMap, query: Option<i64>) -> Option<i64> {
@@ -63,11 +69,19 @@ async fn follow(
 ) {
     let mut notifications = store.subscribe();
     let mut cursor = spec.after;
+    let mut pending_pause = PENDING_REREAD_FIRST;
     loop {
-        match store.events_after(spec.scope, cursor, BATCH).await {
-            Ok(events) => {
-                let full = events.len() as i64 == BATCH;
-                for event in events {
+        let mut reread_after = SAFETY_REREAD;
+        match store.read_events(spec.scope, cursor, BATCH).await {
+            Ok(read) => {
+                let full = read.events.len() as i64 == BATCH;
+                if read.pending {
+                    reread_after = pending_pause;
+                    pending_pause = (pending_pause * 2).min(PENDING_REREAD_MAX);
+                } else {
+                    pending_pause = PENDING_REREAD_FIRST;
+                }
+                for event in read.events {
                     cursor = event.seq;
                     if spec.only.is_some_and(|types| !types.contains(&event.event_type)) {
                         continue;
@@ -86,7 +100,7 @@ async fn follow(
             }
             Err(err) => tracing::warn!(error = %err, "reading events for a stream failed"),
         }
-        if !wait_for_news(&spec, cursor, &mut notifications, &shutdown, &sender).await {
+        if !wait_for_news(&spec, cursor, reread_after, &mut notifications, &shutdown, &sender).await {
             if shutdown.is_cancelled() {
                 let _ = sender.send(Ok(SseEvent::default().comment("shutdown"))).await;
             }
@@ -95,15 +109,17 @@ async fn follow(
     }
 }
 
-/// Waits until something relevant may have been appended; `false` when the stream should end.
+/// Waits until something relevant may have been appended, at most `reread_after`; `false` when the
+/// stream should end.
 async fn wait_for_news(
     spec: &StreamSpec,
     cursor: i64,
+    reread_after: Duration,
     notifications: &mut broadcast::Receiver<Notification>,
     shutdown: &CancellationToken,
     sender: &mpsc::Sender<Result<SseEvent, Infallible>>,
 ) -> bool {
-    let safety = tokio::time::sleep(SAFETY_REREAD);
+    let safety = tokio::time::sleep(reread_after);
     tokio::pin!(safety);
     loop {
         tokio::select! {

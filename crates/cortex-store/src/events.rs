@@ -1,10 +1,20 @@
 //! The agent event log: one table serving job SSE, agent SSE and the activity feed.
 //!
-//! Sequence numbers must be delivered in order without gaps filling in later, or an SSE client resuming
-//! from `Last-Event-ID` could miss an event. SQLite has one writer, so commit order is sequence order.
-//! On PostgreSQL, concurrent transactions could commit sequence values out of order, so events are
-//! inserted as the last statements of their transaction under a transaction-level advisory lock: the
-//! lock is held only for the insert and the commit, and serialises exactly that window.
+//! What readers rely on (SPEC Appendix B, Event order): a stream (job, agent, all) resumed from
+//! `Last-Event-ID` never misses an event and never sees one twice; ids are unique and increase in
+//! delivery order. Writers must not be serialised to get there.
+//!
+//! - **SQLite** has one writer, so commit order is `seq` order (AUTOINCREMENT) and every committed row
+//!   can be delivered at once.
+//! - **PostgreSQL**: writers run concurrently and nothing serialises them. A transaction's events get
+//!   `seq = (xid << 20) + i`, its own transaction id (`pg_current_xact_id()`) shifted left plus the
+//!   event's index within the transaction, so `seq` order is transaction-id order. Streams deliver only
+//!   rows below the **visibility watermark** `w << 20`, where `w` is the oldest transaction of this
+//!   database still running in the reading statement's snapshot: every transaction below it has ended,
+//!   so every row below the watermark is visible (or was rolled back) and none can appear there later.
+//!   Rows at or above it wait until the older transactions end ([`Store::read_events`] reports them
+//!   as `pending`, and streams re-read soon). Transactions of other databases on the same server do
+//!   not hold the watermark back. See ARCHITECTURE.md, "Event order", for the alternatives considered.
 
 use cortex_core::Timestamp;
 use cortex_core::event::{Actor, EventType};
@@ -17,8 +27,10 @@ use crate::notify::Notification;
 use crate::rows::{ms, parse, time};
 use crate::{Result, Store, Tx};
 
-/// Advisory lock key that serialises event appends on PostgreSQL ("cortexev").
-const EVENT_APPEND_LOCK: i64 = 0x636f_7274_6578_6576;
+/// Bits of a PostgreSQL `seq` holding the event's index within its transaction.
+const INDEX_BITS: u32 = 20;
+/// Events one transaction may emit on PostgreSQL (the index must fit in [`INDEX_BITS`]).
+pub const MAX_EVENTS_PER_TRANSACTION: usize = 1 << INDEX_BITS;
 
 /// An event to append.
 #[derive(Debug, Clone)]
@@ -70,6 +82,8 @@ pub struct Event {
 
 #[derive(sqlx::FromRow)]
 struct EventRow {
+    /// At or above the visibility watermark: committed, but not deliverable yet (PostgreSQL only).
+    pending: bool,
     seq: i64,
     agent_id: Uuid,
     job_id: Option<Uuid>,
@@ -104,35 +118,112 @@ pub enum EventScope {
     All,
 }
 
-const SELECT_BY_JOB: &str = "SELECT seq, agent_id, job_id, session_id, type, payload, actor, created_at FROM agent_event \
-     WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
-const SELECT_BY_AGENT: &str = "SELECT seq, agent_id, job_id, session_id, type, payload, actor, created_at FROM agent_event \
-     WHERE agent_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
-const SELECT_ALL: &str = "SELECT seq, agent_id, job_id, session_id, type, payload, actor, created_at FROM agent_event \
-     WHERE seq > $1 ORDER BY seq LIMIT $2";
+/// The start of a read on SQLite; `pending` is always false there (one writer, see the module docs).
+macro_rules! sqlite_read {
+    () => {
+        "SELECT seq, agent_id, job_id, session_id, type, payload, actor, created_at, 0 AS pending FROM agent_event WHERE "
+    };
+}
+
+/// The visibility watermark on PostgreSQL, as a CTE `mark(below)`: `(w << 20)` where `w` is the oldest
+/// transaction of this database still running in the statement's snapshot, or the snapshot's `xmax`
+/// when none is. Transactions of other databases (found in `pg_stat_activity` *after* the snapshot was
+/// taken) are skipped: they cannot write this table, and one that ended in between stays counted, which
+/// only delays delivery.
+macro_rules! watermark {
+    () => {
+        "WITH snap AS (SELECT pg_current_snapshot() AS s), \
+         elsewhere AS (SELECT backend_xid::text::bigint AS xid FROM pg_stat_activity \
+                       WHERE backend_xid IS NOT NULL AND datname IS DISTINCT FROM current_database()), \
+         mark AS (SELECT COALESCE( \
+             (SELECT min(x::text::bigint) FROM snap, pg_snapshot_xip(snap.s) AS x \
+               WHERE (x::text::bigint & 4294967295) NOT IN (SELECT xid FROM elsewhere)), \
+             (SELECT pg_snapshot_xmax(s)::text::bigint FROM snap)) << 20 AS below) "
+    };
+}
+
+/// The start of a read on PostgreSQL; `pending` marks rows at or above the visibility watermark.
+macro_rules! postgres_read {
+    () => {
+        concat!(
+            watermark!(),
+            "SELECT seq, agent_id, job_id, session_id, type, payload, actor, created_at, seq >= mark.below AS pending \
+             FROM agent_event, mark WHERE "
+        )
+    };
+}
+
+/// Reads per scope, `[SQLite, PostgreSQL]`.
+const READ_JOB: [&str; 2] = [
+    concat!(sqlite_read!(), "job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"),
+    concat!(postgres_read!(), "job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"),
+];
+const READ_AGENT: [&str; 2] = [
+    concat!(sqlite_read!(), "agent_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"),
+    concat!(postgres_read!(), "agent_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"),
+];
+const READ_ALL: [&str; 2] = [
+    concat!(sqlite_read!(), "seq > $1 ORDER BY seq LIMIT $2"),
+    concat!(postgres_read!(), "seq > $1 ORDER BY seq LIMIT $2"),
+];
+
+/// Events read from the log, in delivery order.
+#[derive(Debug, Clone, Default)]
+pub struct EventRead {
+    /// Deliverable events after the cursor, oldest first; nothing before them can appear later.
+    pub events: Vec<Event>,
+    /// Committed events exist after `events` that wait for older transactions to end: read again soon
+    /// (they may come without a notification of their own).
+    pub pending: bool,
+}
 
 impl Store {
-    /// Events with `seq > after`, oldest first.
+    /// Every committed event with `seq > after`, oldest first: for one-off reads (a job's timeline, a
+    /// test looking at what a transaction wrote). Not for following a stream — on PostgreSQL an older
+    /// transaction may still commit events below the last one returned; streams use
+    /// [`Store::read_events`].
     pub async fn events_after(&self, scope: EventScope, after: i64, limit: i64) -> Result<Vec<Event>> {
-        let rows: Vec<EventRow> = match scope {
-            EventScope::Job(job_id) => read!(self, |conn| {
-                sqlx::query_as(SELECT_BY_JOB).bind(job_id).bind(after).bind(limit).fetch_all(conn).await?
-            }),
-            EventScope::Agent(agent_id) => read!(self, |conn| {
-                sqlx::query_as(SELECT_BY_AGENT).bind(agent_id).bind(after).bind(limit).fetch_all(conn).await?
-            }),
-            EventScope::All => {
-                read!(self, |conn| sqlx::query_as(SELECT_ALL).bind(after).bind(limit).fetch_all(conn).await?)
+        self.event_rows(scope, after, limit).await?.into_iter().map(EventRow::into_event).collect()
+    }
+
+    /// The next events a stream following `scope` may deliver after `after`, oldest first: nothing can
+    /// later appear before or between them (module docs). `pending` says committed events wait behind
+    /// the watermark.
+    pub async fn read_events(&self, scope: EventScope, after: i64, limit: i64) -> Result<EventRead> {
+        let mut read = EventRead::default();
+        for row in self.event_rows(scope, after, limit).await? {
+            if row.pending {
+                read.pending = true;
+                break;
             }
+            read.events.push(row.into_event()?);
+        }
+        Ok(read)
+    }
+
+    async fn event_rows(&self, scope: EventScope, after: i64, limit: i64) -> Result<Vec<EventRow>> {
+        let engine = usize::from(self.is_postgres());
+        let (sql, scoped) = match scope {
+            EventScope::Job(id) => (READ_JOB[engine], Some(id)),
+            EventScope::Agent(id) => (READ_AGENT[engine], Some(id)),
+            EventScope::All => (READ_ALL[engine], None),
         };
-        rows.into_iter().map(EventRow::into_event).collect()
+        let rows: Vec<EventRow> = read!(self, |conn| {
+            let query = sqlx::query_as(sql);
+            let query = match scoped {
+                Some(id) => query.bind(id),
+                None => query,
+            };
+            query.bind(after).bind(limit).fetch_all(conn).await?
+        });
+        Ok(rows)
     }
 
     /// Events of a job restricted to `types`, oldest first (a job's step timeline without its deltas).
     pub async fn job_events_of_types(&self, job_id: Uuid, types: &[EventType], limit: i64) -> Result<Vec<Event>> {
         let rows: Vec<EventRow> = read!(self, |conn| {
             let mut query = sqlx::QueryBuilder::new(
-                "SELECT seq, agent_id, job_id, session_id, type, payload, actor, created_at FROM agent_event WHERE job_id = ",
+                "SELECT seq, agent_id, job_id, session_id, type, payload, actor, created_at, false AS pending FROM agent_event WHERE job_id = ",
             );
             query.push_bind(job_id).push(" AND type IN (");
             let mut separated = query.separated(", ");
@@ -145,38 +236,56 @@ impl Store {
         rows.into_iter().map(EventRow::into_event).collect()
     }
 
-    /// Highest sequence number so far (0 when empty), where live streams without a cursor start.
+    /// Where live streams without a cursor start: the highest deliverable sequence number (0 when
+    /// empty). Events committed later, also by transactions already running, all come after it.
     pub async fn last_event_seq(&self) -> Result<i64> {
-        let seq: Option<i64> =
-            read!(self, |conn| sqlx::query_scalar("SELECT MAX(seq) FROM agent_event").fetch_one(conn).await?);
+        let sql = if self.is_postgres() {
+            concat!(watermark!(), "SELECT MAX(seq) FROM agent_event, mark WHERE seq < mark.below")
+        } else {
+            "SELECT MAX(seq) FROM agent_event"
+        };
+        let seq: Option<i64> = read!(self, |conn| sqlx::query_scalar(sql).fetch_one(conn).await?);
         Ok(seq.unwrap_or(0))
     }
 }
 
-const INSERT: &str = "INSERT INTO agent_event (agent_id, job_id, session_id, type, payload, tokens_in, tokens_out, cost_usd, model, tool_ref, actor, created_at) ";
+const COLUMNS: &str =
+    "agent_id, job_id, session_id, type, payload, tokens_in, tokens_out, cost_usd, model, tool_ref, actor, created_at";
 
 /// Events per insert statement: 12 parameters each stays under both engines' bind limits.
 const EVENTS_PER_STATEMENT: usize = 1000;
 
 /// Inserts buffered events at commit time, a batch per statement, and returns the notifications
-/// announcing them. Rows of one statement take sequence numbers in `VALUES` order on both engines.
+/// announcing them. SQLite numbers rows in `VALUES` order; PostgreSQL numbers them `(xid << 20) + i`
+/// (see the module docs). Called once per transaction, by [`Tx::commit`].
 pub(crate) async fn flush(tx: &mut Tx, events: Vec<NewEvent>) -> Result<Vec<Notification>> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    if let TxConn::Postgres(conn) = &mut tx.conn {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(EVENT_APPEND_LOCK)
-            .execute(&mut **conn)
-            .await?
-            .rows_affected();
+    let numbered = matches!(tx.conn, TxConn::Postgres(_));
+    if numbered && events.len() > MAX_EVENTS_PER_TRANSACTION {
+        return Err(crate::StoreError::Database(sqlx::Error::Protocol(format!(
+            "a transaction emitted {} events; at most {MAX_EVENTS_PER_TRANSACTION} fit its sequence numbers",
+            events.len()
+        ))));
     }
     let now = ms(tx.now());
     let mut notifications: Vec<Notification> = Vec::new();
-    for batch in events.chunks(EVENTS_PER_STATEMENT) {
+    for (chunk, batch) in events.chunks(EVENTS_PER_STATEMENT).enumerate() {
+        let first = (chunk * EVENTS_PER_STATEMENT) as i64;
         let appended: Vec<(i64, Uuid, Option<Uuid>)> = write!(tx, |conn| {
-            let mut query = sqlx::QueryBuilder::new(INSERT);
+            let mut query = sqlx::QueryBuilder::new(if numbered {
+                // `seq` is an identity column; these numbers replace it (module docs).
+                format!("INSERT INTO agent_event (seq, {COLUMNS}) OVERRIDING SYSTEM VALUE ")
+            } else {
+                format!("INSERT INTO agent_event ({COLUMNS}) ")
+            });
+            let mut index = first;
             query.push_values(batch, |mut row, event| {
+                if numbered {
+                    row.push("(pg_current_xact_id()::text::bigint << 20) + ").push_bind_unseparated(index);
+                    index += 1;
+                }
                 row.push_bind(event.agent_id)
                     .push_bind(event.job_id)
                     .push_bind(event.session_id)

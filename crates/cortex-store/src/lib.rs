@@ -5,8 +5,9 @@
 //! type-checked against that engine's driver while the source stays single. Where the engines truly
 //! differ (the job claim, notifications, locking) the code branches explicitly on [`engine::Engine`].
 //!
-//! Writes go through a [`Tx`]. Events emitted in a transaction are inserted at commit time, so a
-//! reader that follows event sequence numbers never sees a gap fill in later (see [`events`]).
+//! Writes go through a [`Tx`]. Events emitted in a transaction are inserted at commit time, numbered so
+//! that a stream reading up to the visibility watermark never sees a gap fill in later, with no lock
+//! between writers (see [`events`]).
 //!
 //! Architecture invariants:
 //! - `cortex-store` knows no HTTP and no business policy: the job engine decides *what* transition to

@@ -3,6 +3,7 @@
 mod agents;
 mod budgets;
 mod channels;
+mod events;
 mod jobs;
 mod migrations;
 mod schema;
