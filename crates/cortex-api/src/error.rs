@@ -24,6 +24,8 @@ pub enum Code {
     AlreadyDecided,
     ApprovalExpired,
     AgentNotActive,
+    /// The record comes from a markdown file; edit the file (SPEC §9.7).
+    ReadOnlySource,
     PayloadTooLarge,
     UnsupportedMediaType,
     Unprocessable,
@@ -49,6 +51,7 @@ impl Code {
             Self::AlreadyDecided => "already_decided",
             Self::ApprovalExpired => "approval_expired",
             Self::AgentNotActive => "agent_not_active",
+            Self::ReadOnlySource => "read_only_source",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Unprocessable => "unprocessable",
@@ -72,7 +75,8 @@ impl Code {
             | Self::InvalidState
             | Self::AlreadyDecided
             | Self::ApprovalExpired
-            | Self::AgentNotActive => StatusCode::CONFLICT,
+            | Self::AgentNotActive
+            | Self::ReadOnlySource => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable | Self::UnknownTool | Self::ProviderUnavailable => StatusCode::UNPROCESSABLE_ENTITY,

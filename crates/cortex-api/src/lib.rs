@@ -43,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::steer::routes())
         .merge(routes::mcp::routes())
         .merge(routes::tools::routes())
+        .merge(routes::memory::routes())
         .merge(routes::credentials::routes())
         .merge(routes::providers::routes())
         .merge(routes::docs::routes())

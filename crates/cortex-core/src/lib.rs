@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod clock;
 pub mod event;
 pub mod job;
+pub mod memory;
 pub mod pkce;
 pub mod role;
 mod string_enum;

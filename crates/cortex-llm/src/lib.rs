@@ -39,6 +39,7 @@ pub use catalogue::{ModelInfo, ModelPrice, PriceOverrides, cost_usd, lookup};
 pub use classify::parse_retry_after;
 pub use error::LlmError;
 pub use failover::{FailoverClient, FailoverObserver, NoopObserver, RetryPolicy, Served};
+pub use openai::versioned_base;
 pub use types::{
     ApiStyle, ChatRequest, Completion, LlmProvider, Message, ProviderConfig, StopReason, StreamEvent, ToolCall,
     ToolSpec, Usage,

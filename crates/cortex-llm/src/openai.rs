@@ -150,7 +150,7 @@ impl StreamDecoder for OpenAiDecoder {
 
 /// `{base}` must end in the API version; a bare host gets `/v1`, a base already naming a version
 /// (`/v1`, Gemini's `/v1beta/openai`, Zhipu's `/api/paas/v4`) is kept as given.
-fn versioned_base(base_url: &str) -> String {
+pub fn versioned_base(base_url: &str) -> String {
     let base = base_url.trim_end_matches('/');
     let names_version = url::Url::parse(base).ok().is_some_and(|url| {
         url.path_segments().into_iter().flatten().any(|segment| {

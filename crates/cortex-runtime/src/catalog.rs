@@ -22,6 +22,7 @@ use crate::tools::{CreateJobTool, DelegationLimits, MemoryQueryTool, MemoryStore
 /// What the built-ins need from the process.
 pub(crate) struct BuiltinDeps {
     pub store: Store,
+    pub memory: Arc<cortex_memory::Memory>,
     /// The SSRF-guarded client of `http_request`.
     pub http: Arc<GuardedHttp>,
     /// `web_search`, when a search provider is configured (otherwise the tool does not exist here).
@@ -32,15 +33,15 @@ pub(crate) struct BuiltinDeps {
 
 /// Every built-in tool of this deployment, by ref.
 pub(crate) fn builtin_registry(deps: BuiltinDeps) -> ToolRegistry {
-    let BuiltinDeps { store, http, web_search, delegation } = deps;
+    let BuiltinDeps { store, memory, http, web_search, delegation } = deps;
     let mut registry = ToolRegistry::new();
     registry.register(Arc::new(EchoTool::new()));
     registry.register(Arc::new(HttpRequestTool::new(http)));
     if let Some(web_search) = web_search {
         registry.register(Arc::new(web_search));
     }
-    registry.register(Arc::new(MemoryStoreTool::new(store.clone())));
-    registry.register(Arc::new(MemoryQueryTool::new(store.clone())));
+    registry.register(Arc::new(MemoryStoreTool::new(memory.clone())));
+    registry.register(Arc::new(MemoryQueryTool::new(memory)));
     registry.register(Arc::new(CreateJobTool::new(store, delegation)));
     registry.register(Arc::new(RequestApprovalTool::new()));
     registry

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use cortex_llm::ApiStyle;
+use cortex_memory::{EmbeddingsConfig, EmbeddingsMode};
 use cortex_tools::builtin::{WebSearchTool, web_search_from_env};
 use cortex_tools::ssrf::{SSRF_ALLOW_ENV, SsrfPolicy};
 
@@ -38,6 +39,8 @@ pub(crate) struct EnvSettings {
     pub ssrf: SsrfPolicy,
     pub web_search: Option<WebSearchTool>,
     pub delegation: DelegationLimits,
+    /// Memory embeddings (`CORTEX_EMBEDDINGS*`).
+    pub embeddings: EmbeddingsConfig,
 }
 
 struct ProviderVars {
@@ -102,8 +105,47 @@ impl EnvSettings {
                 0..=1000,
             )?,
         };
-        Ok(EnvSettings { providers, absent_providers, ssrf, web_search, delegation })
+        let embeddings = embeddings_from_env(&read)?;
+        Ok(EnvSettings { providers, absent_providers, ssrf, web_search, delegation, embeddings })
     }
+}
+
+/// `CORTEX_EMBEDDINGS` = `auto` (default) | `api` | `local` | `none` (SPEC §9.4), with
+/// `CORTEX_EMBEDDINGS_BASE_URL` / `_API_KEY` (defaults: `OPENAI_BASE_URL` / `OPENAI_API_KEY`) and
+/// `CORTEX_EMBEDDINGS_MODEL` (default `text-embedding-3-small`). `auto` is `api` when an OpenAI key or
+/// base URL is configured, else `none`.
+fn embeddings_from_env(read: &impl Fn(&str) -> Option<String>) -> Result<EmbeddingsConfig, RuntimeError> {
+    const VAR: &str = "CORTEX_EMBEDDINGS";
+    const BASE_VAR: &str = "CORTEX_EMBEDDINGS_BASE_URL";
+    let base = read(BASE_VAR);
+    if let Some(base) = &base {
+        check_url(BASE_VAR, base)?;
+    }
+    let base = base.or_else(|| read("OPENAI_BASE_URL"));
+    let api_key = read("CORTEX_EMBEDDINGS_API_KEY").or_else(|| read("OPENAI_API_KEY"));
+    let mode = match read(VAR).map(|mode| mode.to_ascii_lowercase()).as_deref() {
+        None | Some("auto") if base.is_some() || api_key.is_some() => EmbeddingsMode::Api,
+        None | Some("auto") | Some("none") => EmbeddingsMode::None,
+        Some("api") => EmbeddingsMode::Api,
+        Some("local") => {
+            return Err(RuntimeError::InvalidEnv {
+                var: VAR,
+                reason: "`local` embeddings are not built into this binary yet; use `api` or `none`".into(),
+            });
+        }
+        Some(other) => {
+            return Err(RuntimeError::InvalidEnv {
+                var: VAR,
+                reason: format!("`{other}` is not one of auto, api, local, none"),
+            });
+        }
+    };
+    Ok(EmbeddingsConfig {
+        mode,
+        base_url: cortex_llm::versioned_base(base.as_deref().unwrap_or(OPENAI_DEFAULT_BASE)),
+        api_key,
+        model: read("CORTEX_EMBEDDINGS_MODEL").unwrap_or_else(|| cortex_memory::embed::DEFAULT_API_MODEL.to_owned()),
+    })
 }
 
 /// An integer setting within `range`, or `default` when unset.
@@ -173,5 +215,31 @@ mod tests {
         assert_eq!(EnvSettings::parse(&env(&[])).unwrap().delegation, DelegationLimits::default());
         let set = env(&[("CORTEX_DELEGATION_MAX_DEPTH", "1"), ("CORTEX_DELEGATION_MAX_CHILDREN", "2")]);
         assert_eq!(EnvSettings::parse(&set).unwrap().delegation, DelegationLimits { max_depth: 1, max_children: 2 });
+    }
+
+    #[test]
+    fn embeddings_follow_the_openai_settings_unless_told_otherwise() {
+        let none = EnvSettings::parse(&env(&[])).unwrap().embeddings;
+        assert_eq!(none.mode, EmbeddingsMode::None);
+        let auto = EnvSettings::parse(&env(&[("OPENAI_BASE_URL", "http://127.0.0.1:9")])).unwrap().embeddings;
+        assert_eq!((auto.mode, auto.base_url.as_str()), (EmbeddingsMode::Api, "http://127.0.0.1:9/v1"));
+        assert_eq!(auto.model, "text-embedding-3-small");
+        let own = env(&[
+            ("OPENAI_API_KEY", "sk-1"),
+            ("CORTEX_EMBEDDINGS", "API"),
+            ("CORTEX_EMBEDDINGS_BASE_URL", "http://127.0.0.1:11434/v1"),
+            ("CORTEX_EMBEDDINGS_MODEL", "nomic-embed-text"),
+        ]);
+        let own = EnvSettings::parse(&own).unwrap().embeddings;
+        assert_eq!((own.base_url.as_str(), own.model.as_str()), ("http://127.0.0.1:11434/v1", "nomic-embed-text"));
+        assert_eq!(own.api_key.as_deref(), Some("sk-1"));
+        let off = env(&[("OPENAI_API_KEY", "sk-1"), ("CORTEX_EMBEDDINGS", "none")]);
+        assert_eq!(EnvSettings::parse(&off).unwrap().embeddings.mode, EmbeddingsMode::None);
+        for bad in
+            [("CORTEX_EMBEDDINGS", "sometimes"), ("CORTEX_EMBEDDINGS", "local"), ("CORTEX_EMBEDDINGS_BASE_URL", "x")]
+        {
+            let err = EnvSettings::parse(&env(&[bad])).err().unwrap();
+            assert!(err.to_string().starts_with(bad.0), "{err}");
+        }
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use cortex_core::breaker::BreakerState;
 use cortex_jobs::JobHandler;
 use cortex_mcp::Pool;
+use cortex_memory::{ApiEmbedder, EmbeddedIndex, Embedder, EmbeddingsMode, Memory};
 use cortex_store::budgets::{BudgetScope, BudgetUsageRow, day_period, month_period};
 use cortex_store::secrets::Cipher;
 use cortex_store::{Store, StoreError};
@@ -64,6 +65,8 @@ pub(crate) struct Services {
 /// The agent runtime of one process.
 pub struct Runtime {
     pub store: Store,
+    /// Agent memory: the API routes and the `memory_*` tools share it.
+    pub memory: Arc<Memory>,
     /// Providers and tool refs definitions may name (API validation).
     pub catalog: Catalog,
     pub(crate) services: Arc<Services>,
@@ -122,12 +125,18 @@ impl Runtime {
         let http = GuardedHttp::new(env.ssrf.clone(), Arc::new(SystemResolver))
             .map_err(|err| RuntimeError::Http(err.to_string()))?;
         let flows = crate::signin::SignInFlows::from_env(&config.env)?;
+        let embedder: Option<Arc<dyn Embedder>> = match env.embeddings.mode {
+            EmbeddingsMode::Api => Some(Arc::new(ApiEmbedder::new(config.http.clone(), &env.embeddings))),
+            EmbeddingsMode::None => None,
+        };
+        let memory = Arc::new(Memory::new(store.clone(), embedder, Arc::new(EmbeddedIndex::new(store.clone()))));
         let providers = Providers::new(store.clone(), config.cipher.clone(), config.http, config.llm_retry, flows);
         providers.materialise_env(&env).await?;
         providers.sync().await?;
         let http = Arc::new(http);
         let builtins = Arc::new(builtin_registry(BuiltinDeps {
             store: store.clone(),
+            memory: memory.clone(),
             http: http.clone(),
             web_search: env.web_search,
             delegation: env.delegation,
@@ -135,7 +144,7 @@ impl Runtime {
         let tools = ToolResolver::new(store.clone(), config.cipher, config.mcp, http, builtins.clone());
         let catalog = Catalog::new(builtins);
         let services = Arc::new(Services { store: store.clone(), data_dir: config.data_dir, providers, tools });
-        Ok(Arc::new(Runtime { store, catalog, services }))
+        Ok(Arc::new(Runtime { store, memory, catalog, services }))
     }
 
     /// The models the server behind each usable `llm` credential reports, by credential name (`Err` holds a

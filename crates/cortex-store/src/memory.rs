@@ -1,6 +1,7 @@
-//! Agent memory records (SPEC §3.4, §9), in the simple form the `memory_store`/`memory_query` tools need
-//! now: exact-duplicate detection by content hash and keyword candidates. Scoring, embeddings and the
-//! vector backends belong to the memory subsystem that builds on this table.
+//! Agent memory records (SPEC §3.4, §9): rows, provenance, supersession, the keyword index (SQLite FTS5 /
+//! PostgreSQL `to_tsvector`) and stored embeddings. Every read and write is scoped by `agent_id`: no
+//! method here can return another agent's record. Ranking, embedding and the vector index are
+//! `cortex-memory`'s; this module only narrows candidates and persists.
 
 use cortex_core::Timestamp;
 use sha2::{Digest, Sha256};
@@ -8,10 +9,11 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::engine::{read, write};
+use crate::page::{Cursor, Page};
 use crate::rows::{ms, opt_time, time};
-use crate::{Result, Store, Tx};
+use crate::{Result, Store, StoreError, Tx};
 
-/// A stored memory record.
+/// A stored memory record (without its vector, which only the index reads).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MemoryRecord {
     pub id: Uuid,
@@ -20,14 +22,27 @@ pub struct MemoryRecord {
     pub memory_type: String,
     pub content: String,
     pub tags: Vec<String>,
+    pub people: Vec<String>,
+    pub projects: Vec<String>,
     pub importance: i64,
     pub confidence: f64,
-    /// `manual`, `extraction`, `tool` or `markdown`.
+    /// `manual` (API), `extraction`, `tool` or `markdown`.
     pub source: String,
+    /// File and heading for markdown records; free-form provenance otherwise.
     pub source_ref: Option<String>,
+    pub session_id: Option<Uuid>,
+    pub job_id: Option<Uuid>,
+    pub message_seq: Option<i64>,
+    pub content_hash: String,
+    pub supersedes_id: Option<Uuid>,
+    pub superseded_by: Option<Uuid>,
+    pub reason: Option<String>,
+    /// The model of the stored vector, `None` while the record has none.
+    pub embedding_model: Option<String>,
     pub access_count: i64,
     pub last_accessed_at: Option<Timestamp>,
     pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
 #[derive(sqlx::FromRow)]
@@ -38,13 +53,24 @@ struct MemoryRow {
     memory_type: String,
     content: String,
     tags: Json<Vec<String>>,
+    people: Json<Vec<String>>,
+    projects: Json<Vec<String>>,
     importance: i64,
     confidence: f64,
     source: String,
     source_ref: Option<String>,
+    session_id: Option<Uuid>,
+    job_id: Option<Uuid>,
+    message_seq: Option<i64>,
+    content_hash: String,
+    supersedes_id: Option<Uuid>,
+    superseded_by: Option<Uuid>,
+    reason: Option<String>,
+    embedding_model: Option<String>,
     access_count: i64,
     last_accessed_at: Option<i64>,
     created_at: i64,
+    updated_at: i64,
 }
 
 impl From<MemoryRow> for MemoryRecord {
@@ -55,34 +81,90 @@ impl From<MemoryRow> for MemoryRecord {
             memory_type: row.memory_type,
             content: row.content,
             tags: row.tags.0,
+            people: row.people.0,
+            projects: row.projects.0,
             importance: row.importance,
             confidence: row.confidence,
             source: row.source,
             source_ref: row.source_ref,
+            session_id: row.session_id,
+            job_id: row.job_id,
+            message_seq: row.message_seq,
+            content_hash: row.content_hash,
+            supersedes_id: row.supersedes_id,
+            superseded_by: row.superseded_by,
+            reason: row.reason,
+            embedding_model: row.embedding_model,
             access_count: row.access_count,
             last_accessed_at: opt_time(row.last_accessed_at),
             created_at: time(row.created_at),
+            updated_at: time(row.updated_at),
         }
     }
 }
 
 macro_rules! memory_columns {
     () => {
-        "id, agent_id, type, content, tags, importance, confidence, source, source_ref, access_count, last_accessed_at, created_at"
+        "id, agent_id, type, content, tags, people, projects, importance, confidence, source, source_ref, session_id, \
+         job_id, message_seq, content_hash, supersedes_id, superseded_by, reason, embedding_model, access_count, \
+         last_accessed_at, created_at, updated_at"
     };
 }
 
+/// Live records: not deleted and not replaced by a newer one.
+const LIVE: &str = "deleted_at IS NULL AND superseded_by IS NULL";
+
+/// A vector as stored: the model that made it and its bytes (format chosen by `cortex-memory`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEmbedding {
+    pub model: String,
+    pub bytes: Vec<u8>,
+}
+
 /// A record to store.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct NewMemory {
     pub agent_id: Uuid,
     pub memory_type: String,
     pub content: String,
     pub tags: Vec<String>,
+    pub people: Vec<String>,
+    pub projects: Vec<String>,
     pub importance: i64,
     pub confidence: f64,
+    /// Database name of the source (`manual`, `extraction`, `tool`, `markdown`).
     pub source: String,
     pub source_ref: Option<String>,
+    pub session_id: Option<Uuid>,
+    pub job_id: Option<Uuid>,
+    pub message_seq: Option<i64>,
+    /// The live record this one replaces; it is marked `superseded_by` in the same transaction.
+    pub supersedes_id: Option<Uuid>,
+    pub reason: Option<String>,
+    pub embedding: Option<StoredEmbedding>,
+}
+
+/// Changes to a record; `None` fields stay as they are. A content change must come with the new
+/// content's embedding (or `Some(None)` to drop the stale one).
+#[derive(Debug, Clone, Default)]
+pub struct MemoryUpdate {
+    pub memory_type: Option<String>,
+    pub content: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub importance: Option<i64>,
+    pub confidence: Option<f64>,
+    pub embedding: Option<Option<StoredEmbedding>>,
+}
+
+/// Filters of the record list.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryFilter {
+    pub memory_type: Option<String>,
+    /// Database name of the source.
+    pub source: Option<String>,
+    pub tag: Option<String>,
+    /// Also list records replaced by newer ones (history).
+    pub include_superseded: bool,
 }
 
 /// SHA-256 hex of the content with surrounding whitespace removed: equal texts are one memory.
@@ -90,10 +172,41 @@ pub fn content_hash(content: &str) -> String {
     hex::encode(Sha256::digest(content.trim().as_bytes()))
 }
 
+fn not_found() -> StoreError {
+    StoreError::NotFound { entity: "memory" }
+}
+
 impl Store {
-    /// Live records of an agent containing any of `words` (case-insensitive), newest first, at most `limit`.
-    /// Ranking is the caller's: this only narrows the candidates.
-    pub async fn memory_candidates(&self, agent_id: Uuid, words: &[String], limit: usize) -> Result<Vec<MemoryRecord>> {
+    /// One record of the agent (superseded ones included, deleted ones not).
+    pub async fn get_memory(&self, agent_id: Uuid, id: Uuid) -> Result<MemoryRecord> {
+        let row: Option<MemoryRow> = read!(self, |conn| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                memory_columns!(),
+                " FROM memory_record WHERE agent_id = $1 AND id = $2 AND deleted_at IS NULL"
+            ))
+            .bind(agent_id)
+            .bind(id)
+            .fetch_optional(conn)
+            .await?
+        });
+        row.map(MemoryRecord::from).ok_or_else(not_found)
+    }
+
+    /// The agent's records, newest first.
+    pub async fn list_memories(
+        &self,
+        agent_id: Uuid,
+        filter: &MemoryFilter,
+        cursor: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Page<MemoryRecord>> {
+        let tag_clause = if self.is_postgres() {
+            " AND tags ? "
+        } else {
+            " AND EXISTS (SELECT 1 FROM json_each(memory_record.tags) WHERE json_each.value = "
+        };
+        let tag_close = if self.is_postgres() { "" } else { ")" };
         let rows: Vec<MemoryRow> = read!(self, |conn| {
             let mut query = sqlx::QueryBuilder::new(concat!(
                 "SELECT ",
@@ -101,52 +214,212 @@ impl Store {
                 " FROM memory_record WHERE deleted_at IS NULL AND agent_id = "
             ));
             query.push_bind(agent_id);
-            if !words.is_empty() {
-                query.push(" AND (");
-                let mut separated = query.separated(" OR ");
-                for word in words {
-                    separated.push("LOWER(content) LIKE ").push_bind_unseparated(format!("%{}%", like_escape(word)));
-                    separated.push_unseparated(" ESCAPE '\\'");
-                }
-                query.push(")");
+            if !filter.include_superseded {
+                query.push(" AND superseded_by IS NULL");
             }
-            query.push(" ORDER BY id DESC LIMIT ").push_bind(limit as i64);
+            if let Some(memory_type) = &filter.memory_type {
+                query.push(" AND type = ").push_bind(memory_type.clone());
+            }
+            if let Some(source) = &filter.source {
+                query.push(" AND source = ").push_bind(source.clone());
+            }
+            if let Some(tag) = &filter.tag {
+                query.push(tag_clause).push_bind(tag.clone()).push(tag_close);
+            }
+            if let Some(Cursor(after)) = cursor {
+                query.push(" AND id < ").push_bind(after);
+            }
+            query.push(" ORDER BY id DESC LIMIT ").push_bind(limit as i64 + 1);
             query.build_query_as().fetch_all(conn).await?
+        });
+        Ok(Page::from_overfetch(rows, limit, |row| row.id).map(MemoryRecord::from))
+    }
+
+    /// Live records of the agent among `ids` (in no particular order).
+    pub async fn live_memories(&self, agent_id: Uuid, ids: &[Uuid]) -> Result<Vec<MemoryRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<MemoryRow> = read!(self, |conn| {
+            let mut query =
+                sqlx::QueryBuilder::new(concat!("SELECT ", memory_columns!(), " FROM memory_record WHERE "));
+            query.push(LIVE).push(" AND agent_id = ").push_bind(agent_id).push(" AND id IN (");
+            let mut separated = query.separated(", ");
+            for id in ids {
+                separated.push_bind(*id);
+            }
+            query.push(")");
+            query.build_query_as().fetch_all(conn).await?
+        });
+        Ok(rows.into_iter().map(MemoryRecord::from).collect())
+    }
+
+    /// Up to `limit` live records of the agent matching any of `words`, best keyword rank first, with that
+    /// rank (> 0, larger is better; only comparable within one call). Words are matched after stemming.
+    pub async fn memory_keyword_hits(
+        &self,
+        agent_id: Uuid,
+        words: &[String],
+        limit: usize,
+    ) -> Result<Vec<(Uuid, f64)>> {
+        let words: Vec<String> = words
+            .iter()
+            .map(|word| word.chars().filter(|c| c.is_alphanumeric()).collect::<String>().to_lowercase())
+            .filter(|word| !word.is_empty())
+            .collect();
+        if words.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let hits: Vec<(Uuid, f64)> = match &self.inner.engine {
+            crate::engine::Engine::Sqlite { read, .. } => {
+                let query = words.iter().map(|word| format!("\"{word}\"")).collect::<Vec<_>>().join(" OR ");
+                sqlx::query_as(
+                    "SELECT m.id, -bm25(memory_record_fts) AS rank FROM memory_record_fts \
+                     JOIN memory_record m ON m.rowid = memory_record_fts.rowid \
+                     WHERE memory_record_fts MATCH $1 AND m.agent_id = $2 AND m.deleted_at IS NULL \
+                     AND m.superseded_by IS NULL ORDER BY rank DESC, m.id DESC LIMIT $3",
+                )
+                .bind(query)
+                .bind(agent_id)
+                .bind(limit as i64)
+                .fetch_all(read)
+                .await?
+            }
+            crate::engine::Engine::Postgres { pool, .. } => {
+                let query = words.join(" | ");
+                sqlx::query_as(
+                    "SELECT id, ts_rank(to_tsvector('english', content), q)::float8 AS rank \
+                     FROM memory_record, to_tsquery('english', $1) q \
+                     WHERE to_tsvector('english', content) @@ q AND agent_id = $2 AND deleted_at IS NULL \
+                     AND superseded_by IS NULL ORDER BY rank DESC, id DESC LIMIT $3",
+                )
+                .bind(query)
+                .bind(agent_id)
+                .bind(limit as i64)
+                .fetch_all(pool)
+                .await?
+            }
+        };
+        // A rank of 0 (PostgreSQL for very short documents) still means "matched": keep it positive.
+        Ok(hits.into_iter().map(|(id, rank)| (id, rank.max(f64::MIN_POSITIVE))).collect())
+    }
+
+    /// Every live vector of the agent made by `model`, for building the in-memory index.
+    pub async fn memory_vectors(&self, agent_id: Uuid, model: &str) -> Result<Vec<(Uuid, Vec<u8>)>> {
+        let rows: Vec<(Uuid, Vec<u8>)> = read!(self, |conn| {
+            sqlx::query_as(
+                "SELECT id, embedding FROM memory_record WHERE agent_id = $1 AND embedding_model = $2 \
+                 AND embedding IS NOT NULL AND deleted_at IS NULL AND superseded_by IS NULL",
+            )
+            .bind(agent_id)
+            .bind(model)
+            .fetch_all(conn)
+            .await?
+        });
+        Ok(rows)
+    }
+
+    /// A value that changes whenever any record of the agent is written (count and latest change), so a
+    /// cached index can tell it is stale — also when another process wrote.
+    pub async fn memory_stamp(&self, agent_id: Uuid) -> Result<(i64, i64)> {
+        let stamp: (i64, Option<i64>) = read!(self, |conn| {
+            sqlx::query_as("SELECT COUNT(*), MAX(updated_at) FROM memory_record WHERE agent_id = $1")
+                .bind(agent_id)
+                .fetch_one(conn)
+                .await?
+        });
+        Ok((stamp.0, stamp.1.unwrap_or(0)))
+    }
+
+    /// Live records of any agent whose vector is missing or made by another model than `model`, oldest
+    /// first: the backfill's work list.
+    pub async fn memories_to_embed(&self, model: &str, limit: usize) -> Result<Vec<MemoryRecord>> {
+        let rows: Vec<MemoryRow> = read!(self, |conn| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                memory_columns!(),
+                " FROM memory_record WHERE deleted_at IS NULL AND superseded_by IS NULL \
+                 AND (embedding_model IS NULL OR embedding_model <> $1) ORDER BY id LIMIT $2"
+            ))
+            .bind(model)
+            .bind(limit as i64)
+            .fetch_all(conn)
+            .await?
         });
         Ok(rows.into_iter().map(MemoryRecord::from).collect())
     }
 }
 
-/// Escapes the LIKE wildcards of a search word.
-fn like_escape(word: &str) -> String {
-    word.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
-}
-
 impl Tx {
-    /// Stores a record unless the agent already has a live one with the same content; returns the record and
-    /// whether it was created now.
-    pub async fn insert_memory(&mut self, new: &NewMemory) -> Result<(MemoryRecord, bool)> {
-        let hash = content_hash(&new.content);
-        let existing: Option<MemoryRow> = write!(self, |conn| {
+    async fn live_memory_by_hash(&mut self, agent_id: Uuid, hash: &str) -> Result<Option<MemoryRow>> {
+        Ok(write!(self, |conn| {
             sqlx::query_as(concat!(
                 "SELECT ",
                 memory_columns!(),
-                " FROM memory_record WHERE agent_id = $1 AND content_hash = $2 AND deleted_at IS NULL"
+                " FROM memory_record WHERE agent_id = $1 AND content_hash = $2 AND deleted_at IS NULL \
+                 AND superseded_by IS NULL"
             ))
-            .bind(new.agent_id)
-            .bind(&hash)
+            .bind(agent_id)
+            .bind(hash)
+            .fetch_optional(conn)
+            .await?
+        }))
+    }
+
+    async fn memory_for_update(&mut self, agent_id: Uuid, id: Uuid) -> Result<MemoryRow> {
+        let row: Option<MemoryRow> = write!(self, |conn| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                memory_columns!(),
+                " FROM memory_record WHERE agent_id = $1 AND id = $2 AND deleted_at IS NULL"
+            ))
+            .bind(agent_id)
+            .bind(id)
             .fetch_optional(conn)
             .await?
         });
-        if let Some(row) = existing {
+        row.ok_or_else(not_found)
+    }
+
+    /// Stores a record unless the agent already has a live one with the same content; returns the record and
+    /// whether it was created now. With `supersedes_id`, that record (which must be the agent's and live)
+    /// is marked replaced in the same transaction.
+    pub async fn insert_memory(&mut self, new: &NewMemory) -> Result<(MemoryRecord, bool)> {
+        let hash = content_hash(&new.content);
+        if let Some(row) = self.live_memory_by_hash(new.agent_id, &hash).await? {
             return Ok((row.into(), false));
         }
         let id = cortex_core::new_id();
         let now = ms(self.now());
+        if let Some(old) = new.supersedes_id {
+            let replaced = write!(self, |conn| {
+                sqlx::query(
+                    "UPDATE memory_record SET superseded_by = $3, updated_at = $4 WHERE agent_id = $1 AND id = $2 \
+                     AND deleted_at IS NULL AND superseded_by IS NULL",
+                )
+                .bind(new.agent_id)
+                .bind(old)
+                .bind(id)
+                .bind(now)
+                .execute(conn)
+                .await?
+                .rows_affected()
+            });
+            if replaced == 0 {
+                return Err(not_found());
+            }
+        }
+        let (model, bytes) = match &new.embedding {
+            Some(embedding) => (Some(embedding.model.as_str()), Some(embedding.bytes.as_slice())),
+            None => (None, None),
+        };
         let row: MemoryRow = write!(self, |conn| {
             sqlx::query_as(concat!(
-                "INSERT INTO memory_record (id, agent_id, type, content, tags, importance, confidence, source, source_ref, \
-                 content_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING ",
+                "INSERT INTO memory_record (id, agent_id, type, content, tags, people, projects, importance, confidence, \
+                 source, source_ref, session_id, job_id, message_seq, content_hash, supersedes_id, reason, embedding, \
+                 embedding_model, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $20) \
+                 RETURNING ",
                 memory_columns!()
             ))
             .bind(id)
@@ -154,11 +427,20 @@ impl Tx {
             .bind(&new.memory_type)
             .bind(new.content.trim())
             .bind(Json(&new.tags))
+            .bind(Json(&new.people))
+            .bind(Json(&new.projects))
             .bind(new.importance)
             .bind(new.confidence)
             .bind(&new.source)
             .bind(new.source_ref.as_deref())
+            .bind(new.session_id)
+            .bind(new.job_id)
+            .bind(new.message_seq)
             .bind(&hash)
+            .bind(new.supersedes_id)
+            .bind(new.reason.as_deref())
+            .bind(bytes)
+            .bind(model)
             .bind(now)
             .fetch_one(conn)
             .await?
@@ -166,21 +448,140 @@ impl Tx {
         Ok((row.into(), true))
     }
 
-    /// Counts a retrieval of these records (utility signal for later ranking).
-    pub async fn touch_memories(&mut self, ids: &[Uuid]) -> Result<()> {
-        let now = ms(self.now());
-        for id in ids {
-            write!(self, |conn| {
-                sqlx::query(
-                    "UPDATE memory_record SET access_count = access_count + 1, last_accessed_at = $2 WHERE id = $1",
-                )
-                .bind(id)
-                .bind(now)
-                .execute(conn)
-                .await?
-                .rows_affected()
-            });
+    /// Applies `update` to a record of the agent and returns it. A new content that equals another live
+    /// record of the agent is a conflict (`memory.content`).
+    pub async fn update_memory(&mut self, agent_id: Uuid, id: Uuid, update: &MemoryUpdate) -> Result<MemoryRecord> {
+        let current = self.memory_for_update(agent_id, id).await?;
+        let content = update.content.as_deref().map(str::trim).unwrap_or(&current.content).to_owned();
+        let hash = content_hash(&content);
+        if hash != current.content_hash
+            && let Some(other) = self.live_memory_by_hash(agent_id, &hash).await?
+            && other.id != id
+        {
+            return Err(StoreError::Conflict { constraint: "memory.content".into() });
         }
+        let memory_type = update.memory_type.clone().unwrap_or(current.memory_type);
+        let tags = update.tags.clone().unwrap_or(current.tags.0);
+        let importance = update.importance.unwrap_or(current.importance);
+        let confidence = update.confidence.unwrap_or(current.confidence);
+        let now = ms(self.now());
+        let row: MemoryRow = match &update.embedding {
+            None => write!(self, |conn| {
+                sqlx::query_as(concat!(
+                    "UPDATE memory_record SET type = $3, content = $4, content_hash = $5, tags = $6, importance = $7, \
+                     confidence = $8, updated_at = $9 WHERE agent_id = $1 AND id = $2 RETURNING ",
+                    memory_columns!()
+                ))
+                .bind(agent_id)
+                .bind(id)
+                .bind(&memory_type)
+                .bind(&content)
+                .bind(&hash)
+                .bind(Json(&tags))
+                .bind(importance)
+                .bind(confidence)
+                .bind(now)
+                .fetch_one(conn)
+                .await?
+            }),
+            Some(embedding) => {
+                let (model, bytes) = match embedding {
+                    Some(embedding) => (Some(embedding.model.as_str()), Some(embedding.bytes.as_slice())),
+                    None => (None, None),
+                };
+                write!(self, |conn| {
+                    sqlx::query_as(concat!(
+                        "UPDATE memory_record SET type = $3, content = $4, content_hash = $5, tags = $6, importance = $7, \
+                         confidence = $8, updated_at = $9, embedding = $10, embedding_model = $11 \
+                         WHERE agent_id = $1 AND id = $2 RETURNING ",
+                        memory_columns!()
+                    ))
+                    .bind(agent_id)
+                    .bind(id)
+                    .bind(&memory_type)
+                    .bind(&content)
+                    .bind(&hash)
+                    .bind(Json(&tags))
+                    .bind(importance)
+                    .bind(confidence)
+                    .bind(now)
+                    .bind(bytes)
+                    .bind(model)
+                    .fetch_one(conn)
+                    .await?
+                })
+            }
+        };
+        Ok(row.into())
+    }
+
+    /// Stores the vector of a record whose content is still `content_hash` (a backfill racing an edit
+    /// loses); returns whether it was stored.
+    pub async fn set_memory_embedding(
+        &mut self,
+        agent_id: Uuid,
+        id: Uuid,
+        content_hash: &str,
+        embedding: &StoredEmbedding,
+    ) -> Result<bool> {
+        let now = ms(self.now());
+        let updated = write!(self, |conn| {
+            sqlx::query(
+                "UPDATE memory_record SET embedding = $4, embedding_model = $5, updated_at = $6 \
+                 WHERE agent_id = $1 AND id = $2 AND content_hash = $3 AND deleted_at IS NULL",
+            )
+            .bind(agent_id)
+            .bind(id)
+            .bind(content_hash)
+            .bind(embedding.bytes.as_slice())
+            .bind(&embedding.model)
+            .bind(now)
+            .execute(conn)
+            .await?
+            .rows_affected()
+        });
+        Ok(updated > 0)
+    }
+
+    /// Deletes a record of the agent (soft: the row stays for provenance, out of every search and list).
+    pub async fn delete_memory(&mut self, agent_id: Uuid, id: Uuid) -> Result<()> {
+        let now = ms(self.now());
+        let deleted = write!(self, |conn| {
+            sqlx::query(
+                "UPDATE memory_record SET deleted_at = $3, updated_at = $3 WHERE agent_id = $1 AND id = $2 \
+                 AND deleted_at IS NULL",
+            )
+            .bind(agent_id)
+            .bind(id)
+            .bind(now)
+            .execute(conn)
+            .await?
+            .rows_affected()
+        });
+        if deleted == 0 {
+            return Err(not_found());
+        }
+        Ok(())
+    }
+
+    /// Counts a retrieval of these records of the agent (the utility signal of ranking).
+    pub async fn touch_memories(&mut self, agent_id: Uuid, ids: &[Uuid]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let now = ms(self.now());
+        write!(self, |conn| {
+            let mut query = sqlx::QueryBuilder::new(
+                "UPDATE memory_record SET access_count = access_count + 1, last_accessed_at = ",
+            );
+            query.push_bind(now).push(" WHERE agent_id = ").push_bind(agent_id).push(" AND id IN (");
+            let mut separated = query.separated(", ");
+            for id in ids {
+                separated.push_bind(*id);
+            }
+            query.push(")");
+            query.build().execute(conn).await?.rows_affected()
+        });
         Ok(())
     }
 }

@@ -454,7 +454,15 @@ impl FakeLlm {
             arrivals: watch::channel(0).0,
             next_call_id: AtomicU64::new(1),
         });
-        let app = Router::new().fallback(handle).with_state(shared.clone());
+        let app = Router::new()
+            .route(
+                "/v1/embeddings",
+                axum::routing::post(|axum::Json(body): axum::Json<serde_json::Value>| async move {
+                    crate::fake_embeddings::respond(&body)
+                }),
+            )
+            .fallback(handle)
+            .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the fake LLM");
         let url = format!("http://{}", listener.local_addr().expect("local address"));
         tokio::spawn(async move { axum::serve(listener, app).await });

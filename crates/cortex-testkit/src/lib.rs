@@ -1,6 +1,7 @@
 //! Test support shared by the workspace's integration tests.
 //!
 //! [`fake_llm::FakeLlm`] is an in-process model server speaking the OpenAI and Anthropic protocols;
+//! [`fake_embeddings::FakeEmbeddings`] an OpenAI-compatible embeddings server (also served by the fake LLM);
 //! [`fake_telegram::FakeTelegram`] an in-process Telegram Bot API.
 //!
 //! [`TestStore`] gives each test its own database: a temporary SQLite file, or a fresh PostgreSQL
@@ -11,6 +12,7 @@
 //! When it cannot be reached the PostgreSQL half of a test fails with a message saying so; set
 //! `CORTEX_TEST_SKIP_PG=1` to skip it explicitly on a machine without PostgreSQL.
 
+pub mod fake_embeddings;
 pub mod fake_llm;
 pub mod fake_telegram;
 
@@ -246,6 +248,37 @@ macro_rules! both_engines {
 }
 
 impl TestStore {
+    /// Inserts an active agent named `name` (slug from the name, model `openai/gpt-4o-mini`) and returns its id.
+    pub async fn agent(&self, name: &str) -> uuid::Uuid {
+        use cortex_core::agent::{AccessMode, AgentStatus, ModelConfig, ResourceLimits};
+        let definition = cortex_store::agents::AgentDefinition {
+            name: name.to_owned(),
+            slug: cortex_core::agent::slugify(name),
+            role: String::new(),
+            description: String::new(),
+            system_prompt: "You are helpful.".into(),
+            model_config: ModelConfig {
+                provider: "openai".into(),
+                model: "gpt-4o-mini".into(),
+                temperature: None,
+                max_tokens: None,
+                fallbacks: vec![],
+                extraction_model: None,
+                requires_approval: false,
+                credential: None,
+            },
+            resource_limits: ResourceLimits::default(),
+            access_mode: AccessMode::BoundChats,
+            skills: vec![],
+            subagents: vec![],
+            status: AgentStatus::Active,
+        };
+        let mut tx = self.store.begin().await.expect("begin");
+        let id = tx.insert_agent(&definition).await.expect("insert agent");
+        tx.commit().await.expect("commit");
+        id
+    }
+
     /// Runs raw SQL beside the store, bypassing it (to prove the database itself enforces rules).
     pub async fn execute_raw(&self, sql: String) -> Result<u64, sqlx::Error> {
         match &self.config {

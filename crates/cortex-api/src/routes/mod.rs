@@ -11,6 +11,7 @@ pub mod health;
 pub mod jobs;
 pub mod keys;
 pub mod mcp;
+pub mod memory;
 pub mod providers;
 pub mod sessions;
 pub mod steer;

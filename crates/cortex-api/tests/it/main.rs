@@ -14,6 +14,7 @@ mod idempotency;
 mod jobs;
 mod keys;
 mod mcp;
+mod memory;
 mod ops;
 mod sign_in;
 mod tools;

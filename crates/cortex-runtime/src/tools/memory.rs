@@ -1,21 +1,22 @@
-//! `memory_store` and `memory_query` (SPEC §6.2) in their simple form: agent-scoped records in
-//! `memory_record`, exact-duplicate detection, keyword search ranked by matched words then importance.
-//! Both honour the policy's `data_scope` (`types`, `tags`). Results reach the model wrapped as untrusted
-//! data like every tool output, since recalled memory may hold text an attacker planted earlier.
+//! `memory_store` and `memory_query` (SPEC §6.2) over the agent's memory (`cortex-memory`): the same
+//! records, validation, embeddings and hybrid scoring as the API. Both honour the policy's `data_scope`
+//! (`types`, `tags`). Results reach the model wrapped as untrusted data like every tool output, since
+//! recalled memory may hold text an attacker planted earlier; returning them counts as a recall.
+
+use std::sync::Arc;
 
 use cortex_core::approval::RiskTier;
-use cortex_store::Store;
-use cortex_store::memory::NewMemory;
+use cortex_core::memory::{MemorySource, MemoryType};
+use cortex_memory::{Memory, MemoryError, Remember, SearchMode, SearchQuery};
 use cortex_tools::{DataScope, Tool, ToolContext, ToolError, ToolOutput};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-const TYPES: &[&str] = &["fact", "preference", "event", "system_rule", "lesson", "relationship"];
-/// How many keyword candidates are ranked per query.
-const CANDIDATES: usize = 200;
-
-fn store_error(err: cortex_store::StoreError) -> ToolError {
-    ToolError::Failed(format!("memory is unavailable: {err}"))
+fn memory_error(err: MemoryError) -> ToolError {
+    match err {
+        MemoryError::Invalid { .. } => ToolError::InvalidArguments(err.to_string()),
+        other => ToolError::Failed(format!("memory is unavailable: {other}")),
+    }
 }
 
 fn parse_args<T: serde::de::DeserializeOwned>(input: Value) -> Result<T, ToolError> {
@@ -30,7 +31,7 @@ fn in_scope(scope: &DataScope, memory_type: &str, tags: &[String]) -> bool {
 
 /// `memory_store {content, type?, tags?, importance?}`.
 pub(crate) struct MemoryStoreTool {
-    store: Store,
+    memory: Arc<Memory>,
     schema: Value,
 }
 
@@ -39,26 +40,26 @@ pub(crate) struct MemoryStoreTool {
 struct StoreArgs {
     content: String,
     #[serde(rename = "type")]
-    memory_type: Option<String>,
+    memory_type: Option<MemoryType>,
     #[serde(default)]
     tags: Vec<String>,
     importance: Option<i64>,
 }
 
 impl MemoryStoreTool {
-    pub(crate) fn new(store: Store) -> Self {
+    pub(crate) fn new(memory: Arc<Memory>) -> Self {
         let schema = json!({
             "type": "object",
             "properties": {
                 "content": {"type": "string", "minLength": 10, "maxLength": 8000, "description": "The fact, preference or lesson to remember."},
-                "type": {"type": "string", "enum": TYPES, "description": "Kind of memory (default fact)."},
+                "type": {"type": "string", "enum": MemoryType::NAMES, "description": "Kind of memory (default fact)."},
                 "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 10},
                 "importance": {"type": "integer", "minimum": 1, "maximum": 5, "description": "1 (trivia) … 5 (critical); default 3."}
             },
             "required": ["content"],
             "additionalProperties": false
         });
-        Self { store, schema }
+        Self { memory, schema }
     }
 }
 
@@ -92,25 +93,20 @@ impl Tool for MemoryStoreTool {
 
     async fn call(&self, input: Value, ctx: &ToolContext) -> Result<ToolOutput, ToolError> {
         let args: StoreArgs = parse_args(input)?;
-        let memory_type = args.memory_type.unwrap_or_else(|| "fact".to_owned());
-        if !in_scope(&ctx.data_scope, &memory_type, &args.tags) {
+        let memory_type = args.memory_type.unwrap_or(MemoryType::Fact);
+        if !in_scope(&ctx.data_scope, memory_type.as_str(), &args.tags) {
             return Err(ToolError::InvalidArguments(
                 "this agent's data scope does not allow storing a memory of this type or with these tags".into(),
             ));
         }
-        let new = NewMemory {
-            agent_id: ctx.agent_id,
+        let new = Remember {
             memory_type,
-            content: args.content,
             tags: args.tags,
             importance: args.importance.unwrap_or(3),
-            confidence: 1.0,
-            source: "tool".into(),
-            source_ref: Some(format!("job:{}", ctx.job_id)),
+            job_id: Some(ctx.job_id),
+            ..Remember::new(ctx.agent_id, args.content, MemorySource::Tool)
         };
-        let mut tx = self.store.begin().await.map_err(store_error)?;
-        let (record, created) = tx.insert_memory(&new).await.map_err(store_error)?;
-        tx.commit().await.map_err(store_error)?;
+        let (record, created) = self.memory.remember(new).await.map_err(memory_error)?;
         let text = if created { "Stored." } else { "Already remembered (identical memory exists)." };
         Ok(ToolOutput::ok(text, json!({"id": record.id, "created": created})))
     }
@@ -118,7 +114,7 @@ impl Tool for MemoryStoreTool {
 
 /// `memory_query {query, limit?, types?, tags?}`.
 pub(crate) struct MemoryQueryTool {
-    store: Store,
+    memory: Arc<Memory>,
     schema: Value,
 }
 
@@ -128,25 +124,25 @@ struct QueryArgs {
     query: String,
     limit: Option<usize>,
     #[serde(default)]
-    types: Vec<String>,
+    types: Vec<MemoryType>,
     #[serde(default)]
     tags: Vec<String>,
 }
 
 impl MemoryQueryTool {
-    pub(crate) fn new(store: Store) -> Self {
+    pub(crate) fn new(memory: Arc<Memory>) -> Self {
         let schema = json!({
             "type": "object",
             "properties": {
-                "query": {"type": "string", "minLength": 1, "description": "Words to look for."},
+                "query": {"type": "string", "minLength": 1, "description": "What to recall (words or a question)."},
                 "limit": {"type": "integer", "minimum": 1, "maximum": 50, "description": "Results (default 10)."},
-                "types": {"type": "array", "items": {"type": "string", "enum": TYPES}},
+                "types": {"type": "array", "items": {"type": "string", "enum": MemoryType::NAMES}},
                 "tags": {"type": "array", "items": {"type": "string"}}
             },
             "required": ["query"],
             "additionalProperties": false
         });
-        Self { store, schema }
+        Self { memory, schema }
     }
 }
 
@@ -157,7 +153,7 @@ impl Tool for MemoryQueryTool {
     }
 
     fn description(&self) -> &str {
-        "Searches this agent's memories by keywords; returns the best matches."
+        "Searches this agent's memories (meaning and keywords, newer and often-used first); returns the best matches."
     }
 
     fn input_schema(&self) -> &Value {
@@ -179,48 +175,34 @@ impl Tool for MemoryQueryTool {
     async fn call(&self, input: Value, ctx: &ToolContext) -> Result<ToolOutput, ToolError> {
         let args: QueryArgs = parse_args(input)?;
         let limit = args.limit.unwrap_or(10).clamp(1, 50);
-        let words: Vec<String> = args
-            .query
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|word| word.chars().count() >= 2)
-            .map(str::to_lowercase)
-            .take(8)
-            .collect();
-        let candidates = self.store.memory_candidates(ctx.agent_id, &words, CANDIDATES).await.map_err(store_error)?;
-        let mut ranked: Vec<(usize, cortex_store::memory::MemoryRecord)> = candidates
+        let query = SearchQuery { text: args.query, limit, types: args.types, tags: args.tags };
+        let results = self.memory.search(ctx.agent_id, &query).await.map_err(memory_error)?;
+        let items: Vec<_> = results
+            .items
             .into_iter()
-            .filter(|record| in_scope(&ctx.data_scope, &record.memory_type, &record.tags))
-            .filter(|record| args.types.is_empty() || args.types.contains(&record.memory_type))
-            .filter(|record| args.tags.is_empty() || record.tags.iter().any(|tag| args.tags.contains(tag)))
-            .map(|record| {
-                let content = record.content.to_lowercase();
-                (words.iter().filter(|word| content.contains(word.as_str())).count(), record)
-            })
+            .filter(|item| in_scope(&ctx.data_scope, &item.record.memory_type, &item.record.tags))
             .collect();
-        ranked.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.importance.cmp(&a.1.importance)).then(b.1.id.cmp(&a.1.id)));
-        ranked.truncate(limit);
-        let ids: Vec<_> = ranked.iter().map(|(_, record)| record.id).collect();
-        if !ids.is_empty() {
-            let mut tx = self.store.begin().await.map_err(store_error)?;
-            tx.touch_memories(&ids).await.map_err(store_error)?;
-            tx.commit().await.map_err(store_error)?;
-        }
-        if ranked.is_empty() {
+        if items.is_empty() {
             return Ok(ToolOutput::ok("No matching memories.", json!({"items": []})));
         }
-        let lines: Vec<String> = ranked
+        self.memory.recalled(ctx.agent_id, items.iter().map(|item| item.record.id).collect());
+        let lines: Vec<String> = items
             .iter()
             .enumerate()
-            .map(|(index, (_, record))| format!("{}. [{}] {}", index + 1, record.memory_type, record.content))
+            .map(|(index, item)| format!("{}. [{}] {}", index + 1, item.record.memory_type, item.record.content))
             .collect();
-        let items: Vec<Value> = ranked
+        let mode = match results.mode {
+            SearchMode::Hybrid => "hybrid",
+            SearchMode::Keyword => "keyword",
+        };
+        let items: Vec<Value> = items
             .iter()
-            .map(|(score, record)| {
-                json!({"id": record.id, "type": record.memory_type, "content": record.content, "tags": record.tags,
-                       "importance": record.importance, "matched_words": score})
+            .map(|item| {
+                json!({"id": item.record.id, "type": item.record.memory_type, "content": item.record.content,
+                       "tags": item.record.tags, "importance": item.record.importance, "score": item.score})
             })
             .collect();
-        Ok(ToolOutput::ok(lines.join("\n"), json!({"items": items})))
+        Ok(ToolOutput::ok(lines.join("\n"), json!({"items": items, "mode": mode})))
     }
 }
 

@@ -33,7 +33,11 @@ both_engines!(memories_are_stored_and_recalled_as_untrusted_data, |t: TestStore|
     let recalled = requests[3].tool_results()[2].clone();
     assert!(recalled.contains("[UNTRUSTED DATA BEGIN") && recalled.contains("oolong"), "{recalled}");
     let other = create_agent(&store, definition("gpt-4o-mini")).await;
-    assert!(store.memory_candidates(other.id, &["oolong".into()], 10).await.unwrap().is_empty(), "memory is per agent");
+    assert!(
+        store.memory_keyword_hits(other.id, &["oolong".into()], 10).await.unwrap().is_empty(),
+        "memory is per agent"
+    );
+    assert_eq!(store.memory_keyword_hits(agent.id, &["oolong".into()], 10).await.unwrap().len(), 1);
     world.finish().await;
 });
 

@@ -1,0 +1,170 @@
+//! Embeddings (SPEC §9.4): the [`Embedder`] trait, the OpenAI-compatible `POST {base}/embeddings` client
+//! (OpenAI, Ollama, vLLM, LiteLLM …) and the vector byte format stored in `memory_record.embedding`.
+//!
+//! Vectors are L2-normalised before they leave this module, so cosine similarity is a dot product
+//! everywhere else.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::json;
+
+/// Most inputs per request (SPEC §9.4).
+pub const MAX_BATCH: usize = 64;
+/// Per-request timeout of the API client.
+pub const API_TIMEOUT: Duration = Duration::from_secs(30);
+/// The API model when none is configured.
+pub const DEFAULT_API_MODEL: &str = "text-embedding-3-small";
+
+/// Why texts could not be embedded.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    /// The embedding service cannot be reached or refused the call; retry later.
+    #[error("embedding service unavailable: {0}")]
+    Unavailable(String),
+    /// The service answered something unusable (wrong count, empty or non-finite vectors).
+    #[error("embedding service answered unusably: {0}")]
+    Invalid(String),
+}
+
+/// Turns texts into unit-length vectors of one fixed model.
+#[async_trait::async_trait]
+pub trait Embedder: Send + Sync {
+    /// The model id stored beside every vector; vectors of different models are never compared.
+    fn model(&self) -> &str;
+
+    /// One unit-length vector per text, in order.
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError>;
+}
+
+/// Which embedder a process uses (`CORTEX_EMBEDDINGS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbeddingsMode {
+    /// The OpenAI-compatible HTTP API.
+    Api,
+    /// No embeddings: keyword search only.
+    None,
+}
+
+/// The resolved embedding settings (parsed from the environment by the runtime).
+#[derive(Debug, Clone)]
+pub struct EmbeddingsConfig {
+    pub mode: EmbeddingsMode,
+    /// Versioned base URL (`…/v1`); the client appends `/embeddings`.
+    pub base_url: String,
+    pub api_key: Option<String>,
+    pub model: String,
+}
+
+/// The OpenAI-compatible embeddings client.
+pub struct ApiEmbedder {
+    http: reqwest::Client,
+    url: String,
+    api_key: Option<String>,
+    model: String,
+}
+
+impl std::fmt::Debug for ApiEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiEmbedder").field("url", &self.url).field("model", &self.model).finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct EmbeddingsResponse {
+    data: Vec<EmbeddingItem>,
+}
+
+#[derive(Deserialize)]
+struct EmbeddingItem {
+    index: usize,
+    embedding: Vec<f32>,
+}
+
+impl ApiEmbedder {
+    pub fn new(http: reqwest::Client, config: &EmbeddingsConfig) -> Self {
+        Self {
+            http,
+            url: format!("{}/embeddings", config.base_url.trim_end_matches('/')),
+            api_key: config.api_key.clone(),
+            model: config.model.clone(),
+        }
+    }
+
+    async fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let mut request =
+            self.http.post(&self.url).timeout(API_TIMEOUT).json(&json!({"model": self.model, "input": texts}));
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.map_err(|err| EmbedError::Unavailable(err.without_url().to_string()))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(EmbedError::Unavailable(format!("HTTP {status} from the embeddings endpoint")));
+        }
+        let body: EmbeddingsResponse =
+            response.json().await.map_err(|err| EmbedError::Invalid(err.without_url().to_string()))?;
+        if body.data.len() != texts.len() {
+            return Err(EmbedError::Invalid(format!("{} vectors for {} inputs", body.data.len(), texts.len())));
+        }
+        let mut vectors: Vec<Option<Vec<f32>>> = vec![None; texts.len()];
+        for item in body.data {
+            let slot = vectors.get_mut(item.index).ok_or_else(|| EmbedError::Invalid("index out of range".into()))?;
+            *slot = Some(normalised(item.embedding)?);
+        }
+        vectors.into_iter().map(|vector| vector.ok_or_else(|| EmbedError::Invalid("missing index".into()))).collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl Embedder for ApiEmbedder {
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(MAX_BATCH) {
+            out.extend(self.embed_batch(chunk).await?);
+        }
+        Ok(out)
+    }
+}
+
+/// Scales a vector to unit length; refuses empty, zero or non-finite ones.
+pub fn normalised(mut vector: Vec<f32>) -> Result<Vec<f32>, EmbedError> {
+    let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if vector.is_empty() || !norm.is_finite() || norm == 0.0 {
+        return Err(EmbedError::Invalid("empty, zero or non-finite vector".into()));
+    }
+    vector.iter_mut().for_each(|x| *x /= norm);
+    Ok(vector)
+}
+
+/// The stored form: f32 little-endian.
+pub fn to_bytes(vector: &[f32]) -> Vec<u8> {
+    vector.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Reads the stored form; `None` when the length is not a whole number of f32s.
+pub fn from_bytes(bytes: &[u8]) -> Option<Vec<f32>> {
+    if !bytes.len().is_multiple_of(4) {
+        return None;
+    }
+    Some(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vectors_round_trip_and_are_unit_length() {
+        let vector = normalised(vec![3.0, 4.0]).unwrap();
+        assert_eq!(vector, vec![0.6, 0.8]);
+        assert_eq!(from_bytes(&to_bytes(&vector)), Some(vector));
+        assert_eq!(from_bytes(&[0, 1, 2]), None);
+        assert!(normalised(vec![0.0, 0.0]).is_err());
+        assert!(normalised(vec![f32::NAN]).is_err());
+    }
+}

@@ -1,0 +1,29 @@
+//! Agent memory (SPEC §9): what an agent remembers across sessions and how it recalls it.
+//!
+//! # Layout
+//! - [`Memory`] (`service.rs`): the one entry point for writes and searches — validation, embedding on
+//!   write, hybrid retrieval (keyword + vector, fused by reciprocal rank fusion, then scored), recall
+//!   statistics. The API routes and the `memory_*` tools both go through it.
+//! - [`scoring`]: the pure ranking rules (recency half-lives, utility, the 0.5/0.3/0.2 score, RRF).
+//! - [`embed`]: the [`Embedder`] trait, the OpenAI-compatible `/v1/embeddings` client and the
+//!   `CORTEX_EMBEDDINGS` configuration.
+//! - [`index`]: the [`VectorIndex`] trait and the embedded backend (an in-memory scan over the vectors
+//!   stored in `memory_record`).
+//!
+//! Architecture invariants:
+//! - No SQL here: rows, the keyword index and stored vectors are `cortex-store`'s. The relational row is
+//!   the source of truth; every vector index is a cache that can be rebuilt from it.
+//! - Every operation takes the agent id and passes it down to every store and index call: one agent's
+//!   query can never see another agent's records.
+//! - No HTTP status codes: failures are [`MemoryError`] variants the API maps.
+
+pub mod embed;
+mod error;
+pub mod index;
+pub mod scoring;
+mod service;
+
+pub use embed::{ApiEmbedder, EmbedError, Embedder, EmbeddingsConfig, EmbeddingsMode};
+pub use error::MemoryError;
+pub use index::{EmbeddedIndex, IndexError, VectorIndex};
+pub use service::{Memory, MemoryPatch, Remember, ScoreParts, ScoredMemory, SearchMode, SearchQuery, SearchResults};

@@ -1,0 +1,4 @@
+//! Memory service conformance on both engines: supersession, recall statistics, per-agent isolation and
+//! an index that notices writes made by another process.
+
+mod service;
