@@ -14,4 +14,5 @@ mod jobs;
 mod keys;
 mod mcp;
 mod ops;
+mod sizes;
 mod tools;

@@ -8,4 +8,5 @@ mod otel;
 mod process;
 mod serve;
 mod startup;
+mod tidy;
 mod tool_crash;
