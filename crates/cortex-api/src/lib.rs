@@ -12,6 +12,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod guard;
+pub mod limits;
 pub mod mcp_sync;
 pub mod metrics;
 pub mod middleware;

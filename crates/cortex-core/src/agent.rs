@@ -36,7 +36,9 @@ crate::string_enum! {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelRef {
+    #[schema(max_length = 200)]
     pub provider: String,
+    #[schema(max_length = 200)]
     pub model: String,
 }
 
@@ -44,7 +46,9 @@ pub struct ModelRef {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
+    #[schema(max_length = 200)]
     pub provider: String,
+    #[schema(max_length = 200)]
     pub model: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f32>,

@@ -77,7 +77,8 @@ crate::string_enum! {
 }
 
 crate::string_enum! {
-    /// The exactly-once ledger states of a tool call (SPEC §3.3, §4.9).
+    /// The ledger states of a tool call (SPEC §3.3, §4.9): non-idempotent calls run at most once, idempotent
+    /// ones at least once (re-sent after a crash with the same idempotency key).
     pub enum ToolCallState {
         Requested = "requested",
         AwaitingApproval = "awaiting_approval",

@@ -16,6 +16,7 @@ use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, Code, ErrorBody};
 use crate::extract::{Json, PageParams, Query};
 use crate::guard::Routes;
+use crate::limits::{self, Fields, Text};
 use crate::state::AppState;
 use crate::views::{AgentView, List};
 
@@ -32,10 +33,16 @@ pub fn routes() -> Routes {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAgent {
+    #[schema(max_length = 100)]
     pub name: String,
+    #[schema(max_length = 64)]
     pub slug: Option<String>,
+    #[schema(max_length = 200)]
     pub role: Option<String>,
+    #[schema(max_length = 4000)]
     pub description: Option<String>,
+    /// At most 100 000 bytes.
+    #[schema(max_length = 100000)]
     pub system_prompt: Option<String>,
     pub model_config: ModelConfig,
     /// Tool refs to enable (each gets a policy with `approval: risk`).
@@ -50,10 +57,16 @@ pub struct CreateAgent {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateAgent {
+    #[schema(max_length = 100)]
     pub name: Option<String>,
+    #[schema(max_length = 64)]
     pub slug: Option<String>,
+    #[schema(max_length = 200)]
     pub role: Option<String>,
+    #[schema(max_length = 4000)]
     pub description: Option<String>,
+    /// At most 100 000 bytes.
+    #[schema(max_length = 100000)]
     pub system_prompt: Option<String>,
     pub model_config: Option<ModelConfig>,
     /// Replaces the set of enabled tools (policies of tools no longer listed are disabled).
@@ -83,21 +96,42 @@ pub struct DeleteAgentParams {
     pub force: bool,
 }
 
-const MAX_NAME_LEN: usize = 100;
 const MAX_PROMPT_LEN: usize = 100_000;
 
 /// Checks a definition the way every write path must (typed fields already passed serde).
 async fn validate(state: &AppState, def: &AgentDefinition, tools: &[String]) -> ApiResult<()> {
-    let mut fields: Vec<(&str, String)> = Vec::new();
-    let name = def.name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_LEN {
-        fields.push(("name", format!("must be 1–{MAX_NAME_LEN} characters")));
+    let mut checked = Fields::default();
+    if def.name.trim().is_empty() {
+        checked.0.push(("name", format!("must be 1–{} characters", limits::NAME)));
     }
+    checked
+        .text("name", &def.name, limits::NAME, Text::Name)
+        .text("role", &def.role, limits::LABEL, Text::Free)
+        .text("description", &def.description, limits::DESCRIPTION, Text::Free)
+        .text("model_config.provider", &def.model_config.provider, limits::REFERENCE, Text::Name)
+        .text("model_config.model", &def.model_config.model, limits::REFERENCE, Text::Name)
+        .optional(
+            "model_config.extraction_model",
+            def.model_config.extraction_model.as_deref(),
+            limits::REFERENCE,
+            Text::Name,
+        )
+        .names(
+            "model_config.fallbacks",
+            def.model_config.fallbacks.iter().flat_map(|f| [&f.provider, &f.model]),
+            limits::REFERENCE,
+        )
+        .names("tools", tools, limits::REFERENCE)
+        .names("skills", &def.skills, limits::REFERENCE)
+        .names("subagents", &def.subagents, limits::REFERENCE);
+    let mut fields = checked.0;
     if !is_valid_slug(&def.slug) {
         fields.push(("slug", "must be 1–64 characters of a-z, 0-9 and inner dashes".into()));
     }
     if def.system_prompt.len() > MAX_PROMPT_LEN {
         fields.push(("system_prompt", format!("must be at most {MAX_PROMPT_LEN} bytes")));
+    } else if let Some(bad) = def.system_prompt.chars().find(|c| !limits::allowed(*c, Text::Free)) {
+        fields.push(("system_prompt", format!("must not contain control character U+{:04X}", u32::from(bad))));
     }
     if let Err(reason) = def.model_config.validate() {
         fields.push(("model_config", reason));
@@ -191,7 +225,8 @@ async fn list_agents(
         items.push(enabled_tools(&state, agent).await?);
     }
     let mut tools = items.into_iter();
-    Ok(axum::Json(List::from_page(agents, |agent| AgentView::new(agent, tools.next().unwrap_or_default()))))
+    let list = List::from_page(agents, |agent| AgentView::new(agent, tools.next().unwrap_or_default()));
+    Ok(axum::Json(list.within_budget(|agent| agent.id)))
 }
 
 /// Read one agent by id or slug.

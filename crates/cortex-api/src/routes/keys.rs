@@ -38,6 +38,7 @@ pub fn routes() -> Routes {
 pub struct CreateKey {
     /// 1–100 characters.
     #[schema(max_length = 100)]
+    #[schema(max_length = 100)]
     pub name: String,
     /// At most the creator's own role (admins: any).
     pub role: Role,
@@ -67,10 +68,12 @@ async fn create_key(
     Json(body): Json<CreateKey>,
 ) -> ApiResult<impl IntoResponse> {
     let name = body.name.trim();
-    let mut fields: Vec<(&str, String)> = Vec::new();
-    if name.is_empty() || name.chars().count() > 100 {
-        fields.push(("name", "must be 1–100 characters".into()));
+    let mut checked = crate::limits::Fields::default();
+    if name.is_empty() {
+        checked.0.push(("name", format!("must be 1–{} characters", crate::limits::NAME)));
     }
+    checked.text("name", name, crate::limits::NAME, crate::limits::Text::Name);
+    let mut fields = checked.0;
     if body.role == Role::None {
         fields.push(("role", "must be viewer, operator, approver or admin".into()));
     }

@@ -21,6 +21,7 @@ use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Json, PageParams, Query};
 use crate::guard::Routes;
+use crate::limits::{self, Fields, Text};
 use crate::mcp_sync::{self, McpRegistration};
 use crate::routes::tools::{conflict_as, validate_display_name};
 use crate::state::AppState;
@@ -53,19 +54,24 @@ const PROBE_INTERVAL_RANGE: std::ops::RangeInclusive<i64> = 1..=3600;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateMcpServer {
+    #[schema(max_length = 100)]
     pub name: String,
     /// `[a-z0-9-]`, derived from the name when absent; used in tool refs `mcp:<slug>:<tool>`.
     pub slug: Option<String>,
     pub transport: TransportKind,
     /// stdio: the program to start.
+    #[schema(max_length = 8192)]
     pub command: Option<String>,
-    /// stdio: its arguments.
+    /// stdio: its arguments (at most 256, each up to 8 192 characters).
     pub args: Option<Vec<String>>,
-    /// stdio: environment variables (secret; stored encrypted, never returned).
+    /// stdio: environment variables (secret; stored encrypted, never returned; names up to 256
+    /// characters, values up to 8 192).
     pub env: Option<BTreeMap<String, String>>,
     /// http: the Streamable HTTP endpoint.
+    #[schema(max_length = 2048)]
     pub url: Option<String>,
-    /// http: headers sent on every request (secret; stored encrypted, never returned).
+    /// http: headers sent on every request (secret; stored encrypted, never returned; names up to 256
+    /// characters, values up to 8 192).
     pub headers: Option<BTreeMap<String, String>>,
     /// Seconds between health probes, 1–3600 (30).
     pub probe_interval_seconds: Option<i64>,
@@ -179,7 +185,20 @@ impl McpServerView {
 /// Checks a registration and turns it into the transport the pool will use; every problem is reported
 /// at once as `validation_failed` with `details.fields`.
 fn registration(body: CreateMcpServer) -> ApiResult<McpRegistration> {
-    let mut fields: Vec<(&str, String)> = Vec::new();
+    let mut checked = Fields::default();
+    checked
+        .text("name", &body.name, limits::NAME, Text::Name)
+        .optional("command", body.command.as_deref(), limits::HEADER_VALUE, Text::Name)
+        .optional("url", body.url.as_deref(), limits::URL, Text::Name)
+        .names("args", body.args.iter().flatten(), limits::HEADER_VALUE);
+    for (field, map) in [("env", &body.env), ("headers", &body.headers)] {
+        let map = map.as_ref();
+        checked.names(field, map.into_iter().flat_map(|map| map.keys()), limits::HEADER_NAME);
+        for value in map.into_iter().flat_map(|map| map.values()) {
+            checked.text(field, value, limits::HEADER_VALUE, Text::Name);
+        }
+    }
+    let mut fields = checked.0;
     if let Err(reason) = validate_display_name(&body.name) {
         fields.push(("name", reason));
     }

@@ -28,6 +28,7 @@ use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, Code, ErrorBody};
 use crate::extract::{Json, Query};
 use crate::guard::Routes;
+use crate::limits::{self, Fields, Text};
 use crate::state::AppState;
 use crate::views::List;
 
@@ -394,15 +395,19 @@ async fn catalogue(State(state): State<AppState>) -> ApiResult<axum::Json<List<C
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhookTool {
     /// `[a-z0-9_-]`, at most 48 characters; the tool ref is `webhook:<name>`.
+    #[schema(max_length = 48)]
     pub name: String,
+    #[schema(max_length = 4000)]
     pub description: String,
     /// JSON Schema (`"type": "object"`) of the arguments the model sends.
     #[schema(value_type = Object)]
     pub input_schema: Value,
+    #[schema(max_length = 2048)]
     pub url: String,
     /// `GET`, `POST` (default), `PUT`, `PATCH` or `DELETE`.
     pub method: Option<String>,
-    /// Sent with every call (secret; stored encrypted, never returned).
+    /// Sent with every call (secret; stored encrypted, never returned). At most 256 headers, names up to
+    /// 256 characters, values up to 8 192.
     pub headers: Option<BTreeMap<String, String>>,
     /// 1–60 000 (30 000).
     pub timeout_ms: Option<u64>,
@@ -485,6 +490,18 @@ async fn create_webhook_tool(
         risk: body.risk.unwrap_or(RiskTier::P2),
         idempotent: body.idempotent.unwrap_or(false),
     };
+    let mut fields = Fields::default();
+    fields
+        .text("name", &def.name, limits::NAME, Text::Name)
+        .text("description", &def.description, limits::DESCRIPTION, Text::Free)
+        .text("url", &def.url, limits::URL, Text::Name)
+        .names("headers", def.headers.keys(), limits::HEADER_NAME);
+    for value in def.headers.values() {
+        fields.text("headers", value, limits::HEADER_VALUE, Text::Name);
+    }
+    if !fields.is_empty() {
+        return Err(ApiError::validation(&fields.0));
+    }
     def.validate().map_err(|reasons| ApiError::validation(&[("definition", reasons)]))?;
     let agent_id = match body.agent_id {
         None => None,

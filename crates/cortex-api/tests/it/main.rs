@@ -17,4 +17,5 @@ mod mcp;
 mod memory;
 mod ops;
 mod sign_in;
+mod sizes;
 mod tools;

@@ -1,3 +1,4 @@
+//! Unit tests of the `content` module.
 use serde_json::json;
 
 use super::{CallOutcome, ContentPart};

@@ -1,3 +1,4 @@
+//! Unit tests of the `error` module.
 use std::time::Duration;
 
 use super::{McpError, Operation};

@@ -1,3 +1,4 @@
+//! Unit tests of the `http` module.
 use std::collections::BTreeMap;
 
 use super::header_map;

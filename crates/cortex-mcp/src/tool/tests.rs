@@ -1,3 +1,4 @@
+//! Unit tests of the `tool` module.
 use serde_json::json;
 
 use cortex_core::approval::RiskTier;

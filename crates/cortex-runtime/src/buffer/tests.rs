@@ -1,3 +1,4 @@
+//! Unit tests of the `buffer` module.
 use super::*;
 
 fn meta(job_id: Uuid, attempt: u32) -> BufferMeta {

@@ -1,3 +1,4 @@
+//! Unit tests of the `hygiene` module.
 use super::*;
 
 fn body_of(wrapped: &str) -> &str {

@@ -1,3 +1,4 @@
+//! Unit tests of the `schema` module.
 use serde_json::{Value, json};
 
 use super::*;

@@ -1,3 +1,4 @@
+//! Unit tests of the `ssrf` module.
 use std::net::IpAddr;
 
 use super::*;

@@ -106,7 +106,7 @@ async fn follow(api: &Api, job_id: &str) -> anyhow::Result<TurnEnd> {
                 match event.kind.as_str() {
                     "llm.delta" => {
                         if let Some(text) = data["text"].as_str() {
-                            print!("{text}");
+                            print!("{}", super::output::escape(text, true));
                             let _ = stdout.flush();
                             printed_any = true;
                         }
@@ -124,7 +124,7 @@ async fn follow(api: &Api, job_id: &str) -> anyhow::Result<TurnEnd> {
                         if printed_any {
                             println!();
                         } else {
-                            println!("{response}");
+                            println!("{}", super::output::escape(response, true));
                         }
                         return Ok(TurnEnd::Completed);
                     }
@@ -139,7 +139,7 @@ async fn follow(api: &Api, job_id: &str) -> anyhow::Result<TurnEnd> {
                             error["code"].as_str().unwrap_or("error"),
                             error["message"].as_str().unwrap_or("")
                         );
-                        return Ok(TurnEnd::Failed(message));
+                        return Ok(TurnEnd::Failed(super::output::escape(&message, true)));
                     }
                     _ => {}
                 }

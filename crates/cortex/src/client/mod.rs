@@ -118,7 +118,7 @@ fn describe_error(status: StatusCode, body: &[u8]) -> String {
         Ok(value) => {
             let code = value["error"]["code"].as_str().unwrap_or("error");
             let message = value["error"]["message"].as_str().unwrap_or("");
-            format!("{} {code}: {message}", status.as_u16())
+            format!("{} {code}: {}", status.as_u16(), output::escape(message, true))
         }
         Err(_) => format!("{status}"),
     }

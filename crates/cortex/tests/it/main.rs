@@ -10,4 +10,5 @@ mod otel;
 mod process;
 mod serve;
 mod startup;
+mod tidy;
 mod tool_crash;

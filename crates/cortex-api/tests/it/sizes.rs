@@ -1,0 +1,99 @@
+//! Sizes (issue 12, point 14) and characters (point 18): every stored string has a limit the OpenAPI
+//! document states, names refuse control characters, and list answers stay bounded in bytes.
+
+use cortex_core::role::Role;
+use cortex_testkit::{TestStore, both_engines};
+use serde_json::{Value, json};
+
+use crate::app::TestApp;
+
+fn agent_body(name: &str) -> Value {
+    json!({"name": name, "model_config": {"provider": "openai", "model": "gpt-4o-mini"}})
+}
+
+/// Asserts a 400 `validation_failed` naming `field` and returns the reason.
+async fn refused_field(response: reqwest::Response, field: &str) -> String {
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "validation_failed", "{body}");
+    body["error"]["details"]["fields"][field].as_str().unwrap_or_else(|| panic!("{field} not named: {body}")).to_owned()
+}
+
+both_engines!(oversized_fields_are_refused_naming_field_and_limit, |t: TestStore| async move {
+    let app = TestApp::spawn(t).await;
+    let mut body = agent_body("Big");
+    body["description"] = json!("x".repeat(1_000_000));
+    let reason = refused_field(app.post("/agents", &app.admin, body).await, "description").await;
+    assert!(reason.contains("4000"), "{reason}");
+
+    let mut body = agent_body("Model");
+    body["model_config"]["model"] = json!("m".repeat(201));
+    refused_field(app.post("/agents", &app.admin, body).await, "model_config.model").await;
+
+    let mut body = agent_body("Role");
+    body["role"] = json!("r".repeat(5000));
+    refused_field(app.post("/agents", &app.admin, body).await, "role").await;
+
+    let webhook = json!({
+        "name": "hook", "description": "d", "url": "https://example.com/hook",
+        "input_schema": {"type": "object"}, "headers": {"X-Token": "v".repeat(9000)}
+    });
+    refused_field(app.post("/webhook-tools", &app.admin, webhook).await, "headers").await;
+
+    let key = app.post("/api-keys", &app.admin, json!({"name": "k".repeat(101), "role": "viewer"})).await;
+    refused_field(key, "name").await;
+
+    let document: Value = app.get("/openapi.json", &app.admin).await.json().await.unwrap();
+    let create = &document["components"]["schemas"]["CreateAgent"]["properties"];
+    assert_eq!(create["description"]["maxLength"], 4000, "{create}");
+    assert_eq!(create["name"]["maxLength"], 100, "{create}");
+});
+
+both_engines!(control_characters_are_refused_in_names, |t: TestStore| async move {
+    let app = TestApp::spawn(t).await;
+    for name in ["evil\u{1b}[2J", "nul\u{0}", "rtl\u{202e}gnp.exe", "csi\u{9b}31m"] {
+        let reason = refused_field(app.post("/agents", &app.admin, agent_body(name)).await, "name").await;
+        assert!(reason.contains("control character"), "{reason}");
+    }
+    let mut body = agent_body("Prose");
+    body["description"] = json!("line one\nline two\twith a tab — שלום");
+    assert_eq!(app.post("/agents", &app.admin, body).await.status(), 201, "free text keeps line breaks");
+    let mut body = agent_body("Escape");
+    body["description"] = json!("colour \u{1b}[31m");
+    refused_field(app.post("/agents", &app.admin, body).await, "description").await;
+});
+
+both_engines!(list_answers_are_bounded_in_bytes, |t: TestStore| async move {
+    let app = TestApp::spawn(t).await;
+    let prompt = "p".repeat(99_000);
+    let mut created = std::collections::BTreeSet::new();
+    for n in 0..15 {
+        let mut body = agent_body(&format!("Huge {n}"));
+        body["system_prompt"] = json!(prompt);
+        let response = app.post("/agents", &app.admin, body).await;
+        assert_eq!(response.status(), 201);
+        let agent: Value = response.json().await.unwrap();
+        created.insert(agent["id"].as_str().unwrap().to_owned());
+    }
+    let viewer = app.key(Role::Viewer).await;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut path = "/agents?limit=200".to_owned();
+    let mut pages = 0;
+    loop {
+        let response = app.get(&path, &viewer).await;
+        assert_eq!(response.status(), 200);
+        let bytes = response.bytes().await.unwrap();
+        assert!(bytes.len() <= cortex_api::limits::LIST_BYTES + 200_000, "a page of {} bytes", bytes.len());
+        let page: Value = serde_json::from_slice(&bytes).unwrap();
+        for item in page["items"].as_array().unwrap() {
+            assert!(seen.insert(item["id"].as_str().unwrap().to_owned()), "an agent listed twice");
+        }
+        pages += 1;
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/agents?limit=200&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert!(pages >= 2, "1.5 MB of agents does not fit one page");
+    assert!(created.is_subset(&seen), "following the cursor lists every agent");
+});
