@@ -9,6 +9,8 @@
 //! transaction that changes a job of a session re-checks that session at commit and promotes the oldest
 //! waiting job when nothing else holds it, so no code path can forget to.
 
+use std::collections::HashMap;
+
 use cortex_core::Timestamp;
 use cortex_core::checkpoint::SealedCheckpoint;
 use cortex_core::event::EventType;
@@ -33,6 +35,10 @@ macro_rules! job_columns {
          delegation_depth, approval_id, idempotency_key, created_by, created_at, updated_at"
     };
 }
+
+/// Rows per multi-row `INSERT` of [`Tx::insert_jobs`]: 14 parameters each stays under both engines'
+/// bind limits.
+const JOBS_PER_STATEMENT: usize = 1000;
 
 /// A stored job.
 #[derive(Debug, Clone)]
@@ -547,6 +553,72 @@ impl Tx {
             self.notify(Notification::JobsReady);
         }
         Ok((job, true))
+    }
+
+    /// Creates many jobs at once: jobs without a session or idempotency key (a bulk load) go in with one
+    /// multi-row `INSERT` per [`JOBS_PER_STATEMENT`], the others one by one through [`Tx::insert_job`]
+    /// (they need their session lock and key look-up). Returns the jobs in the order given, each with
+    /// whether it was created now.
+    pub async fn insert_jobs(&mut self, jobs: &[NewJob]) -> Result<Vec<(Job, bool)>> {
+        let mut created: Vec<Option<(Job, bool)>> = vec![None; jobs.len()];
+        let mut plain: Vec<(usize, Uuid)> = Vec::with_capacity(jobs.len());
+        for (index, new) in jobs.iter().enumerate() {
+            if new.session_id.is_some() || new.idempotency_key.is_some() {
+                created[index] = Some(self.insert_job(new).await?);
+            } else {
+                plain.push((index, cortex_core::new_id()));
+            }
+        }
+        let now = self.now();
+        for batch in plain.chunks(JOBS_PER_STATEMENT) {
+            let rows: Vec<JobRow> = write!(self, |conn| {
+                let mut query = sqlx::QueryBuilder::new(
+                    "INSERT INTO job (id, agent_id, kind, status, priority, payload, max_attempts, timeout_seconds, run_at, \
+                     parent_job_id, delegation_depth, created_by, created_at, updated_at) ",
+                );
+                query.push_values(batch, |mut row, (index, id)| {
+                    let new = &jobs[*index];
+                    row.push_bind(*id)
+                        .push_bind(new.agent_id)
+                        .push_bind(new.kind.as_str())
+                        .push_bind(JobStatus::Scheduled.as_str())
+                        .push_bind(i64::from(new.priority))
+                        .push_bind(Json(&new.payload))
+                        .push_bind(i64::from(new.max_attempts))
+                        .push_bind(i64::from(new.timeout_seconds))
+                        .push_bind(ms(new.run_at.unwrap_or(now)))
+                        .push_bind(new.parent_job_id)
+                        .push_bind(i64::from(new.delegation_depth))
+                        .push_bind(new.created_by.as_deref())
+                        .push_bind(ms(now))
+                        .push_bind(ms(now));
+                });
+                query.push(concat!(" RETURNING ", job_columns!()));
+                query.build_query_as().fetch_all(conn).await?
+            });
+            let mut by_id: HashMap<Uuid, Job> = HashMap::with_capacity(rows.len());
+            for row in rows {
+                let job = row.into_job()?;
+                by_id.insert(job.id, job);
+            }
+            for (index, id) in batch {
+                let job = by_id.remove(id).ok_or(StoreError::StaleState { entity: "job" })?;
+                self.emit(NewEvent {
+                    session_id: None,
+                    ..NewEvent::new(
+                        job.agent_id,
+                        Some(job.id),
+                        EventType::JobState,
+                        json!({"from": null, "to": JobStatus::Scheduled, "attempt": 0}),
+                    )
+                });
+                created[*index] = Some((job, true));
+            }
+        }
+        if !plain.is_empty() {
+            self.notify(Notification::JobsReady);
+        }
+        created.into_iter().map(|job| job.ok_or(StoreError::StaleState { entity: "job" })).collect()
     }
 
     /// The agent's job created with `key`, if any; `IdempotencyConflict` when it was created by another

@@ -246,3 +246,35 @@ both_engines!(queue_statistics_are_refreshed_after_many_changes, |t: TestStore| 
         assert!(!t.store.refresh_job_statistics().await.unwrap(), "SQLite needs no statistics for the claim");
     }
 });
+
+both_engines!(bulk_insert_creates_every_job_in_order_with_its_event, |t: TestStore| async move {
+    let agent = agent_with_limit(&t.store, "bulk", 4).await;
+    let keyed = cortex_store::jobs::NewJob {
+        idempotency_key: Some(IdempotencyKey::for_request("bulk-key", &json!({"n": 1}))),
+        ..task(agent)
+    };
+    // 2,500 plain jobs span three statements; a keyed job and a repeat of it go the one-by-one way.
+    let mut jobs: Vec<_> = (0..2_500).map(|n| cortex_store::jobs::NewJob { priority: n % 7, ..task(agent) }).collect();
+    jobs.insert(10, keyed.clone());
+    jobs.push(keyed);
+    let mut tx = t.store.begin().await.unwrap();
+    let created = tx.insert_jobs(&jobs).await.unwrap();
+    tx.commit().await.unwrap();
+
+    assert_eq!(created.len(), jobs.len());
+    for (new, (job, _)) in jobs.iter().zip(&created) {
+        assert_eq!(job.priority, new.priority);
+        assert_eq!(job.status, JobStatus::Scheduled);
+    }
+    assert!(created[10].1, "the keyed job is created");
+    assert!(!created.last().unwrap().1, "its repeat returns it");
+    assert_eq!(created.last().unwrap().0.id, created[10].0.id);
+    let ids: HashSet<Uuid> = created.iter().map(|(job, _)| job.id).collect();
+    assert_eq!(ids.len(), jobs.len() - 1);
+    let counts = t.store.count_jobs_by_status().await.unwrap();
+    let scheduled = counts.iter().find(|(status, _)| *status == JobStatus::Scheduled).map(|(_, n)| *n);
+    assert_eq!(scheduled, Some((jobs.len() - 1) as i64));
+    let events = t.store.events_after(cortex_store::events::EventScope::All, 0, 10_000).await.unwrap();
+    let announced: HashSet<Uuid> = events.iter().filter_map(|e| e.job_id).collect();
+    assert_eq!(announced, ids, "every created job has its job.state event");
+});

@@ -38,14 +38,18 @@ const WARMUP: usize = 20;
 pub struct ChatArgs {
     #[command(flatten)]
     pub scratch: ScratchArgs,
-    /// Measured chat turns (one after the other).
+    /// Measured chat turns, spread over `--concurrency` clients.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub turns: u32,
+    /// Clients sending turns at the same time, each one turn after the other in new sessions.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub concurrency: u32,
 }
 
 /// Measures chat turns on the scratch database.
 pub(crate) async fn measure(scratch: &Scratch, args: &ChatArgs) -> anyhow::Result<Report> {
     let turns = args.turns as usize;
+    let concurrency = (args.concurrency as usize).min(turns);
     let model = InstantModel::start().await?;
     let store = Store::open(&scratch.database, Arc::new(SystemClock)).await.context("opening the scratch database")?;
     store.migrate().await.context("migrating the scratch database")?;
@@ -71,8 +75,12 @@ pub(crate) async fn measure(scratch: &Scratch, args: &ChatArgs) -> anyhow::Resul
     let key = admin_key(&store).await?;
 
     let stop = CancellationToken::new();
-    let engine = JobEngine::new(store.clone(), EngineConfig::with_name(format!("bench:{}", std::process::id())))
-        .with_handler(JobKind::Chat, runtime.handler());
+    // Enough slots that concurrent clients measure the overhead, not a queue behind the default five.
+    let config = EngineConfig {
+        concurrency: concurrency.max(5),
+        ..EngineConfig::with_name(format!("bench:{}", std::process::id()))
+    };
+    let engine = JobEngine::new(store.clone(), config).with_handler(JobKind::Chat, runtime.handler());
     let engine_task = tokio::spawn(engine.run(stop.clone().cancelled_owned()));
     let readiness = Readiness::default();
     readiness.set_engine_alive(true);
@@ -95,7 +103,7 @@ pub(crate) async fn measure(scratch: &Scratch, args: &ChatArgs) -> anyhow::Resul
     let limits = cortex_api::server::ConnectionLimits::default();
     let server = tokio::spawn(cortex_api::server::serve(listener, cortex_api::router(state), limits, server_stop));
 
-    let measured = turns_through_http(&base, &key, turns).await;
+    let measured = turns_through_http(&base, &key, turns, concurrency).await;
     stop.cancel();
     engine_task.await.context("job engine task")??;
     server.await.context("http server task")??;
@@ -107,7 +115,7 @@ pub(crate) async fn measure(scratch: &Scratch, args: &ChatArgs) -> anyhow::Resul
     let mut report = Report::new(
         "chat",
         store.engine_name(),
-        format!("{turns} turns of POST /agents/{{id}}/chat?wait=true with an instant model"),
+        format!("{turns} turns of POST /agents/{{id}}/chat?wait=true by {concurrency} clients, instant model"),
     );
     report.figure("turn_p50_ms", "overhead per turn, p50", millis(percentile(&samples, 0.50)), "ms");
     report.figure("turn_p99_ms", "overhead per turn, p99", millis(percentile(&samples, 0.99)), "ms");
@@ -127,29 +135,50 @@ async fn admin_key(store: &Store) -> anyhow::Result<String> {
     Ok(generated.plaintext)
 }
 
-async fn turns_through_http(base: &str, key: &str, turns: usize) -> anyhow::Result<Vec<Duration>> {
+async fn turns_through_http(base: &str, key: &str, turns: usize, concurrency: usize) -> anyhow::Result<Vec<Duration>> {
     let http = reqwest::Client::new();
-    let agent = json!({"name": "bench", "model_config": {"provider": "openai", "model": "gpt-4o-mini"}});
+    let agent = json!({"name": "bench", "model_config": {"provider": "openai", "model": "gpt-4o-mini"},
+                       "resource_limits": {"max_concurrent_jobs": concurrency.clamp(4, 100)}});
     let created = http.post(format!("{base}/agents")).bearer_auth(key).json(&agent).send().await?;
     if !created.status().is_success() {
         bail!("creating the agent failed: {}", created.text().await.unwrap_or_default());
     }
     let url = format!("{base}/agents/bench/chat?wait=true");
+    for _ in 0..WARMUP {
+        one_turn(&http, &url, key).await?;
+    }
+    // `concurrency` clients, each running its share of the turns one after the other.
+    let clients: Vec<_> = (0..concurrency)
+        .map(|client| {
+            let share = turns / concurrency + usize::from(client < turns % concurrency);
+            let (http, url, key) = (http.clone(), url.clone(), key.to_owned());
+            tokio::spawn(async move {
+                let mut samples = Vec::with_capacity(share);
+                for _ in 0..share {
+                    samples.push(one_turn(&http, &url, &key).await?);
+                }
+                anyhow::Ok(samples)
+            })
+        })
+        .collect();
     let mut samples = Vec::with_capacity(turns);
-    for turn in 0..WARMUP + turns {
-        let started = Instant::now();
-        let response = http.post(&url).bearer_auth(key).json(&json!({"text": "ping"})).send().await?;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        let elapsed = started.elapsed();
-        if status != 200 || body["status"] != "completed" {
-            bail!("turn {turn} did not complete: {status} {body}");
-        }
-        if turn >= WARMUP {
-            samples.push(elapsed);
-        }
+    for client in clients {
+        samples.extend(client.await.context("a benchmark client failed")??);
     }
     Ok(samples)
+}
+
+/// One turn in a new session; returns how long it took.
+async fn one_turn(http: &reqwest::Client, url: &str, key: &str) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let response = http.post(url).bearer_auth(key).json(&json!({"text": "ping"})).send().await?;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let elapsed = started.elapsed();
+    if status != 200 || body["status"] != "completed" {
+        bail!("a turn did not complete: {status} {body}");
+    }
+    Ok(elapsed)
 }
 
 /// A loopback OpenAI-compatible endpoint that answers every chat completion at once with "pong".

@@ -2,7 +2,8 @@
 //!
 //! It runs the real engine ([`JobEngine`], claims, heartbeats, records) with a handler that does no
 //! work, on a throw-away database, and reports:
-//! - **bulk enqueue**: jobs/s inserting `--jobs` jobs in transactions of [`ENQUEUE_BATCH`];
+//! - **bulk enqueue**: jobs/s inserting `--jobs` jobs in transactions of [`ENQUEUE_BATCH`] with
+//!   `Tx::insert_jobs` (multi-row inserts);
 //! - **processing** with 1, 16 and 64 concurrent jobs: jobs/s from engine start until every job's
 //!   completion is committed (a fresh backlog of `--jobs` jobs each time);
 //! - **enqueue→start latency** p50/p99: [`LATENCY_SAMPLES`] jobs enqueued one per transaction at a
@@ -147,18 +148,16 @@ fn bench_job(agent_id: Uuid) -> NewJob {
     }
 }
 
-/// Inserts `jobs` jobs in transactions of [`ENQUEUE_BATCH`].
+/// Inserts `jobs` jobs in transactions of [`ENQUEUE_BATCH`], each with the store's bulk insert.
 async fn enqueue_bulk(store: &Store, agent_id: Uuid, jobs: usize) -> anyhow::Result<()> {
-    let job = bench_job(agent_id);
+    let batch = vec![bench_job(agent_id); ENQUEUE_BATCH];
     let mut left = jobs;
     while left > 0 {
-        let batch = left.min(ENQUEUE_BATCH);
+        let size = left.min(ENQUEUE_BATCH);
         let mut tx = store.begin().await?;
-        for _ in 0..batch {
-            tx.insert_job(&job).await?;
-        }
+        tx.insert_jobs(&batch[..size]).await?;
         tx.commit().await?;
-        left -= batch;
+        left -= size;
     }
     Ok(())
 }

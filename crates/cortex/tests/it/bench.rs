@@ -72,7 +72,7 @@ fn queue_scenario_reports_every_figure() {
 #[test]
 fn chat_scenario_reports_every_figure() {
     for engine in engines() {
-        let mut args = vec!["chat", "--turns", "3"];
+        let mut args = vec!["chat", "--turns", "4", "--concurrency", "2"];
         args.extend(engine.iter().map(String::as_str));
         let report = bench(&args);
         assert_figures(&report, "chat", &["turn_p50_ms", "turn_p99_ms", "turn_mean_ms", "turn_max_ms"]);
