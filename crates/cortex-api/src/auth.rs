@@ -2,10 +2,15 @@
 //! `Authorization: Bearer …`. The result is a [`Principal`]; the minimum role of each route is declared
 //! once where the route is registered ([`crate::guard`]).
 //!
+//! Wrong keys are counted per client address: after 20 in a minute the address gets 429 with
+//! `Retry-After` for every attempt until its allowance refills ([`crate::rate_limit::FailedAuth`]).
+//!
 //! Keys are never read from the query string; a request that tries is refused, so keys do not end up
 //! in proxy and access logs.
 
-use axum::extract::{FromRequestParts, Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
@@ -153,6 +158,17 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
     if is_public(request.uri().path()) {
         return next.run(request).await;
     }
+    let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+    if let Some(retry_after) = client.and_then(|address| state.auth_failures.check(address).err()) {
+        return ApiError {
+            retry_after: Some(retry_after),
+            ..ApiError::new(
+                Code::RateLimited,
+                format!("too many failed authentications from this address; retry in {retry_after} s"),
+            )
+        }
+        .into_response();
+    }
     match resolve(&state, request.headers()).await {
         Ok(principal) => {
             let is_chat = request.method() == axum::http::Method::POST && request.uri().path().ends_with("/chat");
@@ -173,7 +189,12 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
             request.extensions_mut().insert(principal);
             next.run(request).await
         }
-        Err(err) => err.into_response(),
+        Err(err) => {
+            if let Some(address) = client.filter(|_| err.code == Code::Unauthorized) {
+                state.auth_failures.failed(address);
+            }
+            err.into_response()
+        }
     }
 }
 

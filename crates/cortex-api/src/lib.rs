@@ -18,6 +18,7 @@ pub mod middleware;
 mod openapi;
 pub mod rate_limit;
 mod routes;
+pub mod server;
 mod sse;
 pub mod state;
 pub mod views;
@@ -48,11 +49,14 @@ pub fn router(state: AppState) -> Router {
         .build(&state, OpenApiRouter::with_openapi(openapi::base_document()))
         .split_for_parts();
     let document: routes::docs::Document = std::sync::Arc::new(document);
-    // The last layer added runs first: request context → JSON error bodies → body limit → authentication.
+    // The last layer added runs first: request context → JSON error bodies → ops reserve → oversized
+    // bodies → body limit → authentication.
     api.fallback(middleware::not_found)
         .layer(axum::Extension(document))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(axum::middleware::from_fn_with_state(body_limit, middleware::oversized_bodies))
+        .layer(axum::middleware::from_fn(middleware::ops_reserve))
         .layer(axum::middleware::from_fn(middleware::json_errors))
         .layer(axum::middleware::from_fn(middleware::request_context))
         .with_state(state)

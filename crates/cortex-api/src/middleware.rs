@@ -5,13 +5,15 @@
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use tracing::Instrument;
 
 use crate::error::{ApiError, Code};
+use crate::server::OverCap;
 
 /// Header carrying the request id in both directions.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -78,7 +80,7 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
         StatusCode::METHOD_NOT_ALLOWED => {
             "method not allowed on this route; the Allow header lists the allowed ones".to_owned()
         }
-        StatusCode::PAYLOAD_TOO_LARGE => "request body is larger than the 1 MiB limit".to_owned(),
+        StatusCode::PAYLOAD_TOO_LARGE => "request body is larger than the route's limit".to_owned(),
         StatusCode::NOT_FOUND => "no such route".to_owned(),
         other => other.canonical_reason().unwrap_or("error").to_lowercase(),
     };
@@ -88,6 +90,64 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
     parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     let (_, body) = rebuilt.into_parts();
     Response::from_parts(parts, Body::new(body))
+}
+
+/// Routes a connection of the ops reserve may use (see [`crate::server`]).
+const OPS_ROUTES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// On a connection beyond the cap, answers only the operations routes; everything else gets 503 and the
+/// connection is closed, so the slot goes back to probes.
+pub async fn ops_reserve(request: Request, next: Next) -> Response {
+    if request.extensions().get::<OverCap>().is_none() || OPS_ROUTES.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
+    let error = ApiError {
+        retry_after: Some(1),
+        ..ApiError::new(Code::Unavailable, "the server is at its connection limit; retry shortly")
+    };
+    closing(error.into_response())
+}
+
+/// Bodies up to this many times the limit are read and discarded before the 413 is sent.
+const DRAIN_FACTOR: usize = 16;
+/// Longest time spent discarding an oversized body.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Answers a body whose declared length exceeds `limit` with 413 — after reading and discarding it (up
+/// to [`DRAIN_FACTOR`] × the limit), because closing a socket with unread data resets it, and a client
+/// still sending would see the reset instead of the answer. Bodies without a length are limited further
+/// in by the body-limit layer.
+pub async fn oversized_bodies(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    let Some(length) = declared.filter(|length| *length > limit as u64) else {
+        return next.run(request).await;
+    };
+    if length <= limit.saturating_mul(DRAIN_FACTOR) as u64 {
+        let mut body = request.into_body().into_data_stream();
+        let drain = async { while let Some(Ok(_)) = body.next().await {} };
+        if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
+            tracing::debug!("gave up reading an oversized request body");
+        }
+    }
+    closing(ApiError::new(Code::PayloadTooLarge, too_large_message(limit)).into_response())
+}
+
+fn too_large_message(limit: usize) -> String {
+    if limit.is_multiple_of(1024 * 1024) {
+        format!("request body is larger than the {} MiB limit", limit / (1024 * 1024))
+    } else {
+        format!("request body is larger than the {limit}-byte limit")
+    }
+}
+
+/// Asks hyper to close the connection after this response.
+fn closing(mut response: Response) -> Response {
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// Fallback for unknown routes.

@@ -18,8 +18,12 @@ pub struct ApiConfig {
     pub api_rate: crate::rate_limit::Limit,
     /// Chat messages per rate scope; 0 per minute disables.
     pub chat_rate: crate::rate_limit::Limit,
+    /// Failed authentications per client address before it gets 429; 0 per minute disables.
+    pub auth_failures: crate::rate_limit::Limit,
     /// Extra browser origins allowed to open streams (the server's own origin always is).
     pub allowed_origins: Vec<String>,
+    /// Header and idle deadlines and the connection cap of the listener ([`crate::server`]).
+    pub connections: crate::server::ConnectionLimits,
 }
 
 impl Default for ApiConfig {
@@ -28,7 +32,9 @@ impl Default for ApiConfig {
             body_limit: 1024 * 1024,
             api_rate: crate::rate_limit::Limit::API,
             chat_rate: crate::rate_limit::Limit::CHAT,
+            auth_failures: crate::rate_limit::Limit::AUTH_FAILURES,
             allowed_origins: Vec::new(),
+            connections: crate::server::ConnectionLimits::default(),
         }
     }
 }
@@ -74,6 +80,8 @@ pub struct AppState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Per-key request budgets (built from `config` by [`AppState::new`]).
     pub limiter: Arc<crate::rate_limit::RateLimiter>,
+    /// Failed authentications per client address.
+    pub auth_failures: Arc<crate::rate_limit::FailedAuth>,
     /// Database-derived gauges behind `/metrics`, recounted at most once a second.
     pub gauges: Arc<crate::metrics::StateGauges>,
 }
@@ -93,6 +101,7 @@ pub struct AppParts {
 impl AppState {
     pub fn new(parts: AppParts) -> Self {
         let limiter = Arc::new(crate::rate_limit::RateLimiter::new(parts.config.api_rate, parts.config.chat_rate));
+        let auth_failures = Arc::new(crate::rate_limit::FailedAuth::new(parts.config.auth_failures));
         Self {
             store: parts.store,
             runtime: parts.runtime,
@@ -103,6 +112,7 @@ impl AppState {
             readiness: parts.readiness,
             shutdown: parts.shutdown,
             limiter,
+            auth_failures,
             gauges: Arc::default(),
         }
     }

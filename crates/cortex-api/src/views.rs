@@ -48,7 +48,9 @@ pub struct AgentView {
     pub status: AgentStatus,
     pub health_state: HealthState,
     pub quarantine_reason: Option<String>,
+    #[serde(serialize_with = "crate::views::millis::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::views::millis::serialize")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -88,6 +90,7 @@ pub struct UsageView {
 pub struct StepView {
     /// `llm`, `tool`, `approval`.
     pub kind: String,
+    #[serde(serialize_with = "crate::views::millis::serialize")]
     pub at: DateTime<Utc>,
     #[schema(value_type = Object)]
     pub detail: Value,
@@ -104,9 +107,13 @@ pub struct JobView {
     pub attempt: u32,
     pub max_attempts: u32,
     pub timeout_seconds: u32,
+    #[serde(serialize_with = "crate::views::millis::serialize")]
     pub run_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::views::millis::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::views::millis::option")]
     pub started_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::views::millis::option")]
     pub completed_at: Option<DateTime<Utc>>,
     pub error: Option<JobError>,
     pub usage: UsageView,
@@ -154,8 +161,11 @@ pub struct SessionView {
     pub status: String,
     pub message_count: i64,
     pub usage: UsageView,
+    #[serde(serialize_with = "crate::views::millis::serialize")]
     pub last_activity_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::views::millis::option")]
     pub closed_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::views::millis::serialize")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -188,6 +198,7 @@ pub struct MessageView {
     pub role: String,
     pub content: String,
     pub job_id: Option<Uuid>,
+    #[serde(serialize_with = "crate::views::millis::serialize")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -218,9 +229,13 @@ pub struct ApiKeyView {
     pub created_by_key_id: Option<Uuid>,
     /// Requests per minute for this key, replacing the server-wide API limit.
     pub rate_limit_per_minute: Option<u32>,
+    #[serde(serialize_with = "crate::views::millis::option")]
     pub expires_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::views::millis::option")]
     pub last_used_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::views::millis::option")]
     pub revoked_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::views::millis::serialize")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -239,6 +254,25 @@ impl From<ApiKey> for ApiKeyView {
             last_used_at: key.last_used_at,
             revoked_at: key.revoked_at,
             created_at: key.created_at,
+        }
+    }
+}
+
+/// Timestamps on the wire: RFC 3339 UTC with exactly three fractional digits (`2026-01-01T00:00:00.000Z`),
+/// so every timestamp has the same width and sorts as text.
+pub mod millis {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Millis, true))
+    }
+
+    /// [`serialize`] for optional timestamps (`null` when absent).
+    pub fn option<S: Serializer>(at: &Option<DateTime<Utc>>, serializer: S) -> Result<S::Ok, S::Error> {
+        match at {
+            Some(at) => serialize(at, serializer),
+            None => serializer.serialize_none(),
         }
     }
 }

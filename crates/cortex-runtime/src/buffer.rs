@@ -13,6 +13,7 @@
 //! and reports it; any other bad line is an error in the report.
 
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -179,12 +180,19 @@ async fn write_batch(mut writer: Writer, lines: String, sync: bool) -> Option<Wr
     Some(writer)
 }
 
+/// Options creating a file only its owner can read: buffers hold whole conversations.
+fn private_file() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).write(true).mode(0o600);
+    options
+}
+
 /// Opens the attempt's file for appending, cutting a partial last line left by a crash, and finds the
 /// next sequence number of the job.
 fn open_writer(dir: &Path, meta: BufferMeta) -> std::io::Result<Writer> {
-    std::fs::create_dir_all(dir)?;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     let metadata = serde_json::to_vec_pretty(&meta).map_err(std::io::Error::other)?;
-    std::fs::write(dir.join(METADATA_FILE), metadata)?;
+    private_file().truncate(true).open(dir.join(METADATA_FILE))?.write_all(&metadata)?;
     let path = dir.join(format!("session-{:03}.jsonl", meta.attempt));
     if let Ok(existing) = std::fs::read(&path) {
         let keep = existing.iter().rposition(|byte| *byte == b'\n').map_or(0, |at| at + 1);
@@ -193,7 +201,7 @@ fn open_writer(dir: &Path, meta: BufferMeta) -> std::io::Result<Writer> {
         }
     }
     let sequence = read_buffer(dir).records.iter().map(|record| record.sequence + 1).max().unwrap_or(0);
-    let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+    let file = private_file().append(true).open(&path)?;
     Ok(Writer { file: Arc::new(file), meta, sequence, last_sync: Instant::now() })
 }
 

@@ -228,12 +228,29 @@ impl Store {
     }
 }
 
-async fn open_sqlite(path: &std::path::Path, exclusive: bool) -> Result<Engine> {
+/// Creates the database file owner-only before SQLite opens it (SQLite gives its `-wal` and `-shm` files
+/// the database file's mode), and its directory owner-only when it has to create it.
+fn private_database_file(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|err| StoreError::Unavailable(sqlx::Error::Io(err)))?;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     }
+    let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+    let mode = file.metadata()?.permissions().mode();
+    if mode & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(mode & 0o700))?;
+    }
+    Ok(())
+}
+
+async fn open_sqlite(path: &std::path::Path, exclusive: bool) -> Result<Engine> {
+    private_database_file(path).map_err(|err| StoreError::Unavailable(sqlx::Error::Io(err)))?;
     let lock_path = path.with_extension("lock");
-    let lock = File::create(&lock_path).map_err(|err| StoreError::Unavailable(sqlx::Error::Io(err)))?;
+    let lock = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&lock_path)
+    }
+    .map_err(|err| StoreError::Unavailable(sqlx::Error::Io(err)))?;
     if exclusive && lock.try_lock().is_err() {
         return Err(StoreError::Locked(format!(
             "{} is in use by another cortex process (lock {}); SQLite mode runs one process per data dir — use PostgreSQL to run several",

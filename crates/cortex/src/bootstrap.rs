@@ -29,8 +29,16 @@ pub const UNUSABLE_ENV_KEY: &str = "warning: CORTEX_API_KEY names a key that was
      with it is refused (401). Create a new admin key with `cortex keys create --name admin --role admin` (same \
      CORTEX_DATA_DIR or CORTEX_DATABASE_URL), then set CORTEX_API_KEY to it or unset it.";
 
-/// Refuses a weak `CORTEX_API_KEY` before anything starts.
+/// Refuses a weak `CORTEX_API_KEY` before anything starts — an empty one too: set but empty is a mistake
+/// (a missing secret in a deployment), not a request for a generated key.
 pub fn check_env_key(env_key: Option<&str>) -> anyhow::Result<()> {
+    if env_key.is_some_and(|key| key.trim().is_empty()) {
+        bail!(ConfigError(
+            "CORTEX_API_KEY is set but empty; set it to a strong key (`cortex keys generate` prints one) or unset it \
+             to have a key generated and printed once"
+                .into()
+        ));
+    }
     if let Some(key) = env_key
         && let Err(weakness) = cortex_core::api_key::check_bootstrap_strength(key)
     {

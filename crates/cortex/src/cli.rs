@@ -127,6 +127,23 @@ pub struct ServerArgs {
     /// Chat messages per minute per API key or session, burst a sixth of it; 0 disables [default: 600].
     #[arg(long, env = "CORTEX_RATE_LIMIT_CHAT_PER_MINUTE")]
     pub rate_limit_chat_per_minute: Option<u32>,
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+}
+
+/// Deadlines and the cap of the HTTP listener (SPEC Appendix B, Connections).
+#[derive(Debug, Clone, Args)]
+pub struct ConnectionArgs {
+    /// Seconds a client has to send its request headers, else the connection is closed [default: 30].
+    #[arg(long, env = "CORTEX_HTTP_HEADER_TIMEOUT_SECONDS")]
+    pub http_header_timeout_seconds: Option<u64>,
+    /// Seconds a keep-alive connection may sit idle before it is closed [default: 60].
+    #[arg(long, env = "CORTEX_HTTP_IDLE_TIMEOUT_SECONDS")]
+    pub http_idle_timeout_seconds: Option<u64>,
+    /// Connections served at once; beyond them the listener stops accepting (8 more answer only
+    /// /healthz, /readyz and /metrics) [default: 1024].
+    #[arg(long, env = "CORTEX_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use anyhow::bail;
 use cortex_api::rate_limit::Limit;
+use cortex_api::server::ConnectionLimits;
 use cortex_jobs::retention::RetentionPolicy;
 use cortex_store::DatabaseConfig;
 use serde::Deserialize;
 
-use crate::cli::{EngineArgs, ServerArgs, StoreArgs, WorkerArgs};
+use crate::cli::{ConnectionArgs, EngineArgs, ServerArgs, StoreArgs, WorkerArgs};
 
 /// Contents of `--config FILE`. Unknown keys are errors, so typos surface.
 #[derive(Debug, Default, Deserialize)]
@@ -33,6 +34,9 @@ pub struct FileConfig {
     pub health_listen: Option<SocketAddr>,
     pub rate_limit_api_per_minute: Option<u32>,
     pub rate_limit_chat_per_minute: Option<u32>,
+    pub http_header_timeout_seconds: Option<u64>,
+    pub http_idle_timeout_seconds: Option<u64>,
+    pub max_connections: Option<usize>,
 }
 
 /// A configuration error; the process exits with status 2 and this message.
@@ -161,6 +165,8 @@ pub struct ServeConfig {
     pub api_rate: Limit,
     /// Chat messages per key or session.
     pub chat_rate: Limit,
+    /// Header and idle deadlines, connection cap.
+    pub connections: ConnectionLimits,
 }
 
 impl ServeConfig {
@@ -168,9 +174,7 @@ impl ServeConfig {
         let file = load_file(args.store.config.as_deref())?;
         let listen_text =
             args.listen.clone().or_else(|| file.listen.clone()).unwrap_or_else(|| "127.0.0.1:4000".into());
-        let listen: SocketAddr = listen_text
-            .parse()
-            .map_err(|_| invalid("CORTEX_LISTEN", format!("`{listen_text}` is not an address like 127.0.0.1:4000")))?;
+        let listen = resolve_listen(&listen_text)?;
         let allowed_origins = args.allowed_origins.clone().or_else(|| file.allowed_origins.clone()).unwrap_or_default();
         for origin in &allowed_origins {
             if !(origin.starts_with("http://") || origin.starts_with("https://")) {
@@ -188,8 +192,45 @@ impl ServeConfig {
             allowed_origins,
             api_rate: Limit::per_minute(api_rate),
             chat_rate: Limit::per_minute(chat_rate),
+            connections: resolve_connections(&args.connections, &file)?,
         })
     }
+}
+
+/// `host:port` with a literal address or a host name (the first address it resolves to).
+fn resolve_listen(text: &str) -> anyhow::Result<SocketAddr> {
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    let not_an_address = || invalid("CORTEX_LISTEN", format!("`{text}` is not an address like 127.0.0.1:4000"));
+    let (host, port) = text.rsplit_once(':').ok_or_else(not_an_address)?;
+    let port: u16 = port.parse().map_err(|_| not_an_address())?;
+    let mut addresses = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .map_err(|err| invalid("CORTEX_LISTEN", format!("cannot resolve `{host}`: {err}")))?;
+    addresses.next().ok_or_else(|| invalid("CORTEX_LISTEN", format!("`{host}` resolves to no address")))
+}
+
+/// The listener's deadlines and cap, each within a range that keeps the server usable.
+fn resolve_connections(args: &ConnectionArgs, file: &FileConfig) -> anyhow::Result<ConnectionLimits> {
+    let defaults = ConnectionLimits::default();
+    let header = args.http_header_timeout_seconds.or(file.http_header_timeout_seconds);
+    let idle = args.http_idle_timeout_seconds.or(file.http_idle_timeout_seconds);
+    let max_connections = args.max_connections.or(file.max_connections).unwrap_or(defaults.max_connections);
+    for (setting, seconds) in
+        [("CORTEX_HTTP_HEADER_TIMEOUT_SECONDS", header), ("CORTEX_HTTP_IDLE_TIMEOUT_SECONDS", idle)]
+    {
+        if seconds.is_some_and(|seconds| !(1..=3600).contains(&seconds)) {
+            return Err(invalid(setting, "must be between 1 and 3600 seconds"));
+        }
+    }
+    if !(1..=1_000_000).contains(&max_connections) {
+        return Err(invalid("CORTEX_MAX_CONNECTIONS", "must be between 1 and 1000000"));
+    }
+    Ok(ConnectionLimits {
+        header_timeout: header.map_or(defaults.header_timeout, Duration::from_secs),
+        idle_timeout: idle.map_or(defaults.idle_timeout, Duration::from_secs),
+        max_connections,
+    })
 }
 
 /// Everything `cortex worker` needs, resolved.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
+use cortex_api::server::ConnectionLimits;
 use cortex_api::state::AppParts;
 use cortex_api::{ApiConfig, AppState, Readiness};
 use cortex_core::clock::{Clock, SystemClock};
@@ -19,13 +20,21 @@ use tokio_util::sync::CancellationToken;
 use crate::bootstrap::{self, Bootstrap};
 use crate::config::{ConfigError, EngineSettings, ServeConfig, StoreConfig, WorkerConfig};
 
-/// Opens and migrates the store; a locked SQLite file is a configuration problem (exit 2).
+/// Opens and migrates the store. A database that cannot be opened (PostgreSQL unreachable, a data dir
+/// that is not a directory, a locked SQLite file) is a configuration problem: exit 2, one message naming
+/// the setting.
 pub async fn open_store(config: &StoreConfig) -> anyhow::Result<Store> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = match Store::open(&config.database, clock).await {
         Ok(store) => store,
         Err(StoreError::Locked(message)) => return Err(anyhow::Error::new(ConfigError(message))),
-        Err(err) => return Err(err).context(describe(&config.database)),
+        Err(err) => {
+            return Err(anyhow::Error::new(ConfigError(format!(
+                "{}: {}",
+                describe(&config.database),
+                root_cause(&err)
+            ))));
+        }
     };
     store.migrate().await.context("applying database migrations")?;
     Ok(store)
@@ -33,9 +42,20 @@ pub async fn open_store(config: &StoreConfig) -> anyhow::Result<Store> {
 
 fn describe(database: &DatabaseConfig) -> String {
     match database {
-        DatabaseConfig::Sqlite { path } => format!("opening SQLite database {}", path.display()),
-        DatabaseConfig::Postgres { .. } => "connecting to PostgreSQL (CORTEX_DATABASE_URL)".into(),
+        DatabaseConfig::Sqlite { path } => {
+            format!("cannot open the SQLite database {} (CORTEX_DATA_DIR)", path.display())
+        }
+        DatabaseConfig::Postgres { .. } => "cannot connect to PostgreSQL (CORTEX_DATABASE_URL)".into(),
     }
+}
+
+/// The innermost cause of an error: outer layers repeat it in their own messages.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
 }
 
 fn engine(store: &Store, runtime: &Arc<Runtime>, settings: &EngineSettings) -> JobEngine {
@@ -161,13 +181,42 @@ pub async fn open_cipher(store: &Store, config: &StoreConfig) -> anyhow::Result<
     match store.verify_master_key(&cipher).await {
         Ok(()) => Ok(Arc::new(cipher)),
         Err(SecretsError::Store(err)) => Err(err).context("checking the master key"),
+        Err(SecretsError::WrongKey { expected, configured }) => {
+            let source = match env_key {
+                Some(_) => "CORTEX_MASTER_KEY".to_owned(),
+                None => format!(
+                    "the key file {} (CORTEX_MASTER_KEY is not set)",
+                    config.data_dir.join("master.key").display()
+                ),
+            };
+            Err(anyhow::Error::new(ConfigError(format!(
+                "the master key from {source} (key id {configured}) does not match the key that encrypted this \
+                 database's secrets (key id {expected}); if master.key was deleted or replaced, restore it from a \
+                 backup or set CORTEX_MASTER_KEY to the original key"
+            ))))
+        }
         Err(err) => Err(anyhow::Error::new(ConfigError(err.to_string()))),
+    }
+}
+
+/// Raises the soft limit of open files to the hard limit: each connection, database handle and MCP
+/// child needs descriptors, and the usual soft default (1,024) is below the connection cap.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open file limit"),
+            Err(err) => tracing::warn!(soft, hard, error = %err, "cannot raise the open file limit"),
+        },
+        Ok((soft, _)) => tracing::info!(limit = soft, "open file limit"),
+        Err(err) => tracing::warn!(error = %err, "cannot read the open file limit"),
     }
 }
 
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let started = Instant::now();
-    let env_key = std::env::var("CORTEX_API_KEY").ok().filter(|key| !key.is_empty());
+    raise_open_file_limit();
+    let env_key = std::env::var("CORTEX_API_KEY").ok();
     bootstrap::check_env_key(env_key.as_deref())?;
     let store = open_store(&config.store).await?;
     let cipher = open_cipher(&store, &config.store).await?;
@@ -186,6 +235,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             allowed_origins: config.allowed_origins.clone(),
             api_rate: config.api_rate,
             chat_rate: config.chat_rate,
+            connections: config.connections,
             ..ApiConfig::default()
         },
         metrics: cortex_api::metrics::handle(),
@@ -213,9 +263,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let prober = spawn_mcp_prober(&store, &cipher, &mcp, &shutdown);
     let retention = spawn_retention(&runtime, &config.engine, &engine_stop);
     let server_stop = shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, cortex_api::router(state)).with_graceful_shutdown(server_stop.cancelled_owned()).await
-    });
+    let server =
+        tokio::spawn(cortex_api::server::serve(listener, cortex_api::router(state), config.connections, server_stop));
 
     tracing::info!(%address, database = store.engine_name(), data_dir = %config.store.data_dir.display(), startup_ms = started.elapsed().as_millis() as u64, "cortex serve ready");
     match &bootstrap {
@@ -246,6 +295,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
 }
 
 pub async fn worker(config: WorkerConfig) -> anyhow::Result<()> {
+    raise_open_file_limit();
     let store = open_store(&config.store).await?;
     let cipher = open_cipher(&store, &config.store).await?;
     let mcp = mcp_pool(&store);
@@ -267,10 +317,8 @@ pub async fn worker(config: WorkerConfig) -> anyhow::Result<()> {
             let listener = TcpListener::bind(address).await.map_err(|err| {
                 anyhow::Error::new(ConfigError(format!("cannot listen on {address} (CORTEX_HEALTH_LISTEN): {err}")))
             })?;
-            let stop = shutdown.clone();
-            Some(tokio::spawn(async move {
-                axum::serve(listener, cortex_api::router(state)).with_graceful_shutdown(stop.cancelled_owned()).await
-            }))
+            let limits = ConnectionLimits::default();
+            Some(tokio::spawn(cortex_api::server::serve(listener, cortex_api::router(state), limits, shutdown.clone())))
         }
         None => None,
     };

@@ -59,11 +59,24 @@ impl Drop for Telemetry {
     }
 }
 
+/// The `CORTEX_LOG` filter (`info` when unset or empty); a value that does not parse is a configuration
+/// error, not a silent fallback.
+fn log_filter() -> anyhow::Result<EnvFilter> {
+    match std::env::var("CORTEX_LOG") {
+        Ok(value) if !value.trim().is_empty() => EnvFilter::try_new(value.trim()).map_err(|err| {
+            anyhow::Error::new(ConfigError(format!(
+                "invalid CORTEX_LOG: {err} (expected a filter such as `info` or `warn,cortex_api=debug`)"
+            )))
+        }),
+        _ => Ok(EnvFilter::new("info")),
+    }
+}
+
 /// Installs the global subscriber. Fails only on invalid OpenTelemetry settings ([`ConfigError`]) or when
 /// the exporter cannot be built; without `OTEL_EXPORTER_OTLP_ENDPOINT` it behaves exactly as before.
 pub fn init() -> anyhow::Result<Telemetry> {
     let provider = tracer_provider()?;
-    let filter = EnvFilter::try_from_env("CORTEX_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = log_filter()?;
     let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let logs = if std::io::stderr().is_terminal() {
         logs.compact().boxed()

@@ -51,12 +51,16 @@ pub struct ApprovalView {
     pub tool_ref: Option<String>,
     pub risk: RiskTier,
     pub status: ApprovalStatus,
+    #[serde(serialize_with = "crate::views::millis::serialize")]
     pub requested_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::views::millis::serialize")]
     pub expires_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::views::millis::option")]
     pub decided_at: Option<DateTime<Utc>>,
     pub decided_via: Option<DecidedVia>,
     pub decided_by: Option<Uuid>,
     pub reason: Option<String>,
+    #[serde(serialize_with = "crate::views::millis::option")]
     pub executed_at: Option<DateTime<Utc>>,
 }
 
@@ -93,6 +97,7 @@ pub struct AuditEntryView {
     pub details: Value,
     pub entry_hash: String,
     pub prev_hash: String,
+    #[serde(serialize_with = "crate::views::millis::serialize")]
     pub created_at: DateTime<Utc>,
 }
 

@@ -41,6 +41,7 @@ pub struct CreateKey {
     pub name: String,
     /// At most the creator's own role (admins: any).
     pub role: Role,
+    #[serde(serialize_with = "crate::views::millis::option")]
     pub expires_at: Option<DateTime<Utc>>,
     /// Requests per minute for this key, 1–1 000 000, replacing the server-wide API limit; a non-admin may
     /// not exceed its own. Default: the server-wide limit (or the creator's own limit for non-admins).

@@ -135,9 +135,12 @@ pub struct McpServerView {
     #[schema(value_type = Option<Object>)]
     pub capabilities: Option<Value>,
     pub probe_interval_seconds: i64,
+    #[serde(serialize_with = "crate::views::millis::option")]
     pub last_healthy_at: Option<DateTime<Utc>>,
     pub tools: Vec<McpToolView>,
+    #[serde(serialize_with = "crate::views::millis::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::views::millis::serialize")]
     pub updated_at: DateTime<Utc>,
 }
 

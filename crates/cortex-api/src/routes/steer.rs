@@ -47,6 +47,7 @@ pub struct SteerView {
     pub state: String,
     pub priority: String,
     pub injected_at_turn: Option<i64>,
+    #[serde(serialize_with = "crate::views::millis::serialize")]
     pub created_at: DateTime<Utc>,
 }
 

@@ -138,6 +138,7 @@ pub struct ToolPolicyView {
     /// Why the tool cannot be used, when it cannot.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+    #[serde(serialize_with = "crate::views::millis::serialize")]
     pub updated_at: DateTime<Utc>,
 }
 

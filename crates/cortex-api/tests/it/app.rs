@@ -25,7 +25,9 @@ impl TestApp {
     /// A server whose rate limits never get in the way (the limit itself has its own test).
     pub async fn spawn(test: TestStore) -> TestApp {
         let unlimited = cortex_api::rate_limit::Limit::OFF;
-        Self::spawn_with(test, ApiConfig { api_rate: unlimited, chat_rate: unlimited, ..ApiConfig::default() }).await
+        let config =
+            ApiConfig { api_rate: unlimited, chat_rate: unlimited, auth_failures: unlimited, ..ApiConfig::default() };
+        Self::spawn_with(test, config).await
     }
 
     pub async fn spawn_with(test: TestStore, config: ApiConfig) -> TestApp {
@@ -40,6 +42,7 @@ impl TestApp {
     ) -> TestApp {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let store = test.store.clone();
+        let connections = config.connections;
         let readiness = Readiness::default();
         readiness.set_engine_alive(true);
         let shutdown = CancellationToken::new();
@@ -73,10 +76,7 @@ impl TestApp {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            axum::serve(listener, cortex_api::router(state))
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-                .unwrap();
+            cortex_api::server::serve(listener, cortex_api::router(state), connections, stop).await.unwrap();
         });
         let mut app = TestApp { base, http: reqwest::Client::new(), admin: String::new(), test, runtime, shutdown };
         app.admin = app.key(Role::Admin).await;

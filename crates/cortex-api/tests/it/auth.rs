@@ -256,3 +256,26 @@ both_engines!(every_operation_documents_its_errors_with_the_envelope, |t: TestSt
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 });
+
+/// Wrong keys are counted per client address: after 20 in a minute every attempt from it is 429 with
+/// `Retry-After`, the right key included, so guessing gains nothing.
+#[tokio::test]
+async fn failed_authentication_is_throttled_per_address() {
+    let app = crate::app::TestApp::spawn_with(
+        cortex_testkit::TestStore::new(cortex_testkit::Engine::Sqlite).await,
+        cortex_api::ApiConfig::default(),
+    )
+    .await;
+    for attempt in 0..20 {
+        let response = app.get("/agents", "ctx_wrong_key_0123456789abcdef0123456789").await;
+        assert_eq!(response.status(), 401, "attempt {attempt}");
+    }
+    for key in ["ctx_wrong_key_0123456789abcdef0123456789", app.admin.as_str()] {
+        let response = app.get("/agents", key).await;
+        assert_eq!(response.status(), 429);
+        let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&retry_after));
+        assert_eq!(crate::app::error_code(response).await, "rate_limited");
+    }
+    assert_eq!(app.get("/healthz", "").await.status(), 200, "public routes stay open");
+}

@@ -4,6 +4,8 @@ mod app;
 mod approvals;
 mod auth;
 mod chat;
+mod connections;
+mod contract;
 mod conversation;
 mod credentials;
 mod errors;

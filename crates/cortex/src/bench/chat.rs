@@ -90,9 +90,8 @@ pub(crate) async fn measure(scratch: &Scratch, args: &ChatArgs) -> anyhow::Resul
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let server_stop = stop.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, cortex_api::router(state)).with_graceful_shutdown(server_stop.cancelled_owned()).await
-    });
+    let limits = cortex_api::server::ConnectionLimits::default();
+    let server = tokio::spawn(cortex_api::server::serve(listener, cortex_api::router(state), limits, server_stop));
 
     let measured = turns_through_http(&base, &key, turns).await;
     stop.cancel();

@@ -244,6 +244,15 @@ async fn a_killed_server_resumes_the_turn_without_repeating_the_tool() {
     // The buffer is written by a background task that may lag the loop; the crash under test comes
     // once the first attempt's tool result is on disk.
     wait_for_file_text(&dir.path().join(format!("sessions/{job_id}/session-001.jsonl")), "TOOL_RESULT").await;
+    // Buffers hold whole conversations: owner-only, like the database and the master key.
+    use std::os::unix::fs::PermissionsExt;
+    let buffer_dir = dir.path().join(format!("sessions/{job_id}"));
+    for entry in std::fs::read_dir(&buffer_dir).unwrap() {
+        let mode = entry.unwrap().metadata().unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "session buffer file mode {mode:o}");
+    }
+    let mode = std::fs::metadata(&buffer_dir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "session buffer directory mode {mode:o}");
     server.kill();
 
     let restarted = start(dir.path(), &env);

@@ -7,4 +7,5 @@ mod mcp_secrets;
 mod otel;
 mod process;
 mod serve;
+mod startup;
 mod tool_crash;
