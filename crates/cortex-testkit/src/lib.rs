@@ -250,29 +250,7 @@ macro_rules! both_engines {
 impl TestStore {
     /// Inserts an active agent named `name` (slug from the name, model `openai/gpt-4o-mini`) and returns its id.
     pub async fn agent(&self, name: &str) -> uuid::Uuid {
-        use cortex_core::agent::{AccessMode, AgentStatus, ModelConfig, ResourceLimits};
-        let definition = cortex_store::agents::AgentDefinition {
-            name: name.to_owned(),
-            slug: cortex_core::agent::slugify(name),
-            role: String::new(),
-            description: String::new(),
-            system_prompt: "You are helpful.".into(),
-            model_config: ModelConfig {
-                provider: "openai".into(),
-                model: "gpt-4o-mini".into(),
-                temperature: None,
-                max_tokens: None,
-                fallbacks: vec![],
-                extraction_model: None,
-                requires_approval: false,
-                credential: None,
-            },
-            resource_limits: ResourceLimits::default(),
-            access_mode: AccessMode::BoundChats,
-            skills: vec![],
-            subagents: vec![],
-            status: AgentStatus::Active,
-        };
+        let definition = agent_definition(name);
         let mut tx = self.store.begin().await.expect("begin");
         let id = tx.insert_agent(&definition).await.expect("insert agent");
         tx.commit().await.expect("commit");
