@@ -1,6 +1,11 @@
-//! Authentication (SPEC §17.1–§17.2): every route except the public ones needs an API key in
-//! `Authorization: Bearer …`. The result is a [`Principal`]; the minimum role of each route is declared
-//! once where the route is registered ([`crate::guard`]).
+//! Authentication (SPEC §17.1–§17.2, §11.1): every route except the public ones needs an API key in
+//! `Authorization: Bearer …` or a dashboard session cookie (`cortex_session`). Both resolve to the same
+//! [`Principal`]; the minimum role of each route is declared once where the route is registered
+//! ([`crate::guard`]).
+//!
+//! Cookie-authenticated unsafe requests (POST/PUT/PATCH/DELETE) must also carry the session's
+//! `X-CSRF-Token` and come from the server's own origin (SPEC Appendix B); otherwise 403 `csrf_failed`.
+//! Dashboard pages answer a missing session with a redirect to the sign-in page instead of 401.
 //!
 //! Wrong keys are counted per client address: after 20 in a minute the address gets 429 with
 //! `Retry-After` for every attempt until its allowance refills ([`crate::rate_limit::FailedAuth`]).
@@ -12,11 +17,12 @@ use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use cortex_core::role::Role;
 use cortex_store::audit::NewAudit;
+use cortex_store::logins::WebSession;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult, Code};
@@ -130,13 +136,33 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
     }
 }
 
-/// Paths that need no credentials (SPEC §2.3).
+/// The dashboard session a request authenticated with, beside its [`Principal`]: what `/auth/session`,
+/// logout and the pages need (CSRF token, session id).
+#[derive(Debug, Clone)]
+pub struct SessionContext {
+    pub session: WebSession,
+}
+
+/// Paths that need no credentials (SPEC §2.3): health, webhooks, the sign-in endpoints needed before a
+/// session exists, and the dashboard's sign-in pages and static files. Dashboard pages with data are not
+/// public; they need a session like the API.
 pub fn is_public(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics")
+    matches!(path, "/" | "/healthz" | "/readyz" | "/metrics" | "/auth/login" | "/auth/providers")
+        || matches!(path, "/ui" | "/ui/login" | "/ui/setup")
         || path.starts_with("/webhooks/")
-        || path.starts_with("/auth/")
-        || path == "/ui"
-        || path.starts_with("/ui/")
+        || path.starts_with("/auth/login/")
+        || path.starts_with("/auth/callback/")
+        || path.starts_with("/ui/static/")
+}
+
+/// Dashboard pages: without a session they redirect to the sign-in page.
+fn is_page(path: &str) -> bool {
+    path.starts_with("/ui/")
+}
+
+/// Methods that change state and so need the CSRF token when a cookie authenticates them.
+fn is_unsafe(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
 }
 
 /// Query parameter names that look like credentials.
@@ -170,7 +196,14 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
         .into_response();
     }
     match resolve(&state, request.headers()).await {
-        Ok(principal) => {
+        Ok(Resolved { principal, session, refreshed_cookie }) => {
+            if let Some(context) = &session
+                && is_unsafe(request.method())
+                && let Err(refusal) = check_csrf(&state, request.headers(), &context.session)
+            {
+                tracing::info!(path = %request.uri().path(), "refused: {}", refusal.message);
+                return refusal.into_response();
+            }
             let is_chat = request.method() == axum::http::Method::POST && request.uri().path().ends_with("/chat");
             let RateBudget { scope, per_minute } = principal.budget;
             let over = state
@@ -187,7 +220,22 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
             }
             tracing::Span::current().record("principal", tracing::field::display(principal.credential.id()));
             request.extensions_mut().insert(principal);
-            next.run(request).await
+            if let Some(context) = session {
+                request.extensions_mut().insert(context);
+            }
+            let mut response = next.run(request).await;
+            if let Some(cookie) = refreshed_cookie {
+                response.headers_mut().append(header::SET_COOKIE, cookie);
+            }
+            response
+        }
+        Err(_) if is_page(request.uri().path()) && !request.headers().contains_key("hx-request") => {
+            let target = request.uri().path_and_query().map(|target| target.as_str()).unwrap_or("/ui/");
+            let location = format!(
+                "/ui/login?next={}",
+                url::form_urlencoded::byte_serialize(target.as_bytes()).collect::<String>()
+            );
+            crate::routes::ui::see_other(&location)
         }
         Err(err) => {
             if let Some(address) = client.filter(|_| err.code == Code::Unauthorized) {
@@ -198,8 +246,93 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
     }
 }
 
-async fn resolve(state: &AppState, headers: &HeaderMap) -> ApiResult<Principal> {
-    let presented = bearer_token(headers).ok_or_else(ApiError::unauthorized)?;
+/// What authentication found.
+struct Resolved {
+    principal: Principal,
+    session: Option<SessionContext>,
+    /// A `Set-Cookie` extending the session cookie after its server-side expiry slid.
+    refreshed_cookie: Option<HeaderValue>,
+}
+
+async fn resolve(state: &AppState, headers: &HeaderMap) -> ApiResult<Resolved> {
+    match bearer_token(headers) {
+        Some(presented) => {
+            let principal = resolve_key(state, presented).await?;
+            Ok(Resolved { principal, session: None, refreshed_cookie: None })
+        }
+        None => resolve_session(state, headers).await,
+    }
+}
+
+/// The session named by the request's `cortex_session` cookie, extended when due (7-day sliding TTL).
+async fn resolve_session(state: &AppState, headers: &HeaderMap) -> ApiResult<Resolved> {
+    let token = session_token(headers).ok_or_else(ApiError::unauthorized)?;
+    let Some((session, user)) = state.store.find_web_session(&cortex_auth::token::hash(token)).await? else {
+        return Err(ApiError::unauthorized());
+    };
+    if user.disabled_at.is_some() || user.role == Role::None {
+        return Err(ApiError::unauthorized());
+    }
+    let policy = state.config.dashboard.session;
+    let now = state.store.clock().now();
+    let mut refreshed_cookie = None;
+    if policy.needs_extension(session.last_active_at, now) {
+        let mut tx = state.store.begin().await?;
+        tx.extend_web_session(session.id, policy.expires_at(now)).await?;
+        tx.commit().await?;
+        let cookie =
+            cortex_auth::cookie::session(token, state.config.dashboard.secure_cookie(), policy.ttl.num_seconds());
+        refreshed_cookie = HeaderValue::from_str(&cookie).ok();
+    }
+    let principal = Principal {
+        credential: Credential::Session(session.id),
+        user_id: Some(user.id),
+        role: user.role,
+        name: user.display_name,
+        budget: RateBudget { scope: session.id, per_minute: None },
+    };
+    Ok(Resolved { principal, session: Some(SessionContext { session }), refreshed_cookie })
+}
+
+/// The session token in the request's cookies, if any.
+pub fn session_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find_map(cortex_auth::cookie::read_session)
+}
+
+/// Refuses a cookie-authenticated unsafe request without the session's CSRF token or from another origin.
+fn check_csrf(state: &AppState, headers: &HeaderMap, session: &WebSession) -> ApiResult<()> {
+    if !is_same_origin(state, headers) {
+        return Err(ApiError::new(
+            Code::CsrfFailed,
+            "cross-site request refused: a signed-in browser may change things only from this server's own pages",
+        ));
+    }
+    let presented = headers.get("x-csrf-token").and_then(|value| value.to_str().ok()).unwrap_or_default();
+    if !cortex_auth::token::matches(presented, &session.csrf_token) {
+        return Err(ApiError::new(
+            Code::CsrfFailed,
+            "missing or wrong X-CSRF-Token; reload the page (GET /auth/session returns the token)",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a browser request came from this server's own origin or `CORTEX_PUBLIC_URL` (SPEC Appendix B).
+pub fn is_same_origin(state: &AppState, headers: &HeaderMap) -> bool {
+    let text = |name: header::HeaderName| headers.get(name).and_then(|value| value.to_str().ok());
+    let request = cortex_auth::origin::RequestOrigin {
+        origin: text(header::ORIGIN),
+        sec_fetch_site: headers.get("sec-fetch-site").and_then(|value| value.to_str().ok()),
+        host: text(header::HOST),
+    };
+    cortex_auth::origin::is_same_origin(request, state.config.dashboard.public_url.as_ref())
+}
+
+async fn resolve_key(state: &AppState, presented: &str) -> ApiResult<Principal> {
     let prefix = lookup_prefix(presented);
     let Some((key, hash)) = state.store.find_api_key(&prefix).await? else {
         return Err(ApiError::unauthorized());

@@ -16,6 +16,8 @@ pub enum Code {
     ValidationFailed,
     Unauthorized,
     Forbidden,
+    /// A cookie-authenticated unsafe request without a valid CSRF token or from another origin.
+    CsrfFailed,
     NotFound,
     MethodNotAllowed,
     Conflict,
@@ -43,6 +45,7 @@ impl Code {
             Self::ValidationFailed => "validation_failed",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
+            Self::CsrfFailed => "csrf_failed",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict => "conflict",
@@ -67,7 +70,7 @@ impl Code {
         match self {
             Self::BadRequest | Self::ValidationFailed => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::CsrfFailed => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict

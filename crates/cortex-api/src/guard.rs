@@ -132,6 +132,17 @@ impl Routes {
     }
 }
 
+/// Guards a dashboard page (an HTML route outside the API document) exactly like an API route: the same
+/// principal, the same role check, declared once where the page is registered.
+pub fn page(
+    state: &AppState,
+    role: Role,
+    route: axum::routing::MethodRouter<AppState>,
+) -> axum::routing::MethodRouter<AppState> {
+    let guard = Guard { state: state.clone(), role, on_refused: None };
+    route.route_layer(axum::middleware::from_fn_with_state(guard, enforce))
+}
+
 /// What the guard layer of one route knows.
 #[derive(Clone)]
 struct Guard {

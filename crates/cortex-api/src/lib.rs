@@ -48,12 +48,14 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::credentials::routes())
         .merge(routes::providers::routes())
         .merge(routes::docs::routes())
+        .merge(routes::auth::routes())
         .build(&state, OpenApiRouter::with_openapi(openapi::base_document()))
         .split_for_parts();
     let document: routes::docs::Document = std::sync::Arc::new(document);
     // The last layer added runs first: request context → JSON error bodies → ops reserve → oversized
     // bodies → body limit → authentication.
-    api.fallback(middleware::not_found)
+    api.merge(routes::ui::router(&state))
+        .fallback(middleware::not_found)
         .layer(axum::Extension(document))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(RequestBodyLimitLayer::new(body_limit))

@@ -71,7 +71,8 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/json"));
+        .is_some_and(|value| value.starts_with("application/json") || value.starts_with("text/html"));
+    // Dashboard pages render their own errors in words (HTML); everything else gets the JSON envelope.
     if status.as_u16() < 400 || is_json {
         return response;
     }

@@ -22,8 +22,26 @@ pub struct ApiConfig {
     pub auth_failures: crate::rate_limit::Limit,
     /// Extra browser origins allowed to open streams (the server's own origin always is).
     pub allowed_origins: Vec<String>,
+    /// Dashboard login: public URL, session lifetime, login throttling (SPEC §11.1).
+    pub dashboard: DashboardConfig,
     /// Header and idle deadlines and the connection cap of the listener ([`crate::server`]).
     pub connections: crate::server::ConnectionLimits,
+}
+
+/// Settings of dashboard sign-in.
+#[derive(Debug, Clone, Default)]
+pub struct DashboardConfig {
+    /// `CORTEX_PUBLIC_URL`: another origin accepted for unsafe requests; `https` makes the cookie `Secure`.
+    pub public_url: Option<url::Url>,
+    pub session: cortex_auth::session::SessionPolicy,
+    pub throttle: cortex_auth::throttle::LoginThrottle,
+}
+
+impl DashboardConfig {
+    /// Whether the session cookie gets the `Secure` attribute.
+    pub fn secure_cookie(&self) -> bool {
+        self.public_url.as_ref().is_some_and(|url| url.scheme() == "https")
+    }
 }
 
 impl Default for ApiConfig {
@@ -34,6 +52,7 @@ impl Default for ApiConfig {
             chat_rate: crate::rate_limit::Limit::CHAT,
             auth_failures: crate::rate_limit::Limit::AUTH_FAILURES,
             allowed_origins: Vec::new(),
+            dashboard: DashboardConfig::default(),
             connections: crate::server::ConnectionLimits::default(),
         }
     }

@@ -170,6 +170,13 @@ impl Store {
         Ok(Page::from_overfetch(agents, limit, |agent| agent.id))
     }
 
+    /// Agents that are not archived (the dashboard's overview count).
+    pub async fn count_agents(&self) -> Result<i64> {
+        Ok(read!(self, |conn| {
+            sqlx::query_scalar("SELECT COUNT(*) FROM agent WHERE status <> 'archived'").fetch_one(conn).await?
+        }))
+    }
+
     /// Jobs of the agent currently running or waiting (used to refuse archive/purge).
     pub async fn count_active_jobs(&self, agent_id: Uuid) -> Result<i64> {
         Ok(read!(self, |conn| {

@@ -28,6 +28,13 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Manage dashboard users directly in the database (works while the server runs or not).
+    User {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Manage agents on a running server.
     Agent {
         #[command(flatten)]
@@ -141,6 +148,10 @@ pub struct ServerArgs {
     /// Chat messages per minute per API key or session, burst a sixth of it; 0 disables [default: 600].
     #[arg(long, env = "CORTEX_RATE_LIMIT_CHAT_PER_MINUTE")]
     pub rate_limit_chat_per_minute: Option<u32>,
+    /// External base URL of the dashboard (OAuth callbacks, accepted origin; `https` makes the session
+    /// cookie `Secure`).
+    #[arg(long, env = "CORTEX_PUBLIC_URL")]
+    pub public_url: Option<String>,
     #[command(flatten)]
     pub connections: ConnectionArgs,
 }
@@ -169,6 +180,24 @@ pub struct WorkerArgs {
     /// Optional address for a `/healthz` + `/readyz` + `/metrics` listener.
     #[arg(long, env = "CORTEX_HEALTH_LISTEN")]
     pub health_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a local user who signs in to the dashboard with email and password.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// viewer, operator, approver or admin.
+        #[arg(long)]
+        role: String,
+        /// Shown in the dashboard [default: the part of the email before `@`].
+        #[arg(long)]
+        name: Option<String>,
+        /// Read the password from standard input (first line); otherwise one is generated and printed once.
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -34,6 +34,7 @@ pub struct FileConfig {
     pub health_listen: Option<SocketAddr>,
     pub rate_limit_api_per_minute: Option<u32>,
     pub rate_limit_chat_per_minute: Option<u32>,
+    pub public_url: Option<String>,
     pub http_header_timeout_seconds: Option<u64>,
     pub http_idle_timeout_seconds: Option<u64>,
     pub max_connections: Option<usize>,
@@ -165,6 +166,8 @@ pub struct ServeConfig {
     pub api_rate: Limit,
     /// Chat messages per key or session.
     pub chat_rate: Limit,
+    /// `CORTEX_PUBLIC_URL`, parsed.
+    pub public_url: Option<url::Url>,
     /// Header and idle deadlines, connection cap.
     pub connections: ConnectionLimits,
 }
@@ -185,10 +188,19 @@ impl ServeConfig {
             args.rate_limit_api_per_minute.or(file.rate_limit_api_per_minute).unwrap_or(Limit::API.per_minute);
         let chat_rate =
             args.rate_limit_chat_per_minute.or(file.rate_limit_chat_per_minute).unwrap_or(Limit::CHAT.per_minute);
+        let public_url = match args.public_url.clone().or_else(|| file.public_url.clone()).filter(|url| !url.is_empty())
+        {
+            None => None,
+            Some(text) => match url::Url::parse(&text) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => Some(url),
+                _ => return Err(invalid("CORTEX_PUBLIC_URL", format!("`{text}` is not an http(s) URL"))),
+            },
+        };
         Ok(Self {
             store: StoreConfig::resolve(&args.store, &file)?,
             engine: EngineSettings::resolve(&args.engine, &file)?,
             listen,
+            public_url,
             allowed_origins,
             api_rate: Limit::per_minute(api_rate),
             chat_rate: Limit::per_minute(chat_rate),

@@ -10,6 +10,7 @@ mod config;
 mod keys;
 mod serve;
 mod telemetry;
+mod users;
 
 use std::process::ExitCode;
 
@@ -67,6 +68,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys { store, command } => {
             let file = config::load_file(store.config.as_deref())?;
             keys::run(StoreConfig::resolve(&store, &file)?, command).await
+        }
+        Command::User { store, command } => {
+            let file = config::load_file(store.config.as_deref())?;
+            users::run(StoreConfig::resolve(&store, &file)?, command).await
         }
         Command::Agent { client, command } => client::agent::run(&client, command).await,
         Command::Jobs { client, command } => client::jobs::run(&client, command).await,

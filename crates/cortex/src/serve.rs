@@ -239,6 +239,10 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             allowed_origins: config.allowed_origins.clone(),
             api_rate: config.api_rate,
             chat_rate: config.chat_rate,
+            dashboard: cortex_api::state::DashboardConfig {
+                public_url: config.public_url.clone(),
+                ..Default::default()
+            },
             connections: config.connections,
             ..ApiConfig::default()
         },

@@ -188,6 +188,14 @@ fn check_reason(reason: &Option<String>) -> ApiResult<()> {
     Ok(())
 }
 
+/// How a decision through the API arrived: from a dashboard session or with an API key.
+fn decided_via(principal: &Principal) -> DecidedVia {
+    match principal.credential {
+        crate::auth::Credential::Session(_) => DecidedVia::Dashboard,
+        crate::auth::Credential::ApiKey(_) => DecidedVia::Api,
+    }
+}
+
 fn decider(principal: &Principal, via: DecidedVia) -> Decider {
     let mut actor = principal.actor_json();
     actor["surface"] = json!(via);
@@ -220,10 +228,15 @@ async fn decide_approval(
         record_unauthorized_attempt(&state, approval.id, &principal, json!({"decision": body.decision})).await?;
         return Err(ApiError::forbidden("this approval names another approver; only they or an admin may decide"));
     }
-    let decided =
-        decide(&state.store, approval.id, body.decision, &decider(&principal, DecidedVia::Api), body.reason.as_deref())
-            .await
-            .map_err(decision_error)?;
+    let decided = decide(
+        &state.store,
+        approval.id,
+        body.decision,
+        &decider(&principal, decided_via(&principal)),
+        body.reason.as_deref(),
+    )
+    .await
+    .map_err(decision_error)?;
     let mut tx = state.store.begin().await?;
     tx.audit(principal.audit(
         "approval.decide",

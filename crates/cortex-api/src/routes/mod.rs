@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod approvals;
+pub mod auth;
 pub mod channels;
 pub mod chat;
 pub mod credentials;
@@ -16,3 +17,4 @@ pub mod providers;
 pub mod sessions;
 pub mod steer;
 pub mod tools;
+pub mod ui;

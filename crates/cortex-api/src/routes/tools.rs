@@ -337,6 +337,11 @@ pub struct CatalogueEntry {
 /// tools given to the model agree.
 #[utoipa::path(get, path = "/tools", tag = "tools", responses((status = 200, body = List<CatalogueEntry>)))]
 async fn catalogue(State(state): State<AppState>) -> ApiResult<axum::Json<List<CatalogueEntry>>> {
+    Ok(axum::Json(List { items: catalogue_entries(&state).await?, next_cursor: None }))
+}
+
+/// Every tool policies can name (the catalogue; also the dashboard's tool pickers).
+pub(crate) async fn catalogue_entries(state: &AppState) -> ApiResult<Vec<CatalogueEntry>> {
     let mut items: Vec<CatalogueEntry> = state
         .runtime
         .catalog
@@ -384,7 +389,7 @@ async fn catalogue(State(state): State<AppState>) -> ApiResult<axum::Json<List<C
             });
         }
     }
-    Ok(axum::Json(List { items, next_cursor: None }))
+    Ok(items)
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ mod connections;
 mod contract;
 mod conversation;
 mod credentials;
+mod dashboard;
 mod errors;
 mod idempotency;
 mod jobs;

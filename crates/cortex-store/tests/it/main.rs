@@ -5,6 +5,7 @@ mod budgets;
 mod channels;
 mod events;
 mod jobs;
+mod logins;
 mod migrations;
 mod schema;
 mod secrets;

@@ -249,3 +249,57 @@ fn rate_limits_come_from_the_environment() {
     assert!(limited.headers().contains_key("retry-after"));
     server.kill();
 }
+
+#[test]
+fn local_users_created_offline_sign_in_to_the_dashboard() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let mut create = cortex(dir.path())
+        .args(["user", "create", "--email", "Ada@Example.com", "--role", "operator", "--password-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    create.stdin.take().unwrap().write_all(b"correct horse battery\n").unwrap();
+    let created = create.wait_with_output().unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let generated =
+        cortex(dir.path()).args(["user", "create", "--email", "bob@example.com", "--role", "viewer"]).output().unwrap();
+    assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
+    let bob_password = String::from_utf8_lossy(&generated.stdout).trim().to_owned();
+    assert_eq!(bob_password.len(), 20, "a generated password is printed once");
+    let duplicate =
+        cortex(dir.path()).args(["user", "create", "--email", "ada@example.com", "--role", "viewer"]).output().unwrap();
+    assert_eq!(duplicate.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&duplicate.stderr).contains("exists already"));
+    let bad_role =
+        cortex(dir.path()).args(["user", "create", "--email", "c@example.com", "--role", "none"]).output().unwrap();
+    assert_eq!(bad_role.status.code(), Some(2));
+    let bad_url = cortex(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("CORTEX_PUBLIC_URL", "not a url")
+        .output()
+        .unwrap();
+    assert_eq!(bad_url.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad_url.stderr).contains("CORTEX_PUBLIC_URL"));
+
+    let server = Server::start(dir.path(), &[]);
+    let client = http();
+    for (email, password, role) in
+        [("ada@example.com", "correct horse battery", "operator"), ("bob@example.com", bob_password.as_str(), "viewer")]
+    {
+        let login = client
+            .post(format!("{}/auth/login", server.url))
+            .json(&serde_json::json!({"email": email, "password": password}))
+            .send()
+            .unwrap();
+        assert_eq!(login.status(), 200, "{email}");
+        let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+        let body: serde_json::Value = login.json().unwrap();
+        assert_eq!(body["role"], role);
+        let page = client.get(format!("{}/ui/", server.url)).header("cookie", &cookie).send().unwrap();
+        assert_eq!(page.status(), 200);
+    }
+    server.kill();
+}

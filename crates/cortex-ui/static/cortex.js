@@ -1,0 +1,222 @@
+// Cortex Plane dashboard behaviour. Loaded as a file (the Content-Security-Policy forbids inline
+// scripts); htmx is configured through <meta name="htmx-config">.
+(function () {
+  "use strict";
+
+  // Theme: the stored choice wins over the system preference; applied before the body renders.
+  var stored = null;
+  try { stored = window.localStorage.getItem("cortex-theme"); } catch (e) { stored = null; }
+  if (stored === "light" || stored === "dark") { document.documentElement.dataset.theme = stored; }
+
+  function currentTheme() {
+    var chosen = document.documentElement.dataset.theme;
+    if (chosen) { return chosen; }
+    return window.matchMedia && window.matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light";
+  }
+
+  function flash(message) {
+    var box = document.getElementById("flash");
+    if (!box) { window.alert(message); return; }
+    box.textContent = message;
+    box.hidden = false;
+  }
+
+  // The API answers JSON; an error carries {"error": {"message": …}} (SPEC §2.3): show its words.
+  function errorMessage(xhr) {
+    try {
+      var body = JSON.parse(xhr.responseText);
+      if (body && body.error && body.error.message) { return body.error.message; }
+    } catch (e) { /* not JSON */ }
+    if (xhr.status === 0) { return "The server cannot be reached. Check the connection and try again."; }
+    return "The request failed (HTTP " + xhr.status + ").";
+  }
+
+  document.addEventListener("click", function (event) {
+    var toggle = event.target.closest("[data-theme-toggle]");
+    if (!toggle) { return; }
+    var next = currentTheme() === "dark" ? "light" : "dark";
+    document.documentElement.dataset.theme = next;
+    try { window.localStorage.setItem("cortex-theme", next); } catch (e) { /* private mode */ }
+  });
+
+  document.addEventListener("htmx:confirm", function (event) {
+    var text = event.target.getAttribute("data-confirm-text");
+    if (!text) { return; }
+    event.preventDefault();
+    if (window.confirm(text)) { event.detail.issueRequest(true); }
+  });
+
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var xhr = event.detail.xhr;
+    var type = xhr.getResponseHeader("Content-Type") || "";
+    if (xhr.status === 401) {
+      window.location.assign("/ui/login?next=" + encodeURIComponent(window.location.pathname + window.location.search));
+      event.detail.shouldSwap = false;
+      return;
+    }
+    if (xhr.status >= 400) {
+      flash(errorMessage(xhr));
+      event.detail.shouldSwap = false;
+      event.detail.isError = false;
+      return;
+    }
+    if (type.indexOf("application/json") === 0) { event.detail.shouldSwap = false; }
+  });
+
+  document.addEventListener("htmx:sendError", function () {
+    flash("The server cannot be reached. Check the connection and try again.");
+  });
+
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var xhr = event.detail.xhr;
+    if (!xhr || xhr.status >= 400) { return; }
+    var then = event.detail.elt.getAttribute("data-on-success");
+    if (then === "reload") { window.location.reload(); }
+    else if (then && then.indexOf("goto:") === 0) { window.location.assign(then.slice(5)); }
+    else if (then && then.indexOf("open:") === 0) {
+      // Go to the page of what the request created: the prefix plus the id in the JSON answer.
+      try { window.location.assign(then.slice(5) + encodeURIComponent(JSON.parse(xhr.responseText).id)); } catch (e) { window.location.reload(); }
+    }
+  });
+
+  // JSON bodies for forms (extension "cortex-json"): `a.b` names nest objects, `name[]` collects arrays,
+  // empty values are left out (so optional fields are absent, not ""), `data-number` inputs become numbers and
+  // `data-bool` ones booleans.
+  function encodeForm(parameters, elt) {
+    var form = elt.closest("form") || elt;
+    var object = {};
+    parameters.forEach(function (value, key) {
+      if (value === "") { return; }
+      var input = form.querySelector("[name=\"" + key.replace(/"/g, "") + "\"]");
+      if (input && input.hasAttribute("data-path-only")) { return; }
+      if (input && input.hasAttribute("data-number")) { value = Number(value); }
+      if (input && input.hasAttribute("data-bool")) { value = value === "true"; }
+      var isArray = key.slice(-2) === "[]";
+      var path = (isArray ? key.slice(0, -2) : key).split(".");
+      var target = object;
+      for (var i = 0; i < path.length - 1; i++) {
+        if (typeof target[path[i]] !== "object" || target[path[i]] === null) { target[path[i]] = {}; }
+        target = target[path[i]];
+      }
+      var last = path[path.length - 1];
+      if (isArray) { (target[last] = target[last] || []).push(value); } else { target[last] = value; }
+    });
+    form.querySelectorAll("[data-array]").forEach(function (field) {
+      var name = field.getAttribute("data-array");
+      if (!(name in object)) { object[name] = []; }
+    });
+    return JSON.stringify(object);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    if (!window.htmx) { return; }
+    window.htmx.defineExtension("cortex-json", {
+      onEvent: function (name, event) {
+        if (name !== "htmx:configRequest") { return; }
+        event.detail.headers["Content-Type"] = "application/json";
+        // `data-path-from="field"`: the field's value completes the URL (e.g. the tool of a policy).
+        var from = event.detail.elt.getAttribute && event.detail.elt.getAttribute("data-path-from");
+        var field = from && event.detail.elt.querySelector("[name=\"" + from + "\"]");
+        if (field) { event.detail.path += encodeURIComponent(field.value); }
+      },
+      encodeParameters: function (xhr, parameters, elt) {
+        xhr.overrideMimeType("text/json");
+        return encodeForm(parameters, elt);
+      }
+    });
+  });
+
+  // Chat panel: the message goes through the API (`POST /agents/{id}/chat`); the reply streams from the
+  // job's event stream. A dropped stream reconnects after 1 s, doubling to 30 s, resuming after the last
+  // event seen (`last_event_id`), so no part of the reply is lost or shown twice.
+  function followJob(jobId, reply, status) {
+    var lastId = null;
+    var delay = 1000;
+    var finished = false;
+    var source = null;
+    function data(event) {
+      if (event.lastEventId) { lastId = event.lastEventId; }
+      delay = 1000;
+      try { return JSON.parse(event.data); } catch (e) { return {}; }
+    }
+    function finish(text) {
+      finished = true;
+      status.textContent = text;
+      if (source) { source.close(); }
+    }
+    function open() {
+      var url = "/jobs/" + encodeURIComponent(jobId) + "/events";
+      if (lastId) { url += "?last_event_id=" + encodeURIComponent(lastId); }
+      source = new EventSource(url);
+      source.addEventListener("job.state", function (event) {
+        var payload = data(event);
+        if (payload.status) { status.textContent = payload.status.replace(/_/g, " "); }
+      });
+      source.addEventListener("llm.delta", function (event) {
+        var payload = data(event);
+        if (payload.reset) { reply.textContent = ""; } else if (payload.text) { reply.textContent += payload.text; }
+      });
+      source.addEventListener("llm.message", function (event) {
+        var payload = data(event);
+        if (payload.text) { reply.textContent = payload.text; }
+      });
+      source.addEventListener("approval.requested", function (event) {
+        var payload = data(event);
+        status.textContent = "";
+        var link = document.createElement("a");
+        link.href = "/ui/approvals/" + encodeURIComponent(payload.approval_id || "");
+        link.textContent = "Waiting for approval: " + (payload.summary || "a tool call");
+        status.appendChild(link);
+      });
+      source.addEventListener("approval.decided", function (event) { data(event); status.textContent = "decided; continuing"; });
+      source.addEventListener("job.completed", function (event) {
+        var payload = data(event);
+        if (payload.result && payload.result.response) { reply.textContent = payload.result.response; }
+        finish("completed");
+      });
+      source.addEventListener("job.failed", function (event) {
+        var payload = data(event);
+        finish("failed" + (payload.error && payload.error.message ? ": " + payload.error.message : ""));
+      });
+      source.onerror = function () {
+        source.close();
+        if (finished) { return; }
+        status.textContent = "connection lost; reconnecting";
+        window.setTimeout(open, delay);
+        delay = Math.min(delay * 2, 30000);
+      };
+    }
+    open();
+  }
+
+  function bubble(transcript, who, text) {
+    var item = document.createElement("div");
+    item.className = "bubble " + who;
+    var body = document.createElement("p");
+    body.className = "text";
+    body.textContent = text;
+    item.appendChild(body);
+    transcript.appendChild(item);
+    return item;
+  }
+
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var form = event.detail.elt;
+    var xhr = event.detail.xhr;
+    if (!form.hasAttribute || !form.hasAttribute("data-chat") || !xhr || xhr.status >= 400) { return; }
+    var answer;
+    try { answer = JSON.parse(xhr.responseText); } catch (e) { return; }
+    var transcript = document.getElementById(form.getAttribute("data-chat"));
+    var input = form.querySelector("[name=text]");
+    bubble(transcript, "user", input.value);
+    input.value = "";
+    var session = form.querySelector("[name=session_id]");
+    if (session && answer.session_id) { session.value = answer.session_id; }
+    var item = bubble(transcript, "agent", "");
+    var status = document.createElement("p");
+    status.className = "hint job-status";
+    status.textContent = answer.status || "queued";
+    item.appendChild(status);
+    followJob(answer.job_id, item.querySelector(".text"), status);
+  });
+})();
