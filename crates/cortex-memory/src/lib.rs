@@ -7,6 +7,8 @@
 //! - [`scoring`]: the pure ranking rules (recency half-lives, utility, the 0.5/0.3/0.2 score, RRF).
 //! - [`embed`]: the [`Embedder`] trait, the OpenAI-compatible `/v1/embeddings` client and the
 //!   `CORTEX_EMBEDDINGS` configuration.
+//! - [`extract`]: the extraction contract (SPEC §9.3): prompt, answer parsing, and the filter that files
+//!   facts (drop, duplicate, supersede, insert) with the reason for each.
 //! - [`index`]: the [`VectorIndex`] trait and the embedded backend (an in-memory scan over the vectors
 //!   stored in `memory_record`).
 //!
@@ -19,6 +21,7 @@
 
 pub mod embed;
 mod error;
+pub mod extract;
 pub mod index;
 pub mod scoring;
 mod service;

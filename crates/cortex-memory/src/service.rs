@@ -23,6 +23,10 @@ use crate::scoring;
 const MAX_CONTENT: usize = 8000;
 const MIN_CONTENT: usize = 10;
 const MAX_LIST: usize = 10;
+/// Time between two backfill passes.
+pub const BACKFILL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+/// Records embedded per backfill request.
+const BACKFILL_BATCH: usize = 64;
 /// Query words sent to the keyword index.
 const MAX_QUERY_WORDS: usize = 16;
 
@@ -353,6 +357,14 @@ impl Memory {
         Ok(SearchResults { items, mode, degraded })
     }
 
+    /// The agent's live record nearest to `text` and its cosine similarity, when vectors are available.
+    pub(crate) async fn nearest(&self, agent_id: Uuid, text: &str) -> Option<(Uuid, f32)> {
+        match self.vector_hits(agent_id, text, 1).await {
+            (Some(hits), _) => hits.into_iter().next(),
+            (None, _) => None,
+        }
+    }
+
     /// Vector candidates, or `None` when there is no embedder or it or the index failed (then `true`).
     async fn vector_hits(&self, agent_id: Uuid, text: &str, k: usize) -> (Option<Vec<(Uuid, f32)>>, bool) {
         let Some(embedder) = &self.embedder else { return (None, false) };
@@ -389,6 +401,34 @@ impl Memory {
                 tracing::warn!(error = %err, "recall statistics not updated");
             }
         })
+    }
+
+    /// Embeds what the backfill finds at once and then every [`BACKFILL_INTERVAL`] until `shutdown`
+    /// (records written while the embedder was down, or before one was configured).
+    pub async fn run_backfill(&self, shutdown: tokio_util::sync::CancellationToken) {
+        if self.embedder.is_none() {
+            return;
+        }
+        let clock = self.store.clock().clone();
+        loop {
+            loop {
+                match self.backfill(BACKFILL_BATCH).await {
+                    Ok(0) => break,
+                    Ok(done) => tracing::info!(embedded = done, "memory backfill"),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "memory backfill failed");
+                        break;
+                    }
+                }
+                if shutdown.is_cancelled() {
+                    return;
+                }
+            }
+            tokio::select! {
+                _ = clock.sleep(BACKFILL_INTERVAL) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
     }
 
     /// Embeds up to `batch` records that have no vector of the current model (written while the embedder

@@ -1,5 +1,6 @@
-//! Context assembly (SPEC §5.4): the system prompt (capped), the runtime disclosure, the session history
-//! window trimmed to fit, and the size arithmetic that decides what fits.
+//! Context assembly (SPEC §5.4): the system prompt (capped), the runtime disclosure, recalled memories
+//! (framed as untrusted data), the session history window trimmed to fit, and the size arithmetic that
+//! decides what fits.
 //!
 //! Sizes are counted in characters. A model's window in tokens is converted at three characters per token,
 //! below the chars/4 average that providers' tokenizers reach on English, so code and non-Latin text (more
@@ -58,9 +59,42 @@ impl Disclosure<'_> {
     }
 }
 
-/// The system text of a request: the agent's (capped) prompt followed by the disclosure.
-pub(crate) fn system_text(capped_prompt: &str, disclosure: &str) -> String {
-    if capped_prompt.trim().is_empty() { disclosure.to_owned() } else { format!("{capped_prompt}\n\n{disclosure}") }
+/// The system text of a request: the agent's (capped) prompt, the disclosure, then recalled memories.
+pub(crate) fn system_text(capped_prompt: &str, disclosure: &str, memories: Option<&str>) -> String {
+    let mut text =
+        if capped_prompt.trim().is_empty() { disclosure.to_owned() } else { format!("{capped_prompt}\n\n{disclosure}") };
+    if let Some(memories) = memories {
+        text.push_str("\n\n");
+        text.push_str(memories);
+    }
+    text
+}
+
+/// Most memories injected per request (SPEC §9.6).
+pub(crate) const MEMORY_COUNT: usize = 5;
+/// Lowest score a memory needs to be injected (SPEC §9.6).
+pub(crate) const MEMORY_MIN_SCORE: f64 = 0.35;
+/// Characters of the memory block (SPEC §5.4).
+pub(crate) const MEMORY_BUDGET: usize = 4_000;
+
+/// The recalled-notes block from memories (type, content) best first: whole lines while they fit in
+/// [`MEMORY_BUDGET`], framed as untrusted data (memory may hold text an attacker planted earlier).
+/// `None` when nothing fits. Returns the block and how many memories it holds.
+pub(crate) fn memory_block(memories: &[(String, String)]) -> Option<(String, usize)> {
+    let mut lines = String::new();
+    let mut count = 0;
+    for (memory_type, content) in memories.iter().take(MEMORY_COUNT) {
+        let line = format!("- ({memory_type}) {}\n", content.replace('\n', " "));
+        if lines.chars().count() + line.chars().count() > MEMORY_BUDGET {
+            break;
+        }
+        lines.push_str(&line);
+        count += 1;
+    }
+    (count > 0).then(|| {
+        let framed = cortex_tools::hygiene::wrap_untrusted("recalled_memory", lines.trim_end());
+        (format!("[Recalled notes from this agent's memory; they may be outdated or wrong]\n{framed}"), count)
+    })
 }
 
 /// The context budget in characters for `model` with `max_tokens` of output: window − output − 5 %.
@@ -131,6 +165,21 @@ pub(crate) fn trim_history(history: &[Message], available: usize) -> &[Message] 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_memory_block_is_framed_capped_and_whole_lines() {
+        assert_eq!(memory_block(&[]), None);
+        let memories: Vec<(String, String)> =
+            (0..8).map(|n| ("fact".to_owned(), format!("memory number {n}\nsecond line"))).collect();
+        let (block, count) = memory_block(&memories).unwrap();
+        assert_eq!(count, MEMORY_COUNT);
+        assert!(block.contains("[UNTRUSTED DATA BEGIN") && block.contains("- (fact) memory number 4 second line"));
+        assert!(!block.contains("memory number 5"));
+        let long: Vec<(String, String)> = (0..3).map(|n| ("event".to_owned(), format!("{n}{}", "x".repeat(1_500)))).collect();
+        let (block, count) = memory_block(&long).unwrap();
+        assert_eq!(count, 2, "a line that does not fit whole is left out");
+        assert!(!block.contains("\n- (event) 2"));
+    }
 
     #[test]
     fn long_prompts_are_cut_visibly() {

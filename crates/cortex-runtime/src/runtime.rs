@@ -60,6 +60,7 @@ pub(crate) struct Services {
     pub data_dir: PathBuf,
     pub providers: Providers,
     pub tools: ToolResolver,
+    pub memory: Arc<Memory>,
 }
 
 /// The agent runtime of one process.
@@ -143,7 +144,13 @@ impl Runtime {
         }));
         let tools = ToolResolver::new(store.clone(), config.cipher, config.mcp, http, builtins.clone());
         let catalog = Catalog::new(builtins);
-        let services = Arc::new(Services { store: store.clone(), data_dir: config.data_dir, providers, tools });
+        let services = Arc::new(Services {
+            store: store.clone(),
+            data_dir: config.data_dir,
+            providers,
+            tools,
+            memory: memory.clone(),
+        });
         Ok(Arc::new(Runtime { store, memory, catalog, services }))
     }
 

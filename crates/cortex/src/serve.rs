@@ -95,6 +95,7 @@ async fn build_runtime(
                 || name.starts_with("CORTEX_SSRF")
                 || name.starts_with("CORTEX_SEARCH")
                 || name.starts_with("CORTEX_DELEGATION")
+                || name.starts_with("CORTEX_EMBEDDINGS")
         })
         .collect();
     let http = reqwest::Client::builder().build().context("building the HTTP client for model providers")?;
@@ -131,6 +132,12 @@ fn spawn_mcp_prober(
         store.clock().clone(),
         shutdown.clone(),
     ))
+}
+
+/// Starts the memory backfill (embeds records stored without a vector); it ends when `stop` is cancelled.
+fn spawn_memory_backfill(runtime: &Arc<Runtime>, stop: &CancellationToken) -> tokio::task::JoinHandle<()> {
+    let (memory, stop) = (runtime.memory.clone(), stop.clone());
+    tokio::spawn(async move { memory.run_backfill(stop).await })
 }
 
 /// Starts this process's retention timer (SPEC Appendix B); it ends when `stop` is cancelled.
@@ -271,6 +278,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let prober = spawn_mcp_prober(&store, &cipher, &mcp, &shutdown);
     let retention = spawn_retention(&runtime, &config.engine, &engine_stop);
     let supervisor = crate::channels::spawn(&channels, &shutdown);
+    let backfill = spawn_memory_backfill(&runtime, &engine_stop);
     let server_stop = shutdown.clone();
     let server =
         tokio::spawn(cortex_api::server::serve(listener, cortex_api::router(state), config.connections, server_stop));
@@ -293,6 +301,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     engine_stop.cancel();
     let engine_result = engine_task.await.context("job engine task")?;
     retention.await.context("retention task")?;
+    backfill.await.context("memory backfill task")?;
     shutdown.cancel();
     server.await.context("http server task")?.context("http server")?;
     engine_result.context("job engine shutdown")?;
@@ -339,6 +348,7 @@ pub async fn worker(config: WorkerConfig) -> anyhow::Result<()> {
     let supervisor = crate::channels::spawn(&channels, &shutdown);
     let retention_stop = CancellationToken::new();
     let retention = spawn_retention(&runtime, &config.engine, &retention_stop);
+    let backfill = spawn_memory_backfill(&runtime, &retention_stop);
     let engine = engine(&store, &runtime, &config.engine);
     readiness.set_engine_alive(true);
     println!("Cortex Plane worker running (worker id {})", engine.worker_id());
@@ -346,6 +356,7 @@ pub async fn worker(config: WorkerConfig) -> anyhow::Result<()> {
     readiness.set_engine_alive(false);
     retention_stop.cancel();
     retention.await.context("retention task")?;
+    backfill.await.context("memory backfill task")?;
     shutdown.cancel();
     if let Some(health) = health {
         health.await.context("health listener task")?.context("health listener")?;

@@ -10,7 +10,7 @@ use cortex_testkit::fake_embeddings::FakeEmbeddings;
 use cortex_testkit::{TestStore, both_engines};
 use uuid::Uuid;
 
-fn memory(store: &Store, embeddings: &FakeEmbeddings) -> Memory {
+pub(crate) fn memory(store: &Store, embeddings: &FakeEmbeddings) -> Memory {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = EmbeddingsConfig {
         mode: EmbeddingsMode::Api,

@@ -33,6 +33,7 @@ use cortex_core::event::{Actor, EventType};
 use cortex_core::job::{ErrorClass, JobError};
 use cortex_jobs::{JobContext, JobHandler, Outcome, ResumePoint};
 use cortex_llm::Message;
+use cortex_memory::SearchQuery;
 use cortex_store::StoreError;
 use cortex_store::agents::Agent;
 use cortex_store::events::NewEvent;
@@ -126,6 +127,8 @@ pub(super) struct Run {
     buffer: SessionBuffer,
     /// Steering injected since the last model call, acknowledged when that call completes.
     unacknowledged: Vec<Uuid>,
+    /// Recalled memories for this attempt (the framed block of the system text), if any.
+    memories: Option<String>,
 }
 
 impl Run {
@@ -153,6 +156,7 @@ impl Run {
         );
         synced?;
         let (tools, (user_text, history), records) = (tools?, conversation?, records?);
+        let memories = recall(&svc, agent.id, &user_text).await;
         let user_text = if job.untrusted_input() { wrap_untrusted(UNTRUSTED_SENDER, &user_text) } else { user_text };
         let candidates = agent.model_config.candidates();
         if !candidates.iter().any(|candidate| svc.providers.has(&candidate.provider)) {
@@ -217,6 +221,7 @@ impl Run {
             max_tokens,
             buffer,
             unacknowledged: Vec::new(),
+            memories,
         };
         run.warn_truncated_prompt().await?;
         Ok(run)
@@ -462,6 +467,26 @@ async fn conversation(
             None => Err(Halt::permanent("missing_prompt", "the task job has no payload.prompt")),
         },
     }
+}
+
+/// The memory block of a turn (SPEC §5.4, §9.6): the agent's best memories for the user's message that
+/// score at least 0.35, within the block budget. A failing search never fails the turn; returning the
+/// memories to the model counts as a recall, recorded in the background.
+async fn recall(svc: &Services, agent_id: Uuid, text: &str) -> Option<String> {
+    let query = SearchQuery { text: text.to_owned(), limit: context::MEMORY_COUNT, types: Vec::new(), tags: Vec::new() };
+    let results = match svc.memory.search(agent_id, &query).await {
+        Ok(results) => results,
+        Err(err) => {
+            tracing::warn!(error = %err, "memories not recalled for this turn");
+            return None;
+        }
+    };
+    let kept: Vec<_> = results.items.into_iter().filter(|item| item.score >= context::MEMORY_MIN_SCORE).collect();
+    let lines: Vec<(String, String)> =
+        kept.iter().map(|item| (item.record.memory_type.clone(), item.record.content.clone())).collect();
+    let (block, count) = context::memory_block(&lines)?;
+    svc.memory.recalled(agent_id, kept.iter().take(count).map(|item| item.record.id).collect());
+    Some(block)
 }
 
 /// The `stop_reason` of a final answer.

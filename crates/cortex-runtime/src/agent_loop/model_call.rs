@@ -197,7 +197,11 @@ impl Run {
             memory: refs.iter().any(|tool_ref| tool_ref.starts_with("memory_")),
         }
         .render();
-        let system = context::system_text(&context::capped_system_prompt(&self.agent.system_prompt).0, &disclosure);
+        let system = context::system_text(
+            &context::capped_system_prompt(&self.agent.system_prompt).0,
+            &disclosure,
+            self.memories.as_deref(),
+        );
         let mut messages = self.state.messages(&self.ledger);
         if last_turn {
             messages = flatten_tool_messages(messages);

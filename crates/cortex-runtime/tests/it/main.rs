@@ -12,6 +12,7 @@ mod fake_llm;
 mod injection;
 mod limits;
 mod mcp;
+mod memory;
 mod recovery;
 mod reservations;
 mod retention;

@@ -1,0 +1,54 @@
+//! Memory in the loop (SPEC §5.4, §9.6): the best memories for the user's message reach the model inside
+//! an untrusted "recalled notes" block, unrelated ones stay out, and the recall is counted.
+
+use std::time::Duration;
+
+use cortex_core::job::JobStatus;
+use cortex_core::memory::{MemorySource, MemoryType};
+use cortex_memory::Remember;
+use cortex_testkit::fake_llm::Reply;
+use cortex_testkit::{TestStore, both_engines};
+
+use crate::support::*;
+
+both_engines!(relevant_memories_reach_the_context_as_untrusted_notes, |t: TestStore| async move {
+    let world = World::new(t).await;
+    let store = world.store().clone();
+    let agent = create_agent(&store, definition("gpt-4o-mini")).await;
+    let memory = &world.runtime.memory;
+    let coffee = Remember {
+        memory_type: MemoryType::Preference,
+        ..Remember::new(agent.id, "Ana takes her coffee black, without sugar.", MemorySource::Api)
+    };
+    let (coffee, _) = memory.remember(coffee).await.unwrap();
+    let (report, _) =
+        memory.remember(Remember::new(agent.id, "The quarterly report is due on the fifth.", MemorySource::Api)).await.unwrap();
+    world.llm.push(Reply::text("Black, no sugar."));
+    let job = task(&store, agent.id, "How does Ana take her coffee?").await;
+    wait_status(&store, job.id, JobStatus::Completed).await;
+
+    let system = world.llm.requests()[0].system();
+    assert!(system.contains("[Recalled notes"), "{system}");
+    assert!(system.contains("source=recalled_memory") && system.contains("(preference) Ana takes her coffee black"), "{system}");
+    assert!(!system.contains("quarterly report"), "unrelated memories stay out: {system}");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let recalled = store.get_memory(agent.id, coffee.id).await.unwrap();
+        if recalled.access_count == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "recall never counted: {recalled:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(store.get_memory(agent.id, report.id).await.unwrap().access_count, 0);
+
+    // Another agent's turn sees none of it.
+    let other = create_agent(&store, definition("gpt-4o-mini")).await;
+    world.llm.push(Reply::text("No idea."));
+    let job = task(&store, other.id, "How does Ana take her coffee?").await;
+    wait_status(&store, job.id, JobStatus::Completed).await;
+    let system = world.llm.requests()[1].system();
+    assert!(!system.contains("Recalled notes") && !system.contains("coffee black"), "{system}");
+    world.finish().await;
+});
