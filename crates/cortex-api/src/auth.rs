@@ -148,6 +148,7 @@ pub struct SessionContext {
 /// public; they need a session like the API.
 pub fn is_public(path: &str) -> bool {
     matches!(path, "/" | "/healthz" | "/readyz" | "/metrics" | "/auth/login" | "/auth/providers")
+        || path == "/auth/provider-callback"
         || matches!(path, "/ui" | "/ui/login" | "/ui/setup")
         || path.starts_with("/webhooks/")
         || path.starts_with("/auth/login/")
