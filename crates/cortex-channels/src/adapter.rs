@@ -142,4 +142,10 @@ pub trait ChannelAdapter: Send + Sync {
     /// Verifies and parses a webhook request for this channel; `None` when the adapter takes no
     /// webhooks.
     fn webhook(&self, request: WebhookRequest<'_>) -> Option<Result<WebhookBatch, WebhookError>>;
+
+    /// Answers a webhook subscription handshake (WhatsApp's `hub.mode`/`hub.verify_token`/`hub.challenge`):
+    /// the challenge to echo when the token is this channel's, `None` otherwise.
+    fn subscription_challenge(&self, _mode: &str, _token: &str, _challenge: &str) -> Option<String> {
+        None
+    }
 }

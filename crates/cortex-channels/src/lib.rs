@@ -14,6 +14,9 @@
 //!   failed ones with backoff and reloads changed ones.
 //! - [`telegram`]: the Bot API adapter (long polling or webhook).
 //! - [`discord`]: the Discord adapter (gateway WebSocket in, REST out).
+//! - [`slack`]: the Slack adapter (Socket Mode or the Events API webhook in, Web API out).
+//! - [`whatsapp`]: the WhatsApp Cloud API adapter (webhook in, Graph API out).
+//! - [`signature`]: HMAC-SHA256 webhook signature checks (Slack, WhatsApp).
 //!
 //! Dependencies point one way: this crate uses `cortex-core`, `cortex-store` and `cortex-jobs`;
 //! `cortex-api` and the binary use it.
@@ -22,8 +25,11 @@ pub mod adapter;
 pub mod delivery;
 pub mod discord;
 pub mod router;
+pub mod signature;
 pub mod sink;
+pub mod slack;
 pub mod supervisor;
 pub mod telegram;
 pub mod text;
 pub mod types;
+pub mod whatsapp;

@@ -3,7 +3,7 @@
 //! notification, also across processes through PostgreSQL `NOTIFY`), without touching the others.
 //!
 //! Each channel runs on its own tasks — receive loop, router, outbox delivery — so a slow or broken
-//! channel never delays another. A receive loop that holds a connection (Telegram long polling, the Discord gateway) runs
+//! channel never delays another. A receive loop that holds a connection (Telegram long polling, the Discord gateway, Slack Socket Mode) runs
 //! under the lease `channel:<id>` (TTL 30 s, renewed every 10 s): with several processes exactly one
 //! polls a bot or holds its gateway, and the lease moves when that process dies. A failed loop restarts with backoff
 //! `min(30 s, 1 s × 2^(n−1))` ± 20 %; five failures in a row open a 60 s circuit.
@@ -25,8 +25,10 @@ use crate::adapter::{AdapterError, ChannelAdapter, InboundSink, WebhookBatch, We
 use crate::discord::{DiscordAdapter, DiscordConfig};
 use crate::router::Router;
 use crate::sink::StoreSink;
+use crate::slack::{SlackAdapter, SlackConfig};
 use crate::telegram::{TelegramAdapter, TelegramConfig, TelegramMode};
 use crate::types::Platform;
+use crate::whatsapp::{WhatsAppAdapter, WhatsAppConfig};
 
 const LEASE_TTL: chrono::Duration = chrono::Duration::seconds(30);
 const LEASE_RENEW: Duration = Duration::from_secs(10);
@@ -252,6 +254,68 @@ impl Supervisor {
         Ok(batch)
     }
 
+    /// Verifies and records a webhook request addressed to a platform rather than one channel (WhatsApp's
+    /// single webhook URL): every running channel of `platform` checks the signature with its own secret
+    /// and keeps the events addressed to it. Refused unless at least one channel verified the request.
+    pub async fn accept_platform_webhook(
+        &self,
+        platform: Platform,
+        request: WebhookRequest<'_>,
+    ) -> Result<WebhookBatch, WebhookRejection> {
+        let running = self.running(platform);
+        if running.is_empty() {
+            return Err(WebhookRejection::UnknownChannel);
+        }
+        let mut refusal = None;
+        let mut accepted = WebhookBatch::default();
+        let mut verified = false;
+        for (adapter, sink) in running {
+            match adapter.webhook(request) {
+                Some(Ok(batch)) => {
+                    verified = true;
+                    sink.alive();
+                    for event in batch.events.iter().cloned() {
+                        sink.deliver(event).await.map_err(|err| WebhookRejection::Unavailable(err.0))?;
+                    }
+                    accepted.events.extend(batch.events);
+                }
+                Some(Err(err)) => refusal = Some(err),
+                None => {}
+            }
+        }
+        match (verified, refusal) {
+            (true, _) => Ok(accepted),
+            (false, Some(err)) => Err(WebhookRejection::Refused(err)),
+            (false, None) => Err(WebhookRejection::UnknownChannel),
+        }
+    }
+
+    /// The challenge to echo for a subscription handshake, when a running channel of `platform` owns the
+    /// token.
+    pub fn subscription_challenge(
+        &self,
+        platform: Platform,
+        mode: &str,
+        token: &str,
+        challenge: &str,
+    ) -> Option<String> {
+        self.running(platform)
+            .into_iter()
+            .find_map(|(adapter, _)| adapter.subscription_challenge(mode, token, challenge))
+    }
+
+    fn running(&self, platform: Platform) -> Vec<(Arc<dyn ChannelAdapter>, Arc<StoreSink>)> {
+        self.slots()
+            .values()
+            .filter_map(|slot| match slot {
+                Slot::Running(run) if run.adapter.platform() == platform => {
+                    Some((run.adapter.clone(), run.sink.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Health of every channel this process runs.
     pub fn health(&self) -> Vec<ChannelHealth> {
         let now = self.store.clock().now();
@@ -360,7 +424,38 @@ pub fn build_adapter(
                 },
             )))
         }
-        Ok(other) => Err(format!("{other} channels are not supported yet")),
+        Ok(Platform::Slack) => {
+            let bot_token = secrets.get("bot_token").ok_or("the channel has no bot_token")?.clone();
+            let app_token = secrets.get("app_token").cloned();
+            let signing_secret = secrets.get("signing_secret").cloned();
+            if app_token.is_none() && signing_secret.is_none() {
+                return Err("a Slack channel needs an app_token (Socket Mode) or a signing_secret (Events API)".into());
+            }
+            Ok(Arc::new(SlackAdapter::new(
+                http,
+                SlackConfig {
+                    channel_id: channel.id,
+                    api_base: setting("api_base").unwrap_or(crate::slack::DEFAULT_API_BASE).to_owned(),
+                    bot_token,
+                    app_token,
+                    signing_secret,
+                },
+            )))
+        }
+        Ok(Platform::WhatsApp) => {
+            let secret = |key: &str| secrets.get(key).cloned().ok_or_else(|| format!("the channel has no {key}"));
+            Ok(Arc::new(WhatsAppAdapter::new(
+                http,
+                WhatsAppConfig {
+                    channel_id: channel.id,
+                    api_base: setting("api_base").unwrap_or(crate::whatsapp::DEFAULT_API_BASE).to_owned(),
+                    phone_number_id: setting("phone_number_id").ok_or("the channel has no phone_number_id")?.to_owned(),
+                    access_token: secret("access_token")?,
+                    app_secret: secret("app_secret")?,
+                    verify_token: secret("verify_token")?,
+                },
+            )))
+        }
         Err(err) => Err(err.to_string()),
     }
 }

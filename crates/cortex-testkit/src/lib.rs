@@ -3,7 +3,8 @@
 //! [`fake_llm::FakeLlm`] is an in-process model server speaking the OpenAI and Anthropic protocols;
 //! [`fake_embeddings::FakeEmbeddings`] an OpenAI-compatible embeddings server (also served by the fake LLM);
 //! [`fake_telegram::FakeTelegram`] an in-process Telegram Bot API; [`fake_discord::FakeDiscord`] Discord's REST
-//! API and gateway WebSocket; [`fake_http::CallLog`] the call log those platform fakes share.
+//! API and gateway WebSocket; [`fake_slack::FakeSlack`] Slack's Web API and Socket Mode;
+//! [`fake_whatsapp::FakeWhatsApp`] the WhatsApp Cloud API; [`fake_http::CallLog`] the call log those platform fakes share.
 //!
 //! [`TestStore`] gives each test its own database: a temporary SQLite file, or a fresh PostgreSQL
 //! database cloned from a template migrated once per migration set. [`both_engines!`] runs one test
@@ -17,7 +18,9 @@ pub mod fake_discord;
 pub mod fake_embeddings;
 pub mod fake_http;
 pub mod fake_llm;
+pub mod fake_slack;
 pub mod fake_telegram;
+pub mod fake_whatsapp;
 
 use std::sync::Arc;
 

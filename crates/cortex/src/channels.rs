@@ -18,6 +18,10 @@ use crate::config::ConfigError;
 const ENV_TELEGRAM: &str = "env-telegram";
 /// Name of the channel `DISCORD_BOT_TOKEN` defines.
 const ENV_DISCORD: &str = "env-discord";
+/// Name of the channel `SLACK_BOT_TOKEN` defines.
+const ENV_SLACK: &str = "env-slack";
+/// Name of the channel `WHATSAPP_TOKEN` defines.
+const ENV_WHATSAPP: &str = "env-whatsapp";
 
 /// An env-defined channel as it should be stored.
 struct EnvChannel {
@@ -67,6 +71,42 @@ fn env_channels() -> anyhow::Result<Vec<EnvChannel>> {
             settings,
             secrets: BTreeMap::from([("bot_token".to_owned(), token)]),
         });
+    }
+    if let Some(token) = var("SLACK_BOT_TOKEN") {
+        let mut settings = json!({});
+        if let Some(base) = var("SLACK_API_BASE") {
+            settings["api_base"] = json!(env_url("SLACK_API_BASE", &base, &["http", "https"])?);
+        }
+        let mut secrets = BTreeMap::from([("bot_token".to_owned(), token)]);
+        for (variable, key) in [("SLACK_APP_TOKEN", "app_token"), ("SLACK_SIGNING_SECRET", "signing_secret")] {
+            if let Some(value) = var(variable) {
+                secrets.insert(key.to_owned(), value);
+            }
+        }
+        if secrets.len() == 1 {
+            anyhow::bail!(ConfigError(
+                "SLACK_BOT_TOKEN needs SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (Events API)".into()
+            ));
+        }
+        channels.push(EnvChannel { name: ENV_SLACK, channel_type: "slack", settings, secrets });
+    }
+    if let Some(token) = var("WHATSAPP_TOKEN") {
+        let required =
+            |name: &str| var(name).ok_or_else(|| ConfigError(format!("WHATSAPP_TOKEN is set, so {name} is required")));
+        let phone_number_id = required("WHATSAPP_PHONE_NUMBER_ID")?;
+        if !phone_number_id.bytes().all(|byte| byte.is_ascii_digit()) {
+            anyhow::bail!(ConfigError(format!("WHATSAPP_PHONE_NUMBER_ID is not a number id: {phone_number_id}")));
+        }
+        let mut settings = json!({"phone_number_id": phone_number_id});
+        if let Some(base) = var("WHATSAPP_API_BASE") {
+            settings["api_base"] = json!(env_url("WHATSAPP_API_BASE", &base, &["http", "https"])?);
+        }
+        let secrets = BTreeMap::from([
+            ("access_token".to_owned(), token),
+            ("verify_token".to_owned(), required("WHATSAPP_VERIFY_TOKEN")?),
+            ("app_secret".to_owned(), required("WHATSAPP_APP_SECRET")?),
+        ]);
+        channels.push(EnvChannel { name: ENV_WHATSAPP, channel_type: "whatsapp", settings, secrets });
     }
     Ok(channels)
 }

@@ -49,6 +49,8 @@ pub fn routes() -> Routes {
         .viewer(routes!(list_bindings))
         .operator(routes!(unbind_chat))
         .public(routes!(telegram_webhook))
+        .public(routes!(slack_webhook))
+        .public(routes!(whatsapp_verify, whatsapp_webhook))
 }
 
 /// Secret settings per platform: accepted in `config`, stored encrypted, never returned.
@@ -75,7 +77,8 @@ fn setting_keys(platform: Platform) -> &'static [&'static str] {
     match platform {
         Platform::Telegram => &["api_base", "mode", "require_secret", "poll_timeout_seconds"],
         Platform::Discord => &["api_base", "gateway_url"],
-        _ => &["api_base"],
+        Platform::Slack => &["api_base"],
+        Platform::WhatsApp => &["api_base", "phone_number_id"],
     }
 }
 
@@ -87,8 +90,10 @@ pub struct CreateChannel {
     pub channel_type: Platform,
     pub name: String,
     /// Platform settings and secrets, e.g. Telegram `{bot_token, api_base?, mode?: polling|webhook,
-    /// require_secret?, poll_timeout_seconds?}`, Discord `{bot_token, api_base?, gateway_url?}`. Secrets
-    /// are stored encrypted and never returned.
+    /// require_secret?, poll_timeout_seconds?}`, Discord `{bot_token, api_base?, gateway_url?}`, Slack
+    /// `{bot_token, app_token? (Socket Mode), signing_secret? (Events API), api_base?}`, WhatsApp
+    /// `{access_token, app_secret, verify_token, phone_number_id, api_base?}`. Secrets are stored
+    /// encrypted and never returned.
     #[schema(value_type = Object)]
     pub config: Map<String, Value>,
     /// `open` (default) or `allowlist`: only platform users on the channel allowlist get through.
@@ -284,6 +289,10 @@ fn check_setting(key: &str, value: &Value) -> Result<(), String> {
                 Err("must be a ws:// or wss:// URL".into())
             }
         }
+        "phone_number_id" => match value.as_str() {
+            Some(id) if !id.is_empty() && id.len() <= 32 && id.bytes().all(|byte| byte.is_ascii_digit()) => Ok(()),
+            _ => Err("must be the number's id (digits)".into()),
+        },
         "mode" => match value.as_str() {
             Some("polling" | "webhook") => Ok(()),
             _ => Err("must be `polling` or `webhook`".into()),
@@ -364,8 +373,14 @@ async fn create_channel(
     if !missing.is_empty() {
         return Err(ApiError::validation(&missing));
     }
-    if !matches!(platform, Platform::Telegram | Platform::Discord) {
-        return Err(ApiError::new(Code::Unprocessable, format!("{platform} channels are not supported yet")));
+    if platform == Platform::Slack && !secrets.contains_key("app_token") && !secrets.contains_key("signing_secret") {
+        return Err(ApiError::validation(&[(
+            "config",
+            "a Slack channel needs `app_token` (Socket Mode) or `signing_secret` (Events API webhook)".into(),
+        )]));
+    }
+    if platform == Platform::WhatsApp && !settings.contains_key("phone_number_id") {
+        return Err(ApiError::validation(&[("config", "`phone_number_id` is required".into())]));
     }
     if platform == Platform::Telegram && settings.get("mode").and_then(Value::as_str) == Some("webhook") {
         secrets.entry("webhook_secret".into()).or_insert_with(new_webhook_secret);
@@ -761,25 +776,93 @@ async fn telegram_webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let channel_id = channel_uuid(&channel_id)?;
+    channel_webhook(&state, Platform::Telegram, &channel_id, &headers, &body).await
+}
+
+/// Slack Events API and interactivity webhook (SPEC §8.4): `X-Slack-Signature` (v0 HMAC-SHA256 of
+/// `v0:{X-Slack-Request-Timestamp}:{raw body}` with the channel's signing secret, timestamp within 5
+/// minutes) must match — 401 otherwise, nothing recorded. `url_verification` is answered with its
+/// challenge; events are recorded before the 200, so Slack's retries are recorded once.
+#[utoipa::path(post, path = "/webhooks/slack/{channel_id}", tag = "channels", params(("channel_id" = Uuid, Path)),
+    request_body(content = String, content_type = "application/json", description = "An Events API payload, or `payload=` (form) for interactivity"),
+    responses((status = 200), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn slack_webhook(
+    State(state): State<AppState>,
+    Path(channel_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    channel_webhook(&state, Platform::Slack, &channel_id, &headers, &body).await
+}
+
+/// WhatsApp webhook verification (SPEC §8.5): `hub.mode=subscribe` with the verify token of a running
+/// WhatsApp channel → 200 with `hub.challenge` as plain text; anything else → 403.
+#[utoipa::path(get, path = "/webhooks/whatsapp", tag = "channels",
+    params(("hub.mode" = Option<String>, Query), ("hub.verify_token" = Option<String>, Query), ("hub.challenge" = Option<String>, Query)),
+    responses((status = 200, body = String, content_type = "text/plain"), (status = 403, body = ErrorBody)))]
+async fn whatsapp_verify(
+    State(state): State<AppState>,
+    axum::extract::Query(query): axum::extract::Query<BTreeMap<String, String>>,
+) -> ApiResult<Response> {
+    let field = |name: &str| query.get(name).map(String::as_str).unwrap_or_default();
+    match state.channels.subscription_challenge(
+        Platform::WhatsApp,
+        field("hub.mode"),
+        field("hub.verify_token"),
+        field("hub.challenge"),
+    ) {
+        Some(challenge) => Ok(challenge.into_response()),
+        None => Err(ApiError::new(Code::Forbidden, "unknown verify token")),
+    }
+}
+
+/// WhatsApp Cloud API webhook (SPEC §8.5): `X-Hub-Signature-256` (HMAC-SHA256 of the raw body with the
+/// app secret) must match — 401 otherwise, nothing recorded. Routed by `metadata.phone_number_id`;
+/// messages are recorded before the 200 (processing continues asynchronously), Meta's retries once.
+#[utoipa::path(post, path = "/webhooks/whatsapp", tag = "channels",
+    request_body(content = String, content_type = "application/json", description = "A `whatsapp_business_account` notification"),
+    responses((status = 200), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn whatsapp_webhook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
     match state
         .channels
-        .accept_webhook(Platform::Telegram, channel_id, WebhookRequest { headers: &headers, body: &body })
+        .accept_platform_webhook(Platform::WhatsApp, WebhookRequest { headers: &headers, body: &body })
         .await
     {
+        Ok(_) => Ok(axum::Json(json!({"ok": true})).into_response()),
+        Err(rejection) => Err(webhook_rejection(rejection, "whatsapp")),
+    }
+}
+
+/// Verifies and records a webhook request for one channel of `platform`.
+async fn channel_webhook(
+    state: &AppState,
+    platform: Platform,
+    channel_id: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> ApiResult<Response> {
+    let channel_id = channel_uuid(channel_id)?;
+    match state.channels.accept_webhook(platform, channel_id, WebhookRequest { headers, body }).await {
         Ok(batch) => Ok(match batch.reply {
             Some(reply) => reply.into_response(),
             None => axum::Json(json!({"ok": true})).into_response(),
         }),
-        Err(WebhookRejection::UnknownChannel) => Err(ApiError::not_found("webhook")),
-        Err(WebhookRejection::Refused(WebhookError::Unauthenticated(reason))) => {
-            tracing::warn!(%channel_id, reason, "webhook refused");
-            Err(ApiError::new(Code::Unauthorized, "the request is not signed by the platform"))
+        Err(rejection) => Err(webhook_rejection(rejection, &channel_id.to_string())),
+    }
+}
+
+/// The answer to a refused webhook request: 404 unknown, 401 unsigned, 400 unreadable, 503 not recorded.
+fn webhook_rejection(rejection: WebhookRejection, channel: &str) -> ApiError {
+    match rejection {
+        WebhookRejection::UnknownChannel => ApiError::not_found("webhook"),
+        WebhookRejection::Refused(WebhookError::Unauthenticated(reason)) => {
+            tracing::warn!(channel, reason, "webhook refused");
+            ApiError::new(Code::Unauthorized, "the request is not signed by the platform")
         }
-        Err(WebhookRejection::Refused(WebhookError::Malformed(reason))) => Err(ApiError::bad_request(reason)),
-        Err(WebhookRejection::Unavailable(reason)) => {
-            tracing::warn!(%channel_id, reason, "recording a webhook failed");
-            Err(ApiError::new(Code::Unavailable, "try again later"))
+        WebhookRejection::Refused(WebhookError::Malformed(reason)) => ApiError::bad_request(reason),
+        WebhookRejection::Unavailable(reason) => {
+            tracing::warn!(channel, reason, "recording a webhook failed");
+            ApiError::new(Code::Unavailable, "try again later")
         }
     }
 }

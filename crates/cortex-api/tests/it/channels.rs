@@ -244,3 +244,131 @@ both_engines!(a_discord_bot_is_verified_then_connects_to_the_gateway_without_a_r
     discord.wait_for_op(2, 1).await;
     wait_state(&app, channel["id"].as_str().unwrap(), "healthy").await;
 });
+
+both_engines!(the_slack_webhook_needs_a_fresh_signature_and_records_each_event_once, |t: TestStore| async move {
+    use cortex_channels::signature::hmac_sha256_hex;
+    let slack = cortex_testkit::fake_slack::FakeSlack::start("xoxb-api", "xapp-api").await;
+    let app = TestApp::spawn(t).await;
+    let config = json!({"bot_token": "xoxb-api", "signing_secret": "slack-signing", "api_base": slack.api_base()});
+    let neither = app
+        .post("/channels", &app.admin, json!({"type": "slack", "name": "s", "config": {"bot_token": "xoxb-api"}}))
+        .await;
+    assert_eq!(neither.status(), 400, "Socket Mode or Events API must be configured");
+    let bad = app
+        .post("/channels", &app.admin, json!({"type": "slack", "name": "s", "config": {"bot_token": "xoxb-no", "signing_secret": "x", "api_base": slack.api_base()}}))
+        .await;
+    assert_eq!(bad.status(), 422);
+    let created = app.post("/channels", &app.admin, json!({"type": "slack", "name": "s", "config": config})).await;
+    assert_eq!(created.status(), 201);
+    let channel: Value = created.json().await.unwrap();
+    assert_eq!(channel["secrets"], json!(["bot_token", "signing_secret"]));
+    let id = channel["id"].as_str().unwrap().to_owned();
+    wait_state(&app, &id, "healthy").await;
+
+    let post = |secret: &'static str, at: i64, body: Value| {
+        let body = body.to_string();
+        let timestamp = at.to_string();
+        let mac = hmac_sha256_hex(secret.as_bytes(), &[b"v0:", timestamp.as_bytes(), b":", body.as_bytes()]);
+        app.http
+            .post(app.url(&format!("/webhooks/slack/{id}")))
+            .header("X-Slack-Request-Timestamp", timestamp)
+            .header("X-Slack-Signature", format!("v0={mac}"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let now = chrono::Utc::now().timestamp();
+    let challenge =
+        post("slack-signing", now, json!({"type": "url_verification", "challenge": "ch-42"})).await.unwrap();
+    assert_eq!(challenge.status(), 200);
+    assert_eq!(challenge.text().await.unwrap(), "ch-42");
+
+    let event = json!({"type": "event_callback", "event_id": "Ev1", "event": {"type": "message", "channel": "D9",
+                       "user": "U9", "text": "via events api", "ts": "1790000000.000100", "channel_type": "im"}});
+    let wrong = post("not-the-secret", now, event.clone()).await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(error_code(wrong).await, "unauthorized");
+    assert_eq!(
+        post("slack-signing", now - 600, event.clone()).await.unwrap().status(),
+        401,
+        "outside the 5-minute window"
+    );
+    let channel_id: uuid::Uuid = id.parse().unwrap();
+    assert_eq!(app.test.store.inbound_count(channel_id).await.unwrap(), 0, "nothing recorded for bad signatures");
+    assert_eq!(post("slack-signing", now, event.clone()).await.unwrap().status(), 200);
+    assert_eq!(post("slack-signing", now, event.clone()).await.unwrap().status(), 200, "Slack's retry is fine");
+    assert_eq!(app.test.store.inbound_count(channel_id).await.unwrap(), 1, "recorded once");
+});
+
+both_engines!(
+    the_whatsapp_webhook_verifies_signatures_routes_by_number_and_answers_through_the_graph_api,
+    |t: TestStore| async move {
+        use cortex_testkit::fake_whatsapp::{FakeWhatsApp, SEND_MESSAGE, hub_signature, whatsapp_text};
+        let whatsapp = FakeWhatsApp::start("wa-token", "1555").await;
+        let app = TestApp::spawn(t).await;
+        let config = json!({"access_token": "wa-token", "app_secret": "wa-app-secret", "verify_token": "wa-verify",
+                        "phone_number_id": "1555", "api_base": whatsapp.api_base()});
+        let mut wrong = config.clone();
+        wrong["access_token"] = json!("nope");
+        assert_eq!(
+            app.post("/channels", &app.admin, json!({"type": "whatsapp", "name": "w", "config": wrong})).await.status(),
+            422
+        );
+        let mut missing = config.clone();
+        missing.as_object_mut().unwrap().remove("phone_number_id");
+        assert_eq!(
+            app.post("/channels", &app.admin, json!({"type": "whatsapp", "name": "w", "config": missing}))
+                .await
+                .status(),
+            400
+        );
+        let created =
+            app.post("/channels", &app.admin, json!({"type": "whatsapp", "name": "w", "config": config})).await;
+        assert_eq!(created.status(), 201);
+        let channel: Value = created.json().await.unwrap();
+        assert_eq!(channel["secrets"], json!(["access_token", "app_secret", "verify_token"]));
+        assert_eq!(channel["config"]["phone_number_id"], "1555");
+        let id = channel["id"].as_str().unwrap().to_owned();
+        wait_state(&app, &id, "healthy").await;
+
+        let verify = |token: &str| {
+            app.http
+                .get(app.url("/webhooks/whatsapp"))
+                .query(&[("hub.mode", "subscribe"), ("hub.verify_token", token), ("hub.challenge", "1158201444")])
+                .send()
+        };
+        let ok = verify("wa-verify").await.unwrap();
+        assert_eq!(ok.status(), 200);
+        assert_eq!(ok.text().await.unwrap(), "1158201444");
+        assert_eq!(verify("wa-verifY").await.unwrap().status(), 403);
+
+        let post = |signature: String, body: Vec<u8>| {
+            app.http
+                .post(app.url("/webhooks/whatsapp"))
+                .header("X-Hub-Signature-256", signature)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+        };
+        let body = whatsapp_text("1555", "491701234567", "wamid.IN1", "hello?");
+        let refused = post(hub_signature("other-secret", &body), body.clone()).await.unwrap();
+        assert_eq!(refused.status(), 401);
+        assert_eq!(error_code(refused).await, "unauthorized");
+        let channel_id: uuid::Uuid = id.parse().unwrap();
+        assert_eq!(app.test.store.inbound_count(channel_id).await.unwrap(), 0, "nothing recorded for a bad signature");
+        assert_eq!(post(hub_signature("wa-app-secret", &body), body.clone()).await.unwrap().status(), 200);
+        assert_eq!(
+            post(hub_signature("wa-app-secret", &body), body.clone()).await.unwrap().status(),
+            200,
+            "Meta's retry"
+        );
+        assert_eq!(app.test.store.inbound_count(channel_id).await.unwrap(), 1, "recorded once");
+
+        // No agent is bound: the refusal goes back to the sender through the Graph API.
+        let sent = whatsapp.api.wait_for_delivered(SEND_MESSAGE, 1).await;
+        assert_eq!(sent[0].path, "/1555");
+        assert_eq!(sent[0].body["to"], "491701234567");
+        assert_eq!(sent[0].body["text"], json!({"body": "No agent is assigned to this chat.", "preview_url": false}));
+        assert_eq!(sent[0].authorization.as_deref(), Some("Bearer wa-token"));
+    }
+);

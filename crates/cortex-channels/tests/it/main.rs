@@ -4,5 +4,7 @@
 mod delivery;
 mod discord;
 mod router;
+mod slack;
 mod support;
 mod telegram;
+mod whatsapp;

@@ -1,6 +1,7 @@
 //! Channels through the real binary: the env-defined Telegram bot against telegram-test-api (the npm
 //! peer), a SIGKILL between "reply produced" and "platform acknowledged" against the in-process fake
-//! Bot API, and the env-defined Discord bot against the fake gateway and REST API.
+//! Bot API, and the env-defined Discord, Slack and WhatsApp channels against the in-process fakes of
+//! their platforms.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -8,7 +9,9 @@ use std::time::Duration;
 
 use cortex_testkit::fake_discord::{CREATE_MESSAGE, FakeDiscord};
 use cortex_testkit::fake_llm::{FakeLlm, Reply, When};
+use cortex_testkit::fake_slack::{FakeSlack, POST_MESSAGE};
 use cortex_testkit::fake_telegram::FakeTelegram;
+use cortex_testkit::fake_whatsapp::{FakeWhatsApp, SEND_MESSAGE, hub_signature, whatsapp_text};
 use serde_json::{Value, json};
 
 use crate::e2e::{api, env, start};
@@ -211,5 +214,74 @@ async fn a_bound_discord_channel_gets_the_agents_reply_through_the_gateway_and_r
     assert_eq!(sent[0].body["flags"], 4, "link previews suppressed");
     assert_eq!(sent[0].body["message_reference"]["message_id"], message["id"]);
     assert_eq!(llm.requests()[0].user_texts().last().map(|text| text.contains("hi there")), Some(true));
+    server.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_defined_slack_and_whatsapp_channels_answer_bound_chats() {
+    let slack = FakeSlack::start("xoxb-e2e", "xapp-e2e").await;
+    let whatsapp = FakeWhatsApp::start("wa-e2e", "1555").await;
+    let llm = FakeLlm::start().await;
+    llm.rule(When::Always, Reply::text("Noted."));
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = env(&llm);
+    for (name, value) in [
+        ("SLACK_BOT_TOKEN", "xoxb-e2e"),
+        ("SLACK_APP_TOKEN", "xapp-e2e"),
+        ("SLACK_API_BASE", slack.api_base()),
+        ("WHATSAPP_TOKEN", "wa-e2e"),
+        ("WHATSAPP_PHONE_NUMBER_ID", "1555"),
+        ("WHATSAPP_VERIFY_TOKEN", "wa-verify"),
+        ("WHATSAPP_APP_SECRET", "wa-secret"),
+        ("WHATSAPP_API_BASE", whatsapp.api_base()),
+    ] {
+        env.push((name, value.to_owned()));
+    }
+    let server = start(dir.path(), &env);
+    let base = server.url.clone();
+    let channels = api(reqwest::Method::GET, format!("{base}/channels"), None).await;
+    let mut types: Vec<&str> =
+        channels["items"].as_array().unwrap().iter().filter_map(|c| c["type"].as_str()).collect();
+    types.sort_unstable();
+    assert_eq!(types, ["slack", "whatsapp"], "{channels}");
+    for secret in ["xoxb-e2e", "xapp-e2e", "wa-e2e", "wa-secret", "wa-verify"] {
+        assert!(!channels.to_string().contains(secret), "secrets are never returned");
+    }
+    let agent = greeter(&base).await;
+    for (channel_type, chat_id) in [("slack", "D1"), ("whatsapp", "491701234567")] {
+        api(
+            reqwest::Method::POST,
+            format!("{base}/agents/{agent}/channels"),
+            Some(json!({"channel_type": channel_type, "chat_id": chat_id})),
+        )
+        .await;
+    }
+
+    slack.wait_for_connections(1).await;
+    slack.user_message("D1", "U1", "hello from slack", None);
+    let sent = slack.api.wait_for_delivered(POST_MESSAGE, 1).await;
+    assert_eq!((sent[0].body["channel"].as_str(), sent[0].body["text"].as_str()), (Some("D1"), Some("Noted.")));
+
+    let http = reqwest::Client::new();
+    let verified = http
+        .get(format!("{base}/webhooks/whatsapp"))
+        .query(&[("hub.mode", "subscribe"), ("hub.verify_token", "wa-verify"), ("hub.challenge", "42")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.text().await.unwrap(), "42");
+    let body = whatsapp_text("1555", "491701234567", "wamid.E2E", "hello from whatsapp");
+    let posted = http
+        .post(format!("{base}/webhooks/whatsapp"))
+        .header("X-Hub-Signature-256", hub_signature("wa-secret", &body))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 200);
+    let sent = whatsapp.api.wait_for_delivered(SEND_MESSAGE, 1).await;
+    assert_eq!(sent[0].body["to"], "491701234567");
+    assert_eq!(sent[0].body["text"]["body"], "Noted.");
     server.kill();
 }
