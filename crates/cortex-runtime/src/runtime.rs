@@ -21,6 +21,7 @@ use crate::agent_loop::AgentHandler;
 use crate::catalog::{BuiltinDeps, Catalog, builtin_registry};
 use crate::env::EnvSettings;
 use crate::providers::Providers;
+use crate::secrets::Secrets;
 use crate::tools::{EffectiveTool, ToolReport, ToolResolver};
 
 /// Everything the runtime needs from the process; built by the binary.
@@ -39,6 +40,9 @@ pub struct RuntimeConfig {
     pub http: reqwest::Client,
     /// In-call retry schedule of model calls.
     pub llm_retry: cortex_llm::RetryPolicy,
+    /// Filled by the runtime with the current secret set (credentials and secret env values), so the
+    /// binary's log writer redacts with the same set.
+    pub redactor: cortex_core::redact::SharedRedactor,
 }
 
 /// Why the runtime cannot start or answer.
@@ -61,6 +65,7 @@ pub(crate) struct Services {
     pub providers: Providers,
     pub tools: ToolResolver,
     pub memory: Arc<Memory>,
+    pub secrets: Secrets,
 }
 
 /// The agent runtime of one process.
@@ -134,6 +139,8 @@ impl Runtime {
         let providers = Providers::new(store.clone(), config.cipher.clone(), config.http, config.llm_retry, flows);
         providers.materialise_env(&env).await?;
         providers.sync().await?;
+        let secrets = Secrets::new(store.clone(), config.cipher.clone(), config.redactor, &config.env);
+        secrets.refresh().await?;
         let http = Arc::new(http);
         let builtins = Arc::new(builtin_registry(BuiltinDeps {
             store: store.clone(),
@@ -150,6 +157,7 @@ impl Runtime {
             providers,
             tools,
             memory: memory.clone(),
+            secrets,
         });
         Ok(Arc::new(Runtime { store, memory, catalog, services }))
     }
@@ -179,6 +187,17 @@ impl Runtime {
     /// Completes a provider sign-in with the returned code; the id of the stored credential.
     pub async fn complete_sign_in(&self, state: &str, code: &str) -> Result<uuid::Uuid, crate::signin::SignInError> {
         self.services.providers.complete_sign_in(state, code).await
+    }
+
+    /// The process's current redactor of secret values (SPEC Appendix B "Credentials").
+    pub fn redactor(&self) -> cortex_core::redact::SharedRedactor {
+        self.services.secrets.shared()
+    }
+
+    /// Rebuilds the redactor now (after a credential was created or changed through the API).
+    pub async fn refresh_secrets(&self) -> Result<(), RuntimeError> {
+        self.services.secrets.refresh().await?;
+        Ok(())
     }
 
     /// The handler to register for `chat` and `task` jobs.

@@ -1,12 +1,17 @@
 //! Logging: `CORTEX_LOG` filter (default `info`), JSON lines when stderr is not a terminal, readable
-//! text when it is. Logs go to stderr so stdout stays for command output.
+//! text when it is. Logs go to stderr so stdout stays for command output. Every line passes through
+//! [`LOG_REDACTOR`], the runtime's current secret set (credential values and secret env values in their
+//! common encodings), before it is written.
 //!
 //! Traces (SPEC §16.5): only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, every `info`-or-above span (HTTP
 //! requests, job attempts, …) is also exported over OTLP http/protobuf to `<endpoint>/v1/traces`. The
 //! exporter uses the blocking reqwest client on the SDK's own batch thread, so it is built here, before the
 //! async runtime exists, and flushed by [`Telemetry::shutdown`] after the runtime has finished.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::sync::LazyLock;
+
+use cortex_core::redact::SharedRedactor;
 
 use opentelemetry::Key;
 use opentelemetry::trace::TracerProvider as _;
@@ -28,6 +33,58 @@ const TRACES_ENDPOINT_VAR: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
 const PROTOCOL_VARS: [&str; 2] = ["OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"];
 /// Used when neither `OTEL_SERVICE_NAME` nor `OTEL_RESOURCE_ATTRIBUTES` names the service.
 const SERVICE_NAME: &str = "cortex";
+
+/// The secret set log lines are redacted with; the runtime fills it (`RuntimeConfig::redactor`) and keeps it
+/// current as credentials change. Process-wide because the subscriber is installed before the runtime
+/// exists.
+pub static LOG_REDACTOR: LazyLock<SharedRedactor> = LazyLock::new(|| {
+    let redactor = SharedRedactor::default();
+    let values: Vec<String> =
+        std::env::vars().filter(|(name, _)| is_secret_var(name)).map(|(_, value)| value).collect();
+    redactor.set(cortex_core::redact::Redactor::new(values));
+    redactor
+});
+
+/// Whether an environment variable holds a secret by its name (`*_KEY`, `*_TOKEN`, `*_SECRET`, `*_PASSWORD`).
+pub fn is_secret_var(name: &str) -> bool {
+    ["_KEY", "_TOKEN", "_SECRET", "_PASSWORD"].iter().any(|suffix| name.ends_with(suffix))
+}
+
+/// Writes each formatted log event to stderr once it is complete, redacted.
+struct RedactingStderr;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RedactingStderr {
+    type Writer = EventBuffer;
+
+    fn make_writer(&'a self) -> EventBuffer {
+        EventBuffer(Vec::new())
+    }
+}
+
+/// One event's text, written on drop (the formatter writes an event, then drops its writer).
+struct EventBuffer(Vec<u8>);
+
+impl Write for EventBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for EventBuffer {
+    fn drop(&mut self) {
+        if self.0.is_empty() {
+            return;
+        }
+        let text = String::from_utf8_lossy(&self.0);
+        let redacted = LOG_REDACTOR.apply(&text);
+        let _ = std::io::stderr().lock().write_all(redacted.as_bytes());
+    }
+}
 
 /// Owns the trace pipeline so spans still buffered at exit reach the collector: the global subscriber
 /// keeps the provider alive forever, so nothing else would ever flush it.
@@ -77,7 +134,7 @@ fn log_filter() -> anyhow::Result<EnvFilter> {
 pub fn init() -> anyhow::Result<Telemetry> {
     let provider = tracer_provider()?;
     let filter = log_filter()?;
-    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = tracing_subscriber::fmt::layer().with_writer(RedactingStderr);
     let logs = if std::io::stderr().is_terminal() {
         logs.compact().boxed()
     } else {

@@ -68,6 +68,7 @@ pub(crate) async fn measure(scratch: &Scratch, args: &ChatArgs) -> anyhow::Resul
             mcp: mcp.clone(),
             http: reqwest::Client::new(),
             llm_retry: cortex_llm::RetryPolicy::default(),
+            redactor: Default::default(),
         },
     )
     .await
