@@ -384,6 +384,7 @@ pub async fn webhook_tool(store: &Store, agent_id: Uuid, name: &str, url: &str, 
         timeout_ms: 10_000,
         risk: "p2".into(),
         idempotent: false,
+        credential_refs: serde_json::json!([]),
     };
     let mut tx = store.begin().await.unwrap();
     tx.insert_webhook_tool(&record).await.unwrap();
