@@ -199,9 +199,10 @@ fn forms(value: &str) -> Vec<String> {
         all.push(text.clone());
         let json = serde_json::to_string(text).unwrap_or_default();
         all.push(json.trim_matches('"').to_owned());
-        let percent = percent_encode(text);
-        all.push(percent.to_ascii_lowercase_hex());
-        all.push(percent);
+        for percent in [percent_encode(text, b"-._~"), percent_encode(text, b"")] {
+            all.push(percent.to_ascii_lowercase_hex());
+            all.push(percent);
+        }
         let hex = hex::encode(text.as_bytes());
         all.push(hex.to_ascii_uppercase());
         all.push(hex);
@@ -231,11 +232,12 @@ fn base64_cores(bytes: &[u8]) -> Vec<String> {
     cores
 }
 
-/// RFC 3986 percent-encoding of everything but unreserved characters (upper-case hex).
-fn percent_encode(text: &str) -> String {
+/// Percent-encoding (upper-case hex) of every byte but ASCII letters, digits and `keep`: RFC 3986 keeps
+/// its unreserved `-._~`, stricter encoders escape them too.
+fn percent_encode(text: &str, keep: &[u8]) -> String {
     let mut encoded = String::with_capacity(text.len());
     for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+        if byte.is_ascii_alphanumeric() || keep.contains(&byte) {
             encoded.push(char::from(byte));
         } else {
             encoded.push_str(&format!("%{byte:02X}"));
@@ -292,8 +294,8 @@ mod tests {
         assert_clean(&redactor, &format!("HEX {}", hex::encode_upper(SECRET)));
         assert_clean(&redactor, &format!("b64 {}", STANDARD.encode(SECRET)));
         assert_clean(&redactor, &format!("b64url {}", URL_SAFE.encode(SECRET)));
-        assert_clean(&redactor, &format!("url {}", percent_encode(SECRET)));
-        assert_clean(&redactor, &format!("url {}", percent_encode(SECRET).to_ascii_lowercase_hex()));
+        assert_clean(&redactor, &format!("url {}", percent_encode(SECRET, b"-._~")));
+        assert_clean(&redactor, &format!("url {}", percent_encode(SECRET, b"").to_ascii_lowercase_hex()));
         assert_clean(&redactor, &serde_json::to_string(&format!("json \"{SECRET}\"")).unwrap());
         assert_eq!(redactor.apply("version 1 of 1"), "version 1 of 1", "short values are not secrets");
     }

@@ -17,6 +17,7 @@ mod keys;
 mod mcp;
 mod memory;
 mod ops;
+mod redaction;
 mod sign_in;
 mod sizes;
 mod tools;
