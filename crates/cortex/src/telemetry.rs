@@ -50,23 +50,30 @@ pub fn is_secret_var(name: &str) -> bool {
     ["_KEY", "_TOKEN", "_SECRET", "_PASSWORD"].iter().any(|suffix| name.ends_with(suffix))
 }
 
-/// Writes each formatted log event to stderr once it is complete, redacted.
-struct RedactingStderr;
+/// Writes each formatted log event through `inner` once it is complete, redacted with `redactor`.
+struct Redacting<M> {
+    inner: M,
+    redactor: SharedRedactor,
+}
 
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RedactingStderr {
-    type Writer = EventBuffer;
+impl<'a, M: tracing_subscriber::fmt::MakeWriter<'a>> tracing_subscriber::fmt::MakeWriter<'a> for Redacting<M> {
+    type Writer = EventBuffer<M::Writer>;
 
-    fn make_writer(&'a self) -> EventBuffer {
-        EventBuffer(Vec::new())
+    fn make_writer(&'a self) -> Self::Writer {
+        EventBuffer { bytes: Vec::new(), inner: self.inner.make_writer(), redactor: self.redactor.clone() }
     }
 }
 
 /// One event's text, written on drop (the formatter writes an event, then drops its writer).
-struct EventBuffer(Vec<u8>);
+struct EventBuffer<W: Write> {
+    bytes: Vec<u8>,
+    inner: W,
+    redactor: SharedRedactor,
+}
 
-impl Write for EventBuffer {
+impl<W: Write> Write for EventBuffer<W> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.extend_from_slice(bytes);
+        self.bytes.extend_from_slice(bytes);
         Ok(bytes.len())
     }
 
@@ -75,14 +82,15 @@ impl Write for EventBuffer {
     }
 }
 
-impl Drop for EventBuffer {
+impl<W: Write> Drop for EventBuffer<W> {
     fn drop(&mut self) {
-        if self.0.is_empty() {
+        if self.bytes.is_empty() {
             return;
         }
-        let text = String::from_utf8_lossy(&self.0);
-        let redacted = LOG_REDACTOR.apply(&text);
-        let _ = std::io::stderr().lock().write_all(redacted.as_bytes());
+        let text = String::from_utf8_lossy(&self.bytes);
+        let redacted = self.redactor.apply(&text);
+        let _ = self.inner.write_all(redacted.as_bytes());
+        let _ = self.inner.flush();
     }
 }
 
@@ -134,7 +142,8 @@ fn log_filter() -> anyhow::Result<EnvFilter> {
 pub fn init() -> anyhow::Result<Telemetry> {
     let provider = tracer_provider()?;
     let filter = log_filter()?;
-    let logs = tracing_subscriber::fmt::layer().with_writer(RedactingStderr);
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(Redacting { inner: std::io::stderr, redactor: LOG_REDACTOR.clone() });
     let logs = if std::io::stderr().is_terminal() {
         logs.compact().boxed()
     } else {
@@ -218,4 +227,58 @@ fn check_endpoint(var: &str, value: &str) -> anyhow::Result<()> {
 
 fn invalid(var: &str, detail: impl std::fmt::Display) -> anyhow::Error {
     anyhow::Error::new(ConfigError(format!("invalid {var}: {detail}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use base64::Engine as _;
+    use cortex_core::redact::Redactor;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    /// A log sink the test can read.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn log_lines_never_carry_a_secret_in_any_common_form() {
+        let secret = "sk-log-secret-0123456789";
+        let redactor = SharedRedactor::default();
+        let captured = Captured::default();
+        let sink = captured.clone();
+        let layer = tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(Redacting { inner: move || sink.clone(), redactor: redactor.clone() });
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(header = %format!("Bearer {secret}"), "before the credential exists");
+            redactor.set(Redactor::new([secret]));
+            let encoded = base64::engine::general_purpose::STANDARD.encode(secret);
+            tracing::warn!(error = %format!("provider said: invalid key {secret}"), "call failed");
+            tracing::info!(%encoded, hex = %hex::encode(secret), "echoed");
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].contains(secret), "a value is redacted once the runtime knows it: {text}");
+        for line in &lines[1..] {
+            assert!(line.contains("[redacted]"), "{line}");
+            assert!(!line.contains(secret) && !line.contains(&hex::encode(secret)), "{line}");
+        }
+        assert!(lines[1].contains("call failed"), "the rest of the line stays: {text}");
+    }
 }

@@ -6,6 +6,7 @@ mod auth;
 mod channels;
 mod chat;
 mod connections;
+mod consumers;
 mod contract;
 mod conversation;
 mod credentials;
