@@ -64,6 +64,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/ui/jobs/{id}", viewer(get(job)))
         .route("/ui/approvals", viewer(get(approvals)))
         .route("/ui/approvals/{id}", viewer(get(approval)))
+        .merge(super::ui_settings::router(state))
         .layer(axum::middleware::from_fn(security_headers))
 }
 
@@ -125,9 +126,9 @@ impl IntoResponse for PageError {
     }
 }
 
-type PageResult = Result<Response, PageError>;
+pub(crate) type PageResult = Result<Response, PageError>;
 
-fn render(template: &impl Template) -> PageResult {
+pub(crate) fn render(template: &impl Template) -> PageResult {
     template
         .render()
         .map(|html| Html(html).into_response())
@@ -141,7 +142,12 @@ fn render_with(status: StatusCode, template: &impl Template) -> PageResult {
     })
 }
 
-fn chrome(principal: &Principal, session: Option<&SessionContext>, title: &str, active: &'static str) -> Chrome {
+pub(crate) fn chrome(
+    principal: &Principal,
+    session: Option<&SessionContext>,
+    title: &str,
+    active: &'static str,
+) -> Chrome {
     Chrome {
         title: title.to_owned(),
         active,
@@ -154,11 +160,11 @@ fn chrome(principal: &Principal, session: Option<&SessionContext>, title: &str, 
     }
 }
 
-fn when(time: chrono::DateTime<chrono::Utc>) -> String {
+pub(crate) fn when(time: chrono::DateTime<chrono::Utc>) -> String {
     time.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
-fn opt_when(time: Option<chrono::DateTime<chrono::Utc>>) -> String {
+pub(crate) fn opt_when(time: Option<chrono::DateTime<chrono::Utc>>) -> String {
     time.map(when).unwrap_or_else(|| "—".into())
 }
 

@@ -19,6 +19,7 @@ mod mcp;
 mod memory;
 mod ops;
 mod redaction;
+mod settings_pages;
 mod sign_in;
 mod sizes;
 mod tools;
