@@ -18,3 +18,4 @@ pub mod sessions;
 pub mod steer;
 pub mod tools;
 pub mod ui;
+pub mod ui_screens;
