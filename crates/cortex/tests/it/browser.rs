@@ -1,18 +1,21 @@
 //! The dashboard in a real browser (issue 14): headless Chromium drives the real `cortex` binary, with a
 //! fake OpenAI model server, through first-run setup, sign-in, creating an agent, a streamed chat reply,
-//! an approval that lets a gated tool call run, and logging out. Every screen it passes (empty states
+//! an approval that lets a gated tool call run, the memory explorer, adding a Telegram bot (fake Bot API),
+//! dark theme and phone width, and logging out. Every screen it passes (empty states
 //! too) is written as a PNG to `target/ui-screenshots/` (see `docs/DASHBOARD.md`).
 //!
 //! Waits are DOM conditions evaluated in the page ([`Page::wait_for`]), never sleeps.
 
 use cortex_testkit::browser::{Browser, Page, skip_browser};
 use cortex_testkit::fake_llm::{FakeLlm, Gate, Reply, When};
+use cortex_testkit::fake_telegram::FakeTelegram;
 use serde_json::json;
 
 use crate::e2e::{KEY, env, start};
 
 const EMAIL: &str = "ada@example.test";
 const PASSWORD: &str = "correct horse battery staple";
+const TELEGRAM_TOKEN: &str = "123456:browser-test-token";
 const DESKTOP: (u32, u32) = (1280, 800);
 const PHONE: (u32, u32) = (390, 844);
 
@@ -44,7 +47,7 @@ async fn shot(page: &Page<'_>, name: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_sets_up_signs_in_creates_an_agent_chats_and_approves_in_a_browser() {
+async fn an_operator_works_through_every_screen_in_a_browser() {
     if skip_browser() {
         eprintln!("CORTEX_TEST_SKIP_BROWSER=1: browser test skipped");
         return;
@@ -59,6 +62,7 @@ async fn an_operator_sets_up_signs_in_creates_an_agent_chats_and_approves_in_a_b
     // The gated turn: a tool call needing approval, then the answer after the tool's result.
     llm.rule(When::LastIsToolResult, Reply::text("The echo tool ran; all done."));
     llm.rule(When::LastUserContains("Use the echo tool".into()), Reply::tool_call("echo", json!({"text": "ping"})));
+    let telegram = FakeTelegram::start(TELEGRAM_TOKEN).await;
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path(), &env(&llm));
     let base = server.url.clone();
@@ -101,7 +105,13 @@ async fn an_operator_sets_up_signs_in_creates_an_agent_chats_and_approves_in_a_b
     page.wait_for_path("/ui/").await;
 
     // Empty lists name the action that fills them.
-    for (path, name) in [("agents", "06-agents-empty"), ("jobs", "07-jobs-empty"), ("approvals", "08-approvals-empty")] {
+    for (path, name) in [
+        ("agents", "06-agents-empty"),
+        ("jobs", "07-jobs-empty"),
+        ("approvals", "08-approvals-empty"),
+        ("memory", "08b-memory-no-agents"),
+        ("channels", "08c-channels-empty"),
+    ] {
         page.goto(&format!("{base}/ui/{path}")).await;
         page.wait_for_selector(".empty").await;
         shot(&page, name).await;
@@ -183,6 +193,59 @@ async fn an_operator_sets_up_signs_in_creates_an_agent_chats_and_approves_in_a_b
     page.goto(&format!("{base}/ui/")).await;
     shot(&page, "19-overview").await;
 
+    // Memory: empty for the new agent; add one, find it by search with its score parts, edit, delete.
+    page.goto(&format!("{base}/ui/memory")).await;
+    page.wait_for_selector(".empty").await;
+    shot(&page, "23-memory-empty").await;
+    page.fill("#new-content", "Ada prefers short answers in plain English.").await;
+    page.fill("#new-type", "preference").await;
+    page.fill("#new-tags", "style, language").await;
+    page.click_text("button", "Add memory").await;
+    page.wait_for("document.querySelector('table a[href^=\"/ui/memory/\"]')", "the new memory listed").await;
+    shot(&page, "24-memory-list").await;
+    page.fill("#q", "short answers").await;
+    page.click_text("form[role=search] button", "Search").await;
+    page.wait_for("location.search.includes('q=short') && document.querySelector('td.num strong')", "search hits with scores").await;
+    let score = page.text("td.num strong").await;
+    assert!(score.parse::<f64>().is_ok_and(|score| score > 0.0), "a score is shown: {score}");
+    shot(&page, "25-memory-search").await;
+    page.fill("#type", "event").await;
+    page.click_text("form[role=search] button", "Search").await;
+    page.wait_for("location.search.includes('type=event') && document.querySelector('.empty')", "no hits in words").await;
+    shot(&page, "26-memory-search-nothing").await;
+    page.goto(&format!("{base}/ui/memory")).await;
+    page.click("table a[href^='/ui/memory/']").await;
+    page.wait_for_selector("#content").await;
+    page.fill("#content", "Ada prefers short answers in plain British English.").await;
+    page.click_text("form button", "Save").await;
+    page.wait_for("document.querySelector('pre.prose') && document.querySelector('pre.prose').textContent.includes('British')", "the edit saved").await;
+    shot(&page, "27-memory-edit").await;
+    page.eval("window.confirm = () => true; true").await;
+    page.click_text("button", "Delete memory").await;
+    page.wait_for("location.pathname === '/ui/memory' && document.querySelector('.empty')", "the memory deleted").await;
+
+    // Channels: a wrong bot token is refused in words; the right one adds the bot; a chat is bound.
+    page.goto(&format!("{base}/ui/channels")).await;
+    page.fill("#name", "support-bot").await;
+    page.fill("#bot_token", "123:wrong").await;
+    page.fill("#api_base", telegram.api_base()).await;
+    page.click_text("form button", "Check the token").await;
+    page.wait_for("!document.querySelector('#flash').hidden", "the refusal in words").await;
+    let refusal = page.text("#flash").await;
+    assert!(refusal.contains("refused") || refusal.contains("credentials"), "{refusal}");
+    shot(&page, "28-channel-add-refused").await;
+    page.fill("#bot_token", TELEGRAM_TOKEN).await;
+    page.fill("#default_agent_id", &agent_path.trim_start_matches("/ui/agents/").to_owned()).await;
+    page.click_text("form button", "Check the token").await;
+    page.wait_for("location.pathname.startsWith('/ui/channels/') && document.querySelector('h1')", "the channel's page").await;
+    page.fill("#bind-chat", "4242").await;
+    page.click_text("form.bind button", "Bind").await;
+    page.wait_for("document.body.innerText.includes('4242') && document.querySelector('button[aria-label=\"Unbind chat 4242\"]')", "the binding listed").await;
+    shot(&page, "29-channel-detail").await;
+    page.goto(&format!("{base}/ui/channels")).await;
+    page.wait_for("document.body.innerText.includes('@cortex_test_bot')", "the bot's identity listed").await;
+    shot(&page, "30-channels").await;
+
     // Dark theme and a phone-width viewport render the same screens.
     page.color_scheme("dark").await;
     page.goto(&format!("{base}/ui/agents")).await;
@@ -203,9 +266,11 @@ async fn an_operator_sets_up_signs_in_creates_an_agent_chats_and_approves_in_a_b
     page.wait_for_path("/ui/login?next=%2Fui%2Fjobs").await;
     shot(&page, "22-logged-out").await;
 
-    // The refused sign-in and setup attempts above answer 401 on purpose; anything else is a defect.
+    // The refused sign-in, setup and bot token above fail on purpose; anything else is a defect.
     let expected = |problem: &String| {
-        problem.contains("status of 401") && (problem.ends_with("/ui/login") || problem.ends_with("/ui/setup"))
+        [("401", "/ui/login"), ("401", "/ui/setup"), ("422", "/channels")]
+            .iter()
+            .any(|(status, path)| problem.contains(&format!("status of {status}")) && problem.ends_with(path))
     };
     let problems: Vec<String> = browser.problems().into_iter().filter(|problem| !expected(problem)).collect();
     assert!(problems.is_empty(), "the pages reported errors: {problems:#?}");
