@@ -180,7 +180,11 @@ impl Drop for Browser {
     }
 }
 
-async fn read_loop(mut reader: BufReader<tokio::process::ChildStdout>, pending: Pending, problems: Arc<Mutex<Vec<String>>>) {
+async fn read_loop(
+    mut reader: BufReader<tokio::process::ChildStdout>,
+    pending: Pending,
+    problems: Arc<Mutex<Vec<String>>>,
+) {
     let mut buffer = Vec::new();
     loop {
         buffer.clear();

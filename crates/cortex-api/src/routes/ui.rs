@@ -142,7 +142,12 @@ fn render_with(status: StatusCode, template: &impl Template) -> PageResult {
     })
 }
 
-pub(crate) fn chrome(principal: &Principal, session: Option<&SessionContext>, title: &str, active: &'static str) -> Chrome {
+pub(crate) fn chrome(
+    principal: &Principal,
+    session: Option<&SessionContext>,
+    title: &str,
+    active: &'static str,
+) -> Chrome {
     Chrome {
         title: title.to_owned(),
         active,

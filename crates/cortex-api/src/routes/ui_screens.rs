@@ -125,15 +125,11 @@ async fn memory(
     }
     let (rows, mode, notice, pager) = if text.is_empty() {
         let cursor = parse_cursor(query.cursor.as_deref())?;
-        let filter = MemoryFilter {
-            memory_type: memory_type.map(|value| value.as_str().to_owned()),
-            ..MemoryFilter::default()
-        };
+        let filter =
+            MemoryFilter { memory_type: memory_type.map(|value| value.as_str().to_owned()), ..MemoryFilter::default() };
         let page = state.store.list_memories(agent.id, &filter, cursor, PAGE_SIZE).await?;
-        let filters = [
-            ("agent", agent.id.to_string()),
-            ("type", memory_type.map(|value| value.to_string()).unwrap_or_default()),
-        ];
+        let filters =
+            [("agent", agent.id.to_string()), ("type", memory_type.map(|value| value.to_string()).unwrap_or_default())];
         let rows = page.items.iter().map(|record| memory_row(record, None)).collect();
         (rows, String::new(), None, pager("/ui/memory", &filters, page.next_cursor, cursor.is_some()))
     } else {
@@ -195,12 +191,8 @@ async fn memory_item(
 ) -> PageResult {
     let agent = state.store.get_agent(&agent).await?;
     let id = resolve_id(&id, "memory")?;
-    let record = state
-        .runtime
-        .memory
-        .get(agent.id, id)
-        .await
-        .map_err(|_| PageError::from(ApiError::not_found("memory")))?;
+    let record =
+        state.runtime.memory.get(agent.id, id).await.map_err(|_| PageError::from(ApiError::not_found("memory")))?;
     let optional = |value: Option<Uuid>| value.map(|id| id.to_string()).unwrap_or_else(|| "—".into());
     let fields = vec![
         Field { label: "Id", value: record.id.to_string() },
@@ -210,8 +202,14 @@ async fn memory_item(
         Field { label: "Tags", value: record.tags.join(", ") },
         Field { label: "People", value: record.people.join(", ") },
         Field { label: "Projects", value: record.projects.join(", ") },
-        Field { label: "Recalled", value: format!("{} times, last {}", record.access_count, opt_when(record.last_accessed_at)) },
-        Field { label: "Vector", value: record.embedding_model.clone().unwrap_or_else(|| "none (keyword search only)".into()) },
+        Field {
+            label: "Recalled",
+            value: format!("{} times, last {}", record.access_count, opt_when(record.last_accessed_at)),
+        },
+        Field {
+            label: "Vector",
+            value: record.embedding_model.clone().unwrap_or_else(|| "none (keyword search only)".into()),
+        },
         Field { label: "From job", value: optional(record.job_id) },
         Field { label: "Replaced by", value: optional(record.superseded_by) },
         Field { label: "Created", value: when(record.created_at) },
@@ -234,7 +232,11 @@ async fn memory_item(
     })
 }
 
-fn channel_row(state: &AppState, channel: &cortex_store::channels::Channel, names: &HashMap<Uuid, String>) -> ChannelRow {
+fn channel_row(
+    state: &AppState,
+    channel: &cortex_store::channels::Channel,
+    names: &HashMap<Uuid, String>,
+) -> ChannelRow {
     let view = super::channels::ChannelView::of(state, channel.clone());
     let bot = view
         .bot_identity
@@ -331,7 +333,11 @@ async fn channel(
                 id: item.id.to_string(),
                 status: item.status.clone(),
                 attempts: item.attempts,
-                target: item.target.get("chat_id").map(|chat| chat.to_string()).unwrap_or_else(|| item.target.to_string()),
+                target: item
+                    .target
+                    .get("chat_id")
+                    .map(|chat| chat.to_string())
+                    .unwrap_or_else(|| item.target.to_string()),
                 last_error: item.last_error.clone().unwrap_or_default(),
                 updated: when(item.updated_at),
             })

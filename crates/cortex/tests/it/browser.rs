@@ -178,7 +178,11 @@ async fn an_operator_works_through_every_screen_in_a_browser() {
     shot(&page, "15-approval-detail").await;
     page.fill("#reason", "looks fine").await;
     page.click_text("button", "Approve").await;
-    page.wait_for("document.querySelector('h1') && document.querySelector('h1').textContent.includes('approved')", "the approval decided").await;
+    page.wait_for(
+        "document.querySelector('h1') && document.querySelector('h1').textContent.includes('approved')",
+        "the approval decided",
+    )
+    .await;
     shot(&page, "16-approval-decided").await;
 
     // The job ran the tool and completed.
@@ -205,20 +209,29 @@ async fn an_operator_works_through_every_screen_in_a_browser() {
     shot(&page, "24-memory-list").await;
     page.fill("#q", "short answers").await;
     page.click_text("form[role=search] button", "Search").await;
-    page.wait_for("location.search.includes('q=short') && document.querySelector('td.num strong')", "search hits with scores").await;
+    page.wait_for(
+        "location.search.includes('q=short') && document.querySelector('td.num strong')",
+        "search hits with scores",
+    )
+    .await;
     let score = page.text("td.num strong").await;
     assert!(score.parse::<f64>().is_ok_and(|score| score > 0.0), "a score is shown: {score}");
     shot(&page, "25-memory-search").await;
     page.fill("#type", "event").await;
     page.click_text("form[role=search] button", "Search").await;
-    page.wait_for("location.search.includes('type=event') && document.querySelector('.empty')", "no hits in words").await;
+    page.wait_for("location.search.includes('type=event') && document.querySelector('.empty')", "no hits in words")
+        .await;
     shot(&page, "26-memory-search-nothing").await;
     page.goto(&format!("{base}/ui/memory")).await;
     page.click("table a[href^='/ui/memory/']").await;
     page.wait_for_selector("#content").await;
     page.fill("#content", "Ada prefers short answers in plain British English.").await;
     page.click_text("form button", "Save").await;
-    page.wait_for("document.querySelector('pre.prose') && document.querySelector('pre.prose').textContent.includes('British')", "the edit saved").await;
+    page.wait_for(
+        "document.querySelector('pre.prose') && document.querySelector('pre.prose').textContent.includes('British')",
+        "the edit saved",
+    )
+    .await;
     shot(&page, "27-memory-edit").await;
     page.eval("window.confirm = () => true; true").await;
     page.click_text("button", "Delete memory").await;
@@ -237,10 +250,18 @@ async fn an_operator_works_through_every_screen_in_a_browser() {
     page.fill("#bot_token", TELEGRAM_TOKEN).await;
     page.fill("#default_agent_id", &agent_path.trim_start_matches("/ui/agents/").to_owned()).await;
     page.click_text("form button", "Check the token").await;
-    page.wait_for("location.pathname.startsWith('/ui/channels/') && document.querySelector('h1')", "the channel's page").await;
+    page.wait_for(
+        "location.pathname.startsWith('/ui/channels/') && document.querySelector('h1')",
+        "the channel's page",
+    )
+    .await;
     page.fill("#bind-chat", "4242").await;
     page.click_text("form.bind button", "Bind").await;
-    page.wait_for("document.body.innerText.includes('4242') && document.querySelector('button[aria-label=\"Unbind chat 4242\"]')", "the binding listed").await;
+    page.wait_for(
+        "document.body.innerText.includes('4242') && document.querySelector('button[aria-label=\"Unbind chat 4242\"]')",
+        "the binding listed",
+    )
+    .await;
     shot(&page, "29-channel-detail").await;
     page.goto(&format!("{base}/ui/channels")).await;
     page.wait_for("document.body.innerText.includes('@cortex_test_bot')", "the bot's identity listed").await;
