@@ -248,7 +248,7 @@ async fn an_operator_works_through_every_screen_in_a_browser() {
     assert!(refusal.contains("refused") || refusal.contains("credentials"), "{refusal}");
     shot(&page, "28-channel-add-refused").await;
     page.fill("#bot_token", TELEGRAM_TOKEN).await;
-    page.fill("#default_agent_id", &agent_path.trim_start_matches("/ui/agents/").to_owned()).await;
+    page.fill("#default_agent_id", agent_path.trim_start_matches("/ui/agents/")).await;
     page.click_text("form button", "Check the token").await;
     page.wait_for(
         "location.pathname.startsWith('/ui/channels/') && document.querySelector('h1')",
