@@ -2,8 +2,7 @@
 //!
 //! [`fake_llm::FakeLlm`] is an in-process model server speaking the OpenAI and Anthropic protocols;
 //! [`fake_embeddings::FakeEmbeddings`] an OpenAI-compatible embeddings server (also served by the fake LLM);
-//! [`fake_telegram::FakeTelegram`] an in-process Telegram Bot API; [`browser::Browser`] a headless Chromium driven
-//! over the DevTools protocol for the dashboard's browser tests.
+//! [`fake_telegram::FakeTelegram`] an in-process Telegram Bot API.
 //!
 //! [`TestStore`] gives each test its own database: a temporary SQLite file, or a fresh PostgreSQL
 //! database cloned from a template migrated once per migration set. [`both_engines!`] runs one test
@@ -13,7 +12,6 @@
 //! When it cannot be reached the PostgreSQL half of a test fails with a message saying so; set
 //! `CORTEX_TEST_SKIP_PG=1` to skip it explicitly on a machine without PostgreSQL.
 
-pub mod browser;
 pub mod fake_embeddings;
 pub mod fake_llm;
 pub mod fake_telegram;
@@ -25,6 +23,8 @@ use cortex_store::{DatabaseConfig, Store};
 use sha2::{Digest, Sha256};
 use sqlx::Connection;
 
+/// A headless Chromium driven over the DevTools protocol, for the dashboard's browser tests.
+pub mod browser;
 pub mod faults;
 
 /// Sends `tracing` output of the code under test to the test harness (shown only for failing tests), so

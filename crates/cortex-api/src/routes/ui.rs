@@ -56,6 +56,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/ui/login", get(login_page).post(login_form))
         .route("/ui/setup", get(setup_page).post(setup_form))
         .route("/ui/static/{name}", get(static_file))
+        .merge(super::screens::router(state))
         .route("/ui/", viewer(get(overview)))
         .route("/ui/agents", viewer(get(agents)))
         .route("/ui/agents/new", guard::page(state, Role::Operator, get(new_agent)))
@@ -64,7 +65,6 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/ui/jobs/{id}", viewer(get(job)))
         .route("/ui/approvals", viewer(get(approvals)))
         .route("/ui/approvals/{id}", viewer(get(approval)))
-        .merge(super::ui_screens::router(state))
         .layer(axum::middleware::from_fn(security_headers))
 }
 
