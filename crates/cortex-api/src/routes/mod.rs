@@ -14,6 +14,7 @@ pub mod keys;
 pub mod mcp;
 pub mod memory;
 pub mod providers;
+pub mod screens;
 pub mod sessions;
 pub mod steer;
 pub mod tools;
