@@ -166,6 +166,8 @@
       source = new EventSource(url);
       source.addEventListener("job.state", function (event) {
         var payload = data(event);
+        // The link to a pending approval stays while the job waits for it.
+        if (payload.to === "waiting_for_approval" && status.querySelector("a")) { return; }
         if (payload.to) { status.textContent = payload.to.replace(/_/g, " "); }
       });
       source.addEventListener("llm.delta", function (event) {
