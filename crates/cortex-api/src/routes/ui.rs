@@ -236,7 +236,25 @@ fn step_summary(event: &cortex_store::events::Event) -> String {
             }
         }
         EventType::ApprovalRequested => format!("waiting for a human: {}", text("summary")),
-        EventType::ApprovalDecided => clip(&format!("{} {}", text("decision"), text("reason")).trim().to_owned(), 200),
+        EventType::ApprovalDecided => {
+            let decision = match text("decision").as_str() {
+                "approve" => "approved".to_owned(),
+                "reject" => "rejected".to_owned(),
+                other => other.to_owned(),
+            };
+            let reason = text("reason");
+            clip(&if reason.is_empty() { decision } else { format!("{decision}: {reason}") }, 200)
+        }
+        EventType::ToolCall => {
+            let input = payload.get("input").map(|input| input.to_string()).unwrap_or_default();
+            clip(&format!("{} {input} ({})", text("tool_ref"), text("state").replace('_', " ")), 200)
+        }
+        EventType::ToolResult => clip(&format!("{} {}: {}", text("tool_ref"), text("state"), text("preview")), 200),
+        EventType::JobCompleted => "completed".to_owned(),
+        EventType::JobFailed => clip(
+            payload.get("error").and_then(|error| error.get("message")).and_then(|m| m.as_str()).unwrap_or("failed"),
+            200,
+        ),
         _ => clip(&payload.to_string(), 200),
     }
 }
