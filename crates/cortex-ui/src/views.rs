@@ -481,6 +481,33 @@ pub struct AuditPage {
     pub pager: Pager,
 }
 
+/// An API key as one row (never its secret).
+#[derive(Debug, Clone)]
+pub struct KeyRow {
+    pub id: String,
+    pub name: String,
+    pub prefix: String,
+    pub role: String,
+    pub source: String,
+    pub state: String,
+    pub created: String,
+    pub last_used: String,
+    pub expires: String,
+    /// The signed-in user may revoke it (their own or one they made; admins: any).
+    pub can_revoke: bool,
+}
+
+/// API keys: admins see all, others their own; create (the secret shown once) and revoke.
+#[derive(Template)]
+#[template(path = "api_keys.html")]
+pub struct ApiKeysPage {
+    pub chrome: Chrome,
+    pub rows: Vec<KeyRow>,
+    /// Roles a new key may have (up to the user's own).
+    pub roles: Vec<String>,
+    pub pager: Pager,
+}
+
 /// An error in words, with the way back (SPEC §11.2: never a blank page).
 #[derive(Template)]
 #[template(path = "error.html")]

@@ -72,6 +72,15 @@
     if (!xhr || xhr.status >= 400) { return; }
     var then = event.detail.elt.getAttribute("data-on-success");
     if (then === "reload") { window.location.reload(); }
+    else if (then && then.indexOf("show-secret:") === 0) {
+      // A secret the API shows once (a new key): into its box, never into the page's URL or storage.
+      try {
+        var box = document.getElementById(then.slice(12));
+        box.querySelector("code").textContent = JSON.parse(xhr.responseText).secret;
+        box.hidden = false;
+        box.focus();
+      } catch (e) { window.location.reload(); }
+    }
     else if (then && then.indexOf("goto:") === 0) { window.location.assign(then.slice(5)); }
     else if (then && then.indexOf("open:") === 0) {
       // Go to the page of what the request created: the prefix plus the id in the JSON answer.

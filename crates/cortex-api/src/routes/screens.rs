@@ -16,8 +16,8 @@ use cortex_memory::{SearchMode, SearchQuery};
 use cortex_store::audit::AuditFilter;
 use cortex_store::memory::{MemoryFilter, MemoryRecord};
 use cortex_ui::views::{
-    AuditPage, AuditRow, BindingRow, ChannelPage, ChannelRow, ChannelsPage, EditAgentPage, Field, FilterOption,
-    MemoryItemPage, MemoryPage, MemoryRow, OutboxRow, Pager, ScoreParts,
+    ApiKeysPage, AuditPage, AuditRow, BindingRow, ChannelPage, ChannelRow, ChannelsPage, EditAgentPage, Field,
+    FilterOption, KeyRow, MemoryItemPage, MemoryPage, MemoryRow, OutboxRow, Pager, ScoreParts,
 };
 use serde::Deserialize;
 use uuid::Uuid;
@@ -41,6 +41,7 @@ pub(crate) fn router(state: &AppState) -> Router<AppState> {
         .route("/ui/channels/{id}", viewer(get(channel)))
         .route("/ui/agents/{id}/edit", guard::page(state, Role::Operator, get(edit_agent)))
         .route("/ui/audit", guard::page(state, Role::Admin, get(audit)))
+        .route("/ui/settings/api-keys", viewer(get(api_keys)))
 }
 
 fn agent_options(agents: &[cortex_store::agents::Agent], selected: Option<Uuid>) -> Vec<FilterOption> {
@@ -442,5 +443,53 @@ async fn audit(
         action: action.unwrap_or_default(),
         target_type: target_type.unwrap_or_default(),
         pager: pager("/ui/audit", &filters, page.next_cursor, cursor.is_some()),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct CursorQuery {
+    cursor: Option<String>,
+}
+
+async fn api_keys(
+    State(state): State<AppState>,
+    principal: Principal,
+    session: Option<Extension<SessionContext>>,
+    Query(query): Query<CursorQuery>,
+) -> PageResult {
+    let cursor = parse_cursor(query.cursor.as_deref())?;
+    let listing = super::keys::listing_of(&principal);
+    let page = state.store.list_api_keys(listing, cursor, PAGE_SIZE).await?;
+    let now = state.store.clock().now();
+    render(&ApiKeysPage {
+        chrome: chrome(&principal, session.as_deref(), "API keys", "api-keys"),
+        rows: page
+            .items
+            .iter()
+            .map(|key| KeyRow {
+                id: key.id.to_string(),
+                name: key.name.clone(),
+                prefix: key.prefix.clone(),
+                role: key.role.to_string(),
+                source: key.source.clone(),
+                state: if key.revoked_at.is_some() {
+                    "revoked".into()
+                } else if key.is_active(now) {
+                    "active".into()
+                } else {
+                    "expired".into()
+                },
+                created: when(key.created_at),
+                last_used: opt_when(key.last_used_at),
+                expires: key.expires_at.map(when).unwrap_or_else(|| "never".into()),
+                can_revoke: super::keys::manages(&principal, key),
+            })
+            .collect(),
+        roles: Role::ALL
+            .iter()
+            .filter(|role| **role != Role::None && principal.role.includes(**role))
+            .map(|role| role.to_string())
+            .collect(),
+        pager: pager("/ui/settings/api-keys", &[], page.next_cursor, cursor.is_some()),
     })
 }

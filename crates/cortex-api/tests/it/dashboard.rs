@@ -660,3 +660,43 @@ both_engines!(job_detail_edit_agent_and_audit_pages, |t: TestStore| async move {
     let approvals = viewer.get(&app, "/ui/approvals").send().await.unwrap().text().await.unwrap();
     assert!(approvals.contains("data-live=\"/approvals/stream\""), "{approvals}");
 });
+
+both_engines!(api_keys_page_lists_own_keys_and_offers_roles_up_to_ones_own, |t: TestStore| async move {
+    let app = TestApp::spawn(t).await;
+    user(&app, "operator@example.com", Role::Operator).await;
+    user(&app, "other@example.com", Role::Operator).await;
+    let operator = login(&app, "operator@example.com").await;
+    let other = login(&app, "other@example.com").await;
+
+    let empty = operator.get(&app, "/ui/settings/api-keys").send().await.unwrap().text().await.unwrap();
+    assert!(empty.contains("No API keys yet"), "{empty}");
+    assert!(empty.contains("<option value=\"operator\">") && !empty.contains("<option value=\"admin\">"), "{empty}");
+    assert!(!empty.contains("<option value=\"none\">"), "{empty}");
+    let created: Value = operator
+        .post(&app, "/api-keys", json!({"name": "deploy <script>", "role": "viewer"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key_id = created["id"].as_str().unwrap();
+    let secret = created["secret"].as_str().unwrap();
+    let page = operator.get(&app, "/ui/settings/api-keys").send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("deploy &#60;script&#62;") || page.contains("deploy &lt;script&gt;"), "{page}");
+    assert!(page.contains(&format!("hx-delete=\"/api-keys/{key_id}\"")), "its maker may revoke it");
+    assert!(!page.contains(secret), "the secret is never on a page");
+    let theirs = other.get(&app, "/ui/settings/api-keys").send().await.unwrap().text().await.unwrap();
+    assert!(!theirs.contains(key_id), "another operator does not see it");
+    let refused = other.post_as(&app, &format!("/api-keys/{key_id}"), json!({}), &other.origin, &other.csrf);
+    assert_eq!(refused.send().await.unwrap().status(), 405, "revocation is a DELETE");
+    let revoke = no_redirects()
+        .delete(app.url(&format!("/api-keys/{key_id}")))
+        .header("cookie", &other.cookie)
+        .header("x-csrf-token", &other.csrf)
+        .header("origin", &other.origin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoke.status(), 403, "nor revoke it by crafting the request");
+});

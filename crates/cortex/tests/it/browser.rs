@@ -318,6 +318,21 @@ async fn an_operator_works_through_every_screen_in_a_browser() {
     page.wait_for_selector(".empty").await;
     shot(&page, "35-audit-filtered-empty").await;
 
+    // API keys: the new key's secret is shown once, then the list holds its prefix only.
+    page.goto(&format!("{base}/ui/settings/api-keys")).await;
+    shot(&page, "36-api-keys").await;
+    page.fill("#key-name", "deploy script").await;
+    page.fill("#key-role", "operator").await;
+    page.click_text("form button", "Create key").await;
+    page.wait_for("!document.querySelector('#new-secret').hidden", "the new secret").await;
+    let secret = page.text("#new-secret code").await;
+    assert!(secret.starts_with("ctx_"), "{secret}");
+    shot(&page, "37-api-key-created").await;
+    page.goto(&format!("{base}/ui/settings/api-keys")).await;
+    page.wait_for("document.body.innerText.includes('deploy script')", "the key listed").await;
+    let listed = page.eval("document.body.innerHTML").await;
+    assert!(!listed.as_str().unwrap_or_default().contains(&secret), "the secret is shown only once");
+
     // Dark theme and a phone-width viewport render the same screens.
     page.color_scheme("dark").await;
     page.goto(&format!("{base}/ui/agents")).await;
