@@ -276,6 +276,19 @@ pub(crate) async fn provider_names(state: &AppState) -> Result<Vec<String>, Page
     Ok(providers)
 }
 
+/// Resource limits as `name value` pairs, leaving out the unset ones (readable where JSON was not).
+fn limits_text(limits: &impl serde::Serialize) -> String {
+    match serde_json::to_value(limits) {
+        Ok(serde_json::Value::Object(map)) => map
+            .iter()
+            .filter(|(_, value)| !value.is_null())
+            .map(|(name, value)| format!("{} {value}", name.replace('_', " ")))
+            .collect::<Vec<_>>()
+            .join(" · "),
+        _ => String::new(),
+    }
+}
+
 /// Non-archived agents by id, to name the agents of job rows.
 pub(crate) async fn agent_names(state: &AppState) -> Result<Vec<Agent>, PageError> {
     Ok(state.store.list_agents(None, None, AGENT_LOOKUP_LIMIT).await?.items)
@@ -456,7 +469,7 @@ async fn agent(
         Field { label: "Role", value: agent.role.clone() },
         Field { label: "Description", value: agent.description.clone() },
         Field { label: "Access mode", value: agent.access_mode.to_string() },
-        Field { label: "Limits", value: serde_json::to_string(limits).unwrap_or_default() },
+        Field { label: "Limits", value: limits_text(limits) },
         Field { label: "Quarantine reason", value: agent.quarantine_reason.clone().unwrap_or_else(|| "—".into()) },
         Field { label: "Created", value: when(agent.created_at) },
         Field { label: "Updated", value: when(agent.updated_at) },
