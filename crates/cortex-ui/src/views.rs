@@ -508,6 +508,32 @@ pub struct ApiKeysPage {
     pub pager: Pager,
 }
 
+/// An MCP server as one row, with its discovered tools.
+#[derive(Debug, Clone)]
+pub struct McpRow {
+    pub id: String,
+    pub name: String,
+    pub slug: String,
+    pub transport: String,
+    /// The command line (stdio) or URL (http); secrets (env, headers) appear as names only.
+    pub target: String,
+    pub secrets: String,
+    pub status: String,
+    pub trusted: bool,
+    pub last_error: String,
+    pub last_healthy: String,
+    pub tools: Vec<String>,
+}
+
+/// MCP servers: health, tools and trust; admins add, trust, refresh and remove them.
+#[derive(Template)]
+#[template(path = "mcp.html")]
+pub struct McpPage {
+    pub chrome: Chrome,
+    pub rows: Vec<McpRow>,
+    pub pager: Pager,
+}
+
 /// An error in words, with the way back (SPEC §11.2: never a blank page).
 #[derive(Template)]
 #[template(path = "error.html")]

@@ -17,7 +17,7 @@ use cortex_store::audit::AuditFilter;
 use cortex_store::memory::{MemoryFilter, MemoryRecord};
 use cortex_ui::views::{
     ApiKeysPage, AuditPage, AuditRow, BindingRow, ChannelPage, ChannelRow, ChannelsPage, EditAgentPage, Field,
-    FilterOption, KeyRow, MemoryItemPage, MemoryPage, MemoryRow, OutboxRow, Pager, ScoreParts,
+    FilterOption, KeyRow, McpPage, McpRow, MemoryItemPage, MemoryPage, MemoryRow, OutboxRow, Pager, ScoreParts,
 };
 use serde::Deserialize;
 use uuid::Uuid;
@@ -42,6 +42,7 @@ pub(crate) fn router(state: &AppState) -> Router<AppState> {
         .route("/ui/agents/{id}/edit", guard::page(state, Role::Operator, get(edit_agent)))
         .route("/ui/audit", guard::page(state, Role::Admin, get(audit)))
         .route("/ui/settings/api-keys", viewer(get(api_keys)))
+        .route("/ui/mcp", viewer(get(mcp_servers)))
 }
 
 fn agent_options(agents: &[cortex_store::agents::Agent], selected: Option<Uuid>) -> Vec<FilterOption> {
@@ -491,5 +492,47 @@ async fn api_keys(
             .map(|role| role.to_string())
             .collect(),
         pager: pager("/ui/settings/api-keys", &[], page.next_cursor, cursor.is_some()),
+    })
+}
+
+async fn mcp_servers(
+    State(state): State<AppState>,
+    principal: Principal,
+    session: Option<Extension<SessionContext>>,
+    Query(query): Query<CursorQuery>,
+) -> PageResult {
+    let cursor = parse_cursor(query.cursor.as_deref())?;
+    let page = state.store.list_mcp_servers(cursor, PAGE_SIZE).await?;
+    let mut rows = Vec::with_capacity(page.items.len());
+    for server in &page.items {
+        let tools = state.store.mcp_tools_of_server(server.id).await?;
+        let target = match server.transport.as_str() {
+            "stdio" => std::iter::once(server.command.clone().unwrap_or_default())
+                .chain(server.args.iter().cloned())
+                .collect::<Vec<_>>()
+                .join(" "),
+            _ => server.url.clone().unwrap_or_default(),
+        };
+        rows.push(McpRow {
+            id: server.id.to_string(),
+            name: server.name.clone(),
+            slug: server.slug.clone(),
+            transport: server.transport.clone(),
+            target,
+            secrets: server.env_keys.iter().chain(server.header_keys.iter()).cloned().collect::<Vec<_>>().join(", "),
+            status: server.status.clone(),
+            trusted: server.trusted,
+            last_error: server.last_error.clone().unwrap_or_default(),
+            last_healthy: opt_when(server.last_healthy_at),
+            tools: tools
+                .iter()
+                .map(|tool| if tool.available { tool.name.clone() } else { format!("{} (unavailable)", tool.name) })
+                .collect(),
+        });
+    }
+    render(&McpPage {
+        chrome: chrome(&principal, session.as_deref(), "MCP servers", "mcp"),
+        rows,
+        pager: pager("/ui/mcp", &[], page.next_cursor, cursor.is_some()),
     })
 }

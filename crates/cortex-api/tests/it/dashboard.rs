@@ -700,3 +700,23 @@ both_engines!(api_keys_page_lists_own_keys_and_offers_roles_up_to_ones_own, |t: 
         .unwrap();
     assert_eq!(revoke.status(), 403, "nor revoke it by crafting the request");
 });
+
+both_engines!(mcp_page_says_how_to_add_a_server_and_only_admins_get_the_forms, |t: TestStore| async move {
+    let app = TestApp::spawn(t).await;
+    user(&app, "viewer@example.com", Role::Viewer).await;
+    user(&app, "admin@example.com", Role::Admin).await;
+    let viewer = login(&app, "viewer@example.com").await;
+    let admin = login(&app, "admin@example.com").await;
+    let seen = viewer.get(&app, "/ui/mcp").send().await.unwrap().text().await.unwrap();
+    assert!(seen.contains("No MCP servers yet") && seen.contains("An administrator can add one"), "{seen}");
+    assert!(!seen.contains("hx-post=\"/mcp-servers\""), "a viewer gets no add form");
+    let admin_page = admin.get(&app, "/ui/mcp").send().await.unwrap().text().await.unwrap();
+    assert!(admin_page.contains("hx-post=\"/mcp-servers\""), "{admin_page}");
+    let refused = viewer
+        .post(&app, "/mcp-servers", json!({"name": "x", "transport": "http", "url": "http://127.0.0.1:9/mcp"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403, "crafting the admin's request does not help a viewer");
+    assert_eq!(viewer.get(&app, "/ui/mcp?cursor=garbage").send().await.unwrap().status(), 400);
+});
