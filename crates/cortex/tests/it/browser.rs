@@ -333,6 +333,11 @@ async fn an_operator_works_through_every_screen_in_a_browser() {
     let listed = page.eval("document.body.innerHTML").await;
     assert!(!listed.as_str().unwrap_or_default().contains(&secret), "the secret is shown only once");
 
+    // MCP servers: none registered yet, and the page says how to add one.
+    page.goto(&format!("{base}/ui/mcp")).await;
+    page.wait_for_selector(".empty").await;
+    shot(&page, "38-mcp-empty").await;
+
     // Dark theme and a phone-width viewport render the same screens.
     page.color_scheme("dark").await;
     page.goto(&format!("{base}/ui/agents")).await;
