@@ -19,3 +19,4 @@ pub mod sessions;
 pub mod steer;
 pub mod tools;
 pub mod ui;
+pub mod ui_settings;
