@@ -122,7 +122,7 @@ impl Routes {
                     method_router
                 }
                 Access::AtLeast(role) => {
-                    let guard = Guard { state: state.clone(), role, on_refused };
+                    let guard = Guard { state: state.clone(), role, on_refused, page: false };
                     method_router.route_layer(axum::middleware::from_fn_with_state(guard, enforce))
                 }
             };
@@ -139,7 +139,7 @@ pub fn page(
     role: Role,
     route: axum::routing::MethodRouter<AppState>,
 ) -> axum::routing::MethodRouter<AppState> {
-    let guard = Guard { state: state.clone(), role, on_refused: None };
+    let guard = Guard { state: state.clone(), role, on_refused: None, page: true };
     route.route_layer(axum::middleware::from_fn_with_state(guard, enforce))
 }
 
@@ -149,6 +149,8 @@ struct Guard {
     state: AppState,
     role: Role,
     on_refused: Option<RefusalHook>,
+    /// A dashboard page: a refusal is an error page in words, not the API's JSON envelope.
+    page: bool,
 }
 
 /// Lets the request through when the authenticated principal's role includes the route's role.
@@ -164,6 +166,9 @@ async fn enforce(State(guard): State<Guard>, request: Request, next: Next) -> Re
     if let Some(hook) = guard.on_refused {
         let (parts, _) = request.into_parts();
         hook(guard.state, principal, parts).await;
+    }
+    if guard.page {
+        return crate::routes::ui::PageError::from(refusal).into_response();
     }
     refusal.into_response()
 }

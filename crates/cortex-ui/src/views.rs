@@ -111,6 +111,7 @@ pub struct OverviewPage {
     pub pending_approvals: i64,
     pub failed_jobs: i64,
     pub recent_jobs: Vec<JobRow>,
+    pub live: Option<Live>,
 }
 
 /// The agents list.
@@ -185,6 +186,7 @@ pub struct JobsPage {
     pub agents: Vec<FilterOption>,
     pub filtered: bool,
     pub pager: Pager,
+    pub live: Option<Live>,
 }
 
 /// One job: its fields, outcome and the actions its state allows.
@@ -202,6 +204,11 @@ pub struct JobPage {
     pub prompt: Option<String>,
     pub can_retry: bool,
     pub can_cancel: bool,
+    pub steps: Vec<StepRow>,
+    pub tool_calls: Vec<ToolCallRow>,
+    pub transcript: Vec<MessageRow>,
+    /// Set while the job can still change: the page reloads on its next state change.
+    pub live: Option<Live>,
 }
 
 /// An approval request as one table row.
@@ -229,6 +236,7 @@ pub struct ApprovalsPage {
     /// The default view (pending only) is shown.
     pub pending_view: bool,
     pub pager: Pager,
+    pub live: Option<Live>,
 }
 
 /// One entry of an approval's hash-chained audit trail.
@@ -383,6 +391,147 @@ pub struct ChannelPage {
     pub failures_pager: Pager,
     /// From the environment: read-only here.
     pub read_only: bool,
+}
+
+/// A live region: follows an SSE route from the event the page was rendered at and says when something
+/// changed (or reloads the page), resuming with `Last-Event-ID` after a dropped connection.
+#[derive(Debug, Clone)]
+pub struct Live {
+    /// The SSE route, e.g. `/jobs/stream`.
+    pub url: String,
+    /// The last event sequence number when the page was rendered.
+    pub after: i64,
+    /// Space-separated event types that mean the page is out of date.
+    pub events: &'static str,
+    /// Reload the page at once instead of offering a refresh link (detail pages of running work).
+    pub reload: bool,
+}
+
+/// One step of a job's timeline: its stored events without the streamed deltas.
+#[derive(Debug, Clone)]
+pub struct StepRow {
+    pub at: String,
+    pub event: String,
+    pub summary: String,
+}
+
+/// One tool call of a job, from the ledger.
+#[derive(Debug, Clone)]
+pub struct ToolCallRow {
+    pub turn: u32,
+    pub tool_ref: String,
+    pub state: String,
+    pub input: String,
+    pub output: String,
+    pub is_error: bool,
+    pub duration: String,
+    pub approval_id: Option<String>,
+}
+
+/// One message of the conversation a job belongs to.
+#[derive(Debug, Clone)]
+pub struct MessageRow {
+    pub role: String,
+    pub content: String,
+    pub at: String,
+    /// Written by this job (the others are the session's earlier and later turns).
+    pub this_job: bool,
+}
+
+/// Edit an agent: the fields an operator changes most; the rest of the model settings are kept.
+#[derive(Template)]
+#[template(path = "agent_edit.html")]
+pub struct EditAgentPage {
+    pub chrome: Chrome,
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub role: String,
+    pub system_prompt: String,
+    pub providers: Vec<FilterOption>,
+    pub model: String,
+    /// The whole stored model configuration as JSON: the form's fields are applied on top of it.
+    pub model_config_json: String,
+    pub temperature: String,
+    pub requires_approval: bool,
+    pub statuses: Vec<FilterOption>,
+    pub access_modes: Vec<FilterOption>,
+}
+
+/// One audit entry as a row.
+#[derive(Debug, Clone)]
+pub struct AuditRow {
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub details: String,
+    pub ip: String,
+}
+
+/// The audit log (admins): newest first, filtered by action and target type.
+#[derive(Template)]
+#[template(path = "audit.html")]
+pub struct AuditPage {
+    pub chrome: Chrome,
+    pub rows: Vec<AuditRow>,
+    pub action: String,
+    pub target_type: String,
+    pub filtered: bool,
+    pub pager: Pager,
+}
+
+/// An API key as one row (never its secret).
+#[derive(Debug, Clone)]
+pub struct KeyRow {
+    pub id: String,
+    pub name: String,
+    pub prefix: String,
+    pub role: String,
+    pub source: String,
+    pub state: String,
+    pub created: String,
+    pub last_used: String,
+    pub expires: String,
+    /// The signed-in user may revoke it (their own or one they made; admins: any).
+    pub can_revoke: bool,
+}
+
+/// API keys: admins see all, others their own; create (the secret shown once) and revoke.
+#[derive(Template)]
+#[template(path = "api_keys.html")]
+pub struct ApiKeysPage {
+    pub chrome: Chrome,
+    pub rows: Vec<KeyRow>,
+    /// Roles a new key may have (up to the user's own).
+    pub roles: Vec<String>,
+    pub pager: Pager,
+}
+
+/// An MCP server as one row, with its discovered tools.
+#[derive(Debug, Clone)]
+pub struct McpRow {
+    pub id: String,
+    pub name: String,
+    pub slug: String,
+    pub transport: String,
+    /// The command line (stdio) or URL (http); secrets (env, headers) appear as names only.
+    pub target: String,
+    pub secrets: String,
+    pub status: String,
+    pub trusted: bool,
+    pub last_error: String,
+    pub last_healthy: String,
+    pub tools: Vec<String>,
+}
+
+/// MCP servers: health, tools and trust; admins add, trust, refresh and remove them.
+#[derive(Template)]
+#[template(path = "mcp.html")]
+pub struct McpPage {
+    pub chrome: Chrome,
+    pub rows: Vec<McpRow>,
+    pub pager: Pager,
 }
 
 /// An error in words, with the way back (SPEC §11.2: never a blank page).

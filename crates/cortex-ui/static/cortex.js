@@ -72,6 +72,15 @@
     if (!xhr || xhr.status >= 400) { return; }
     var then = event.detail.elt.getAttribute("data-on-success");
     if (then === "reload") { window.location.reload(); }
+    else if (then && then.indexOf("show-secret:") === 0) {
+      // A secret the API shows once (a new key): into its box, never into the page's URL or storage.
+      try {
+        var box = document.getElementById(then.slice(12));
+        box.querySelector("code").textContent = JSON.parse(xhr.responseText).secret;
+        box.hidden = false;
+        box.focus();
+      } catch (e) { window.location.reload(); }
+    }
     else if (then && then.indexOf("goto:") === 0) { window.location.assign(then.slice(5)); }
     else if (then && then.indexOf("follow:") === 0) {
       // Go to a URL the JSON answer names (e.g. a provider's authorization page).
@@ -84,7 +93,8 @@
   });
 
   // JSON bodies for forms (extension "cortex-json"): `a.b` names nest objects, `name[]` collects arrays,
-  // empty values are left out (so optional fields are absent, not "") unless the field has `data-keep-empty` (then null),
+  // empty values are left out (so optional fields are absent, not "") unless the field has `data-keep-empty` (then null)
+  // or `data-keep-empty-string` (then ""), a `data-json` field's value is parsed (later `a.b` fields refine it),
   // `data-number` inputs become numbers, `data-bool` ones booleans and `data-list` ones arrays of their
   // comma-separated parts.
   function encodeForm(parameters, elt) {
@@ -92,13 +102,16 @@
     var object = {};
     parameters.forEach(function (value, key) {
       var input = form.querySelector("[name=\"" + key.replace(/"/g, "") + "\"]");
-      if (value === "" && !(input && input.hasAttribute("data-keep-empty"))) { return; }
+      var keepEmpty = input && (input.hasAttribute("data-keep-empty") || input.hasAttribute("data-keep-empty-string"));
+      if (value === "" && !keepEmpty) { return; }
       if (input && input.hasAttribute("data-path-only")) { return; }
       if (input && input.hasAttribute("data-number")) { value = Number(value); }
       if (input && input.hasAttribute("data-bool")) { value = value === "true"; }
-      if (input && input.hasAttribute("data-list")) {
+      if (input && input.hasAttribute("data-json")) {
+        try { value = JSON.parse(value); } catch (e) { return; }
+      } else if (input && input.hasAttribute("data-list")) {
         value = value.split(",").map(function (part) { return part.trim(); }).filter(function (part) { return part !== ""; });
-      } else if (value === "") { value = null; }
+      } else if (value === "" && !input.hasAttribute("data-keep-empty-string")) { value = null; }
       var isArray = key.slice(-2) === "[]";
       var path = (isArray ? key.slice(0, -2) : key).split(".");
       var target = object;
@@ -166,6 +179,8 @@
       source = new EventSource(url);
       source.addEventListener("job.state", function (event) {
         var payload = data(event);
+        // The link to a pending approval stays while the job waits for it.
+        if (payload.to === "waiting_for_approval" && status.querySelector("a")) { return; }
         if (payload.to) { status.textContent = payload.to.replace(/_/g, " "); }
       });
       source.addEventListener("llm.delta", function (event) {
@@ -234,5 +249,35 @@
     status.textContent = answer.status || "queued";
     item.appendChild(status);
     followJob(answer.job_id, item.querySelector(".text"), status);
+  });
+
+  // Live regions (`data-live`): follow an SSE route from the event the page was rendered at. An event of
+  // a listed type makes the page out of date: reload it (`data-live-reload`) or offer a refresh link in
+  // place of the notice (no layout shift). EventSource reconnects by itself and sends `Last-Event-ID`,
+  // so nothing that happened while the connection was down is missed.
+  function followLive(element) {
+    var url = element.getAttribute("data-live");
+    var after = element.getAttribute("data-live-after") || "0";
+    var source = new EventSource(url + (url.indexOf("?") < 0 ? "?" : "&") + "last_event_id=" + encodeURIComponent(after));
+    var reload = element.hasAttribute("data-live-reload");
+    function changed() {
+      if (reload) { source.close(); window.location.reload(); return; }
+      source.close();
+      element.textContent = "Something changed since this page was loaded. ";
+      var link = document.createElement("a");
+      link.href = window.location.href;
+      link.textContent = "Refresh";
+      element.appendChild(link);
+      element.classList.add("stale");
+    }
+    (element.getAttribute("data-live-events") || "").split(" ").forEach(function (name) {
+      if (name) { source.addEventListener(name, changed); }
+    });
+    source.onopen = function () { element.classList.remove("offline"); };
+    source.onerror = function () { element.classList.add("offline"); };
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("[data-live]").forEach(followLive);
   });
 })();

@@ -140,7 +140,7 @@ async fn create_key(
 }
 
 /// The keys `principal` may see and manage beyond itself.
-fn listing_of(principal: &Principal) -> KeyListing {
+pub(crate) fn listing_of(principal: &Principal) -> KeyListing {
     if principal.role == Role::Admin {
         return KeyListing::All;
     }
@@ -151,7 +151,7 @@ fn listing_of(principal: &Principal) -> KeyListing {
 }
 
 /// Whether a non-admin `principal` may manage `key`: its own key or one it created, never of a higher role.
-fn manages(principal: &Principal, key: &ApiKey) -> bool {
+pub(crate) fn manages(principal: &Principal, key: &ApiKey) -> bool {
     if principal.role == Role::Admin {
         return true;
     }

@@ -1,5 +1,5 @@
-//! Dashboard screens beyond the first milestone (SPEC §11.2): the memory explorer and the channels
-//! pages. Same rules as [`super::ui`]: pages read the store (or the runtime's memory service) and render
+//! Dashboard screens beyond the first milestone (SPEC §11.2): the memory explorer, the channels pages,
+//! editing an agent and the audit log. Same rules as [`super::ui`]: pages read the store (or the runtime's memory service) and render
 //! a `cortex-ui` template; every change a page offers is a call of the JSON API from htmx, so the API's
 //! role guards, validation and CSRF check apply unchanged.
 
@@ -9,20 +9,22 @@ use axum::Extension;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
+use cortex_core::agent::{AccessMode, AgentStatus};
 use cortex_core::memory::{MemorySource, MemoryType};
 use cortex_core::role::Role;
 use cortex_memory::{SearchMode, SearchQuery};
+use cortex_store::audit::AuditFilter;
 use cortex_store::memory::{MemoryFilter, MemoryRecord};
 use cortex_ui::views::{
-    BindingRow, ChannelPage, ChannelRow, ChannelsPage, Field, FilterOption, MemoryItemPage, MemoryPage, MemoryRow,
-    OutboxRow, Pager, ScoreParts,
+    ApiKeysPage, AuditPage, AuditRow, BindingRow, ChannelPage, ChannelRow, ChannelsPage, EditAgentPage, Field,
+    FilterOption, KeyRow, McpPage, McpRow, MemoryItemPage, MemoryPage, MemoryRow, OutboxRow, Pager, ScoreParts,
 };
 use serde::Deserialize;
 use uuid::Uuid;
 
 use super::ui::{
-    PAGE_SIZE, PageError, PageResult, agent_names, chrome, opt_when, pager, parse_cursor, parse_filter, render,
-    resolve_id, when,
+    PAGE_SIZE, PageError, PageResult, agent_names, chrome, opt_when, pager, parse_cursor, parse_filter, provider_names,
+    render, resolve_id, when,
 };
 use crate::auth::{Principal, SessionContext};
 use crate::error::ApiError;
@@ -37,6 +39,10 @@ pub(crate) fn router(state: &AppState) -> Router<AppState> {
         .route("/ui/memory/{agent}/{id}", viewer(get(memory_item)))
         .route("/ui/channels", viewer(get(channels)))
         .route("/ui/channels/{id}", viewer(get(channel)))
+        .route("/ui/agents/{id}/edit", guard::page(state, Role::Operator, get(edit_agent)))
+        .route("/ui/audit", guard::page(state, Role::Admin, get(audit)))
+        .route("/ui/settings/api-keys", viewer(get(api_keys)))
+        .route("/ui/mcp", viewer(get(mcp_servers)))
 }
 
 fn agent_options(agents: &[cortex_store::agents::Agent], selected: Option<Uuid>) -> Vec<FilterOption> {
@@ -345,5 +351,188 @@ async fn channel(
         failures_pager: pager(&format!("/ui/channels/{}", channel.id), &[], failures.next_cursor, cursor.is_some()),
         channel: row,
         fields,
+    })
+}
+
+async fn edit_agent(
+    State(state): State<AppState>,
+    principal: Principal,
+    session: Option<Extension<SessionContext>>,
+    Path(id): Path<String>,
+) -> PageResult {
+    let agent = state.store.get_agent(&id).await?;
+    let mut providers = provider_names(&state).await?;
+    if !providers.contains(&agent.model_config.provider) {
+        providers.push(agent.model_config.provider.clone());
+    }
+    let option = |value: String, selected: bool| FilterOption { label: value.replace('_', " "), value, selected };
+    let mut statuses = vec![AgentStatus::Active, AgentStatus::Disabled];
+    if !statuses.contains(&agent.status) {
+        statuses.push(agent.status);
+    }
+    render(&EditAgentPage {
+        chrome: chrome(&principal, session.as_deref(), "Edit agent", "agents"),
+        id: agent.id.to_string(),
+        name: agent.name.clone(),
+        description: agent.description.clone(),
+        role: agent.role.clone(),
+        system_prompt: agent.system_prompt.clone(),
+        providers: providers
+            .into_iter()
+            .map(|name| {
+                let selected = name == agent.model_config.provider;
+                FilterOption { label: name.clone(), value: name, selected }
+            })
+            .collect(),
+        model: agent.model_config.model.clone(),
+        model_config_json: serde_json::to_string(&agent.model_config).unwrap_or_default(),
+        temperature: agent.model_config.temperature.map(|value| value.to_string()).unwrap_or_default(),
+        requires_approval: agent.model_config.requires_approval,
+        statuses: statuses.into_iter().map(|status| option(status.to_string(), status == agent.status)).collect(),
+        access_modes: AccessMode::ALL.iter().map(|mode| option(mode.to_string(), *mode == agent.access_mode)).collect(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditQuery {
+    action: Option<String>,
+    target_type: Option<String>,
+    cursor: Option<String>,
+}
+
+async fn audit(
+    State(state): State<AppState>,
+    principal: Principal,
+    session: Option<Extension<SessionContext>>,
+    Query(query): Query<AuditQuery>,
+) -> PageResult {
+    let text = |value: Option<String>| value.map(|text| text.trim().to_owned()).filter(|text| !text.is_empty());
+    let (action, target_type) = (text(query.action), text(query.target_type));
+    let cursor = parse_cursor(query.cursor.as_deref())?;
+    let filter = AuditFilter { action: action.clone(), target_type: target_type.clone(), target_id: None };
+    let page = state.store.list_audit(&filter, cursor, PAGE_SIZE).await?;
+    let filters =
+        [("action", action.clone().unwrap_or_default()), ("target_type", target_type.clone().unwrap_or_default())];
+    let short = |value: &str| {
+        if value.chars().count() > 300 {
+            format!("{}…", value.chars().take(300).collect::<String>())
+        } else {
+            value.to_owned()
+        }
+    };
+    render(&AuditPage {
+        chrome: chrome(&principal, session.as_deref(), "Audit log", "audit"),
+        rows: page
+            .items
+            .iter()
+            .map(|entry| AuditRow {
+                at: when(entry.created_at()),
+                actor: match &entry.actor_id {
+                    Some(id) => format!("{} {id}", entry.actor_type),
+                    None => entry.actor_type.clone(),
+                },
+                action: entry.action.clone(),
+                target: match &entry.target_id {
+                    Some(id) => format!("{} {id}", entry.target_type),
+                    None => entry.target_type.clone(),
+                },
+                details: short(&entry.details.to_string()),
+                ip: entry.ip.clone().unwrap_or_else(|| "—".into()),
+            })
+            .collect(),
+        filtered: action.is_some() || target_type.is_some(),
+        action: action.unwrap_or_default(),
+        target_type: target_type.unwrap_or_default(),
+        pager: pager("/ui/audit", &filters, page.next_cursor, cursor.is_some()),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct CursorQuery {
+    cursor: Option<String>,
+}
+
+async fn api_keys(
+    State(state): State<AppState>,
+    principal: Principal,
+    session: Option<Extension<SessionContext>>,
+    Query(query): Query<CursorQuery>,
+) -> PageResult {
+    let cursor = parse_cursor(query.cursor.as_deref())?;
+    let listing = super::keys::listing_of(&principal);
+    let page = state.store.list_api_keys(listing, cursor, PAGE_SIZE).await?;
+    let now = state.store.clock().now();
+    render(&ApiKeysPage {
+        chrome: chrome(&principal, session.as_deref(), "API keys", "api-keys"),
+        rows: page
+            .items
+            .iter()
+            .map(|key| KeyRow {
+                id: key.id.to_string(),
+                name: key.name.clone(),
+                prefix: key.prefix.clone(),
+                role: key.role.to_string(),
+                source: key.source.clone(),
+                state: if key.revoked_at.is_some() {
+                    "revoked".into()
+                } else if key.is_active(now) {
+                    "active".into()
+                } else {
+                    "expired".into()
+                },
+                created: when(key.created_at),
+                last_used: opt_when(key.last_used_at),
+                expires: key.expires_at.map(when).unwrap_or_else(|| "never".into()),
+                can_revoke: super::keys::manages(&principal, key),
+            })
+            .collect(),
+        roles: Role::ALL
+            .iter()
+            .filter(|role| **role != Role::None && principal.role.includes(**role))
+            .map(|role| role.to_string())
+            .collect(),
+        pager: pager("/ui/settings/api-keys", &[], page.next_cursor, cursor.is_some()),
+    })
+}
+
+async fn mcp_servers(
+    State(state): State<AppState>,
+    principal: Principal,
+    session: Option<Extension<SessionContext>>,
+    Query(query): Query<CursorQuery>,
+) -> PageResult {
+    let cursor = parse_cursor(query.cursor.as_deref())?;
+    let page = state.store.list_mcp_servers(cursor, PAGE_SIZE).await?;
+    let mut rows = Vec::with_capacity(page.items.len());
+    for server in &page.items {
+        let tools = state.store.mcp_tools_of_server(server.id).await?;
+        let target = match server.transport.as_str() {
+            "stdio" => std::iter::once(server.command.clone().unwrap_or_default())
+                .chain(server.args.iter().cloned())
+                .collect::<Vec<_>>()
+                .join(" "),
+            _ => server.url.clone().unwrap_or_default(),
+        };
+        rows.push(McpRow {
+            id: server.id.to_string(),
+            name: server.name.clone(),
+            slug: server.slug.clone(),
+            transport: server.transport.clone(),
+            target,
+            secrets: server.env_keys.iter().chain(server.header_keys.iter()).cloned().collect::<Vec<_>>().join(", "),
+            status: server.status.clone(),
+            trusted: server.trusted,
+            last_error: server.last_error.clone().unwrap_or_default(),
+            last_healthy: opt_when(server.last_healthy_at),
+            tools: tools
+                .iter()
+                .map(|tool| if tool.available { tool.name.clone() } else { format!("{} (unavailable)", tool.name) })
+                .collect(),
+        });
+    }
+    render(&McpPage {
+        chrome: chrome(&principal, session.as_deref(), "MCP servers", "mcp"),
+        rows,
+        pager: pager("/ui/mcp", &[], page.next_cursor, cursor.is_some()),
     })
 }

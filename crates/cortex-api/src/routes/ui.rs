@@ -17,6 +17,7 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use cortex_core::agent::AgentStatus;
 use cortex_core::approval::ApprovalStatus;
+use cortex_core::event::EventType;
 use cortex_core::job::JobStatus;
 use cortex_core::role::Role;
 use cortex_store::Cursor;
@@ -26,8 +27,8 @@ use cortex_store::jobs::{Job, JobFilter};
 use cortex_ui::Template;
 use cortex_ui::views::{
     AgentPage, AgentRow, AgentsPage, ApprovalPage, ApprovalRow, ApprovalsPage, AuditLine, Chrome, ErrorPage, Field,
-    FilterOption, JobPage, JobRow, JobsPage, LoginPage, NewAgentPage, OverviewPage, Pager, PolicyRow, SetupPage,
-    ToolChoice,
+    FilterOption, JobPage, JobRow, JobsPage, Live, LoginPage, MessageRow, NewAgentPage, OverviewPage, Pager, PolicyRow,
+    SetupPage, StepRow, ToolCallRow, ToolChoice,
 };
 use serde::Deserialize;
 use uuid::Uuid;
@@ -173,6 +174,122 @@ fn cost(usd: f64) -> String {
     format!("${usd:.4}")
 }
 
+/// Event types of a job's step timeline (everything but the streamed deltas and bookkeeping).
+const STEP_EVENTS: &[EventType] = &[
+    EventType::JobState,
+    EventType::LlmMessage,
+    EventType::ToolCall,
+    EventType::ToolResult,
+    EventType::ToolDenied,
+    EventType::ToolRateLimited,
+    EventType::ApprovalRequested,
+    EventType::ApprovalDecided,
+    EventType::SteerInjected,
+    EventType::SubagentSpawned,
+    EventType::SubagentFinished,
+    EventType::CostAlert,
+    EventType::Error,
+    EventType::JobCompleted,
+    EventType::JobFailed,
+];
+/// Steps, tool calls and messages shown on a job page.
+const DETAIL_LIMIT: usize = 200;
+
+/// `text` cut to `max` characters with an ellipsis.
+pub(crate) fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() > max {
+        format!("{}…", text.chars().take(max).collect::<String>())
+    } else {
+        text.to_owned()
+    }
+}
+
+/// One line saying what a step did.
+fn step_summary(event: &cortex_store::events::Event) -> String {
+    let payload = &event.payload;
+    let text = |name: &str| payload.get(name).and_then(|value| value.as_str()).unwrap_or_default().to_owned();
+    match event.event_type {
+        EventType::JobState => {
+            let from = payload.get("from").and_then(|value| value.as_str()).unwrap_or("new");
+            let mut line = format!("{from} → {}", text("to"));
+            if let Some(error) = payload.get("error").and_then(|error| error.get("message")).and_then(|m| m.as_str()) {
+                line.push_str(&format!(": {error}"));
+            }
+            line
+        }
+        EventType::LlmMessage => {
+            let calls: Vec<String> = payload
+                .get("tool_calls")
+                .and_then(|calls| calls.as_array())
+                .map(|calls| {
+                    calls
+                        .iter()
+                        .filter_map(|call| call.get("name").or_else(|| call.get("tool")).and_then(|n| n.as_str()))
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let said = clip(&text("text"), 200);
+            match (said.is_empty(), calls.is_empty()) {
+                (_, false) if said.is_empty() => format!("model asked for {}", calls.join(", ")),
+                (_, false) => format!("{said} (and asked for {})", calls.join(", ")),
+                _ => said,
+            }
+        }
+        EventType::ApprovalRequested => format!("waiting for a human: {}", text("summary")),
+        EventType::ApprovalDecided => {
+            let decision = match text("decision").as_str() {
+                "approve" => "approved".to_owned(),
+                "reject" => "rejected".to_owned(),
+                other => other.to_owned(),
+            };
+            let reason = text("reason");
+            clip(&if reason.is_empty() { decision } else { format!("{decision}: {reason}") }, 200)
+        }
+        EventType::ToolCall => {
+            let input = payload.get("input").map(|input| input.to_string()).unwrap_or_default();
+            clip(&format!("{} {input} ({})", text("tool_ref"), text("state").replace('_', " ")), 200)
+        }
+        EventType::ToolResult => clip(&format!("{} {}: {}", text("tool_ref"), text("state"), text("preview")), 200),
+        EventType::JobCompleted => "completed".to_owned(),
+        EventType::JobFailed => clip(
+            payload.get("error").and_then(|error| error.get("message")).and_then(|m| m.as_str()).unwrap_or("failed"),
+            200,
+        ),
+        _ => clip(&payload.to_string(), 200),
+    }
+}
+
+/// A list of jobs follows every job's state changes and offers a refresh when one changes.
+fn jobs_live(after: i64) -> Live {
+    Live { url: "/jobs/stream".into(), after, events: "job.state job.completed job.failed", reload: false }
+}
+
+/// Provider presets first, then custom providers that have a credential (as `GET /providers` lists them).
+pub(crate) async fn provider_names(state: &AppState) -> Result<Vec<String>, PageError> {
+    let mut providers: Vec<String> = cortex_llm::presets::all().iter().map(|preset| preset.name.to_owned()).collect();
+    for credential in state.store.credentials_of_kind("llm").await? {
+        let name = credential.provider_name().to_owned();
+        if !providers.contains(&name) {
+            providers.push(name);
+        }
+    }
+    Ok(providers)
+}
+
+/// Resource limits as `name value` pairs, leaving out the unset ones (readable where JSON was not).
+fn limits_text(limits: &impl serde::Serialize) -> String {
+    match serde_json::to_value(limits) {
+        Ok(serde_json::Value::Object(map)) => map
+            .iter()
+            .filter(|(_, value)| !value.is_null())
+            .map(|(name, value)| format!("{} {value}", name.replace('_', " ")))
+            .collect::<Vec<_>>()
+            .join(" · "),
+        _ => String::new(),
+    }
+}
+
 /// Non-archived agents by id, to name the agents of job rows.
 pub(crate) async fn agent_names(state: &AppState) -> Result<Vec<Agent>, PageError> {
     Ok(state.store.list_agents(None, None, AGENT_LOOKUP_LIMIT).await?.items)
@@ -285,6 +402,7 @@ async fn overview(
     principal: Principal,
     session: Option<Extension<SessionContext>>,
 ) -> PageResult {
+    let seen = state.store.last_event_seq().await?;
     let counts: HashMap<JobStatus, i64> = state.store.count_jobs_by_status().await?.into_iter().collect();
     let count = |status| counts.get(&status).copied().unwrap_or(0);
     let agents = agent_names(&state).await?;
@@ -298,6 +416,7 @@ async fn overview(
         pending_approvals: state.store.count_pending_approvals().await?,
         failed_jobs: count(JobStatus::Failed) + count(JobStatus::DeadLetter) + count(JobStatus::TimedOut),
         recent_jobs: recent.items.iter().map(|job| job_row(job, &names)).collect(),
+        live: Some(jobs_live(seen)),
     })
 }
 
@@ -351,7 +470,7 @@ async fn agent(
         Field { label: "Role", value: agent.role.clone() },
         Field { label: "Description", value: agent.description.clone() },
         Field { label: "Access mode", value: agent.access_mode.to_string() },
-        Field { label: "Limits", value: serde_json::to_string(limits).unwrap_or_default() },
+        Field { label: "Limits", value: limits_text(limits) },
         Field { label: "Quarantine reason", value: agent.quarantine_reason.clone().unwrap_or_else(|| "—".into()) },
         Field { label: "Created", value: when(agent.created_at) },
         Field { label: "Updated", value: when(agent.updated_at) },
@@ -398,17 +517,9 @@ async fn new_agent(
         .filter(|entry| entry.available && entry.agent_id.is_none())
         .map(|entry| ToolChoice { tool_ref: entry.tool_ref, description: entry.description })
         .collect();
-    // Provider presets first, then custom providers that have a credential (as `GET /providers` lists them).
-    let mut providers: Vec<String> = cortex_llm::presets::all().iter().map(|preset| preset.name.to_owned()).collect();
-    for credential in state.store.credentials_of_kind("llm").await? {
-        let name = credential.provider_name().to_owned();
-        if !providers.contains(&name) {
-            providers.push(name);
-        }
-    }
     render(&NewAgentPage {
         chrome: chrome(&principal, session.as_deref(), "Create an agent", "agents"),
-        providers,
+        providers: provider_names(&state).await?,
         tools,
     })
 }
@@ -429,6 +540,7 @@ async fn jobs(
     let status: Option<JobStatus> = parse_filter("status", query.status.as_deref())?;
     let agent_id: Option<Uuid> = parse_filter("agent", query.agent_id.as_deref())?;
     let cursor = parse_cursor(query.cursor.as_deref())?;
+    let seen = state.store.last_event_seq().await?;
     let filter = JobFilter { status, agent_id, ..JobFilter::default() };
     let page = state.store.list_jobs(&filter, cursor, PAGE_SIZE).await?;
     let agents = agent_names(&state).await?;
@@ -458,6 +570,7 @@ async fn jobs(
             .collect(),
         filtered: status.is_some() || agent_id.is_some(),
         pager: pager("/ui/jobs", &filters, page.next_cursor, cursor.is_some()),
+        live: Some(jobs_live(seen)),
     })
 }
 
@@ -467,7 +580,16 @@ async fn job(
     session: Option<Extension<SessionContext>>,
     Path(id): Path<String>,
 ) -> PageResult {
+    // The cursor first: whatever happens after it reaches the live region, nothing falls in between.
+    let seen = state.store.last_event_seq().await?;
     let job = state.store.get_job(resolve_id(&id, "job")?).await?;
+    let steps = state.store.job_events_of_types(job.id, STEP_EVENTS, DETAIL_LIMIT as i64).await?;
+    let mut calls = state.store.tool_calls_of_job(job.id).await?;
+    calls.truncate(DETAIL_LIMIT);
+    let transcript = match job.session_id {
+        Some(session) => state.store.list_messages(session, 0, DETAIL_LIMIT).await?,
+        None => Vec::new(),
+    };
     let agent_name = match state.store.get_agent_by_id(job.agent_id).await {
         Ok(agent) => agent.name,
         Err(_) => job.agent_id.to_string(),
@@ -501,6 +623,42 @@ async fn job(
         prompt: text(job.payload.get("prompt")),
         can_retry: job.status.is_retryable_by_operator(),
         can_cancel: !job.status.is_terminal() && !job.cancel_requested,
+        steps: steps
+            .iter()
+            .map(|event| StepRow {
+                at: when(event.created_at),
+                event: event.event_type.to_string(),
+                summary: step_summary(event),
+            })
+            .collect(),
+        tool_calls: calls
+            .iter()
+            .map(|call| ToolCallRow {
+                turn: call.turn,
+                tool_ref: call.tool_ref.clone(),
+                state: call.state.to_string(),
+                input: clip(&call.input.to_string(), 500),
+                output: call.output.as_ref().map(|output| clip(&output.to_string(), 500)).unwrap_or_else(|| "—".into()),
+                is_error: call.is_error,
+                duration: call.duration_ms.map(|ms| format!("{ms} ms")).unwrap_or_else(|| "—".into()),
+                approval_id: call.approval_id.map(|id| id.to_string()),
+            })
+            .collect(),
+        transcript: transcript
+            .iter()
+            .map(|message| MessageRow {
+                role: message.role.clone(),
+                content: message.content.clone(),
+                at: when(message.created_at),
+                this_job: message.job_id == Some(job.id),
+            })
+            .collect(),
+        live: (!job.status.is_terminal()).then(|| Live {
+            url: format!("/jobs/{}/events", job.id),
+            after: seen,
+            events: "job.state job.completed job.failed",
+            reload: true,
+        }),
     })
 }
 
@@ -523,6 +681,7 @@ async fn approvals(
         other => parse_filter("status", other)?,
     };
     let cursor = parse_cursor(query.cursor.as_deref())?;
+    let seen = state.store.last_event_seq().await?;
     let page =
         state.store.list_approvals(&ApprovalFilter { status, ..ApprovalFilter::default() }, cursor, PAGE_SIZE).await?;
     let agents = agent_names(&state).await?;
@@ -544,6 +703,12 @@ async fn approvals(
         statuses,
         pending_view: status == Some(ApprovalStatus::Pending),
         pager: pager("/ui/approvals", &[("status", status_value)], page.next_cursor, cursor.is_some()),
+        live: Some(Live {
+            url: "/approvals/stream".into(),
+            after: seen,
+            events: "approval.requested approval.decided",
+            reload: false,
+        }),
     })
 }
 

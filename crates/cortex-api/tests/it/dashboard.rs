@@ -612,3 +612,118 @@ both_engines!(memory_and_channel_screens_show_state_and_offer_only_allowed_actio
     assert_eq!(operator_channel.status(), 403, "adding a bot needs an admin");
     assert_eq!(page(&viewer, &format!("/ui/channels/{}", uuid::Uuid::now_v7())).await.unwrap().status(), 404);
 });
+
+both_engines!(job_detail_edit_agent_and_audit_pages, |t: TestStore| async move {
+    let app = TestApp::spawn(t).await;
+    user(&app, "viewer@example.com", Role::Viewer).await;
+    user(&app, "operator@example.com", Role::Operator).await;
+    user(&app, "admin@example.com", Role::Admin).await;
+    let viewer = login(&app, "viewer@example.com").await;
+    let operator = login(&app, "operator@example.com").await;
+    let admin = login(&app, "admin@example.com").await;
+    let agent = app.create_agent("Editor").await;
+    let agent_id = agent["id"].as_str().unwrap();
+    let job: Value = app
+        .post(&format!("/agents/{agent_id}/jobs"), &app.admin, json!({"prompt": "do it"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let job_id = job["id"].as_str().unwrap();
+
+    // A job not yet run: its steps so far, empty tool calls in words, and a live region.
+    let page = viewer.get(&app, &format!("/ui/jobs/{job_id}")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("new → scheduled"), "the first step: {page}");
+    assert!(page.contains("The model called no tool in this job."), "{page}");
+    assert!(
+        page.contains(&format!("data-live=\"/jobs/{job_id}/events\"")) && page.contains("data-live-reload"),
+        "{page}"
+    );
+
+    // Editing is for operators: the page and the PATCH it sends.
+    let edit = format!("/ui/agents/{agent_id}/edit");
+    let refused = viewer.get(&app, &edit).send().await.unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(refused.text().await.unwrap().contains("operator"), "refusal in words");
+    let form = operator.get(&app, &edit).send().await.unwrap().text().await.unwrap();
+    assert!(form.contains(&format!("hx-patch=\"/agents/{agent_id}\"")) && form.contains("data-json"), "{form}");
+    let agent_page = viewer.get(&app, &format!("/ui/agents/{agent_id}")).send().await.unwrap().text().await.unwrap();
+    assert!(!agent_page.contains(&edit), "a viewer is not offered the edit link");
+
+    // The audit log is for admins, newest first, filterable, with an empty state in words.
+    assert_eq!(operator.get(&app, "/ui/audit").send().await.unwrap().status(), 403);
+    let audit = admin.get(&app, "/ui/audit").send().await.unwrap().text().await.unwrap();
+    assert!(audit.contains("agent.create"), "{audit}");
+    let filtered = admin.get(&app, "/ui/audit?action=agent.create").send().await.unwrap().text().await.unwrap();
+    assert_eq!(filtered.matches("<code>agent.create</code>").count(), 1, "{filtered}");
+    let none = admin.get(&app, "/ui/audit?action=nothing.here").send().await.unwrap().text().await.unwrap();
+    assert!(none.contains("No entry matches these filters"), "{none}");
+    let bad = admin.get(&app, "/ui/audit?cursor=garbage").send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+
+    // Lists carry live regions that start at the page's event.
+    let jobs = viewer.get(&app, "/ui/jobs").send().await.unwrap().text().await.unwrap();
+    assert!(jobs.contains("data-live=\"/jobs/stream\""), "{jobs}");
+    let approvals = viewer.get(&app, "/ui/approvals").send().await.unwrap().text().await.unwrap();
+    assert!(approvals.contains("data-live=\"/approvals/stream\""), "{approvals}");
+});
+
+both_engines!(api_keys_page_lists_own_keys_and_offers_roles_up_to_ones_own, |t: TestStore| async move {
+    let app = TestApp::spawn(t).await;
+    user(&app, "operator@example.com", Role::Operator).await;
+    user(&app, "other@example.com", Role::Operator).await;
+    let operator = login(&app, "operator@example.com").await;
+    let other = login(&app, "other@example.com").await;
+
+    let empty = operator.get(&app, "/ui/settings/api-keys").send().await.unwrap().text().await.unwrap();
+    assert!(empty.contains("No API keys yet"), "{empty}");
+    assert!(empty.contains("<option value=\"operator\">") && !empty.contains("<option value=\"admin\">"), "{empty}");
+    assert!(!empty.contains("<option value=\"none\">"), "{empty}");
+    let created: Value = operator
+        .post(&app, "/api-keys", json!({"name": "deploy <script>", "role": "viewer"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key_id = created["id"].as_str().unwrap();
+    let secret = created["secret"].as_str().unwrap();
+    let page = operator.get(&app, "/ui/settings/api-keys").send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("deploy &#60;script&#62;") || page.contains("deploy &lt;script&gt;"), "{page}");
+    assert!(page.contains(&format!("hx-delete=\"/api-keys/{key_id}\"")), "its maker may revoke it");
+    assert!(!page.contains(secret), "the secret is never on a page");
+    let theirs = other.get(&app, "/ui/settings/api-keys").send().await.unwrap().text().await.unwrap();
+    assert!(!theirs.contains(key_id), "another operator does not see it");
+    let refused = other.post_as(&app, &format!("/api-keys/{key_id}"), json!({}), &other.origin, &other.csrf);
+    assert_eq!(refused.send().await.unwrap().status(), 405, "revocation is a DELETE");
+    let revoke = no_redirects()
+        .delete(app.url(&format!("/api-keys/{key_id}")))
+        .header("cookie", &other.cookie)
+        .header("x-csrf-token", &other.csrf)
+        .header("origin", &other.origin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoke.status(), 403, "nor revoke it by crafting the request");
+});
+
+both_engines!(mcp_page_says_how_to_add_a_server_and_only_admins_get_the_forms, |t: TestStore| async move {
+    let app = TestApp::spawn(t).await;
+    user(&app, "viewer@example.com", Role::Viewer).await;
+    user(&app, "admin@example.com", Role::Admin).await;
+    let viewer = login(&app, "viewer@example.com").await;
+    let admin = login(&app, "admin@example.com").await;
+    let seen = viewer.get(&app, "/ui/mcp").send().await.unwrap().text().await.unwrap();
+    assert!(seen.contains("No MCP servers yet") && seen.contains("An administrator can add one"), "{seen}");
+    assert!(!seen.contains("hx-post=\"/mcp-servers\""), "a viewer gets no add form");
+    let admin_page = admin.get(&app, "/ui/mcp").send().await.unwrap().text().await.unwrap();
+    assert!(admin_page.contains("hx-post=\"/mcp-servers\""), "{admin_page}");
+    let refused = viewer
+        .post(&app, "/mcp-servers", json!({"name": "x", "transport": "http", "url": "http://127.0.0.1:9/mcp"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403, "crafting the admin's request does not help a viewer");
+    assert_eq!(viewer.get(&app, "/ui/mcp?cursor=garbage").send().await.unwrap().status(), 400);
+});

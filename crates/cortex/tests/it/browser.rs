@@ -267,6 +267,77 @@ async fn an_operator_works_through_every_screen_in_a_browser() {
     page.wait_for("document.body.innerText.includes('@cortex_test_bot')", "the bot's identity listed").await;
     shot(&page, "30-channels").await;
 
+    // Live: a third gated call waits on its job page; approved elsewhere (the API), the page updates itself.
+    page.goto(&format!("{base}{agent_path}")).await;
+    page.fill("#chat-text", "Use the echo tool again").await;
+    page.click(".composer button[type=submit]").await;
+    page.wait_for_selector(".bubble.agent .job-status a[href^='/ui/approvals/']").await;
+    let approval_path = page
+        .eval("document.querySelector('.bubble.agent .job-status a').getAttribute('href')")
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let waiting_jobs = format!("{base}/ui/jobs?status=waiting_for_approval");
+    page.goto(&waiting_jobs).await;
+    page.click("table a[href^='/ui/jobs/']").await;
+    page.wait_for("document.querySelector('p.live') && document.querySelector('h1 .status').textContent === 'waiting_for_approval'", "the waiting job's live page").await;
+    shot(&page, "31-job-waiting-live").await;
+    let approval_id = approval_path.trim_start_matches("/ui/approvals/").to_owned();
+    crate::e2e::api(
+        reqwest::Method::POST,
+        format!("{base}/approvals/{approval_id}/decide"),
+        Some(json!({"decision": "approve", "reason": "approved from elsewhere"})),
+    )
+    .await;
+    page.wait_for(
+        "document.querySelector('h1 .status') && document.querySelector('h1 .status').textContent === 'completed'",
+        "the job page updating itself to completed",
+    )
+    .await;
+    page.wait_for_selector("table a[href^='/ui/approvals/']").await;
+    shot(&page, "32-job-completed-steps-tools-transcript").await;
+
+    // Edit the agent: the change shows on its page; other model settings are kept.
+    page.goto(&format!("{base}{agent_path}/edit")).await;
+    shot(&page, "33-agent-edit").await;
+    page.fill("#description", "Greets people politely").await;
+    page.fill("#temperature", "0.3").await;
+    page.click_text("form button", "Save changes").await;
+    page.wait_for(
+        &format!("location.pathname === {agent_path:?} && document.body.innerText.includes('Greets people politely')"),
+        "the edited agent",
+    )
+    .await;
+
+    // The audit log records what was done.
+    page.goto(&format!("{base}/ui/audit")).await;
+    page.wait_for("document.body.innerText.includes('agent.create')", "the audit entries").await;
+    shot(&page, "34-audit-log").await;
+    page.goto(&format!("{base}/ui/audit?action=nothing.like.this")).await;
+    page.wait_for_selector(".empty").await;
+    shot(&page, "35-audit-filtered-empty").await;
+
+    // API keys: the new key's secret is shown once, then the list holds its prefix only.
+    page.goto(&format!("{base}/ui/settings/api-keys")).await;
+    shot(&page, "36-api-keys").await;
+    page.fill("#key-name", "deploy script").await;
+    page.fill("#key-role", "operator").await;
+    page.click_text("form button", "Create key").await;
+    page.wait_for("!document.querySelector('#new-secret').hidden", "the new secret").await;
+    let secret = page.text("#new-secret code").await;
+    assert!(secret.starts_with("ctx_"), "{secret}");
+    shot(&page, "37-api-key-created").await;
+    page.goto(&format!("{base}/ui/settings/api-keys")).await;
+    page.wait_for("document.body.innerText.includes('deploy script')", "the key listed").await;
+    let listed = page.eval("document.body.innerHTML").await;
+    assert!(!listed.as_str().unwrap_or_default().contains(&secret), "the secret is shown only once");
+
+    // MCP servers: none registered yet, and the page says how to add one.
+    page.goto(&format!("{base}/ui/mcp")).await;
+    page.wait_for_selector(".empty").await;
+    shot(&page, "38-mcp-empty").await;
+
     // Dark theme and a phone-width viewport render the same screens.
     page.color_scheme("dark").await;
     page.goto(&format!("{base}/ui/agents")).await;
