@@ -22,6 +22,29 @@ use uuid::Uuid;
 #[derive(Default)]
 pub struct Scripted {
     pub runs: Mutex<HashMap<Uuid, Vec<ResumeSeen>>>,
+    /// Signalled whenever a run starts (after it is recorded in `runs`).
+    started: tokio::sync::Notify,
+}
+
+impl Scripted {
+    /// Waits until the handler runs `job` for the `attempt`-th time. A job is `running` in the database
+    /// as soon as its claim commits, before the engine has taken it in hand; a test that moves the
+    /// manual clock in that gap races the engine's own checks (e.g. the orphan check, which recovers a
+    /// job its worker owns but does not run once the claim is older than `cancel_recheck`).
+    pub async fn wait_started(&self, job: Uuid, attempt: usize) {
+        let guard = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let started = self.started.notified();
+            tokio::pin!(started);
+            started.as_mut().enable();
+            if self.runs.lock().unwrap().get(&job).is_some_and(|runs| runs.len() >= attempt) {
+                return;
+            }
+            if tokio::time::timeout_at(guard, started).await.is_err() {
+                panic!("the handler never started run {attempt} of job {job}");
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +63,7 @@ impl JobHandler for Scripted {
             ResumePoint::Corrupt(_) => ResumeSeen::Corrupt,
         };
         self.runs.lock().unwrap().entry(ctx.job.id).or_default().push(resume.clone());
+        self.started.notify_waiters();
         match ctx.job.prompt().unwrap_or("ok") {
             "ok" => Outcome::Completed(json!({"response": "done"})),
             "transient" => Outcome::Failed(JobError::new(ErrorClass::Transient, "rate_limit", "slow down")),
