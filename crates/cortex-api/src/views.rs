@@ -261,11 +261,11 @@ impl From<ApiKey> for ApiKeyView {
 /// Timestamps on the wire: RFC 3339 UTC with exactly three fractional digits (`2026-01-01T00:00:00.000Z`),
 /// so every timestamp has the same width and sorts as text.
 pub mod millis {
-    use chrono::{DateTime, SecondsFormat, Utc};
+    use chrono::{DateTime, Utc};
     use serde::Serializer;
 
     pub fn serialize<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Millis, true))
+        serializer.serialize_str(&cortex_core::clock::rfc3339_millis(*at))
     }
 
     /// [`serialize`] for optional timestamps (`null` when absent).

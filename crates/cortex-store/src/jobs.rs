@@ -906,7 +906,7 @@ impl Tx {
             payload["error"] = json!({"class": error.class, "code": error.code, "message": error.message});
         }
         if job.status == JobStatus::Retrying {
-            payload["run_at"] = json!(job.run_at);
+            payload["run_at"] = json!(cortex_core::clock::rfc3339_millis(job.run_at));
         }
         self.emit(NewEvent {
             session_id: job.session_id,
