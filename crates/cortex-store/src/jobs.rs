@@ -207,6 +207,27 @@ pub struct NewJob {
     pub created_by: Option<String>,
 }
 
+impl NewJob {
+    /// A task for `agent_id` with `payload` and the defaults of `POST /agents/{id}/jobs` (SPEC §4): priority
+    /// 0, 3 attempts, 300 s, due now, no parent, no key. Callers change fields with struct update syntax.
+    pub fn task(agent_id: Uuid, payload: Value) -> Self {
+        Self {
+            agent_id,
+            session_id: None,
+            kind: JobKind::Task,
+            priority: 0,
+            payload,
+            max_attempts: 3,
+            timeout_seconds: 300,
+            run_at: None,
+            parent_job_id: None,
+            delegation_depth: 0,
+            idempotency_key: None,
+            created_by: None,
+        }
+    }
+}
+
 /// An idempotency key with the fingerprint of the request that used it (stored beside the key).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyKey {
