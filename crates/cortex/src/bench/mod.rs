@@ -5,7 +5,8 @@
 //! - [`queue`]: the job queue alone (enqueue and processing rates, enqueue→start latency);
 //! - [`chat`]: the control-plane overhead of one chat turn through the HTTP API (`?wait=true`) with a model
 //!   that answers instantly;
-//! - [`startup`]: a real `cortex serve` process, from spawn to `/readyz` 200, and its idle RSS.
+//! - [`startup`]: a real `cortex serve` process, from spawn to `/readyz` 200, and its idle RSS;
+//! - [`spike`]: a real `cortex serve` process's RSS before, at the end of and after a load spike.
 //!
 //! A scenario returns a [`Report`] (one [`Figure`] per measured value); this module prints it as one
 //! line per figure, headed by the machine's core count, or as JSON with `--json`.
@@ -16,6 +17,7 @@
 
 mod chat;
 mod queue;
+mod spike;
 mod startup;
 
 use std::net::IpAddr;
@@ -47,6 +49,9 @@ pub enum BenchCommand {
     Chat(chat::ChatArgs),
     /// Measure how long a `cortex serve` process takes from spawn to `/readyz` 200, and its idle RSS.
     Startup(startup::StartupArgs),
+    /// Measure a `cortex serve` process's RSS before, at the end of and after a load spike (large list
+    /// pages in parallel while many connections are held open).
+    Spike(spike::SpikeArgs),
 }
 
 /// Where a benchmark runs and how it reports.
@@ -81,6 +86,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Queue(args) => queue::measure(&scratch, args).await,
         BenchCommand::Chat(args) => chat::measure(&scratch, args).await,
         BenchCommand::Startup(args) => startup::measure(&scratch, args).await,
+        BenchCommand::Spike(args) => spike::measure(&scratch, args).await,
     };
     let removed = scratch.remove().await;
     let report = measured?;
@@ -94,6 +100,7 @@ impl BenchCommand {
             BenchCommand::Queue(args) => &args.scratch,
             BenchCommand::Chat(args) => &args.scratch,
             BenchCommand::Startup(args) => &args.scratch,
+            BenchCommand::Spike(args) => &args.scratch,
         }
     }
 }
@@ -193,6 +200,14 @@ enum Cleanup {
 }
 
 impl Scratch {
+    /// `sqlite` or `postgres`, for the report.
+    pub(crate) fn engine_name(&self) -> &'static str {
+        match self.database {
+            DatabaseConfig::Sqlite { .. } => "sqlite",
+            DatabaseConfig::Postgres { .. } => "postgres",
+        }
+    }
+
     pub(crate) async fn create(args: &ScratchArgs) -> anyhow::Result<Scratch> {
         let id = Uuid::now_v7().simple();
         let dir = std::env::temp_dir().join(format!("cortex-bench-{id}"));
