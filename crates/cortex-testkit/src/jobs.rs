@@ -82,6 +82,7 @@ pub fn webhook_tool(name: &str, url: String, input_schema: Value) -> WebhookTool
         timeout_ms: 10_000,
         risk: "p2".into(),
         idempotent: false,
+        credential_refs: json!([]),
     }
 }
 

@@ -78,6 +78,7 @@ pub fn runtime_config(data_dir: &std::path::Path, store: &Store, env: BTreeMap<S
         mcp: Arc::new(cortex_mcp::Pool::new(store.clock().clone(), 10, Duration::from_secs(600))),
         http: http(),
         llm_retry: fast_retry(),
+        redactor: Default::default(),
     }
 }
 

@@ -6,7 +6,8 @@
 //! - [`chat`]: the control-plane overhead of one chat turn through the HTTP API (`?wait=true`) with a model
 //!   that answers instantly;
 //! - [`startup`]: a real `cortex serve` process, from spawn to `/readyz` 200, and its idle RSS;
-//! - [`spike`]: a real `cortex serve` process's RSS before, at the end of and after a load spike.
+//! - [`spike`]: a real `cortex serve` process's RSS before, at the end of and after a load spike;
+//! - [`ui`]: server render time of the dashboard's list pages holding 50 rows.
 //!
 //! A scenario returns a [`Report`] (one [`Figure`] per measured value); this module prints it as one
 //! line per figure, headed by the machine's core count, or as JSON with `--json`.
@@ -16,9 +17,11 @@
 //! benchmark can never load (or create databases on) a shared or remote server by accident.
 
 mod chat;
+mod in_process;
 mod queue;
 mod spike;
 mod startup;
+mod ui;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -52,6 +55,8 @@ pub enum BenchCommand {
     /// Measure a `cortex serve` process's RSS before, at the end of and after a load spike (large list
     /// pages in parallel while many connections are held open).
     Spike(spike::SpikeArgs),
+    /// Measure how long the dashboard's list pages with 50 rows take to render (request to last byte).
+    Ui(ui::UiArgs),
 }
 
 /// Where a benchmark runs and how it reports.
@@ -87,6 +92,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Chat(args) => chat::measure(&scratch, args).await,
         BenchCommand::Startup(args) => startup::measure(&scratch, args).await,
         BenchCommand::Spike(args) => spike::measure(&scratch, args).await,
+        BenchCommand::Ui(args) => ui::measure(&scratch, args).await,
     };
     let removed = scratch.remove().await;
     let report = measured?;
@@ -101,6 +107,7 @@ impl BenchCommand {
             BenchCommand::Chat(args) => &args.scratch,
             BenchCommand::Startup(args) => &args.scratch,
             BenchCommand::Spike(args) => &args.scratch,
+            BenchCommand::Ui(args) => &args.scratch,
         }
     }
 }
