@@ -5,9 +5,8 @@
 //! bounded in bytes as well as in items.
 
 use serde::Serialize;
-use uuid::Uuid;
 
-use crate::views::List;
+use crate::views::{List, PageItem};
 
 /// Names shown to people: agents, keys, servers, tools.
 pub const NAME: usize = 100;
@@ -96,10 +95,10 @@ pub fn allowed(c: char, text: Text) -> bool {
     }
 }
 
-impl<T: utoipa::ToSchema + Serialize> List<T> {
+impl<T: utoipa::ToSchema + Serialize + PageItem> List<T> {
     /// Ends the page early once its items would exceed [`LIST_BYTES`] of JSON (at least one item is always
     /// kept); the cursor then continues after the last item kept.
-    pub fn within_budget(mut self, id: impl Fn(&T) -> Uuid) -> Self {
+    pub(crate) fn within_budget(mut self) -> Self {
         let mut total = 0;
         let mut keep = self.items.len();
         for (index, item) in self.items.iter().enumerate() {
@@ -111,7 +110,7 @@ impl<T: utoipa::ToSchema + Serialize> List<T> {
         }
         if keep < self.items.len() {
             self.items.truncate(keep);
-            self.next_cursor = self.items.last().map(|item| cortex_store::page::Cursor(id(item)).encode());
+            self.next_cursor = self.items.last().map(PageItem::cursor);
         }
         self
     }

@@ -4,8 +4,16 @@
 //! further clients instead of the process running out of file descriptors. A small reserve above the
 //! cap answers only the operations routes (`/healthz`, `/readyz`, `/metrics`), so probes still get
 //! through while ordinary traffic saturates the server.
+//!
+//! Errors that happen below the app still leave in the API's form: a request head hyper cannot parse
+//! (bad request line or header → 400, too long a target → 414, too large headers → 431) is answered by
+//! hyper itself before any middleware runs, so the socket wrapper ([`Watched`]) recognises hyper's bare
+//! answer as it is written and sends the JSON error envelope with an `X-Request-Id` in its place; a
+//! client too slow to finish its headers gets 408 with the envelope before the connection closes.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -111,7 +119,9 @@ async fn serve_connection(
     shutdown: CancellationToken,
 ) {
     let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Watched { inner: stream, activity: activity.clone() });
+    // A second handle on the socket, to answer 408 when the deadline passes while hyper owns the stream.
+    let watchdog_socket = stream.as_fd().try_clone_to_owned().ok().map(std::net::TcpStream::from);
+    let io = TokioIo::new(Watched::new(stream, activity.clone()));
     let service = {
         let activity = activity.clone();
         hyper::service::service_fn(move |mut request: Request<Incoming>| {
@@ -138,12 +148,26 @@ async fn serve_connection(
                 if let Err(err) = result {
                     tracing::debug!(error = %err, %peer, "connection ended with an error");
                 }
+                if activity.answered_below_app.load(Ordering::Acquire)
+                    && let Some(socket) = watchdog_socket
+                {
+                    linger(socket).await;
+                }
                 return;
             }
             () = activity.changed.notified() => {}
             () = tokio::time::sleep_until(wake) => {
                 if activity.deadline(&limits).is_some_and(|deadline| deadline <= Instant::now()) {
-                    tracing::debug!(%peer, "closing a connection that was idle or slow to send its headers");
+                    if activity.head_started.load(Ordering::Acquire) > 0
+                        && let Some(socket) = &watchdog_socket
+                    {
+                        tracing::debug!(%peer, "closing a connection slow to send its headers (408)");
+                        // One non-blocking write: the answer is small, and a client that does not read it
+                        // is not waited for.
+                        let _ = (&*socket).write(&error_response(408));
+                    } else {
+                        tracing::debug!(%peer, "closing an idle connection");
+                    }
                     return;
                 }
             }
@@ -166,6 +190,8 @@ struct Activity {
     in_flight: AtomicUsize,
     /// Wakes the connection's watchdog when its deadline moves earlier (a head starts, a request ends).
     changed: tokio::sync::Notify,
+    /// An error response was written in place of hyper's (the connection is ending).
+    answered_below_app: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
@@ -176,6 +202,7 @@ impl Activity {
             head_started: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             changed: tokio::sync::Notify::new(),
+            answered_below_app: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -228,10 +255,119 @@ impl Drop for InFlight {
     }
 }
 
-/// A socket that reports its reads and writes to the connection's [`Activity`].
+/// Longest time, and most bytes, read and discarded after an error answered below the app.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
+
+/// Ends a connection whose request hyper refused while the client may still be sending (e.g. headers
+/// beyond the limit): closing a socket with unread data resets it, and the client would see the reset
+/// instead of the answer. So: end our side, then read and discard what still comes, for a little while.
+async fn linger(socket: std::net::TcpStream) {
+    let _ = socket.shutdown(std::net::Shutdown::Write);
+    let Ok(mut socket) = TcpStream::from_std(socket) else { return };
+    let mut sink = [0u8; 8192];
+    let mut left = LINGER_BYTES;
+    let drain = async {
+        while let Ok(read @ 1..) = tokio::io::AsyncReadExt::read(&mut socket, &mut sink).await {
+            left = left.saturating_sub(read);
+            if left == 0 {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+}
+
+/// The message of an error answered below the app, by status.
+fn low_level_message(status: u16) -> &'static str {
+    match status {
+        408 => "the request headers did not arrive in time",
+        414 => "the request target (path and query) is too long",
+        431 => "the request headers are too large",
+        _ => "the request could not be parsed (malformed request line or header)",
+    }
+}
+
+/// A complete HTTP/1.1 error response with the JSON envelope, a fresh `X-Request-Id` and
+/// `Connection: close` (the connection ends after it).
+fn error_response(status: u16) -> Vec<u8> {
+    let reason = axum::http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error");
+    let code = crate::error::Code::for_status(axum::http::StatusCode::from_u16(status).unwrap_or_default());
+    let body = serde_json::json!({"error": {"code": code.as_str(), "message": low_level_message(status)}}).to_string();
+    format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         {}: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len(),
+        crate::middleware::REQUEST_ID,
+        cortex_core::new_id(),
+    )
+    .into_bytes()
+}
+
+/// The status of an answer hyper writes by itself for a request head it could not parse, if `head` is
+/// one: a 400, 414 or 431 status line without the `X-Request-Id` every response of the app carries.
+fn hyper_error_status(head: &[u8]) -> Option<u16> {
+    let rest = head.strip_prefix(b"HTTP/1.1 ").or_else(|| head.strip_prefix(b"HTTP/1.0 "))?;
+    let status = std::str::from_utf8(rest.get(..3)?).ok()?.parse::<u16>().ok()?;
+    if !matches!(status, 400 | 414 | 431) {
+        return None;
+    }
+    let end = head.windows(4).position(|window| window == b"\r\n\r\n").unwrap_or(head.len());
+    let head = String::from_utf8_lossy(&head[..end]).to_ascii_lowercase();
+    (!head.contains(&format!("\r\n{}:", crate::middleware::REQUEST_ID))).then_some(status)
+}
+
+/// A socket that reports its reads and writes to the connection's [`Activity`], and writes the API's
+/// error response in place of hyper's bare one (see the module documentation).
 struct Watched {
     inner: TcpStream,
     activity: Arc<Activity>,
+    /// The envelope being written in place of hyper's answer: bytes, how many are written, and how many
+    /// bytes of hyper's to report written once it is done.
+    replacing: Option<(Vec<u8>, usize, usize)>,
+    /// The replacement has been sent: the connection is ending and anything hyper still writes is dropped.
+    answered: bool,
+}
+
+impl Watched {
+    fn new(inner: TcpStream, activity: Arc<Activity>) -> Self {
+        Self { inner, activity, replacing: None, answered: false }
+    }
+
+    /// Handles a write of `total` bytes starting with `first` when it is (or follows) hyper's own error
+    /// answer; `None` for an ordinary write.
+    fn poll_replaced(
+        &mut self,
+        cx: &mut Context<'_>,
+        first: &[u8],
+        total: usize,
+    ) -> Option<Poll<std::io::Result<usize>>> {
+        if self.answered {
+            return Some(Poll::Ready(Ok(total)));
+        }
+        if self.replacing.is_none() {
+            let status = hyper_error_status(first)?;
+            tracing::debug!(status, "answering a request head hyper could not parse with the error envelope");
+            self.replacing = Some((error_response(status), 0, total));
+        }
+        let (bytes, written, claimed) = self.replacing.as_mut()?;
+        while *written < bytes.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &bytes[*written..]) {
+                Poll::Ready(Ok(0)) => return Some(Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))),
+                Poll::Ready(Ok(n)) => {
+                    *written += n;
+                    self.activity.wrote();
+                }
+                Poll::Ready(Err(err)) => return Some(Poll::Ready(Err(err))),
+                Poll::Pending => return Some(Poll::Pending),
+            }
+        }
+        let claimed = *claimed;
+        self.replacing = None;
+        self.answered = true;
+        self.activity.answered_below_app.store(true, Ordering::Release);
+        Some(Poll::Ready(Ok(claimed)))
+    }
 }
 
 impl AsyncRead for Watched {
@@ -247,6 +383,9 @@ impl AsyncRead for Watched {
 
 impl AsyncWrite for Watched {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        if let Some(replaced) = self.poll_replaced(cx, buf, buf.len()) {
+            return replaced;
+        }
         let result = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(result, Poll::Ready(Ok(written)) if written > 0) {
             self.activity.wrote();
@@ -267,6 +406,11 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        let first = bufs.iter().find(|buf| !buf.is_empty()).map_or(&[][..], |buf| &buf[..]);
+        let total = bufs.iter().map(|buf| buf.len()).sum();
+        if let Some(replaced) = self.poll_replaced(cx, first, total) {
+            return replaced;
+        }
         let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(result, Poll::Ready(Ok(written)) if written > 0) {
             self.activity.wrote();

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, KeepAliveStream, Sse};
+use cortex_core::clock::rfc3339_millis;
 use cortex_core::event::EventType;
 use cortex_store::events::{Event, EventScope};
 use cortex_store::{Notification, Store};
@@ -145,6 +146,22 @@ async fn wait_for_news(
     }
 }
 
+/// Rewrites the payload's own timestamps (top-level `…_at` fields, e.g. `run_at`, `expires_at`) into the
+/// API's fixed-width form: events stored before they were written that way still stream uniformly.
+/// Nested values are left alone: they may be a tool's or a user's data, not ours to reformat.
+fn fixed_width_times(mut payload: serde_json::Value) -> serde_json::Value {
+    if let Some(fields) = payload.as_object_mut() {
+        for (name, value) in fields.iter_mut() {
+            if let (true, Some(text)) = (name.ends_with("_at"), value.as_str())
+                && let Ok(at) = chrono::DateTime::parse_from_rfc3339(text)
+            {
+                *value = rfc3339_millis(at.with_timezone(&chrono::Utc)).into();
+            }
+        }
+    }
+    payload
+}
+
 fn to_sse(event: &Event) -> SseEvent {
     let data = json!({
         "seq": event.seq,
@@ -152,8 +169,30 @@ fn to_sse(event: &Event) -> SseEvent {
         "agent_id": event.agent_id,
         "job_id": event.job_id,
         "session_id": event.session_id,
-        "created_at": event.created_at,
-        "data": event.payload,
+        "created_at": rfc3339_millis(event.created_at),
+        "data": fixed_width_times(event.payload.clone()),
     });
     SseEvent::default().id(event.seq.to_string()).event(event.event_type.as_str()).data(data.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn payload_times_get_the_fixed_width_form() {
+        let payload = json!({
+            "run_at": "2026-09-21T12:53:20Z",
+            "expires_at": "2026-09-21T14:53:20.5+02:00",
+            "to": "retrying",
+            "result": {"due_at": "2026-09-21T12:53:20Z"},
+            "text_at": "not a time",
+        });
+        let fixed = super::fixed_width_times(payload);
+        assert_eq!(fixed["run_at"], "2026-09-21T12:53:20.000Z");
+        assert_eq!(fixed["expires_at"], "2026-09-21T12:53:20.500Z");
+        assert_eq!(fixed["result"]["due_at"], "2026-09-21T12:53:20Z", "nested data is not ours to reformat");
+        assert_eq!(fixed["text_at"], "not a time");
+        assert_eq!(fixed["to"], "retrying");
+    }
 }

@@ -23,10 +23,53 @@ pub struct List<T: ToSchema> {
     pub next_cursor: Option<String>,
 }
 
-impl<T: ToSchema> List<T> {
+/// An item of a paginated list: where the next page starts when a page ends after this item. Every
+/// paginated route builds its answer with [`List::page`] or [`List::from_page`], which need this, so no
+/// page can skip the byte budget ([`crate::limits::LIST_BYTES`]).
+pub trait PageItem {
+    fn cursor(&self) -> String;
+}
+
+/// Items continued by the store's id cursor (newest first by time-ordered id).
+macro_rules! paged_by_id {
+    ($($view:ty),* $(,)?) => {
+        $(impl PageItem for $view {
+            fn cursor(&self) -> String {
+                cortex_store::page::Cursor(self.id).encode()
+            }
+        })*
+    };
+}
+
+paged_by_id!(
+    AgentView,
+    JobView,
+    SessionView,
+    ApiKeyView,
+    crate::routes::approvals::ApprovalView,
+    crate::routes::channels::OutboxView,
+    crate::routes::mcp::McpServerView,
+    crate::routes::memory::MemoryView,
+);
+
+/// Messages continue after a sequence number (`after_seq`), oldest first.
+impl PageItem for MessageView {
+    fn cursor(&self) -> String {
+        self.seq.to_string()
+    }
+}
+
+impl<T: ToSchema + Serialize + PageItem> List<T> {
+    /// A page of `items` that the store continues at `next_cursor`, ended early when it would exceed
+    /// the byte budget.
+    pub fn page(items: Vec<T>, next_cursor: Option<String>) -> Self {
+        Self { items, next_cursor }.within_budget()
+    }
+
+    /// [`List::page`] from a store page, converting each item.
     pub fn from_page<S>(page: Page<S>, convert: impl FnMut(S) -> T) -> Self {
         let next_cursor = page.next_cursor.map(|cursor| cursor.encode());
-        Self { items: page.items.into_iter().map(convert).collect(), next_cursor }
+        Self::page(page.items.into_iter().map(convert).collect(), next_cursor)
     }
 }
 
@@ -261,11 +304,11 @@ impl From<ApiKey> for ApiKeyView {
 /// Timestamps on the wire: RFC 3339 UTC with exactly three fractional digits (`2026-01-01T00:00:00.000Z`),
 /// so every timestamp has the same width and sorts as text.
 pub mod millis {
-    use chrono::{DateTime, SecondsFormat, Utc};
+    use chrono::{DateTime, Utc};
     use serde::Serializer;
 
     pub fn serialize<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Millis, true))
+        serializer.serialize_str(&cortex_core::clock::rfc3339_millis(*at))
     }
 
     /// [`serialize`] for optional timestamps (`null` when absent).

@@ -94,6 +94,13 @@ impl Clock for ManualClock {
     }
 }
 
+/// The API's one text form of a timestamp: RFC 3339 UTC with exactly three fractional digits
+/// (`2026-12-06T01:02:03.000Z`), fixed-width so that timestamps sort as text; used for event payloads
+/// as well as response bodies.
+pub fn rfc3339_millis(t: Timestamp) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// Databases keep milliseconds; truncating early keeps round-trips exact.
 pub fn truncate_to_millis(t: Timestamp) -> Timestamp {
     chrono::DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)

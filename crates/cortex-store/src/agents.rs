@@ -48,6 +48,36 @@ pub struct AgentDefinition {
     pub status: AgentStatus,
 }
 
+impl AgentDefinition {
+    /// An active agent named `name` (slug derived from it) on `provider`/`model`, every other field at
+    /// its default: no prompt, bound chats, default limits, no tools. Callers that need more (benchmarks,
+    /// tests, seeds) change fields with struct update syntax instead of spelling the whole definition.
+    pub fn new(name: &str, provider: &str, model: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            slug: cortex_core::agent::slugify(name),
+            role: String::new(),
+            description: String::new(),
+            system_prompt: String::new(),
+            model_config: ModelConfig {
+                provider: provider.to_owned(),
+                model: model.to_owned(),
+                temperature: None,
+                max_tokens: None,
+                fallbacks: vec![],
+                extraction_model: None,
+                requires_approval: false,
+                credential: None,
+            },
+            resource_limits: ResourceLimits::default(),
+            access_mode: AccessMode::BoundChats,
+            skills: vec![],
+            subagents: vec![],
+            status: AgentStatus::Active,
+        }
+    }
+}
+
 impl Agent {
     /// The editable part, to apply a patch onto.
     pub fn definition(&self) -> AgentDefinition {

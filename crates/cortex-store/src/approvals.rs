@@ -361,7 +361,7 @@ impl Tx {
                 new.agent_id,
                 Some(new.job_id),
                 EventType::ApprovalRequested,
-                json!({"approval_id": id, "risk": new.risk, "summary": summary, "tool_ref": new.tool_ref, "expires_at": new.expires_at}),
+                json!({"approval_id": id, "risk": new.risk, "summary": summary, "tool_ref": new.tool_ref, "expires_at": cortex_core::clock::rfc3339_millis(new.expires_at)}),
             )
         });
         Ok((approval, token))

@@ -207,6 +207,27 @@ pub struct NewJob {
     pub created_by: Option<String>,
 }
 
+impl NewJob {
+    /// A task for `agent_id` with `payload` and the defaults of `POST /agents/{id}/jobs` (SPEC §4): priority
+    /// 0, 3 attempts, 300 s, due now, no parent, no key. Callers change fields with struct update syntax.
+    pub fn task(agent_id: Uuid, payload: Value) -> Self {
+        Self {
+            agent_id,
+            session_id: None,
+            kind: JobKind::Task,
+            priority: 0,
+            payload,
+            max_attempts: 3,
+            timeout_seconds: 300,
+            run_at: None,
+            parent_job_id: None,
+            delegation_depth: 0,
+            idempotency_key: None,
+            created_by: None,
+        }
+    }
+}
+
 /// An idempotency key with the fingerprint of the request that used it (stored beside the key).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyKey {
@@ -906,7 +927,7 @@ impl Tx {
             payload["error"] = json!({"class": error.class, "code": error.code, "message": error.message});
         }
         if job.status == JobStatus::Retrying {
-            payload["run_at"] = json!(job.run_at);
+            payload["run_at"] = json!(cortex_core::clock::rfc3339_millis(job.run_at));
         }
         self.emit(NewEvent {
             session_id: job.session_id,

@@ -5,6 +5,7 @@
 //! [`fake_telegram::FakeTelegram`] an in-process Telegram Bot API; [`fake_discord::FakeDiscord`] Discord's REST
 //! API and gateway WebSocket; [`fake_slack::FakeSlack`] Slack's Web API and Socket Mode;
 //! [`fake_whatsapp::FakeWhatsApp`] the WhatsApp Cloud API; [`fake_http::CallLog`] the call log those platform fakes share.
+//! [`jobs`] writes agents, jobs and webhook tools as the API does and waits for job states on notifications.
 //!
 //! [`TestStore`] gives each test its own database: a temporary SQLite file, or a fresh PostgreSQL
 //! database cloned from a template migrated once per migration set. [`both_engines!`] runs one test
@@ -21,6 +22,7 @@ pub mod fake_llm;
 pub mod fake_slack;
 pub mod fake_telegram;
 pub mod fake_whatsapp;
+pub mod jobs;
 
 use std::sync::Arc;
 
@@ -258,11 +260,7 @@ macro_rules! both_engines {
 impl TestStore {
     /// Inserts an active agent named `name` (slug from the name, model `openai/gpt-4o-mini`) and returns its id.
     pub async fn agent(&self, name: &str) -> uuid::Uuid {
-        let definition = agent_definition(name);
-        let mut tx = self.store.begin().await.expect("begin");
-        let id = tx.insert_agent(&definition).await.expect("insert agent");
-        tx.commit().await.expect("commit");
-        id
+        jobs::insert_agent(&self.store, &agent_definition(name)).await
     }
 
     /// Runs raw SQL beside the store, bypassing it (to prove the database itself enforces rules).
@@ -297,28 +295,9 @@ impl TestStore {
 /// An active agent definition on the fake OpenAI model, answering bound chats (the defaults a test
 /// changes what it needs of).
 pub fn agent_definition(name: &str) -> cortex_store::agents::AgentDefinition {
-    use cortex_core::agent::{AccessMode, AgentStatus, ModelConfig, ResourceLimits};
     cortex_store::agents::AgentDefinition {
-        name: name.to_owned(),
-        slug: cortex_core::agent::slugify(name),
-        role: String::new(),
-        description: String::new(),
         system_prompt: "You are helpful.".into(),
-        model_config: ModelConfig {
-            provider: "openai".into(),
-            model: "gpt-4o-mini".into(),
-            temperature: None,
-            max_tokens: None,
-            fallbacks: vec![],
-            extraction_model: None,
-            requires_approval: false,
-            credential: None,
-        },
-        resource_limits: ResourceLimits::default(),
-        access_mode: AccessMode::BoundChats,
-        skills: vec![],
-        subagents: vec![],
-        status: AgentStatus::Active,
+        ..cortex_store::agents::AgentDefinition::new(name, "openai", "gpt-4o-mini")
     }
 }
 

@@ -19,6 +19,16 @@ use clap::Parser;
 use crate::cli::{Cli, Command};
 use crate::config::{ConfigError, ServeConfig, StoreConfig, WorkerConfig};
 
+/// jemalloc instead of glibc's allocator: after a load spike glibc keeps freed memory in its per-thread
+/// arenas and the process stays at its peak, while jemalloc's background threads return unused pages
+/// to the system within about a second (settings in `.cargo/config.toml`, figures in
+/// docs/PERFORMANCE.md, `cortex bench spike`).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// The allocator this binary uses, named in benchmark reports.
+pub(crate) const ALLOCATOR: &str = "jemalloc";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // One TLS provider for every HTTP client in the process (STACK §2.3), the OTLP exporter's included.

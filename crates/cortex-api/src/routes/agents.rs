@@ -226,7 +226,7 @@ async fn list_agents(
     }
     let mut tools = items.into_iter();
     let list = List::from_page(agents, |agent| AgentView::new(agent, tools.next().unwrap_or_default()));
-    Ok(axum::Json(list.within_budget(|agent| agent.id)))
+    Ok(axum::Json(list))
 }
 
 /// Read one agent by id or slug.

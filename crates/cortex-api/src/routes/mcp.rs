@@ -359,7 +359,7 @@ async fn list_servers(
     for server in page.items {
         items.push(McpServerView::load(&state, server).await?);
     }
-    Ok(axum::Json(List { items, next_cursor }))
+    Ok(axum::Json(List::page(items, next_cursor)))
 }
 
 /// Read one MCP server by id or slug, with its discovered tools.

@@ -83,7 +83,7 @@ async fn list_messages(
     } else {
         None
     };
-    Ok(axum::Json(List { items: messages.into_iter().map(MessageView::from).collect(), next_cursor }))
+    Ok(axum::Json(List::page(messages.into_iter().map(MessageView::from).collect(), next_cursor)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -71,6 +71,54 @@ async fn closed_by_server(stream: &mut TcpStream, what: &str) {
     tokio::time::timeout(PATIENCE, wait).await.unwrap_or_else(|_| panic!("the server kept {what} open"));
 }
 
+/// Reads everything until the server closes `stream`, failing after [`PATIENCE`].
+async fn answer_then_close(stream: &mut TcpStream, what: &str) -> String {
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer))
+        .await
+        .unwrap_or_else(|_| panic!("the server kept {what} open"))
+        .unwrap_or_else(|err| panic!("{what}: the answer was cut by {err}; read so far {answer:?}"));
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// `answer` has `status`, the JSON envelope with `code`, and a request id.
+fn assert_envelope(answer: &str, status: &str, code: &str) {
+    assert!(answer.starts_with(&format!("HTTP/1.1 {status} ")), "{answer}");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no head: {answer}"));
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("\r\nx-request-id: ") && head.contains("\r\ncontent-type: application/json"), "{answer}");
+    let envelope: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|err| panic!("{err}: {answer}"));
+    assert_eq!(envelope["error"]["code"], code, "{answer}");
+    assert!(envelope["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{answer}");
+}
+
+/// Requests hyper refuses before the app sees them still get the envelope and a request id, and a
+/// client still sending oversized headers reads the answer instead of a reset.
+#[tokio::test]
+async fn errors_below_the_app_carry_the_envelope() {
+    let app = app_with(ConnectionLimits::default()).await;
+    let cases = [
+        ("414", format!("GET /{} HTTP/1.1\r\nHost: test\r\n\r\n", "a".repeat(70_000))),
+        ("431", format!("GET /healthz HTTP/1.1\r\nHost: test\r\nX-Big: {}\r\n\r\n", "b".repeat(600_000))),
+        ("400", "GET /healthz HTTP/1.1\r\nHost: test\r\nBad Header: x\r\n\r\n".to_owned()),
+        ("400", "GET /healthz HTTP/1.1\r\nHost: test\r\nX-Nul: a\0b\r\n\r\n".to_owned()),
+    ];
+    for (status, raw) in cases {
+        let mut stream = connect(&app).await;
+        tokio::time::timeout(PATIENCE, stream.write_all(raw.as_bytes()))
+            .await
+            .expect("the server stopped reading")
+            .unwrap_or_else(|err| {
+                panic!("{status}: the server reset the connection while the request was sent: {err}")
+            });
+        let answer = answer_then_close(&mut stream, &format!("a refused request ({status})")).await;
+        assert_envelope(&answer, status, "bad_request");
+    }
+    // The server is unharmed: a proper request on a new connection is served.
+    let mut fine = connect(&app).await;
+    assert!(request(&mut fine, "/healthz", None).await.starts_with("HTTP/1.1 200"));
+}
+
 #[tokio::test]
 async fn idle_connections_are_closed() {
     let app =
@@ -90,7 +138,8 @@ async fn slow_headers_are_cut_off_while_healthz_answers() {
     slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Slow: ").await.unwrap();
     let mut probe = connect(&app).await;
     assert!(request(&mut probe, "/healthz", None).await.starts_with("HTTP/1.1 200"));
-    closed_by_server(&mut slow, "a client that never finished its headers").await;
+    let answer = answer_then_close(&mut slow, "a client that never finished its headers").await;
+    assert_envelope(&answer, "408", "bad_request");
     let mut after = connect(&app).await;
     assert!(request(&mut after, "/healthz", None).await.starts_with("HTTP/1.1 200"));
 }

@@ -102,6 +102,14 @@ both_engines!(jobs_are_created_listed_and_cancelled, |t: TestStore| async move {
     assert_eq!(error_code(refused).await, "agent_not_active");
 });
 
+/// `2026-09-21T12:53:20.000Z`: RFC 3339 UTC with exactly three fractional digits.
+fn is_fixed_width_time(text: &str) -> bool {
+    text.len() == 24
+        && text.ends_with('Z')
+        && text.as_bytes()[19] == b'.'
+        && chrono::DateTime::parse_from_rfc3339(text).is_ok()
+}
+
 both_engines!(job_events_replay_then_end_at_the_terminal_event, |t: TestStore| async move {
     let app = TestApp::spawn(t).await;
     let agent = app.create_agent("Evented").await;
@@ -124,6 +132,11 @@ both_engines!(job_events_replay_then_end_at_the_terminal_event, |t: TestStore| a
     assert_eq!(names, ["job.state", "job.state", "job.failed"]);
     assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "ids increase");
     assert_eq!(seen[1].2["data"]["to"], "failed");
+    // Timestamps in event payloads have the API's fixed width (the test clock sits on a whole second).
+    for (_, event, data) in &seen {
+        let at = data["created_at"].as_str().unwrap_or_default();
+        assert!(is_fixed_width_time(at), "{event}: created_at {at:?}");
+    }
 
     // Reconnect with Last-Event-ID: only what came after.
     let resumed = app

@@ -63,37 +63,63 @@ both_engines!(control_characters_are_refused_in_names, |t: TestStore| async move
     refused_field(app.post("/agents", &app.admin, body).await, "description").await;
 });
 
+/// Follows `path` (which ends in a query) page by page as `key`, checking every page stays within the
+/// byte budget; returns the `id` of every item in order and the number of pages. `cursor_param` names the
+/// query parameter that continues a page.
+async fn follow_pages(app: &TestApp, path: &str, key: &str, cursor_param: &str) -> (Vec<String>, usize) {
+    let mut ids = Vec::new();
+    let mut next = path.to_owned();
+    let mut pages = 0;
+    loop {
+        let response = app.get(&next, key).await;
+        assert_eq!(response.status(), 200, "{next}");
+        let bytes = response.bytes().await.unwrap();
+        assert!(bytes.len() <= cortex_api::limits::LIST_BYTES + 200_000, "{next}: a page of {} bytes", bytes.len());
+        let page: Value = serde_json::from_slice(&bytes).unwrap();
+        ids.extend(page["items"].as_array().unwrap().iter().map(|item| item["id"].as_str().unwrap().to_owned()));
+        pages += 1;
+        match page["next_cursor"].as_str() {
+            Some(cursor) => next = format!("{path}&{cursor_param}={cursor}"),
+            None => return (ids, pages),
+        }
+    }
+}
+
+/// Every item exactly once, across more than one page.
+fn assert_complete(what: &str, created: &[String], (listed, pages): (Vec<String>, usize)) {
+    assert!(pages >= 2, "{what}: 1.5 MB does not fit one page, yet it came in {pages}");
+    let unique: std::collections::BTreeSet<&String> = listed.iter().collect();
+    assert_eq!(unique.len(), listed.len(), "{what}: an item listed twice");
+    let expected: std::collections::BTreeSet<&String> = created.iter().collect();
+    assert_eq!(unique, expected, "{what}: following the cursor lists every item");
+}
+
 both_engines!(list_answers_are_bounded_in_bytes, |t: TestStore| async move {
+    // One mechanism bounds every paginated list; here agents and a session's messages, each page
+    // at most 1 MiB, the cursor continuing after the last item that fitted.
     let app = TestApp::spawn(t).await;
     let prompt = "p".repeat(99_000);
-    let mut created = std::collections::BTreeSet::new();
+    let mut agents = Vec::new();
     for n in 0..15 {
         let mut body = agent_body(&format!("Huge {n}"));
         body["system_prompt"] = json!(prompt);
         let response = app.post("/agents", &app.admin, body).await;
         assert_eq!(response.status(), 201);
         let agent: Value = response.json().await.unwrap();
-        created.insert(agent["id"].as_str().unwrap().to_owned());
+        agents.push(agent["id"].as_str().unwrap().to_owned());
     }
     let viewer = app.key(Role::Viewer).await;
-    let mut seen = std::collections::BTreeSet::new();
-    let mut path = "/agents?limit=200".to_owned();
-    let mut pages = 0;
-    loop {
-        let response = app.get(&path, &viewer).await;
-        assert_eq!(response.status(), 200);
-        let bytes = response.bytes().await.unwrap();
-        assert!(bytes.len() <= cortex_api::limits::LIST_BYTES + 200_000, "a page of {} bytes", bytes.len());
-        let page: Value = serde_json::from_slice(&bytes).unwrap();
-        for item in page["items"].as_array().unwrap() {
-            assert!(seen.insert(item["id"].as_str().unwrap().to_owned()), "an agent listed twice");
-        }
-        pages += 1;
-        match page["next_cursor"].as_str() {
-            Some(cursor) => path = format!("/agents?limit=200&cursor={cursor}"),
-            None => break,
-        }
+    assert_complete("agents", &agents, follow_pages(&app, "/agents?limit=200", &viewer, "cursor").await);
+
+    let agent_id: uuid::Uuid = agents[0].parse().unwrap();
+    let text = "t".repeat(45_000);
+    let mut tx = app.test.store.begin().await.unwrap();
+    let session = tx.insert_session(agent_id, None, "rest").await.unwrap();
+    let mut messages = Vec::new();
+    for _ in 0..35 {
+        messages.push(tx.append_message(session.id, "user", &text, None, None).await.unwrap().id.to_string());
     }
-    assert!(pages >= 2, "1.5 MB of agents does not fit one page");
-    assert!(created.is_subset(&seen), "following the cursor lists every agent");
+    tx.commit().await.unwrap();
+    let path = format!("/sessions/{}/messages?limit=200", session.id);
+    assert_complete("messages", &messages, follow_pages(&app, &path, &viewer, "after_seq").await);
 });

@@ -70,7 +70,8 @@ both_engines!(an_attempt_that_runs_too_long_times_out, |t: TestStore| async move
     let engine = start(&t.store, test_config(1));
     let agent = agent(&t.store, 4).await;
     let job = enqueue(&t.store, agent, "hang", |j| j.timeout_seconds = 10).await;
-    wait_status(&t.store, job.id, JobStatus::Running).await;
+    // Not merely `running` in the database: the clock moves only once the engine runs the attempt.
+    engine.handler.wait_started(job.id, 1).await;
     t.clock.advance(chrono::Duration::seconds(11));
     let retrying = wait_status(&t.store, job.id, JobStatus::Retrying).await;
     assert_eq!(retrying.error.as_ref().unwrap().code, "attempt_timeout");

@@ -27,7 +27,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::support::{agent, test_config};
+use crate::support::{agent, prompt_job, test_config};
 
 /// How long any single wait may take before the test fails. Minutes, not seconds: CI runs debug builds
 /// on a 2-core machine it shares with compilers and other test binaries, where a process can be starved
@@ -281,21 +281,8 @@ async fn realtime_store(t: &TestStore, application_name: &str, max_connections: 
 // ---------------------------------------------------------------------------------------------
 
 fn new_job(agent_id: Uuid, prompt: &str, priority: i32, max_attempts: u32) -> NewJob {
-    NewJob {
-        agent_id,
-        session_id: None,
-        kind: JobKind::Task,
-        priority,
-        payload: json!({"prompt": prompt}),
-        max_attempts,
-        // Long enough that no manual-clock jump ever times an attempt out.
-        timeout_seconds: 3600,
-        run_at: None,
-        parent_job_id: None,
-        delegation_depth: 0,
-        idempotency_key: None,
-        created_by: None,
-    }
+    // Long enough that no manual-clock jump ever times an attempt out.
+    NewJob { priority, max_attempts, timeout_seconds: 3600, ..prompt_job(agent_id, prompt) }
 }
 
 /// Enqueues `count` identical jobs in one transaction.

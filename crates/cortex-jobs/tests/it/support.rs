@@ -5,12 +5,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cortex_core::agent::{AccessMode, AgentStatus, ModelConfig, ResourceLimits};
-use cortex_core::job::{ErrorClass, JobError, JobKind, JobStatus};
+use cortex_core::agent::ResourceLimits;
+use cortex_core::job::{ErrorClass, JobError, JobKind};
 use cortex_jobs::{EngineConfig, JobContext, JobEngine, JobHandler, Outcome, ResumePoint};
 use cortex_store::Store;
-use cortex_store::agents::AgentDefinition;
 use cortex_store::jobs::{Job, NewJob};
+use cortex_testkit::agent_definition;
+pub use cortex_testkit::jobs::{
+    insert_agent, insert_job, prompt_job, wait_for_job as wait_for, wait_for_status as wait_status,
+};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -22,6 +25,29 @@ use uuid::Uuid;
 #[derive(Default)]
 pub struct Scripted {
     pub runs: Mutex<HashMap<Uuid, Vec<ResumeSeen>>>,
+    /// Signalled whenever a run starts (after it is recorded in `runs`).
+    started: tokio::sync::Notify,
+}
+
+impl Scripted {
+    /// Waits until the handler runs `job` for the `attempt`-th time. A job is `running` in the database
+    /// as soon as its claim commits, before the engine has taken it in hand; a test that moves the
+    /// manual clock in that gap races the engine's own checks (e.g. the orphan check, which recovers a
+    /// job its worker owns but does not run once the claim is older than `cancel_recheck`).
+    pub async fn wait_started(&self, job: Uuid, attempt: usize) {
+        let guard = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let started = self.started.notified();
+            tokio::pin!(started);
+            started.as_mut().enable();
+            if self.runs.lock().unwrap().get(&job).is_some_and(|runs| runs.len() >= attempt) {
+                return;
+            }
+            if tokio::time::timeout_at(guard, started).await.is_err() {
+                panic!("the handler never started run {attempt} of job {job}");
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +66,7 @@ impl JobHandler for Scripted {
             ResumePoint::Corrupt(_) => ResumeSeen::Corrupt,
         };
         self.runs.lock().unwrap().entry(ctx.job.id).or_default().push(resume.clone());
+        self.started.notify_waiters();
         match ctx.job.prompt().unwrap_or("ok") {
             "ok" => Outcome::Completed(json!({"response": "done"})),
             "transient" => Outcome::Failed(JobError::new(ErrorClass::Transient, "rate_limit", "slow down")),
@@ -97,73 +124,15 @@ impl Running {
     }
 }
 
+/// An active agent that runs at most `max_concurrent_jobs` at once.
 pub async fn agent(store: &Store, max_concurrent_jobs: u32) -> Uuid {
-    let def = AgentDefinition {
-        name: format!("agent-{}", Uuid::now_v7()),
-        slug: format!("agent-{}", Uuid::now_v7().simple()),
-        role: String::new(),
-        description: String::new(),
-        system_prompt: String::new(),
-        model_config: ModelConfig {
-            provider: "openai".into(),
-            model: "gpt-4o-mini".into(),
-            temperature: None,
-            max_tokens: None,
-            fallbacks: vec![],
-            extraction_model: None,
-            requires_approval: false,
-            credential: None,
-        },
-        resource_limits: ResourceLimits { max_concurrent_jobs, ..ResourceLimits::default() },
-        access_mode: AccessMode::BoundChats,
-        skills: vec![],
-        subagents: vec![],
-        status: AgentStatus::Active,
-    };
-    let mut tx = store.begin().await.unwrap();
-    let id = tx.insert_agent(&def).await.unwrap();
-    tx.commit().await.unwrap();
-    id
+    let mut definition = agent_definition(&format!("agent-{}", Uuid::now_v7().simple()));
+    definition.resource_limits = ResourceLimits { max_concurrent_jobs, ..ResourceLimits::default() };
+    insert_agent(store, &definition).await
 }
 
 pub async fn enqueue(store: &Store, agent_id: Uuid, prompt: &str, tweak: impl FnOnce(&mut NewJob)) -> Job {
-    let mut new = NewJob {
-        agent_id,
-        session_id: None,
-        kind: JobKind::Task,
-        priority: 0,
-        payload: json!({"prompt": prompt}),
-        max_attempts: 3,
-        timeout_seconds: 300,
-        run_at: None,
-        parent_job_id: None,
-        delegation_depth: 0,
-        idempotency_key: None,
-        created_by: None,
-    };
+    let mut new = prompt_job(agent_id, prompt);
     tweak(&mut new);
-    let mut tx = store.begin().await.unwrap();
-    let (job, _) = tx.insert_job(&new).await.unwrap();
-    tx.commit().await.unwrap();
-    job
-}
-
-/// Waits (on store notifications, never by sleeping) until `check` accepts the job.
-pub async fn wait_for(store: &Store, job_id: Uuid, what: &str, check: impl Fn(&Job) -> bool) -> Job {
-    let mut notifications = store.subscribe();
-    let guard = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let job = store.get_job(job_id).await.unwrap();
-        if check(&job) {
-            return job;
-        }
-        match tokio::time::timeout_at(guard, notifications.recv()).await {
-            Ok(_) => {}
-            Err(_) => panic!("job never reached: {what}; last seen {:?} attempt {}", job.status, job.attempt),
-        }
-    }
-}
-
-pub async fn wait_status(store: &Store, job_id: Uuid, status: JobStatus) -> Job {
-    wait_for(store, job_id, status.as_str(), |job| job.status == status).await
+    insert_job(store, &new).await
 }

@@ -8,7 +8,6 @@ use cortex_store::tools::WebhookToolRecord;
 use cortex_testkit::fake_llm::{Reply, When};
 use cortex_testkit::{TestStore, both_engines};
 use serde_json::json;
-use uuid::Uuid;
 
 use crate::support::*;
 
@@ -27,23 +26,10 @@ both_engines!(arguments_violating_a_referenced_definition_are_refused_with_their
         "required": ["tickets"]
     });
     let record = WebhookToolRecord {
-        id: Uuid::now_v7(),
-        agent_id: None,
-        name: "file_tickets".into(),
         description: "Files tickets.".into(),
-        input_schema: schema,
-        url: format!("{}/hook", hook.url),
-        method: "POST".into(),
-        headers_enc: None,
-        header_keys: vec![],
-        timeout_ms: 10_000,
-        risk: "p2".into(),
-        idempotent: false,
-        credential_refs: serde_json::json!([]),
+        ..cortex_testkit::jobs::webhook_tool("file_tickets", format!("{}/hook", hook.url), schema)
     };
-    let mut tx = store.begin().await.unwrap();
-    tx.insert_webhook_tool(&record).await.unwrap();
-    tx.commit().await.unwrap();
+    insert_webhook_tool(&store, &record).await;
     allow_tool(&store, agent.id, "webhook:file_tickets", ApprovalMode::Never, None).await;
     let good = json!({"code": "OPS-12", "reporter": "ops@example.com"});
     world.llm.push(Reply::tool_call(

@@ -8,6 +8,7 @@ use cortex_store::Store;
 use cortex_store::jobs::{IdempotencyKey, Job, JobFilter, NewJob};
 use cortex_store::tool_calls::NewToolCall;
 use cortex_testkit::fake_llm::{Reply, When};
+use cortex_testkit::jobs::prompt_job;
 use cortex_testkit::{TestStore, both_engines};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -31,23 +32,6 @@ async fn children(store: &Store, agent_id: Uuid, parent: Uuid) -> Vec<Job> {
 
 fn create_job(prompt: &str) -> (String, Value) {
     ("create_job".to_owned(), json!({"prompt": prompt}))
-}
-
-fn task_job(agent_id: Uuid, prompt: &str) -> NewJob {
-    NewJob {
-        agent_id,
-        session_id: None,
-        kind: JobKind::Task,
-        priority: 0,
-        payload: json!({"prompt": prompt}),
-        max_attempts: 3,
-        timeout_seconds: 300,
-        run_at: None,
-        parent_job_id: None,
-        delegation_depth: 0,
-        idempotency_key: None,
-        created_by: None,
-    }
 }
 
 both_engines!(webhook_requests_carry_the_ledger_call_id, |t: TestStore| async move {
@@ -117,7 +101,7 @@ both_engines!(a_resumed_create_job_never_creates_the_child_twice, |t: TestStore|
     let mut roots = Vec::new();
     let mut tx = store.begin().await.unwrap();
     for crashed_after_insert in [true, false] {
-        let (root, _) = tx.insert_job(&task_job(agent.id, "delegate")).await.unwrap();
+        let (root, _) = tx.insert_job(&prompt_job(agent.id, "delegate")).await.unwrap();
         let input = json!({"prompt": "[child] crunch"});
         let row = tx
             .insert_tool_call(&NewToolCall {
@@ -143,7 +127,7 @@ both_engines!(a_resumed_create_job_never_creates_the_child_twice, |t: TestStore|
                     format!("tool_call:{}", row.id),
                     &json!("create_job"),
                 )),
-                ..task_job(agent.id, "[child] crunch")
+                ..prompt_job(agent.id, "[child] crunch")
             };
             tx.insert_job(&first).await.unwrap();
         }

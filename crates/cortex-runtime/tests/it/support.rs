@@ -24,6 +24,9 @@ use cortex_store::secrets::{Cipher, MasterKey};
 use cortex_store::tools::{ToolPolicy, WebhookToolRecord};
 use cortex_testkit::TestStore;
 use cortex_testkit::fake_llm::FakeLlm;
+pub use cortex_testkit::jobs::{
+    insert_agent, insert_job, insert_webhook_tool, task_job, wait_for_job as wait_for, wait_for_status as wait_status,
+};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -213,9 +216,7 @@ pub fn definition(model: &str) -> AgentDefinition {
 }
 
 pub async fn create_agent(store: &Store, def: AgentDefinition) -> Agent {
-    let mut tx = store.begin().await.unwrap();
-    let id = tx.insert_agent(&def).await.unwrap();
-    tx.commit().await.unwrap();
+    let id = insert_agent(store, &def).await;
     store.get_agent_by_id(id).await.unwrap()
 }
 
@@ -238,24 +239,7 @@ pub async fn task(store: &Store, agent_id: Uuid, prompt: &str) -> Job {
 
 /// A task job with an explicit payload (e.g. input marked as coming from an untrusted sender).
 pub async fn task_with_payload(store: &Store, agent_id: Uuid, payload: Value) -> Job {
-    let new = NewJob {
-        agent_id,
-        session_id: None,
-        kind: JobKind::Task,
-        priority: 0,
-        payload,
-        max_attempts: 3,
-        timeout_seconds: 300,
-        run_at: None,
-        parent_job_id: None,
-        delegation_depth: 0,
-        idempotency_key: None,
-        created_by: None,
-    };
-    let mut tx = store.begin().await.unwrap();
-    let (job, _) = tx.insert_job(&new).await.unwrap();
-    tx.commit().await.unwrap();
-    job
+    insert_job(store, &task_job(agent_id, payload)).await
 }
 
 /// A chat job in `session` (a new one when `None`), its user message stored as the API does.
@@ -265,48 +249,11 @@ pub async fn chat(store: &Store, agent_id: Uuid, session: Option<Uuid>, text: &s
         Some(id) => id,
         None => tx.insert_session(agent_id, None, "rest").await.unwrap().id,
     };
-    let new =
-        NewJob { session_id: Some(session_id), kind: JobKind::Chat, payload: json!({}), ..task_template(agent_id) };
+    let new = NewJob { session_id: Some(session_id), kind: JobKind::Chat, ..task_job(agent_id, json!({})) };
     let (job, _) = tx.insert_job(&new).await.unwrap();
     tx.append_message(session_id, "user", text, Some(job.id), None).await.unwrap();
     tx.commit().await.unwrap();
     job
-}
-
-fn task_template(agent_id: Uuid) -> NewJob {
-    NewJob {
-        agent_id,
-        session_id: None,
-        kind: JobKind::Task,
-        priority: 0,
-        payload: json!({}),
-        max_attempts: 3,
-        timeout_seconds: 300,
-        run_at: None,
-        parent_job_id: None,
-        delegation_depth: 0,
-        idempotency_key: None,
-        created_by: None,
-    }
-}
-
-/// Waits (on notifications) until the job satisfies `check`.
-pub async fn wait_for(store: &Store, job_id: Uuid, what: &str, check: impl Fn(&Job) -> bool) -> Job {
-    let mut notifications = store.subscribe();
-    let guard = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let job = store.get_job(job_id).await.unwrap();
-        if check(&job) {
-            return job;
-        }
-        if tokio::time::timeout_at(guard, notifications.recv()).await.is_err() {
-            panic!("job never reached {what}; last seen {:?} error {:?}", job.status, job.error);
-        }
-    }
-}
-
-pub async fn wait_status(store: &Store, job_id: Uuid, status: JobStatus) -> Job {
-    wait_for(store, job_id, status.as_str(), |job| job.status == status).await
 }
 
 /// Waits for a job to stop running for good (completed, failed, timed out, waiting for a human).
@@ -371,23 +318,11 @@ impl CountingServer {
 
 /// Registers a shared webhook tool `webhook:<name>` posting to `url` and enables it for the agent.
 pub async fn webhook_tool(store: &Store, agent_id: Uuid, name: &str, url: &str, approval: ApprovalMode) {
+    let schema = json!({"type": "object", "properties": {"item": {"type": "string"}}, "required": ["item"]});
     let record = WebhookToolRecord {
-        id: Uuid::now_v7(),
-        agent_id: None,
-        name: name.into(),
         description: "Records an order.".into(),
-        input_schema: json!({"type": "object", "properties": {"item": {"type": "string"}}, "required": ["item"]}),
-        url: format!("{url}/hook"),
-        method: "POST".into(),
-        headers_enc: None,
-        header_keys: vec![],
-        timeout_ms: 10_000,
-        risk: "p2".into(),
-        idempotent: false,
-        credential_refs: serde_json::json!([]),
+        ..cortex_testkit::jobs::webhook_tool(name, format!("{url}/hook"), schema)
     };
-    let mut tx = store.begin().await.unwrap();
-    tx.insert_webhook_tool(&record).await.unwrap();
-    tx.commit().await.unwrap();
+    insert_webhook_tool(store, &record).await;
     allow_tool(store, agent_id, &format!("webhook:{name}"), approval, None).await;
 }

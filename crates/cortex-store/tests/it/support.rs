@@ -1,10 +1,8 @@
 //! Small builders shared by the storage tests.
 
-use cortex_core::job::JobKind;
 use cortex_store::Store;
 use cortex_store::agents::AgentDefinition;
 use cortex_store::jobs::{Job, NewJob};
-use serde_json::json;
 use uuid::Uuid;
 
 pub fn definition(name: &str) -> AgentDefinition {
@@ -14,27 +12,11 @@ pub fn definition(name: &str) -> AgentDefinition {
 pub async fn agent_with_limit(store: &Store, name: &str, max_concurrent_jobs: u32) -> Uuid {
     let mut def = definition(name);
     def.resource_limits.max_concurrent_jobs = max_concurrent_jobs;
-    let mut tx = store.begin().await.unwrap();
-    let id = tx.insert_agent(&def).await.unwrap();
-    tx.commit().await.unwrap();
-    id
+    cortex_testkit::jobs::insert_agent(store, &def).await
 }
 
 pub fn task(agent_id: Uuid) -> NewJob {
-    NewJob {
-        agent_id,
-        session_id: None,
-        kind: JobKind::Task,
-        priority: 0,
-        payload: json!({"prompt": "do it"}),
-        max_attempts: 3,
-        timeout_seconds: 300,
-        run_at: None,
-        parent_job_id: None,
-        delegation_depth: 0,
-        idempotency_key: None,
-        created_by: None,
-    }
+    cortex_testkit::jobs::prompt_job(agent_id, "do it")
 }
 
 pub async fn enqueue(store: &Store, new: NewJob) -> Job {

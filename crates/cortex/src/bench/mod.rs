@@ -6,6 +6,7 @@
 //! - [`chat`]: the control-plane overhead of one chat turn through the HTTP API (`?wait=true`) with a model
 //!   that answers instantly;
 //! - [`startup`]: a real `cortex serve` process, from spawn to `/readyz` 200, and its idle RSS;
+//! - [`spike`]: a real `cortex serve` process's RSS before, at the end of and after a load spike;
 //! - [`ui`]: server render time of the dashboard's list pages holding 50 rows.
 //!
 //! A scenario returns a [`Report`] (one [`Figure`] per measured value); this module prints it as one
@@ -18,6 +19,7 @@
 mod chat;
 mod in_process;
 mod queue;
+mod spike;
 mod startup;
 mod ui;
 
@@ -50,6 +52,9 @@ pub enum BenchCommand {
     Chat(chat::ChatArgs),
     /// Measure how long a `cortex serve` process takes from spawn to `/readyz` 200, and its idle RSS.
     Startup(startup::StartupArgs),
+    /// Measure a `cortex serve` process's RSS before, at the end of and after a load spike (large list
+    /// pages in parallel while many connections are held open).
+    Spike(spike::SpikeArgs),
     /// Measure how long the dashboard's list pages with 50 rows take to render (request to last byte).
     Ui(ui::UiArgs),
 }
@@ -86,6 +91,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Queue(args) => queue::measure(&scratch, args).await,
         BenchCommand::Chat(args) => chat::measure(&scratch, args).await,
         BenchCommand::Startup(args) => startup::measure(&scratch, args).await,
+        BenchCommand::Spike(args) => spike::measure(&scratch, args).await,
         BenchCommand::Ui(args) => ui::measure(&scratch, args).await,
     };
     let removed = scratch.remove().await;
@@ -100,6 +106,7 @@ impl BenchCommand {
             BenchCommand::Queue(args) => &args.scratch,
             BenchCommand::Chat(args) => &args.scratch,
             BenchCommand::Startup(args) => &args.scratch,
+            BenchCommand::Spike(args) => &args.scratch,
             BenchCommand::Ui(args) => &args.scratch,
         }
     }
@@ -200,6 +207,14 @@ enum Cleanup {
 }
 
 impl Scratch {
+    /// `sqlite` or `postgres`, for the report.
+    pub(crate) fn engine_name(&self) -> &'static str {
+        match self.database {
+            DatabaseConfig::Sqlite { .. } => "sqlite",
+            DatabaseConfig::Postgres { .. } => "postgres",
+        }
+    }
+
     pub(crate) async fn create(args: &ScratchArgs) -> anyhow::Result<Scratch> {
         let id = Uuid::now_v7().simple();
         let dir = std::env::temp_dir().join(format!("cortex-bench-{id}"));

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use async_trait::async_trait;
 use clap::Args;
-use cortex_core::agent::{AccessMode, AgentStatus, ModelConfig, ResourceLimits};
+use cortex_core::agent::ResourceLimits;
 use cortex_core::clock::SystemClock;
 use cortex_core::job::{JobKind, JobStatus};
 use cortex_jobs::{EngineConfig, JobContext, JobEngine, JobHandler, Outcome};
@@ -104,26 +104,9 @@ pub(crate) async fn measure(scratch: &Scratch, args: &QueueArgs) -> anyhow::Resu
 /// An agent whose concurrency limit never caps the engine.
 async fn bench_agent(store: &Store) -> anyhow::Result<Uuid> {
     let definition = AgentDefinition {
-        name: "bench".into(),
-        slug: "bench".into(),
-        role: String::new(),
         description: "cortex bench queue".into(),
-        system_prompt: String::new(),
-        model_config: ModelConfig {
-            provider: "openai".into(),
-            model: "gpt-4o-mini".into(),
-            temperature: None,
-            max_tokens: None,
-            fallbacks: vec![],
-            extraction_model: None,
-            requires_approval: false,
-            credential: None,
-        },
         resource_limits: ResourceLimits { max_concurrent_jobs: 100, ..ResourceLimits::default() },
-        access_mode: AccessMode::BoundChats,
-        skills: vec![],
-        subagents: vec![],
-        status: AgentStatus::Active,
+        ..AgentDefinition::new("bench", "openai", "gpt-4o-mini")
     };
     let mut tx = store.begin().await?;
     let id = tx.insert_agent(&definition).await?;
@@ -132,20 +115,7 @@ async fn bench_agent(store: &Store) -> anyhow::Result<Uuid> {
 }
 
 fn bench_job(agent_id: Uuid) -> NewJob {
-    NewJob {
-        agent_id,
-        session_id: None,
-        kind: JobKind::Task,
-        priority: 0,
-        payload: json!({"prompt": "no-op"}),
-        max_attempts: 3,
-        timeout_seconds: 300,
-        run_at: None,
-        parent_job_id: None,
-        delegation_depth: 0,
-        idempotency_key: None,
-        created_by: Some("bench".into()),
-    }
+    NewJob { created_by: Some("bench".into()), ..NewJob::task(agent_id, json!({"prompt": "no-op"})) }
 }
 
 /// Inserts `jobs` jobs in transactions of [`ENQUEUE_BATCH`], each with the store's bulk insert.

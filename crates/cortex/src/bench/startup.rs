@@ -5,9 +5,11 @@
 //! (SQLite) or on the scratch database (PostgreSQL, migrated by the first round; the rounds share one data
 //! directory, whose master key the database was first opened with), times spawn →
 //! first `GET /readyz` 200, waits `--idle-ms`, reads the process's resident set from
-//! `/proc/<pid>/status`, and stops it with SIGTERM.
+//! `/proc/<pid>/status`, and stops it with SIGTERM. [`ServeProcess`] is that process, shared with the
+//! other scenarios that measure a real server.
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,6 +23,9 @@ use super::{Report, Scratch, ScratchArgs, millis};
 
 /// How long a round may take to become ready before the benchmark gives up.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Allocator settings passed on to the server when set, so their effect can be measured: jemalloc's
+/// options (`_RJEM_MALLOC_CONF`, e.g. `dirty_decay_ms:1000`) and glibc's tunables.
+const ALLOCATOR_SETTINGS: [&str; 2] = ["_RJEM_MALLOC_CONF", "GLIBC_TUNABLES"];
 /// Pause between two `/readyz` probes.
 const PROBE_INTERVAL: Duration = Duration::from_millis(1);
 
@@ -45,41 +50,19 @@ struct Round {
 
 /// Starts `cortex serve` `--rounds` times and reports readiness times and idle RSS.
 pub(crate) async fn measure(scratch: &Scratch, args: &StartupArgs) -> anyhow::Result<Report> {
-    let binary = std::env::current_exe().context("locating the cortex binary")?;
-    let engine = match scratch.database {
-        DatabaseConfig::Sqlite { .. } => "sqlite",
-        DatabaseConfig::Postgres { .. } => "postgres",
-    };
-    let http = reqwest::Client::new();
     let mut rounds = Vec::new();
     for round in 0..args.rounds {
-        let data_dir = match scratch.database {
-            DatabaseConfig::Sqlite { .. } => scratch.dir.join(format!("startup-{round}")),
-            DatabaseConfig::Postgres { .. } => scratch.dir.join("startup"),
+        let name = match scratch.database {
+            DatabaseConfig::Sqlite { .. } => format!("startup-{round}"),
+            DatabaseConfig::Postgres { .. } => "startup".to_owned(),
         };
-        std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-        let log_path = scratch.dir.join(format!("startup-{round}.log"));
-        let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-        let mut command = Command::new(&binary);
-        command
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("CORTEX_DATA_DIR", &data_dir)
-            .env("CORTEX_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log));
-        if let DatabaseConfig::Postgres { url, .. } = &scratch.database {
-            command.env("CORTEX_DATABASE_URL", url);
-        }
-        let started = Instant::now();
-        let child = command.spawn().context("spawning cortex serve")?;
-        let mut server = Stopping(child);
-        let measured = one_round(&http, &mut server.0, started, Duration::from_millis(args.idle_ms)).await;
-        server.stop()?;
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        rounds.push(measured.with_context(|| format!("round {round}; its log:\n{log}"))?);
+        let server = ServeProcess::start(scratch, &name, &[]).await.with_context(|| format!("round {round}"))?;
+        tokio::time::sleep(Duration::from_millis(args.idle_ms)).await;
+        let rss = rss_kib(server.pid());
+        let ready = server.ready;
+        let log = server.stop()?;
+        let idle_rss_kib = rss.with_context(|| format!("round {round}; its log:\n{log}"))?;
+        rounds.push(Round { ready, idle_rss_kib });
     }
     let mut ready: Vec<Duration> = rounds.iter().map(|r| r.ready).collect();
     ready.sort();
@@ -87,7 +70,7 @@ pub(crate) async fn measure(scratch: &Scratch, args: &StartupArgs) -> anyhow::Re
     rss.sort_unstable();
     let mut report = Report::new(
         "startup",
-        engine,
+        scratch.engine_name(),
         format!(
             "{} starts of `cortex serve` on an empty data directory, RSS after {} ms idle",
             args.rounds, args.idle_ms
@@ -102,13 +85,83 @@ pub(crate) async fn measure(scratch: &Scratch, args: &StartupArgs) -> anyhow::Re
     Ok(report)
 }
 
-/// Waits for the listening line and then for `/readyz` 200, idles, and reads the RSS.
-async fn one_round(
-    http: &reqwest::Client,
-    child: &mut Child,
-    started: Instant,
-    idle: Duration,
-) -> anyhow::Result<Round> {
+/// A `cortex serve` child (this very binary) on the scratch store, stopped with SIGTERM (then SIGKILL)
+/// whatever happens.
+pub(crate) struct ServeProcess {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub(crate) base: String,
+    /// Spawn → first `/readyz` 200.
+    pub(crate) ready: Duration,
+    log_path: PathBuf,
+}
+
+impl ServeProcess {
+    /// Spawns `cortex serve --listen 127.0.0.1:0` with the data directory `<scratch>/<name>` and the extra
+    /// environment `env`, and waits until `/readyz` answers 200.
+    pub(crate) async fn start(scratch: &Scratch, name: &str, env: &[(&str, &str)]) -> anyhow::Result<ServeProcess> {
+        let binary = std::env::current_exe().context("locating the cortex binary")?;
+        let data_dir = scratch.dir.join(name);
+        std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+        let log_path = scratch.dir.join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+        let mut command = Command::new(&binary);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("CORTEX_DATA_DIR", &data_dir)
+            .env("CORTEX_LOG", "warn")
+            .envs(ALLOCATOR_SETTINGS.iter().filter_map(|name| Some((*name, std::env::var_os(name)?))))
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        if let DatabaseConfig::Postgres { url, .. } = &scratch.database {
+            command.env("CORTEX_DATABASE_URL", url);
+        }
+        let started = Instant::now();
+        let child = command.spawn().context("spawning cortex serve")?;
+        let mut process = ServeProcess { child, base: String::new(), ready: Duration::ZERO, log_path };
+        match wait_ready(&mut process.child, started).await {
+            Ok(base) => {
+                process.base = base;
+                process.ready = started.elapsed();
+                Ok(process)
+            }
+            Err(err) => {
+                let log = process.stop().unwrap_or_default();
+                Err(err.context(format!("its log:\n{log}")))
+            }
+        }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops the process (SIGTERM, then waits) and returns what it logged.
+    pub(crate) fn stop(mut self) -> anyhow::Result<String> {
+        if self.child.try_wait()?.is_none() {
+            let pid = Pid::from_raw(i32::try_from(self.child.id())?);
+            let _ = kill(pid, Signal::SIGTERM);
+            self.child.wait().context("waiting for cortex serve to exit")?;
+        }
+        Ok(std::fs::read_to_string(&self.log_path).unwrap_or_default())
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Waits for the listening line and then for `/readyz` 200; returns the base URL.
+async fn wait_ready(child: &mut Child, started: Instant) -> anyhow::Result<String> {
     let stdout = child.stdout.take().context("the child's stdout")?;
     let (address_tx, address_rx) = tokio::sync::oneshot::channel();
     // The listening line is the last line `serve` prints; the reader keeps draining until exit.
@@ -127,20 +180,18 @@ async fn one_round(
         .context("cortex serve printed no listening line in time")?
         .context("cortex serve exited before listening")?;
     let readyz = format!("{base}/readyz");
-    let ready = loop {
+    let http = reqwest::Client::new();
+    loop {
         if started.elapsed() > READY_TIMEOUT {
             bail!("{readyz} did not answer 200 within {READY_TIMEOUT:?}");
         }
         if let Ok(response) = http.get(&readyz).send().await
             && response.status() == 200
         {
-            break started.elapsed();
+            return Ok(base);
         }
         tokio::time::sleep(PROBE_INTERVAL).await;
-    };
-    tokio::time::sleep(idle).await;
-    let idle_rss_kib = rss_kib(child.id())?;
-    Ok(Round { ready, idle_rss_kib })
+    }
 }
 
 /// Resident set size of a process in KiB (`VmRSS` in `/proc/<pid>/status`).
@@ -153,29 +204,6 @@ pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("no VmRSS line in /proc/<pid>/status")
 }
 
-fn mib(kib: u64) -> f64 {
+pub(crate) fn mib(kib: u64) -> f64 {
     (kib as f64 / 1024.0 * 10.0).round() / 10.0
-}
-
-/// A child `cortex serve` that is stopped with SIGTERM (then SIGKILL) whatever happens.
-struct Stopping(Child);
-
-impl Stopping {
-    fn stop(&mut self) -> anyhow::Result<()> {
-        if self.0.try_wait()?.is_none() {
-            let pid = Pid::from_raw(i32::try_from(self.0.id())?);
-            let _ = kill(pid, Signal::SIGTERM);
-            self.0.wait().context("waiting for cortex serve to exit")?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Stopping {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 }

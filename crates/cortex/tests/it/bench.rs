@@ -106,3 +106,25 @@ fn ui_scenario_reports_every_figure() {
         );
     }
 }
+
+#[test]
+fn spike_scenario_reports_every_figure() {
+    for engine in engines() {
+        let mut args = vec![
+            "spike",
+            "--agents",
+            "3",
+            "--parallel",
+            "2",
+            "--rounds",
+            "2",
+            "--connections",
+            "5",
+            "--settle-ms",
+            "0",
+        ];
+        args.extend(engine.iter().map(String::as_str));
+        let report = bench(&args);
+        assert_figures(&report, "spike", &["idle_rss_mib", "spike_rss_mib", "settled_rss_mib", "settled_over_idle"]);
+    }
+}
