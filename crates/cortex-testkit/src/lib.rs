@@ -2,7 +2,8 @@
 //!
 //! [`fake_llm::FakeLlm`] is an in-process model server speaking the OpenAI and Anthropic protocols;
 //! [`fake_embeddings::FakeEmbeddings`] an OpenAI-compatible embeddings server (also served by the fake LLM);
-//! [`fake_telegram::FakeTelegram`] an in-process Telegram Bot API.
+//! [`fake_telegram::FakeTelegram`] an in-process Telegram Bot API; [`fake_login::FakeOidc`] and
+//! [`fake_login::FakeGithub`] identity providers for sign-in tests.
 //!
 //! [`TestStore`] gives each test its own database: a temporary SQLite file, or a fresh PostgreSQL
 //! database cloned from a template migrated once per migration set. [`both_engines!`] runs one test
@@ -14,6 +15,7 @@
 
 pub mod fake_embeddings;
 pub mod fake_llm;
+pub mod fake_login;
 pub mod fake_telegram;
 
 use std::sync::Arc;
