@@ -185,10 +185,9 @@ pub struct StartParams {
 /// Redirect to the provider's sign-in (authorization code with PKCE; `state` and, for OIDC, `nonce`).
 #[utoipa::path(get, path = "/auth/login/{provider}", tag = "auth",
     params(("provider" = String, Path, description = "`github`, `google` or `oidc`"), StartParams),
-    responses(
-        (status = 303, description = "To the provider; sets the short-lived `cortex_oauth_state` cookie"),
-        (status = 404, description = "No enabled provider of this type (HTML page)"),
-        (status = 422, description = "The provider cannot be reached or is misconfigured (HTML page)")))]
+    responses((status = 303, description = "To the provider; sets the short-lived `cortex_oauth_state` cookie. \
+        Failures answer the sign-in page (HTML) with the reason: 404 no enabled provider of this type, 422 the \
+        provider cannot be reached or is misconfigured.")))]
 async fn start_login(
     State(state): State<AppState>,
     Path(provider): Path<String>,
@@ -241,12 +240,10 @@ pub struct CallbackParams {
 /// Where the provider sends the browser back: verifies the answer and opens a dashboard session.
 #[utoipa::path(get, path = "/auth/callback/{provider}", tag = "auth",
     params(("provider" = String, Path, description = "`github`, `google` or `oidc`"), CallbackParams),
-    responses(
-        (status = 303, description = "Signed in: sets `cortex_session` and opens the dashboard"),
-        (status = 400, description = "Unknown, used, expired or foreign `state` (HTML page)"),
-        (status = 401, description = "The provider's answer failed verification, or the email is not verified (HTML page)"),
-        (status = 403, description = "No account for this email and auto-signup is off, or the account is disabled (HTML page)"),
-        (status = 422, description = "The provider cannot be reached (HTML page)")))]
+    responses((status = 303, description = "Signed in: sets `cortex_session` and opens the dashboard. Failures \
+        answer the sign-in page (HTML) with the reason: 400 unknown, used, expired or foreign `state`; 401 the \
+        provider's answer failed verification or the email is not verified; 403 no account for this email and \
+        auto-signup is off, or the account is disabled; 422 the provider cannot be reached.")))]
 async fn callback(
     State(state): State<AppState>,
     Path(provider): Path<String>,
