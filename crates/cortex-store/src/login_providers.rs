@@ -234,10 +234,12 @@ impl Tx {
         Ok(deleted == 1)
     }
 
-    /// Records a sign-in in progress.
+    /// Records a sign-in in progress, and drops expired ones: starting a sign-in needs no credentials,
+    /// so the table holds at most ten minutes' worth of started sign-ins.
     pub async fn insert_oauth_state(&mut self, state: &OAuthState) -> Result<()> {
         let now = ms(self.now());
         write!(self, |conn| {
+            sqlx::query("DELETE FROM oauth_state WHERE expires_at < $1").bind(now).execute(&mut *conn).await?;
             sqlx::query(
                 "INSERT INTO oauth_state (id, state_hash, provider, pkce_verifier, nonce, redirect_to, expires_at, \
                  created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -250,7 +252,7 @@ impl Tx {
             .bind(&state.redirect_to)
             .bind(state.expires_at_ms)
             .bind(now)
-            .execute(conn)
+            .execute(&mut *conn)
             .await?
             .rows_affected()
         });

@@ -21,11 +21,15 @@ pub(crate) fn router(state: &AppState) -> Router<AppState> {
     Router::new().route("/ui/settings/login-providers", guard::page(state, Role::Admin, get(settings_page)))
 }
 
-/// One button per enabled provider, returning to `next` after signing in.
+/// One button per enabled provider, returning to `next` after signing in. A provider that cannot be read
+/// (e.g. its secret no longer decrypts) costs its button, never the password form.
 pub(crate) async fn buttons(state: &AppState, next: &str) -> Result<Vec<LoginButton>, PageError> {
     let next: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
-    Ok(login::enabled_providers(state)
-        .await?
+    let providers = login::enabled_providers(state).await.unwrap_or_else(|err| {
+        tracing::error!(message = %err.message, "login providers cannot be read; the sign-in page shows none");
+        Vec::new()
+    });
+    Ok(providers
         .into_iter()
         .map(|provider| LoginButton {
             href: format!("/auth/login/{}?next={next}", provider.kind().as_str()),

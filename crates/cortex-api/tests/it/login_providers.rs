@@ -318,3 +318,142 @@ both_engines!(login_providers_are_managed_by_admins_with_secrets_kept_secret, |t
         app.test.query_text("SELECT action FROM audit_log WHERE target_type = 'login_provider'".into()).await.unwrap();
     assert_eq!(audit.len(), 3, "create, update and delete are audited: {audit:?}");
 });
+
+/// A real OpenID Connect provider: `oidc-provider` from npm (`test-peers/oidc-provider.mjs`, installed by
+/// `scripts/install-test-peers.sh`), on a free loopback port. It ends with the test (its stdin closes and
+/// the process is killed on drop).
+struct RealProvider {
+    issuer: String,
+    _process: tokio::process::Child,
+}
+
+async fn real_provider(redirect_uri: &str) -> RealProvider {
+    let peers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test-peers");
+    let installed = peers.join("node_modules/oidc-provider/package.json");
+    assert!(
+        installed.is_file(),
+        "oidc-provider is not installed ({}); run scripts/install-test-peers.sh",
+        installed.display()
+    );
+    let mut process = tokio::process::Command::new("node")
+        .arg(peers.join("oidc-provider.mjs"))
+        .env("CLIENT_ID", CLIENT_ID)
+        .env("CLIENT_SECRET", CLIENT_SECRET)
+        .env("REDIRECT_URI", redirect_uri)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs test-peers/oidc-provider.mjs");
+    let stdout = process.stdout.take().expect("stdout");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let ready = lines.next_line().await.unwrap().expect("oidc-provider printed its issuer");
+    let issuer = serde_json::from_str::<Value>(&ready).unwrap()["issuer"].as_str().unwrap().to_owned();
+    RealProvider { issuer, _process: process }
+}
+
+/// The cookies a browser keeps for one site.
+#[derive(Default)]
+struct Jar(std::collections::BTreeMap<String, String>);
+
+impl Jar {
+    fn absorb(&mut self, response: &reqwest::Response) {
+        for value in response.headers().get_all(SET_COOKIE).iter().filter_map(|value| value.to_str().ok()) {
+            let Some((name, rest)) = value.split_once('=') else { continue };
+            let value = rest.split(';').next().unwrap_or_default();
+            let expired =
+                value.is_empty() || value.contains("expires=Thu, 01 Jan 1970") || rest.contains("01 Jan 1970");
+            if expired {
+                self.0.remove(name);
+            } else {
+                self.0.insert(name.to_owned(), value.to_owned());
+            }
+        }
+    }
+
+    fn header(&self) -> String {
+        self.0.iter().map(|(name, value)| format!("{name}={value}")).collect::<Vec<_>>().join("; ")
+    }
+}
+
+/// Acts as the user at the provider: follows its redirects, signs in as `login` on its login form,
+/// approves its consent form, and returns the URL it finally sends the browser to on this server.
+async fn sign_in_at_provider(start: &str, back_to: &str, login: &str) -> String {
+    let mut jar = Jar::default();
+    let mut url = url::Url::parse(start).unwrap();
+    let mut form: Option<String> = None;
+    for _ in 0..20 {
+        let request = match form.take() {
+            Some(body) => browser()
+                .post(url.clone())
+                .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(body),
+            None => browser().get(url.clone()),
+        };
+        let response = request.header(COOKIE, jar.header()).send().await.unwrap();
+        jar.absorb(&response);
+        if response.status().is_redirection() {
+            let next = url.join(&location(&response)).unwrap();
+            if next.as_str().starts_with(back_to) {
+                return next.to_string();
+            }
+            url = next;
+            continue;
+        }
+        let status = response.status();
+        let html = response.text().await.unwrap();
+        assert_eq!(status, 200, "{url}: {html}");
+        let action = html
+            .split("<form")
+            .nth(1)
+            .and_then(|form| form.split("action=\"").nth(1))
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no form at {url}: {html}"));
+        let body = if html.contains("name=\"prompt\" value=\"login\"") {
+            format!("prompt=login&login={login}&password=any-password")
+        } else if html.contains("name=\"prompt\" value=\"consent\"") {
+            "prompt=consent".to_owned()
+        } else {
+            panic!("neither a login nor a consent form at {url}: {html}");
+        };
+        url = url.join(&action.replace("&amp;", "&")).unwrap();
+        form = Some(body);
+    }
+    panic!("the provider never sent the browser back");
+}
+
+both_engines!(a_real_openid_provider_signs_in_through_its_own_forms, |t: TestStore| async move {
+    // The provider stamps its tokens with the real time.
+    t.clock.set(chrono::Utc::now());
+    let app = TestApp::spawn(t).await;
+    let callback = app.url("/auth/callback/oidc");
+    let provider = real_provider(&callback).await;
+    let created = put_provider(
+        &app,
+        json!({"provider": "oidc", "issuer_url": provider.issuer, "client_id": CLIENT_ID,
+               "client_secret": CLIENT_SECRET, "auto_signup": true}),
+    )
+    .await;
+    assert_eq!(created.status(), 201);
+
+    let sign_in_as = async |login: &str| {
+        let started = browser().get(app.url("/auth/login/oidc?next=/ui/approvals")).send().await.unwrap();
+        assert_eq!(started.status(), 303);
+        let state_cookie = set_cookie(&started, "cortex_oauth_state").unwrap();
+        let back = sign_in_at_provider(&location(&started), &callback, login).await;
+        browser().get(back).header(COOKIE, state_cookie).send().await.unwrap()
+    };
+    let done = sign_in_as("alice").await;
+    assert_eq!(done.status(), 303, "{}", done.text().await.unwrap());
+    assert_eq!(location(&done), "/ui/approvals");
+    let cookie = set_cookie(&done, "cortex_session").unwrap();
+    let session = whoami(&app, &cookie).await;
+    assert_eq!(
+        (session["user"]["email"].as_str(), session["role"].as_str()),
+        (Some("alice@example.com"), Some("viewer"))
+    );
+
+    let refused = sign_in_as("unverified-bob").await;
+    assert_refused(Err(refused), 401, "has not verified unverified-bob@example.com").await;
+});
