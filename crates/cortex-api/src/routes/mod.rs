@@ -15,6 +15,7 @@ pub mod login;
 pub mod mcp;
 pub mod memory;
 pub mod providers;
+pub mod screens;
 pub mod sessions;
 pub mod steer;
 pub mod tools;

@@ -531,3 +531,77 @@ both_engines!(agents_are_created_chatted_with_and_given_tools_from_the_dashboard
     let refused = viewer.post(&app, &format!("/agents/{id}/chat"), json!({"text": "hello"})).send().await.unwrap();
     assert_eq!(refused.status(), 403);
 });
+
+both_engines!(memory_and_channel_screens_show_state_and_offer_only_allowed_actions, |t: TestStore| async move {
+    let app = TestApp::spawn(t).await;
+    user(&app, "viewer@example.com", Role::Viewer).await;
+    user(&app, "operator@example.com", Role::Operator).await;
+    let viewer = login(&app, "viewer@example.com").await;
+    let operator = login(&app, "operator@example.com").await;
+    let page = |who: &Browser, path: &str| who.get(&app, path).send();
+
+    // No agent: the explorer says how memories come to exist; no channel: how to add one.
+    let memory = page(&viewer, "/ui/memory").await.unwrap().text().await.unwrap();
+    assert!(memory.contains("No agents yet, so no memories"), "{memory}");
+    let channels = page(&viewer, "/ui/channels").await.unwrap().text().await.unwrap();
+    assert!(channels.contains("No chat channels yet") && !channels.contains("hx-post=\"/channels\""), "{channels}");
+
+    let agent = app.create_agent("Keeper").await;
+    let agent_id = agent["id"].as_str().unwrap();
+    let empty = page(&operator, "/ui/memory").await.unwrap().text().await.unwrap();
+    assert!(empty.contains("Keeper remembers nothing yet") && empty.contains("or add one below"), "{empty}");
+    assert!(empty.contains(&format!("hx-post=\"/agents/{agent_id}/memory\"")), "operators get the add form");
+    let stored: Value = app
+        .post(
+            &format!("/agents/{agent_id}/memory"),
+            &app.admin,
+            json!({"content": "The deploy window is Tuesday <b>morning</b>.", "type": "fact", "tags": ["ops"]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let memory_id = stored["id"].as_str().unwrap();
+
+    let listed = page(&viewer, &format!("/ui/memory?agent={agent_id}")).await.unwrap().text().await.unwrap();
+    assert!(listed.contains("Tuesday &#60;b&#62;morning") || listed.contains("Tuesday &lt;b&gt;morning"), "{listed}");
+    assert!(!listed.contains("hx-post=\"/agents/"), "a viewer gets no add form");
+    let search = page(&viewer, &format!("/ui/memory?agent={agent_id}&q=deploy+window")).await.unwrap();
+    assert_eq!(search.status(), 200);
+    let search = search.text().await.unwrap();
+    assert!(search.contains("Similarity") && search.contains("<strong>"), "score parts shown: {search}");
+    let filtered = page(&viewer, &format!("/ui/memory?agent={agent_id}&type=event")).await.unwrap();
+    assert!(filtered.text().await.unwrap().contains("Nothing in Keeper's memory matches"));
+    let bad = page(&viewer, &format!("/ui/memory?agent={agent_id}&type=gossip")).await.unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().contains("unknown memory type `gossip`"));
+    let missing = page(&viewer, &format!("/ui/memory/{agent_id}/{}", uuid::Uuid::now_v7())).await.unwrap();
+    assert_eq!(missing.status(), 404);
+
+    let item_path = format!("/ui/memory/{agent_id}/{memory_id}");
+    let item = page(&viewer, &item_path).await.unwrap().text().await.unwrap();
+    assert!(item.contains("Tuesday") && !item.contains("hx-patch") && !item.contains("hx-delete"), "{item}");
+    let item = page(&operator, &item_path).await.unwrap().text().await.unwrap();
+    assert!(item.contains("hx-patch") && item.contains("hx-delete"), "operators may edit and delete");
+
+    // A viewer crafting the requests the operator's page sends is refused by the API's guards.
+    let refused = viewer
+        .post(&app, &format!("/agents/{agent_id}/memory"), json!({"content": "Sneaky addition by a viewer."}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let refused = viewer
+        .post(&app, "/channels", json!({"type": "telegram", "name": "x", "config": {"bot_token": "1:a"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let operator_channel = operator
+        .post(&app, "/channels", json!({"type": "telegram", "name": "x", "config": {"bot_token": "1:a"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(operator_channel.status(), 403, "adding a bot needs an admin");
+    assert_eq!(page(&viewer, &format!("/ui/channels/{}", uuid::Uuid::now_v7())).await.unwrap().status(), 404);
+});

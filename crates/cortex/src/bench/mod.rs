@@ -5,7 +5,8 @@
 //! - [`queue`]: the job queue alone (enqueue and processing rates, enqueue→start latency);
 //! - [`chat`]: the control-plane overhead of one chat turn through the HTTP API (`?wait=true`) with a model
 //!   that answers instantly;
-//! - [`startup`]: a real `cortex serve` process, from spawn to `/readyz` 200, and its idle RSS.
+//! - [`startup`]: a real `cortex serve` process, from spawn to `/readyz` 200, and its idle RSS;
+//! - [`ui`]: server render time of the dashboard's list pages holding 50 rows.
 //!
 //! A scenario returns a [`Report`] (one [`Figure`] per measured value); this module prints it as one
 //! line per figure, headed by the machine's core count, or as JSON with `--json`.
@@ -15,8 +16,10 @@
 //! benchmark can never load (or create databases on) a shared or remote server by accident.
 
 mod chat;
+mod in_process;
 mod queue;
 mod startup;
+mod ui;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -47,6 +50,8 @@ pub enum BenchCommand {
     Chat(chat::ChatArgs),
     /// Measure how long a `cortex serve` process takes from spawn to `/readyz` 200, and its idle RSS.
     Startup(startup::StartupArgs),
+    /// Measure how long the dashboard's list pages with 50 rows take to render (request to last byte).
+    Ui(ui::UiArgs),
 }
 
 /// Where a benchmark runs and how it reports.
@@ -81,6 +86,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Queue(args) => queue::measure(&scratch, args).await,
         BenchCommand::Chat(args) => chat::measure(&scratch, args).await,
         BenchCommand::Startup(args) => startup::measure(&scratch, args).await,
+        BenchCommand::Ui(args) => ui::measure(&scratch, args).await,
     };
     let removed = scratch.remove().await;
     let report = measured?;
@@ -94,6 +100,7 @@ impl BenchCommand {
             BenchCommand::Queue(args) => &args.scratch,
             BenchCommand::Chat(args) => &args.scratch,
             BenchCommand::Startup(args) => &args.scratch,
+            BenchCommand::Ui(args) => &args.scratch,
         }
     }
 }
