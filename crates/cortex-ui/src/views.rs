@@ -27,7 +27,7 @@ impl Chrome {
         format!("{{\"X-CSRF-Token\": \"{}\"}}", self.csrf_token)
     }
 
-    fn nav_class(&self, entry: &str) -> &'static str {
+    pub(crate) fn nav_class(&self, entry: &str) -> &'static str {
         if self.active == entry { "current" } else { "" }
     }
 }

@@ -73,6 +73,10 @@
     var then = event.detail.elt.getAttribute("data-on-success");
     if (then === "reload") { window.location.reload(); }
     else if (then && then.indexOf("goto:") === 0) { window.location.assign(then.slice(5)); }
+    else if (then && then.indexOf("follow:") === 0) {
+      // Go to a URL the JSON answer names (e.g. a provider's authorization page).
+      try { window.location.assign(JSON.parse(xhr.responseText)[then.slice(7)]); } catch (e) { window.location.reload(); }
+    }
     else if (then && then.indexOf("open:") === 0) {
       // Go to the page of what the request created: the prefix plus the id in the JSON answer.
       try { window.location.assign(then.slice(5) + encodeURIComponent(JSON.parse(xhr.responseText).id)); } catch (e) { window.location.reload(); }

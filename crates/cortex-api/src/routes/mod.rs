@@ -21,3 +21,4 @@ pub mod steer;
 pub mod tools;
 pub mod ui;
 pub mod ui_login;
+pub mod ui_settings;

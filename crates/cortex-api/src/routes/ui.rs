@@ -65,6 +65,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/ui/jobs/{id}", viewer(get(job)))
         .route("/ui/approvals", viewer(get(approvals)))
         .route("/ui/approvals/{id}", viewer(get(approval)))
+        .merge(super::ui_settings::router(state))
         .merge(crate::routes::ui_login::router(state))
         .layer(axum::middleware::from_fn(security_headers))
 }

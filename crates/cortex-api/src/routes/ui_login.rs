@@ -85,12 +85,7 @@ async fn settings_page(
         })
         .collect();
     render(&LoginProvidersPage {
-        chrome: chrome(
-            &principal,
-            session.as_ref().map(|Extension(context)| context),
-            "Login providers",
-            "login-providers",
-        ),
+        chrome: chrome(&principal, session.as_ref().map(|Extension(context)| context), "Login providers", "settings"),
         providers,
         addable,
         origin: origin(&state, &headers),

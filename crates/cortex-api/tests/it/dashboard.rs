@@ -17,18 +17,18 @@ use crate::app::{TestApp, error_code};
 const PASSWORD: &str = "correct horse battery";
 
 /// A browser's view of a signed-in session.
-struct Browser {
-    cookie: String,
-    csrf: String,
-    origin: String,
+pub(crate) struct Browser {
+    pub(crate) cookie: String,
+    pub(crate) csrf: String,
+    pub(crate) origin: String,
 }
 
 /// A client that shows redirects instead of following them.
-fn no_redirects() -> reqwest::Client {
+pub(crate) fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
-async fn user(app: &TestApp, email: &str, role: Role) -> uuid::Uuid {
+pub(crate) async fn user(app: &TestApp, email: &str, role: Role) -> uuid::Uuid {
     let hash = cortex_auth::password::hash(PASSWORD).unwrap();
     let mut tx = app.test.store.begin().await.unwrap();
     let user = tx.insert_user(&format!("{role} person"), Some(email), role).await.unwrap();
@@ -50,7 +50,7 @@ async fn try_login(app: &TestApp, email: &str, password: &str) -> reqwest::Respo
     app.http.post(app.url("/auth/login")).json(&json!({"email": email, "password": password})).send().await.unwrap()
 }
 
-async fn login(app: &TestApp, email: &str) -> Browser {
+pub(crate) async fn login(app: &TestApp, email: &str) -> Browser {
     let response = try_login(app, email, PASSWORD).await;
     assert_eq!(response.status(), 200, "sign-in of {email}");
     let set_cookie = session_cookie(response.headers()).expect("a session cookie");
@@ -60,17 +60,24 @@ async fn login(app: &TestApp, email: &str) -> Browser {
 }
 
 impl Browser {
-    fn get(&self, app: &TestApp, path: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn get(&self, app: &TestApp, path: &str) -> reqwest::RequestBuilder {
         no_redirects().get(app.url(path)).header("cookie", &self.cookie)
     }
 
     /// An unsafe request as the dashboard's own page sends it: cookie, CSRF token, own origin.
-    fn post(&self, app: &TestApp, path: &str, body: Value) -> reqwest::RequestBuilder {
+    pub(crate) fn post(&self, app: &TestApp, path: &str, body: Value) -> reqwest::RequestBuilder {
         self.post_as(app, path, body, &self.origin, &self.csrf)
     }
 
     /// An unsafe request with the session cookie and the given origin and token.
-    fn post_as(&self, app: &TestApp, path: &str, body: Value, origin: &str, csrf: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn post_as(
+        &self,
+        app: &TestApp,
+        path: &str,
+        body: Value,
+        origin: &str,
+        csrf: &str,
+    ) -> reqwest::RequestBuilder {
         no_redirects()
             .post(app.url(path))
             .header("cookie", &self.cookie)

@@ -57,6 +57,7 @@ impl InProcess {
                 mcp: mcp.clone(),
                 http: reqwest::Client::new(),
                 llm_retry: cortex_llm::RetryPolicy::default(),
+                redactor: Default::default(),
             },
         )
         .await
