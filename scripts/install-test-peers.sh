@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the real MCP reference servers (pinned in test-peers/package-lock.json) that the cortex-mcp
-# integration tests run against. Idempotent: does nothing when node_modules already matches the lock file.
+# Installs the real peers (pinned in test-peers/package-lock.json) the integration tests run against: the
+# MCP reference servers (cortex-mcp), telegram-test-api and oidc-provider (dashboard sign-in through OIDC).
+# Idempotent: does nothing when node_modules already matches the lock file.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -13,6 +13,7 @@ pub mod error;
 pub mod extract;
 pub mod guard;
 pub mod limits;
+pub mod login;
 pub mod mcp_sync;
 pub mod metrics;
 pub mod middleware;
@@ -49,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::providers::routes())
         .merge(routes::docs::routes())
         .merge(routes::auth::routes())
+        .merge(routes::login::routes())
         .build(&state, OpenApiRouter::with_openapi(openapi::base_document()))
         .split_for_parts();
     let document: routes::docs::Document = std::sync::Arc::new(document);

@@ -35,6 +35,8 @@ pub struct DashboardConfig {
     pub public_url: Option<url::Url>,
     pub session: cortex_auth::session::SessionPolicy,
     pub throttle: cortex_auth::throttle::LoginThrottle,
+    /// Login providers configured by environment variables (read-only; [`crate::login`]).
+    pub login_providers: Vec<crate::login::EnvLoginProvider>,
 }
 
 impl DashboardConfig {

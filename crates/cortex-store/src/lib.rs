@@ -29,6 +29,7 @@ pub mod credentials;
 pub mod delegation;
 pub mod events;
 pub mod jobs;
+pub mod login_providers;
 pub mod logins;
 pub mod mcp;
 pub mod memory;

@@ -6,6 +6,7 @@
 //! API and gateway WebSocket; [`fake_slack::FakeSlack`] Slack's Web API and Socket Mode;
 //! [`fake_whatsapp::FakeWhatsApp`] the WhatsApp Cloud API; [`fake_http::CallLog`] the call log those platform fakes share.
 //! [`jobs`] writes agents, jobs and webhook tools as the API does and waits for job states on notifications.
+//! [`fake_login::FakeOidc`] and [`fake_login::FakeGithub`] identity providers for sign-in tests.
 //!
 //! [`TestStore`] gives each test its own database: a temporary SQLite file, or a fresh PostgreSQL
 //! database cloned from a template migrated once per migration set. [`both_engines!`] runs one test
@@ -20,6 +21,7 @@ pub mod fake_embeddings;
 pub mod fake_http;
 pub mod fake_llm;
 pub mod fake_slack;
+pub mod fake_login;
 pub mod fake_telegram;
 pub mod fake_whatsapp;
 pub mod jobs;

@@ -47,6 +47,54 @@ pub struct LoginPage {
     pub next: String,
     /// No local admin exists yet: link to the first-run setup.
     pub setup_open: bool,
+    /// One button per enabled login provider (GitHub, Google, OIDC).
+    pub providers: Vec<LoginButton>,
+}
+
+/// A "Sign in with …" button of the sign-in page.
+#[derive(Debug, Clone)]
+pub struct LoginButton {
+    pub label: String,
+    /// `/auth/login/{provider}?next=…`, already encoded.
+    pub href: String,
+}
+
+/// Settings → Login providers (SPEC §11.2): configured providers, and forms to add, edit and delete them.
+#[derive(Template)]
+#[template(path = "login_providers.html")]
+pub struct LoginProvidersPage {
+    pub chrome: Chrome,
+    pub providers: Vec<LoginProviderRow>,
+    /// Provider types that can still be added (`github`, `google`, `oidc`).
+    pub addable: Vec<String>,
+    /// The origin callback URLs start with (`CORTEX_PUBLIC_URL` or this server's own).
+    pub origin: String,
+}
+
+/// A configured login provider, display-ready (the client secret is never part of it).
+#[derive(Debug, Clone)]
+pub struct LoginProviderRow {
+    pub provider: String,
+    pub label: String,
+    pub client_id: String,
+    pub client_secret_set: bool,
+    pub issuer_url: String,
+    pub authorize_url: String,
+    pub token_url: String,
+    pub userinfo_url: String,
+    pub api_url: String,
+    pub auto_signup: bool,
+    pub signup_role: String,
+    pub enabled: bool,
+    /// Configured by environment variables: shown, not editable.
+    pub from_env: bool,
+    pub env_variables: String,
+}
+
+impl LoginProviderRow {
+    fn selected(&self, role: &str) -> &'static str {
+        if self.signup_role == role { "selected" } else { "" }
+    }
 }
 
 /// The first-run setup page: the bootstrap admin key creates the first admin with a password, once.

@@ -236,6 +236,9 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     crate::channels::materialise_env(&store, &cipher).await?;
     let channels = crate::channels::supervisor(&store, &cipher)?;
 
+    let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    let login_providers = cortex_api::login::providers_from_env(&env)
+        .map_err(|err| anyhow::Error::new(ConfigError(format!("login providers: {err}"))))?;
     let readiness = Readiness::default();
     let shutdown = CancellationToken::new();
     let state = AppState::new(AppParts {
@@ -250,6 +253,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             chat_rate: config.chat_rate,
             dashboard: cortex_api::state::DashboardConfig {
                 public_url: config.public_url.clone(),
+                login_providers,
                 ..Default::default()
             },
             connections: config.connections,

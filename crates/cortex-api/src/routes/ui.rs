@@ -67,6 +67,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/ui/approvals", viewer(get(approvals)))
         .route("/ui/approvals/{id}", viewer(get(approval)))
         .merge(super::ui_settings::router(state))
+        .merge(crate::routes::ui_login::router(state))
         .layer(axum::middleware::from_fn(security_headers))
 }
 
@@ -92,7 +93,7 @@ async fn security_headers(request: Request, next: Next) -> Response {
 }
 
 /// A page failure rendered in words with the way back, never a blank page (SPEC §11.2).
-pub(crate) struct PageError(ApiError);
+pub(crate) struct PageError(pub(crate) ApiError);
 
 impl From<ApiError> for PageError {
     fn from(err: ApiError) -> Self {
@@ -797,7 +798,7 @@ struct NextQuery {
 }
 
 /// Only dashboard paths are followed after sign-in (no open redirect).
-fn safe_next(next: Option<&str>) -> String {
+pub(crate) fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(path) if path.starts_with("/ui/") && !path.starts_with("//") && !path.contains('\\') => path.to_owned(),
         _ => "/ui/".to_owned(),
@@ -809,11 +810,13 @@ async fn setup_open(state: &AppState) -> Result<bool, PageError> {
 }
 
 async fn login_page(State(state): State<AppState>, Query(query): Query<NextQuery>) -> PageResult {
+    let next = safe_next(query.next.as_deref());
     render(&LoginPage {
         error: None,
         notice: None,
         email: String::new(),
-        next: safe_next(query.next.as_deref()),
+        providers: crate::routes::ui_login::buttons(&state, &next).await?,
+        next,
         setup_open: setup_open(&state).await?,
     })
 }
@@ -832,11 +835,19 @@ async fn login_form(
     Form(form): Form<LoginForm>,
 ) -> PageResult {
     let next = safe_next(form.next.as_deref());
+    let providers = crate::routes::ui_login::buttons(&state, &next).await?;
     let refuse = |status: StatusCode, error: String| {
-        LoginPage { error: Some(error), notice: None, email: form.email.clone(), next: next.clone(), setup_open: false }
-            .render()
-            .map(|html| (status, Html(html)).into_response())
-            .map_err(|err| PageError(ApiError::new(Code::Internal, err.to_string())))
+        LoginPage {
+            error: Some(error),
+            notice: None,
+            email: form.email.clone(),
+            next: next.clone(),
+            setup_open: false,
+            providers: providers.clone(),
+        }
+        .render()
+        .map(|html| (status, Html(html)).into_response())
+        .map_err(|err| PageError(ApiError::new(Code::Internal, err.to_string())))
     };
     if !crate::auth::is_same_origin(&state, &headers) {
         return refuse(
@@ -879,6 +890,7 @@ async fn setup_page(State(state): State<AppState>) -> PageResult {
             email: String::new(),
             next: "/ui/".into(),
             setup_open: false,
+            providers: crate::routes::ui_login::buttons(&state, "/ui/").await?,
         });
     }
     render(&SetupPage { error: None, email: String::new(), display_name: String::new() })

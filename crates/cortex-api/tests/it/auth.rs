@@ -17,6 +17,9 @@ const PUBLIC: &[&str] = &[
     "/webhooks/telegram/{channel_id}",
     "/webhooks/slack/{channel_id}",
     "/webhooks/whatsapp",
+    "/auth/providers",
+    "/auth/login/{provider}",
+    "/auth/callback/{provider}",
 ];
 
 /// Every (method, concrete path) in the OpenAPI document, with path parameters filled in.

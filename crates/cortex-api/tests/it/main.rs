@@ -15,6 +15,7 @@ mod errors;
 mod idempotency;
 mod jobs;
 mod keys;
+mod login_providers;
 mod mcp;
 mod memory;
 mod ops;
