@@ -155,7 +155,9 @@ impl Memory {
                     summary.duplicates += 1;
                     continue;
                 }
-                (_, Some(listed)) => (Some(listed), "extraction: the model marked it as replacing an older memory".to_owned()),
+                (_, Some(listed)) => {
+                    (Some(listed), "extraction: the model marked it as replacing an older memory".to_owned())
+                }
                 (Some((id, similarity)), None) if similarity >= SUPERSEDE_SIMILARITY => {
                     (Some(id), format!("extraction: {similarity:.2} similar to an older memory, which it replaces"))
                 }

@@ -61,8 +61,11 @@ impl Disclosure<'_> {
 
 /// The system text of a request: the agent's (capped) prompt, the disclosure, then recalled memories.
 pub(crate) fn system_text(capped_prompt: &str, disclosure: &str, memories: Option<&str>) -> String {
-    let mut text =
-        if capped_prompt.trim().is_empty() { disclosure.to_owned() } else { format!("{capped_prompt}\n\n{disclosure}") };
+    let mut text = if capped_prompt.trim().is_empty() {
+        disclosure.to_owned()
+    } else {
+        format!("{capped_prompt}\n\n{disclosure}")
+    };
     if let Some(memories) = memories {
         text.push_str("\n\n");
         text.push_str(memories);
@@ -175,7 +178,8 @@ mod tests {
         assert_eq!(count, MEMORY_COUNT);
         assert!(block.contains("[UNTRUSTED DATA BEGIN") && block.contains("- (fact) memory number 4 second line"));
         assert!(!block.contains("memory number 5"));
-        let long: Vec<(String, String)> = (0..3).map(|n| ("event".to_owned(), format!("{n}{}", "x".repeat(1_500)))).collect();
+        let long: Vec<(String, String)> =
+            (0..3).map(|n| ("event".to_owned(), format!("{n}{}", "x".repeat(1_500)))).collect();
         let (block, count) = memory_block(&long).unwrap();
         assert_eq!(count, 2, "a line that does not fit whole is left out");
         assert!(!block.contains("\n- (event) 2"));

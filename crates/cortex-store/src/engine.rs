@@ -46,6 +46,8 @@ pub(crate) struct Inner {
     /// PostgreSQL `LISTEN` task, started by the first subscriber so that short-lived stores (migrate,
     /// CLI) hold no extra connection.
     listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// When set, writing and closing sessions queues memory extraction (see [`crate::extraction`]).
+    pub(crate) extraction: std::sync::OnceLock<crate::extraction::ExtractionPolicy>,
 }
 
 impl Drop for Inner {
@@ -132,7 +134,15 @@ impl Store {
             }
         };
         let listener = std::sync::Mutex::new(None);
-        Ok(Store { inner: Arc::new(Inner { engine, clock, notifier: Notifier::new(), listener }) })
+        Ok(Store {
+            inner: Arc::new(Inner {
+                engine,
+                clock,
+                notifier: Notifier::new(),
+                listener,
+                extraction: std::sync::OnceLock::new(),
+            }),
+        })
     }
 
     /// Applies pending migrations (each in its own transaction). Safe with concurrent starters on

@@ -28,6 +28,7 @@ pub mod channels;
 pub mod credentials;
 pub mod delegation;
 pub mod events;
+pub mod extraction;
 pub mod jobs;
 pub mod logins;
 pub mod mcp;

@@ -8,14 +8,8 @@ use crate::app::{TestApp, error_code};
 
 /// Operations open without credentials: health, metrics, password sign-in, the provider sign-in callback, and
 /// platform webhooks (they authenticate by the platform's signature or secret instead, SPEC §2.3).
-const PUBLIC: &[&str] = &[
-    "/healthz",
-    "/readyz",
-    "/metrics",
-    "/auth/login",
-    "/auth/provider-callback",
-    "/webhooks/telegram/{channel_id}",
-];
+const PUBLIC: &[&str] =
+    &["/healthz", "/readyz", "/metrics", "/auth/login", "/auth/provider-callback", "/webhooks/telegram/{channel_id}"];
 
 /// Every (method, concrete path) in the OpenAPI document, with path parameters filled in.
 async fn operations(app: &TestApp) -> Vec<(reqwest::Method, String, String)> {

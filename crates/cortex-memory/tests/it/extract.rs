@@ -31,10 +31,7 @@ both_engines!(extracted_facts_are_filed_under_the_spec_rules, |t: TestStore| asy
     let (session, job) = (Uuid::now_v7(), Uuid::now_v7());
     let from = Provenance { agent_id: agent, session_id: Some(session), job_id: Some(job) };
 
-    let first = vec![
-        fact("Ana works at the Lisbon office on Mondays.", 0.9),
-        fact("Ana might like jazz, maybe.", 0.4),
-    ];
+    let first = vec![fact("Ana works at the Lisbon office on Mondays.", 0.9), fact("Ana might like jazz, maybe.", 0.4)];
     let summary = memory.apply_facts(from, first).await.unwrap();
     assert_eq!(summary, ExtractionSummary { extracted: 1, dropped_low_confidence: 1, ..Default::default() });
     let stored = t.store.list_memories(agent, &Default::default(), None, 10).await.unwrap().items;

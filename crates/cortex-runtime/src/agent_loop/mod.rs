@@ -473,7 +473,8 @@ async fn conversation(
 /// score at least 0.35, within the block budget. A failing search never fails the turn; returning the
 /// memories to the model counts as a recall, recorded in the background.
 async fn recall(svc: &Services, agent_id: Uuid, text: &str) -> Option<String> {
-    let query = SearchQuery { text: text.to_owned(), limit: context::MEMORY_COUNT, types: Vec::new(), tags: Vec::new() };
+    let query =
+        SearchQuery { text: text.to_owned(), limit: context::MEMORY_COUNT, types: Vec::new(), tags: Vec::new() };
     let results = match svc.memory.search(agent_id, &query).await {
         Ok(results) => results,
         Err(err) => {

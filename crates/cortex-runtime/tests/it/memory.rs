@@ -21,15 +21,20 @@ both_engines!(relevant_memories_reach_the_context_as_untrusted_notes, |t: TestSt
         ..Remember::new(agent.id, "Ana takes her coffee black, without sugar.", MemorySource::Api)
     };
     let (coffee, _) = memory.remember(coffee).await.unwrap();
-    let (report, _) =
-        memory.remember(Remember::new(agent.id, "The quarterly report is due on the fifth.", MemorySource::Api)).await.unwrap();
+    let (report, _) = memory
+        .remember(Remember::new(agent.id, "The quarterly report is due on the fifth.", MemorySource::Api))
+        .await
+        .unwrap();
     world.llm.push(Reply::text("Black, no sugar."));
     let job = task(&store, agent.id, "How does Ana take her coffee?").await;
     wait_status(&store, job.id, JobStatus::Completed).await;
 
     let system = world.llm.requests()[0].system();
     assert!(system.contains("[Recalled notes"), "{system}");
-    assert!(system.contains("source=recalled_memory") && system.contains("(preference) Ana takes her coffee black"), "{system}");
+    assert!(
+        system.contains("source=recalled_memory") && system.contains("(preference) Ana takes her coffee black"),
+        "{system}"
+    );
     assert!(!system.contains("quarterly report"), "unrelated memories stay out: {system}");
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
