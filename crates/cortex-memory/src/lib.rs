@@ -9,6 +9,7 @@
 //!   `CORTEX_EMBEDDINGS` configuration.
 //! - [`extract`]: the extraction contract (SPEC §9.3): prompt, answer parsing, and the filter that files
 //!   facts (drop, duplicate, supersede, insert) with the reason for each.
+//! - [`injection`]: the scan that refuses instruction-like text written by agents and extractions.
 //! - [`index`]: the [`VectorIndex`] trait and the embedded backend (an in-memory scan over the vectors
 //!   stored in `memory_record`).
 //!
@@ -23,6 +24,7 @@ pub mod embed;
 mod error;
 pub mod extract;
 pub mod index;
+pub mod injection;
 pub mod scoring;
 mod service;
 

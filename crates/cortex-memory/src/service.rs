@@ -235,6 +235,11 @@ impl Memory {
     /// whether it is new.
     pub async fn remember(&self, new: Remember) -> Result<(MemoryRecord, bool), MemoryError> {
         let content = check_content(&new.content)?;
+        if matches!(new.source, MemorySource::Tool | MemorySource::Extraction)
+            && let Some(pattern) = crate::injection::injection_pattern(&content)
+        {
+            return Err(MemoryError::Injection(pattern));
+        }
         let row = NewMemory {
             agent_id: new.agent_id,
             memory_type: new.memory_type.as_str().to_owned(),

@@ -71,6 +71,8 @@ pub struct Runtime {
     /// Providers and tool refs definitions may name (API validation).
     pub catalog: Catalog,
     pub(crate) services: Arc<Services>,
+    /// Live extraction settings from the environment (`None`: off); the binary enables them on the store.
+    extraction: Option<cortex_store::extraction::ExtractionPolicy>,
 }
 
 /// An agent's spend against its limits, for `GET /agents/{id}/usage`.
@@ -151,7 +153,7 @@ impl Runtime {
             tools,
             memory: memory.clone(),
         });
-        Ok(Arc::new(Runtime { store, memory, catalog, services }))
+        Ok(Arc::new(Runtime { store, memory, catalog, services, extraction: env.extraction }))
     }
 
     /// The models the server behind each usable `llm` credential reports, by credential name (`Err` holds a
@@ -184,6 +186,17 @@ impl Runtime {
     /// The handler to register for `chat` and `task` jobs.
     pub fn handler(&self) -> Arc<dyn JobHandler> {
         Arc::new(AgentHandler::new(self.services.clone()))
+    }
+
+    /// The handler to register for `memory_extract` jobs (SPEC §9.2).
+    pub fn extraction_handler(&self) -> Arc<dyn JobHandler> {
+        Arc::new(crate::extraction::ExtractionHandler::new(self.services.clone()))
+    }
+
+    /// The extraction policy `CORTEX_MEMORY_*` asks for; `None` when extraction is off. The process turns
+    /// it on with [`cortex_store::Store::enable_memory_extraction`].
+    pub fn extraction_policy(&self) -> Option<cortex_store::extraction::ExtractionPolicy> {
+        self.extraction
     }
 
     /// Every provider breaker seen so far: (provider, model, state).

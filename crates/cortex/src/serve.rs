@@ -74,6 +74,7 @@ fn engine(store: &Store, runtime: &Arc<Runtime>, settings: &EngineSettings) -> J
     JobEngine::new(store.clone(), config)
         .with_handler(JobKind::Chat, handler.clone())
         .with_handler(JobKind::Task, handler)
+        .with_handler(JobKind::MemoryExtract, runtime.extraction_handler())
 }
 
 fn hostname() -> String {
@@ -96,6 +97,7 @@ async fn build_runtime(
                 || name.starts_with("CORTEX_SEARCH")
                 || name.starts_with("CORTEX_DELEGATION")
                 || name.starts_with("CORTEX_EMBEDDINGS")
+                || name.starts_with("CORTEX_MEMORY")
         })
         .collect();
     let http = reqwest::Client::builder().build().context("building the HTTP client for model providers")?;
@@ -107,10 +109,15 @@ async fn build_runtime(
         http,
         llm_retry: cortex_llm::RetryPolicy::default(),
     };
-    Runtime::new(store.clone(), runtime_config).await.map_err(|err| match err {
+    let runtime = Runtime::new(store.clone(), runtime_config).await.map_err(|err| match err {
         RuntimeError::InvalidEnv { .. } => anyhow::Error::new(ConfigError(err.to_string())),
         other => anyhow::Error::new(other).context("starting the agent runtime"),
-    })
+    })?;
+    // Sessions written by this process queue their memory extraction (SPEC §9.2).
+    if let Some(policy) = runtime.extraction_policy() {
+        store.enable_memory_extraction(policy);
+    }
+    Ok(runtime)
 }
 
 /// One MCP connection pool per process (≤ 10 live connections, idle close after 10 min).

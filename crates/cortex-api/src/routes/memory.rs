@@ -216,6 +216,7 @@ fn memory_error(err: MemoryError) -> ApiError {
     match err {
         MemoryError::Invalid { field, reason } => ApiError::validation(&[(field, reason)]),
         MemoryError::ReadOnlySource(_) => ApiError::new(Code::ReadOnlySource, err.to_string()),
+        MemoryError::Injection(_) => ApiError::validation(&[("content", err.to_string())]),
         MemoryError::Store(cortex_store::StoreError::NotFound { .. }) => ApiError::not_found("memory"),
         MemoryError::Store(cortex_store::StoreError::Conflict { .. }) => {
             ApiError::new(Code::Conflict, "another memory of this agent already has this content")
