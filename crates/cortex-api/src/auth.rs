@@ -147,10 +147,9 @@ pub struct SessionContext {
 /// session exists, and the dashboard's sign-in pages and static files. Dashboard pages with data are not
 /// public; they need a session like the API.
 pub fn is_public(path: &str) -> bool {
-    matches!(
-        path,
-        "/" | "/healthz" | "/readyz" | "/metrics" | "/auth/login" | "/auth/providers" | "/auth/provider-callback"
-    ) || matches!(path, "/ui" | "/ui/login" | "/ui/setup")
+    matches!(path, "/" | "/healthz" | "/readyz" | "/metrics" | "/auth/login" | "/auth/providers")
+        || path == "/auth/provider-callback"
+        || matches!(path, "/ui" | "/ui/login" | "/ui/setup")
         || path.starts_with("/webhooks/")
         || path.starts_with("/auth/login/")
         || path.starts_with("/auth/callback/")
