@@ -10,6 +10,9 @@
 //! - [`extract`]: the extraction contract (SPEC §9.3): prompt, answer parsing, and the filter that files
 //!   facts (drop, duplicate, supersede, insert) with the reason for each.
 //! - [`injection`]: the scan that refuses instruction-like text written by agents and extractions.
+//! - [`markdown`]: markdown files as authoritative records (SPEC §9.7): chunking, UUIDv5 ids, SHA-256 change
+//!   detection, `Memory::sync_markdown`; `markdown_watch.rs`: startup sync and the file watcher (2 s debounce,
+//!   under a lease on PostgreSQL).
 //! - [`index`]: the [`VectorIndex`] trait and the embedded backend (an in-memory scan over the vectors
 //!   stored in `memory_record`).
 //!
@@ -25,6 +28,8 @@ mod error;
 pub mod extract;
 pub mod index;
 pub mod injection;
+pub mod markdown;
+mod markdown_watch;
 pub mod scoring;
 mod service;
 

@@ -132,7 +132,10 @@ impl Runtime {
             EmbeddingsMode::Api => Some(Arc::new(ApiEmbedder::new(config.http.clone(), &env.embeddings))),
             EmbeddingsMode::None => None,
         };
-        let memory = Arc::new(Memory::new(store.clone(), embedder, Arc::new(EmbeddedIndex::new(store.clone()))));
+        let memory = Arc::new(
+            Memory::new(store.clone(), embedder, Arc::new(EmbeddedIndex::new(store.clone())))
+                .with_data_dir(config.data_dir.clone()),
+        );
         let providers = Providers::new(store.clone(), config.cipher.clone(), config.http, config.llm_retry, flows);
         providers.materialise_env(&env).await?;
         providers.sync().await?;

@@ -33,6 +33,7 @@ pub mod jobs;
 pub mod logins;
 pub mod mcp;
 pub mod memory;
+pub mod memory_markdown;
 pub mod notify;
 pub mod outbox;
 pub mod page;

@@ -383,8 +383,10 @@ impl Tx {
 
     /// Stores a record unless the agent already has a live one with the same content; returns the record and
     /// whether it was created now. With `supersedes_id`, that record (which must be the agent's and live)
-    /// is marked replaced in the same transaction.
+    /// is marked replaced in the same transaction; a markdown record cannot be replaced (its file wins):
+    /// naming one is `NotFound`.
     pub async fn insert_memory(&mut self, new: &NewMemory) -> Result<(MemoryRecord, bool)> {
+        self.memory_changed = true;
         let hash = content_hash(&new.content);
         if let Some(row) = self.live_memory_by_hash(new.agent_id, &hash).await? {
             return Ok((row.into(), false));
@@ -395,7 +397,7 @@ impl Tx {
             let replaced = write!(self, |conn| {
                 sqlx::query(
                     "UPDATE memory_record SET superseded_by = $3, updated_at = $4 WHERE agent_id = $1 AND id = $2 \
-                     AND deleted_at IS NULL AND superseded_by IS NULL",
+                     AND deleted_at IS NULL AND superseded_by IS NULL AND source <> 'markdown'",
                 )
                 .bind(new.agent_id)
                 .bind(old)
@@ -451,6 +453,7 @@ impl Tx {
     /// Applies `update` to a record of the agent and returns it. A new content that equals another live
     /// record of the agent is a conflict (`memory.content`).
     pub async fn update_memory(&mut self, agent_id: Uuid, id: Uuid, update: &MemoryUpdate) -> Result<MemoryRecord> {
+        self.memory_changed = true;
         let current = self.memory_for_update(agent_id, id).await?;
         let content = update.content.as_deref().map(str::trim).unwrap_or(&current.content).to_owned();
         let hash = content_hash(&content);
@@ -524,6 +527,7 @@ impl Tx {
         content_hash: &str,
         embedding: &StoredEmbedding,
     ) -> Result<bool> {
+        self.memory_changed = true;
         let now = ms(self.now());
         let updated = write!(self, |conn| {
             sqlx::query(
@@ -545,6 +549,7 @@ impl Tx {
 
     /// Deletes a record of the agent (soft: the row stays for provenance, out of every search and list).
     pub async fn delete_memory(&mut self, agent_id: Uuid, id: Uuid) -> Result<()> {
+        self.memory_changed = true;
         let now = ms(self.now());
         let deleted = write!(self, |conn| {
             sqlx::query(

@@ -147,6 +147,13 @@ fn spawn_memory_backfill(runtime: &Arc<Runtime>, stop: &CancellationToken) -> to
     tokio::spawn(async move { memory.run_backfill(stop).await })
 }
 
+/// Starts the markdown memory sync (startup pass, then the file watcher under its lease); it ends when
+/// `stop` is cancelled.
+fn spawn_markdown_sync(runtime: &Arc<Runtime>, stop: &CancellationToken) -> tokio::task::JoinHandle<()> {
+    let (memory, stop) = (runtime.memory.clone(), stop.clone());
+    tokio::spawn(memory.run_markdown_sync(uuid::Uuid::now_v7(), stop))
+}
+
 /// Starts this process's retention timer (SPEC Appendix B); it ends when `stop` is cancelled.
 fn spawn_retention(
     runtime: &Arc<Runtime>,
@@ -286,6 +293,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let retention = spawn_retention(&runtime, &config.engine, &engine_stop);
     let supervisor = crate::channels::spawn(&channels, &shutdown);
     let backfill = spawn_memory_backfill(&runtime, &engine_stop);
+    let markdown = spawn_markdown_sync(&runtime, &engine_stop);
     let server_stop = shutdown.clone();
     let server =
         tokio::spawn(cortex_api::server::serve(listener, cortex_api::router(state), config.connections, server_stop));
@@ -309,6 +317,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let engine_result = engine_task.await.context("job engine task")?;
     retention.await.context("retention task")?;
     backfill.await.context("memory backfill task")?;
+    markdown.await.context("markdown memory sync task")?;
     shutdown.cancel();
     server.await.context("http server task")?.context("http server")?;
     engine_result.context("job engine shutdown")?;

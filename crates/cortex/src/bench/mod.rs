@@ -5,6 +5,8 @@
 //! - [`queue`]: the job queue alone (enqueue and processing rates, enqueue→start latency);
 //! - [`chat`]: the control-plane overhead of one chat turn through the HTTP API (`?wait=true`) with a model
 //!   that answers instantly;
+//! - [`memory`]: the memory store and its embedded vector index at scale (insert rate, search p50/p99,
+//!   recall@10, index cold start, RSS);
 //! - [`startup`]: a real `cortex serve` process, from spawn to `/readyz` 200, and its idle RSS.
 //!
 //! A scenario returns a [`Report`] (one [`Figure`] per measured value); this module prints it as one
@@ -15,6 +17,7 @@
 //! benchmark can never load (or create databases on) a shared or remote server by accident.
 
 mod chat;
+mod memory;
 mod queue;
 mod startup;
 
@@ -47,6 +50,8 @@ pub enum BenchCommand {
     Chat(chat::ChatArgs),
     /// Measure how long a `cortex serve` process takes from spawn to `/readyz` 200, and its idle RSS.
     Startup(startup::StartupArgs),
+    /// Measure memory insert rate, vector and hybrid search latency, recall@10, index cold start and RSS.
+    Memory(memory::MemoryArgs),
 }
 
 /// Where a benchmark runs and how it reports.
@@ -81,6 +86,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Queue(args) => queue::measure(&scratch, args).await,
         BenchCommand::Chat(args) => chat::measure(&scratch, args).await,
         BenchCommand::Startup(args) => startup::measure(&scratch, args).await,
+        BenchCommand::Memory(args) => memory::measure(&scratch, args).await,
     };
     let removed = scratch.remove().await;
     let report = measured?;
@@ -94,6 +100,7 @@ impl BenchCommand {
             BenchCommand::Queue(args) => &args.scratch,
             BenchCommand::Chat(args) => &args.scratch,
             BenchCommand::Startup(args) => &args.scratch,
+            BenchCommand::Memory(args) => &args.scratch,
         }
     }
 }
