@@ -13,12 +13,14 @@
 //! - [`supervisor`]: runs every enabled channel (receive under a lease, route, deliver), restarts
 //!   failed ones with backoff and reloads changed ones.
 //! - [`telegram`]: the Bot API adapter (long polling or webhook).
+//! - [`discord`]: the Discord adapter (gateway WebSocket in, REST out).
 //!
 //! Dependencies point one way: this crate uses `cortex-core`, `cortex-store` and `cortex-jobs`;
 //! `cortex-api` and the binary use it.
 
 pub mod adapter;
 pub mod delivery;
+pub mod discord;
 pub mod router;
 pub mod sink;
 pub mod supervisor;

@@ -3,9 +3,9 @@
 //! notification, also across processes through PostgreSQL `NOTIFY`), without touching the others.
 //!
 //! Each channel runs on its own tasks — receive loop, router, outbox delivery — so a slow or broken
-//! channel never delays another. A receive loop that holds a connection (Telegram long polling) runs
+//! channel never delays another. A receive loop that holds a connection (Telegram long polling, the Discord gateway) runs
 //! under the lease `channel:<id>` (TTL 30 s, renewed every 10 s): with several processes exactly one
-//! polls a bot, and the lease moves when that process dies. A failed loop restarts with backoff
+//! polls a bot or holds its gateway, and the lease moves when that process dies. A failed loop restarts with backoff
 //! `min(30 s, 1 s × 2^(n−1))` ± 20 %; five failures in a row open a 60 s circuit.
 
 use std::collections::{BTreeMap, HashMap};
@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::adapter::{AdapterError, ChannelAdapter, InboundSink, WebhookBatch, WebhookError, WebhookRequest};
+use crate::discord::{DiscordAdapter, DiscordConfig};
 use crate::router::Router;
 use crate::sink::StoreSink;
 use crate::telegram::{TelegramAdapter, TelegramConfig, TelegramMode};
@@ -344,6 +345,18 @@ pub fn build_adapter(
                     api_base: setting("api_base").unwrap_or(crate::telegram::DEFAULT_API_BASE).to_owned(),
                     token,
                     mode,
+                },
+            )))
+        }
+        Ok(Platform::Discord) => {
+            let token = secrets.get("bot_token").ok_or("the channel has no bot_token")?.clone();
+            Ok(Arc::new(DiscordAdapter::new(
+                http,
+                DiscordConfig {
+                    channel_id: channel.id,
+                    api_base: setting("api_base").unwrap_or(crate::discord::DEFAULT_API_BASE).to_owned(),
+                    gateway_url: setting("gateway_url").map(str::to_owned),
+                    token,
                 },
             )))
         }

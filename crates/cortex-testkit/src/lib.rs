@@ -2,7 +2,8 @@
 //!
 //! [`fake_llm::FakeLlm`] is an in-process model server speaking the OpenAI and Anthropic protocols;
 //! [`fake_embeddings::FakeEmbeddings`] an OpenAI-compatible embeddings server (also served by the fake LLM);
-//! [`fake_telegram::FakeTelegram`] an in-process Telegram Bot API.
+//! [`fake_telegram::FakeTelegram`] an in-process Telegram Bot API; [`fake_discord::FakeDiscord`] Discord's REST
+//! API and gateway WebSocket; [`fake_http::CallLog`] the call log those platform fakes share.
 //!
 //! [`TestStore`] gives each test its own database: a temporary SQLite file, or a fresh PostgreSQL
 //! database cloned from a template migrated once per migration set. [`both_engines!`] runs one test
@@ -12,7 +13,9 @@
 //! When it cannot be reached the PostgreSQL half of a test fails with a message saying so; set
 //! `CORTEX_TEST_SKIP_PG=1` to skip it explicitly on a machine without PostgreSQL.
 
+pub mod fake_discord;
 pub mod fake_embeddings;
+pub mod fake_http;
 pub mod fake_llm;
 pub mod fake_telegram;
 

@@ -16,6 +16,8 @@ use crate::config::ConfigError;
 
 /// Name of the channel `TELEGRAM_BOT_TOKEN` defines.
 const ENV_TELEGRAM: &str = "env-telegram";
+/// Name of the channel `DISCORD_BOT_TOKEN` defines.
+const ENV_DISCORD: &str = "env-discord";
 
 /// An env-defined channel as it should be stored.
 struct EnvChannel {
@@ -23,6 +25,15 @@ struct EnvChannel {
     channel_type: &'static str,
     settings: serde_json::Value,
     secrets: BTreeMap<String, String>,
+}
+
+/// Checks that `name`'s value is a URL of one of `schemes` with a host; returns it without a trailing `/`.
+fn env_url(name: &str, value: &str, schemes: &[&str]) -> anyhow::Result<String> {
+    let valid = url::Url::parse(value).is_ok_and(|url| schemes.contains(&url.scheme()) && url.host().is_some());
+    if !valid {
+        anyhow::bail!(ConfigError(format!("{name} is not a {} URL: {value}", schemes.join("/"))));
+    }
+    Ok(value.trim_end_matches('/').to_owned())
 }
 
 /// The env-defined channels of the platforms whose variables are set. A malformed value is a
@@ -33,16 +44,26 @@ fn env_channels() -> anyhow::Result<Vec<EnvChannel>> {
     if let Some(token) = var("TELEGRAM_BOT_TOKEN") {
         let mut settings = json!({});
         if let Some(base) = var("TELEGRAM_API_BASE") {
-            let valid = url::Url::parse(&base)
-                .is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some());
-            if !valid {
-                anyhow::bail!(ConfigError(format!("TELEGRAM_API_BASE is not an http(s) URL: {base}")));
-            }
-            settings["api_base"] = json!(base.trim_end_matches('/'));
+            settings["api_base"] = json!(env_url("TELEGRAM_API_BASE", &base, &["http", "https"])?);
         }
         channels.push(EnvChannel {
             name: ENV_TELEGRAM,
             channel_type: "telegram",
+            settings,
+            secrets: BTreeMap::from([("bot_token".to_owned(), token)]),
+        });
+    }
+    if let Some(token) = var("DISCORD_BOT_TOKEN") {
+        let mut settings = json!({});
+        if let Some(base) = var("DISCORD_API_BASE") {
+            settings["api_base"] = json!(env_url("DISCORD_API_BASE", &base, &["http", "https"])?);
+        }
+        if let Some(gateway) = var("DISCORD_GATEWAY_URL") {
+            settings["gateway_url"] = json!(env_url("DISCORD_GATEWAY_URL", &gateway, &["ws", "wss"])?);
+        }
+        channels.push(EnvChannel {
+            name: ENV_DISCORD,
+            channel_type: "discord",
             settings,
             secrets: BTreeMap::from([("bot_token".to_owned(), token)]),
         });

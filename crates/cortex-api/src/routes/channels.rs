@@ -61,10 +61,20 @@ fn secret_keys(platform: Platform) -> &'static [&'static str] {
     }
 }
 
+/// Secrets a channel of the platform cannot work without.
+fn required_secrets(platform: Platform) -> &'static [&'static str] {
+    match platform {
+        Platform::Telegram | Platform::Discord => &["bot_token"],
+        Platform::Slack => &["bot_token"],
+        Platform::WhatsApp => &["access_token", "app_secret", "verify_token"],
+    }
+}
+
 /// Non-secret settings per platform.
 fn setting_keys(platform: Platform) -> &'static [&'static str] {
     match platform {
         Platform::Telegram => &["api_base", "mode", "require_secret", "poll_timeout_seconds"],
+        Platform::Discord => &["api_base", "gateway_url"],
         _ => &["api_base"],
     }
 }
@@ -77,7 +87,8 @@ pub struct CreateChannel {
     pub channel_type: Platform,
     pub name: String,
     /// Platform settings and secrets, e.g. Telegram `{bot_token, api_base?, mode?: polling|webhook,
-    /// require_secret?, poll_timeout_seconds?}`. Secrets are stored encrypted and never returned.
+    /// require_secret?, poll_timeout_seconds?}`, Discord `{bot_token, api_base?, gateway_url?}`. Secrets
+    /// are stored encrypted and never returned.
     #[schema(value_type = Object)]
     pub config: Map<String, Value>,
     /// `open` (default) or `allowlist`: only platform users on the channel allowlist get through.
@@ -264,6 +275,15 @@ fn check_setting(key: &str, value: &Value) -> Result<(), String> {
                 Err("must be an http:// or https:// URL".into())
             }
         }
+        "gateway_url" => {
+            let text = value.as_str().ok_or("must be a string")?;
+            let url = url::Url::parse(text).map_err(|err| format!("is not a URL: {err}"))?;
+            if matches!(url.scheme(), "ws" | "wss") && url.host().is_some() {
+                Ok(())
+            } else {
+                Err("must be a ws:// or wss:// URL".into())
+            }
+        }
         "mode" => match value.as_str() {
             Some("polling" | "webhook") => Ok(()),
             _ => Err("must be `polling` or `webhook`".into()),
@@ -336,10 +356,15 @@ async fn create_channel(
     let inbound_policy = check_policy(body.inbound_policy.as_deref())?;
     let platform = body.channel_type;
     let (settings, mut secrets) = split_config(platform, &body.config)?;
-    if platform == Platform::Telegram && !secrets.contains_key("bot_token") {
-        return Err(ApiError::validation(&[("config", "`bot_token` is required".into())]));
+    let missing: Vec<(&str, String)> = required_secrets(platform)
+        .iter()
+        .filter(|key| !secrets.contains_key(**key))
+        .map(|key| ("config", format!("`{key}` is required")))
+        .collect();
+    if !missing.is_empty() {
+        return Err(ApiError::validation(&missing));
     }
-    if platform != Platform::Telegram {
+    if !matches!(platform, Platform::Telegram | Platform::Discord) {
         return Err(ApiError::new(Code::Unprocessable, format!("{platform} channels are not supported yet")));
     }
     if platform == Platform::Telegram && settings.get("mode").and_then(Value::as_str) == Some("webhook") {

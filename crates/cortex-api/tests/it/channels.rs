@@ -214,3 +214,33 @@ both_engines!(the_telegram_webhook_needs_the_secret_token_and_records_each_updat
         .unwrap();
     assert_eq!(unknown.status(), 404);
 });
+
+both_engines!(a_discord_bot_is_verified_then_connects_to_the_gateway_without_a_restart, |t: TestStore| async move {
+    let discord = cortex_testkit::fake_discord::FakeDiscord::start("discord-api-token").await;
+    let app = TestApp::spawn(t).await;
+    let config = |token: &str| json!({"bot_token": token, "api_base": discord.api_base()});
+    let bad =
+        app.post("/channels", &app.admin, json!({"type": "discord", "name": "d", "config": config("nope")})).await;
+    assert_eq!(bad.status(), 422);
+    let missing = app.post("/channels", &app.admin, json!({"type": "discord", "name": "d", "config": {}})).await;
+    assert_eq!(missing.status(), 400);
+    let bad_gateway = app
+        .post(
+            "/channels",
+            &app.admin,
+            json!({"type": "discord", "name": "d", "config": {"bot_token": "x", "gateway_url": "http://x"}}),
+        )
+        .await;
+    assert_eq!(bad_gateway.status(), 400);
+
+    let created = app
+        .post("/channels", &app.admin, json!({"type": "discord", "name": "d", "config": config("discord-api-token")}))
+        .await;
+    assert_eq!(created.status(), 201);
+    let channel: Value = created.json().await.unwrap();
+    assert_eq!(channel["bot_identity"]["username"], cortex_testkit::fake_discord::BOT_USERNAME);
+    assert_eq!(channel["secrets"], json!(["bot_token"]));
+    assert!(!channel.to_string().contains("discord-api-token"));
+    discord.wait_for_op(2, 1).await;
+    wait_state(&app, channel["id"].as_str().unwrap(), "healthy").await;
+});

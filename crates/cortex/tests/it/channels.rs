@@ -1,11 +1,12 @@
 //! Channels through the real binary: the env-defined Telegram bot against telegram-test-api (the npm
-//! peer), and a SIGKILL between "reply produced" and "platform acknowledged" against the in-process fake
-//! Bot API.
+//! peer), a SIGKILL between "reply produced" and "platform acknowledged" against the in-process fake
+//! Bot API, and the env-defined Discord bot against the fake gateway and REST API.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use cortex_testkit::fake_discord::{CREATE_MESSAGE, FakeDiscord};
 use cortex_testkit::fake_llm::{FakeLlm, Reply, When};
 use cortex_testkit::fake_telegram::FakeTelegram;
 use serde_json::{Value, json};
@@ -176,5 +177,39 @@ async fn a_reply_interrupted_by_sigkill_is_delivered_once_after_restart() {
     assert_eq!(delivered.len(), 1, "delivered exactly once");
     assert_eq!(delivered[0].body["text"], "the answer");
     assert_eq!(items[0]["platform_message_id"], delivered[0].response["message_id"].to_string().as_str());
+    server.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bound_discord_channel_gets_the_agents_reply_through_the_gateway_and_rest() {
+    let discord = FakeDiscord::start("discord-e2e-token").await;
+    let llm = FakeLlm::start().await;
+    llm.rule(When::Always, Reply::text("Hello from **Greeter**, see https://example.com"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = env(&llm);
+    env.push(("DISCORD_BOT_TOKEN", "discord-e2e-token".to_owned()));
+    env.push(("DISCORD_API_BASE", discord.api_base().to_owned()));
+    let server = start(dir.path(), &env);
+    let base = server.url.clone();
+    let channels = api(reqwest::Method::GET, format!("{base}/channels"), None).await;
+    let channel = &channels["items"][0];
+    assert_eq!((channel["source"].as_str(), channel["type"].as_str()), (Some("env"), Some("discord")), "{channels}");
+    assert!(!channels.to_string().contains("discord-e2e-token"), "the token is never returned");
+    let agent = greeter(&base).await;
+    api(
+        reqwest::Method::POST,
+        format!("{base}/agents/{agent}/channels"),
+        Some(json!({"channel_type": "discord", "chat_id": "500"})),
+    )
+    .await;
+
+    discord.wait_for_op(2, 1).await;
+    let message = discord.user_message("500", "42", "hi there", false);
+    let sent = discord.rest.wait_for_delivered(CREATE_MESSAGE, 1).await;
+    assert_eq!(sent[0].path, "/channels/500/messages");
+    assert_eq!(sent[0].body["content"], "Hello from **Greeter**, see https://example.com");
+    assert_eq!(sent[0].body["flags"], 4, "link previews suppressed");
+    assert_eq!(sent[0].body["message_reference"]["message_id"], message["id"]);
+    assert_eq!(llm.requests()[0].user_texts().last().map(|text| text.contains("hi there")), Some(true));
     server.kill();
 }
