@@ -11,6 +11,10 @@ pub enum MemoryError {
     /// The record was produced by a markdown file; edit the file instead (SPEC §9.7).
     #[error("memory {0} comes from a markdown file; edit the file instead")]
     ReadOnlySource(uuid::Uuid),
+    /// Agent- or extraction-written text that reads like an instruction to the model (SPEC §9.3); the
+    /// pattern found is named. Not stored.
+    #[error("content looks like an instruction to the model (`{0}`); memory holds facts, not instructions")]
+    Injection(&'static str),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

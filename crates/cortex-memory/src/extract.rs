@@ -64,6 +64,8 @@ pub struct ExtractionSummary {
     pub dropped_low_confidence: usize,
     /// Facts that failed record validation (e.g. an empty tag).
     pub rejected: usize,
+    /// Facts dropped because they read like instructions to the model ([`crate::injection`]).
+    pub flagged_injection: usize,
 }
 
 /// The instructions of an extraction call.
@@ -189,6 +191,10 @@ impl Memory {
                 Ok((true, true)) => summary.superseded += 1,
                 Ok((true, false)) => summary.extracted += 1,
                 Ok((false, _)) => summary.duplicates += 1,
+                Err(MemoryError::Injection(pattern)) => {
+                    tracing::warn!(pattern, "extracted fact dropped by the injection scan");
+                    summary.flagged_injection += 1;
+                }
                 Err(MemoryError::Invalid { field, reason }) => {
                     tracing::warn!(field, reason, "extracted fact rejected");
                     summary.rejected += 1;

@@ -43,6 +43,8 @@ pub trait VectorIndex: Send + Sync {
 struct Arena {
     model: String,
     stamp: (i64, i64),
+    /// The store's memory epoch when the arena was read.
+    epoch: u64,
     dim: usize,
     ids: Vec<Uuid>,
     /// `ids.len() × dim` unit-length components.
@@ -65,6 +67,15 @@ impl EmbeddedIndex {
     }
 
     async fn arena(&self, agent_id: Uuid, model: &str) -> Result<Arc<Arena>, IndexError> {
+        // SQLite: one process per data dir (the store's lock file), so an unchanged memory epoch means no
+        // record changed and the cached arena is current without a query. PostgreSQL: other processes
+        // write too, so the stamp decides.
+        let epoch = self.store.memory_epoch();
+        if !self.store.is_postgres()
+            && let Some(arena) = self.cached(agent_id).filter(|arena| arena.model == model && arena.epoch == epoch)
+        {
+            return Ok(arena);
+        }
         let stamp = self.store.memory_stamp(agent_id).await?;
         if let Some(arena) = self.cached(agent_id).filter(|arena| arena.model == model && arena.stamp == stamp) {
             return Ok(arena);
@@ -82,7 +93,7 @@ impl EmbeddedIndex {
                 _ => tracing::warn!(memory_id = %id, "skipping a stored vector of the wrong size"),
             }
         }
-        let arena = Arc::new(Arena { model: model.to_owned(), stamp, dim, ids, data });
+        let arena = Arc::new(Arena { model: model.to_owned(), stamp, epoch, dim, ids, data });
         if let Ok(mut arenas) = self.arenas.lock() {
             arenas.insert(agent_id, arena.clone());
         }
@@ -144,6 +155,7 @@ mod tests {
         let arena = Arena {
             model: "m".into(),
             stamp: (0, 0),
+            epoch: 0,
             dim: 2,
             ids: vec![Uuid::nil(); 4],
             data: vec![1.0, 0.0, 0.0, 1.0, 0.6, 0.8, -1.0, 0.0],

@@ -9,6 +9,10 @@
 //!   `CORTEX_EMBEDDINGS` configuration.
 //! - [`extract`]: the extraction contract (SPEC §9.3): prompt, answer parsing, and the filter that files
 //!   facts (drop, duplicate, supersede, insert) with the reason for each.
+//! - [`injection`]: the scan that refuses instruction-like text written by agents and extractions.
+//! - [`markdown`]: markdown files as authoritative records (SPEC §9.7): chunking, UUIDv5 ids, SHA-256 change
+//!   detection, `Memory::sync_markdown`; `markdown_watch.rs`: startup sync and the file watcher (2 s debounce,
+//!   under a lease on PostgreSQL).
 //! - [`index`]: the [`VectorIndex`] trait and the embedded backend (an in-memory scan over the vectors
 //!   stored in `memory_record`).
 //!
@@ -23,6 +27,9 @@ pub mod embed;
 mod error;
 pub mod extract;
 pub mod index;
+pub mod injection;
+pub mod markdown;
+mod markdown_watch;
 pub mod scoring;
 mod service;
 

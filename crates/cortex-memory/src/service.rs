@@ -136,6 +136,10 @@ pub struct Memory {
     store: Store,
     embedder: Option<Arc<dyn Embedder>>,
     index: Arc<dyn VectorIndex>,
+    /// Where `agents/<slug>/memory/*.md` live; `None`: no markdown sync.
+    data_dir: Option<std::path::PathBuf>,
+    /// Serialises this process's markdown syncs.
+    sync_lock: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Memory {
@@ -202,7 +206,45 @@ fn query_words(text: &str) -> Vec<String> {
 impl Memory {
     /// `embedder: None` means keyword-only search (`CORTEX_EMBEDDINGS=none`).
     pub fn new(store: Store, embedder: Option<Arc<dyn Embedder>>, index: Arc<dyn VectorIndex>) -> Self {
-        Self { store, embedder, index }
+        Self { store, embedder, index, data_dir: None, sync_lock: tokio::sync::Mutex::new(()) }
+    }
+
+    /// Enables markdown sync over `<data_dir>/agents/<slug>/memory/*.md` (SPEC §9.7).
+    pub fn with_data_dir(mut self, data_dir: std::path::PathBuf) -> Self {
+        self.data_dir = Some(data_dir);
+        self
+    }
+
+    /// The data dir markdown files live under, when markdown sync is on.
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        self.data_dir.as_deref()
+    }
+
+    pub(crate) fn sync_lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.sync_lock
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Vectors for `texts` in one batch; all `None` without an embedder or when it fails (the backfill
+    /// embeds them later).
+    pub(crate) async fn embeddings_for(&self, texts: &[String]) -> Vec<Option<StoredEmbedding>> {
+        let Some(embedder) = self.embedder.as_ref().filter(|_| !texts.is_empty()) else {
+            return vec![None; texts.len()];
+        };
+        match embedder.embed(texts).await {
+            Ok(vectors) if vectors.len() == texts.len() => vectors
+                .iter()
+                .map(|vector| Some(StoredEmbedding { model: embedder.model().to_owned(), bytes: to_bytes(vector) }))
+                .collect(),
+            Ok(_) => vec![None; texts.len()],
+            Err(err) => {
+                tracing::warn!(error = %err, "markdown records stored without vectors; the backfill will embed them");
+                vec![None; texts.len()]
+            }
+        }
     }
 
     /// The embedding model in use, if any.
@@ -225,7 +267,7 @@ impl Memory {
         }
     }
 
-    async fn index_changed(&self, agent_id: Uuid) {
+    pub(crate) async fn index_changed(&self, agent_id: Uuid) {
         if let Err(err) = self.index.changed(agent_id).await {
             tracing::warn!(error = %err, index = self.index.name(), "vector index not updated");
         }
@@ -235,6 +277,11 @@ impl Memory {
     /// whether it is new.
     pub async fn remember(&self, new: Remember) -> Result<(MemoryRecord, bool), MemoryError> {
         let content = check_content(&new.content)?;
+        if matches!(new.source, MemorySource::Tool | MemorySource::Extraction)
+            && let Some(pattern) = crate::injection::injection_pattern(&content)
+        {
+            return Err(MemoryError::Injection(pattern));
+        }
         let row = NewMemory {
             agent_id: new.agent_id,
             memory_type: new.memory_type.as_str().to_owned(),

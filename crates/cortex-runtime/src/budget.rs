@@ -7,14 +7,20 @@
 //! same way.
 
 use cortex_core::Timestamp;
+use cortex_core::event::EventType;
 use cortex_core::job::{ErrorClass, JobError};
 use cortex_llm::{ModelPrice, Usage, cost_usd};
+use cortex_store::Tx;
 use cortex_store::agents::Agent;
 use cortex_store::budgets::{
     BudgetLine, BudgetRefusal, BudgetScope, LimitKind, SettledLine, TOTAL_PERIOD, day_period, month_period,
 };
-use cortex_store::jobs::Job;
+use cortex_store::credentials::CredentialUsage;
+use cortex_store::events::NewEvent;
+use cortex_store::jobs::{Job, JobUsage};
 use cortex_store::{Store, StoreError};
+
+use crate::providers::LLM_KIND;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -176,6 +182,79 @@ pub(crate) fn alerts(settled: &[SettledLine]) -> Vec<Value> {
         }
     }
     alerts
+}
+
+/// Usage to charge for one model call.
+pub(crate) struct Charge {
+    pub turn: u32,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub usage: Usage,
+    pub price: Option<ModelPrice>,
+    pub aborted: bool,
+}
+
+/// Who a call is charged to.
+pub(crate) struct ChargeTarget<'a> {
+    pub job_id: Uuid,
+    pub session_id: Option<Uuid>,
+    /// For the metrics labels.
+    pub agent_slug: &'a str,
+}
+
+/// What a charge added.
+pub(crate) struct Charged {
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost_usd: f64,
+}
+
+/// Settles the reservation to `charge` and adds it to the job, the session and the credential's ledger,
+/// with `llm.usage` and a `cost.alert` for limits it pushed past 80 % — the same cost everywhere (SPEC
+/// §5.8), in the caller's transaction. `event` builds the events with the caller's attribution.
+pub(crate) async fn charge_call(
+    tx: &mut Tx,
+    target: ChargeTarget<'_>,
+    reservation: Uuid,
+    charge: &Charge,
+    event: impl Fn(EventType, Value) -> NewEvent,
+) -> Result<Charged, StoreError> {
+    let usage = &charge.usage;
+    let cost = charge.price.map_or(0.0, |price| cost_usd(&price, usage));
+    let tokens_in = i64::try_from(usage.tokens_in).unwrap_or(i64::MAX);
+    let tokens_out = i64::try_from(usage.tokens_out).unwrap_or(i64::MAX);
+    let settled = tx.settle_budget(reservation, tokens_in.saturating_add(tokens_out), cost).await?;
+    let job_usage = JobUsage { tokens_in, tokens_out, cost_usd: cost, llm_calls: 1, tool_calls: 0 };
+    tx.add_job_usage(target.job_id, &job_usage).await?;
+    if let Some(session_id) = target.session_id {
+        tx.add_session_usage(session_id, tokens_in, tokens_out, cost).await?;
+    }
+    if let Some(credential) = &charge.provider {
+        let spend = CredentialUsage { calls: 1, tokens_in, tokens_out, cost_usd: cost };
+        tx.add_credential_usage(LLM_KIND, credential, spend).await?;
+    }
+    tx.emit(NewEvent {
+        tokens_in: Some(tokens_in),
+        tokens_out: Some(tokens_out),
+        cost_usd: Some(cost),
+        model: charge.model.clone(),
+        ..event(
+            EventType::LlmUsage,
+            json!({"turn": charge.turn, "provider": charge.provider, "model": charge.model, "tokens_in": tokens_in,
+                   "tokens_out": tokens_out, "cache_read_tokens": usage.cache_read_tokens, "cost_usd": cost,
+                   "priced": charge.price.is_some(), "cost_estimated": charge.price.is_some(),
+                   "usage_estimated": usage.estimated, "aborted": charge.aborted}),
+        )
+    });
+    for alert in alerts(&settled) {
+        tx.emit(event(EventType::CostAlert, alert));
+    }
+    let agent = target.agent_slug.to_owned();
+    metrics::counter!("cortex_llm_tokens_total", "agent" => agent.clone())
+        .increment(usage.tokens_in + usage.tokens_out);
+    // USD is fractional, so its running total is a gauge that only ever increases.
+    metrics::gauge!("cortex_llm_cost_usd_total", "agent" => agent).increment(cost);
+    Ok(Charged { tokens_in, tokens_out, cost_usd: cost })
 }
 
 #[cfg(test)]

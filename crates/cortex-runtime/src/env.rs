@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use cortex_llm::ApiStyle;
 use cortex_memory::{EmbeddingsConfig, EmbeddingsMode};
+use cortex_store::extraction::ExtractionPolicy;
 use cortex_tools::builtin::{WebSearchTool, web_search_from_env};
 use cortex_tools::ssrf::{SSRF_ALLOW_ENV, SsrfPolicy};
 
@@ -41,6 +42,36 @@ pub(crate) struct EnvSettings {
     pub delegation: DelegationLimits,
     /// Memory embeddings (`CORTEX_EMBEDDINGS*`).
     pub embeddings: EmbeddingsConfig,
+    /// Live memory extraction (`CORTEX_MEMORY_EXTRACTION`, `CORTEX_MEMORY_IDLE_MINUTES`); `None` when off.
+    pub extraction: Option<ExtractionPolicy>,
+}
+
+/// `on` (default) or `off`: whether sessions are extracted into memory (SPEC §9.2).
+pub const MEMORY_EXTRACTION_ENV: &str = "CORTEX_MEMORY_EXTRACTION";
+/// Minutes of quiet after which a session's messages are extracted, 1–10080 (default 30, SPEC §9.2).
+pub const MEMORY_IDLE_MINUTES_ENV: &str = "CORTEX_MEMORY_IDLE_MINUTES";
+/// Unextracted messages that trigger an extraction at once, 2–1000 (default 50, SPEC §9.2).
+pub const MEMORY_EXTRACT_EVERY_ENV: &str = "CORTEX_MEMORY_EXTRACT_EVERY";
+
+fn extraction_from_env(read: &impl Fn(&str) -> Option<String>) -> Result<Option<ExtractionPolicy>, RuntimeError> {
+    let on = match read(MEMORY_EXTRACTION_ENV).map(|value| value.to_ascii_lowercase()).as_deref() {
+        None | Some("on") | Some("true") | Some("1") => true,
+        Some("off") | Some("false") | Some("0") => false,
+        Some(other) => {
+            return Err(RuntimeError::InvalidEnv {
+                var: MEMORY_EXTRACTION_ENV,
+                reason: format!("`{other}` must be `on` or `off`"),
+            });
+        }
+    };
+    let defaults = ExtractionPolicy::default();
+    let idle_minutes = bounded(MEMORY_IDLE_MINUTES_ENV, read(MEMORY_IDLE_MINUTES_ENV), 30_u64, 1..=10_080)?;
+    let every = bounded(MEMORY_EXTRACT_EVERY_ENV, read(MEMORY_EXTRACT_EVERY_ENV), defaults.every_messages, 2..=1000)?;
+    Ok(on.then_some(ExtractionPolicy {
+        every_messages: every,
+        idle: std::time::Duration::from_secs(idle_minutes * 60),
+        ..defaults
+    }))
 }
 
 struct ProviderVars {
@@ -106,7 +137,8 @@ impl EnvSettings {
             )?,
         };
         let embeddings = embeddings_from_env(&read)?;
-        Ok(EnvSettings { providers, absent_providers, ssrf, web_search, delegation, embeddings })
+        let extraction = extraction_from_env(&read)?;
+        Ok(EnvSettings { providers, absent_providers, ssrf, web_search, delegation, embeddings, extraction })
     }
 }
 
@@ -238,6 +270,24 @@ mod tests {
         for bad in
             [("CORTEX_EMBEDDINGS", "sometimes"), ("CORTEX_EMBEDDINGS", "local"), ("CORTEX_EMBEDDINGS_BASE_URL", "x")]
         {
+            let err = EnvSettings::parse(&env(&[bad])).err().unwrap();
+            assert!(err.to_string().starts_with(bad.0), "{err}");
+        }
+    }
+
+    #[test]
+    fn extraction_is_on_by_default_and_tunable() {
+        let default = EnvSettings::parse(&env(&[])).unwrap().extraction.unwrap();
+        assert_eq!(default, ExtractionPolicy::default());
+        let tuned = env(&[("CORTEX_MEMORY_IDLE_MINUTES", "5"), ("CORTEX_MEMORY_EXTRACT_EVERY", "10")]);
+        let tuned = EnvSettings::parse(&tuned).unwrap().extraction.unwrap();
+        assert_eq!((tuned.idle.as_secs(), tuned.every_messages), (300, 10));
+        assert_eq!(EnvSettings::parse(&env(&[("CORTEX_MEMORY_EXTRACTION", "off")])).unwrap().extraction, None);
+        for bad in [
+            ("CORTEX_MEMORY_EXTRACTION", "maybe"),
+            ("CORTEX_MEMORY_IDLE_MINUTES", "0"),
+            ("CORTEX_MEMORY_EXTRACT_EVERY", "1"),
+        ] {
             let err = EnvSettings::parse(&env(&[bad])).err().unwrap();
             assert!(err.to_string().starts_with(bad.0), "{err}");
         }

@@ -9,6 +9,7 @@
 //!   prices.
 //! - `tools`: which tools an agent gets and the store-backed built-ins (`memory_*`, `create_job`), webhook
 //!   and MCP tools.
+//! - `extraction`: the `memory_extract` job handler (SPEC §9.2–§9.3): transcript → model → filed memories.
 //! - `policy`: the approval decision and rate limits; `budget`: which budgets apply and the worst case of a
 //!   call; `context`: prompt, disclosure and history trimming.
 //! - `secrets`: the process's secret set and its redactor, applied where data enters (tool results,
@@ -27,6 +28,7 @@ pub mod buffer;
 mod catalog;
 mod context;
 mod env;
+mod extraction;
 mod policy;
 mod providers;
 pub mod retention;

@@ -76,6 +76,8 @@ pub struct Runtime {
     /// Providers and tool refs definitions may name (API validation).
     pub catalog: Catalog,
     pub(crate) services: Arc<Services>,
+    /// Live extraction settings from the environment (`None`: off); the binary enables them on the store.
+    extraction: Option<cortex_store::extraction::ExtractionPolicy>,
 }
 
 /// An agent's spend against its limits, for `GET /agents/{id}/usage`.
@@ -139,7 +141,10 @@ impl Runtime {
             )),
             EmbeddingsMode::None => None,
         };
-        let memory = Arc::new(Memory::new(store.clone(), embedder, Arc::new(EmbeddedIndex::new(store.clone()))));
+        let memory = Arc::new(
+            Memory::new(store.clone(), embedder, Arc::new(EmbeddedIndex::new(store.clone())))
+                .with_data_dir(config.data_dir.clone()),
+        );
         let providers = Providers::new(store.clone(), config.cipher.clone(), config.http, config.llm_retry, flows);
         providers.materialise_env(&env).await?;
         providers.sync().await?;
@@ -163,7 +168,7 @@ impl Runtime {
             memory: memory.clone(),
             secrets,
         });
-        Ok(Arc::new(Runtime { store, memory, catalog, services }))
+        Ok(Arc::new(Runtime { store, memory, catalog, services, extraction: env.extraction }))
     }
 
     /// The models the server behind each usable `llm` credential reports, by credential name (`Err` holds a
@@ -211,6 +216,17 @@ impl Runtime {
     /// The handler to register for `chat` and `task` jobs.
     pub fn handler(&self) -> Arc<dyn JobHandler> {
         Arc::new(AgentHandler::new(self.services.clone()))
+    }
+
+    /// The handler to register for `memory_extract` jobs (SPEC §9.2).
+    pub fn extraction_handler(&self) -> Arc<dyn JobHandler> {
+        Arc::new(crate::extraction::ExtractionHandler::new(self.services.clone()))
+    }
+
+    /// The extraction policy `CORTEX_MEMORY_*` asks for; `None` when extraction is off. The process turns
+    /// it on with [`cortex_store::Store::enable_memory_extraction`].
+    pub fn extraction_policy(&self) -> Option<cortex_store::extraction::ExtractionPolicy> {
+        self.extraction
     }
 
     /// Every provider breaker seen so far: (provider, model, state).

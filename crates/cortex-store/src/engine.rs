@@ -46,6 +46,10 @@ pub(crate) struct Inner {
     /// PostgreSQL `LISTEN` task, started by the first subscriber so that short-lived stores (migrate,
     /// CLI) hold no extra connection.
     listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// When set, writing and closing sessions queues memory extraction (see [`crate::extraction`]).
+    pub(crate) extraction: std::sync::OnceLock<crate::extraction::ExtractionPolicy>,
+    /// Bumped after every committed transaction that wrote memory records (see [`Store::memory_epoch`]).
+    memory_epoch: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for Inner {
@@ -132,7 +136,16 @@ impl Store {
             }
         };
         let listener = std::sync::Mutex::new(None);
-        Ok(Store { inner: Arc::new(Inner { engine, clock, notifier: Notifier::new(), listener }) })
+        Ok(Store {
+            inner: Arc::new(Inner {
+                engine,
+                clock,
+                notifier: Notifier::new(),
+                listener,
+                extraction: std::sync::OnceLock::new(),
+                memory_epoch: std::sync::atomic::AtomicU64::new(0),
+            }),
+        })
     }
 
     /// Applies pending migrations (each in its own transaction). Safe with concurrent starters on
@@ -186,6 +199,13 @@ impl Store {
         self.inner.clock.now()
     }
 
+    /// A counter of committed memory writes made through this process's store handles (all clones share
+    /// it). With SQLite — one process per data dir — an unchanged epoch means no record changed, so the
+    /// embedded vector index can skip asking the database.
+    pub fn memory_epoch(&self) -> u64 {
+        self.inner.memory_epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Subscribes to change notifications (see [`crate::notify`]).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Notification> {
         let receiver = self.inner.notifier.subscribe();
@@ -210,6 +230,7 @@ impl Store {
             events: Vec::new(),
             notifications: Vec::new(),
             touched_sessions: Vec::new(),
+            memory_changed: false,
         })
     }
 
@@ -337,6 +358,8 @@ pub struct Tx {
     pub(crate) notifications: Vec<Notification>,
     /// Sessions whose jobs changed; re-checked for promotion at commit (see [`crate::jobs`]).
     pub(crate) touched_sessions: Vec<uuid::Uuid>,
+    /// Memory records were written: bump the memory epoch after commit.
+    pub(crate) memory_changed: bool,
 }
 
 impl Tx {
@@ -367,6 +390,7 @@ impl Tx {
         let events = std::mem::take(&mut self.events);
         let mut notifications = std::mem::take(&mut self.notifications);
         notifications.extend(crate::events::flush(&mut self, events).await?);
+        let memory_changed = self.memory_changed;
         match self.conn {
             TxConn::Sqlite(tx) => {
                 tx.commit().await?;
@@ -382,6 +406,9 @@ impl Tx {
                 }
                 tx.commit().await?;
             }
+        }
+        if memory_changed {
+            self.store.inner.memory_epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         }
         Ok(())
     }

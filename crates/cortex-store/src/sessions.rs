@@ -276,6 +276,7 @@ impl Tx {
             .await?
             .rows_affected()
         });
+        self.plan_extraction(session_id).await?;
         Ok(Message {
             id,
             session_id,
@@ -310,6 +311,8 @@ impl Tx {
                     .await?
                     .rows_affected()
             });
+        } else {
+            self.plan_extraction(session_id).await?;
         }
         Ok(())
     }

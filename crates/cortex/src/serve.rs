@@ -74,6 +74,7 @@ fn engine(store: &Store, runtime: &Arc<Runtime>, settings: &EngineSettings) -> J
     JobEngine::new(store.clone(), config)
         .with_handler(JobKind::Chat, handler.clone())
         .with_handler(JobKind::Task, handler)
+        .with_handler(JobKind::MemoryExtract, runtime.extraction_handler())
 }
 
 fn hostname() -> String {
@@ -97,6 +98,7 @@ async fn build_runtime(
                 || name.starts_with("CORTEX_DELEGATION")
                 || name.starts_with("CORTEX_EMBEDDINGS")
                 || crate::telemetry::is_secret_var(name)
+                || name.starts_with("CORTEX_MEMORY")
         })
         .collect();
     let http = reqwest::Client::builder().build().context("building the HTTP client for model providers")?;
@@ -109,10 +111,15 @@ async fn build_runtime(
         llm_retry: cortex_llm::RetryPolicy::default(),
         redactor: crate::telemetry::LOG_REDACTOR.clone(),
     };
-    Runtime::new(store.clone(), runtime_config).await.map_err(|err| match err {
+    let runtime = Runtime::new(store.clone(), runtime_config).await.map_err(|err| match err {
         RuntimeError::InvalidEnv { .. } => anyhow::Error::new(ConfigError(err.to_string())),
         other => anyhow::Error::new(other).context("starting the agent runtime"),
-    })
+    })?;
+    // Sessions written by this process queue their memory extraction (SPEC §9.2).
+    if let Some(policy) = runtime.extraction_policy() {
+        store.enable_memory_extraction(policy);
+    }
+    Ok(runtime)
 }
 
 /// One MCP connection pool per process (≤ 10 live connections, idle close after 10 min).
@@ -140,6 +147,13 @@ fn spawn_mcp_prober(
 fn spawn_memory_backfill(runtime: &Arc<Runtime>, stop: &CancellationToken) -> tokio::task::JoinHandle<()> {
     let (memory, stop) = (runtime.memory.clone(), stop.clone());
     tokio::spawn(async move { memory.run_backfill(stop).await })
+}
+
+/// Starts the markdown memory sync (startup pass, then the file watcher under its lease); it ends when
+/// `stop` is cancelled.
+fn spawn_markdown_sync(runtime: &Arc<Runtime>, stop: &CancellationToken) -> tokio::task::JoinHandle<()> {
+    let (memory, stop) = (runtime.memory.clone(), stop.clone());
+    tokio::spawn(memory.run_markdown_sync(uuid::Uuid::now_v7(), stop))
 }
 
 /// Starts this process's retention timer (SPEC Appendix B); it ends when `stop` is cancelled.
@@ -285,6 +299,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let retention = spawn_retention(&runtime, &config.engine, &engine_stop);
     let supervisor = crate::channels::spawn(&channels, &shutdown);
     let backfill = spawn_memory_backfill(&runtime, &engine_stop);
+    let markdown = spawn_markdown_sync(&runtime, &engine_stop);
     let server_stop = shutdown.clone();
     let server =
         tokio::spawn(cortex_api::server::serve(listener, cortex_api::router(state), config.connections, server_stop));
@@ -308,6 +323,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let engine_result = engine_task.await.context("job engine task")?;
     retention.await.context("retention task")?;
     backfill.await.context("memory backfill task")?;
+    markdown.await.context("markdown memory sync task")?;
     shutdown.cancel();
     server.await.context("http server task")?.context("http server")?;
     engine_result.context("job engine shutdown")?;

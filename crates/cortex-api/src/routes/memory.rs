@@ -29,6 +29,9 @@ pub fn routes() -> Routes {
         .viewer(routes!(get_memory))
         .operator(routes!(update_memory))
         .operator(routes!(delete_memory))
+        .operator(routes!(sync_memory))
+        .viewer(routes!(get_memory_file))
+        .operator(routes!(put_memory_file))
 }
 
 /// A memory record.
@@ -216,6 +219,7 @@ fn memory_error(err: MemoryError) -> ApiError {
     match err {
         MemoryError::Invalid { field, reason } => ApiError::validation(&[(field, reason)]),
         MemoryError::ReadOnlySource(_) => ApiError::new(Code::ReadOnlySource, err.to_string()),
+        MemoryError::Injection(_) => ApiError::validation(&[("content", err.to_string())]),
         MemoryError::Store(cortex_store::StoreError::NotFound { .. }) => ApiError::not_found("memory"),
         MemoryError::Store(cortex_store::StoreError::Conflict { .. }) => {
             ApiError::new(Code::Conflict, "another memory of this agent already has this content")
@@ -363,4 +367,104 @@ async fn delete_memory(
     let memory_id = path_id(&memory_id, "memory")?;
     state.runtime.memory.delete(agent.id, memory_id).await.map_err(memory_error)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// What a markdown sync changed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SyncView {
+    pub created: usize,
+    pub updated: usize,
+    pub deleted: usize,
+    pub unchanged: usize,
+}
+
+impl From<cortex_memory::markdown::SyncReport> for SyncView {
+    fn from(report: cortex_memory::markdown::SyncReport) -> Self {
+        Self { created: report.created, updated: report.updated, deleted: report.deleted, unchanged: report.unchanged }
+    }
+}
+
+/// Make the agent's markdown records equal its files `<data_dir>/agents/<slug>/memory/*.md` (SPEC §9.7).
+#[utoipa::path(post, path = "/agents/{id}/memory/sync", tag = "memory", params(("id" = String, Path, description = "Agent id or slug")),
+    responses((status = 200, body = SyncView), (status = 404, body = ErrorBody)))]
+async fn sync_memory(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::Json<SyncView>> {
+    let agent = state.store.get_agent(&id).await?;
+    let report = state.runtime.memory.sync_markdown(agent.id, &agent.slug).await.map_err(memory_error)?;
+    Ok(axum::Json(report.into()))
+}
+
+/// Largest markdown file written through the API.
+const MAX_FILE_CHARS: usize = 1_000_000;
+
+/// A markdown memory file.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MemoryFile {
+    #[schema(max_length = 1_000_000)]
+    pub content: String,
+}
+
+/// A file name of `memory/`: `[A-Za-z0-9._-]{1,100}` ending in `.md`, not starting with a dot.
+fn file_name(name: &str) -> ApiResult<&str> {
+    let valid = name.len() <= 100
+        && name.ends_with(".md")
+        && name.len() > 3
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if valid {
+        Ok(name)
+    } else {
+        Err(ApiError::validation(&[(
+            "name",
+            "must be 1–100 characters of letters, digits, `.`, `_`, `-`, ending in `.md`".into(),
+        )]))
+    }
+}
+
+fn memory_file_path(state: &AppState, slug: &str, name: &str) -> ApiResult<std::path::PathBuf> {
+    let data_dir = state.runtime.memory.data_dir().ok_or_else(|| ApiError::not_found("memory file"))?;
+    Ok(cortex_memory::markdown::memory_dir(data_dir, slug).join(file_name(name)?))
+}
+
+/// One markdown memory file of the agent.
+#[utoipa::path(get, path = "/agents/{id}/memory/files/{name}", tag = "memory", params(("id" = String, Path, description = "Agent id or slug"), ("name" = String, Path)),
+    responses((status = 200, body = MemoryFile), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_memory_file(
+    State(state): State<AppState>,
+    Path((id, name)): Path<(String, String)>,
+) -> ApiResult<axum::Json<MemoryFile>> {
+    let agent = state.store.get_agent(&id).await?;
+    let path = memory_file_path(&state, &agent.slug, &name)?;
+    match tokio::fs::read_to_string(&path).await {
+        Ok(content) => Ok(axum::Json(MemoryFile { content })),
+        Err(_) => Err(ApiError::not_found("memory file")),
+    }
+}
+
+/// Write a markdown memory file (creating the directory), then sync; answers what the sync changed.
+#[utoipa::path(put, path = "/agents/{id}/memory/files/{name}", tag = "memory", params(("id" = String, Path, description = "Agent id or slug"), ("name" = String, Path)),
+    request_body = MemoryFile, responses((status = 200, body = SyncView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn put_memory_file(
+    State(state): State<AppState>,
+    Path((id, name)): Path<(String, String)>,
+    Json(body): Json<MemoryFile>,
+) -> ApiResult<axum::Json<SyncView>> {
+    if body.content.chars().count() > MAX_FILE_CHARS {
+        return Err(ApiError::validation(&[("content", format!("must be at most {MAX_FILE_CHARS} characters"))]));
+    }
+    let agent = state.store.get_agent(&id).await?;
+    let path = memory_file_path(&state, &agent.slug, &name)?;
+    let written = async {
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        let staging = path.with_extension("md.tmp");
+        tokio::fs::write(&staging, body.content.as_bytes()).await?;
+        tokio::fs::rename(&staging, &path).await
+    };
+    written.await.map_err(|err| {
+        tracing::error!(error = %err, file = %path.display(), "writing a memory file failed");
+        ApiError::internal()
+    })?;
+    let report = state.runtime.memory.sync_markdown(agent.id, &agent.slug).await.map_err(memory_error)?;
+    Ok(axum::Json(report.into()))
 }

@@ -202,3 +202,64 @@ both_engines!(a_failing_embedder_degrades_search_and_the_backfill_catches_up, |t
     let stored: Value = app.get(&format!("/agents/{id}/memory/{memory_id}"), &app.admin).await.json().await.unwrap();
     assert_eq!(stored["embedding_model"], "text-embedding-3-small");
 });
+
+both_engines!(markdown_files_sync_through_the_routes_and_stay_read_only, |t: TestStore| async move {
+    let embeddings = FakeEmbeddings::start().await;
+    let app = app_with_embeddings(t, &embeddings).await;
+    let agent = app.create_agent("Notebook").await;
+    let (id, slug) = (agent["id"].as_str().unwrap(), agent["slug"].as_str().unwrap());
+    let dir = app.test.dir.path().join("agents").join(slug).join("memory");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("MEMORY.md"), "## Office\nThe office door code changes every first Monday.\n").unwrap();
+
+    let synced = app.post(&format!("/agents/{id}/memory/sync"), &app.admin, json!({})).await;
+    assert_eq!(synced.status(), 200);
+    assert_eq!(
+        synced.json::<Value>().await.unwrap(),
+        json!({"created": 1, "updated": 0, "deleted": 0, "unchanged": 0})
+    );
+    let again: Value =
+        app.post(&format!("/agents/{id}/memory/sync"), &app.admin, json!({})).await.json().await.unwrap();
+    assert_eq!(again, json!({"created": 0, "updated": 0, "deleted": 0, "unchanged": 1}));
+
+    let listed: Value =
+        app.get(&format!("/agents/{id}/memory?source=markdown"), &app.admin).await.json().await.unwrap();
+    let record = &listed["items"][0];
+    assert_eq!(record["source"], "markdown");
+    let memory_id = record["id"].as_str().unwrap();
+    let refused = app
+        .http
+        .delete(app.url(&format!("/agents/{id}/memory/{memory_id}")))
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 409);
+    assert_eq!(error_code(refused).await, "read_only_source");
+
+    // Editing the file through the API writes it and syncs.
+    let put = app
+        .http
+        .put(app.url(&format!("/agents/{id}/memory/files/MEMORY.md")))
+        .bearer_auth(&app.admin)
+        .json(&json!({"content": "## Office\nThe office door code changes every second Monday.\n\n## Parking\nVisitors park on level minus two, bay 14.\n"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    assert_eq!(put.json::<Value>().await.unwrap(), json!({"created": 1, "updated": 1, "deleted": 0, "unchanged": 0}));
+    let file: Value = app.get(&format!("/agents/{id}/memory/files/MEMORY.md"), &app.admin).await.json().await.unwrap();
+    assert!(file["content"].as_str().unwrap().contains("second Monday"));
+    for bad in ["..%2Fsecrets.md", "notes.txt", ".hidden.md"] {
+        let response = app
+            .http
+            .put(app.url(&format!("/agents/{id}/memory/files/{bad}")))
+            .bearer_auth(&app.admin)
+            .json(&json!({"content": "x"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{bad}");
+    }
+    assert_eq!(app.get(&format!("/agents/{id}/memory/files/missing.md"), &app.admin).await.status(), 404);
+});

@@ -2,4 +2,6 @@
 //! an index that notices writes made by another process, and the filing of extracted facts.
 
 mod extract;
+mod isolation;
+mod markdown;
 mod service;

@@ -7,21 +7,21 @@ use cortex_store::StoreError;
 
 /// Stop the run with this outcome.
 #[derive(Debug)]
-pub(super) struct Halt(pub Outcome);
+pub(crate) struct Halt(pub Outcome);
 
 impl Halt {
     /// A failure the engine classifies by its error.
-    pub(super) fn fail(error: JobError) -> Halt {
+    pub(crate) fn fail(error: JobError) -> Halt {
         Halt(Outcome::Failed(error))
     }
 
     /// A failure no retry can fix (configuration, budgets, limits).
-    pub(super) fn permanent(code: &str, message: impl Into<String>) -> Halt {
+    pub(crate) fn permanent(code: &str, message: impl Into<String>) -> Halt {
         Halt::fail(JobError::new(ErrorClass::Permanent, code, message))
     }
 
     /// The job is no longer this worker's (reaped, cancelled): stop without writing anything.
-    pub(super) fn lost() -> Halt {
+    pub(crate) fn lost() -> Halt {
         Halt(Outcome::Suspended)
     }
 }

@@ -17,7 +17,7 @@
 
 mod approval_gate;
 mod deltas;
-mod halt;
+pub(crate) mod halt;
 mod ledger;
 mod model_call;
 mod state;

@@ -13,11 +13,9 @@ use cortex_core::breaker::BreakerTransition;
 use cortex_core::event::{Actor, EventType};
 use cortex_core::job::{ErrorClass, JobError};
 use cortex_llm::{
-    ChatRequest, Completion, FailoverObserver, LlmError, Message, ModelPrice, Served, StreamEvent, Usage, cost_usd,
+    ChatRequest, Completion, FailoverObserver, LlmError, Message, ModelPrice, Served, StreamEvent, Usage,
 };
-use cortex_store::credentials::CredentialUsage;
 use cortex_store::events::NewEvent;
-use cortex_store::jobs::JobUsage;
 use cortex_store::{Notification, Store, Tx};
 use serde_json::json;
 use tokio::sync::broadcast;
@@ -28,7 +26,7 @@ use super::deltas::{self, DeltaSink};
 use super::halt::Halt;
 use super::state::flatten_tool_messages;
 use super::{LLM_RETRY_LIMIT, RateKind, Run};
-use crate::budget;
+use crate::budget::{self, Charge};
 use crate::buffer::RecordType;
 use crate::context::{self, Disclosure};
 use crate::providers::LLM_KIND;
@@ -78,16 +76,6 @@ enum Called {
     Failed(LlmError),
     /// An urgent steering instruction arrived: the call was abandoned.
     Steered,
-}
-
-/// Usage to charge for one call.
-struct Charge {
-    turn: u32,
-    provider: Option<String>,
-    model: Option<String>,
-    usage: Usage,
-    price: Option<ModelPrice>,
-    aborted: bool,
 }
 
 impl Run {
@@ -373,49 +361,21 @@ impl Run {
         Ok(completion)
     }
 
-    /// Settles the reservation to `charge` and adds it to the job, the session and the event log (the same
-    /// cost everywhere, SPEC §5.8), with `cost.alert` for limits it pushed past 80 %.
+    /// Settles the reservation to `charge` and accounts for it (see [`budget::charge_call`]).
     async fn charge(&mut self, tx: &mut Tx, reservation: Uuid, charge: &Charge) -> Result<(), Halt> {
-        let usage = &charge.usage;
-        let cost = charge.price.map_or(0.0, |price| cost_usd(&price, usage));
-        let tokens_in = i64::try_from(usage.tokens_in).unwrap_or(i64::MAX);
-        let tokens_out = i64::try_from(usage.tokens_out).unwrap_or(i64::MAX);
-        let settled = tx.settle_budget(reservation, tokens_in.saturating_add(tokens_out), cost).await?;
-        let job_usage = JobUsage { tokens_in, tokens_out, cost_usd: cost, llm_calls: 1, tool_calls: 0 };
-        tx.add_job_usage(self.ctx.job.id, &job_usage).await?;
-        if let Some(session_id) = self.session_id {
-            tx.add_session_usage(session_id, tokens_in, tokens_out, cost).await?;
-        }
-        if let Some(credential) = &charge.provider {
-            let spend = CredentialUsage { calls: 1, tokens_in, tokens_out, cost_usd: cost };
-            tx.add_credential_usage(LLM_KIND, credential, spend).await?;
-        }
-        tx.emit(NewEvent {
-            tokens_in: Some(tokens_in),
-            tokens_out: Some(tokens_out),
-            cost_usd: Some(cost),
-            model: charge.model.clone(),
-            ..self.event(
-                EventType::LlmUsage,
-                json!({"turn": charge.turn, "provider": charge.provider, "model": charge.model, "tokens_in": tokens_in,
-                       "tokens_out": tokens_out, "cache_read_tokens": usage.cache_read_tokens, "cost_usd": cost,
-                       "priced": charge.price.is_some(), "cost_estimated": charge.price.is_some(),
-                       "usage_estimated": usage.estimated, "aborted": charge.aborted}),
-            )
-        });
-        for alert in budget::alerts(&settled) {
-            tx.emit(self.event(EventType::CostAlert, alert));
-        }
+        let charged = budget::charge_call(
+            tx,
+            budget::ChargeTarget { job_id: self.ctx.job.id, session_id: self.session_id, agent_slug: &self.agent.slug },
+            reservation,
+            charge,
+            |event_type, payload| self.event(event_type, payload),
+        )
+        .await?;
         let totals = &mut self.state.totals;
-        totals.tokens_in += tokens_in;
-        totals.tokens_out += tokens_out;
-        totals.cost_usd += cost;
+        totals.tokens_in += charged.tokens_in;
+        totals.tokens_out += charged.tokens_out;
+        totals.cost_usd += charged.cost_usd;
         totals.llm_calls += 1;
-        let agent = self.agent.slug.clone();
-        metrics::counter!("cortex_llm_tokens_total", "agent" => agent.clone())
-            .increment(usage.tokens_in + usage.tokens_out);
-        // USD is fractional, so its running total is a gauge that only ever increases.
-        metrics::gauge!("cortex_llm_cost_usd_total", "agent" => agent).increment(cost);
         Ok(())
     }
 }

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 fn memory_error(err: MemoryError) -> ToolError {
     match err {
-        MemoryError::Invalid { .. } => ToolError::InvalidArguments(err.to_string()),
+        MemoryError::Invalid { .. } | MemoryError::Injection(_) => ToolError::InvalidArguments(err.to_string()),
         other => ToolError::Failed(format!("memory is unavailable: {other}")),
     }
 }

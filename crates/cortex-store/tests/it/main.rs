@@ -4,6 +4,7 @@ mod agents;
 mod budgets;
 mod channels;
 mod events;
+mod extraction;
 mod jobs;
 mod logins;
 mod migrations;

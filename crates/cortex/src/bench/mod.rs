@@ -5,6 +5,8 @@
 //! - [`queue`]: the job queue alone (enqueue and processing rates, enqueue→start latency);
 //! - [`chat`]: the control-plane overhead of one chat turn through the HTTP API (`?wait=true`) with a model
 //!   that answers instantly;
+//! - [`memory`]: the memory store and its embedded vector index at scale (insert rate, search p50/p99,
+//!   recall@10, index cold start, RSS);
 //! - [`startup`]: a real `cortex serve` process, from spawn to `/readyz` 200, and its idle RSS;
 //! - [`spike`]: a real `cortex serve` process's RSS before, at the end of and after a load spike;
 //! - [`ui`]: server render time of the dashboard's list pages holding 50 rows.
@@ -18,6 +20,7 @@
 
 mod chat;
 mod in_process;
+mod memory;
 mod queue;
 mod spike;
 mod startup;
@@ -57,6 +60,8 @@ pub enum BenchCommand {
     Spike(spike::SpikeArgs),
     /// Measure how long the dashboard's list pages with 50 rows take to render (request to last byte).
     Ui(ui::UiArgs),
+    /// Measure memory insert rate, vector and hybrid search latency, recall@10, index cold start and RSS.
+    Memory(memory::MemoryArgs),
 }
 
 /// Where a benchmark runs and how it reports.
@@ -93,6 +98,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Startup(args) => startup::measure(&scratch, args).await,
         BenchCommand::Spike(args) => spike::measure(&scratch, args).await,
         BenchCommand::Ui(args) => ui::measure(&scratch, args).await,
+        BenchCommand::Memory(args) => memory::measure(&scratch, args).await,
     };
     let removed = scratch.remove().await;
     let report = measured?;
@@ -108,6 +114,7 @@ impl BenchCommand {
             BenchCommand::Startup(args) => &args.scratch,
             BenchCommand::Spike(args) => &args.scratch,
             BenchCommand::Ui(args) => &args.scratch,
+            BenchCommand::Memory(args) => &args.scratch,
         }
     }
 }

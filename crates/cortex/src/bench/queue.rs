@@ -102,7 +102,7 @@ pub(crate) async fn measure(scratch: &Scratch, args: &QueueArgs) -> anyhow::Resu
 }
 
 /// An agent whose concurrency limit never caps the engine.
-async fn bench_agent(store: &Store) -> anyhow::Result<Uuid> {
+pub(super) async fn bench_agent(store: &Store) -> anyhow::Result<Uuid> {
     let definition = AgentDefinition {
         description: "cortex bench queue".into(),
         resource_limits: ResourceLimits { max_concurrent_jobs: 100, ..ResourceLimits::default() },

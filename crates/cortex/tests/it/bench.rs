@@ -128,3 +128,26 @@ fn spike_scenario_reports_every_figure() {
         assert_figures(&report, "spike", &["idle_rss_mib", "spike_rss_mib", "settled_rss_mib", "settled_over_idle"]);
     }
 }
+
+#[test]
+fn memory_scenario_reports_every_figure() {
+    for engine in engines() {
+        let mut args = vec!["memory", "--records", "300", "--dim", "32", "--queries", "20"];
+        args.extend(engine.iter().map(String::as_str));
+        let report = bench(&args);
+        assert_figures(
+            &report,
+            "memory",
+            &[
+                "insert_records_per_second",
+                "index_cold_start_ms",
+                "vector_search_p50_ms",
+                "vector_search_p99_ms",
+                "recall_at_10",
+                "hybrid_search_p50_ms",
+                "hybrid_search_p99_ms",
+                "rss_mib",
+            ],
+        );
+    }
+}

@@ -7,6 +7,7 @@ mod cli;
 mod credentials;
 mod e2e;
 mod mcp_secrets;
+mod memory;
 mod otel;
 mod process;
 mod serve;

@@ -1,0 +1,236 @@
+//! `cortex bench memory`: the memory store and its embedded vector index at scale (SPEC §9.5–§9.6,
+//! issue 16 targets: p99 < 5 ms and recall@10 ≥ 0.95 at 100,000 records of 384 dimensions, index ready
+//! < 1 s after a restart).
+//!
+//! Records are written through [`Memory::remember`] (validation, embedding, row, keyword index) with an
+//! in-process embedder that turns each text into a pseudo-random unit vector of `--dim` components (seeded
+//! by the text, so no network and no model: the figures measure the store and the index, not an
+//! embedding service). It reports:
+//! - **insert rate** (records/s, one transaction per record as the API writes them);
+//! - **index cold start**: the first vector search of a fresh index over the stored vectors, as after a
+//!   restart;
+//! - **vector search** p50/p99 (top 10 from the index) and **recall@10** against an exact scan computed
+//!   here;
+//! - **hybrid search** p50/p99: the full `Memory::search` (keyword + vector candidates, fusion, scoring);
+//! - the process's resident set after the index is loaded.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use cortex_core::clock::SystemClock;
+use cortex_core::memory::MemorySource;
+use cortex_memory::{EmbedError, EmbeddedIndex, Embedder, Memory, Remember, SearchQuery, VectorIndex};
+use cortex_store::Store;
+use uuid::Uuid;
+
+use super::{Report, Scratch, ScratchArgs, millis, percentile, rate};
+
+/// Words the record texts are drawn from (so keyword search has work to do).
+const WORDS: &[&str] = &[
+    "ana",
+    "lisbon",
+    "coffee",
+    "release",
+    "train",
+    "server",
+    "atlas",
+    "invoice",
+    "tuesday",
+    "garden",
+    "piano",
+    "backup",
+    "deploy",
+    "budget",
+    "sister",
+    "office",
+    "meeting",
+    "ticket",
+    "printer",
+    "holiday",
+    "project",
+    "kernel",
+    "database",
+    "migration",
+    "window",
+    "cat",
+    "bicycle",
+    "museum",
+    "river",
+    "contract",
+];
+/// The embedding model name stored with the bench vectors.
+const MODEL: &str = "bench-random";
+
+/// Options of `cortex bench memory`.
+#[derive(Debug, Args)]
+pub struct MemoryArgs {
+    #[command(flatten)]
+    pub scratch: ScratchArgs,
+    /// Records stored for one agent.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(100..=2_000_000))]
+    pub records: u32,
+    /// Vector dimensions.
+    #[arg(long, default_value_t = 384, value_parser = clap::value_parser!(u32).range(8..=4096))]
+    pub dim: u32,
+    /// Searches measured (each figure is over this many).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(10..=100_000))]
+    pub queries: u32,
+}
+
+/// A deterministic stand-in for an embedding model: a unit vector seeded by the text.
+struct RandomEmbedder {
+    dim: usize,
+}
+
+fn seed_of(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// A unit vector from a xorshift stream seeded by `seed`.
+fn random_unit(seed: u64, dim: usize) -> Vec<f32> {
+    let mut state = seed | 1;
+    let mut vector: Vec<f32> = (0..dim)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect();
+    let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::EPSILON);
+    vector.iter_mut().for_each(|x| *x /= norm);
+    vector
+}
+
+#[async_trait::async_trait]
+impl Embedder for RandomEmbedder {
+    fn model(&self) -> &str {
+        MODEL
+    }
+
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        Ok(texts.iter().map(|text| random_unit(seed_of(text), self.dim)).collect())
+    }
+}
+
+/// Record number `n`'s text: a few vocabulary words and the number (unique content).
+fn record_text(n: u64) -> String {
+    let mut state = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut words = Vec::new();
+    for _ in 0..6 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        words.push(WORDS[(state % WORDS.len() as u64) as usize]);
+    }
+    format!("Note {n}: {}.", words.join(" "))
+}
+
+fn resident_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|line| {
+                line.strip_prefix("VmRSS:").and_then(|rest| rest.trim().trim_end_matches(" kB").trim().parse().ok())
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// The exact top 10 ids for `query` over `vectors`.
+fn exact_top10(vectors: &[(Uuid, Vec<f32>)], query: &[f32]) -> Vec<Uuid> {
+    let mut scored: Vec<(f32, Uuid)> =
+        vectors.iter().map(|(id, vector)| (vector.iter().zip(query).map(|(a, b)| a * b).sum(), *id)).collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    scored.into_iter().take(10).map(|(_, id)| id).collect()
+}
+
+pub(crate) async fn measure(scratch: &Scratch, args: &MemoryArgs) -> anyhow::Result<Report> {
+    let store = Store::open(&scratch.database, Arc::new(SystemClock)).await.context("opening the scratch store")?;
+    store.migrate().await.context("migrating the scratch store")?;
+    let agent = super::queue::bench_agent(&store).await?;
+    let dim = args.dim as usize;
+    let embedder = Arc::new(RandomEmbedder { dim });
+    let memory = Memory::new(store.clone(), Some(embedder.clone()), Arc::new(EmbeddedIndex::new(store.clone())));
+    let records = u64::from(args.records);
+
+    let started = Instant::now();
+    for n in 0..records {
+        memory
+            .remember(Remember::new(agent, record_text(n), MemorySource::Api))
+            .await
+            .with_context(|| format!("storing record {n}"))?;
+    }
+    let insert_elapsed = started.elapsed();
+
+    // A fresh index over the stored vectors: what a restarted process starts with.
+    let index = EmbeddedIndex::new(store.clone());
+    let query_vectors: Vec<Vec<f32>> =
+        (0..args.queries).map(|n| random_unit(seed_of(&format!("query {n}")), dim)).collect();
+    let cold = Instant::now();
+    index.search(agent, MODEL, &query_vectors[0], 10).await.context("first vector search")?;
+    let cold_start = cold.elapsed();
+    let rss_kib = resident_kib();
+
+    let stored: Vec<(Uuid, Vec<f32>)> = store
+        .memory_vectors(agent, MODEL)
+        .await?
+        .into_iter()
+        .filter_map(|(id, bytes)| cortex_memory::embed::from_bytes(&bytes).map(|vector| (id, vector)))
+        .collect();
+    let mut vector_times = Vec::with_capacity(query_vectors.len());
+    let mut found = 0usize;
+    for query in &query_vectors {
+        let start = Instant::now();
+        let hits = index.search(agent, MODEL, query, 10).await?;
+        vector_times.push(start.elapsed());
+        let exact = exact_top10(&stored, query);
+        found += hits.iter().filter(|(id, _)| exact.contains(id)).count();
+    }
+    vector_times.sort();
+    let recall = found as f64 / (10 * query_vectors.len()).max(1) as f64;
+
+    let mut hybrid_times: Vec<Duration> = Vec::with_capacity(query_vectors.len());
+    let memory = Memory::new(store.clone(), Some(embedder), Arc::new(index));
+    for n in 0..u64::from(args.queries) {
+        let text = record_text(n.wrapping_mul(7919).wrapping_add(13)).replace("Note", "about");
+        let query = SearchQuery { text, limit: 10, types: Vec::new(), tags: Vec::new() };
+        let start = Instant::now();
+        memory.search(agent, &query).await?;
+        hybrid_times.push(start.elapsed());
+    }
+    hybrid_times.sort();
+    store.close().await;
+
+    let mut report = Report::new(
+        "memory",
+        store.engine_name(),
+        format!("{records} records of {dim} dimensions for one agent, {} searches each", args.queries),
+    );
+    report.figure(
+        "insert_records_per_second",
+        "insert (Memory::remember, one tx each)",
+        rate(records as usize, insert_elapsed),
+        "records/s",
+    );
+    report.figure("index_cold_start_ms", "index cold start (first search after restart)", millis(cold_start), "ms");
+    report.figure("vector_search_p50_ms", "vector search top 10, p50", millis(percentile(&vector_times, 0.5)), "ms");
+    report.figure("vector_search_p99_ms", "vector search top 10, p99", millis(percentile(&vector_times, 0.99)), "ms");
+    report.figure("recall_at_10", "recall@10 against an exact scan", recall, "");
+    report.figure(
+        "hybrid_search_p50_ms",
+        "hybrid search (Memory::search), p50",
+        millis(percentile(&hybrid_times, 0.5)),
+        "ms",
+    );
+    report.figure(
+        "hybrid_search_p99_ms",
+        "hybrid search (Memory::search), p99",
+        millis(percentile(&hybrid_times, 0.99)),
+        "ms",
+    );
+    report.figure("rss_mib", "process RSS with the index loaded", rss_kib as f64 / 1024.0, "MiB");
+    Ok(report)
+}
