@@ -135,13 +135,24 @@ impl JobEngine {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StoreError> {
         let inner = self.inner.clone();
         let store = &inner.store;
-        if !store.is_postgres() {
-            // Embedded mode is single-process (lock file): every other worker row is a previous run.
-            let mut tx = store.begin().await?;
-            tx.declare_dead_workers(store.clock().now() + chrono::Duration::milliseconds(1)).await?;
-            tx.commit().await?;
+        tokio::pin!(shutdown);
+        // A database that drops connections while the worker starts (a restart, a fail-over) must not leave
+        // a process without a job engine: start-up is retried like any other outage.
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match start_up(&inner).await {
+                Ok(()) => break,
+                Err(err) if err.is_unavailable() => {
+                    tracing::warn!(error = %err, "job engine start-up failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = &mut shutdown => return Ok(()),
+                    }
+                    backoff = (backoff * 2).min(MAX_OUTAGE_BACKOFF);
+                }
+                Err(err) => return Err(err),
+            }
         }
-        store.register_worker(inner.worker_id, &inner.config.name).await?;
         if let Err(err) = reap_once(store, inner.config.worker_dead_after).await {
             tracing::warn!(error = %err, "initial reaper pass failed");
         }
@@ -171,6 +182,18 @@ impl JobEngine {
         tracing::info!("job engine stopped");
         Ok(())
     }
+}
+
+/// Registers this worker (and, in embedded mode, declares every earlier worker row dead: the lock file
+/// makes this the only process).
+async fn start_up(inner: &Inner) -> Result<(), StoreError> {
+    let store = &inner.store;
+    if !store.is_postgres() {
+        let mut tx = store.begin().await?;
+        tx.declare_dead_workers(store.clock().now() + chrono::Duration::milliseconds(1)).await?;
+        tx.commit().await?;
+    }
+    store.register_worker(inner.worker_id, &inner.config.name).await
 }
 
 /// Waits for running jobs to release themselves, then aborts and releases the rest.

@@ -40,19 +40,22 @@ impl Store {
         }))
     }
 
-    /// Registers this process's worker.
+    /// Registers this process's worker; idempotent, so a retry after a lost commit acknowledgement succeeds.
     pub async fn register_worker(&self, id: Uuid, name: &str) -> Result<()> {
         let now = ms(self.now());
         let mut tx = self.begin().await?;
         write!(tx, |conn| {
-            sqlx::query("INSERT INTO worker (id, name, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $4)")
-                .bind(id)
-                .bind(name)
-                .bind(i64::from(std::process::id()))
-                .bind(now)
-                .execute(conn)
-                .await?
-                .rows_affected()
+            sqlx::query(concat!(
+                "INSERT INTO worker (id, name, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $4) ",
+                "ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at"
+            ))
+            .bind(id)
+            .bind(name)
+            .bind(i64::from(std::process::id()))
+            .bind(now)
+            .execute(conn)
+            .await?
+            .rows_affected()
         });
         tx.commit().await
     }

@@ -64,6 +64,49 @@ impl TestStore {
         admin.close().await?;
         Ok(terminated)
     }
+
+    /// Takes an exclusive lock on `table` of this test's PostgreSQL database in an open transaction, so
+    /// writers of that table wait (and can be caught waiting); dropping the [`TableLock`] releases it.
+    pub async fn lock_table(&self, table: &str) -> Result<TableLock, sqlx::Error> {
+        let DatabaseConfig::Postgres { url, .. } = &self.config else {
+            return Err(sqlx::Error::Configuration("table locks need PostgreSQL".into()));
+        };
+        let mut connection = sqlx::PgConnection::connect(url).await?;
+        sqlx::query("BEGIN").execute(&mut connection).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("LOCK TABLE \"{table}\" IN ACCESS EXCLUSIVE MODE")))
+            .execute(&mut connection)
+            .await?;
+        Ok(TableLock { connection })
+    }
+
+    /// How many backends with this `application_name` wait on a lock in this test's database.
+    pub async fn backends_waiting_on_a_lock(&self, application_name: &str) -> Result<i64, sqlx::Error> {
+        let Some(database) = &self.pg_database else { return Ok(0) };
+        let mut admin = sqlx::PgConnection::connect(&pg_admin_url()).await?;
+        let waiting = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = $2 \
+             AND wait_event_type = 'Lock'",
+        )
+        .bind(database)
+        .bind(application_name)
+        .fetch_one(&mut admin)
+        .await?;
+        admin.close().await?;
+        Ok(waiting)
+    }
+}
+
+/// A table lock held by [`TestStore::lock_table`]; the lock ends with the connection.
+pub struct TableLock {
+    connection: sqlx::PgConnection,
+}
+
+impl TableLock {
+    /// Ends the locking transaction.
+    pub async fn release(mut self) -> Result<(), sqlx::Error> {
+        sqlx::query("ROLLBACK").execute(&mut self.connection).await?;
+        self.connection.close().await
+    }
 }
 
 /// A TCP proxy in front of the test's PostgreSQL server that can cut the acknowledgement of one

@@ -474,6 +474,28 @@ async fn postgres_restarted_mid_load() {
     engine.shutdown().await;
 }
 
+/// The database drops the worker's connection while it registers at start-up (a restart racing the
+/// process start): the engine retries its start-up instead of ending, and then runs jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_dropped_during_start_up_is_retried() {
+    let Some(t) = pg_test_store().await else { return };
+    let store = realtime_store(&t, "cortex-fault-startup", 4).await;
+    let agent_id = agent(&store, 4).await;
+    let ledger = Arc::new(Ledger::default());
+    let lock = t.lock_table("worker").await.unwrap();
+    let engine = launch(&store, realtime_config("startup", 2), Probe::new(&ledger));
+    // The engine's registration now waits on the lock; drop exactly that connection.
+    assert!(
+        poll_until(async || Ok(t.backends_waiting_on_a_lock("cortex-fault-startup").await.unwrap_or(0) > 0)).await,
+        "the engine never tried to register"
+    );
+    assert!(t.terminate_backends(Some("cortex-fault-startup")).await.unwrap() > 0);
+    lock.release().await.unwrap();
+    let jobs = enqueue_batch(&store, new_job(agent_id, "ok", 0, 3), 3).await;
+    wait_completed(&store, jobs.len()).await;
+    engine.shutdown().await;
+}
+
 /// One worker's database connections are killed repeatedly (`pg_terminate_backend` on its
 /// `application_name` only) while another worker shares the queue: the victim reconnects by itself
 /// and keeps completing jobs after every kill.
