@@ -3,8 +3,7 @@
 //! [`fake_llm::FakeLlm`] is an in-process model server speaking the OpenAI and Anthropic protocols;
 //! [`fake_embeddings::FakeEmbeddings`] an OpenAI-compatible embeddings server (also served by the fake LLM);
 //! [`fake_telegram::FakeTelegram`] an in-process Telegram Bot API; [`fake_discord::FakeDiscord`] Discord's REST
-//! API and gateway WebSocket; [`fake_http::CallLog`] the call log those platform fakes share. [`jobs`] writes
-//! agents, jobs and webhook tools as the API does and waits for job states on notifications.
+//! API and gateway WebSocket; [`fake_http::CallLog`] the call log those platform fakes share.
 //!
 //! [`TestStore`] gives each test its own database: a temporary SQLite file, or a fresh PostgreSQL
 //! database cloned from a template migrated once per migration set. [`both_engines!`] runs one test
@@ -13,13 +12,15 @@
 //! PostgreSQL is found through `CORTEX_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`).
 //! When it cannot be reached the PostgreSQL half of a test fails with a message saying so; set
 //! `CORTEX_TEST_SKIP_PG=1` to skip it explicitly on a machine without PostgreSQL.
+//!
+//! [`jobs`] writes agents, jobs and webhook tools as the API does and waits for job states on store
+//! notifications, for the engine's, the runtime's and the store's tests alike.
 
 pub mod fake_discord;
 pub mod fake_embeddings;
 pub mod fake_http;
 pub mod fake_llm;
 pub mod fake_telegram;
-pub mod jobs;
 
 use std::sync::Arc;
 
@@ -31,6 +32,7 @@ use sqlx::Connection;
 /// A headless Chromium driven over the DevTools protocol, for the dashboard's browser tests.
 pub mod browser;
 pub mod faults;
+pub mod jobs;
 
 /// Sends `tracing` output of the code under test to the test harness (shown only for failing tests), so
 /// a failure in CI comes with the warnings that led to it. `RUST_LOG` overrides the default `warn`.
