@@ -5,7 +5,6 @@
 //! [`fake_telegram::FakeTelegram`] an in-process Telegram Bot API; [`fake_discord::FakeDiscord`] Discord's REST
 //! API and gateway WebSocket; [`fake_slack::FakeSlack`] Slack's Web API and Socket Mode;
 //! [`fake_whatsapp::FakeWhatsApp`] the WhatsApp Cloud API; [`fake_http::CallLog`] the call log those platform fakes share.
-//! [`jobs`] writes agents, jobs and webhook tools as the API does and waits for job states on notifications.
 //! [`fake_login::FakeOidc`] and [`fake_login::FakeGithub`] identity providers for sign-in tests.
 //!
 //! [`TestStore`] gives each test its own database: a temporary SQLite file, or a fresh PostgreSQL
@@ -15,6 +14,9 @@
 //! PostgreSQL is found through `CORTEX_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`).
 //! When it cannot be reached the PostgreSQL half of a test fails with a message saying so; set
 //! `CORTEX_TEST_SKIP_PG=1` to skip it explicitly on a machine without PostgreSQL.
+//!
+//! [`jobs`] writes agents, jobs and webhook tools as the API does and waits for job states on store
+//! notifications, for the engine's, the runtime's and the store's tests alike.
 
 pub mod fake_discord;
 pub mod fake_embeddings;
@@ -24,7 +26,6 @@ pub mod fake_login;
 pub mod fake_slack;
 pub mod fake_telegram;
 pub mod fake_whatsapp;
-pub mod jobs;
 
 use std::sync::Arc;
 
@@ -36,6 +37,7 @@ use sqlx::Connection;
 /// A headless Chromium driven over the DevTools protocol, for the dashboard's browser tests.
 pub mod browser;
 pub mod faults;
+pub mod jobs;
 
 /// Sends `tracing` output of the code under test to the test harness (shown only for failing tests), so
 /// a failure in CI comes with the warnings that led to it. `RUST_LOG` overrides the default `warn`.
