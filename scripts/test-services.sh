@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Makes the services the test suite talks to available: PostgreSQL and the npm MCP servers.
+# Makes the services the test suite talks to available: PostgreSQL, the npm MCP servers and Chromium
+# (the dashboard's browser tests drive Debian's `chromium` headless).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -30,6 +31,18 @@ if [ "${CORTEX_TEST_SKIP_PG:-0}" != "1" ]; then
         psql "$pg_url" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
       fi
     done
+fi
+
+if [ "${CORTEX_TEST_SKIP_BROWSER:-0}" != "1" ] && [ -z "${CORTEX_TEST_CHROMIUM:-}" ] \
+   && ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  echo "==> installing chromium (dashboard browser tests; CORTEX_TEST_SKIP_BROWSER=1 skips them)"
+  if command -v apt-get >/dev/null && [ "$(id -u)" = "0" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null \
+      || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null; }
+  else
+    echo "chromium is missing and cannot be installed here (needs apt-get as root); set CORTEX_TEST_SKIP_BROWSER=1 to skip" >&2
+    exit 1
+  fi
 fi
 
 scripts/install-test-peers.sh

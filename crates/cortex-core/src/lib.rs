@@ -14,6 +14,7 @@ pub mod event;
 pub mod job;
 pub mod memory;
 pub mod pkce;
+pub mod redact;
 pub mod role;
 mod string_enum;
 pub mod tool_ref;

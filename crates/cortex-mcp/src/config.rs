@@ -74,7 +74,7 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// What hides this server's `env`/`headers` values in errors and logs.
     pub fn redactor(&self) -> crate::Redactor {
-        crate::Redactor::of(&self.transport)
+        crate::redact::of(&self.transport)
     }
 
     /// A config with the default timeouts.

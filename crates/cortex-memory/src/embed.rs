@@ -56,12 +56,43 @@ pub struct EmbeddingsConfig {
     pub model: String,
 }
 
+/// A managed `embedding` credential (name and value), set by the runtime whenever its secret set changes.
+#[derive(Clone)]
+pub struct ManagedKey {
+    pub credential: String,
+    pub value: String,
+}
+
+/// Where [`ApiEmbedder`] gets its key at call time: the managed `embedding` credential when one is set
+/// (so adding, rotating or deleting it through the API applies without a restart), else the key of the
+/// configuration (`CORTEX_EMBEDDINGS_API_KEY` / `OPENAI_API_KEY`).
+#[derive(Clone, Default)]
+pub struct EmbeddingKey(std::sync::Arc<std::sync::RwLock<Option<ManagedKey>>>);
+
+impl EmbeddingKey {
+    /// Replaces the managed key (`None`: back to the configured one).
+    pub fn set(&self, key: Option<ManagedKey>) {
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = key;
+    }
+
+    fn get(&self) -> Option<ManagedKey> {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+/// A managed credential's `last_used_at` is written at most this often.
+const USE_RECORD_INTERVAL: Duration = Duration::from_secs(60);
+
 /// The OpenAI-compatible embeddings client.
 pub struct ApiEmbedder {
     http: reqwest::Client,
     url: String,
     api_key: Option<String>,
     model: String,
+    managed: EmbeddingKey,
+    /// Records uses of the managed credential (`last_used_at`), when set.
+    store: Option<cortex_store::Store>,
+    recorded: std::sync::Mutex<Option<(String, std::time::Instant)>>,
 }
 
 impl std::fmt::Debug for ApiEmbedder {
@@ -88,19 +119,57 @@ impl ApiEmbedder {
             url: format!("{}/embeddings", config.base_url.trim_end_matches('/')),
             api_key: config.api_key.clone(),
             model: config.model.clone(),
+            managed: EmbeddingKey::default(),
+            store: None,
+            recorded: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Takes its key from `managed` when set, recording each use on that credential in `store`.
+    pub fn with_managed_key(mut self, managed: EmbeddingKey, store: cortex_store::Store) -> Self {
+        self.managed = managed;
+        self.store = Some(store);
+        self
+    }
+
+    /// `last_used_at` of the managed credential, at most once per [`USE_RECORD_INTERVAL`].
+    async fn record_use(&self, credential: &str) {
+        let Some(store) = &self.store else { return };
+        {
+            let mut recorded = self.recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let due =
+                recorded.as_ref().is_none_or(|(name, at)| name != credential || at.elapsed() >= USE_RECORD_INTERVAL);
+            if !due {
+                return;
+            }
+            *recorded = Some((credential.to_owned(), std::time::Instant::now()));
+        }
+        let written = async {
+            let mut tx = store.begin().await?;
+            tx.record_credential_success("embedding", credential).await?;
+            tx.commit().await
+        };
+        if let Err(err) = written.await {
+            tracing::warn!(error = %err, "embedding credential use not recorded");
         }
     }
 
     async fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let mut request =
             self.http.post(&self.url).timeout(API_TIMEOUT).json(&json!({"model": self.model, "input": texts}));
-        if let Some(key) = &self.api_key {
-            request = request.bearer_auth(key);
+        let managed = self.managed.get();
+        match (&managed, &self.api_key) {
+            (Some(managed), _) => request = request.bearer_auth(&managed.value),
+            (None, Some(key)) => request = request.bearer_auth(key),
+            (None, None) => {}
         }
         let response = request.send().await.map_err(|err| EmbedError::Unavailable(err.without_url().to_string()))?;
         let status = response.status();
         if !status.is_success() {
             return Err(EmbedError::Unavailable(format!("HTTP {status} from the embeddings endpoint")));
+        }
+        if let Some(managed) = &managed {
+            self.record_use(&managed.credential).await;
         }
         let body: EmbeddingsResponse =
             response.json().await.map_err(|err| EmbedError::Invalid(err.without_url().to_string()))?;

@@ -33,7 +33,7 @@ mod markdown_watch;
 pub mod scoring;
 mod service;
 
-pub use embed::{ApiEmbedder, EmbedError, Embedder, EmbeddingsConfig, EmbeddingsMode};
+pub use embed::{ApiEmbedder, EmbedError, Embedder, EmbeddingKey, EmbeddingsConfig, EmbeddingsMode, ManagedKey};
 pub use error::MemoryError;
 pub use index::{EmbeddedIndex, IndexError, VectorIndex};
 pub use service::{Memory, MemoryPatch, Remember, ScoreParts, ScoredMemory, SearchMode, SearchQuery, SearchResults};

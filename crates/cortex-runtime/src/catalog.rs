@@ -166,6 +166,11 @@ impl Catalog {
     pub async fn unknown_tools(&self, store: &Store, refs: &[String]) -> Result<Vec<String>, cortex_store::StoreError> {
         let mut unknown = Vec::new();
         for tool_ref in refs {
+            if tool_ref == "web_search"
+                && !store.credentials_of_kind(crate::tools::credentials::SEARCH_KIND).await?.is_empty()
+            {
+                continue;
+            }
             if self.builtins.get(tool_ref).is_none() && !store.external_tool_exists(tool_ref).await? {
                 unknown.push(tool_ref.clone());
             }

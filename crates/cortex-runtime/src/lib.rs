@@ -12,6 +12,8 @@
 //! - `extraction`: the `memory_extract` job handler (SPEC §9.2–§9.3): transcript → model → filed memories.
 //! - `policy`: the approval decision and rate limits; `budget`: which budgets apply and the worst case of a
 //!   call; `context`: prompt, disclosure and history trimming.
+//! - `secrets`: the process's secret set and its redactor, applied where data enters (tool results,
+//!   model output, job errors).
 //! - [`buffer`]: the JSONL session buffer and its reader.
 //! - [`catalog`]: the one registry of built-in tools and what agent definitions may name (API validation).
 //! - [`retention`]: the retention timer of one process (database sweep under a lease, own buffers).
@@ -31,6 +33,7 @@ mod policy;
 mod providers;
 pub mod retention;
 pub mod runtime;
+mod secrets;
 pub mod signin;
 mod tools;
 

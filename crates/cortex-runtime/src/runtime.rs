@@ -9,7 +9,7 @@ use std::sync::Arc;
 use cortex_core::breaker::BreakerState;
 use cortex_jobs::JobHandler;
 use cortex_mcp::Pool;
-use cortex_memory::{ApiEmbedder, EmbeddedIndex, Embedder, EmbeddingsMode, Memory};
+use cortex_memory::{ApiEmbedder, EmbeddedIndex, Embedder, EmbeddingKey, EmbeddingsMode, Memory};
 use cortex_store::budgets::{BudgetScope, BudgetUsageRow, day_period, month_period};
 use cortex_store::secrets::Cipher;
 use cortex_store::{Store, StoreError};
@@ -21,6 +21,7 @@ use crate::agent_loop::AgentHandler;
 use crate::catalog::{BuiltinDeps, Catalog, builtin_registry};
 use crate::env::EnvSettings;
 use crate::providers::Providers;
+use crate::secrets::Secrets;
 use crate::tools::{EffectiveTool, ToolReport, ToolResolver};
 
 /// Everything the runtime needs from the process; built by the binary.
@@ -39,6 +40,9 @@ pub struct RuntimeConfig {
     pub http: reqwest::Client,
     /// In-call retry schedule of model calls.
     pub llm_retry: cortex_llm::RetryPolicy,
+    /// Filled by the runtime with the current secret set (credentials and secret env values), so the
+    /// binary's log writer redacts with the same set.
+    pub redactor: cortex_core::redact::SharedRedactor,
 }
 
 /// Why the runtime cannot start or answer.
@@ -61,6 +65,7 @@ pub(crate) struct Services {
     pub providers: Providers,
     pub tools: ToolResolver,
     pub memory: Arc<Memory>,
+    pub secrets: Secrets,
 }
 
 /// The agent runtime of one process.
@@ -128,8 +133,12 @@ impl Runtime {
         let http = GuardedHttp::new(env.ssrf.clone(), Arc::new(SystemResolver))
             .map_err(|err| RuntimeError::Http(err.to_string()))?;
         let flows = crate::signin::SignInFlows::from_env(&config.env)?;
+        let embedding_key = EmbeddingKey::default();
         let embedder: Option<Arc<dyn Embedder>> = match env.embeddings.mode {
-            EmbeddingsMode::Api => Some(Arc::new(ApiEmbedder::new(config.http.clone(), &env.embeddings))),
+            EmbeddingsMode::Api => Some(Arc::new(
+                ApiEmbedder::new(config.http.clone(), &env.embeddings)
+                    .with_managed_key(embedding_key.clone(), store.clone()),
+            )),
             EmbeddingsMode::None => None,
         };
         let memory = Arc::new(
@@ -139,6 +148,8 @@ impl Runtime {
         let providers = Providers::new(store.clone(), config.cipher.clone(), config.http, config.llm_retry, flows);
         providers.materialise_env(&env).await?;
         providers.sync().await?;
+        let secrets = Secrets::new(store.clone(), config.cipher.clone(), config.redactor, embedding_key, &config.env);
+        secrets.refresh().await?;
         let http = Arc::new(http);
         let builtins = Arc::new(builtin_registry(BuiltinDeps {
             store: store.clone(),
@@ -155,6 +166,7 @@ impl Runtime {
             providers,
             tools,
             memory: memory.clone(),
+            secrets,
         });
         Ok(Arc::new(Runtime { store, memory, catalog, services, extraction: env.extraction }))
     }
@@ -183,7 +195,22 @@ impl Runtime {
 
     /// Completes a provider sign-in with the returned code; the id of the stored credential.
     pub async fn complete_sign_in(&self, state: &str, code: &str) -> Result<uuid::Uuid, crate::signin::SignInError> {
-        self.services.providers.complete_sign_in(state, code).await
+        let id = self.services.providers.complete_sign_in(state, code).await?;
+        if let Err(err) = self.services.secrets.refresh().await {
+            tracing::warn!(error = %err, "the secret redactor was not rebuilt after a sign-in");
+        }
+        Ok(id)
+    }
+
+    /// The process's current redactor of secret values (SPEC Appendix B "Credentials").
+    pub fn redactor(&self) -> cortex_core::redact::SharedRedactor {
+        self.services.secrets.shared()
+    }
+
+    /// Rebuilds the redactor now (after a credential was created or changed through the API).
+    pub async fn refresh_secrets(&self) -> Result<(), RuntimeError> {
+        self.services.secrets.refresh().await?;
+        Ok(())
     }
 
     /// The handler to register for `chat` and `task` jobs.

@@ -175,6 +175,10 @@ pub struct WebhookToolRecord {
     pub risk: String,
     /// The endpoint honours `Idempotency-Key`: a call interrupted by a crash is sent again.
     pub idempotent: bool,
+    /// `tool_secret` credentials injected at call time (SPEC §6.3): `[{credential, inject_as,
+    /// header_name, format}]`, validated by the API.
+    #[sqlx(json)]
+    pub credential_refs: Value,
 }
 
 impl WebhookToolRecord {
@@ -189,7 +193,7 @@ impl Store {
         Ok(read!(self, |conn| {
             sqlx::query_as(
                 "SELECT id, agent_id, name, description, input_schema, url, method, headers_enc, header_keys, timeout_ms, risk, \
-                 idempotent FROM webhook_tool WHERE name = $1",
+                 idempotent, credential_refs FROM webhook_tool WHERE name = $1",
             )
             .bind(name)
             .fetch_optional(conn)
@@ -201,7 +205,7 @@ impl Store {
         Ok(read!(self, |conn| {
             sqlx::query_as(
                 "SELECT id, agent_id, name, description, input_schema, url, method, headers_enc, header_keys, timeout_ms, risk, \
-                 idempotent FROM webhook_tool ORDER BY name",
+                 idempotent, credential_refs FROM webhook_tool ORDER BY name",
             )
             .fetch_all(conn)
             .await?
@@ -216,8 +220,8 @@ impl Tx {
         write!(self, |conn| {
             sqlx::query(
                 "INSERT INTO webhook_tool (id, agent_id, name, description, input_schema, url, method, headers_enc, header_keys, \
-                 timeout_ms, risk, idempotent, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
+                 timeout_ms, risk, idempotent, created_at, updated_at, credential_refs) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14)",
             )
             .bind(tool.id)
             .bind(tool.agent_id)
@@ -232,6 +236,7 @@ impl Tx {
             .bind(&tool.risk)
             .bind(tool.idempotent)
             .bind(now)
+            .bind(Json(&tool.credential_refs))
             .execute(conn)
             .await?
             .rows_affected()

@@ -268,12 +268,14 @@ pub struct Reply {
     body: Answer,
     usage: Option<(u64, u64)>,
     gate: Option<Gate>,
+    /// Streams the first half of the events, then waits for this gate before the rest.
+    midway: Option<Gate>,
     chunk_chars: usize,
 }
 
 impl Reply {
     fn new(body: Answer) -> Self {
-        Self { body, usage: None, gate: None, chunk_chars: 8 }
+        Self { body, usage: None, gate: None, midway: None, chunk_chars: 8 }
     }
 
     /// A final text answer.
@@ -350,6 +352,13 @@ impl Reply {
     /// Holds the reply until `gate` is opened (the request is recorded at once).
     pub fn after(mut self, gate: &Gate) -> Self {
         self.gate = Some(gate.clone());
+        self
+    }
+
+    /// Streams the first half of the reply, then holds the rest until `gate` is opened: a client can be
+    /// seen showing a partial answer (streaming tests).
+    pub fn hold_midway(mut self, gate: &Gate) -> Self {
+        self.midway = Some(gate.clone());
         self
     }
 
@@ -592,7 +601,11 @@ async fn handle(
                 })
                 .collect();
             if request.stream() {
-                sse_response(writer.stream_events(&text, &calls), false)
+                let events = writer.stream_events(&text, &calls);
+                match reply.midway {
+                    Some(gate) => held_sse_response(events, gate),
+                    None => sse_response(events, false),
+                }
             } else {
                 json_response(200, &writer.full_body(&text, &calls))
             }
@@ -781,6 +794,21 @@ fn error_response(
 
 /// A `200 text/event-stream` response writing each event as its own body chunk; `drop` aborts the
 /// connection after the last one instead of ending the body.
+/// An SSE answer that sends its first half at once and the rest after `gate` opens.
+fn held_sse_response(mut events: Vec<String>, gate: Gate) -> Response {
+    let rest = events.split_off(events.len() / 2);
+    let first = stream::iter(events.into_iter().map(|event| Ok(Bytes::from(event))));
+    let later = stream::once(async move {
+        gate.wait().await;
+        stream::iter(rest.into_iter().map(|event| Ok(Bytes::from(event))))
+    })
+    .flatten();
+    let body: ByteStream = Box::pin(first.chain(later));
+    let mut response = Response::new(Body::from_stream(body));
+    response.headers_mut().insert("content-type", axum::http::HeaderValue::from_static("text/event-stream"));
+    response
+}
+
 fn sse_response(events: Vec<String>, drop: bool) -> Response {
     let pieces: ByteStream = Box::pin(stream::iter(events.into_iter().map(|event| Ok(Bytes::from(event)))));
     let body: ByteStream = if drop {

@@ -26,6 +26,8 @@ use cortex_store::{DatabaseConfig, Store};
 use sha2::{Digest, Sha256};
 use sqlx::Connection;
 
+/// A headless Chromium driven over the DevTools protocol, for the dashboard's browser tests.
+pub mod browser;
 pub mod faults;
 
 /// Sends `tracing` output of the code under test to the test harness (shown only for failing tests), so

@@ -56,6 +56,63 @@ pub struct WebhookToolDef {
     pub idempotent: bool,
 }
 
+/// A `tool_secret` credential a webhook sends (SPEC §6.3). Only the name is stored with the tool; the
+/// value is looked up when the tool is resolved for a run and goes into a secret header, so the model,
+/// the ledger and the logs never see it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialRef {
+    /// Name of a `tool_secret` credential.
+    pub credential: String,
+    /// Where the value goes; only `header` exists.
+    #[serde(default = "default_inject_as")]
+    pub inject_as: String,
+    #[serde(default = "default_header_name")]
+    pub header_name: String,
+    /// `bearer` (`Bearer <value>`) or `raw` (the value as it is).
+    #[serde(default = "default_format")]
+    pub format: String,
+}
+
+fn default_inject_as() -> String {
+    "header".to_owned()
+}
+
+fn default_header_name() -> String {
+    "Authorization".to_owned()
+}
+
+fn default_format() -> String {
+    "bearer".to_owned()
+}
+
+impl CredentialRef {
+    /// Every problem with the reference (the credential's existence is checked by the caller).
+    pub fn validate(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if self.credential.trim().is_empty() {
+            problems.push("credential must name a tool_secret credential".to_owned());
+        }
+        if self.inject_as != "header" {
+            problems.push(format!("inject_as `{}` is not supported (only `header`)", self.inject_as));
+        }
+        if !matches!(self.format.as_str(), "bearer" | "raw") {
+            problems.push(format!("format `{}` must be bearer or raw", self.format));
+        }
+        let probe = [(self.header_name.clone(), "x".to_owned())];
+        if let Err(problem) = headers::build(&probe, true) {
+            problems.push(format!("header_name: {problem}"));
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+    }
+
+    /// The header this reference adds for `value`.
+    pub fn header(&self, value: &str) -> (String, String) {
+        let rendered = if self.format == "raw" { value.to_owned() } else { format!("Bearer {value}") };
+        (self.header_name.clone(), rendered)
+    }
+}
+
 fn default_method() -> String {
     "POST".to_owned()
 }

@@ -10,6 +10,7 @@
 //! - Nothing is loaded from a CDN and nothing needs Node at run time.
 
 pub mod assets;
+pub mod settings;
 pub mod views;
 
 pub use askama::Template;

@@ -27,7 +27,7 @@ impl Chrome {
         format!("{{\"X-CSRF-Token\": \"{}\"}}", self.csrf_token)
     }
 
-    fn nav_class(&self, entry: &str) -> &'static str {
+    pub(crate) fn nav_class(&self, entry: &str) -> &'static str {
         if self.active == entry { "current" } else { "" }
     }
 }
@@ -258,6 +258,131 @@ pub struct ApprovalPage {
     pub pending: bool,
     pub audit: Vec<AuditLine>,
     pub chain_valid: bool,
+}
+
+/// A memory record as one row of the explorer; score columns are filled only for search results.
+#[derive(Debug, Clone)]
+pub struct MemoryRow {
+    pub id: String,
+    pub memory_type: String,
+    pub content: String,
+    pub tags: String,
+    pub importance: i64,
+    pub source: String,
+    pub created: String,
+    /// `score` and its parts (similarity, recency, utility), formatted, when this row is a search hit.
+    pub score: Option<ScoreParts>,
+}
+
+/// The parts of a search score, formatted to three decimals.
+#[derive(Debug, Clone)]
+pub struct ScoreParts {
+    pub total: String,
+    pub similarity: String,
+    pub recency: String,
+    pub utility: String,
+}
+
+/// The memory explorer: pick an agent, list its memories newest first or search them.
+#[derive(Template)]
+#[template(path = "memory.html")]
+pub struct MemoryPage {
+    pub chrome: Chrome,
+    /// Agents to choose from (the selected one is marked).
+    pub agents: Vec<FilterOption>,
+    pub agent_id: String,
+    pub agent_name: String,
+    pub query: String,
+    pub types: Vec<FilterOption>,
+    pub rows: Vec<MemoryRow>,
+    /// `hybrid` or `keyword` for a search; empty for the plain list.
+    pub mode: String,
+    /// Why a search is keyword-only, in words.
+    pub notice: Option<String>,
+    pub filtered: bool,
+    pub pager: Pager,
+}
+
+/// One memory: every field, the edit form and delete.
+#[derive(Template)]
+#[template(path = "memory_item.html")]
+pub struct MemoryItemPage {
+    pub chrome: Chrome,
+    pub agent_id: String,
+    pub agent_name: String,
+    pub id: String,
+    pub content: String,
+    pub memory_type: String,
+    pub types: Vec<FilterOption>,
+    pub tags: String,
+    pub importance: i64,
+    pub confidence: String,
+    pub fields: Vec<Field>,
+    /// Markdown-sourced records are edited in their file, not here.
+    pub read_only: bool,
+}
+
+/// A channel as one row, with its health in this process.
+#[derive(Debug, Clone)]
+pub struct ChannelRow {
+    pub id: String,
+    pub name: String,
+    pub channel_type: String,
+    pub state: String,
+    pub enabled: bool,
+    pub inbound_policy: String,
+    pub default_agent: String,
+    pub bot: String,
+    pub last_error: String,
+    pub last_activity: String,
+    pub source: String,
+}
+
+/// The channels list with the add form.
+#[derive(Template)]
+#[template(path = "channels.html")]
+pub struct ChannelsPage {
+    pub chrome: Chrome,
+    pub rows: Vec<ChannelRow>,
+    /// Agents for the default-agent picker.
+    pub agents: Vec<FilterOption>,
+}
+
+/// A chat bound to an agent.
+#[derive(Debug, Clone)]
+pub struct BindingRow {
+    pub id: String,
+    pub agent_id: String,
+    pub agent_name: String,
+    pub chat_id: String,
+    pub respond_to: String,
+    pub created: String,
+}
+
+/// An outbox message that could not be delivered.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: String,
+    pub status: String,
+    pub attempts: i64,
+    pub target: String,
+    pub last_error: String,
+    pub updated: String,
+}
+
+/// One channel: health, settings, edit form, bindings and failed deliveries.
+#[derive(Template)]
+#[template(path = "channel.html")]
+pub struct ChannelPage {
+    pub chrome: Chrome,
+    pub channel: ChannelRow,
+    pub fields: Vec<Field>,
+    pub agents: Vec<FilterOption>,
+    pub bindings: Vec<BindingRow>,
+    pub failures: Vec<OutboxRow>,
+    pub failures_pager: Pager,
+    /// From the environment: read-only here.
+    pub read_only: bool,
 }
 
 /// An error in words, with the way back (SPEC §11.2: never a blank page).

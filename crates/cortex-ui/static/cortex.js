@@ -73,6 +73,10 @@
     var then = event.detail.elt.getAttribute("data-on-success");
     if (then === "reload") { window.location.reload(); }
     else if (then && then.indexOf("goto:") === 0) { window.location.assign(then.slice(5)); }
+    else if (then && then.indexOf("follow:") === 0) {
+      // Go to a URL the JSON answer names (e.g. a provider's authorization page).
+      try { window.location.assign(JSON.parse(xhr.responseText)[then.slice(7)]); } catch (e) { window.location.reload(); }
+    }
     else if (then && then.indexOf("open:") === 0) {
       // Go to the page of what the request created: the prefix plus the id in the JSON answer.
       try { window.location.assign(then.slice(5) + encodeURIComponent(JSON.parse(xhr.responseText).id)); } catch (e) { window.location.reload(); }
@@ -80,17 +84,21 @@
   });
 
   // JSON bodies for forms (extension "cortex-json"): `a.b` names nest objects, `name[]` collects arrays,
-  // empty values are left out (so optional fields are absent, not ""), `data-number` inputs become numbers and
-  // `data-bool` ones booleans.
+  // empty values are left out (so optional fields are absent, not "") unless the field has `data-keep-empty` (then null),
+  // `data-number` inputs become numbers, `data-bool` ones booleans and `data-list` ones arrays of their
+  // comma-separated parts.
   function encodeForm(parameters, elt) {
     var form = elt.closest("form") || elt;
     var object = {};
     parameters.forEach(function (value, key) {
-      if (value === "") { return; }
       var input = form.querySelector("[name=\"" + key.replace(/"/g, "") + "\"]");
+      if (value === "" && !(input && input.hasAttribute("data-keep-empty"))) { return; }
       if (input && input.hasAttribute("data-path-only")) { return; }
       if (input && input.hasAttribute("data-number")) { value = Number(value); }
       if (input && input.hasAttribute("data-bool")) { value = value === "true"; }
+      if (input && input.hasAttribute("data-list")) {
+        value = value.split(",").map(function (part) { return part.trim(); }).filter(function (part) { return part !== ""; });
+      } else if (value === "") { value = null; }
       var isArray = key.slice(-2) === "[]";
       var path = (isArray ? key.slice(0, -2) : key).split(".");
       var target = object;
@@ -117,7 +125,9 @@
         // `data-path-from="field"`: the field's value completes the URL (e.g. the tool of a policy).
         var from = event.detail.elt.getAttribute && event.detail.elt.getAttribute("data-path-from");
         var field = from && event.detail.elt.querySelector("[name=\"" + from + "\"]");
-        if (field) { event.detail.path += encodeURIComponent(field.value); }
+        if (field) {
+          event.detail.path += encodeURIComponent(field.value) + (event.detail.elt.getAttribute("data-path-suffix") || "");
+        }
       },
       encodeParameters: function (xhr, parameters, elt) {
         xhr.overrideMimeType("text/json");
@@ -134,10 +144,16 @@
     var delay = 1000;
     var finished = false;
     var source = null;
+    var shownTurn = null;
+    // Each SSE message is a stored event; what the event says is under `data` (SPEC §4.11).
     function data(event) {
       if (event.lastEventId) { lastId = event.lastEventId; }
       delay = 1000;
-      try { return JSON.parse(event.data); } catch (e) { return {}; }
+      try { return JSON.parse(event.data).data || {}; } catch (e) { return {}; }
+    }
+    function show(turn, text, append) {
+      if (turn !== shownTurn) { reply.textContent = ""; shownTurn = turn; }
+      reply.textContent = append ? reply.textContent + text : text;
     }
     function finish(text) {
       finished = true;
@@ -150,15 +166,15 @@
       source = new EventSource(url);
       source.addEventListener("job.state", function (event) {
         var payload = data(event);
-        if (payload.status) { status.textContent = payload.status.replace(/_/g, " "); }
+        if (payload.to) { status.textContent = payload.to.replace(/_/g, " "); }
       });
       source.addEventListener("llm.delta", function (event) {
         var payload = data(event);
-        if (payload.reset) { reply.textContent = ""; } else if (payload.text) { reply.textContent += payload.text; }
+        if (payload.reset) { show(payload.turn, "", false); } else if (payload.text) { show(payload.turn, payload.text, true); }
       });
       source.addEventListener("llm.message", function (event) {
         var payload = data(event);
-        if (payload.text) { reply.textContent = payload.text; }
+        if (payload.text) { show(payload.turn, payload.text, false); }
       });
       source.addEventListener("approval.requested", function (event) {
         var payload = data(event);

@@ -98,6 +98,7 @@ async fn build_runtime(
                 || name.starts_with("CORTEX_DELEGATION")
                 || name.starts_with("CORTEX_EMBEDDINGS")
                 || name.starts_with("CORTEX_MEMORY")
+                || crate::telemetry::is_secret_var(name)
         })
         .collect();
     let http = reqwest::Client::builder().build().context("building the HTTP client for model providers")?;
@@ -108,6 +109,7 @@ async fn build_runtime(
         mcp: mcp.clone(),
         http,
         llm_retry: cortex_llm::RetryPolicy::default(),
+        redactor: crate::telemetry::LOG_REDACTOR.clone(),
     };
     let runtime = Runtime::new(store.clone(), runtime_config).await.map_err(|err| match err {
         RuntimeError::InvalidEnv { .. } => anyhow::Error::new(ConfigError(err.to_string())),

@@ -1,12 +1,17 @@
 //! Logging: `CORTEX_LOG` filter (default `info`), JSON lines when stderr is not a terminal, readable
-//! text when it is. Logs go to stderr so stdout stays for command output.
+//! text when it is. Logs go to stderr so stdout stays for command output. Every line passes through
+//! [`LOG_REDACTOR`], the runtime's current secret set (credential values and secret env values in their
+//! common encodings), before it is written.
 //!
 //! Traces (SPEC §16.5): only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, every `info`-or-above span (HTTP
 //! requests, job attempts, …) is also exported over OTLP http/protobuf to `<endpoint>/v1/traces`. The
 //! exporter uses the blocking reqwest client on the SDK's own batch thread, so it is built here, before the
 //! async runtime exists, and flushed by [`Telemetry::shutdown`] after the runtime has finished.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::sync::LazyLock;
+
+use cortex_core::redact::SharedRedactor;
 
 use opentelemetry::Key;
 use opentelemetry::trace::TracerProvider as _;
@@ -28,6 +33,66 @@ const TRACES_ENDPOINT_VAR: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
 const PROTOCOL_VARS: [&str; 2] = ["OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"];
 /// Used when neither `OTEL_SERVICE_NAME` nor `OTEL_RESOURCE_ATTRIBUTES` names the service.
 const SERVICE_NAME: &str = "cortex";
+
+/// The secret set log lines are redacted with; the runtime fills it (`RuntimeConfig::redactor`) and keeps it
+/// current as credentials change. Process-wide because the subscriber is installed before the runtime
+/// exists.
+pub static LOG_REDACTOR: LazyLock<SharedRedactor> = LazyLock::new(|| {
+    let redactor = SharedRedactor::default();
+    let values: Vec<String> =
+        std::env::vars().filter(|(name, _)| is_secret_var(name)).map(|(_, value)| value).collect();
+    redactor.set(cortex_core::redact::Redactor::new(values));
+    redactor
+});
+
+/// Whether an environment variable holds a secret by its name (`*_KEY`, `*_TOKEN`, `*_SECRET`, `*_PASSWORD`).
+pub fn is_secret_var(name: &str) -> bool {
+    ["_KEY", "_TOKEN", "_SECRET", "_PASSWORD"].iter().any(|suffix| name.ends_with(suffix))
+}
+
+/// Writes each formatted log event through `inner` once it is complete, redacted with `redactor`.
+struct Redacting<M> {
+    inner: M,
+    redactor: SharedRedactor,
+}
+
+impl<'a, M: tracing_subscriber::fmt::MakeWriter<'a>> tracing_subscriber::fmt::MakeWriter<'a> for Redacting<M> {
+    type Writer = EventBuffer<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        EventBuffer { bytes: Vec::new(), inner: self.inner.make_writer(), redactor: self.redactor.clone() }
+    }
+}
+
+/// One event's text, written on drop (the formatter writes an event, then drops its writer).
+struct EventBuffer<W: Write> {
+    bytes: Vec<u8>,
+    inner: W,
+    redactor: SharedRedactor,
+}
+
+impl<W: Write> Write for EventBuffer<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.bytes.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<W: Write> Drop for EventBuffer<W> {
+    fn drop(&mut self) {
+        if self.bytes.is_empty() {
+            return;
+        }
+        let text = String::from_utf8_lossy(&self.bytes);
+        let redacted = self.redactor.apply(&text);
+        let _ = self.inner.write_all(redacted.as_bytes());
+        let _ = self.inner.flush();
+    }
+}
 
 /// Owns the trace pipeline so spans still buffered at exit reach the collector: the global subscriber
 /// keeps the provider alive forever, so nothing else would ever flush it.
@@ -77,7 +142,8 @@ fn log_filter() -> anyhow::Result<EnvFilter> {
 pub fn init() -> anyhow::Result<Telemetry> {
     let provider = tracer_provider()?;
     let filter = log_filter()?;
-    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(Redacting { inner: std::io::stderr, redactor: LOG_REDACTOR.clone() });
     let logs = if std::io::stderr().is_terminal() {
         logs.compact().boxed()
     } else {
@@ -161,4 +227,58 @@ fn check_endpoint(var: &str, value: &str) -> anyhow::Result<()> {
 
 fn invalid(var: &str, detail: impl std::fmt::Display) -> anyhow::Error {
     anyhow::Error::new(ConfigError(format!("invalid {var}: {detail}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use base64::Engine as _;
+    use cortex_core::redact::Redactor;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    /// A log sink the test can read.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn log_lines_never_carry_a_secret_in_any_common_form() {
+        let secret = "sk-log-secret-0123456789";
+        let redactor = SharedRedactor::default();
+        let captured = Captured::default();
+        let sink = captured.clone();
+        let layer = tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(Redacting { inner: move || sink.clone(), redactor: redactor.clone() });
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(header = %format!("Bearer {secret}"), "before the credential exists");
+            redactor.set(Redactor::new([secret]));
+            let encoded = base64::engine::general_purpose::STANDARD.encode(secret);
+            tracing::warn!(error = %format!("provider said: invalid key {secret}"), "call failed");
+            tracing::info!(%encoded, hex = %hex::encode(secret), "echoed");
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].contains(secret), "a value is redacted once the runtime knows it: {text}");
+        for line in &lines[1..] {
+            assert!(line.contains("[redacted]"), "{line}");
+            assert!(!line.contains(secret) && !line.contains(&hex::encode(secret)), "{line}");
+        }
+        assert!(lines[1].contains("call failed"), "the rest of the line stays: {text}");
+    }
 }

@@ -160,7 +160,7 @@ impl ChannelView {
         }
     }
 
-    fn of(state: &AppState, channel: Channel) -> Self {
+    pub(crate) fn of(state: &AppState, channel: Channel) -> Self {
         let health = state.channels.health();
         let found = health.iter().find(|health| health.id == channel.id);
         Self::new(channel, found)

@@ -206,18 +206,58 @@ impl CredentialView {
     }
 }
 
-/// Which agents call their models through which `llm` credential: credential name → agent slugs.
-async fn agents_by_credential(state: &AppState) -> ApiResult<HashMap<String, Vec<String>>> {
-    let mut by_credential: HashMap<String, Vec<String>> = HashMap::new();
+/// Which agents use which credential: (kind, name) → agent slugs (not archived ones).
+/// - `llm`: the agents whose primary model or fallbacks go through it;
+/// - `search`: the agents with `web_search` enabled, on the credential `web_search` uses (the first
+///   `search` credential by name that is not disabled);
+/// - `tool_secret`: the agents with an enabled policy on a webhook tool whose `credential_refs` name it;
+/// - `embedding`: every agent, on the credential the memory embedder uses (each turn recalls memories).
+async fn agents_by_credential(
+    state: &AppState,
+    rows: &[ProviderCredential],
+) -> ApiResult<HashMap<(String, String), Vec<String>>> {
+    let first_usable = |kind: CredentialKind| {
+        rows.iter().find(|row| row.kind == kind.as_str() && row.status != "disabled").map(|row| row.name.clone())
+    };
+    let search = first_usable(CredentialKind::Search);
+    let embedding = first_usable(CredentialKind::Embedding);
+    let mut refs_of_webhook: HashMap<String, Vec<String>> = HashMap::new();
+    for tool in state.store.list_webhook_tools().await? {
+        let refs: Vec<cortex_tools::webhook::CredentialRef> =
+            serde_json::from_value(tool.credential_refs.clone()).unwrap_or_default();
+        if !refs.is_empty() {
+            refs_of_webhook.insert(tool.tool_ref(), refs.into_iter().map(|r| r.credential).collect());
+        }
+    }
+    let mut by_credential: HashMap<(String, String), Vec<String>> = HashMap::new();
+    let mut add = |kind: CredentialKind, name: &str, slug: &str| {
+        let users = by_credential.entry((kind.as_str().to_owned(), name.to_owned())).or_default();
+        if !users.iter().any(|user| user == slug) {
+            users.push(slug.to_owned());
+        }
+    };
     let mut cursor = None;
     loop {
         let page = state.store.list_agents(None, cursor, 200).await?;
-        for agent in &page.items {
-            let mut routes: Vec<String> =
-                agent.model_config.candidates().into_iter().map(|candidate| candidate.provider).collect();
-            routes.dedup();
-            for route in routes {
-                by_credential.entry(route).or_default().push(agent.slug.clone());
+        for agent in page.items.iter().filter(|agent| agent.status != cortex_core::agent::AgentStatus::Archived) {
+            for candidate in agent.model_config.candidates() {
+                add(CredentialKind::Llm, &candidate.provider, &agent.slug);
+            }
+            if let Some(name) = &embedding {
+                add(CredentialKind::Embedding, name, &agent.slug);
+            }
+            if search.is_none() && refs_of_webhook.is_empty() {
+                continue;
+            }
+            for policy in state.store.tool_policies(agent.id).await?.into_iter().filter(|policy| policy.enabled) {
+                if policy.tool_ref == "web_search"
+                    && let Some(name) = &search
+                {
+                    add(CredentialKind::Search, name, &agent.slug);
+                }
+                for name in refs_of_webhook.get(&policy.tool_ref).into_iter().flatten() {
+                    add(CredentialKind::ToolSecret, name, &agent.slug);
+                }
             }
         }
         match page.next_cursor {
@@ -229,9 +269,23 @@ async fn agents_by_credential(state: &AppState) -> ApiResult<HashMap<String, Vec
 }
 
 async fn view(state: &AppState, row: ProviderCredential) -> ApiResult<CredentialView> {
-    let mut users = agents_by_credential(state).await?;
-    let used_by = if row.kind == CredentialKind::Llm.as_str() { users.remove(&row.name) } else { None };
-    Ok(CredentialView::new(row, used_by.unwrap_or_default()))
+    let rows = state.store.list_credentials().await?;
+    let mut users = agents_by_credential(state, &rows).await?;
+    let used_by = users.remove(&(row.kind.clone(), row.name.clone())).unwrap_or_default();
+    Ok(CredentialView::new(row, used_by))
+}
+
+/// Every credential as the API shows it, with the agents using each.
+pub(crate) async fn views(state: &AppState) -> ApiResult<Vec<CredentialView>> {
+    let rows = state.store.list_credentials().await?;
+    let mut users = agents_by_credential(state, &rows).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let used_by = users.remove(&(row.kind.clone(), row.name.clone())).unwrap_or_default();
+            CredentialView::new(row, used_by)
+        })
+        .collect())
 }
 
 fn valid_name(name: &str) -> bool {
@@ -366,6 +420,7 @@ async fn create_credential(
     })?;
     tx.audit(principal.audit("credential.create", "credential", id, json!({"kind": write.kind, "name": name}))).await?;
     tx.commit().await?;
+    refresh_secrets(&state).await;
     let row = state.store.credential_by_id(id).await?;
     Ok((StatusCode::CREATED, axum::Json(view(&state, row).await?)))
 }
@@ -373,16 +428,7 @@ async fn create_credential(
 /// List every credential (values never included).
 #[utoipa::path(get, path = "/credentials", tag = "credentials", responses((status = 200, body = List<CredentialView>)))]
 async fn list_credentials(State(state): State<AppState>) -> ApiResult<axum::Json<List<CredentialView>>> {
-    let rows = state.store.list_credentials().await?;
-    let mut users = agents_by_credential(&state).await?;
-    let items = rows
-        .into_iter()
-        .map(|row| {
-            let used_by = if row.kind == CredentialKind::Llm.as_str() { users.remove(&row.name) } else { None };
-            CredentialView::new(row, used_by.unwrap_or_default())
-        })
-        .collect();
-    Ok(axum::Json(List { items, next_cursor: None }))
+    Ok(axum::Json(List { items: views(&state).await?, next_cursor: None }))
 }
 
 /// One credential (value never included).
@@ -517,6 +563,7 @@ async fn update_credential(
     ))
     .await?;
     tx.commit().await?;
+    refresh_secrets(&state).await;
     let row = state.store.credential_by_id(row.id).await?;
     Ok(axum::Json(view(&state, row).await?))
 }
@@ -541,5 +588,14 @@ async fn delete_credential(
     tx.audit(principal.audit("credential.delete", "credential", row.id, json!({"kind": row.kind, "name": row.name})))
         .await?;
     tx.commit().await?;
+    refresh_secrets(&state).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Rebuilds this process's redactor at once after a credential changed (others do so before their next
+/// job run), so the new value is kept out of logs from now on.
+pub(crate) async fn refresh_secrets(state: &AppState) {
+    if let Err(err) = state.runtime.refresh_secrets().await {
+        tracing::warn!(error = %err, "the secret redactor was not rebuilt after a credential change");
+    }
 }

@@ -180,8 +180,14 @@ async fn list_providers(
     State(state): State<AppState>,
     Query(params): Query<ProvidersParams>,
 ) -> ApiResult<axum::Json<List<ProviderView>>> {
+    let items = provider_views(&state, params.refresh.unwrap_or(false)).await?;
+    Ok(axum::Json(List { items, next_cursor: None }))
+}
+
+/// Every preset and custom provider as `GET /providers` shows it (also the dashboard's providers page).
+pub(crate) async fn provider_views(state: &AppState, refresh: bool) -> ApiResult<Vec<ProviderView>> {
     let rows = state.store.credentials_of_kind("llm").await?;
-    let reported = state.runtime.reported_models(params.refresh.unwrap_or(false)).await?;
+    let reported = state.runtime.reported_models(refresh).await?;
     let flows = state.runtime.sign_in_flows();
     let serving =
         |name: &str| -> Vec<&ProviderCredential> { rows.iter().filter(|row| row.provider_name() == name).collect() };
@@ -194,7 +200,7 @@ async fn list_providers(
     custom.sort_unstable();
     custom.dedup();
     items.extend(custom.into_iter().map(|name| provider_view(&flows, name, None, &serving(name), &reported)));
-    Ok(axum::Json(List { items, next_cursor: None }))
+    Ok(items)
 }
 
 /// Body of `POST /providers/{name}/sign-in`.

@@ -17,7 +17,7 @@ use cortex_store::StoreError;
 use cortex_store::secrets::SecretRef;
 use cortex_store::tools::{ToolPolicy, WebhookToolRecord};
 use cortex_tools::DataScope;
-use cortex_tools::webhook::{DEFAULT_WEBHOOK_TIMEOUT_MS, WebhookToolDef};
+use cortex_tools::webhook::{CredentialRef, DEFAULT_WEBHOOK_TIMEOUT_MS, WebhookToolDef};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
@@ -423,6 +423,10 @@ pub struct CreateWebhookTool {
     /// The endpoint honours the `Idempotency-Key` header every call carries (or is harmless to repeat),
     /// so a call interrupted by a crash is sent again; default false (reported as "outcome unknown").
     pub idempotent: Option<bool>,
+    /// `tool_secret` credentials sent as headers, resolved when the tool is used (SPEC §6.3): each
+    /// `{credential, inject_as: "header", header_name ("Authorization"), format: "bearer"|"raw"}`.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub credential_refs: Option<Vec<CredentialRef>>,
 }
 
 /// A webhook tool; header values are never shown.
@@ -444,6 +448,9 @@ pub struct WebhookToolView {
     pub risk: String,
     /// Re-sent after a crash interrupted a call.
     pub idempotent: bool,
+    /// The `tool_secret` credentials it sends (names and placement only).
+    #[schema(value_type = Vec<Object>)]
+    pub credential_refs: Value,
 }
 
 impl From<WebhookToolRecord> for WebhookToolView {
@@ -462,6 +469,7 @@ impl From<WebhookToolRecord> for WebhookToolView {
             timeout_ms: tool.timeout_ms,
             risk: tool.risk,
             idempotent: tool.idempotent,
+            credential_refs: tool.credential_refs,
         }
     }
 }
@@ -508,6 +516,21 @@ async fn create_webhook_tool(
         return Err(ApiError::validation(&fields.0));
     }
     def.validate().map_err(|reasons| ApiError::validation(&[("definition", reasons)]))?;
+    let credential_refs = body.credential_refs.unwrap_or_default();
+    for reference in &credential_refs {
+        reference.validate().map_err(|reasons| ApiError::validation(&[("credential_refs", reasons)]))?;
+        if state
+            .store
+            .credential(crate::routes::credentials::CredentialKind::ToolSecret.as_str(), &reference.credential)
+            .await?
+            .is_none()
+        {
+            return Err(ApiError::new(
+                Code::Unprocessable,
+                format!("credential_refs: there is no tool_secret credential named `{}`", reference.credential),
+            ));
+        }
+    }
     let agent_id = match body.agent_id {
         None => None,
         Some(agent) => match state.store.get_agent(&agent).await {
@@ -534,6 +557,7 @@ async fn create_webhook_tool(
         timeout_ms: i64::try_from(def.timeout_ms).unwrap_or(i64::MAX),
         risk: def.risk.as_str().to_owned(),
         idempotent: def.idempotent,
+        credential_refs: json!(credential_refs),
     };
     let mut tx = state.store.begin().await?;
     tx.insert_webhook_tool(&record)

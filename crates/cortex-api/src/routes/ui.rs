@@ -39,7 +39,7 @@ use crate::routes::auth::{ClientMeta, check_throttle, normalise_email, password_
 use crate::state::AppState;
 
 /// Rows per list page.
-const PAGE_SIZE: usize = 50;
+pub(crate) const PAGE_SIZE: usize = 50;
 /// Agents loaded to name the agents of job rows and fill the agent filter.
 const AGENT_LOOKUP_LIMIT: usize = 200;
 
@@ -56,6 +56,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/ui/login", get(login_page).post(login_form))
         .route("/ui/setup", get(setup_page).post(setup_form))
         .route("/ui/static/{name}", get(static_file))
+        .merge(super::screens::router(state))
         .route("/ui/", viewer(get(overview)))
         .route("/ui/agents", viewer(get(agents)))
         .route("/ui/agents/new", guard::page(state, Role::Operator, get(new_agent)))
@@ -64,6 +65,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/ui/jobs/{id}", viewer(get(job)))
         .route("/ui/approvals", viewer(get(approvals)))
         .route("/ui/approvals/{id}", viewer(get(approval)))
+        .merge(super::ui_settings::router(state))
         .layer(axum::middleware::from_fn(security_headers))
 }
 
@@ -125,9 +127,9 @@ impl IntoResponse for PageError {
     }
 }
 
-type PageResult = Result<Response, PageError>;
+pub(crate) type PageResult = Result<Response, PageError>;
 
-fn render(template: &impl Template) -> PageResult {
+pub(crate) fn render(template: &impl Template) -> PageResult {
     template
         .render()
         .map(|html| Html(html).into_response())
@@ -141,7 +143,12 @@ fn render_with(status: StatusCode, template: &impl Template) -> PageResult {
     })
 }
 
-fn chrome(principal: &Principal, session: Option<&SessionContext>, title: &str, active: &'static str) -> Chrome {
+pub(crate) fn chrome(
+    principal: &Principal,
+    session: Option<&SessionContext>,
+    title: &str,
+    active: &'static str,
+) -> Chrome {
     Chrome {
         title: title.to_owned(),
         active,
@@ -154,11 +161,11 @@ fn chrome(principal: &Principal, session: Option<&SessionContext>, title: &str, 
     }
 }
 
-fn when(time: chrono::DateTime<chrono::Utc>) -> String {
+pub(crate) fn when(time: chrono::DateTime<chrono::Utc>) -> String {
     time.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
-fn opt_when(time: Option<chrono::DateTime<chrono::Utc>>) -> String {
+pub(crate) fn opt_when(time: Option<chrono::DateTime<chrono::Utc>>) -> String {
     time.map(when).unwrap_or_else(|| "—".into())
 }
 
@@ -167,7 +174,7 @@ fn cost(usd: f64) -> String {
 }
 
 /// Non-archived agents by id, to name the agents of job rows.
-async fn agent_names(state: &AppState) -> Result<Vec<Agent>, PageError> {
+pub(crate) async fn agent_names(state: &AppState) -> Result<Vec<Agent>, PageError> {
     Ok(state.store.list_agents(None, None, AGENT_LOOKUP_LIMIT).await?.items)
 }
 
@@ -199,7 +206,7 @@ fn agent_row(agent: &Agent) -> AgentRow {
 }
 
 /// Reads an optional enum filter; an unknown value is a 400 in words.
-fn parse_filter<T: std::str::FromStr>(name: &str, value: Option<&str>) -> Result<Option<T>, PageError> {
+pub(crate) fn parse_filter<T: std::str::FromStr>(name: &str, value: Option<&str>) -> Result<Option<T>, PageError> {
     match value.filter(|value| !value.is_empty()) {
         None => Ok(None),
         Some(text) => {
@@ -208,7 +215,7 @@ fn parse_filter<T: std::str::FromStr>(name: &str, value: Option<&str>) -> Result
     }
 }
 
-fn parse_cursor(cursor: Option<&str>) -> Result<Option<Cursor>, PageError> {
+pub(crate) fn parse_cursor(cursor: Option<&str>) -> Result<Option<Cursor>, PageError> {
     match cursor.filter(|value| !value.is_empty()) {
         None => Ok(None),
         Some(text) => Cursor::decode(text).map(Some).ok_or_else(|| {
@@ -227,7 +234,7 @@ fn link(path: &str, pairs: &[(&str, String)]) -> String {
     if query.is_empty() { path.to_owned() } else { format!("{path}?{query}") }
 }
 
-fn pager(path: &str, filters: &[(&str, String)], next: Option<Cursor>, at_cursor: bool) -> Pager {
+pub(crate) fn pager(path: &str, filters: &[(&str, String)], next: Option<Cursor>, at_cursor: bool) -> Pager {
     let with_cursor = |cursor: Cursor| {
         let mut pairs = filters.to_vec();
         pairs.push(("cursor", cursor.encode()));
@@ -236,7 +243,7 @@ fn pager(path: &str, filters: &[(&str, String)], next: Option<Cursor>, at_cursor
     Pager { next_url: next.map(with_cursor), first_url: at_cursor.then(|| link(path, filters)) }
 }
 
-fn resolve_id(text: &str, what: &str) -> Result<Uuid, PageError> {
+pub(crate) fn resolve_id(text: &str, what: &str) -> Result<Uuid, PageError> {
     Uuid::parse_str(text).map_err(|_| PageError(ApiError::not_found(what)))
 }
 

@@ -58,6 +58,7 @@ impl TestApp {
                 mcp: mcp.clone(),
                 http: reqwest::Client::new(),
                 llm_retry: Default::default(),
+                redactor: Default::default(),
             },
         )
         .await

@@ -44,6 +44,7 @@ async fn start_agents(app: &TestApp, llm: &FakeLlm) -> CancellationToken {
             mcp: Arc::new(cortex_mcp::Pool::new(store.clock().clone(), 10, std::time::Duration::from_secs(600))),
             http: reqwest::Client::new(),
             llm_retry: Default::default(),
+            redactor: Default::default(),
         },
     )
     .await

@@ -339,3 +339,34 @@ both_engines!(providers_list_presets_credentials_and_reported_models, |t: TestSt
     assert_eq!(app.get("/providers?refresh=maybe", &viewer).await.status(), 400);
     seen.assert_clean(&[KEY_ONE]);
 });
+
+both_engines!(a_provider_that_echoes_the_key_in_its_error_leaks_it_nowhere, |t: TestStore| async move {
+    const LEAKED: &str = "sk-echoed-by-provider-5555";
+    let app = TestApp::spawn(t).await;
+    let llm = FakeLlm::start().await;
+    let body = json!({"error": {"message": format!("Incorrect API key provided: {LEAKED}."), "type": "invalid_request_error",
+                               "code": "invalid_api_key"}});
+    llm.rule(When::Always, Reply::error(401).error_body(body));
+    let _engine = start_runtime_engine(&app).drop_guard();
+    let mut seen = Seen::default();
+    let key = json!({"name": "openai", "kind": "llm", "value": LEAKED, "base_url": llm.openai_base_url()});
+    assert_eq!(seen.json(app.post("/credentials", &app.admin, key).await).await.0, 201);
+    let agent = app.create_agent("Echoed").await;
+
+    let failed = chat(&app, &mut seen, "echoed", "hi").await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let message = failed["error"]["message"].as_str().unwrap_or_default().to_owned();
+    assert!(message.contains("Incorrect API key provided: [redacted]"), "{failed}");
+    let job = format!("/jobs/{}", failed["job_id"].as_str().unwrap());
+    seen.json(app.get(&job, &app.admin).await).await;
+    let (_, list) = seen.json(app.get("/credentials", &app.admin).await).await;
+    let row = list["items"].as_array().unwrap().iter().find(|item| item["name"] == "openai").unwrap().clone();
+    assert_eq!(row["status"], "error", "{row}");
+    assert!(row["last_error"].as_str().unwrap().contains("[redacted]"), "{row}");
+    let agent_id = agent["id"].as_str().unwrap().parse().unwrap();
+    let events =
+        app.test.store.events_after(cortex_store::events::EventScope::Agent(agent_id), 0, 10_000).await.unwrap();
+    assert!(events.iter().any(|event| event.payload["code"] == "provider_auth_failed"), "the operator notice");
+    seen.0.extend(events.iter().map(|event| event.payload.to_string()));
+    seen.assert_clean(&[LEAKED]);
+});

@@ -17,18 +17,18 @@ use crate::app::{TestApp, error_code};
 const PASSWORD: &str = "correct horse battery";
 
 /// A browser's view of a signed-in session.
-struct Browser {
-    cookie: String,
-    csrf: String,
-    origin: String,
+pub(crate) struct Browser {
+    pub(crate) cookie: String,
+    pub(crate) csrf: String,
+    pub(crate) origin: String,
 }
 
 /// A client that shows redirects instead of following them.
-fn no_redirects() -> reqwest::Client {
+pub(crate) fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
-async fn user(app: &TestApp, email: &str, role: Role) -> uuid::Uuid {
+pub(crate) async fn user(app: &TestApp, email: &str, role: Role) -> uuid::Uuid {
     let hash = cortex_auth::password::hash(PASSWORD).unwrap();
     let mut tx = app.test.store.begin().await.unwrap();
     let user = tx.insert_user(&format!("{role} person"), Some(email), role).await.unwrap();
@@ -50,7 +50,7 @@ async fn try_login(app: &TestApp, email: &str, password: &str) -> reqwest::Respo
     app.http.post(app.url("/auth/login")).json(&json!({"email": email, "password": password})).send().await.unwrap()
 }
 
-async fn login(app: &TestApp, email: &str) -> Browser {
+pub(crate) async fn login(app: &TestApp, email: &str) -> Browser {
     let response = try_login(app, email, PASSWORD).await;
     assert_eq!(response.status(), 200, "sign-in of {email}");
     let set_cookie = session_cookie(response.headers()).expect("a session cookie");
@@ -60,17 +60,24 @@ async fn login(app: &TestApp, email: &str) -> Browser {
 }
 
 impl Browser {
-    fn get(&self, app: &TestApp, path: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn get(&self, app: &TestApp, path: &str) -> reqwest::RequestBuilder {
         no_redirects().get(app.url(path)).header("cookie", &self.cookie)
     }
 
     /// An unsafe request as the dashboard's own page sends it: cookie, CSRF token, own origin.
-    fn post(&self, app: &TestApp, path: &str, body: Value) -> reqwest::RequestBuilder {
+    pub(crate) fn post(&self, app: &TestApp, path: &str, body: Value) -> reqwest::RequestBuilder {
         self.post_as(app, path, body, &self.origin, &self.csrf)
     }
 
     /// An unsafe request with the session cookie and the given origin and token.
-    fn post_as(&self, app: &TestApp, path: &str, body: Value, origin: &str, csrf: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn post_as(
+        &self,
+        app: &TestApp,
+        path: &str,
+        body: Value,
+        origin: &str,
+        csrf: &str,
+    ) -> reqwest::RequestBuilder {
         no_redirects()
             .post(app.url(path))
             .header("cookie", &self.cookie)
@@ -530,4 +537,78 @@ both_engines!(agents_are_created_chatted_with_and_given_tools_from_the_dashboard
     drop(events);
     let refused = viewer.post(&app, &format!("/agents/{id}/chat"), json!({"text": "hello"})).send().await.unwrap();
     assert_eq!(refused.status(), 403);
+});
+
+both_engines!(memory_and_channel_screens_show_state_and_offer_only_allowed_actions, |t: TestStore| async move {
+    let app = TestApp::spawn(t).await;
+    user(&app, "viewer@example.com", Role::Viewer).await;
+    user(&app, "operator@example.com", Role::Operator).await;
+    let viewer = login(&app, "viewer@example.com").await;
+    let operator = login(&app, "operator@example.com").await;
+    let page = |who: &Browser, path: &str| who.get(&app, path).send();
+
+    // No agent: the explorer says how memories come to exist; no channel: how to add one.
+    let memory = page(&viewer, "/ui/memory").await.unwrap().text().await.unwrap();
+    assert!(memory.contains("No agents yet, so no memories"), "{memory}");
+    let channels = page(&viewer, "/ui/channels").await.unwrap().text().await.unwrap();
+    assert!(channels.contains("No chat channels yet") && !channels.contains("hx-post=\"/channels\""), "{channels}");
+
+    let agent = app.create_agent("Keeper").await;
+    let agent_id = agent["id"].as_str().unwrap();
+    let empty = page(&operator, "/ui/memory").await.unwrap().text().await.unwrap();
+    assert!(empty.contains("Keeper remembers nothing yet") && empty.contains("or add one below"), "{empty}");
+    assert!(empty.contains(&format!("hx-post=\"/agents/{agent_id}/memory\"")), "operators get the add form");
+    let stored: Value = app
+        .post(
+            &format!("/agents/{agent_id}/memory"),
+            &app.admin,
+            json!({"content": "The deploy window is Tuesday <b>morning</b>.", "type": "fact", "tags": ["ops"]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let memory_id = stored["id"].as_str().unwrap();
+
+    let listed = page(&viewer, &format!("/ui/memory?agent={agent_id}")).await.unwrap().text().await.unwrap();
+    assert!(listed.contains("Tuesday &#60;b&#62;morning") || listed.contains("Tuesday &lt;b&gt;morning"), "{listed}");
+    assert!(!listed.contains("hx-post=\"/agents/"), "a viewer gets no add form");
+    let search = page(&viewer, &format!("/ui/memory?agent={agent_id}&q=deploy+window")).await.unwrap();
+    assert_eq!(search.status(), 200);
+    let search = search.text().await.unwrap();
+    assert!(search.contains("Similarity") && search.contains("<strong>"), "score parts shown: {search}");
+    let filtered = page(&viewer, &format!("/ui/memory?agent={agent_id}&type=event")).await.unwrap();
+    assert!(filtered.text().await.unwrap().contains("Nothing in Keeper's memory matches"));
+    let bad = page(&viewer, &format!("/ui/memory?agent={agent_id}&type=gossip")).await.unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().contains("unknown memory type `gossip`"));
+    let missing = page(&viewer, &format!("/ui/memory/{agent_id}/{}", uuid::Uuid::now_v7())).await.unwrap();
+    assert_eq!(missing.status(), 404);
+
+    let item_path = format!("/ui/memory/{agent_id}/{memory_id}");
+    let item = page(&viewer, &item_path).await.unwrap().text().await.unwrap();
+    assert!(item.contains("Tuesday") && !item.contains("hx-patch") && !item.contains("hx-delete"), "{item}");
+    let item = page(&operator, &item_path).await.unwrap().text().await.unwrap();
+    assert!(item.contains("hx-patch") && item.contains("hx-delete"), "operators may edit and delete");
+
+    // A viewer crafting the requests the operator's page sends is refused by the API's guards.
+    let refused = viewer
+        .post(&app, &format!("/agents/{agent_id}/memory"), json!({"content": "Sneaky addition by a viewer."}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let refused = viewer
+        .post(&app, "/channels", json!({"type": "telegram", "name": "x", "config": {"bot_token": "1:a"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let operator_channel = operator
+        .post(&app, "/channels", json!({"type": "telegram", "name": "x", "config": {"bot_token": "1:a"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(operator_channel.status(), 403, "adding a bot needs an admin");
+    assert_eq!(page(&viewer, &format!("/ui/channels/{}", uuid::Uuid::now_v7())).await.unwrap().status(), 404);
 });

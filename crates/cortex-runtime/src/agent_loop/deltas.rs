@@ -6,12 +6,15 @@
 //! instead of written, so the caller stores it in the transaction that records the call (one write less
 //! per call, and the last delta lands right before `llm.message`). A [`StreamEvent::Reset`] (the failover client started
 //! over) drops unflushed text and stores a `{"reset": true}` delta telling viewers to discard what they
-//! showed. Deltas are a live view only — `llm.message` carries the full text — so a failed write is logged,
+//! showed. Text passes through the process's secret redactor as a stream ([`StreamRedactor`]): the tail
+//! that could still be the start of a secret waits for the next piece, so no secret is stored split
+//! across two deltas. Deltas are a live view only — `llm.message` carries the full text — so a failed write is logged,
 //! not fatal.
 
 use std::time::Duration;
 
 use cortex_core::event::{Actor, EventType};
+use cortex_core::redact::StreamRedactor;
 use cortex_llm::StreamEvent;
 use cortex_store::Store;
 use cortex_store::events::NewEvent;
@@ -32,6 +35,8 @@ pub(super) struct DeltaSink {
     pub job_id: Uuid,
     pub session_id: Option<Uuid>,
     pub turn: u32,
+    /// Removes secrets before anything is stored.
+    pub redactor: StreamRedactor,
 }
 
 impl DeltaSink {
@@ -70,7 +75,7 @@ impl Pending {
 
 /// Drains `events` into coalesced `llm.delta` events until the sender is dropped; returns the text not yet
 /// written.
-pub(super) async fn forward(sink: DeltaSink, mut events: UnboundedReceiver<StreamEvent>) -> Option<String> {
+pub(super) async fn forward(mut sink: DeltaSink, mut events: UnboundedReceiver<StreamEvent>) -> Option<String> {
     let mut pending = Pending { text: String::new(), chars: 0, since: None };
     loop {
         let deadline = pending.since.map(|since| since + FLUSH_AFTER);
@@ -85,6 +90,7 @@ pub(super) async fn forward(sink: DeltaSink, mut events: UnboundedReceiver<Strea
         };
         match event {
             Some(StreamEvent::TextDelta(text)) => {
+                let text = sink.redactor.push(&text);
                 pending.chars += text.chars().count();
                 pending.text.push_str(&text);
                 pending.since.get_or_insert_with(Instant::now);
@@ -96,10 +102,15 @@ pub(super) async fn forward(sink: DeltaSink, mut events: UnboundedReceiver<Strea
             }
             Some(StreamEvent::Reset) => {
                 pending.take();
+                sink.redactor.reset();
                 sink.write(json!({"turn": sink.turn, "reset": true})).await;
             }
             Some(_) => {}
-            None => return pending.take(),
+            None => {
+                let rest = sink.redactor.finish();
+                pending.text.push_str(&rest);
+                return pending.take();
+            }
         }
     }
 }

@@ -79,14 +79,35 @@ impl JobHandler for AgentHandler {
         async {
             let mut run = match Run::start(self.services.clone(), ctx).await {
                 Ok(run) => run,
-                Err(Halt(outcome)) => return outcome,
+                Err(Halt(outcome)) => return redacted(&self.services, outcome).await,
             };
             let outcome = run.execute().await.unwrap_or_else(|Halt(outcome)| outcome);
+            let outcome = redacted(&self.services, outcome).await;
             run.end(&outcome).await;
             outcome
         }
         .instrument(span)
         .await
+    }
+}
+
+/// The outcome with every secret form removed from its result and error text (SPEC Appendix B): what the
+/// engine stores becomes `GET /jobs/{id}`, events and channel failure notices.
+async fn redacted(svc: &Services, outcome: Outcome) -> Outcome {
+    let redactor = match svc.secrets.refresh().await {
+        Ok(redactor) => redactor,
+        Err(err) => {
+            tracing::warn!(error = %err, "secret set not refreshed; redacting with the previous one");
+            svc.secrets.current()
+        }
+    };
+    match outcome {
+        Outcome::Completed(result) => Outcome::Completed(redactor.apply_json(&result)),
+        Outcome::Failed(mut error) => {
+            error.message = redactor.apply(&error.message);
+            Outcome::Failed(error)
+        }
+        other => other,
     }
 }
 
@@ -155,6 +176,7 @@ impl Run {
             ctx.resume_point(),
         );
         synced?;
+        svc.secrets.refresh().await?;
         let (tools, (user_text, history), records) = (tools?, conversation?, records?);
         let memories = recall(&svc, agent.id, &user_text).await;
         let user_text = if job.untrusted_input() { wrap_untrusted(UNTRUSTED_SENDER, &user_text) } else { user_text };

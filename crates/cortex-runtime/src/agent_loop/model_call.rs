@@ -247,6 +247,7 @@ impl Run {
             job_id: self.ctx.job.id,
             session_id: self.session_id,
             turn,
+            redactor: self.svc.secrets.current().stream(),
         };
         let both = async { tokio::join!(call, deltas::forward(sink, receiver)) };
         tokio::select! {
@@ -264,8 +265,11 @@ impl Run {
         if observed.auth_failures.is_empty() && observed.transitions.is_empty() {
             return Ok(());
         }
+        let redactor = self.svc.secrets.current();
         let mut tx = self.svc.store.begin().await?;
         for (provider, model, message) in &observed.auth_failures {
+            let message = redactor.apply(message);
+            let message = &message;
             tx.mark_credential_error(LLM_KIND, provider, message).await?;
             tx.emit(NewEvent {
                 actor: Actor::System,
@@ -297,7 +301,14 @@ impl Run {
         served: Served,
         unflushed: Option<String>,
     ) -> Result<Completion, Halt> {
-        let completion = served.completion;
+        let mut completion = served.completion;
+        // Model output never carries a secret further: not into events, the transcript, the next request,
+        // the session, the job result or a channel reply.
+        let redactor = self.svc.secrets.current();
+        completion.text = redactor.apply(&completion.text);
+        for call in &mut completion.tool_calls {
+            call.arguments = redactor.apply(&call.arguments);
+        }
         let serving = ModelRef { provider: served.provider.clone(), model: served.model.clone() };
         if let Some(index) = self.candidates.iter().position(|candidate| *candidate == serving) {
             self.state.candidate_index = index;

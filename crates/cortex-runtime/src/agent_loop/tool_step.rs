@@ -334,12 +334,15 @@ impl Run {
         let started = Instant::now();
         let result = tokio::time::timeout(TOOL_TIMEOUT_CAP, tool.call(input, &ctx)).instrument(span).await;
         let duration_ms = Some(i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX));
+        // Whatever a tool returns is redacted before it reaches the ledger, the context or an event.
+        let redactor = self.svc.secrets.refresh().await?;
         let settlement = match result {
             Ok(Ok(output)) => {
                 let interrupted = output.data.get("interrupted").and_then(Value::as_bool) == Some(true);
+                let (content, data) = (redactor.apply(&output.content), redactor.apply_json(&output.data));
                 Settlement {
                     state: if interrupted { ToolCallState::Interrupted } else { ToolCallState::Completed },
-                    output: StoredOutput::new(&output.content, true, output.is_error, None, output.data),
+                    output: StoredOutput::new(&content, true, output.is_error, None, data),
                     is_error: output.is_error,
                     duration_ms,
                     blocked: None,
@@ -347,10 +350,10 @@ impl Run {
             }
             Ok(Err(err)) => Settlement {
                 state: ToolCallState::Failed,
-                output: StoredOutput::new(&err.to_string(), true, true, Some(err.code()), Value::Null),
+                output: StoredOutput::new(&redactor.apply(&err.to_string()), true, true, Some(err.code()), Value::Null),
                 is_error: true,
                 duration_ms,
-                blocked: matches!(err, ToolError::BlockedDestination { .. }).then(|| err.to_string()),
+                blocked: matches!(err, ToolError::BlockedDestination { .. }).then(|| redactor.apply(&err.to_string())),
             },
             Err(_) => Settlement {
                 state: ToolCallState::Failed,

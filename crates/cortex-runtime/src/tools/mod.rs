@@ -8,6 +8,7 @@
 //! executed at all — the agent loop answers it with a human decision.
 
 mod create_job;
+pub(crate) mod credentials;
 mod mcp;
 mod memory;
 mod request_approval;
@@ -27,7 +28,9 @@ use cortex_tools::http::GuardedHttp;
 use cortex_tools::{Tool, ToolRegistry};
 use serde_json::json;
 
+use self::credentials::CredentialUse;
 use crate::policy;
+use cortex_tools::builtin::{SearchConfig, WebSearchTool};
 
 pub(crate) use create_job::{CreateJobTool, DelegationLimits};
 pub(crate) use mcp::OUTCOME_UNKNOWN;
@@ -165,7 +168,26 @@ pub(crate) struct ToolResolver {
     builtins: Arc<ToolRegistry>,
 }
 
+/// The built-in a `search` credential configures.
+const WEB_SEARCH: &str = "web_search";
+
 impl ToolResolver {
+    /// `web_search` through the first `search` credential by name that is not disabled (it takes precedence
+    /// over `CORTEX_SEARCH_*`); `None` when there is none. The credential's name picks the wire format
+    /// (`brave…` or `searxng…`, else by URL as for the environment) and its `base_url` the endpoint.
+    async fn search_from_credential(&self) -> Result<Option<Result<Arc<dyn Tool>, String>>, StoreError> {
+        let rows = self.store.credentials_of_kind(credentials::SEARCH_KIND).await?;
+        let Some(row) = rows.into_iter().find(|row| row.status != "disabled") else { return Ok(None) };
+        let tool = credentials::decrypt(&self.cipher, &row).and_then(|key| {
+            let config = SearchConfig::from_credential(&row.name, row.base_url.as_deref(), Some(key))
+                .map_err(|err| format!("the search credential `{}` is unusable: {err}", row.name))?;
+            WebSearchTool::new(config).map_err(|err| err.to_string())
+        });
+        Ok(Some(tool.map(|tool| {
+            CredentialUse::wrap(Arc::new(tool), self.store.clone(), vec![(credentials::SEARCH_KIND, row.name.clone())])
+        })))
+    }
+
     /// The resolver over the process's built-ins (the catalogue's registry) and its webhook and MCP tools.
     pub(crate) fn new(
         store: Store,
@@ -218,6 +240,11 @@ impl ToolResolver {
     }
 
     async fn resolve_ref(&self, agent: &Agent, tool_ref: &str) -> Result<Result<(Callable, bool), String>, StoreError> {
+        if tool_ref == WEB_SEARCH
+            && let Some(resolved) = self.search_from_credential().await?
+        {
+            return Ok(resolved.map(|tool| (Callable::Tool(tool), false)));
+        }
         if let Some(tool) = self.builtins.get(tool_ref) {
             let callable =
                 if tool_ref == REQUEST_APPROVAL { Callable::RequestApproval(tool) } else { Callable::Tool(tool) };
@@ -231,8 +258,9 @@ impl ToolResolver {
                 }
                 Some(record) => record,
             };
-            return Ok(webhooks::build(record, &self.cipher, self.http.clone())
-                .map(|tool| (Callable::Tool(Arc::new(tool)), false))
+            return Ok(webhooks::build(record, &self.store, &self.cipher, self.http.clone())
+                .await?
+                .map(|tool| (Callable::Tool(tool), false))
                 .map_err(|reason| format!("webhook tool `{name}` cannot be used: {reason}")));
         }
         if let Some((slug, name)) = parse_mcp_ref(tool_ref) {
@@ -262,10 +290,10 @@ impl ToolResolver {
                 })
                 .map_err(|reason| format!("MCP server `{slug}` cannot be used: {reason}")));
         }
-        if tool_ref == "web_search" {
-            return Ok(Err(
-                "`web_search` needs a search provider (CORTEX_SEARCH_API_URL / CORTEX_SEARCH_API_KEY)".into()
-            ));
+        if tool_ref == WEB_SEARCH {
+            return Ok(Err("`web_search` needs a search provider: a `search` credential, or CORTEX_SEARCH_API_URL / \
+                 CORTEX_SEARCH_API_KEY"
+                .into()));
         }
         Ok(Err(format!("`{tool_ref}` is not a tool of this deployment")))
     }

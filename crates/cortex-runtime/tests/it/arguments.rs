@@ -39,6 +39,7 @@ both_engines!(arguments_violating_a_referenced_definition_are_refused_with_their
         timeout_ms: 10_000,
         risk: "p2".into(),
         idempotent: false,
+        credential_refs: serde_json::json!([]),
     };
     let mut tx = store.begin().await.unwrap();
     tx.insert_webhook_tool(&record).await.unwrap();

@@ -317,6 +317,7 @@ both_engines!(
             timeout_ms: 10_000,
             risk: "p2".into(),
             idempotent: false,
+            credential_refs: serde_json::json!([]),
         };
         let mut tx = store.begin().await.unwrap();
         tx.insert_webhook_tool(&exfil).await.unwrap();

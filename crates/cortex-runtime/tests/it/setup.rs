@@ -20,6 +20,7 @@ fn config(test: &TestStore, env: BTreeMap<String, String>) -> RuntimeConfig {
         mcp: Arc::new(cortex_mcp::Pool::new(test.store.clock().clone(), 10, Duration::from_secs(600))),
         http: http(),
         llm_retry: fast_retry(),
+        redactor: Default::default(),
     }
 }
 

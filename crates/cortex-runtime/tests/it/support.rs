@@ -75,6 +75,7 @@ pub fn runtime_config(data_dir: &std::path::Path, store: &Store, env: BTreeMap<S
         mcp: Arc::new(cortex_mcp::Pool::new(store.clock().clone(), 10, Duration::from_secs(600))),
         http: http(),
         llm_retry: fast_retry(),
+        redactor: Default::default(),
     }
 }
 
@@ -383,6 +384,7 @@ pub async fn webhook_tool(store: &Store, agent_id: Uuid, name: &str, url: &str, 
         timeout_ms: 10_000,
         risk: "p2".into(),
         idempotent: false,
+        credential_refs: serde_json::json!([]),
     };
     let mut tx = store.begin().await.unwrap();
     tx.insert_webhook_tool(&record).await.unwrap();

@@ -98,6 +98,41 @@ impl SearchConfig {
     }
 }
 
+impl SearchConfig {
+    /// The configuration of a `search` credential: `name` starting with `brave` or `searxng` picks the
+    /// wire format (otherwise the URL decides, as for the environment); `base_url` is the endpoint
+    /// (Brave's public one when absent).
+    pub fn from_credential(
+        name: &str,
+        base_url: Option<&str>,
+        api_key: Option<String>,
+    ) -> Result<SearchConfig, SearchConfigError> {
+        let named = if name.starts_with("searxng") {
+            Some(SearchProvider::Searxng)
+        } else if name.starts_with("brave") {
+            Some(SearchProvider::Brave)
+        } else {
+            None
+        };
+        let url = match (base_url, named) {
+            (Some(url), _) => url.to_owned(),
+            (None, None | Some(SearchProvider::Brave)) => BRAVE_URL.to_owned(),
+            (None, Some(SearchProvider::Searxng)) => {
+                return Err(SearchConfigError("a SearXNG search credential needs its base_url".into()));
+            }
+        };
+        let url = Url::parse(&url).map_err(|error| SearchConfigError(format!("base_url: {error}")))?;
+        let provider = named.unwrap_or(if url.path().contains(BRAVE_PATH) {
+            SearchProvider::Brave
+        } else {
+            SearchProvider::Searxng
+        });
+        let config = SearchConfig { provider, url, api_key };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
 /// The `web_search` tool configured by the environment, read through `env` (pass
 /// `|name| std::env::var(name).ok()`). `Ok(None)` when search is not configured: the tool is then not
 /// registered, and policies naming it are reported unresolvable.

@@ -7,7 +7,6 @@
 //! streamed, answer stored, job completed, waiter woken). Each turn starts a new session.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -15,19 +14,9 @@ use axum::body::Body;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use clap::Args;
-use cortex_api::state::AppParts;
-use cortex_api::{ApiConfig, AppState, Readiness};
-use cortex_core::clock::SystemClock;
-use cortex_core::job::JobKind;
-use cortex_core::role::Role;
-use cortex_jobs::{EngineConfig, JobEngine};
-use cortex_runtime::{Runtime, RuntimeConfig};
-use cortex_store::Store;
-use cortex_store::secrets::{Cipher, MasterKey};
-use cortex_store::users::{KeySource, NewApiKey};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
+use super::in_process::InProcess;
 use super::{Report, Scratch, ScratchArgs, millis, percentile};
 
 /// Turns run before measuring, so connections and caches are warm.
@@ -51,70 +40,21 @@ pub(crate) async fn measure(scratch: &Scratch, args: &ChatArgs) -> anyhow::Resul
     let turns = args.turns as usize;
     let concurrency = (args.concurrency as usize).min(turns);
     let model = InstantModel::start().await?;
-    let store = Store::open(&scratch.database, Arc::new(SystemClock)).await.context("opening the scratch database")?;
-    store.migrate().await.context("migrating the scratch database")?;
-    let cipher = Arc::new(Cipher::new(MasterKey::from_bytes(rand::random()), Vec::new()));
-    let mcp = Arc::new(cortex_mcp::Pool::new(store.clock().clone(), 10, Duration::from_secs(600)));
     let env = BTreeMap::from([
         ("OPENAI_BASE_URL".to_owned(), model.base_url.clone()),
         ("OPENAI_API_KEY".to_owned(), "bench".to_owned()),
     ]);
-    let runtime = Runtime::new(
-        store.clone(),
-        RuntimeConfig {
-            data_dir: scratch.dir.clone(),
-            env,
-            cipher: cipher.clone(),
-            mcp: mcp.clone(),
-            http: reqwest::Client::new(),
-            llm_retry: cortex_llm::RetryPolicy::default(),
-        },
-    )
-    .await
-    .context("starting the runtime")?;
-    let key = admin_key(&store).await?;
-
-    let stop = CancellationToken::new();
     // Enough slots that concurrent clients measure the overhead, not a queue behind the default five.
-    let config = EngineConfig {
-        concurrency: concurrency.max(5),
-        ..EngineConfig::with_name(format!("bench:{}", std::process::id()))
-    };
-    let engine = JobEngine::new(store.clone(), config).with_handler(JobKind::Chat, runtime.handler());
-    let engine_task = tokio::spawn(engine.run(stop.clone().cancelled_owned()));
-    let readiness = Readiness::default();
-    readiness.set_engine_alive(true);
-    let unlimited = cortex_api::rate_limit::Limit::OFF;
-    let channels = crate::channels::supervisor(&store, &cipher)?;
-    let state = AppState::new(AppParts {
-        store: store.clone(),
-        runtime,
-        cipher,
-        mcp: mcp.clone(),
-        channels,
-        config: ApiConfig { api_rate: unlimited, chat_rate: unlimited, ..ApiConfig::default() },
-        metrics: cortex_api::metrics::handle(),
-        readiness,
-        shutdown: stop.clone(),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let server_stop = stop.clone();
-    let limits = cortex_api::server::ConnectionLimits::default();
-    let server = tokio::spawn(cortex_api::server::serve(listener, cortex_api::router(state), limits, server_stop));
-
-    let measured = turns_through_http(&base, &key, turns, concurrency).await;
-    stop.cancel();
-    engine_task.await.context("job engine task")??;
-    server.await.context("http server task")??;
-    mcp.shutdown().await;
-    store.close().await;
+    let server = InProcess::start(scratch, env, Some(concurrency.max(5))).await?;
+    let measured = turns_through_http(&server.base, &server.key, turns, concurrency).await;
+    let engine = server.store.engine_name();
+    server.stop().await?;
     let mut samples = measured?;
     samples.sort();
     let total: Duration = samples.iter().sum();
     let mut report = Report::new(
         "chat",
-        store.engine_name(),
+        engine,
         format!("{turns} turns of POST /agents/{{id}}/chat?wait=true by {concurrency} clients, instant model"),
     );
     report.figure("turn_p50_ms", "overhead per turn, p50", millis(percentile(&samples, 0.50)), "ms");
@@ -122,17 +62,6 @@ pub(crate) async fn measure(scratch: &Scratch, args: &ChatArgs) -> anyhow::Resul
     report.figure("turn_mean_ms", "overhead per turn, mean", millis(total / turns.max(1) as u32), "ms");
     report.figure("turn_max_ms", "overhead per turn, max", millis(samples.last().copied().unwrap_or_default()), "ms");
     Ok(report)
-}
-
-async fn admin_key(store: &Store) -> anyhow::Result<String> {
-    let generated = cortex_core::api_key::generate();
-    let mut tx = store.begin().await?;
-    let user = tx.insert_user("bench", None, Role::Admin).await?;
-    let key =
-        NewApiKey::system("bench".into(), generated.prefix, generated.hash, Role::Admin, Some(user.id), KeySource::Api);
-    tx.insert_api_key(&key).await?;
-    tx.commit().await?;
-    Ok(generated.plaintext)
 }
 
 async fn turns_through_http(base: &str, key: &str, turns: usize, concurrency: usize) -> anyhow::Result<Vec<Duration>> {

@@ -7,7 +7,8 @@
 //!   that answers instantly;
 //! - [`memory`]: the memory store and its embedded vector index at scale (insert rate, search p50/p99,
 //!   recall@10, index cold start, RSS);
-//! - [`startup`]: a real `cortex serve` process, from spawn to `/readyz` 200, and its idle RSS.
+//! - [`startup`]: a real `cortex serve` process, from spawn to `/readyz` 200, and its idle RSS;
+//! - [`ui`]: server render time of the dashboard's list pages holding 50 rows.
 //!
 //! A scenario returns a [`Report`] (one [`Figure`] per measured value); this module prints it as one
 //! line per figure, headed by the machine's core count, or as JSON with `--json`.
@@ -17,9 +18,11 @@
 //! benchmark can never load (or create databases on) a shared or remote server by accident.
 
 mod chat;
+mod in_process;
 mod memory;
 mod queue;
 mod startup;
+mod ui;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -52,6 +55,8 @@ pub enum BenchCommand {
     Startup(startup::StartupArgs),
     /// Measure memory insert rate, vector and hybrid search latency, recall@10, index cold start and RSS.
     Memory(memory::MemoryArgs),
+    /// Measure how long the dashboard's list pages with 50 rows take to render (request to last byte).
+    Ui(ui::UiArgs),
 }
 
 /// Where a benchmark runs and how it reports.
@@ -87,6 +92,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Chat(args) => chat::measure(&scratch, args).await,
         BenchCommand::Startup(args) => startup::measure(&scratch, args).await,
         BenchCommand::Memory(args) => memory::measure(&scratch, args).await,
+        BenchCommand::Ui(args) => ui::measure(&scratch, args).await,
     };
     let removed = scratch.remove().await;
     let report = measured?;
@@ -101,6 +107,7 @@ impl BenchCommand {
             BenchCommand::Chat(args) => &args.scratch,
             BenchCommand::Startup(args) => &args.scratch,
             BenchCommand::Memory(args) => &args.scratch,
+            BenchCommand::Ui(args) => &args.scratch,
         }
     }
 }

@@ -94,6 +94,20 @@ fn startup_scenario_reports_every_figure() {
 }
 
 #[test]
+fn ui_scenario_reports_every_figure() {
+    for engine in engines() {
+        let mut args = vec!["ui", "--rounds", "3"];
+        args.extend(engine.iter().map(String::as_str));
+        let report = bench(&args);
+        assert_figures(
+            &report,
+            "ui",
+            &["agents_p50_ms", "agents_p95_ms", "jobs_p50_ms", "jobs_p95_ms", "memory_p50_ms", "memory_p95_ms"],
+        );
+    }
+}
+
+#[test]
 fn memory_scenario_reports_every_figure() {
     for engine in engines() {
         let mut args = vec!["memory", "--records", "300", "--dim", "32", "--queries", "20"];

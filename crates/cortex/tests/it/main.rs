@@ -1,6 +1,7 @@
 //! The real `cortex` binary: start-up, configuration errors, bootstrap, client commands, signals.
 
 mod bench;
+mod browser;
 mod channels;
 mod cli;
 mod credentials;

@@ -1,0 +1,349 @@
+//! Dashboard screens beyond the first milestone (SPEC §11.2): the memory explorer and the channels
+//! pages. Same rules as [`super::ui`]: pages read the store (or the runtime's memory service) and render
+//! a `cortex-ui` template; every change a page offers is a call of the JSON API from htmx, so the API's
+//! role guards, validation and CSRF check apply unchanged.
+
+use std::collections::HashMap;
+
+use axum::Extension;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use cortex_core::memory::{MemorySource, MemoryType};
+use cortex_core::role::Role;
+use cortex_memory::{SearchMode, SearchQuery};
+use cortex_store::memory::{MemoryFilter, MemoryRecord};
+use cortex_ui::views::{
+    BindingRow, ChannelPage, ChannelRow, ChannelsPage, Field, FilterOption, MemoryItemPage, MemoryPage, MemoryRow,
+    OutboxRow, Pager, ScoreParts,
+};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::ui::{
+    PAGE_SIZE, PageError, PageResult, agent_names, chrome, opt_when, pager, parse_cursor, parse_filter, render,
+    resolve_id, when,
+};
+use crate::auth::{Principal, SessionContext};
+use crate::error::ApiError;
+use crate::guard;
+use crate::state::AppState;
+
+/// The routes of these screens (merged into the dashboard router, which adds the security headers).
+pub(crate) fn router(state: &AppState) -> Router<AppState> {
+    let viewer = |route| guard::page(state, Role::Viewer, route);
+    Router::new()
+        .route("/ui/memory", viewer(get(memory)))
+        .route("/ui/memory/{agent}/{id}", viewer(get(memory_item)))
+        .route("/ui/channels", viewer(get(channels)))
+        .route("/ui/channels/{id}", viewer(get(channel)))
+}
+
+fn agent_options(agents: &[cortex_store::agents::Agent], selected: Option<Uuid>) -> Vec<FilterOption> {
+    agents
+        .iter()
+        .map(|agent| FilterOption {
+            value: agent.id.to_string(),
+            label: agent.name.clone(),
+            selected: Some(agent.id) == selected,
+        })
+        .collect()
+}
+
+fn type_options(selected: Option<MemoryType>) -> Vec<FilterOption> {
+    MemoryType::ALL
+        .iter()
+        .map(|option| FilterOption {
+            value: option.to_string(),
+            label: option.to_string().replace('_', " "),
+            selected: Some(*option) == selected,
+        })
+        .collect()
+}
+
+fn memory_row(record: &MemoryRecord, score: Option<ScoreParts>) -> MemoryRow {
+    MemoryRow {
+        id: record.id.to_string(),
+        memory_type: record.memory_type.replace('_', " "),
+        content: record.content.clone(),
+        tags: record.tags.join(", "),
+        importance: record.importance,
+        source: source_name(&record.source),
+        created: when(record.created_at),
+        score,
+    }
+}
+
+fn source_name(db: &str) -> String {
+    MemorySource::from_db(db).map_or_else(|| db.to_owned(), |source| source.as_str().to_owned())
+}
+
+#[derive(Debug, Deserialize)]
+struct MemoryQuery {
+    agent: Option<String>,
+    q: Option<String>,
+    #[serde(rename = "type")]
+    memory_type: Option<String>,
+    cursor: Option<String>,
+}
+
+/// Search hits shown per page (a search returns one page, best first).
+const SEARCH_LIMIT: usize = 50;
+
+async fn memory(
+    State(state): State<AppState>,
+    principal: Principal,
+    session: Option<Extension<SessionContext>>,
+    Query(query): Query<MemoryQuery>,
+) -> PageResult {
+    let agents = agent_names(&state).await?;
+    let chrome = chrome(&principal, session.as_deref(), "Memory", "memory");
+    let memory_type: Option<MemoryType> = parse_filter("memory type", query.memory_type.as_deref())?;
+    // The chosen agent, else the first one: the explorer always shows someone's memory.
+    let agent = match query.agent.as_deref().filter(|text| !text.is_empty()) {
+        Some(text) => Some(state.store.get_agent(text).await?),
+        None => agents.first().cloned(),
+    };
+    let Some(agent) = agent else {
+        return render(&MemoryPage {
+            chrome,
+            agents: Vec::new(),
+            agent_id: String::new(),
+            agent_name: String::new(),
+            query: String::new(),
+            types: type_options(None),
+            rows: Vec::new(),
+            mode: String::new(),
+            notice: None,
+            filtered: false,
+            pager: Pager::default(),
+        });
+    };
+    let text = query.q.as_deref().map(str::trim).unwrap_or_default().to_owned();
+    if text.chars().count() > 2000 {
+        return Err(PageError::from(ApiError::bad_request("the search text is longer than 2000 characters")));
+    }
+    let (rows, mode, notice, pager) = if text.is_empty() {
+        let cursor = parse_cursor(query.cursor.as_deref())?;
+        let filter =
+            MemoryFilter { memory_type: memory_type.map(|value| value.as_str().to_owned()), ..MemoryFilter::default() };
+        let page = state.store.list_memories(agent.id, &filter, cursor, PAGE_SIZE).await?;
+        let filters =
+            [("agent", agent.id.to_string()), ("type", memory_type.map(|value| value.to_string()).unwrap_or_default())];
+        let rows = page.items.iter().map(|record| memory_row(record, None)).collect();
+        (rows, String::new(), None, pager("/ui/memory", &filters, page.next_cursor, cursor.is_some()))
+    } else {
+        let search = SearchQuery {
+            text: text.clone(),
+            limit: SEARCH_LIMIT,
+            types: memory_type.into_iter().collect(),
+            tags: Vec::new(),
+        };
+        let results = state
+            .runtime
+            .memory
+            .search(agent.id, &search)
+            .await
+            .map_err(|err| PageError::from(ApiError::bad_request(err.to_string())))?;
+        let three = |value: f64| format!("{value:.3}");
+        let rows = results
+            .items
+            .iter()
+            .map(|hit| {
+                let parts = ScoreParts {
+                    total: three(hit.score),
+                    similarity: three(hit.parts.similarity),
+                    recency: three(hit.parts.recency),
+                    utility: three(hit.parts.utility),
+                };
+                memory_row(&hit.record, Some(parts))
+            })
+            .collect();
+        let (mode, notice) = match (results.mode, results.degraded) {
+            (SearchMode::Hybrid, _) => ("hybrid (full-text and vector)", None),
+            (SearchMode::Keyword, true) => {
+                ("keyword", Some("the embedding service or vector index is unavailable right now".to_owned()))
+            }
+            (SearchMode::Keyword, false) => ("keyword", Some("no embedder is configured".to_owned())),
+        };
+        (rows, mode.to_owned(), notice, Pager::default())
+    };
+    render(&MemoryPage {
+        chrome,
+        agents: agent_options(&agents, Some(agent.id)),
+        agent_id: agent.id.to_string(),
+        agent_name: agent.name.clone(),
+        query: text.clone(),
+        types: type_options(memory_type),
+        rows,
+        mode,
+        notice,
+        filtered: !text.is_empty() || memory_type.is_some(),
+        pager,
+    })
+}
+
+async fn memory_item(
+    State(state): State<AppState>,
+    principal: Principal,
+    session: Option<Extension<SessionContext>>,
+    Path((agent, id)): Path<(String, String)>,
+) -> PageResult {
+    let agent = state.store.get_agent(&agent).await?;
+    let id = resolve_id(&id, "memory")?;
+    let record =
+        state.runtime.memory.get(agent.id, id).await.map_err(|_| PageError::from(ApiError::not_found("memory")))?;
+    let optional = |value: Option<Uuid>| value.map(|id| id.to_string()).unwrap_or_else(|| "—".into());
+    let fields = vec![
+        Field { label: "Id", value: record.id.to_string() },
+        Field { label: "Source", value: source_name(&record.source) },
+        Field { label: "Importance", value: record.importance.to_string() },
+        Field { label: "Confidence", value: format!("{:.2}", record.confidence) },
+        Field { label: "Tags", value: record.tags.join(", ") },
+        Field { label: "People", value: record.people.join(", ") },
+        Field { label: "Projects", value: record.projects.join(", ") },
+        Field {
+            label: "Recalled",
+            value: format!("{} times, last {}", record.access_count, opt_when(record.last_accessed_at)),
+        },
+        Field {
+            label: "Vector",
+            value: record.embedding_model.clone().unwrap_or_else(|| "none (keyword search only)".into()),
+        },
+        Field { label: "From job", value: optional(record.job_id) },
+        Field { label: "Replaced by", value: optional(record.superseded_by) },
+        Field { label: "Created", value: when(record.created_at) },
+        Field { label: "Updated", value: when(record.updated_at) },
+    ];
+    let memory_type = record.memory_type.parse::<MemoryType>().ok();
+    render(&MemoryItemPage {
+        chrome: chrome(&principal, session.as_deref(), "Memory", "memory"),
+        agent_id: agent.id.to_string(),
+        agent_name: agent.name.clone(),
+        id: record.id.to_string(),
+        content: record.content.clone(),
+        memory_type: record.memory_type.replace('_', " "),
+        types: type_options(memory_type),
+        tags: record.tags.join(", "),
+        importance: record.importance,
+        confidence: format!("{:.2}", record.confidence),
+        fields,
+        read_only: record.source == MemorySource::Markdown.db_name(),
+    })
+}
+
+fn channel_row(
+    state: &AppState,
+    channel: &cortex_store::channels::Channel,
+    names: &HashMap<Uuid, String>,
+) -> ChannelRow {
+    let view = super::channels::ChannelView::of(state, channel.clone());
+    let bot = view
+        .bot_identity
+        .as_ref()
+        .and_then(|identity| identity.get("username").or_else(|| identity.get("name")))
+        .and_then(|value| value.as_str())
+        .map(|name| format!("@{name}"))
+        .unwrap_or_else(|| "—".into());
+    ChannelRow {
+        id: view.id.to_string(),
+        name: view.name,
+        channel_type: view.channel_type,
+        state: view.state,
+        enabled: view.enabled,
+        inbound_policy: view.inbound_policy,
+        default_agent: view
+            .default_agent_id
+            .map(|id| names.get(&id).cloned().unwrap_or_else(|| id.to_string()))
+            .unwrap_or_else(|| "none".into()),
+        bot,
+        last_error: view.last_error.unwrap_or_default(),
+        last_activity: opt_when(view.last_activity_at),
+        source: view.source,
+    }
+}
+
+async fn channels(
+    State(state): State<AppState>,
+    principal: Principal,
+    session: Option<Extension<SessionContext>>,
+) -> PageResult {
+    let agents = agent_names(&state).await?;
+    let names = agents.iter().map(|agent| (agent.id, agent.name.clone())).collect();
+    let mut list = state.store.channels().await?;
+    list.reverse();
+    render(&ChannelsPage {
+        chrome: chrome(&principal, session.as_deref(), "Channels", "channels"),
+        rows: list.iter().map(|channel| channel_row(&state, channel, &names)).collect(),
+        agents: agent_options(&agents, None),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct ChannelQuery {
+    cursor: Option<String>,
+}
+
+async fn channel(
+    State(state): State<AppState>,
+    principal: Principal,
+    session: Option<Extension<SessionContext>>,
+    Path(id): Path<String>,
+    Query(query): Query<ChannelQuery>,
+) -> PageResult {
+    let channel = state.store.channel(resolve_id(&id, "channel")?).await?;
+    let agents = agent_names(&state).await?;
+    let names: HashMap<Uuid, String> = agents.iter().map(|agent| (agent.id, agent.name.clone())).collect();
+    let row = channel_row(&state, &channel, &names);
+    let cursor = parse_cursor(query.cursor.as_deref())?;
+    let failures = state.store.list_outbox(channel.id, Some("failed"), cursor, PAGE_SIZE).await?;
+    let bindings = state.store.channel_bindings(channel.id).await?;
+    let settings = serde_json::to_string(&channel.config).unwrap_or_default();
+    let fields = vec![
+        Field { label: "Type", value: row.channel_type.clone() },
+        Field { label: "Bot", value: row.bot.clone() },
+        Field { label: "State", value: if row.enabled { "enabled".into() } else { "disabled".into() } },
+        Field { label: "Inbound", value: row.inbound_policy.clone() },
+        Field { label: "Default agent", value: row.default_agent.clone() },
+        Field { label: "Settings", value: settings },
+        Field { label: "Secrets set", value: channel.secret_keys.join(", ") },
+        Field { label: "Last activity", value: row.last_activity.clone() },
+        Field { label: "Source", value: row.source.clone() },
+        Field { label: "Created", value: when(channel.created_at) },
+    ];
+    render(&ChannelPage {
+        chrome: chrome(&principal, session.as_deref(), "Channel", "channels"),
+        read_only: channel.source == "env",
+        agents: agent_options(&agents, channel.default_agent_id),
+        bindings: bindings
+            .iter()
+            .map(|binding| BindingRow {
+                id: binding.id.to_string(),
+                agent_id: binding.agent_id.to_string(),
+                agent_name: names.get(&binding.agent_id).cloned().unwrap_or_else(|| binding.agent_id.to_string()),
+                chat_id: binding.chat_id.clone(),
+                respond_to: binding.respond_to.clone().unwrap_or_else(|| "all (direct), mentions (groups)".into()),
+                created: when(binding.created()),
+            })
+            .collect(),
+        failures: failures
+            .items
+            .iter()
+            .map(|item| OutboxRow {
+                id: item.id.to_string(),
+                status: item.status.clone(),
+                attempts: item.attempts,
+                target: item
+                    .target
+                    .get("chat_id")
+                    .map(|chat| chat.to_string())
+                    .unwrap_or_else(|| item.target.to_string()),
+                last_error: item.last_error.clone().unwrap_or_default(),
+                updated: when(item.updated_at),
+            })
+            .collect(),
+        failures_pager: pager(&format!("/ui/channels/{}", channel.id), &[], failures.next_cursor, cursor.is_some()),
+        channel: row,
+        fields,
+    })
+}

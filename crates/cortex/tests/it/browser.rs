@@ -1,0 +1,299 @@
+//! The dashboard in a real browser (issue 14): headless Chromium drives the real `cortex` binary, with a
+//! fake OpenAI model server, through first-run setup, sign-in, creating an agent, a streamed chat reply,
+//! an approval that lets a gated tool call run, the memory explorer, adding a Telegram bot (fake Bot API),
+//! dark theme and phone width, and logging out. Every screen it passes (empty states
+//! too) is written as a PNG to `target/ui-screenshots/` (see `docs/DASHBOARD.md`).
+//!
+//! Waits are DOM conditions evaluated in the page ([`Page::wait_for`]), never sleeps.
+
+use cortex_testkit::browser::{Browser, Page, skip_browser};
+use cortex_testkit::fake_llm::{FakeLlm, Gate, Reply, When};
+use cortex_testkit::fake_telegram::FakeTelegram;
+use serde_json::json;
+
+use crate::e2e::{KEY, env, start};
+
+const EMAIL: &str = "ada@example.test";
+const PASSWORD: &str = "correct horse battery staple";
+const TELEGRAM_TOKEN: &str = "123456:browser-test-token";
+const DESKTOP: (u32, u32) = (1280, 800);
+const PHONE: (u32, u32) = (390, 844);
+
+async fn sign_in(page: &Page<'_>, base: &str, password: &str) {
+    page.goto(&format!("{base}/ui/login")).await;
+    page.fill("#email", EMAIL).await;
+    page.fill("#password", password).await;
+    page.click("form button[type=submit]").await;
+}
+
+/// Checks the page's basics a reviewer would break first: one `h1`, every form field labelled.
+async fn assert_accessible(page: &Page<'_>, name: &str) {
+    let unlabelled = page
+        .eval(
+            "[...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+               .filter((field) => !(field.labels && field.labels.length) && !field.getAttribute('aria-label'))
+               .map((field) => field.name || field.id)",
+        )
+        .await;
+    assert_eq!(unlabelled, json!([]), "{name}: form fields without a label");
+    let headings = page.eval("document.querySelectorAll('h1').length").await;
+    assert_eq!(headings, json!(1), "{name}: one h1 per page");
+}
+
+/// Screenshot plus the accessibility basics.
+async fn shot(page: &Page<'_>, name: &str) {
+    assert_accessible(page, name).await;
+    page.screenshot(name).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_works_through_every_screen_in_a_browser() {
+    if skip_browser() {
+        eprintln!("CORTEX_TEST_SKIP_BROWSER=1: browser test skipped");
+        return;
+    }
+    let llm = FakeLlm::start().await;
+    let streaming = Gate::new();
+    // The chat's reply streams in two halves: the page must show the first before the second is sent.
+    llm.rule(
+        When::LastUserContains("Say hello".into()),
+        Reply::text("Hello from the fake model, streamed to your browser.").chunk_chars(6).hold_midway(&streaming),
+    );
+    // The gated turn: a tool call needing approval, then the answer after the tool's result.
+    llm.rule(When::LastIsToolResult, Reply::text("The echo tool ran; all done."));
+    llm.rule(When::LastUserContains("Use the echo tool".into()), Reply::tool_call("echo", json!({"text": "ping"})));
+    let telegram = FakeTelegram::start(TELEGRAM_TOKEN).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &env(&llm));
+    let base = server.url.clone();
+
+    let browser = Browser::launch().await;
+    let page = browser.page(DESKTOP.0, DESKTOP.1).await;
+    page.color_scheme("light").await;
+
+    // Not signed in: the dashboard sends us to the sign-in page, which offers the first-run setup.
+    page.goto(&format!("{base}/")).await;
+    page.wait_for_path("/ui/login?next=%2Fui%2F").await;
+    page.wait_for_selector("a[href='/ui/setup']").await;
+    shot(&page, "01-login-first-run").await;
+
+    // First-run setup: the bootstrap key creates the first admin and signs them in.
+    page.click("a[href='/ui/setup']").await;
+    page.wait_for_path("/ui/setup").await;
+    shot(&page, "02-setup").await;
+    page.fill("#bootstrap_key", "ctx_not_the_key").await;
+    page.fill("#display_name", "Ada").await;
+    page.fill("#email", EMAIL).await;
+    page.fill("#password", PASSWORD).await;
+    page.click("form button[type=submit]").await;
+    page.wait_for_selector(".error").await;
+    shot(&page, "03-setup-wrong-key").await;
+    page.fill("#bootstrap_key", KEY).await;
+    page.fill("#password", PASSWORD).await;
+    page.click("form button[type=submit]").await;
+    page.wait_for_path("/ui/").await;
+    page.wait_for_selector("h1").await;
+    shot(&page, "04-overview-empty").await;
+
+    // Log out, then a wrong password is refused in words, the right one signs in.
+    page.click_text("button", "Log out").await;
+    page.wait_for_path("/ui/login").await;
+    sign_in(&page, &base, "not my password at all").await;
+    page.wait_for_selector(".error").await;
+    shot(&page, "05-login-wrong-password").await;
+    sign_in(&page, &base, PASSWORD).await;
+    page.wait_for_path("/ui/").await;
+
+    // Empty lists name the action that fills them.
+    for (path, name) in [
+        ("agents", "06-agents-empty"),
+        ("jobs", "07-jobs-empty"),
+        ("approvals", "08-approvals-empty"),
+        ("memory", "08b-memory-no-agents"),
+        ("channels", "08c-channels-empty"),
+    ] {
+        page.goto(&format!("{base}/ui/{path}")).await;
+        page.wait_for_selector(".empty").await;
+        shot(&page, name).await;
+    }
+
+    // Create an agent that may use `echo` (risk-based approval by default).
+    page.goto(&format!("{base}/ui/agents/new")).await;
+    shot(&page, "09-agent-new").await;
+    page.fill("#name", "Greeter").await;
+    page.fill("#provider", "openai").await;
+    page.fill("#model", "gpt-4o-mini").await;
+    page.fill("#system_prompt", "You greet people.").await;
+    page.click("input[name='tools[]'][value='echo']").await;
+    page.click("form button[type=submit]").await;
+    page.wait_for("location.pathname.startsWith('/ui/agents/') && location.pathname !== '/ui/agents/new' && document.querySelector('#chat-text')", "the new agent's page").await;
+    let agent_path = page.path().await;
+    shot(&page, "10-agent-detail").await;
+
+    // Chat: the reply streams in; the first half shows while the model holds the second.
+    page.fill("#chat-text", "Say hello").await;
+    page.click(".composer button[type=submit]").await;
+    let full = "Hello from the fake model, streamed to your browser.";
+    page.wait_for(
+        &format!(
+            "((text) => text.length > 0 && text.length < {len} && {full:?}.startsWith(text))
+               ((document.querySelector('.bubble.agent .text') || {{textContent: ''}}).textContent)",
+            len = full.len()
+        ),
+        "the first half of the streamed reply",
+    )
+    .await;
+    shot(&page, "11-chat-streaming").await;
+    streaming.open();
+    page.wait_for(
+        &format!(
+            "document.querySelector('.bubble.agent .text').textContent === {full:?} \
+             && document.querySelector('.bubble.agent .job-status').textContent === 'completed'"
+        ),
+        "the whole reply and the job completed",
+    )
+    .await;
+    shot(&page, "12-chat-replied").await;
+
+    // Every call of `echo` needs a human: the next turn waits for approval.
+    page.goto(&format!("{base}{agent_path}")).await;
+    page.eval(
+        "document.querySelector('#approval-1').value = 'always';
+         document.querySelector('#approval-1').closest('form').querySelector('button').click(); true",
+    )
+    .await;
+    page.wait_for("document.querySelector('#approval-1') && document.querySelector('#approval-1').value === 'always' && document.querySelector('td:nth-child(3)').textContent === 'always'", "the policy saved").await;
+    page.fill("#chat-text", "Use the echo tool").await;
+    page.click(".composer button[type=submit]").await;
+    page.wait_for_selector(".bubble.agent .job-status a[href^='/ui/approvals/']").await;
+    shot(&page, "13-chat-waiting-for-approval").await;
+
+    page.goto(&format!("{base}/ui/approvals")).await;
+    page.wait_for_selector("table a[href^='/ui/approvals/']").await;
+    shot(&page, "14-approvals-pending").await;
+    page.click("table a[href^='/ui/approvals/']").await;
+    page.wait_for_selector("pre").await;
+    let detail = page.text("pre").await;
+    assert!(detail.contains("\"ping\""), "the exact arguments are shown: {detail}");
+    shot(&page, "15-approval-detail").await;
+    page.fill("#reason", "looks fine").await;
+    page.click_text("button", "Approve").await;
+    page.wait_for(
+        "document.querySelector('h1') && document.querySelector('h1').textContent.includes('approved')",
+        "the approval decided",
+    )
+    .await;
+    shot(&page, "16-approval-decided").await;
+
+    // The job ran the tool and completed.
+    page.goto(&format!("{base}/ui/jobs")).await;
+    page.wait_for_selector("table a[href^='/ui/jobs/']").await;
+    shot(&page, "17-jobs").await;
+    let job_link = page.eval("document.querySelector('table a[href^=\"/ui/jobs/\"]').getAttribute('href')").await;
+    let job_path = job_link.as_str().unwrap().to_owned();
+    page.goto(&format!("{base}{job_path}")).await;
+    page.wait_for("document.body.innerText.includes('The echo tool ran; all done.')", "the job's final reply").await;
+    shot(&page, "18-job-detail").await;
+    page.goto(&format!("{base}/ui/")).await;
+    shot(&page, "19-overview").await;
+
+    // Memory: empty for the new agent; add one, find it by search with its score parts, edit, delete.
+    page.goto(&format!("{base}/ui/memory")).await;
+    page.wait_for_selector(".empty").await;
+    shot(&page, "23-memory-empty").await;
+    page.fill("#new-content", "Ada prefers short answers in plain English.").await;
+    page.fill("#new-type", "preference").await;
+    page.fill("#new-tags", "style, language").await;
+    page.click_text("button", "Add memory").await;
+    page.wait_for("document.querySelector('table a[href^=\"/ui/memory/\"]')", "the new memory listed").await;
+    shot(&page, "24-memory-list").await;
+    page.fill("#q", "short answers").await;
+    page.click_text("form[role=search] button", "Search").await;
+    page.wait_for(
+        "location.search.includes('q=short') && document.querySelector('td.num strong')",
+        "search hits with scores",
+    )
+    .await;
+    let score = page.text("td.num strong").await;
+    assert!(score.parse::<f64>().is_ok_and(|score| score > 0.0), "a score is shown: {score}");
+    shot(&page, "25-memory-search").await;
+    page.fill("#type", "event").await;
+    page.click_text("form[role=search] button", "Search").await;
+    page.wait_for("location.search.includes('type=event') && document.querySelector('.empty')", "no hits in words")
+        .await;
+    shot(&page, "26-memory-search-nothing").await;
+    page.goto(&format!("{base}/ui/memory")).await;
+    page.click("table a[href^='/ui/memory/']").await;
+    page.wait_for_selector("#content").await;
+    page.fill("#content", "Ada prefers short answers in plain British English.").await;
+    page.click_text("form button", "Save").await;
+    page.wait_for(
+        "document.querySelector('pre.prose') && document.querySelector('pre.prose').textContent.includes('British')",
+        "the edit saved",
+    )
+    .await;
+    shot(&page, "27-memory-edit").await;
+    page.eval("window.confirm = () => true; true").await;
+    page.click_text("button", "Delete memory").await;
+    page.wait_for("location.pathname === '/ui/memory' && document.querySelector('.empty')", "the memory deleted").await;
+
+    // Channels: a wrong bot token is refused in words; the right one adds the bot; a chat is bound.
+    page.goto(&format!("{base}/ui/channels")).await;
+    page.fill("#name", "support-bot").await;
+    page.fill("#bot_token", "123:wrong").await;
+    page.fill("#api_base", telegram.api_base()).await;
+    page.click_text("form button", "Check the token").await;
+    page.wait_for("!document.querySelector('#flash').hidden", "the refusal in words").await;
+    let refusal = page.text("#flash").await;
+    assert!(refusal.contains("refused") || refusal.contains("credentials"), "{refusal}");
+    shot(&page, "28-channel-add-refused").await;
+    page.fill("#bot_token", TELEGRAM_TOKEN).await;
+    page.fill("#default_agent_id", agent_path.trim_start_matches("/ui/agents/")).await;
+    page.click_text("form button", "Check the token").await;
+    page.wait_for(
+        "location.pathname.startsWith('/ui/channels/') && document.querySelector('h1')",
+        "the channel's page",
+    )
+    .await;
+    page.fill("#bind-chat", "4242").await;
+    page.click_text("form.bind button", "Bind").await;
+    page.wait_for(
+        "document.body.innerText.includes('4242') && document.querySelector('button[aria-label=\"Unbind chat 4242\"]')",
+        "the binding listed",
+    )
+    .await;
+    shot(&page, "29-channel-detail").await;
+    page.goto(&format!("{base}/ui/channels")).await;
+    page.wait_for("document.body.innerText.includes('@cortex_test_bot')", "the bot's identity listed").await;
+    shot(&page, "30-channels").await;
+
+    // Dark theme and a phone-width viewport render the same screens.
+    page.color_scheme("dark").await;
+    page.goto(&format!("{base}/ui/agents")).await;
+    shot(&page, "20-agents-dark").await;
+    page.viewport(PHONE.0, PHONE.1, true).await;
+    page.goto(&format!("{base}{agent_path}")).await;
+    let overflow = page.eval("document.documentElement.scrollWidth - document.documentElement.clientWidth").await;
+    assert!(overflow.as_i64().unwrap_or(1) <= 0, "the agent page fits a phone's width (overflow {overflow})");
+    shot(&page, "21-agent-phone-dark").await;
+    page.color_scheme("light").await;
+    page.viewport(DESKTOP.0, DESKTOP.1, false).await;
+
+    // Log out: the session ends and the dashboard asks for a sign-in again.
+    page.goto(&format!("{base}/ui/")).await;
+    page.click_text("button", "Log out").await;
+    page.wait_for_path("/ui/login").await;
+    page.goto(&format!("{base}/ui/jobs")).await;
+    page.wait_for_path("/ui/login?next=%2Fui%2Fjobs").await;
+    shot(&page, "22-logged-out").await;
+
+    // The refused sign-in, setup and bot token above fail on purpose; anything else is a defect.
+    let expected = |problem: &String| {
+        [("401", "/ui/login"), ("401", "/ui/setup"), ("422", "/channels")]
+            .iter()
+            .any(|(status, path)| problem.contains(&format!("status of {status}")) && problem.ends_with(path))
+    };
+    let problems: Vec<String> = browser.problems().into_iter().filter(|problem| !expected(problem)).collect();
+    assert!(problems.is_empty(), "the pages reported errors: {problems:#?}");
+    drop(server);
+}
