@@ -189,7 +189,13 @@ async fn an_operator_works_through_every_screen_in_a_browser() {
     page.goto(&format!("{base}/ui/jobs")).await;
     page.wait_for_selector("table a[href^='/ui/jobs/']").await;
     shot(&page, "17-jobs").await;
-    let job_link = page.eval("document.querySelector('table a[href^=\"/ui/jobs/\"]').getAttribute('href')").await;
+    // The newest chat job (a session also queues its memory extraction, a job of another kind).
+    let job_link = page
+        .eval(
+            "[...document.querySelectorAll('table tbody tr')].find(row => row.cells[2].textContent.trim() === 'chat')\
+             .querySelector('a[href^=\"/ui/jobs/\"]').getAttribute('href')",
+        )
+        .await;
     let job_path = job_link.as_str().unwrap().to_owned();
     page.goto(&format!("{base}{job_path}")).await;
     page.wait_for("document.body.innerText.includes('The echo tool ran; all done.')", "the job's final reply").await;
