@@ -96,6 +96,24 @@ const REAPER_LEASE: &str = "reaper";
 /// Longest pause between retries against an unavailable database: a blip must not idle workers for long.
 const MAX_OUTAGE_BACKOFF: Duration = Duration::from_secs(1);
 
+/// Awaits `$step` (a future of a store result) again, with backoff, while the database is unavailable,
+/// and evaluates to its first other result.
+macro_rules! while_unavailable {
+    ($what:expr, $step:expr) => {{
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match $step.await {
+                Err(err) if err.is_unavailable() => {
+                    tracing::warn!(error = %err, "database unavailable while {}; retrying", $what);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_OUTAGE_BACKOFF);
+                }
+                result => break result,
+            }
+        }
+    }};
+}
+
 impl JobEngine {
     pub fn new(store: Store, config: EngineConfig) -> Self {
         let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
@@ -137,11 +155,15 @@ impl JobEngine {
         let store = &inner.store;
         if !store.is_postgres() {
             // Embedded mode is single-process (lock file): every other worker row is a previous run.
-            let mut tx = store.begin().await?;
-            tx.declare_dead_workers(store.clock().now() + chrono::Duration::milliseconds(1)).await?;
-            tx.commit().await?;
+            while_unavailable!("declaring earlier workers dead", async {
+                let mut tx = store.begin().await?;
+                tx.declare_dead_workers(store.clock().now() + chrono::Duration::milliseconds(1)).await?;
+                tx.commit().await
+            })?;
         }
-        store.register_worker(inner.worker_id, &inner.config.name).await?;
+        // A database restart (or dropped connections) during start-up must not leave the process without
+        // an engine: the start-up writes wait for the database like every later write does.
+        while_unavailable!("registering the worker", store.register_worker(inner.worker_id, &inner.config.name))?;
         if let Err(err) = reap_once(store, inner.config.worker_dead_after).await {
             tracing::warn!(error = %err, "initial reaper pass failed");
         }

@@ -45,14 +45,18 @@ impl Store {
         let now = ms(self.now());
         let mut tx = self.begin().await?;
         write!(tx, |conn| {
-            sqlx::query("INSERT INTO worker (id, name, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $4)")
-                .bind(id)
-                .bind(name)
-                .bind(i64::from(std::process::id()))
-                .bind(now)
-                .execute(conn)
-                .await?
-                .rows_affected()
+            // Idempotent: a registration whose commit acknowledgement was lost is simply sent again.
+            sqlx::query(
+                "INSERT INTO worker (id, name, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $4) \
+                 ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, stopped_at = NULL",
+            )
+            .bind(id)
+            .bind(name)
+            .bind(i64::from(std::process::id()))
+            .bind(now)
+            .execute(conn)
+            .await?
+            .rows_affected()
         });
         tx.commit().await
     }
