@@ -760,6 +760,14 @@ async fn lose_one_acknowledgement(marker: &str) {
     engine.shutdown().await;
 }
 
+/// The worker's registration at start-up commits but its acknowledgement is lost (the database restarted
+/// just then): the engine must register again and start, not end (the cause of `postgres_restarted_mid_load`
+/// stalling with every job scheduled when the restart hit an engine still starting).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_registration_acknowledgement() {
+    lose_one_acknowledgement("INSERT INTO worker").await;
+}
+
 /// The claim commits on the server but the worker's connection drops before the acknowledgement:
 /// the worker owns a `running` job it does not know about, and stays alive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
