@@ -89,7 +89,9 @@ both_engines!(a_dropped_socket_resumes_without_losing_or_repeating_a_message, |t
     let resumed = discord.wait_for_op(6, 1).await;
     assert_eq!(resumed[0].0, "resume", "resumed at READY's resume_gateway_url");
     assert_eq!(resumed[0].1["d"]["session_id"], json!("session-1"));
-    assert!(resumed[0].1["d"]["seq"].as_i64().unwrap() >= 2, "{:?}", resumed[0].1);
+    // At least the first dispatch; the replay of it may still have been in flight when the socket dropped
+    // (then the resume replays it and it is recorded once, as checked below).
+    assert!(resumed[0].1["d"]["seq"].as_i64().unwrap() >= 1, "{:?}", resumed[0].1);
     assert_eq!(wait_for_inbound(&t.store, channel_id, &recorded, 2).await, ["first", "while away"]);
     assert_eq!(discord.received(2).len(), 1, "no second identify");
     let cursor: serde_json::Value =
