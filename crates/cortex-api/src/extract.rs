@@ -75,6 +75,16 @@ pub struct PageParams {
 impl PageParams {
     /// Validated `(cursor, limit)`.
     pub fn parse(&self) -> Result<(Option<Cursor>, usize), ApiError> {
+        self.parse_with(Cursor::decode)
+    }
+
+    /// Validated `(key after which the page starts, limit)` of a list ordered by text keys
+    /// ([`crate::views::List::from_all`]).
+    pub fn parse_key(&self) -> Result<(Option<String>, usize), ApiError> {
+        self.parse_with(|text| String::from_utf8(hex::decode(text).ok()?).ok())
+    }
+
+    fn parse_with<C>(&self, decode: impl FnOnce(&str) -> Option<C>) -> Result<(Option<C>, usize), ApiError> {
         let limit = match self.limit {
             None => 50,
             Some(limit @ 1..=200) => limit as usize,
@@ -85,10 +95,15 @@ impl PageParams {
         let cursor = match &self.cursor {
             None => None,
             Some(text) => Some(
-                Cursor::decode(text)
+                decode(text)
                     .ok_or_else(|| ApiError::validation(&[("cursor", "is not a cursor from this API".into())]))?,
             ),
         };
         Ok((cursor, limit))
     }
+}
+
+/// The cursor continuing a list ordered by text keys after `key` (opaque to clients, URL-safe).
+pub fn encode_key(key: &str) -> String {
+    hex::encode(key)
 }

@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::views::{List, PageItem};
+use crate::views::List;
 
 /// Names shown to people: agents, keys, servers, tools.
 pub const NAME: usize = 100;
@@ -95,10 +95,10 @@ pub fn allowed(c: char, text: Text) -> bool {
     }
 }
 
-impl<T: utoipa::ToSchema + Serialize + PageItem> List<T> {
+impl<T: utoipa::ToSchema + Serialize> List<T> {
     /// Ends the page early once its items would exceed [`LIST_BYTES`] of JSON (at least one item is always
-    /// kept); the cursor then continues after the last item kept.
-    pub(crate) fn within_budget(mut self) -> Self {
+    /// kept); the cursor (`cursor` of the last item kept) then continues after it.
+    pub(crate) fn within_budget(mut self, cursor: impl Fn(&T) -> String) -> Self {
         let mut total = 0;
         let mut keep = self.items.len();
         for (index, item) in self.items.iter().enumerate() {
@@ -110,7 +110,7 @@ impl<T: utoipa::ToSchema + Serialize + PageItem> List<T> {
         }
         if keep < self.items.len() {
             self.items.truncate(keep);
-            self.next_cursor = self.items.last().map(PageItem::cursor);
+            self.next_cursor = self.items.last().map(cursor);
         }
         self
     }

@@ -15,17 +15,23 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// The one list shape: `{items, next_cursor}`.
+use crate::error::ApiResult;
+use crate::extract::{PageParams, encode_key};
+
+/// The one list shape: `{items, next_cursor}`. Every list is paginated the same way: at most `limit`
+/// items (1–200, default 50) and at most 1 MiB of JSON; follow `next_cursor` to get everything.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct List<T: ToSchema> {
     pub items: Vec<T>,
-    /// Pass as `cursor` to get the next page; `null` on the last page.
+    /// Pass as `cursor` to get the next page; `null` on the last page. A page may end before `limit`
+    /// items when the next one would take it past 1 MiB.
     pub next_cursor: Option<String>,
 }
 
 /// An item of a paginated list: where the next page starts when a page ends after this item. Every
-/// paginated route builds its answer with [`List::page`] or [`List::from_page`], which need this, so no
-/// page can skip the byte budget ([`crate::limits::LIST_BYTES`]).
+/// store-paginated route builds its answer with [`List::page`] or [`List::from_page`], which need this,
+/// and every list held whole in memory with [`List::from_all`], so no page can skip the byte budget
+/// ([`crate::limits::LIST_BYTES`]).
 pub trait PageItem {
     fn cursor(&self) -> String;
 }
@@ -63,13 +69,33 @@ impl<T: ToSchema + Serialize + PageItem> List<T> {
     /// A page of `items` that the store continues at `next_cursor`, ended early when it would exceed
     /// the byte budget.
     pub fn page(items: Vec<T>, next_cursor: Option<String>) -> Self {
-        Self { items, next_cursor }.within_budget()
+        Self { items, next_cursor }.within_budget(PageItem::cursor)
     }
 
     /// [`List::page`] from a store page, converting each item.
     pub fn from_page<S>(page: Page<S>, convert: impl FnMut(S) -> T) -> Self {
         let next_cursor = page.next_cursor.map(|cursor| cursor.encode());
         Self::page(page.items.into_iter().map(convert).collect(), next_cursor)
+    }
+}
+
+impl<T: ToSchema + Serialize> List<T> {
+    /// The page `params` asks for of a list the API builds whole (catalogues, settings, an agent's
+    /// bindings and policies): ordered by `key` (unique per item), continued after the last key
+    /// returned — so an item added or removed between two pages never makes another skipped or
+    /// repeated — and bounded in items and bytes like every other list.
+    pub fn from_all(items: Vec<T>, params: &PageParams, key: impl Fn(&T) -> String) -> ApiResult<Self> {
+        let (after, limit) = params.parse_key()?;
+        let mut keyed: Vec<(String, T)> = items.into_iter().map(|item| (key(&item), item)).collect();
+        keyed.sort_by(|(a, _), (b, _)| a.cmp(b));
+        if let Some(after) = after {
+            keyed.retain(|(key, _)| *key > after);
+        }
+        let more = keyed.len() > limit;
+        keyed.truncate(limit);
+        let next_cursor = if more { keyed.last().map(|(key, _)| encode_key(key)) } else { None };
+        let items = keyed.into_iter().map(|(_, item)| item).collect();
+        Ok(Self { items, next_cursor }.within_budget(|item| encode_key(&key(item))))
     }
 }
 

@@ -196,7 +196,7 @@ impl Runtime {
     /// Completes a provider sign-in with the returned code; the id of the stored credential.
     pub async fn complete_sign_in(&self, state: &str, code: &str) -> Result<uuid::Uuid, crate::signin::SignInError> {
         let id = self.services.providers.complete_sign_in(state, code).await?;
-        if let Err(err) = self.services.secrets.refresh().await {
+        if let Err(err) = self.services.secrets.reload().await {
             tracing::warn!(error = %err, "the secret redactor was not rebuilt after a sign-in");
         }
         Ok(id)
@@ -209,8 +209,14 @@ impl Runtime {
 
     /// Rebuilds the redactor now (after a credential was created or changed through the API).
     pub async fn refresh_secrets(&self) -> Result<(), RuntimeError> {
-        self.services.secrets.refresh().await?;
+        self.services.secrets.reload().await?;
         Ok(())
+    }
+
+    /// How many times the secret set was read from the credential rows since start: once at start, then
+    /// once after each credential change — never per job or tool call while nothing changed.
+    pub fn secret_set_reads(&self) -> u64 {
+        self.services.secrets.reads()
     }
 
     /// The handler to register for `chat` and `task` jobs.

@@ -2,10 +2,14 @@
 //!
 //! Built from every `provider_credential` value (all kinds, their refresh tokens included) plus the
 //! secret-looking variables of the environment the runtime was given (`*_KEY`, `*_TOKEN`, `*_SECRET`,
-//! `*_PASSWORD`), and rebuilt when the rows change: [`Secrets::refresh`] reads the rows (one query), and
-//! decrypts only when their fingerprint moved. It runs at the start of every job run and before every
-//! tool result is recorded, and the API calls it after each credential change, so a value added anywhere
-//! is redacted in this process from its next use on.
+//! `*_PASSWORD`), and rebuilt when the rows change. Every credential write commits a
+//! [`Notification::Credentials`] (in-process broadcast on SQLite, `NOTIFY` delivered at commit to every
+//! process on PostgreSQL); [`Secrets::refresh`], which runs at the start of every job run and before
+//! every tool result is recorded, first drains this process's subscription and reads the rows (one
+//! query) only when such a notification — or a `Resync`, or a lag that may have dropped one — arrived
+//! since the last build. While nothing changed it reads nothing. The API forces a rebuild after its own
+//! credential changes ([`Secrets::reload`]), so a value added here is redacted from its next use on; one
+//! added by another process is redacted from the first use after its notification arrived (milliseconds).
 //!
 //! Where the redactor is applied (all in the runtime, where data enters): tool results before they reach
 //! the ledger, the context or events; model output (streamed deltas, the message, tool-call arguments)
@@ -17,14 +21,16 @@
 //! disabled ([`EmbeddingKey`]); without one the embedder uses its configured key.
 
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use cortex_core::redact::{Redactor, SharedRedactor};
 use cortex_memory::{EmbeddingKey, ManagedKey};
 use cortex_store::credentials::{refresh_ref, secret_ref};
 use cortex_store::secrets::Cipher;
-use cortex_store::{Store, StoreError};
+use cortex_store::{Notification, Store, StoreError};
+use tokio::sync::broadcast::Receiver;
+use tokio::sync::broadcast::error::TryRecvError;
 
 /// Environment variable name endings whose values are secrets.
 const SECRET_VAR_SUFFIXES: [&str; 4] = ["_KEY", "_TOKEN", "_SECRET", "_PASSWORD"];
@@ -40,8 +46,34 @@ pub(crate) struct Secrets {
     env_values: Vec<String>,
     /// The key the memory embedder uses.
     embedding_key: EmbeddingKey,
-    /// Fingerprint of the rows the current redactor was built from.
-    built_from: Mutex<Option<u64>>,
+    /// This process's change notifications and whether the set must be rebuilt before its next use
+    /// (`true` until the first build, and after any credential write, resync or lag).
+    changes: Mutex<Changes>,
+    /// How many times the rows were read (observability and tests).
+    reads: AtomicU64,
+}
+
+/// The subscription [`Secrets::refresh`] drains.
+struct Changes {
+    receiver: Receiver<Notification>,
+    stale: bool,
+}
+
+impl Changes {
+    /// Takes every pending notification; whether the secret set must be rebuilt. Clears the mark: a
+    /// write committed after this call notifies again.
+    fn take_stale(&mut self) -> bool {
+        loop {
+            match self.receiver.try_recv() {
+                Ok(Notification::Credentials | Notification::Resync) | Err(TryRecvError::Lagged(_)) => {
+                    self.stale = true;
+                }
+                Ok(_) => {}
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            }
+        }
+        std::mem::take(&mut self.stale)
+    }
 }
 
 impl Secrets {
@@ -58,7 +90,8 @@ impl Secrets {
             .map(|(_, value)| value.trim().to_owned())
             .filter(|value| !value.is_empty())
             .collect();
-        Secrets { store, cipher, shared, env_values, embedding_key, built_from: Mutex::new(None) }
+        let changes = Mutex::new(Changes { receiver: store.subscribe(), stale: true });
+        Secrets { store, cipher, shared, env_values, embedding_key, changes, reads: AtomicU64::new(0) }
     }
 
     /// The current redactor (as of the last refresh).
@@ -71,17 +104,24 @@ impl Secrets {
         self.shared.clone()
     }
 
-    /// Rebuilds the redactor when a credential value changed since the last build; returns it.
+    /// How many times the credential rows were read since start.
+    pub(crate) fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
+    /// Rebuilds the redactor when a credential was written since the last build; returns it.
     pub(crate) async fn refresh(&self) -> Result<Arc<Redactor>, StoreError> {
-        let rows = self.store.list_credentials().await?;
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        for row in &rows {
-            (row.id, &row.secret_enc, &row.refresh_enc, &row.status).hash(&mut hasher);
-        }
-        let fingerprint = hasher.finish();
-        if *self.built_from.lock().unwrap_or_else(PoisonError::into_inner) == Some(fingerprint) {
+        let stale = self.changes.lock().unwrap_or_else(PoisonError::into_inner).take_stale();
+        if !stale {
             return Ok(self.shared.get());
         }
+        self.reload().await.inspect_err(|_| self.mark_stale())
+    }
+
+    /// Rebuilds the redactor from the rows now; returns it.
+    pub(crate) async fn reload(&self) -> Result<Arc<Redactor>, StoreError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        let rows = self.store.list_credentials().await?;
         let mut values = self.env_values.clone();
         let mut embedding = None;
         for row in &rows {
@@ -105,7 +145,11 @@ impl Secrets {
         }
         self.shared.set(Redactor::new(&values));
         self.embedding_key.set(embedding);
-        *self.built_from.lock().unwrap_or_else(PoisonError::into_inner) = Some(fingerprint);
         Ok(self.shared.get())
+    }
+
+    /// A failed rebuild is tried again on the next use.
+    fn mark_stale(&self) {
+        self.changes.lock().unwrap_or_else(PoisonError::into_inner).stale = true;
     }
 }

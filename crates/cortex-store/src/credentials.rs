@@ -10,6 +10,10 @@
 //! `source: "env"` rows mirror the environment and are only written by [`Tx::upsert_credential`] at start;
 //! rows created through the API (`source: "api"`) are inserted, updated and deleted by id. Spend through a
 //! credential (`calls`, tokens, `cost_usd`) is added in the transaction that charges the job.
+//!
+//! Every write that can change a stored value or disable a credential (create, update, delete, sign-in,
+//! token refresh — not usage, spend or the `error` status) commits a [`Notification::Credentials`], so
+//! every process rebuilds its secret set on its next use instead of reading these rows each time.
 
 use cortex_core::Timestamp;
 use serde_json::Value;
@@ -19,7 +23,7 @@ use uuid::Uuid;
 use crate::engine::{read, write};
 use crate::rows::{ms, opt_time, time};
 use crate::secrets::SecretRef;
-use crate::{Result, Store, StoreError, Tx};
+use crate::{Notification, Result, Store, StoreError, Tx};
 
 /// The cell a credential's secret is encrypted for.
 pub fn secret_ref(id: Uuid) -> SecretRef {
@@ -321,6 +325,7 @@ impl Tx {
             .await?
             .rows_affected()
         });
+        self.notify(Notification::Credentials);
         Ok(())
     }
 
@@ -349,6 +354,7 @@ impl Tx {
             .await?
             .rows_affected()
         });
+        self.notify(Notification::Credentials);
         Ok(())
     }
 
@@ -379,6 +385,9 @@ impl Tx {
             .await?
             .rows_affected()
         });
+        if updated == 1 {
+            self.notify(Notification::Credentials);
+        }
         Ok(updated == 1)
     }
 
@@ -391,6 +400,9 @@ impl Tx {
                 .await?
                 .rows_affected()
         });
+        if deleted == 1 {
+            self.notify(Notification::Credentials);
+        }
         Ok(deleted == 1)
     }
 
@@ -446,6 +458,9 @@ impl Tx {
             .await?
             .rows_affected()
         });
+        if written == 1 {
+            self.notify(Notification::Credentials);
+        }
         Ok(written == 1)
     }
 
@@ -477,6 +492,9 @@ impl Tx {
             .await?
             .rows_affected()
         });
+        if updated == 1 {
+            self.notify(Notification::Credentials);
+        }
         Ok(updated == 1)
     }
 
@@ -533,6 +551,9 @@ impl Tx {
                 .await?
                 .rows_affected()
         });
+        if deleted == 1 {
+            self.notify(Notification::Credentials);
+        }
         Ok(deleted == 1)
     }
 

@@ -26,6 +26,9 @@ pub enum Notification {
     Outbox { channel_id: Uuid },
     /// A channel was created, changed or deleted: supervisors reload it (hot reload, SPEC §8.9).
     ChannelChanged { channel_id: Uuid },
+    /// A credential's value or status was written: every process rebuilds its secret set before its next
+    /// use (the runtime reads no credential row while nothing changed).
+    Credentials,
     /// Notifications may have been missed (listener reconnected, receiver lagged): re-read everything.
     Resync,
 }

@@ -446,11 +446,15 @@ fn conflict(err: cortex_store::StoreError, name: &str) -> ApiError {
     }
 }
 
-/// List channels with their health in this process [viewer].
-#[utoipa::path(get, path = "/channels", tag = "channels", responses((status = 200, body = List<ChannelView>)))]
-async fn list_channels(State(state): State<AppState>) -> ApiResult<axum::Json<List<ChannelView>>> {
+/// List channels with their health in this process, oldest first [viewer].
+#[utoipa::path(get, path = "/channels", tag = "channels", params(PageParams), responses(
+    (status = 200, body = List<ChannelView>), (status = 400, body = ErrorBody)))]
+async fn list_channels(
+    State(state): State<AppState>,
+    Query(page): Query<PageParams>,
+) -> ApiResult<axum::Json<List<ChannelView>>> {
     let health = state.channels.health();
-    let mut items: Vec<ChannelView> = state
+    let items: Vec<ChannelView> = state
         .store
         .channels()
         .await?
@@ -460,8 +464,7 @@ async fn list_channels(State(state): State<AppState>) -> ApiResult<axum::Json<Li
             ChannelView::new(channel, found)
         })
         .collect();
-    items.reverse();
-    Ok(axum::Json(List { items, next_cursor: None }))
+    Ok(axum::Json(List::from_all(items, &page, |channel| channel.id.to_string())?))
 }
 
 /// One channel [viewer].
@@ -736,16 +739,17 @@ async fn bind_chat(
     Ok((status, axum::Json(BindingView::from(binding))))
 }
 
-/// The chats bound to this agent [viewer].
-#[utoipa::path(get, path = "/agents/{id}/channels", tag = "channels", params(("id" = String, Path, description = "Agent id or slug")),
-    responses((status = 200, body = List<BindingView>), (status = 404, body = ErrorBody)))]
+/// The chats bound to this agent, oldest first [viewer].
+#[utoipa::path(get, path = "/agents/{id}/channels", tag = "channels", params(("id" = String, Path, description = "Agent id or slug"), PageParams),
+    responses((status = 200, body = List<BindingView>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn list_bindings(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    Query(page): Query<PageParams>,
 ) -> ApiResult<axum::Json<List<BindingView>>> {
     let agent = state.store.get_agent(&id).await?;
     let items = state.store.agent_bindings(agent.id).await?.into_iter().map(BindingView::from).collect();
-    Ok(axum::Json(List { items, next_cursor: None }))
+    Ok(axum::Json(List::from_all(items, &page, |binding| binding.id.to_string())?))
 }
 
 /// Remove a binding [operator].

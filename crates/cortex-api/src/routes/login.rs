@@ -32,7 +32,7 @@ use utoipa_axum::routes;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, Code, ErrorBody};
-use crate::extract::Json;
+use crate::extract::{self, Json, PageParams};
 use crate::guard::Routes;
 use crate::limits::{self, Fields, Text};
 use crate::login::{self, ActiveProvider};
@@ -73,8 +73,12 @@ pub struct ProviderLink {
 }
 
 /// The enabled login providers, for a sign-in page.
-#[utoipa::path(get, path = "/auth/providers", tag = "auth", responses((status = 200, body = List<ProviderLink>)))]
-async fn list_enabled(State(state): State<AppState>) -> ApiResult<axum::Json<List<ProviderLink>>> {
+#[utoipa::path(get, path = "/auth/providers", tag = "auth", params(PageParams), responses(
+    (status = 200, body = List<ProviderLink>), (status = 400, body = ErrorBody)))]
+async fn list_enabled(
+    State(state): State<AppState>,
+    extract::Query(page): extract::Query<PageParams>,
+) -> ApiResult<axum::Json<List<ProviderLink>>> {
     let items = login::enabled_providers(&state)
         .await?
         .into_iter()
@@ -84,7 +88,7 @@ async fn list_enabled(State(state): State<AppState>) -> ApiResult<axum::Json<Lis
             name: provider.label,
         })
         .collect();
-    Ok(axum::Json(List { items, next_cursor: None }))
+    Ok(axum::Json(List::from_all(items, &page, |link| link.provider.clone())?))
 }
 
 /// The URL the provider sends the browser back to: `{CORTEX_PUBLIC_URL or own origin}/auth/callback/{p}`.
@@ -385,10 +389,13 @@ pub(crate) async fn configured(state: &AppState) -> ApiResult<Vec<LoginProviderV
 }
 
 /// The login providers (client secrets never included).
-#[utoipa::path(get, path = "/settings/login-providers", tag = "settings",
-    responses((status = 200, body = List<LoginProviderView>)))]
-async fn list_settings(State(state): State<AppState>) -> ApiResult<axum::Json<List<LoginProviderView>>> {
-    Ok(axum::Json(List { items: configured(&state).await?, next_cursor: None }))
+#[utoipa::path(get, path = "/settings/login-providers", tag = "settings", params(PageParams),
+    responses((status = 200, body = List<LoginProviderView>), (status = 400, body = ErrorBody)))]
+async fn list_settings(
+    State(state): State<AppState>,
+    extract::Query(page): extract::Query<PageParams>,
+) -> ApiResult<axum::Json<List<LoginProviderView>>> {
+    Ok(axum::Json(List::from_all(configured(&state).await?, &page, |view| view.provider.clone())?))
 }
 
 /// A login provider to create or replace.

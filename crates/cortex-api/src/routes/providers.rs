@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, Code, ErrorBody};
-use crate::extract::{Json, Query};
+use crate::extract::{Json, PageParams, Query};
 use crate::guard::Routes;
 use crate::state::AppState;
 use crate::views::List;
@@ -42,7 +42,6 @@ pub fn routes() -> Routes {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
 pub struct ProvidersParams {
     /// Ask every server for its models now instead of using the hour-old answer.
     pub refresh: Option<bool>,
@@ -173,15 +172,21 @@ fn provider_view(
     }
 }
 
-/// Provider presets and custom providers with their credentials and models.
-#[utoipa::path(get, path = "/providers", tag = "providers", params(ProvidersParams), responses(
+/// Provider presets (in their fixed order) and then custom providers by name, with their credentials
+/// and models.
+#[utoipa::path(get, path = "/providers", tag = "providers", params(ProvidersParams, PageParams), responses(
     (status = 200, body = List<ProviderView>), (status = 400, body = ErrorBody)))]
 async fn list_providers(
     State(state): State<AppState>,
     Query(params): Query<ProvidersParams>,
+    Query(page): Query<PageParams>,
 ) -> ApiResult<axum::Json<List<ProviderView>>> {
     let items = provider_views(&state, params.refresh.unwrap_or(false)).await?;
-    Ok(axum::Json(List { items, next_cursor: None }))
+    let order = |view: &ProviderView| match presets::all().iter().position(|preset| preset.name == view.name) {
+        Some(index) => format!("0{index:04}"),
+        None => format!("1{}", view.name),
+    };
+    Ok(axum::Json(List::from_all(items, &page, order)?))
 }
 
 /// Every preset and custom provider as `GET /providers` shows it (also the dashboard's providers page).

@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, Code, ErrorBody};
-use crate::extract::{Json, Query};
+use crate::extract::{Json, PageParams, Query};
 use crate::guard::Routes;
 use crate::limits::{self, Fields, Text};
 use crate::state::AppState;
@@ -220,19 +220,20 @@ fn to_json<T: Serialize>(value: Option<&T>) -> ApiResult<Option<Value>> {
     value.map(serde_json::to_value).transpose().map_err(|err| ApiError::new(Code::Internal, err.to_string()))
 }
 
-/// The policies of an agent, each with whether its tool resolves now.
-#[utoipa::path(get, path = "/agents/{id}/tools", tag = "tools", params(("id" = String, Path, description = "Agent id or slug")),
-    responses((status = 200, body = List<ToolPolicyView>), (status = 404, body = ErrorBody)))]
+/// The policies of an agent by tool ref, each with whether its tool resolves now.
+#[utoipa::path(get, path = "/agents/{id}/tools", tag = "tools", params(("id" = String, Path, description = "Agent id or slug"), PageParams),
+    responses((status = 200, body = List<ToolPolicyView>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn list_policies(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    Query(page): Query<PageParams>,
 ) -> ApiResult<axum::Json<List<ToolPolicyView>>> {
     let agent = state.store.get_agent(&id).await?;
     let mut items = Vec::new();
     for policy in state.store.tool_policies(agent.id).await? {
         items.push(ToolPolicyView::load(&state, policy).await?);
     }
-    Ok(axum::Json(List { items, next_cursor: None }))
+    Ok(axum::Json(List::from_all(items, &page, |policy| policy.tool_ref.clone())?))
 }
 
 /// Create or replace the policy of one tool for an agent. The tool ref may contain `:`
@@ -334,10 +335,22 @@ pub struct CatalogueEntry {
 
 /// Every tool policies can name: built-ins, webhook tools and discovered MCP tools [viewer]. Built-ins
 /// come from the runtime's one registry, so this answer, the names agent definitions may use and the
-/// tools given to the model agree.
-#[utoipa::path(get, path = "/tools", tag = "tools", responses((status = 200, body = List<CatalogueEntry>)))]
-async fn catalogue(State(state): State<AppState>) -> ApiResult<axum::Json<List<CatalogueEntry>>> {
-    Ok(axum::Json(List { items: catalogue_entries(&state).await?, next_cursor: None }))
+/// tools given to the model agree. Ordered built-ins, webhook tools, MCP tools, each by tool ref.
+#[utoipa::path(get, path = "/tools", tag = "tools", params(PageParams), responses(
+    (status = 200, body = List<CatalogueEntry>), (status = 400, body = ErrorBody)))]
+async fn catalogue(
+    State(state): State<AppState>,
+    Query(page): Query<PageParams>,
+) -> ApiResult<axum::Json<List<CatalogueEntry>>> {
+    let order = |entry: &CatalogueEntry| {
+        let rank = match entry.kind {
+            "builtin" => 0,
+            "webhook" => 1,
+            _ => 2,
+        };
+        format!("{rank}{}", entry.tool_ref)
+    };
+    Ok(axum::Json(List::from_all(catalogue_entries(&state).await?, &page, order)?))
 }
 
 /// Every tool policies can name (the catalogue; also the dashboard's tool pickers).
@@ -575,10 +588,14 @@ async fn create_webhook_tool(
 }
 
 /// List webhook tools by name.
-#[utoipa::path(get, path = "/webhook-tools", tag = "tools", responses((status = 200, body = List<WebhookToolView>)))]
-async fn list_webhook_tools(State(state): State<AppState>) -> ApiResult<axum::Json<List<WebhookToolView>>> {
+#[utoipa::path(get, path = "/webhook-tools", tag = "tools", params(PageParams), responses(
+    (status = 200, body = List<WebhookToolView>), (status = 400, body = ErrorBody)))]
+async fn list_webhook_tools(
+    State(state): State<AppState>,
+    Query(page): Query<PageParams>,
+) -> ApiResult<axum::Json<List<WebhookToolView>>> {
     let items = state.store.list_webhook_tools().await?.into_iter().map(WebhookToolView::from).collect();
-    Ok(axum::Json(List { items, next_cursor: None }))
+    Ok(axum::Json(List::from_all(items, &page, |tool| tool.name.clone())?))
 }
 
 /// Read one webhook tool.

@@ -243,10 +243,22 @@ both_engines!(registrations_are_validated, |t: TestStore| async move {
 // ---------------------------------------------------------------------------------------------------
 // A Streamable HTTP MCP endpoint in process
 
-/// Records request headers; answers `initialize`, `tools/list` and `ping`.
-#[derive(Clone, Default)]
+/// Records request headers; answers `initialize`, `tools/list` (with `tools`, by default one `lookup`
+/// tool) and `ping`.
+#[derive(Clone)]
 struct FakeMcp {
     headers: Arc<Mutex<Vec<HeaderMap>>>,
+    tools: Arc<Vec<Value>>,
+}
+
+/// The one tool the fake offers unless told otherwise.
+fn lookup_tool() -> Value {
+    json!({
+        "name": "lookup",
+        "description": "Looks something up",
+        "inputSchema": {"type": "object", "properties": {"q": {"type": "string"}}},
+        "annotations": {"readOnlyHint": true}
+    })
 }
 
 async fn handle(State(fake): State<FakeMcp>, headers: HeaderMap, body: String) -> Response {
@@ -261,12 +273,7 @@ async fn handle(State(fake): State<FakeMcp>, headers: HeaderMap, body: String) -
             "capabilities": {"tools": {}},
             "serverInfo": {"name": "fake-mcp", "version": "0.1.0"}
         }),
-        "tools/list" => json!({"tools": [{
-            "name": "lookup",
-            "description": "Looks something up",
-            "inputSchema": {"type": "object", "properties": {"q": {"type": "string"}}},
-            "annotations": {"readOnlyHint": true}
-        }]}),
+        "tools/list" => json!({"tools": *fake.tools}),
         _ => json!({}),
     };
     ([("mcp-session-id", "fake-session")], axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": result})))
@@ -274,7 +281,7 @@ async fn handle(State(fake): State<FakeMcp>, headers: HeaderMap, body: String) -
 }
 
 /// The fake, served until stopped; it can be started again on the same address.
-struct Running {
+pub(crate) struct Running {
     fake: FakeMcp,
     address: std::net::SocketAddr,
     stop: CancellationToken,
@@ -283,7 +290,12 @@ struct Running {
 
 impl Running {
     async fn start(address: std::net::SocketAddr) -> Running {
-        let fake = FakeMcp::default();
+        Self::offering(address, vec![lookup_tool()]).await
+    }
+
+    /// Serves a fake offering `tools` (MCP tool declarations).
+    pub(crate) async fn offering(address: std::net::SocketAddr, tools: Vec<Value>) -> Running {
+        let fake = FakeMcp { headers: Arc::default(), tools: Arc::new(tools) };
         let app = axum::Router::new()
             .route("/mcp", axum::routing::post(handle).delete(|| async { StatusCode::OK }))
             .with_state(fake.clone());
@@ -297,12 +309,12 @@ impl Running {
         Running { fake, address, stop, task }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/mcp", self.address)
     }
 
     /// Stops accepting and waits until every connection is closed.
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.stop.cancel();
         self.task.await.unwrap();
     }

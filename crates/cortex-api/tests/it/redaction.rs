@@ -109,16 +109,9 @@ fn start_engine(app: &TestApp) -> CancellationToken {
     stop
 }
 
-both_engines!(no_secret_survives_a_model_that_repeats_what_a_tool_echoed, |t: TestStore| async move {
-    let env = [("CORTEX_SSRF_ALLOW".to_owned(), "127.0.0.1".to_owned())].into_iter().collect();
-    let unlimited = cortex_api::rate_limit::Limit::OFF;
-    let config = cortex_api::ApiConfig { api_rate: unlimited, chat_rate: unlimited, ..Default::default() };
-    let app = TestApp::spawn_with_env(t, config, env).await;
-    let llm = FakeLlm::start().await;
-    llm.rule_fn(When::Always, script);
-    let (echo_url, received) = echo_server().await;
-    let _engine = start_engine(&app).drop_guard();
-
+/// Stores the provider key and the `echo-secret` tool secret, the `echo` webhook tool sending it as a
+/// bearer token to `echo_url`, and the agent `leaky` allowed to call it; the agent's id.
+async fn arm(app: &TestApp, llm: &FakeLlm, echo_url: &str) -> String {
     let created = app
         .post(
             "/credentials",
@@ -131,6 +124,40 @@ both_engines!(no_secret_survives_a_model_that_repeats_what_a_tool_echoed, |t: Te
         .post("/credentials", &app.admin, json!({"name": "echo-secret", "kind": "tool_secret", "value": TOOL_KEY}))
         .await;
     assert_eq!(secret.status(), 201);
+    let hook = app
+        .post(
+            "/webhook-tools",
+            &app.admin,
+            json!({"name": "echo", "description": "Echoes.", "input_schema": {"type": "object"}, "url": echo_url,
+                   "credential_refs": [{"credential": "echo-secret", "header_name": "Authorization", "format": "bearer"}]}),
+        )
+        .await;
+    assert_eq!(hook.status(), 201);
+    let hook: Value = hook.json().await.unwrap();
+    assert_eq!(hook["credential_refs"][0]["credential"], "echo-secret");
+    let agent = app.create_agent("Leaky").await;
+    let agent_id = agent["id"].as_str().unwrap().to_owned();
+    let policy = put(
+        app,
+        &format!("/agents/{agent_id}/tools/webhook:echo"),
+        &app.admin,
+        json!({"enabled": true, "approval": "never"}),
+    )
+    .await;
+    assert_eq!(policy.status(), 200);
+    agent_id
+}
+
+both_engines!(no_secret_survives_a_model_that_repeats_what_a_tool_echoed, |t: TestStore| async move {
+    let env = [("CORTEX_SSRF_ALLOW".to_owned(), "127.0.0.1".to_owned())].into_iter().collect();
+    let unlimited = cortex_api::rate_limit::Limit::OFF;
+    let config = cortex_api::ApiConfig { api_rate: unlimited, chat_rate: unlimited, ..Default::default() };
+    let app = TestApp::spawn_with_env(t, config, env).await;
+    let llm = FakeLlm::start().await;
+    llm.rule_fn(When::Always, script);
+    let (echo_url, received) = echo_server().await;
+    let _engine = start_engine(&app).drop_guard();
+    let agent_id = arm(&app, &llm, &echo_url).await;
     let missing = app
         .post(
             "/webhook-tools",
@@ -149,27 +176,6 @@ both_engines!(no_secret_survives_a_model_that_repeats_what_a_tool_echoed, |t: Te
         )
         .await;
     assert_eq!(bad_format.status(), 400);
-    let hook = app
-        .post(
-            "/webhook-tools",
-            &app.admin,
-            json!({"name": "echo", "description": "Echoes.", "input_schema": {"type": "object"}, "url": echo_url,
-                   "credential_refs": [{"credential": "echo-secret", "header_name": "Authorization", "format": "bearer"}]}),
-        )
-        .await;
-    assert_eq!(hook.status(), 201);
-    let hook: Value = hook.json().await.unwrap();
-    assert_eq!(hook["credential_refs"][0]["credential"], "echo-secret");
-    let agent = app.create_agent("Leaky").await;
-    let agent_id = agent["id"].as_str().unwrap().to_owned();
-    let policy = put(
-        &app,
-        &format!("/agents/{agent_id}/tools/webhook:echo"),
-        &app.admin,
-        json!({"enabled": true, "approval": "never"}),
-    )
-    .await;
-    assert_eq!(policy.status(), 200);
 
     let answer = app
         .post(
@@ -252,4 +258,100 @@ both_engines!(no_secret_survives_a_model_that_repeats_what_a_tool_echoed, |t: Te
     let text = sent[0].body["text"].as_str().unwrap_or_default().to_owned();
     assert!(text.contains("[redacted]"), "{text}");
     assert_clean("the channel reply", &sent[0].body.to_string());
+});
+
+/// Waits (minutes at most) until `expected` arrives on `changes`.
+async fn wait_for(
+    changes: &mut tokio::sync::broadcast::Receiver<cortex_store::Notification>,
+    expected: &cortex_store::Notification,
+) {
+    let mut seen = Vec::new();
+    let arrived = tokio::time::timeout(std::time::Duration::from_secs(180), async {
+        loop {
+            match changes.recv().await {
+                Ok(notification) if notification == *expected => return,
+                other => seen.push(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    assert!(arrived.is_ok(), "{expected:?} did not arrive within 3 minutes; seen: {seen:?}");
+}
+
+/// Sends `text` to `leaky` and waits for the answer, which must complete.
+async fn chat(app: &TestApp, text: &str) -> Value {
+    let path = "/agents/leaky/chat?wait=true&timeout_seconds=120";
+    let answer: Value = app.post(path, &app.admin, json!({"text": text})).await.json().await.unwrap();
+    assert_eq!(answer["status"], "completed", "{answer}");
+    answer
+}
+
+both_engines!(a_credential_written_anywhere_is_redacted_from_the_next_tool_result, |t: TestStore| async move {
+    // The secret set is rebuilt on a credential change notification, never read per job or tool result.
+    // On PostgreSQL the change comes from another store handle (another process: its only way here is
+    // the `NOTIFY` delivered at commit); on SQLite (one process per data dir) from a write in this
+    // process that is not the API's, so no route forces the rebuild.
+    const ROTATED: &str = "tk_rotated/value=77";
+    let env = [("CORTEX_SSRF_ALLOW".to_owned(), "127.0.0.1".to_owned())].into_iter().collect();
+    let unlimited = cortex_api::rate_limit::Limit::OFF;
+    let config = cortex_api::ApiConfig { api_rate: unlimited, chat_rate: unlimited, ..Default::default() };
+    let app = TestApp::spawn_with_env(t, config, env).await;
+    let llm = FakeLlm::start().await;
+    llm.rule_fn(When::Always, script);
+    let (echo_url, received) = echo_server().await;
+    let _engine = start_engine(&app).drop_guard();
+    let mut changes = app.test.store.subscribe();
+    arm(&app, &llm, &echo_url).await;
+    // Notifications arrive in commit order: once a marker committed after the set-up arrives, so did
+    // every notification of the set-up (on PostgreSQL they come asynchronously through `LISTEN`).
+    let writer = if app.test.store.is_postgres() { app.test.reopen().await } else { app.test.store.clone() };
+    let marker = cortex_store::Notification::Outbox { channel_id: uuid::Uuid::nil() };
+    let mut tx = writer.begin().await.unwrap();
+    tx.notify(marker.clone());
+    tx.commit().await.unwrap();
+    wait_for(&mut changes, &marker).await;
+
+    chat(&app, "Please call the echo tool.").await;
+    let reads = app.runtime.secret_set_reads();
+    let answer = chat(&app, "Please call the echo tool again.").await;
+    assert_clean("the second answer", &answer.to_string());
+    assert_eq!(received.lock().unwrap().len(), 2, "the tool ran twice");
+    assert_eq!(
+        app.runtime.secret_set_reads(),
+        reads,
+        "no credential read per job or tool result while nothing changed"
+    );
+
+    let row = app.test.store.credential("tool_secret", "echo-secret").await.unwrap().unwrap();
+    let sealed =
+        crate::tools::test_cipher().encrypt(&cortex_store::credentials::secret_ref(row.id), ROTATED.as_bytes());
+    let mut tx = writer.begin().await.unwrap();
+    let rotated = cortex_store::credentials::CredentialWrite {
+        id: row.id,
+        kind: row.kind,
+        name: row.name,
+        provider: row.provider,
+        api_style: row.api_style,
+        base_url: row.base_url,
+        secret_enc: Some(sealed),
+        secret_hint: None,
+        models: row.models,
+        prices: row.prices,
+        status: row.status,
+        clear_error: true,
+    };
+    assert!(tx.update_credential(&rotated).await.unwrap());
+    tx.commit().await.unwrap();
+    wait_for(&mut changes, &cortex_store::Notification::Credentials).await;
+
+    let answer = chat(&app, "Please call the echo tool once more.").await;
+    assert_eq!(received.lock().unwrap().last().cloned(), Some(format!("Bearer {ROTATED}")), "the new value is used");
+    let response = answer["response"].as_str().unwrap();
+    assert!(response.contains("[redacted]"), "{response}");
+    for text in std::iter::once(answer.to_string()).chain(llm.requests().iter().map(|r| r.body_text())) {
+        for form in forms(ROTATED) {
+            assert!(!text.contains(&form), "the rotated secret reached the model or the answer as `{form}`: {text}");
+        }
+    }
+    assert_eq!(app.runtime.secret_set_reads(), reads + 1, "one read after the change");
 });

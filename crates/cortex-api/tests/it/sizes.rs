@@ -67,6 +67,17 @@ both_engines!(control_characters_are_refused_in_names, |t: TestStore| async move
 /// byte budget; returns the `id` of every item in order and the number of pages. `cursor_param` names the
 /// query parameter that continues a page.
 async fn follow_pages(app: &TestApp, path: &str, key: &str, cursor_param: &str) -> (Vec<String>, usize) {
+    follow_pages_by(app, path, key, cursor_param, "id").await
+}
+
+/// [`follow_pages`] naming items by their `id_field`.
+async fn follow_pages_by(
+    app: &TestApp,
+    path: &str,
+    key: &str,
+    cursor_param: &str,
+    id_field: &str,
+) -> (Vec<String>, usize) {
     let mut ids = Vec::new();
     let mut next = path.to_owned();
     let mut pages = 0;
@@ -75,8 +86,9 @@ async fn follow_pages(app: &TestApp, path: &str, key: &str, cursor_param: &str) 
         assert_eq!(response.status(), 200, "{next}");
         let bytes = response.bytes().await.unwrap();
         assert!(bytes.len() <= cortex_api::limits::LIST_BYTES + 200_000, "{next}: a page of {} bytes", bytes.len());
+        assert!(!bytes.is_empty());
         let page: Value = serde_json::from_slice(&bytes).unwrap();
-        ids.extend(page["items"].as_array().unwrap().iter().map(|item| item["id"].as_str().unwrap().to_owned()));
+        ids.extend(page["items"].as_array().unwrap().iter().map(|item| item[id_field].as_str().unwrap().to_owned()));
         pages += 1;
         match page["next_cursor"].as_str() {
             Some(cursor) => next = format!("{path}&{cursor_param}={cursor}"),
@@ -122,4 +134,52 @@ both_engines!(list_answers_are_bounded_in_bytes, |t: TestStore| async move {
     tx.commit().await.unwrap();
     let path = format!("/sessions/{}/messages?limit=200", session.id);
     assert_complete("messages", &messages, follow_pages(&app, &path, &viewer, "after_seq").await);
+});
+
+both_engines!(lists_held_whole_are_paginated_and_bounded_in_bytes, |t: TestStore| async move {
+    // The tool catalogue is built whole in memory; an MCP server declaring many large tools must not
+    // make it one unbounded answer. Each page stays within 1 MiB, and following the cursor lists every
+    // tool exactly once.
+    let app = TestApp::spawn(t).await;
+    let description = "d".repeat(50_000);
+    let tools: Vec<Value> = (0..30)
+        .map(|n| json!({"name": format!("tool_{n:02}"), "description": description, "inputSchema": {"type": "object"}}))
+        .collect();
+    let running = crate::mcp::Running::offering("127.0.0.1:0".parse().unwrap(), tools).await;
+    let body = json!({"name": "Wide", "transport": "http", "url": running.url()});
+    let server: Value = app.post("/mcp-servers", &app.admin, body).await.json().await.unwrap();
+    assert_eq!(server["status"], "active", "{server}");
+    let viewer = app.key(Role::Viewer).await;
+    let (listed, pages) = follow_pages_by(&app, "/tools?limit=200", &viewer, "cursor", "tool_ref").await;
+    let wide: Vec<String> = listed.iter().filter(|tool| tool.starts_with("mcp:wide:")).cloned().collect();
+    let expected: Vec<String> = (0..30).map(|n| format!("mcp:wide:tool_{n:02}")).collect();
+    assert_complete("tools", &expected, (wide, pages));
+    assert!(listed.contains(&"echo".to_owned()), "built-ins are listed too: {listed:?}");
+    let unique: std::collections::BTreeSet<&String> = listed.iter().collect();
+    assert_eq!(unique.len(), listed.len(), "a tool listed twice: {listed:?}");
+
+    // `limit` pages in items as well, the order (built-ins first) holding across pages.
+    let (small, small_pages) = follow_pages_by(&app, "/tools?limit=7", &viewer, "cursor", "tool_ref").await;
+    assert_eq!(small, listed, "the same tools in the same order whatever the page size");
+    assert!(small_pages > pages);
+    let bad = app.get("/tools?cursor=not-a-cursor", &viewer).await;
+    refused_field(bad, "cursor").await;
+    running.stop().await;
+
+    // Every list operation documents the same paging parameters.
+    let document: Value = app.get("/openapi.json", &app.admin).await.json().await.unwrap();
+    let mut lists = 0;
+    for (path, item) in document["paths"].as_object().unwrap() {
+        let Some(get) = item.get("get") else { continue };
+        let answer = get["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].as_str();
+        if !answer.is_some_and(|name| name.starts_with("#/components/schemas/List")) {
+            continue;
+        }
+        lists += 1;
+        let names: Vec<&str> =
+            get["parameters"].as_array().into_iter().flatten().filter_map(|p| p["name"].as_str()).collect();
+        let paged = names.contains(&"limit") && (names.contains(&"cursor") || names.contains(&"after_seq"));
+        assert!(paged, "GET {path} answers a list without limit and cursor: {names:?}");
+    }
+    assert!(lists >= 15, "{lists} list operations found");
 });

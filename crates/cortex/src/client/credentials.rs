@@ -61,7 +61,7 @@ pub async fn run(args: &ClientArgs, command: CredentialsCommand) -> anyhow::Resu
     let api = Api::new(args)?;
     match command {
         CredentialsCommand::List => {
-            let page: Value = api.get("/credentials").await?;
+            let page = api.get_all("/credentials").await?;
             api.print(&page, |page| {
                 let rows = items(page)
                     .map(|c| {
@@ -98,7 +98,7 @@ pub async fn run(args: &ClientArgs, command: CredentialsCommand) -> anyhow::Resu
             let id = if uuid::Uuid::parse_str(&id_or_name).is_ok() {
                 id_or_name.clone()
             } else {
-                let page: Value = api.get("/credentials").await?;
+                let page = api.get_all("/credentials").await?;
                 let found = items(&page).find(|c| c["name"] == id_or_name.as_str() && c["kind"] == kind.as_str());
                 found
                     .map(|c| text(c, "id"))
@@ -115,7 +115,7 @@ pub async fn run(args: &ClientArgs, command: CredentialsCommand) -> anyhow::Resu
 pub async fn run_providers(args: &ClientArgs, command: ProvidersCommand) -> anyhow::Result<()> {
     let api = Api::new(args)?;
     let ProvidersCommand::List { refresh } = command;
-    let page: Value = api.get(if refresh { "/providers?refresh=true" } else { "/providers" }).await?;
+    let page = api.get_all(if refresh { "/providers?refresh=true" } else { "/providers" }).await?;
     api.print(&page, |page| {
         let rows = items(page)
             .map(|p| {

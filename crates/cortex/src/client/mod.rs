@@ -91,6 +91,24 @@ impl Api {
         self.send(self.request(Method::GET, path)).await
     }
 
+    /// Every item of the list at `path`, following `next_cursor` page by page; answers
+    /// `{"items": [...], "next_cursor": null}` like one page holding everything.
+    pub async fn get_all(&self, path: &str) -> anyhow::Result<Value> {
+        let path = format!("{path}{}limit=200", if path.contains('?') { '&' } else { '?' });
+        let mut items = Vec::new();
+        let mut next = path.clone();
+        loop {
+            let mut page: Value = self.get(&next).await?;
+            if let Some(page_items) = page["items"].as_array_mut() {
+                items.append(page_items);
+            }
+            match page["next_cursor"].as_str() {
+                Some(cursor) => next = format!("{path}&cursor={cursor}"),
+                None => return Ok(serde_json::json!({"items": items, "next_cursor": null})),
+            }
+        }
+    }
+
     pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> anyhow::Result<T> {
         self.send(self.request(Method::POST, path).json(body)).await
     }
