@@ -10,7 +10,9 @@
 //! - `early_cancels` holds cancel requests for jobs not (yet) in `running`: a claim commits a moment
 //!   before the claim loop registers the job, and a request landing in between would otherwise wait for
 //!   the next periodic re-check. Registration consults it; re-checks age it out.
-//! - `background` stops the heartbeat, reaper and watcher loops last, after jobs are settled.
+//! - `completions` queues completed attempts: one task commits every completion that is ready in one
+//!   transaction, then acknowledges each; a job's supervisor (and its slot) waits for that commit.
+//! - `background` stops the heartbeat, reaper, watcher and completion loops last, after jobs are settled.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -22,8 +24,8 @@ use cortex_core::job::{ErrorClass, JobError, JobKind};
 use cortex_store::events::NewEvent;
 use cortex_store::jobs::{AttemptEnd, Job, Suspend};
 use cortex_store::{Notification, Store, StoreError};
-use serde_json::json;
-use tokio::sync::{Semaphore, broadcast};
+use serde_json::{Value, json};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -73,6 +75,14 @@ impl EarlyCancels {
     }
 }
 
+/// A completed attempt waiting for the completion loop's next transaction; `committed` answers whether
+/// that transaction committed it (if not, the supervisor records the end on its own, with retries).
+struct Completion {
+    job_id: Uuid,
+    result: Value,
+    committed: oneshot::Sender<bool>,
+}
+
 struct Inner {
     store: Store,
     config: EngineConfig,
@@ -84,6 +94,9 @@ struct Inner {
     slots: Arc<Semaphore>,
     stop_claiming: CancellationToken,
     shutdown: CancellationToken,
+    completions: mpsc::UnboundedSender<Completion>,
+    /// Taken by [`JobEngine::run`] for the completion loop.
+    completion_queue: Mutex<Option<mpsc::UnboundedReceiver<Completion>>>,
 }
 
 /// A worker pool bound to one store. Cheap to clone.
@@ -95,10 +108,13 @@ pub struct JobEngine {
 const REAPER_LEASE: &str = "reaper";
 /// Longest pause between retries against an unavailable database: a blip must not idle workers for long.
 const MAX_OUTAGE_BACKOFF: Duration = Duration::from_secs(1);
+/// Most completions committed in one transaction (bounds its size and the events it emits).
+const MAX_COMPLETION_BATCH: usize = 256;
 
 impl JobEngine {
     pub fn new(store: Store, config: EngineConfig) -> Self {
         let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        let (completions, completion_queue) = mpsc::unbounded_channel();
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -110,6 +126,8 @@ impl JobEngine {
                 slots,
                 stop_claiming: CancellationToken::new(),
                 shutdown: CancellationToken::new(),
+                completions,
+                completion_queue: Mutex::new(Some(completion_queue)),
             }),
         }
     }
@@ -161,6 +179,8 @@ impl JobEngine {
         let heartbeat = tokio::spawn(heartbeat_loop(inner.clone(), background.clone()));
         let reaper = tokio::spawn(reaper_loop(inner.clone(), background.clone()));
         let watcher = tokio::spawn(cancel_watcher(inner.clone(), background.clone()));
+        let queue = inner.completion_queue.lock().ok().and_then(|mut queue| queue.take());
+        let completer = tokio::spawn(completion_loop(inner.clone(), queue, background.clone()));
         let claimer = tokio::spawn(claim_loop(inner.clone()));
         tracing::info!(worker_id = %inner.worker_id, concurrency = inner.config.concurrency, "job engine started");
 
@@ -172,7 +192,7 @@ impl JobEngine {
         drain(&inner).await;
 
         background.cancel();
-        let _ = tokio::join!(heartbeat, reaper, watcher);
+        let _ = tokio::join!(heartbeat, reaper, watcher, completer);
         let mut tx = store.begin().await?;
         tx.stop_worker(inner.worker_id).await?;
         tx.commit().await?;
@@ -225,18 +245,25 @@ async fn claim_loop(inner: Arc<Inner>) {
             },
             _ = inner.stop_claiming.cancelled() => return,
         };
+        // One claim for every free slot: a busy worker claims many jobs per transaction.
+        let mut permits = vec![permit];
+        while let Ok(more) = inner.slots.clone().try_acquire_owned() {
+            permits.push(more);
+        }
         let attempted_at = inner.store.clock().now();
-        match inner.store.claim_next(inner.worker_id, inner.config.ignore_quarantine).await {
-            Ok(Some(job)) => {
+        match inner.store.claim_batch(inner.worker_id, permits.len(), inner.config.ignore_quarantine).await {
+            Ok(jobs) if !jobs.is_empty() => {
                 error_backoff = Duration::from_millis(100);
-                let span = tracing::info_span!("job", job_id = %job.id, agent_id = %job.agent_id, kind = %job.kind, attempt = job.attempt);
-                // Registered before the supervisor task starts: from here on the cancel watcher and the
-                // orphan check see the job as this process's.
-                let local = register(&inner, job.id);
-                tokio::spawn(supervise(inner.clone(), job, local, permit).instrument(span));
+                for (job, permit) in jobs.into_iter().zip(permits) {
+                    let span = tracing::info_span!("job", job_id = %job.id, agent_id = %job.agent_id, kind = %job.kind, attempt = job.attempt);
+                    // Registered before the supervisor task starts: from here on the cancel watcher and the
+                    // orphan check see the job as this process's.
+                    let local = register(&inner, job.id);
+                    tokio::spawn(supervise(inner.clone(), job, local, permit).instrument(span));
+                }
             }
-            Ok(None) => {
-                drop(permit);
+            Ok(_) => {
+                drop(permits);
                 // One read decides whether anything is due; the write that promotes retries runs only then,
                 // so an idle claimer never competes with running jobs for the (SQLite: single) writer.
                 let next = match inner.store.next_run_at().await {
@@ -262,7 +289,7 @@ async fn claim_loop(inner: Arc<Inner>) {
                 wait_for_work(&inner, &mut notifications, next).await;
             }
             Err(err) => {
-                drop(permit);
+                drop(permits);
                 tracing::warn!(error = %err, "claim failed; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(error_backoff) => {}
@@ -339,7 +366,7 @@ fn register(inner: &Inner, job_id: Uuid) -> RunningJob {
     local
 }
 
-async fn supervise(inner: Arc<Inner>, job: Job, local: RunningJob, _permit: tokio::sync::OwnedSemaphorePermit) {
+async fn supervise(inner: Arc<Inner>, job: Job, local: RunningJob, _permit: OwnedSemaphorePermit) {
     let started = Instant::now();
     let RunningJob { cancel, reason } = local;
     let clock = inner.store.clock().clone();
@@ -408,18 +435,11 @@ async fn try_record_end(inner: &Inner, job: &Job, ended: &Ended) -> Result<(), S
             return Ok(());
         }
         Ended::Outcome(Outcome::Completed(result)) => {
-            let mut tx = store.begin().await?;
-            let done = tx.end_attempt(job.id, worker_id, &AttemptEnd::Completed { result: result.clone() }).await?;
-            tx.emit(NewEvent {
-                session_id: done.session_id,
-                ..NewEvent::new(
-                    done.agent_id,
-                    Some(done.id),
-                    EventType::JobCompleted,
-                    json!({"status": done.status, "result": result}),
-                )
-            });
-            tx.commit().await?;
+            if !queued_completion(inner, job.id, result).await {
+                let mut tx = store.begin().await?;
+                complete(&mut tx, job.id, worker_id, result).await?;
+                tx.commit().await?;
+            }
             metrics::counter!("cortex_jobs_total", "kind" => job.kind.as_str(), "status" => "completed").increment(1);
             return Ok(());
         }
@@ -446,6 +466,77 @@ async fn try_record_end(inner: &Inner, job: &Job, ended: &Ended) -> Result<(), S
     tx.commit().await?;
     tracing::info!(status = %settled.status, code = %error.code, "job attempt failed");
     Ok(())
+}
+
+/// Ends a completed attempt and says so, in the caller's transaction.
+async fn complete(tx: &mut cortex_store::Tx, job_id: Uuid, worker_id: Uuid, result: &Value) -> Result<(), StoreError> {
+    let done = tx.end_attempt(job_id, worker_id, &AttemptEnd::Completed { result: result.clone() }).await?;
+    tx.emit(NewEvent {
+        session_id: done.session_id,
+        ..NewEvent::new(
+            done.agent_id,
+            Some(done.id),
+            EventType::JobCompleted,
+            json!({"status": done.status, "result": result}),
+        )
+    });
+    Ok(())
+}
+
+/// Hands a completion to the completion loop and waits until its transaction committed (`true`) or
+/// failed (`false`: the caller records the completion on its own).
+async fn queued_completion(inner: &Inner, job_id: Uuid, result: &Value) -> bool {
+    let (committed, answer) = oneshot::channel();
+    let completion = Completion { job_id, result: result.clone(), committed };
+    if inner.completions.send(completion).is_err() {
+        return false;
+    }
+    answer.await.unwrap_or(false)
+}
+
+/// Commits every completion that is ready in one transaction (one commit, one flush of events, one
+/// round of notifications for all of them), then acknowledges each. A batch that fails as a whole (one
+/// job was cancelled or reaped meanwhile, the database went away) is answered `false`, and each
+/// supervisor records its own completion the one-by-one way, which knows how to handle both.
+async fn completion_loop(
+    inner: Arc<Inner>,
+    queue: Option<mpsc::UnboundedReceiver<Completion>>,
+    stop: CancellationToken,
+) {
+    let Some(mut queue) = queue else { return };
+    loop {
+        let first = tokio::select! {
+            received = queue.recv() => match received {
+                Some(completion) => completion,
+                None => return,
+            },
+            _ = stop.cancelled() => return,
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_COMPLETION_BATCH
+            && let Ok(completion) = queue.try_recv()
+        {
+            batch.push(completion);
+        }
+        let committed = match commit_completions(&inner, &batch).await {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::debug!(error = %err, jobs = batch.len(), "batched completion failed; completing one by one");
+                false
+            }
+        };
+        for completion in batch {
+            let _ = completion.committed.send(committed);
+        }
+    }
+}
+
+async fn commit_completions(inner: &Inner, batch: &[Completion]) -> Result<(), StoreError> {
+    let mut tx = inner.store.begin().await?;
+    for completion in batch {
+        complete(&mut tx, completion.job_id, inner.worker_id, &completion.result).await?;
+    }
+    tx.commit().await
 }
 
 async fn heartbeat_loop(inner: Arc<Inner>, stop: CancellationToken) {

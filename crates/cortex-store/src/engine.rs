@@ -399,10 +399,18 @@ impl Tx {
                 }
             }
             TxConn::Postgres(mut tx) => {
-                for notification in &notifications {
-                    let payload = serde_json::to_string(notification)
+                if !notifications.is_empty() {
+                    let payloads = notifications
+                        .iter()
+                        .map(serde_json::to_string)
+                        .collect::<std::result::Result<Vec<_>, _>>()
                         .map_err(|err| StoreError::Corrupt(format!("notification: {err}")))?;
-                    sqlx::query("SELECT pg_notify($1, $2)").bind(PG_CHANNEL).bind(payload).execute(&mut *tx).await?;
+                    // One statement for all of them; `unnest` keeps their order, and so does delivery.
+                    sqlx::query("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload")
+                        .bind(PG_CHANNEL)
+                        .bind(payloads)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 tx.commit().await?;
             }

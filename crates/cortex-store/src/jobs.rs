@@ -40,6 +40,11 @@ macro_rules! job_columns {
 /// bind limits.
 const JOBS_PER_STATEMENT: usize = 1000;
 
+/// Sorts claimed jobs the way claims pick them (SPEC §4.3): priority, then `run_at`, then id.
+fn in_claim_order(jobs: &mut [Job]) {
+    jobs.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.run_at.cmp(&b.run_at)).then(a.id.cmp(&b.id)));
+}
+
 /// A stored job.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -329,21 +334,34 @@ impl Store {
         rows.into_iter().map(JobRow::into_job).collect()
     }
 
-    /// Claims the best eligible job for `worker_id` (SPEC §4.3): highest priority, then oldest `run_at`,
-    /// skipping agents that are inactive, quarantined (unless `ignore_quarantine`) or at their concurrency
-    /// limit, and jobs whose session is busy.
+    /// Claims the best eligible job for `worker_id` (SPEC §4.3); see [`Store::claim_batch`].
     pub async fn claim_next(&self, worker_id: Uuid, ignore_quarantine: bool) -> Result<Option<Job>> {
+        Ok(self.claim_batch(worker_id, 1, ignore_quarantine).await?.pop())
+    }
+
+    /// Claims up to `limit` jobs for `worker_id` in one transaction (SPEC §4.3): highest priority, then
+    /// oldest `run_at`, then id, skipping agents that are inactive, quarantined (unless
+    /// `ignore_quarantine`) or at their concurrency limit, and jobs whose session is busy; at most one job
+    /// per session and no more jobs of an agent than it has free slots. Returns the jobs in claim order;
+    /// fewer than `limit` (but at least one when anything was claimable) when the best candidates
+    /// belonged to agents with fewer free slots, so callers with slots left simply claim again.
+    pub async fn claim_batch(&self, worker_id: Uuid, limit: usize, ignore_quarantine: bool) -> Result<Vec<Job>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         if self.is_postgres() {
-            self.claim_next_postgres(worker_id, ignore_quarantine).await
+            self.claim_batch_postgres(worker_id, limit, ignore_quarantine).await
         } else {
-            self.claim_next_sqlite(worker_id, ignore_quarantine).await
+            self.claim_batch_sqlite(worker_id, limit, ignore_quarantine).await
         }
     }
 
-    /// SQLite has a single writer connection, so one statement is atomic against every other claimer. A
-    /// read on the reader pool first skips the writer entirely when nothing is due, so idle claimers never
-    /// queue behind running jobs' writes (a job that becomes due later sends a wake-up).
-    async fn claim_next_sqlite(&self, worker_id: Uuid, ignore_quarantine: bool) -> Result<Option<Job>> {
+    /// SQLite has a single writer connection, so one statement is atomic against every other claimer:
+    /// the best `limit` eligible candidates, ranked within their agent (admitted while the agent has free
+    /// slots) and their session (only the first). A read on the reader pool first skips the writer
+    /// entirely when nothing is due, so idle claimers never queue behind running jobs' writes (a job that
+    /// becomes due later sends a wake-up).
+    async fn claim_batch_sqlite(&self, worker_id: Uuid, limit: usize, ignore_quarantine: bool) -> Result<Vec<Job>> {
         let due_by = ms(self.clock().now());
         let anything_due: bool = read!(self, |conn| {
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM job WHERE status = 'scheduled' AND run_at <= $1)")
@@ -352,106 +370,156 @@ impl Store {
                 .await?
         });
         if !anything_due {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let mut tx = self.begin().await?;
         let now = ms(tx.now());
-        let row: Option<JobRow> = write!(tx, |conn| {
+        let rows: Vec<JobRow> = write!(tx, |conn| {
             sqlx::query_as(concat!(
-                "UPDATE job SET status = 'running', claimed_by = $1, heartbeat_at = $2, attempt_started_at = $2, \
-                 started_at = COALESCE(started_at, $2), attempt = attempt + CASE WHEN resume THEN 0 ELSE 1 END, \
-                 attempt_elapsed_ms = CASE WHEN resume THEN attempt_elapsed_ms ELSE 0 END, resume = FALSE, updated_at = $2 \
-                 WHERE id = (SELECT j.id FROM job j JOIN agent a ON a.id = j.agent_id \
+                "WITH candidate AS (SELECT j.id, j.agent_id, j.session_id, j.priority, j.run_at, \
+                   a.max_concurrent_jobs - (SELECT COUNT(*) FROM job r WHERE r.agent_id = j.agent_id AND r.status = 'running') AS free \
+                   FROM job j JOIN agent a ON a.id = j.agent_id \
                    WHERE j.status = 'scheduled' AND j.run_at <= $2 AND a.status = 'active' \
                      AND ($3 OR a.health_state <> 'quarantined') \
                      AND (SELECT COUNT(*) FROM job r WHERE r.agent_id = j.agent_id AND r.status = 'running') < a.max_concurrent_jobs \
                      AND (j.session_id IS NULL OR NOT EXISTS (SELECT 1 FROM job o WHERE o.session_id = j.session_id AND o.id <> j.id \
                           AND (o.status IN ('running', 'waiting_for_approval') OR (o.status = 'pending' AND o.resume)))) \
-                   ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1) \
+                   ORDER BY j.priority DESC, j.run_at, j.id LIMIT $4), \
+                 ranked AS (SELECT id, free, \
+                   ROW_NUMBER() OVER (PARTITION BY agent_id ORDER BY priority DESC, run_at, id) AS in_agent, \
+                   ROW_NUMBER() OVER (PARTITION BY COALESCE(session_id, id) ORDER BY priority DESC, run_at, id) AS in_session \
+                   FROM candidate) \
+                 UPDATE job SET status = 'running', claimed_by = $1, heartbeat_at = $2, attempt_started_at = $2, \
+                 started_at = COALESCE(started_at, $2), attempt = attempt + CASE WHEN resume THEN 0 ELSE 1 END, \
+                 attempt_elapsed_ms = CASE WHEN resume THEN attempt_elapsed_ms ELSE 0 END, resume = FALSE, updated_at = $2 \
+                 WHERE id IN (SELECT id FROM ranked WHERE in_agent <= free AND in_session = 1) \
                  RETURNING ",
                 job_columns!()
             ))
             .bind(worker_id)
             .bind(now)
             .bind(ignore_quarantine)
-            .fetch_optional(conn)
+            .bind(limit as i64)
+            .fetch_all(conn)
             .await?
         });
-        let Some(row) = row else { return Ok(None) };
-        let job = row.into_job()?;
-        tx.emit_state(&job, JobStatus::Scheduled, None);
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut jobs = rows.into_iter().map(JobRow::into_job).collect::<Result<Vec<_>>>()?;
+        in_claim_order(&mut jobs);
+        for job in &jobs {
+            tx.emit_state(job, JobStatus::Scheduled, None);
+        }
         tx.commit().await?;
-        Ok(Some(job))
+        Ok(jobs)
     }
 
-    /// PostgreSQL: `SKIP LOCKED` picks a candidate without blocking other claimers; a per-agent advisory
-    /// lock then makes the concurrency and session checks exact across processes.
-    async fn claim_next_postgres(&self, worker_id: Uuid, ignore_quarantine: bool) -> Result<Option<Job>> {
+    /// PostgreSQL: `SKIP LOCKED` picks up to `limit` candidates without blocking other claimers; advisory
+    /// locks on their agents (taken in id order, so two claimers never wait on each other in a cycle)
+    /// then make one count of running jobs, and the session checks, exact across processes. One
+    /// `UPDATE … WHERE id = ANY` claims the admitted ones and their events go in one multi-row insert at
+    /// commit. A round that admits nothing (every candidate's agent filled up or its session became busy
+    /// meanwhile) retries without those agents and jobs.
+    async fn claim_batch_postgres(&self, worker_id: Uuid, limit: usize, ignore_quarantine: bool) -> Result<Vec<Job>> {
         let mut full_agents: Vec<Uuid> = Vec::new();
         let mut busy_jobs: Vec<Uuid> = Vec::new();
         for _ in 0..16 {
             let mut tx = self.begin().await?;
             let now = ms(tx.now());
             let TxConn::Postgres(conn) = &mut tx.conn else { unreachable!("postgres store has postgres transactions") };
-            let candidate: Option<(Uuid, Uuid, Option<Uuid>)> = sqlx::query_as(
+            let candidates: Vec<(Uuid, Uuid, Option<Uuid>)> = sqlx::query_as(
                 "SELECT j.id, j.agent_id, j.session_id FROM job j JOIN agent a ON a.id = j.agent_id \
                  WHERE j.status = 'scheduled' AND j.run_at <= $1 AND a.status = 'active' \
                    AND ($2 OR a.health_state <> 'quarantined') \
                    AND NOT (j.agent_id = ANY($3)) AND NOT (j.id = ANY($4)) \
                    AND (SELECT COUNT(*) FROM job r WHERE r.agent_id = j.agent_id AND r.status = 'running') < a.max_concurrent_jobs \
-                 ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1 FOR UPDATE OF j SKIP LOCKED",
+                 ORDER BY j.priority DESC, j.run_at, j.id LIMIT $5 FOR UPDATE OF j SKIP LOCKED",
             )
             .bind(now)
             .bind(ignore_quarantine)
             .bind(&full_agents)
             .bind(&busy_jobs)
-            .fetch_optional(&mut **conn)
+            .bind(limit as i64)
+            .fetch_all(&mut **conn)
             .await?;
-            let Some((job_id, agent_id, session_id)) = candidate else {
-                return Ok(None);
-            };
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 7))")
-                .bind(agent_id)
-                .execute(&mut **conn)
-                .await?
-                .rows_affected();
-            let (running, limit, session_busy): (i64, i64, bool) = sqlx::query_as(
-                "SELECT (SELECT COUNT(*) FROM job WHERE agent_id = $1 AND status = 'running'), \
-                        (SELECT max_concurrent_jobs FROM agent WHERE id = $1), \
-                        EXISTS (SELECT 1 FROM job o WHERE $2::uuid IS NOT NULL AND o.session_id = $2 AND o.id <> $3 \
-                                AND (o.status IN ('running', 'waiting_for_approval') OR (o.status = 'pending' AND o.resume)))",
+            if candidates.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut agents: Vec<Uuid> = candidates.iter().map(|(_, agent_id, _)| *agent_id).collect();
+            agents.sort_unstable();
+            agents.dedup();
+            // `unnest` yields the (sorted) array in order, so the locks are taken in that order.
+            sqlx::query(
+                "SELECT pg_advisory_xact_lock(hashtextextended(agent::text, 7)) FROM unnest($1::uuid[]) AS agent",
             )
-            .bind(agent_id)
-            .bind(session_id)
-            .bind(job_id)
-            .fetch_one(&mut **conn)
+            .bind(&agents)
+            .execute(&mut **conn)
             .await?;
-            if running >= limit {
-                full_agents.push(agent_id);
+            let mut free: HashMap<Uuid, i64> = sqlx::query_as(
+                "SELECT a.id, a.max_concurrent_jobs - (SELECT COUNT(*) FROM job r WHERE r.agent_id = a.id AND r.status = 'running') \
+                 FROM agent a WHERE a.id = ANY($1)",
+            )
+            .bind(&agents)
+            .fetch_all(&mut **conn)
+            .await?
+            .into_iter()
+            .collect();
+            let sessions: Vec<Uuid> = candidates.iter().filter_map(|(_, _, session_id)| *session_id).collect();
+            let mut taken_sessions: Vec<Uuid> = if sessions.is_empty() {
+                Vec::new()
+            } else {
+                sqlx::query_scalar(
+                    "SELECT DISTINCT o.session_id FROM job o WHERE o.session_id = ANY($1) \
+                     AND (o.status IN ('running', 'waiting_for_approval') OR (o.status = 'pending' AND o.resume))",
+                )
+                .bind(&sessions)
+                .fetch_all(&mut **conn)
+                .await?
+            };
+            let mut admitted: Vec<Uuid> = Vec::with_capacity(candidates.len());
+            for (job_id, agent_id, session_id) in candidates {
+                let slots = free.entry(agent_id).or_insert(0);
+                if *slots <= 0 {
+                    if !full_agents.contains(&agent_id) {
+                        full_agents.push(agent_id);
+                    }
+                    continue;
+                }
+                if let Some(session_id) = session_id {
+                    if taken_sessions.contains(&session_id) {
+                        busy_jobs.push(job_id);
+                        continue;
+                    }
+                    taken_sessions.push(session_id);
+                }
+                *slots -= 1;
+                admitted.push(job_id);
+            }
+            if admitted.is_empty() {
                 continue;
             }
-            if session_busy {
-                busy_jobs.push(job_id);
-                continue;
-            }
-            let row: JobRow = sqlx::query_as(concat!(
+            let rows: Vec<JobRow> = sqlx::query_as(concat!(
                 "UPDATE job SET status = 'running', claimed_by = $1, heartbeat_at = $2, attempt_started_at = $2, \
                  started_at = COALESCE(started_at, $2), attempt = attempt + CASE WHEN resume THEN 0 ELSE 1 END, \
                  attempt_elapsed_ms = CASE WHEN resume THEN attempt_elapsed_ms ELSE 0 END, resume = FALSE, updated_at = $2 \
-                 WHERE id = $3 RETURNING ",
+                 WHERE id = ANY($3) RETURNING ",
                 job_columns!()
             ))
             .bind(worker_id)
             .bind(now)
-            .bind(job_id)
-            .fetch_one(&mut **conn)
+            .bind(&admitted)
+            .fetch_all(&mut **conn)
             .await?;
-            let job = row.into_job()?;
-            tx.emit_state(&job, JobStatus::Scheduled, None);
+            let mut jobs = rows.into_iter().map(JobRow::into_job).collect::<Result<Vec<_>>>()?;
+            in_claim_order(&mut jobs);
+            for job in &jobs {
+                tx.emit_state(job, JobStatus::Scheduled, None);
+            }
             tx.commit().await?;
-            return Ok(Some(job));
+            return Ok(jobs);
         }
-        Ok(None)
+        Ok(Vec::new())
     }
 
     /// Running jobs whose owner is no longer alive (declared dead, stopped, or never registered).

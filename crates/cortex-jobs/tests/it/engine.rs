@@ -238,3 +238,34 @@ both_engines!(a_job_held_back_by_the_agent_limit_starts_when_a_slot_frees, |t: T
     assert_eq!(done.attempt, 1);
     engine.shutdown().await;
 });
+
+both_engines!(a_worker_claims_all_its_free_slots_in_one_transaction, |t: TestStore| async move {
+    let narrow = agent(&t.store, 3).await;
+    let wide = agent(&t.store, 10).await;
+    let mut jobs = Vec::new();
+    for n in 0..6 {
+        jobs.push(enqueue(&t.store, if n % 2 == 0 { narrow } else { wide }, "hang", |_| {}).await);
+    }
+    let engine = start(&t.store, test_config(4));
+    for job in &jobs[..4] {
+        engine.handler.wait_started(job.id, 1).await;
+    }
+    // Four slots, first four jobs in order (two of each agent); the rest wait for a slot.
+    for job in &jobs[4..] {
+        assert_eq!(t.store.get_job(job.id).await.unwrap().status, JobStatus::Scheduled);
+    }
+    let events = t.store.events_after(EventScope::All, 0, 1_000).await.unwrap();
+    let claims: Vec<i64> = events.iter().filter(|e| e.payload["to"] == "running").map(|e| e.seq).collect();
+    assert_eq!(claims.len(), 4);
+    if t.store.is_postgres() {
+        // Event numbers carry their transaction id above bit 20 (ARCHITECTURE.md, "Event order").
+        assert!(claims.iter().all(|seq| seq >> 20 == claims[0] >> 20), "one claim transaction: {claims:?}");
+    }
+    for job in &jobs {
+        cortex_jobs::cancel_job(&t.store, job.id).await.unwrap();
+    }
+    for job in &jobs {
+        wait_for(&t.store, job.id, "ended", |j| j.status.is_terminal()).await;
+    }
+    engine.shutdown().await;
+});

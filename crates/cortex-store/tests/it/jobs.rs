@@ -276,3 +276,119 @@ both_engines!(bulk_insert_creates_every_job_in_order_with_its_event, |t: TestSto
     let announced: HashSet<Uuid> = events.iter().filter_map(|e| e.job_id).collect();
     assert_eq!(announced, ids, "every created job has its job.state event");
 });
+
+both_engines!(a_batch_claim_keeps_order_agent_limits_and_sessions, |t: TestStore| async move {
+    let narrow = agent_with_limit(&t.store, "narrow-batch", 2).await;
+    let wide = agent_with_limit(&t.store, "wide-batch", 10).await;
+    let mut tx = t.store.begin().await.unwrap();
+    let session = tx.insert_session(wide, None, "rest").await.unwrap();
+    tx.commit().await.unwrap();
+    let narrow_jobs: Vec<_> = enqueue_each(4, || enqueue(&t.store, task(narrow))).await;
+    let urgent = enqueue(&t.store, cortex_store::jobs::NewJob { priority: 9, ..task(wide) }).await;
+    let first_turn = enqueue(&t.store, cortex_store::jobs::NewJob { session_id: Some(session.id), ..task(wide) }).await;
+    let second_turn =
+        enqueue(&t.store, cortex_store::jobs::NewJob { session_id: Some(session.id), ..task(wide) }).await;
+    let plain = enqueue(&t.store, task(wide)).await;
+    let not_due =
+        enqueue(&t.store, cortex_store::jobs::NewJob { run_at: Some(t.clock.now_plus(60)), ..task(wide) }).await;
+    let worker = Uuid::now_v7();
+
+    let claimed: Vec<Uuid> = t.store.claim_batch(worker, 16, false).await.unwrap().iter().map(|job| job.id).collect();
+    // Priority first, then age; two of the narrow agent's four (its limit), one turn of the session.
+    assert_eq!(claimed, vec![urgent.id, narrow_jobs[0].id, narrow_jobs[1].id, first_turn.id, plain.id]);
+    assert!(t.store.claim_batch(worker, 16, false).await.unwrap().is_empty(), "limits and the session hold");
+    assert!(!claimed.contains(&second_turn.id) && !claimed.contains(&not_due.id));
+    complete(&t, narrow_jobs[0].id, worker).await;
+    let next: Vec<Uuid> = t.store.claim_batch(worker, 16, false).await.unwrap().iter().map(|job| job.id).collect();
+    assert_eq!(next, vec![narrow_jobs[2].id], "one slot of the narrow agent freed up");
+    let events = t.store.events_after(cortex_store::events::EventScope::All, 0, 1_000).await.unwrap();
+    let claims = events.iter().filter(|e| e.payload["to"] == "running").count();
+    assert_eq!(claims, 6, "every claim has its job.state event");
+});
+
+/// Enqueues `n` jobs one after the other (ids and `run_at` in creation order).
+async fn enqueue_each<F, Fut>(n: usize, mut make: F) -> Vec<cortex_store::jobs::Job>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = cortex_store::jobs::Job>,
+{
+    let mut jobs = Vec::with_capacity(n);
+    for _ in 0..n {
+        jobs.push(make().await);
+    }
+    jobs
+}
+
+both_engines!(concurrent_batch_claimers_never_exceed_agent_limits_or_share_jobs, |t: TestStore| async move {
+    let mut agents = Vec::new();
+    for n in 0..4 {
+        let agent = agent_with_limit(&t.store, &format!("limited-{n}"), 3).await;
+        let jobs: Vec<_> = (0..30).map(|_| task(agent)).collect();
+        let mut tx = t.store.begin().await.unwrap();
+        tx.insert_jobs(&jobs).await.unwrap();
+        tx.commit().await.unwrap();
+        agents.push(agent);
+    }
+    // Claimers that never complete anything: together they may hold at most 3 jobs of each agent.
+    let mut handles = Vec::new();
+    for _ in 0..6 {
+        let store = if t.store.is_postgres() { t.reopen().await } else { t.store.clone() };
+        handles.push(tokio::spawn(async move {
+            let worker = Uuid::now_v7();
+            let mut mine = Vec::new();
+            loop {
+                let batch = store.claim_batch(worker, 5, false).await.unwrap();
+                if batch.is_empty() {
+                    return mine;
+                }
+                mine.extend(batch);
+            }
+        }));
+    }
+    let mut seen = HashSet::new();
+    let mut per_agent: std::collections::HashMap<Uuid, usize> = std::collections::HashMap::new();
+    for handle in handles {
+        for job in handle.await.unwrap() {
+            assert!(seen.insert(job.id), "job {} claimed twice", job.id);
+            *per_agent.entry(job.agent_id).or_default() += 1;
+        }
+    }
+    for agent in &agents {
+        assert_eq!(per_agent.get(agent), Some(&3), "agent {agent} runs exactly its limit: {per_agent:?}");
+    }
+
+    // With completions, six batch claimers drain all 120 jobs and none is claimed twice.
+    let mut tx = t.store.begin().await.unwrap();
+    for job_id in &seen {
+        let job = tx.lock_job(*job_id).await.unwrap();
+        let worker = job.claimed_by.unwrap();
+        tx.end_attempt(*job_id, worker, &AttemptEnd::Completed { result: json!({}) }).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let mut handles = Vec::new();
+    for _ in 0..6 {
+        let store = if t.store.is_postgres() { t.reopen().await } else { t.store.clone() };
+        handles.push(tokio::spawn(async move {
+            let worker = Uuid::now_v7();
+            let mut mine = Vec::new();
+            loop {
+                let batch = store.claim_batch(worker, 5, false).await.unwrap();
+                if batch.is_empty() {
+                    return mine;
+                }
+                let mut tx = store.begin().await.unwrap();
+                for job in &batch {
+                    tx.end_attempt(job.id, worker, &AttemptEnd::Completed { result: json!({}) }).await.unwrap();
+                }
+                tx.commit().await.unwrap();
+                mine.extend(batch.into_iter().map(|job| job.id));
+            }
+        }));
+    }
+    for handle in handles {
+        for id in handle.await.unwrap() {
+            assert!(seen.insert(id), "job {id} claimed twice");
+        }
+    }
+    assert_eq!(seen.len(), 120);
+});
