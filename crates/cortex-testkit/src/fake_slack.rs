@@ -36,6 +36,8 @@ pub const BOT_NAME: &str = "cortex-test";
 /// Route names in [`FakeSlack::api`] (the Web API method names).
 pub const POST_MESSAGE: &str = "chat.postMessage";
 pub const UPDATE: &str = "chat.update";
+/// A notice only the named user sees (answers to button presses).
+pub const POST_EPHEMERAL: &str = "chat.postEphemeral";
 pub const AUTH_TEST: &str = "auth.test";
 pub const CONNECTIONS_OPEN: &str = "apps.connections.open";
 
@@ -309,6 +311,7 @@ async fn method(State((shared, api)): AppState, Path(name): Path<String>, header
         POST_MESSAGE => json!({"ok": true, "channel": parsed["channel"], "ts": shared.ts(),
                                "message": {"text": parsed["text"], "user": BOT_USER_ID, "bot_id": "B1"}}),
         UPDATE => json!({"ok": true, "channel": parsed["channel"], "ts": parsed["ts"], "text": parsed["text"]}),
+        POST_EPHEMERAL => json!({"ok": true, "message_ts": shared.ts()}),
         _ => json!({"ok": false, "error": "unknown_method"}),
     };
     if result["ok"] == true {
