@@ -146,13 +146,26 @@ impl FakeSlack {
 
     /// Sends `event` in an `events_api` envelope (kept until acknowledged); returns the envelope id.
     pub fn push_event(&self, event: Value) -> String {
+        self.push_envelope(
+            "events_api",
+            |n| json!({"type": "event_callback", "event_id": format!("Ev{n}"), "event": event}),
+        )
+    }
+
+    /// Sends an interactivity payload (`block_actions`) in an `interactive` envelope; returns its id.
+    pub fn push_interactive(&self, payload: Value) -> String {
+        self.push_envelope("interactive", |_| payload)
+    }
+
+    /// Sends an envelope of `kind` whose payload `payload(n)` builds from the envelope number.
+    fn push_envelope(&self, kind: &str, payload: impl FnOnce(u64) -> Value) -> String {
         let (id, sender, envelope) = {
             let mut socket = self.shared.lock();
             socket.next_envelope += 1;
             let id = format!("env-{}", socket.next_envelope);
             let envelope = json!({
-                "envelope_id": id, "type": "events_api", "accepts_response_payload": false, "retry_attempt": 0,
-                "payload": {"type": "event_callback", "event_id": format!("Ev{}", socket.next_envelope), "event": event},
+                "envelope_id": id, "type": kind, "accepts_response_payload": false, "retry_attempt": 0,
+                "payload": payload(socket.next_envelope),
             });
             socket.unacked.push((id.clone(), envelope.clone()));
             (id, socket.current.as_ref().map(|(_, sender)| sender.clone()), envelope)
