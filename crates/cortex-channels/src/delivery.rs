@@ -38,13 +38,17 @@ struct Target {
 struct Payload {
     #[serde(default)]
     text: Option<String>,
-    /// `reply`, `notice` or `failure` (then `error_code` picks the sentence).
+    /// `reply`, `notice`, `failure` (then `error_code` picks the sentence) or `approval` (the notice is
+    /// rendered from the request as it stands when sent).
     #[serde(default)]
     kind: Option<String>,
     #[serde(default)]
     error_code: Option<String>,
     #[serde(default)]
     buttons: Vec<Button>,
+    /// For `kind: approval`: the request whose notice to render.
+    #[serde(default)]
+    approval_id: Option<Uuid>,
 }
 
 /// The user-facing sentence for a failed job: derived from the error code, never the raw provider text.
@@ -133,9 +137,17 @@ async fn deliver_one(
             return Ok(());
         }
     };
-    let text = match payload.kind.as_deref() {
-        Some("failure") => failure_sentence(payload.error_code.as_deref()).to_owned(),
-        _ => payload.text.unwrap_or_default(),
+    let (text, buttons) = match (payload.kind.as_deref(), payload.approval_id) {
+        (Some("failure"), _) => (failure_sentence(payload.error_code.as_deref()).to_owned(), payload.buttons),
+        (Some("approval"), Some(approval_id)) => match crate::approvals::render(store, approval_id).await {
+            Ok(rendered) => rendered,
+            Err(err) if err.is_unavailable() => return Err(err),
+            Err(err) => {
+                store.outbox_attempt_failed(item.id, holder, &format!("approval notice: {err}"), None).await?;
+                return Ok(());
+            }
+        },
+        _ => (payload.text.unwrap_or_default(), payload.buttons),
     };
     let mut parts = split(&text, adapter.limits().max_text);
     if parts.is_empty() {
@@ -152,7 +164,7 @@ async fn deliver_one(
             chat: target.chat.clone(),
             text: part,
             reply_to: if index == 0 { target.reply_to.clone() } else { None },
-            buttons: if index == last { payload.buttons.clone() } else { Vec::new() },
+            buttons: if index == last { buttons.clone() } else { Vec::new() },
             disable_link_previews: true,
         };
         match adapter.send(&message).await {

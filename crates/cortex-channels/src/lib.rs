@@ -9,6 +9,7 @@
 //!   per-platform escaping/rendering.
 //! - [`sink`]: the store-backed sink (inbound dedupe log, cursors, liveness).
 //! - [`router`]: recorded inbound message → user → agent → access → session → chat job.
+//! - [`approvals`]: the approval notice with its buttons, and acting on presses (SPEC §7.7).
 //! - [`delivery`]: the outbox sender of one channel (split, send in order, retry, `delivered` with ids).
 //! - [`supervisor`]: runs every enabled channel (receive under a lease, route, deliver), restarts
 //!   failed ones with backoff and reloads changed ones.
@@ -22,6 +23,7 @@
 //! `cortex-api` and the binary use it.
 
 pub mod adapter;
+pub mod approvals;
 pub mod delivery;
 pub mod discord;
 pub mod router;

@@ -92,21 +92,8 @@ impl Router {
         let message = match event {
             InboundEvent::Message(message) => message,
             InboundEvent::Interaction(press) => {
-                // Approval buttons are decided in a later milestone; stop the client's spinner.
-                if let Err(err) = adapter.answer_interaction(&press, None).await {
-                    tracing::debug!(error = %err, "answering a button press failed");
-                }
-                return self
-                    .finish(
-                        row.id,
-                        InboundOutcome {
-                            status: "ignored",
-                            detail: Some("buttons are not handled yet".into()),
-                            ..Default::default()
-                        },
-                        None,
-                    )
-                    .await;
+                let result = crate::approvals::on_press(&self.store, channel, adapter, &press).await?;
+                return self.finish(row.id, result.outcome, result.notice).await;
             }
         };
         if channel.inbound_policy == "allowlist"

@@ -316,8 +316,9 @@ impl Store {
 }
 
 impl Tx {
-    /// Creates a pending request, its `created` audit entry and the `approval.requested` event. Returns the
-    /// approval and its one-time token (plaintext exists only in this return value).
+    /// Creates a pending request, its `created` audit entry, the `approval.requested` event and, for a job
+    /// a chat started, the chat notice in the outbox. Returns the approval and its one-time token
+    /// (plaintext exists only in this return value).
     pub async fn insert_approval(&mut self, new: &NewApproval) -> Result<(Approval, String)> {
         let id = cortex_core::new_id();
         let now = ms(self.now());
@@ -364,6 +365,7 @@ impl Tx {
                 json!({"approval_id": id, "risk": new.risk, "summary": summary, "tool_ref": new.tool_ref, "expires_at": cortex_core::clock::rfc3339_millis(new.expires_at)}),
             )
         });
+        self.queue_approval_notice(new.job_id, id).await?;
         Ok((approval, token))
     }
 

@@ -326,6 +326,15 @@ impl Tx {
         self.queue_for_job(job, "failure", serde_json::json!({"kind": "failure", "error_code": error_code})).await
     }
 
+    /// Queues the chat notice of a new approval request (SPEC §7.7) when the waiting job was started
+    /// from a chat, in the transaction that creates the request. The sender renders it from the request
+    /// (so a notice sent after a decision already shows the outcome).
+    pub(crate) async fn queue_approval_notice(&mut self, job_id: Uuid, approval_id: Uuid) -> Result<()> {
+        let job = self.lock_job(job_id).await?;
+        let payload = serde_json::json!({"kind": "approval", "approval_id": approval_id});
+        self.queue_for_job(&job, &format!("approval:{approval_id}"), payload).await
+    }
+
     async fn queue_for_job(&mut self, job: &Job, what: &str, payload: Value) -> Result<()> {
         let Some(reply) = job.payload.get("reply") else { return Ok(()) };
         let channel_id = reply.get("channel_id").and_then(Value::as_str).and_then(|id| Uuid::parse_str(id).ok());

@@ -36,6 +36,8 @@ pub const BOT_NAME: &str = "cortex-test";
 /// Route names in [`FakeSlack::api`] (the Web API method names).
 pub const POST_MESSAGE: &str = "chat.postMessage";
 pub const UPDATE: &str = "chat.update";
+/// A notice only the named user sees (answers to button presses).
+pub const POST_EPHEMERAL: &str = "chat.postEphemeral";
 pub const AUTH_TEST: &str = "auth.test";
 pub const CONNECTIONS_OPEN: &str = "apps.connections.open";
 
@@ -144,13 +146,26 @@ impl FakeSlack {
 
     /// Sends `event` in an `events_api` envelope (kept until acknowledged); returns the envelope id.
     pub fn push_event(&self, event: Value) -> String {
+        self.push_envelope(
+            "events_api",
+            |n| json!({"type": "event_callback", "event_id": format!("Ev{n}"), "event": event}),
+        )
+    }
+
+    /// Sends an interactivity payload (`block_actions`) in an `interactive` envelope; returns its id.
+    pub fn push_interactive(&self, payload: Value) -> String {
+        self.push_envelope("interactive", |_| payload)
+    }
+
+    /// Sends an envelope of `kind` whose payload `payload(n)` builds from the envelope number.
+    fn push_envelope(&self, kind: &str, payload: impl FnOnce(u64) -> Value) -> String {
         let (id, sender, envelope) = {
             let mut socket = self.shared.lock();
             socket.next_envelope += 1;
             let id = format!("env-{}", socket.next_envelope);
             let envelope = json!({
-                "envelope_id": id, "type": "events_api", "accepts_response_payload": false, "retry_attempt": 0,
-                "payload": {"type": "event_callback", "event_id": format!("Ev{}", socket.next_envelope), "event": event},
+                "envelope_id": id, "type": kind, "accepts_response_payload": false, "retry_attempt": 0,
+                "payload": payload(socket.next_envelope),
             });
             socket.unacked.push((id.clone(), envelope.clone()));
             (id, socket.current.as_ref().map(|(_, sender)| sender.clone()), envelope)
@@ -309,6 +324,7 @@ async fn method(State((shared, api)): AppState, Path(name): Path<String>, header
         POST_MESSAGE => json!({"ok": true, "channel": parsed["channel"], "ts": shared.ts(),
                                "message": {"text": parsed["text"], "user": BOT_USER_ID, "bot_id": "B1"}}),
         UPDATE => json!({"ok": true, "channel": parsed["channel"], "ts": parsed["ts"], "text": parsed["text"]}),
+        POST_EPHEMERAL => json!({"ok": true, "message_ts": shared.ts()}),
         _ => json!({"ok": false, "error": "unknown_method"}),
     };
     if result["ok"] == true {

@@ -189,6 +189,10 @@ impl ChannelAdapter for SlackAdapter {
     async fn edit(&self, platform_message_id: &str, message: &OutboundMessage) -> Result<(), SendError> {
         let mut body = Self::message_body(message);
         body["ts"] = json!(platform_message_id);
+        if message.buttons.is_empty() {
+            // Without `blocks` Slack keeps the old ones (and their buttons).
+            body["blocks"] = json!([{"type": "section", "text": {"type": "mrkdwn", "text": body["text"].clone()}}]);
+        }
         if let Some(body) = body.as_object_mut() {
             body.remove("thread_ts");
         }
@@ -201,8 +205,16 @@ impl ChannelAdapter for SlackAdapter {
         Ok(())
     }
 
-    async fn answer_interaction(&self, _press: &ButtonPress, _text: Option<&str>) -> Result<(), SendError> {
-        // The envelope (or webhook request) was already acknowledged when the press was recorded.
+    async fn answer_interaction(&self, press: &ButtonPress, text: Option<&str>) -> Result<(), SendError> {
+        // The envelope (or webhook request) was already acknowledged when the press was recorded; a
+        // notice goes to the presser alone.
+        let Some(text) = text else { return Ok(()) };
+        let mut body = json!({"channel": press.chat.chat_id, "user": press.sender.platform_user_id,
+                              "text": slack_mrkdwn(text)});
+        if let Some(thread) = &press.chat.thread_id {
+            body["thread_ts"] = json!(thread);
+        }
+        self.api.call("chat.postEphemeral", &body, None).await?;
         Ok(())
     }
 

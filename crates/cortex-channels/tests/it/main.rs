@@ -1,6 +1,7 @@
 //! Adapters against in-process fakes speaking each platform's real wire protocol, recording through the
 //! store-backed sink on both engines; the router and outbox delivery over the same store.
 
+mod approvals;
 mod delivery;
 mod discord;
 mod router;
