@@ -42,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::approvals::routes())
         .merge(routes::chat::routes())
         .merge(routes::channels::routes())
+        .merge(routes::channel_access::routes())
         .merge(routes::steer::routes())
         .merge(routes::mcp::routes())
         .merge(routes::tools::routes())

@@ -10,6 +10,7 @@
 //! - [`sink`]: the store-backed sink (inbound dedupe log, cursors, liveness).
 //! - [`router`]: recorded inbound message → user → agent → access → session → chat job.
 //! - [`approvals`]: the approval notice with its buttons, and acting on presses (SPEC §7.7).
+//! - [`access`]: pairing codes, the per-user rate limit and the refusal sentences of the router.
 //! - [`delivery`]: the outbox sender of one channel (split, send in order, retry, `delivered` with ids).
 //! - [`supervisor`]: runs every enabled channel (receive under a lease, route, deliver), restarts
 //!   failed ones with backoff and reloads changed ones.
@@ -22,6 +23,7 @@
 //! Dependencies point one way: this crate uses `cortex-core`, `cortex-store` and `cortex-jobs`;
 //! `cortex-api` and the binary use it.
 
+pub mod access;
 pub mod adapter;
 pub mod approvals;
 pub mod delivery;

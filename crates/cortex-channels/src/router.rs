@@ -14,7 +14,7 @@ use cortex_core::agent::{AccessMode, AgentStatus, HealthState};
 use cortex_core::job::JobKind;
 use cortex_core::role::Role;
 use cortex_store::agents::Agent;
-use cortex_store::channel_access::Binding;
+use cortex_store::channel_access::{Binding, NewAccessRequest, NewGrant, RATE_LIMITED_DETAIL};
 use cortex_store::channels::{Channel, InboundOutcome, InboundRecord};
 use cortex_store::jobs::NewJob;
 use cortex_store::outbox::NewOutbox;
@@ -22,15 +22,13 @@ use cortex_store::{Store, StoreError, Tx};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::access::{self, Pairing, PairingAttempt};
 use crate::adapter::ChannelAdapter;
 use crate::types::{ChatKind, ChatRef, Inbound, InboundEvent};
 
-const HELP: &str = "Commands:\n/new — start a new conversation\n/stop — stop the current answer\n/help — this list";
+const HELP: &str = "Commands:\n/new — start a new conversation\n/stop — stop the current answer\n/pair CODE — redeem a pairing code\n/help — this list";
 const NO_AGENT: &str = "No agent is assigned to this chat.";
 const AGENT_UNAVAILABLE: &str = "This agent is not available right now.";
-const NO_ACCESS: &str = "You don't have access to this agent. Ask an operator to grant it.";
-const REQUEST_SUBMITTED: &str =
-    "Your access request was submitted. You'll be able to chat once an operator approves it.";
 
 /// Where replies to a chat go: the outbox `target` of a channel reply.
 pub fn reply_target(chat: &ChatRef, reply_to: Option<&str>) -> Value {
@@ -104,7 +102,16 @@ impl Router {
                 detail: Some("sender not on the channel allowlist".into()),
                 ..Default::default()
             };
-            return self.finish(row.id, outcome, None).await;
+            // At most one "not authorised" notice per chat and hour.
+            let hour = self.store.clock().now().timestamp() / 3600;
+            let notice = NewOutbox {
+                channel_id: Some(channel.id),
+                target: reply_target(&message.chat, Some(&message.platform_message_id)),
+                payload: json!({"kind": "notice", "text": access::NOT_ALLOWLISTED}),
+                idempotency_key: format!("not-allowlisted:{}:{}:{hour}", channel.id, message.chat.chat_id),
+                job_id: None,
+            };
+            return self.finish(row.id, outcome, Some(notice)).await;
         }
         let binding = self.store.resolve_binding(channel.id, &channel.channel_type, &message.chat.chat_id).await?;
         let agent_id = binding.as_ref().map(|binding| binding.agent_id).or(channel.default_agent_id);
@@ -225,23 +232,75 @@ impl Router {
             return Ok(Decision::Ignore("group message not addressed to the bot"));
         }
         let trusted = sender.role.includes(Role::Operator);
-        if !trusted {
-            let now = self.store.clock().now();
-            let usable = self.store.grant(agent.id, user_id).await?.is_some_and(|grant| grant.is_usable(now));
-            let explicitly_bound = binding.is_some_and(|binding| binding.agent_id == agent.id);
-            if !usable {
-                match agent.access_mode {
-                    AccessMode::Open => tx.upsert_grant(agent.id, user_id, "write", "open").await?,
-                    AccessMode::BoundChats if explicitly_bound => {
-                        tx.upsert_grant(agent.id, user_id, "write", "bound_chat").await?
-                    }
-                    AccessMode::ApprovalQueue => {
-                        tx.request_access(agent.id, user_id, channel.id, &message.chat.chat_id).await?;
-                        return Ok(refuse(REQUEST_SUBMITTED, "access requested"));
-                    }
-                    AccessMode::BoundChats | AccessMode::Allowlist => return Ok(refuse(NO_ACCESS, "no grant")),
-                }
+        let now = self.store.clock().now();
+        let grant = self.store.grant(agent.id, user_id).await?;
+        let usable = grant.as_ref().is_some_and(|grant| grant.is_usable(now));
+        // Who reaches the agent without a grant gets one automatically; a revoked or expired grant
+        // stays in force (the sender is told why).
+        let explicitly_bound = binding.is_some_and(|binding| binding.agent_id == agent.id);
+        let automatic = match agent.access_mode {
+            _ if grant.is_some() => None,
+            AccessMode::Open => Some("open"),
+            AccessMode::BoundChats if explicitly_bound => Some("bound_chat"),
+            _ => None,
+        };
+        let way_in = trusted || usable || automatic.is_some();
+        if let Some(code) = access::offered_code(&message.text, !way_in) {
+            let attempt = PairingAttempt {
+                channel_id: channel.id,
+                platform_user_id: &message.sender.platform_user_id,
+                user_id,
+                agent_id: agent.id,
+            };
+            let pairing = access::redeem(tx, &attempt, &code).await?;
+            return Ok(match pairing {
+                Pairing::Paired => Decision::Command { notice: pairing.reply().into(), cancel: Vec::new() },
+                Pairing::Wrong | Pairing::Locked => refuse(pairing.reply(), "pairing code refused"),
+            });
+        }
+        if !trusted && !usable {
+            if let Some(origin) = automatic {
+                let new = NewGrant {
+                    agent_id: agent.id,
+                    user_id,
+                    access: "write".into(),
+                    origin: origin.into(),
+                    expires_at: None,
+                    rate_limit: None,
+                };
+                tx.upsert_grant(&new).await?;
+            } else if let Some(grant) = &grant {
+                let notice = if grant.is_expired(now) { access::GRANT_EXPIRED } else { access::GRANT_REVOKED };
+                return Ok(refuse(notice, "grant revoked or expired"));
+            } else if agent.access_mode == AccessMode::ApprovalQueue {
+                let request = NewAccessRequest {
+                    agent_id: agent.id,
+                    user_id,
+                    channel_id: channel.id,
+                    chat_id: message.chat.chat_id.clone(),
+                    reply_target: reply_target(&message.chat, Some(&message.platform_message_id)),
+                    message_preview: message.text.chars().take(200).collect(),
+                };
+                // The "request submitted" notice goes out once per request.
+                let filed = tx.request_access(&request).await?;
+                let notice = filed.then(|| access::REQUEST_SUBMITTED.to_owned());
+                return Ok(Decision::Refuse {
+                    notice,
+                    key: format!("inbound:{row_id}:reply"),
+                    detail: "access requested",
+                });
+            } else {
+                return Ok(refuse(access::NO_ACCESS, "no grant"));
             }
+        }
+        let limit = grant.filter(|grant| grant.is_usable(now)).and_then(|grant| grant.rate_limit.map(|limit| limit.0));
+        if let Some(notify) = access::over_limit(tx, &self.store, limit, user_id, agent.id).await? {
+            let notice = notify.then(|| access::SLOW_DOWN.to_owned());
+            return Ok(Decision::Refuse {
+                notice,
+                key: format!("inbound:{row_id}:reply"),
+                detail: RATE_LIMITED_DETAIL,
+            });
         }
         if let Some((notice, cancel)) = self.command(tx, channel, message, &agent, user_id).await? {
             return Ok(Decision::Command { notice, cancel });

@@ -3,7 +3,7 @@
 //! supervisor watches.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use cortex_store::Store;
@@ -22,12 +22,20 @@ pub struct StoreSink {
     recorded: Arc<Notify>,
     /// Unix ms of the last sign of life from the platform; 0 before the first.
     last_alive_ms: AtomicI64,
+    /// Signs of life so far: the supervisor's watchdog sees the platform go quiet by this not moving
+    /// (independent of the store's clock, which tests may hold still).
+    signs_of_life: AtomicU64,
 }
 
 impl StoreSink {
     /// A sink for `channel_id` that wakes `recorded` after each new event.
     pub fn new(store: Store, channel_id: Uuid, recorded: Arc<Notify>) -> Self {
-        Self { store, channel_id, recorded, last_alive_ms: AtomicI64::new(0) }
+        Self { store, channel_id, recorded, last_alive_ms: AtomicI64::new(0), signs_of_life: AtomicU64::new(0) }
+    }
+
+    /// How many signs of life the platform gave so far.
+    pub fn signs_of_life(&self) -> u64 {
+        self.signs_of_life.load(Ordering::Relaxed)
     }
 
     /// When the platform was last heard from (by the store's clock), if ever.
@@ -69,5 +77,6 @@ impl InboundSink for StoreSink {
 
     fn alive(&self) {
         self.last_alive_ms.store(self.store.clock().now().timestamp_millis(), Ordering::Relaxed);
+        self.signs_of_life.fetch_add(1, Ordering::Relaxed);
     }
 }

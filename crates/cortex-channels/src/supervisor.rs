@@ -7,6 +7,13 @@
 //! under the lease `channel:<id>` (TTL 30 s, renewed every 10 s): with several processes exactly one
 //! polls a bot or holds its gateway, and the lease moves when that process dies. A failed loop restarts with backoff
 //! `min(30 s, 1 s × 2^(n−1))` ± 20 %; five failures in a row open a 60 s circuit.
+//!
+//! Health is proven, not assumed: every 15 s each channel's platform identity call runs (`getMe`,
+//! `users/@me`, `auth.test`, the WhatsApp phone number) on its own task, and a failure shows the channel
+//! `unhealthy` with the platform's reason; a connection-holding receiver is also `unhealthy` when the
+//! platform gave no sign of life (a poll answered, a heartbeat acknowledged, a socket message) for 45 s,
+//! and a watchdog then drops that connection and restarts it with the same backoff. For webhook-only
+//! channels the identity call is all that can be proven (the platform pushes when it likes).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -34,8 +41,14 @@ const LEASE_TTL: chrono::Duration = chrono::Duration::seconds(30);
 const LEASE_RENEW: Duration = Duration::from_secs(10);
 /// How often the supervisor re-reads channels and probes health.
 const PROBE_INTERVAL: Duration = Duration::from_secs(15);
+/// How long one identity probe may take before it counts as failed.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connected adapter not heard from for this long is unhealthy.
 const STALE_AFTER: chrono::Duration = chrono::Duration::seconds(45);
+/// The watchdog's view of [`STALE_AFTER`], in monotonic time.
+const QUIET_LIMIT: Duration = Duration::from_secs(45);
+/// How often the watchdog looks for signs of life.
+const WATCHDOG_TICK: Duration = Duration::from_secs(5);
 const CIRCUIT_FAILURES: u32 = 5;
 const CIRCUIT_OPEN: Duration = Duration::from_secs(60);
 
@@ -89,6 +102,8 @@ struct Running {
     adapter: Arc<dyn ChannelAdapter>,
     sink: Arc<StoreSink>,
     status: Arc<Mutex<(ChannelState, Option<String>)>>,
+    /// Why the last identity probe failed; `None` when it passed (or none ran yet).
+    probe: Arc<Mutex<Option<String>>>,
     cancel: CancellationToken,
 }
 
@@ -160,6 +175,7 @@ impl Supervisor {
             if let Err(err) = self.reconcile().await {
                 tracing::warn!(error = %err, "reading channels failed");
             }
+            self.probe();
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(PROBE_INTERVAL) => {}
@@ -201,6 +217,31 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Runs every channel's identity call on its own task (a slow platform never delays the others) and
+    /// records the outcome for [`Supervisor::health`].
+    fn probe(&self) {
+        for slot in self.slots().values() {
+            let Slot::Running(run) = slot else { continue };
+            let (adapter, probe, cancel, id) =
+                (run.adapter.clone(), run.probe.clone(), run.cancel.clone(), run.channel.id);
+            tokio::spawn(async move {
+                let outcome = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    outcome = tokio::time::timeout(PROBE_TIMEOUT, adapter.verify()) => outcome,
+                };
+                let failure = match outcome {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(err)) => Some(format!("health probe failed: {err}")),
+                    Err(_) => Some(format!("health probe got no answer within {} s", PROBE_TIMEOUT.as_secs())),
+                };
+                if let Some(failure) = &failure {
+                    tracing::warn!(channel_id = %id, error = %failure, "channel health probe failed");
+                }
+                *probe.lock().unwrap_or_else(PoisonError::into_inner) = failure;
+            });
+        }
+    }
+
     fn start(&self, channel: Channel) -> Result<Running, String> {
         let adapter = self.build(&channel)?;
         let recorded = Arc::new(Notify::new());
@@ -219,7 +260,8 @@ impl Supervisor {
         tokio::spawn(route_loop(self.store.clone(), channel.clone(), adapter.clone(), recorded, cancel.clone()));
         tokio::spawn(crate::delivery::run(self.store.clone(), channel.id, adapter.clone(), cancel.clone()));
         tracing::info!(channel_id = %channel.id, channel = %channel.name, "channel started");
-        Ok(Running { version: channel.updated_at, channel, adapter, sink, status, cancel })
+        let probe = Arc::new(Mutex::new(None));
+        Ok(Running { version: channel.updated_at, channel, adapter, sink, status, probe, cancel })
     }
 
     /// The adapter a channel row describes, with its secrets decrypted.
@@ -335,13 +377,20 @@ impl Supervisor {
                         };
                     }
                 };
-                let (state, last_error) = run.status.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                let (state, mut last_error) = run.status.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                let probe = run.probe.lock().unwrap_or_else(PoisonError::into_inner).clone();
                 let last_activity_at = run.sink.last_alive();
                 let state = match state {
+                    ChannelState::Healthy if probe.is_some() => {
+                        last_error = probe;
+                        ChannelState::Unhealthy
+                    }
                     ChannelState::Healthy if run.adapter.receives_by_connection() => {
                         if last_activity_at.is_some_and(|at| now - at <= STALE_AFTER) {
                             ChannelState::Healthy
                         } else {
+                            last_error =
+                                Some(format!("no sign of life from the platform for {} s", STALE_AFTER.num_seconds()));
                             ChannelState::Unhealthy
                         }
                     }
@@ -514,7 +563,15 @@ async fn receive_loop(run: ReceiveLoop) {
         let renewal =
             exclusive.then(|| tokio::spawn(renew(run.store.clone(), lease.clone(), run.holder, attempt.clone())));
         let sink: Arc<dyn InboundSink> = run.sink.clone();
-        let result = run.adapter.run(sink, attempt.clone()).await;
+        // A connection that goes quiet (a hung poll, a socket that stopped answering) is dropped and
+        // restarted like a failed one.
+        let result = tokio::select! {
+            result = run.adapter.run(sink, attempt.clone()) => result,
+            () = watchdog(&run.sink), if exclusive => Err(AdapterError::Unavailable(format!(
+                "no sign of life from the platform for {} s; reconnecting",
+                QUIET_LIMIT.as_secs()
+            ))),
+        };
         attempt.cancel();
         if let Some(renewal) = renewal {
             renewal.abort();
@@ -548,6 +605,23 @@ async fn receive_loop(run: ReceiveLoop) {
         let _ = run.store.release_lease(&lease, run.holder).await;
     }
     run.set(ChannelState::Stopped, None);
+}
+
+/// Returns once the sink saw no sign of life for [`QUIET_LIMIT`] (monotonic time, so a test clock held
+/// still never trips it).
+async fn watchdog(sink: &StoreSink) {
+    let mut seen = sink.signs_of_life();
+    let mut quiet_since = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(WATCHDOG_TICK).await;
+        let now = sink.signs_of_life();
+        if now != seen {
+            seen = now;
+            quiet_since = tokio::time::Instant::now();
+        } else if quiet_since.elapsed() >= QUIET_LIMIT {
+            return;
+        }
+    }
 }
 
 /// Renews the receive lease every 10 s; cancels the attempt when the lease is lost.

@@ -439,6 +439,15 @@ pub struct ChannelPage {
     pub failures_pager: Pager,
     /// From the environment: read-only here.
     pub read_only: bool,
+    /// Platform users admitted when the inbound policy is `allowlist`.
+    pub allowlist: Vec<AllowRow>,
+}
+
+/// A platform user a channel's allowlist admits.
+#[derive(Debug, Clone)]
+pub struct AllowRow {
+    pub platform_user_id: String,
+    pub created: String,
 }
 
 /// A live region: follows an SSE route from the event the page was rendered at and says when something
@@ -588,6 +597,57 @@ pub struct McpPage {
 pub struct ErrorPage {
     pub title: String,
     pub message: String,
+}
+
+/// Who may talk to one agent through chat (SPEC §8.8): grants, pairing codes and access requests.
+#[derive(Template)]
+#[template(path = "agent_access.html")]
+pub struct AgentAccessPage {
+    pub chrome: Chrome,
+    pub id: String,
+    pub name: String,
+    /// `open`, `bound_chats`, `allowlist` or `approval_queue`.
+    pub access_mode: String,
+    pub grants: Vec<GrantRow>,
+    pub codes: Vec<PairingCodeRow>,
+    pub requests: Vec<AccessRequestRow>,
+}
+
+/// A user's grant on an agent.
+#[derive(Debug, Clone)]
+pub struct GrantRow {
+    pub user_id: String,
+    pub name: String,
+    pub access: String,
+    pub origin: String,
+    /// `active`, `revoked` or `expired`.
+    pub status: String,
+    pub expires: String,
+    pub rate_limit: String,
+}
+
+/// A pairing code; `code` is empty for viewers.
+#[derive(Debug, Clone)]
+pub struct PairingCodeRow {
+    pub id: String,
+    pub code: String,
+    pub access: String,
+    /// `active`, `redeemed`, `revoked`, `burnt` or `expired`.
+    pub state: String,
+    pub expires: String,
+}
+
+/// An access request filed in chat.
+#[derive(Debug, Clone)]
+pub struct AccessRequestRow {
+    pub id: String,
+    pub name: String,
+    pub chat: String,
+    pub preview: String,
+    /// `pending`, `approved` or `denied`.
+    pub status: String,
+    pub reason: String,
+    pub created: String,
 }
 
 #[cfg(test)]

@@ -337,7 +337,8 @@ async fn verify(state: &AppState, channel: &Channel, secrets: &BTreeMap<String, 
     }
 }
 
-fn channel_uuid(id: &str) -> ApiResult<Uuid> {
+/// A channel id from the path; anything else is an unknown channel (404).
+pub(crate) fn channel_uuid(id: &str) -> ApiResult<Uuid> {
     Uuid::parse_str(id).map_err(|_| ApiError::not_found("channel"))
 }
 

@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod approvals;
 pub mod auth;
+pub mod channel_access;
 pub mod channels;
 pub mod chat;
 pub mod credentials;
@@ -20,5 +21,6 @@ pub mod sessions;
 pub mod steer;
 pub mod tools;
 pub mod ui;
+pub mod ui_access;
 pub mod ui_login;
 pub mod ui_settings;

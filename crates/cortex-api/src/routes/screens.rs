@@ -16,8 +16,8 @@ use cortex_memory::{SearchMode, SearchQuery};
 use cortex_store::audit::AuditFilter;
 use cortex_store::memory::{MemoryFilter, MemoryRecord};
 use cortex_ui::views::{
-    ApiKeysPage, AuditPage, AuditRow, BindingRow, ChannelPage, ChannelRow, ChannelsPage, EditAgentPage, Field,
-    FilterOption, KeyRow, McpPage, McpRow, MemoryItemPage, MemoryPage, MemoryRow, OutboxRow, Pager, ScoreParts,
+    AllowRow, ApiKeysPage, AuditPage, AuditRow, BindingRow, ChannelPage, ChannelRow, ChannelsPage, EditAgentPage,
+    Field, FilterOption, KeyRow, McpPage, McpRow, MemoryItemPage, MemoryPage, MemoryRow, OutboxRow, Pager, ScoreParts,
 };
 use serde::Deserialize;
 use uuid::Uuid;
@@ -349,6 +349,16 @@ async fn channel(
             })
             .collect(),
         failures_pager: pager(&format!("/ui/channels/{}", channel.id), &[], failures.next_cursor, cursor.is_some()),
+        allowlist: state
+            .store
+            .allowlist(channel.id)
+            .await?
+            .into_iter()
+            .map(|entry| AllowRow {
+                platform_user_id: entry.platform_user_id,
+                created: when(chrono::DateTime::from_timestamp_millis(entry.created_at).unwrap_or_default()),
+            })
+            .collect(),
         channel: row,
         fields,
     })

@@ -58,6 +58,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/ui/setup", get(setup_page).post(setup_form))
         .route("/ui/static/{name}", get(static_file))
         .merge(super::screens::router(state))
+        .merge(super::ui_access::router(state))
         .route("/ui/", viewer(get(overview)))
         .route("/ui/agents", viewer(get(agents)))
         .route("/ui/agents/new", guard::page(state, Role::Operator, get(new_agent)))

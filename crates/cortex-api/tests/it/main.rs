@@ -1,8 +1,10 @@
 //! HTTP conformance: authentication on every route, roles, the error envelope, limits and streams.
 
+mod access;
 mod app;
 mod approvals;
 mod auth;
+mod channel_health;
 mod channels;
 mod chat;
 mod connections;

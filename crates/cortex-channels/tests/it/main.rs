@@ -1,7 +1,9 @@
 //! Adapters against in-process fakes speaking each platform's real wire protocol, recording through the
-//! store-backed sink on both engines; the router and outbox delivery over the same store.
+//! store-backed sink on both engines; the router (with its access control) and outbox delivery over the
+//! same store.
 
 mod approvals;
+mod access;
 mod delivery;
 mod discord;
 mod router;

@@ -1,7 +1,8 @@
 //! Channels through the real binary: the env-defined Telegram bot against telegram-test-api (the npm
 //! peer), a SIGKILL between "reply produced" and "platform acknowledged" against the in-process fake
-//! Bot API, and the env-defined Discord, Slack and WhatsApp channels against the in-process fakes of
-//! their platforms.
+//! Bot API, the env-defined Discord, Slack and WhatsApp channels against the in-process fakes of
+//! their platforms, the receive lease moving to a second process on PostgreSQL when its holder is
+//! killed, and a pairing code redeemed in chat.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -283,5 +284,132 @@ async fn env_defined_slack_and_whatsapp_channels_answer_bound_chats() {
     let sent = whatsapp.api.wait_for_delivered(SEND_MESSAGE, 1).await;
     assert_eq!(sent[0].body["to"], "491701234567");
     assert_eq!(sent[0].body["text"]["body"], "Noted.");
+    server.kill();
+}
+
+/// Waits (bounded, generous) until the fake has delivered `count` messages; prints the servers' view of
+/// the channels on timeout.
+async fn wait_delivered(telegram: &FakeTelegram, count: usize, servers: &[&str]) -> Vec<String> {
+    for _ in 0..1800 {
+        let delivered = telegram.delivered("sendMessage");
+        if delivered.len() >= count {
+            return delivered.iter().map(|call| call.body["text"].as_str().unwrap_or_default().to_owned()).collect();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut views = Vec::new();
+    for base in servers {
+        views.push(api(reqwest::Method::GET, format!("{base}/channels"), None).await);
+    }
+    panic!("{count} messages never delivered: {:?}; channels: {views:?}", telegram.delivered("sendMessage"));
+}
+
+/// PostgreSQL, two `cortex serve` processes: the Telegram long poll runs in exactly one of them (the
+/// other reports the lease is held elsewhere); after a SIGKILL of the holder the survivor takes the
+/// channel over once the lease expires and answers the next message, each message exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_survivor_takes_over_a_telegram_long_poll_when_its_holder_is_killed() {
+    if cortex_testkit::skip_postgres() {
+        eprintln!("skipped: CORTEX_TEST_SKIP_PG=1");
+        return;
+    }
+    let database = cortex_testkit::TestStore::new(cortex_testkit::Engine::Postgres).await;
+    let cortex_store::DatabaseConfig::Postgres { url, .. } = database.config.clone() else { unreachable!() };
+    let telegram = FakeTelegram::start(TOKEN).await;
+    let llm = FakeLlm::start().await;
+    llm.rule(When::Always, Reply::text("the answer"));
+    let mut env = env(&llm);
+    env.push(("CORTEX_DATABASE_URL", url));
+    env.push(("TELEGRAM_BOT_TOKEN", TOKEN.to_owned()));
+    env.push(("TELEGRAM_API_BASE", telegram.api_base().to_owned()));
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = start(dir_a.path(), &env);
+    let channel = env_channel(&first.url).await;
+    let channel_id = channel["id"].as_str().unwrap().to_owned();
+    let agent = greeter(&first.url).await;
+    api(
+        reqwest::Method::POST,
+        format!("{}/agents/{agent}/channels", first.url),
+        Some(json!({"channel_type": "telegram", "chat_id": "42"})),
+    )
+    .await;
+    telegram.push_text(42, 42, "first question");
+    assert_eq!(wait_delivered(&telegram, 1, &[&first.url]).await, ["the answer"]);
+
+    // The second process runs the channel too, but does not poll: the lease is the first one's.
+    let second = start(dir_b.path(), &env);
+    let mut view = Value::Null;
+    for _ in 0..600 {
+        view = api(reqwest::Method::GET, format!("{}/channels/{channel_id}", second.url), None).await;
+        if view["last_error"].as_str().is_some_and(|error| error.contains("another process holds")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(view["state"], "starting", "{view}");
+    assert!(view["last_error"].as_str().unwrap_or_default().contains("another process holds"), "{view}");
+    let holder = api(reqwest::Method::GET, format!("{}/channels/{channel_id}", first.url), None).await;
+    assert_eq!(holder["state"], "healthy", "{holder}");
+
+    // The holder dies without releasing anything; the survivor takes over and answers.
+    first.kill();
+    telegram.push_text(42, 42, "second question");
+    let texts = wait_delivered(&telegram, 2, &[&second.url]).await;
+    assert_eq!(texts, ["the answer", "the answer"], "each message answered exactly once");
+    let mut view = Value::Null;
+    for _ in 0..600 {
+        view = api(reqwest::Method::GET, format!("{}/channels/{channel_id}", second.url), None).await;
+        if view["state"] == "healthy" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(view["state"], "healthy", "{view}");
+    let outbox = api(reqwest::Method::GET, format!("{}/channels/{channel_id}/outbox", second.url), None).await;
+    assert_eq!(outbox["items"].as_array().map(Vec::len), Some(2), "{outbox}");
+    assert_eq!(telegram.delivered("sendMessage").len(), 2, "no duplicate after the takeover");
+    second.kill();
+}
+
+/// A pairing code created through the API is redeemed in chat by an unknown user of an `allowlist`
+/// agent (a bound chat gives no automatic grant there); the user's next message gets the agent's reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pairing_code_lets_a_stranger_talk_to_an_allowlist_agent() {
+    let telegram = FakeTelegram::start(TOKEN).await;
+    let llm = FakeLlm::start().await;
+    llm.rule(When::Always, Reply::text("welcome aboard"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = env(&llm);
+    env.push(("TELEGRAM_BOT_TOKEN", TOKEN.to_owned()));
+    env.push(("TELEGRAM_API_BASE", telegram.api_base().to_owned()));
+    let server = start(dir.path(), &env);
+    let base = server.url.clone();
+    env_channel(&base).await;
+    let agent = api(
+        reqwest::Method::POST,
+        format!("{base}/agents"),
+        Some(json!({"name": "Closed", "access_mode": "allowlist",
+                    "model_config": {"provider": "openai", "model": "gpt-4o-mini"}})),
+    )
+    .await;
+    let agent = agent["id"].as_str().unwrap().to_owned();
+    let binding = api(
+        reqwest::Method::POST,
+        format!("{base}/agents/{agent}/channels"),
+        Some(json!({"channel_type": "telegram", "chat_id": "77"})),
+    )
+    .await;
+    assert_eq!(binding["chat_id"], "77");
+
+    telegram.push_text(77, 77, "hello?");
+    let refused = wait_delivered(&telegram, 1, &[&base]).await;
+    assert!(refused[0].contains("don't have access"), "{refused:?}");
+    let code = api(reqwest::Method::POST, format!("{base}/agents/{agent}/pairing-codes"), Some(json!({}))).await;
+    telegram.push_text(77, 77, &format!("/pair {}", code["code"].as_str().unwrap()));
+    assert_eq!(wait_delivered(&telegram, 2, &[&base]).await[1], "Paired. You can chat with this agent now.");
+    telegram.push_text(77, 77, "hello again");
+    assert_eq!(wait_delivered(&telegram, 3, &[&base]).await[2], "welcome aboard");
+    let users = api(reqwest::Method::GET, format!("{base}/agents/{agent}/users"), None).await;
+    assert_eq!(users["items"][0]["origin"], "pairing", "{users}");
     server.kill();
 }

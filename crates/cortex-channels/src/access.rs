@@ -1,0 +1,186 @@
+//! The access-control steps of the inbound pipeline (SPEC §8.6 steps 5–7, §8.8): pairing codes, the
+//! per-user rate limit, and the sentences a refused sender is told.
+//!
+//! - Pairing codes are 6 characters from a 31-character alphabet without look-alikes, drawn from the
+//!   thread CSPRNG without modulo bias, valid 1 h, single use. A chat user redeems one with `/pair CODE`
+//!   (any time) or by sending a bare code while they have no way in. Brute force is bounded twice: a
+//!   sender gets [`PAIRING_USER_MAX_FAILURES`] wrong guesses per hour (then even a right code is refused
+//!   until the hour is over), and every wrong guess aimed at an agent counts against each of its live
+//!   codes, which stop working after [`cortex_store::channel_access::PAIRING_CODE_MAX_FAILURES`].
+//! - The rate limit counts the sender's messages to the agent that went through in the window (the
+//!   grant's own limit, else 20 per 60 s). A message over it is refused and nothing is queued for it;
+//!   the first refusal of a window carries a "slow down" notice, later ones none.
+
+use cortex_store::channel_access::{PairingCode, RecentMessages, UserRateLimit};
+use cortex_store::{Store, StoreError, Tx};
+use rand::Rng;
+use uuid::Uuid;
+
+/// The characters of a pairing code (no `I`, `L`, `O`, `0`, `1`).
+pub const PAIRING_ALPHABET: &[u8; 31] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
+/// Characters in a pairing code.
+pub const PAIRING_CODE_LEN: usize = 6;
+/// How long a pairing code stays redeemable.
+pub const PAIRING_TTL: chrono::Duration = chrono::Duration::hours(1);
+/// Fresh draws when a new code collides with a stored one.
+const PAIRING_COLLISION_RETRIES: usize = 3;
+/// Wrong pairing guesses a sender may make per hour.
+pub const PAIRING_USER_MAX_FAILURES: i64 = 5;
+/// The per-user limit when the grant sets none (SPEC §19 "chat-platform users 20/min").
+pub const DEFAULT_USER_RATE_LIMIT: UserRateLimit = UserRateLimit { max_messages: 20, window_seconds: 60 };
+
+pub(crate) const NOT_ALLOWLISTED: &str = "This bot only answers people an operator has allowed.";
+pub(crate) const NO_ACCESS: &str = "You don't have access to this agent. Ask an operator to grant it.";
+pub(crate) const GRANT_REVOKED: &str = "Your access to this agent was revoked. Ask an operator if you need it again.";
+pub(crate) const GRANT_EXPIRED: &str = "Your access to this agent has expired. Ask an operator to renew it.";
+pub(crate) const REQUEST_SUBMITTED: &str =
+    "Your access request was submitted. You'll be able to chat once an operator approves it.";
+pub(crate) const SLOW_DOWN: &str = "You're sending messages faster than this agent accepts. Please wait a minute.";
+const PAIRED: &str = "Paired. You can chat with this agent now.";
+const WRONG_CODE: &str = "That code is not valid. Check it and try again, or ask an operator for a new one.";
+const LOCKED: &str = "Too many wrong codes. Please try again in an hour.";
+
+/// The sentence an approved or denied access request is answered with in the user's chat.
+pub fn decision_notice(approved: bool, reason: Option<&str>) -> String {
+    match (approved, reason) {
+        (true, _) => "Your access request was approved. You can chat with this agent now.".to_owned(),
+        (false, Some(reason)) => format!("Your access request was declined: {reason}"),
+        (false, None) => "Your access request was declined.".to_owned(),
+    }
+}
+
+/// A new pairing code.
+pub fn new_pairing_code() -> String {
+    let mut rng = rand::rng();
+    (0..PAIRING_CODE_LEN).map(|_| PAIRING_ALPHABET[rng.random_range(0..PAIRING_ALPHABET.len())] as char).collect()
+}
+
+/// Stores a new code for `agent_id`, drawing again on a collision (at most three times).
+pub async fn create_pairing_code(
+    store: &Store,
+    agent_id: Uuid,
+    access: &str,
+    created_by: &str,
+) -> Result<PairingCode, StoreError> {
+    let expires_at = store.clock().now() + PAIRING_TTL;
+    let mut tx = store.begin().await?;
+    for _ in 0..=PAIRING_COLLISION_RETRIES {
+        if let Some(code) =
+            tx.insert_pairing_code(agent_id, &new_pairing_code(), access, created_by, expires_at).await?
+        {
+            tx.commit().await?;
+            return Ok(code);
+        }
+    }
+    Err(StoreError::Conflict { constraint: "pairing_code.code".into() })
+}
+
+/// The code a message offers, upper-cased: `/pair CODE` always, a bare code only when `bare` (the
+/// sender has no way in otherwise, so an ordinary six-letter word never counts as a guess).
+pub(crate) fn offered_code(text: &str, bare: bool) -> Option<String> {
+    let mut words = text.split_whitespace();
+    let first = words.next()?;
+    let command = first.split('@').next().unwrap_or(first);
+    if command.eq_ignore_ascii_case("/pair") {
+        return Some(words.next().unwrap_or_default().to_ascii_uppercase());
+    }
+    let candidate = first.to_ascii_uppercase();
+    let is_code = candidate.len() == PAIRING_CODE_LEN && candidate.bytes().all(|b| PAIRING_ALPHABET.contains(&b));
+    (bare && words.next().is_none() && is_code).then_some(candidate)
+}
+
+/// What a pairing attempt led to, and what the sender is told.
+pub(crate) enum Pairing {
+    /// The code was live: the sender now holds a grant.
+    Paired,
+    /// Not a live code of this agent (counted).
+    Wrong,
+    /// The sender used up their wrong guesses for the hour; the code was not even looked at.
+    Locked,
+}
+
+impl Pairing {
+    pub(crate) fn reply(&self) -> &'static str {
+        match self {
+            Pairing::Paired => PAIRED,
+            Pairing::Wrong => WRONG_CODE,
+            Pairing::Locked => LOCKED,
+        }
+    }
+}
+
+/// Who offers a code, and to which agent.
+pub(crate) struct PairingAttempt<'a> {
+    pub channel_id: Uuid,
+    pub platform_user_id: &'a str,
+    pub user_id: Uuid,
+    pub agent_id: Uuid,
+}
+
+/// Redeems `code` for the sender in the routing transaction: one guarded update, then the grant
+/// (origin `pairing`, also over a revoked one). A wrong code is counted against the sender and against
+/// the agent's live codes.
+pub(crate) async fn redeem(tx: &mut Tx, attempt: &PairingAttempt<'_>, code: &str) -> Result<Pairing, StoreError> {
+    if tx.pairing_failures(attempt.channel_id, attempt.platform_user_id).await? >= PAIRING_USER_MAX_FAILURES {
+        return Ok(Pairing::Locked);
+    }
+    match tx.redeem_pairing_code(attempt.agent_id, code, attempt.user_id).await? {
+        Some(access) => {
+            tx.upsert_grant(&cortex_store::channel_access::NewGrant {
+                agent_id: attempt.agent_id,
+                user_id: attempt.user_id,
+                access,
+                origin: "pairing".into(),
+                expires_at: None,
+                rate_limit: None,
+            })
+            .await?;
+            Ok(Pairing::Paired)
+        }
+        None => {
+            tx.pairing_failed(attempt.channel_id, attempt.platform_user_id, attempt.agent_id).await?;
+            Ok(Pairing::Wrong)
+        }
+    }
+}
+
+/// Whether the sender is over their limit with this message: `None` when it may pass, `Some(notify)`
+/// when it is refused (`notify`: the first refusal of the window, which says "slow down").
+pub(crate) async fn over_limit(
+    tx: &mut Tx,
+    store: &Store,
+    limit: Option<UserRateLimit>,
+    user_id: Uuid,
+    agent_id: Uuid,
+) -> Result<Option<bool>, StoreError> {
+    let limit = limit.unwrap_or(DEFAULT_USER_RATE_LIMIT);
+    let since = store.clock().now() - chrono::Duration::seconds(i64::from(limit.window_seconds));
+    let RecentMessages { routed, limited } = tx.recent_messages(user_id, agent_id, since).await?;
+    Ok((routed >= i64::from(limit.max_messages)).then_some(limited == 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairing_codes_are_six_characters_of_the_alphabet() {
+        for _ in 0..200 {
+            let code = new_pairing_code();
+            assert_eq!(code.len(), PAIRING_CODE_LEN);
+            assert!(code.bytes().all(|b| PAIRING_ALPHABET.contains(&b)), "{code}");
+        }
+    }
+
+    #[test]
+    fn a_code_is_offered_by_pair_or_bare_only_when_allowed() {
+        assert_eq!(offered_code("/pair abc234", false).as_deref(), Some("ABC234"));
+        assert_eq!(offered_code("/pair@bot ABC234", false).as_deref(), Some("ABC234"));
+        assert_eq!(offered_code("/pair", false).as_deref(), Some(""));
+        assert_eq!(offered_code("abc234", true).as_deref(), Some("ABC234"));
+        assert_eq!(offered_code("abc234", false), None);
+        assert_eq!(offered_code("thanks a lot", true), None);
+        assert_eq!(offered_code("hello1", true), None, "1 is not in the alphabet");
+        assert_eq!(offered_code("/help", true), None);
+    }
+}
