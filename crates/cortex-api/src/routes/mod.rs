@@ -22,3 +22,4 @@ pub mod tools;
 pub mod ui;
 pub mod ui_login;
 pub mod ui_settings;
+pub mod users;

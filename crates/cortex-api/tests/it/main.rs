@@ -24,3 +24,4 @@ mod settings_pages;
 mod sign_in;
 mod sizes;
 mod tools;
+mod users;
