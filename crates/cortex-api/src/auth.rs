@@ -10,6 +10,9 @@
 //! Wrong keys are counted per client address: after 20 in a minute the address gets 429 with
 //! `Retry-After` for every attempt until its allowance refills ([`crate::rate_limit::FailedAuth`]).
 //!
+//! A key belonging to a disabled user is refused like an unknown one, and a key acts with at most its
+//! owner's current role (demoting a user demotes their keys).
+//!
 //! Keys are never read from the query string; a request that tries is refused, so keys do not end up
 //! in proxy and access logs.
 
@@ -335,12 +338,19 @@ pub fn is_same_origin(state: &AppState, headers: &HeaderMap) -> bool {
 
 async fn resolve_key(state: &AppState, presented: &str) -> ApiResult<Principal> {
     let prefix = lookup_prefix(presented);
-    let Some((key, hash)) = state.store.find_api_key(&prefix).await? else {
+    let Some(found) = state.store.find_api_key(&prefix).await? else {
         return Err(ApiError::unauthorized());
     };
-    if !cortex_core::api_key::verify(presented, &hash) || !key.is_active(state.store.clock().now()) {
+    let key = found.key;
+    if !cortex_core::api_key::verify(presented, &found.hash) || !key.is_active(state.store.clock().now()) {
         return Err(ApiError::unauthorized());
     }
+    // A disabled user's keys stop working; a demoted user's keys act with at most the user's new role.
+    let role = match found.owner {
+        Some((_, true)) => return Err(ApiError::unauthorized()),
+        Some((owner_role, false)) if !owner_role.includes(key.role) => owner_role,
+        _ => key.role,
+    };
     let store = state.store.clone();
     let (key_id, last_used) = (key.id, key.last_used_at);
     tokio::spawn(async move {
@@ -351,7 +361,7 @@ async fn resolve_key(state: &AppState, presented: &str) -> ApiResult<Principal> 
     Ok(Principal {
         credential: Credential::ApiKey(key.id),
         user_id: key.user_id,
-        role: key.role,
+        role,
         name: key.name,
         budget: RateBudget { scope: key.rate_scope_id, per_minute: key.rate_limit_per_minute },
     })

@@ -52,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::docs::routes())
         .merge(routes::auth::routes())
         .merge(routes::login::routes())
+        .merge(routes::users::routes())
         .build(&state, OpenApiRouter::with_openapi(openapi::base_document()))
         .split_for_parts();
     let document: routes::docs::Document = std::sync::Arc::new(document);

@@ -56,6 +56,7 @@ paged_by_id!(
     crate::routes::channels::OutboxView,
     crate::routes::mcp::McpServerView,
     crate::routes::memory::MemoryView,
+    crate::routes::users::UserView,
 );
 
 /// Messages continue after a sequence number (`after_seq`), oldest first.

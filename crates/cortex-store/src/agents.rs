@@ -200,6 +200,37 @@ impl Store {
         Ok(Page::from_overfetch(agents, limit, |agent| agent.id))
     }
 
+    /// The names of the agents with these ids (archived ones too), for labelling rows that name an agent
+    /// by id: one `IN (…)` over the ids of a page, not a read of every agent.
+    pub async fn agent_names(&self, ids: &[Uuid]) -> Result<std::collections::HashMap<Uuid, String>> {
+        let mut unique = ids.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        if unique.is_empty() {
+            return Ok(Default::default());
+        }
+        let rows: Vec<(Uuid, String)> = read!(self, |conn| {
+            let mut query = sqlx::QueryBuilder::new("SELECT id, name FROM agent WHERE id IN (");
+            let mut list = query.separated(", ");
+            for id in &unique {
+                list.push_bind(*id);
+            }
+            query.push(")");
+            query.build_query_as().fetch_all(conn).await?
+        });
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Ids and names of up to `limit` agents that are not archived, newest first (filter pickers).
+    pub async fn agent_choices(&self, limit: usize) -> Result<Vec<(Uuid, String)>> {
+        Ok(read!(self, |conn| {
+            sqlx::query_as("SELECT id, name FROM agent WHERE status <> 'archived' ORDER BY id DESC LIMIT $1")
+                .bind(limit as i64)
+                .fetch_all(conn)
+                .await?
+        }))
+    }
+
     /// Agents that are not archived (the dashboard's overview count).
     pub async fn count_agents(&self) -> Result<i64> {
         Ok(read!(self, |conn| {

@@ -1,11 +1,13 @@
-//! User accounts and API keys (SPEC §3.1, §17.2). Only key hashes are stored.
+//! User accounts and API keys (SPEC §3.1, §17.2). Only key hashes are stored. A key found for
+//! authentication comes with its owner's role and whether the owner is disabled, so demoting or disabling a
+//! user reaches the keys they hold.
 
 use cortex_core::Timestamp;
 use cortex_core::role::Role;
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
-use crate::engine::{read, write};
+use crate::engine::{TxConn, read, write};
 use crate::page::{Cursor, Page};
 use crate::rows::{ms, opt_ms, opt_time, parse, time};
 use crate::{Result, Store, StoreError, Tx};
@@ -43,6 +45,34 @@ impl UserRow {
         })
     }
 }
+
+/// A change to a user account (`PATCH /users/{id}`); `None` keeps the field.
+#[derive(Debug, Clone, Default)]
+pub struct UserChange {
+    pub display_name: Option<String>,
+    pub role: Option<Role>,
+    /// `true` disables the account (keeping the first disabling time), `false` enables it again.
+    pub disabled: Option<bool>,
+}
+
+/// A key looked up for authentication: the key, its stored hash and its owner, if it has one.
+#[derive(Debug, Clone)]
+pub struct FoundKey {
+    pub key: ApiKey,
+    pub hash: String,
+    /// The owning user's role and whether that user is disabled.
+    pub owner: Option<(Role, bool)>,
+}
+
+#[derive(sqlx::FromRow)]
+struct FoundKeyRow {
+    #[sqlx(flatten)]
+    key: ApiKeyRow,
+    owner_role: Option<String>,
+    owner_disabled_at: Option<i64>,
+}
+
+const USER_COLUMNS: &str = "id, display_name, email, role, disabled_at, created_at";
 
 /// Where an API key came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,25 +223,48 @@ const KEY_COLUMNS: &str = "id, name, prefix, hash, role, user_id, expires_at, la
 impl Store {
     pub async fn get_user(&self, id: Uuid) -> Result<User> {
         let row: Option<UserRow> = read!(self, |conn| {
-            sqlx::query_as(
-                "SELECT id, display_name, email, role, disabled_at, created_at FROM user_account WHERE id = $1",
-            )
-            .bind(id)
-            .fetch_optional(conn)
-            .await?
+            sqlx::query_as(AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM user_account WHERE id = $1")))
+                .bind(id)
+                .fetch_optional(conn)
+                .await?
         });
         row.ok_or(StoreError::NotFound { entity: "user" })?.into_user()
     }
 
-    /// The key with this prefix and its stored hash, if any.
-    pub async fn find_api_key(&self, prefix: &str) -> Result<Option<(ApiKey, String)>> {
-        let row: Option<ApiKeyRow> = read!(self, |conn| {
-            sqlx::query_as(AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM api_key WHERE prefix = $1")))
-                .bind(prefix)
-                .fetch_optional(conn)
-                .await?
+    /// Users newest first (`GET /users`).
+    pub async fn list_users(&self, cursor: Option<Cursor>, limit: usize) -> Result<Page<User>> {
+        let rows: Vec<UserRow> = read!(self, |conn| {
+            let mut query = sqlx::QueryBuilder::new(format!("SELECT {USER_COLUMNS} FROM user_account WHERE 1 = 1"));
+            if let Some(cursor) = cursor {
+                query.push(" AND id < ").push_bind(cursor.0);
+            }
+            query.push(" ORDER BY id DESC LIMIT ").push_bind(limit as i64 + 1);
+            query.build_query_as().fetch_all(conn).await?
         });
-        row.map(ApiKeyRow::into_key).transpose()
+        let users = rows.into_iter().map(UserRow::into_user).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_overfetch(users, limit, |user| user.id))
+    }
+
+    /// The key with this prefix, its stored hash and its owner, if any.
+    pub async fn find_api_key(&self, prefix: &str) -> Result<Option<FoundKey>> {
+        let row: Option<FoundKeyRow> = read!(self, |conn| {
+            sqlx::query_as(AssertSqlSafe(format!(
+                "SELECT {KEY_COLUMNS}, \
+                 (SELECT u.role FROM user_account u WHERE u.id = api_key.user_id) AS owner_role, \
+                 (SELECT u.disabled_at FROM user_account u WHERE u.id = api_key.user_id) AS owner_disabled_at \
+                 FROM api_key WHERE prefix = $1"
+            )))
+            .bind(prefix)
+            .fetch_optional(conn)
+            .await?
+        });
+        let Some(row) = row else { return Ok(None) };
+        let owner = match row.owner_role {
+            Some(role) => Some((parse("user_account.role", &role)?, row.owner_disabled_at.is_some())),
+            None => None,
+        };
+        let (key, hash) = row.key.into_key()?;
+        Ok(Some(FoundKey { key, hash, owner }))
     }
 
     pub async fn get_api_key(&self, id: Uuid) -> Result<ApiKey> {
@@ -325,6 +378,60 @@ impl Tx {
             disabled_at: None,
             created_at: time(now),
         })
+    }
+
+    /// The ids of the enabled admins. On PostgreSQL their rows stay locked until commit, so two admins
+    /// demoting or disabling each other at once cannot both see the other one left (SQLite transactions are
+    /// serialised anyway).
+    pub async fn lock_active_admins(&mut self) -> Result<Vec<Uuid>> {
+        const ACTIVE_ADMINS: &str = "SELECT id FROM user_account WHERE role = 'admin' AND disabled_at IS NULL";
+        Ok(match &mut self.conn {
+            TxConn::Sqlite(conn) => sqlx::query_scalar(ACTIVE_ADMINS).fetch_all(&mut **conn).await?,
+            TxConn::Postgres(conn) => {
+                sqlx::query_scalar(AssertSqlSafe(format!("{ACTIVE_ADMINS} ORDER BY id FOR UPDATE")))
+                    .fetch_all(&mut **conn)
+                    .await?
+            }
+        })
+    }
+
+    /// Applies `change` to a user; returns the user as it was and as it is now. Disabling keeps the first
+    /// disabling time.
+    pub async fn update_user(&mut self, id: Uuid, change: &UserChange) -> Result<(User, User)> {
+        let row: Option<UserRow> = write!(self, |conn| {
+            sqlx::query_as(AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM user_account WHERE id = $1")))
+                .bind(id)
+                .fetch_optional(conn)
+                .await?
+        });
+        let before = row.ok_or(StoreError::NotFound { entity: "user" })?.into_user()?;
+        let mut user = before.clone();
+        let now = self.now();
+        if let Some(name) = &change.display_name {
+            user.display_name.clone_from(name);
+        }
+        if let Some(role) = change.role {
+            user.role = role;
+        }
+        match change.disabled {
+            Some(true) => user.disabled_at = user.disabled_at.or(Some(now)),
+            Some(false) => user.disabled_at = None,
+            None => {}
+        }
+        write!(self, |conn| {
+            sqlx::query(
+                "UPDATE user_account SET display_name = $1, role = $2, disabled_at = $3, updated_at = $4 WHERE id = $5",
+            )
+            .bind(&user.display_name)
+            .bind(user.role.as_str())
+            .bind(opt_ms(user.disabled_at))
+            .bind(ms(now))
+            .bind(id)
+            .execute(conn)
+            .await?
+            .rows_affected()
+        });
+        Ok((before, user))
     }
 
     pub async fn insert_api_key(&mut self, key: &NewApiKey) -> Result<ApiKey> {

@@ -66,3 +66,29 @@ pub struct ProvidersPage {
     /// Where providers send the browser back after sign-in (`{origin}/auth/provider-callback`).
     pub callback_url: String,
 }
+
+/// One user account as a table row.
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub id: String,
+    pub display_name: String,
+    /// The email, or "—" for people known only from a chat platform.
+    pub email: String,
+    pub role: String,
+    pub disabled: bool,
+    pub created: String,
+    /// The row is the signed-in admin's own account (disabling it would sign them out).
+    pub is_self: bool,
+}
+
+/// `/ui/settings/users` [admin]: users and their roles; create, change role, disable and enable through
+/// `POST|PATCH /users`.
+#[derive(Template)]
+#[template(path = "settings_users.html")]
+pub struct UsersPage {
+    pub chrome: Chrome,
+    pub rows: Vec<UserRow>,
+    /// The roles a user may be given.
+    pub roles: Vec<String>,
+    pub pager: crate::views::Pager,
+}

@@ -50,8 +50,9 @@ pub fn check_env_key(env_key: Option<&str>) -> anyhow::Result<()> {
 pub async fn ensure_admin_key(store: &Store, env_key: Option<&str>) -> anyhow::Result<Bootstrap> {
     if let Some(key) = env_key {
         let prefix = cortex_api::auth::lookup_prefix(key);
-        if let Some((stored, hash)) = store.find_api_key(&prefix).await.context("looking up the bootstrap key")? {
-            if !cortex_core::api_key::verify(key, &hash) {
+        if let Some(found) = store.find_api_key(&prefix).await.context("looking up the bootstrap key")? {
+            let stored = found.key;
+            if !cortex_core::api_key::verify(key, &found.hash) {
                 bail!(ConfigError("CORTEX_API_KEY collides with a stored key prefix; choose another key".into()));
             }
             if !stored.is_active(store.clock().now()) {

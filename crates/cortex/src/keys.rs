@@ -68,7 +68,7 @@ pub async fn run(config: StoreConfig, command: KeysCommand) -> anyhow::Result<()
         KeysCommand::Revoke { id } => {
             let key = match uuid::Uuid::parse_str(&id) {
                 Ok(uuid) => store.get_api_key(uuid).await.ok(),
-                Err(_) => store.find_api_key(&id).await?.map(|(key, _)| key),
+                Err(_) => store.find_api_key(&id).await?.map(|found| found.key),
             };
             let Some(key) = key else { bail!("no key with id or prefix `{id}`") };
             let mut tx = store.begin().await?;

@@ -24,3 +24,4 @@ pub mod ui;
 pub mod ui_access;
 pub mod ui_login;
 pub mod ui_settings;
+pub mod users;

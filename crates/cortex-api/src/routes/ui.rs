@@ -41,7 +41,7 @@ use crate::state::AppState;
 
 /// Rows per list page.
 pub(crate) const PAGE_SIZE: usize = 50;
-/// Agents loaded to name the agents of job rows and fill the agent filter.
+/// Agents offered by an agent filter or picker.
 const AGENT_LOOKUP_LIMIT: usize = 200;
 
 /// The policy every dashboard response carries: scripts and styles only from this server, no framing.
@@ -292,9 +292,17 @@ fn limits_text(limits: &impl serde::Serialize) -> String {
     }
 }
 
-/// Non-archived agents by id, to name the agents of job rows.
+/// Non-archived agents (up to [`AGENT_LOOKUP_LIMIT`]), for pages that offer a choice of agent.
 pub(crate) async fn agent_names(state: &AppState) -> Result<Vec<Agent>, PageError> {
     Ok(state.store.list_agents(None, None, AGENT_LOOKUP_LIMIT).await?.items)
+}
+
+/// The names of the agents a page's rows refer to: one `IN (…)` over those ids, not a read of every agent.
+pub(crate) async fn names_of(
+    state: &AppState,
+    ids: impl IntoIterator<Item = Uuid>,
+) -> Result<HashMap<Uuid, String>, PageError> {
+    Ok(state.store.agent_names(&ids.into_iter().collect::<Vec<_>>()).await?)
 }
 
 fn job_row(job: &Job, names: &HashMap<Uuid, String>) -> JobRow {
@@ -407,9 +415,8 @@ async fn overview(
     let seen = state.store.last_event_seq().await?;
     let counts: HashMap<JobStatus, i64> = state.store.count_jobs_by_status().await?.into_iter().collect();
     let count = |status| counts.get(&status).copied().unwrap_or(0);
-    let agents = agent_names(&state).await?;
-    let names = agents.iter().map(|agent| (agent.id, agent.name.clone())).collect();
     let recent = state.store.list_jobs(&JobFilter::default(), None, 10).await?;
+    let names = names_of(&state, recent.items.iter().map(|job| job.agent_id)).await?;
     render(&OverviewPage {
         chrome: chrome(&principal, session.as_deref(), "Overview", "overview"),
         agents: state.store.count_agents().await?,
@@ -545,8 +552,8 @@ async fn jobs(
     let seen = state.store.last_event_seq().await?;
     let filter = JobFilter { status, agent_id, ..JobFilter::default() };
     let page = state.store.list_jobs(&filter, cursor, PAGE_SIZE).await?;
-    let agents = agent_names(&state).await?;
-    let names = agents.iter().map(|agent| (agent.id, agent.name.clone())).collect();
+    let names = names_of(&state, page.items.iter().map(|job| job.agent_id)).await?;
+    let agents = state.store.agent_choices(AGENT_LOOKUP_LIMIT).await?;
     let filters = [
         ("status", status.map(|status| status.to_string()).unwrap_or_default()),
         ("agent_id", agent_id.map(|id| id.to_string()).unwrap_or_default()),
@@ -563,12 +570,8 @@ async fn jobs(
             })
             .collect(),
         agents: agents
-            .iter()
-            .map(|agent| FilterOption {
-                value: agent.id.to_string(),
-                label: agent.name.clone(),
-                selected: Some(agent.id) == agent_id,
-            })
+            .into_iter()
+            .map(|(id, name)| FilterOption { value: id.to_string(), label: name, selected: Some(id) == agent_id })
             .collect(),
         filtered: status.is_some() || agent_id.is_some(),
         pager: pager("/ui/jobs", &filters, page.next_cursor, cursor.is_some()),
@@ -686,8 +689,7 @@ async fn approvals(
     let seen = state.store.last_event_seq().await?;
     let page =
         state.store.list_approvals(&ApprovalFilter { status, ..ApprovalFilter::default() }, cursor, PAGE_SIZE).await?;
-    let agents = agent_names(&state).await?;
-    let names = agents.iter().map(|agent| (agent.id, agent.name.clone())).collect();
+    let names = names_of(&state, page.items.iter().map(|approval| approval.agent_id)).await?;
     let now = state.store.clock().now();
     let status_value = status.map(|status| status.to_string()).unwrap_or_else(|| "all".into());
     let mut statuses: Vec<FilterOption> = ApprovalStatus::ALL
@@ -935,13 +937,13 @@ async fn setup_form(
     }
     let presented = form.bootstrap_key.trim();
     let key = match state.store.find_api_key(&crate::auth::lookup_prefix(presented)).await? {
-        Some((key, hash))
-            if cortex_core::api_key::verify(presented, &hash)
-                && key.is_active(state.store.clock().now())
-                && key.role == Role::Admin
-                && matches!(key.source.as_str(), "bootstrap" | "env") =>
+        Some(found)
+            if cortex_core::api_key::verify(presented, &found.hash)
+                && found.key.is_active(state.store.clock().now())
+                && found.key.role == Role::Admin
+                && matches!(found.key.source.as_str(), "bootstrap" | "env") =>
         {
-            key
+            found.key
         }
         _ => {
             record_failure(&state, &meta.ip, SETUP_ACCOUNT).await?;

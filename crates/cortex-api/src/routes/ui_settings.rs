@@ -1,21 +1,24 @@
-//! The dashboard's settings screens for providers and credentials (SPEC §11.2 "Settings"; issue 15).
+//! The dashboard's settings screens for providers, credentials and users (SPEC §11.2 "Settings"; issues
+//! 14, 15).
 //! Same rules as [`super::ui`]: pages read through the same functions as the JSON API
 //! (`credentials::views`, `providers::provider_views`) and every change is a call of the JSON API from
 //! htmx, so its admin guard, validation and CSRF check apply unchanged.
 //!
 //! `/ui/settings/credentials` needs the admin role, like `GET /credentials`; `/ui/settings/providers` is
 //! for every signed-in user (like `GET /providers`), its sign-in buttons only for admins.
+//! `/ui/settings/users` needs the admin role, like `GET /users`; it changes users through `/users`.
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Extension, Router};
 use cortex_core::role::Role;
-use cortex_ui::settings::{CredentialRow, CredentialsPage, ProviderRow, ProvidersPage};
+use cortex_ui::settings::{CredentialRow, CredentialsPage, ProviderRow, ProvidersPage, UserRow, UsersPage};
+use serde::Deserialize;
 
 use super::credentials::{CredentialKind, views};
 use super::providers::provider_views;
-use super::ui::{PageResult, chrome, opt_when, render};
+use super::ui::{PAGE_SIZE, PageResult, chrome, opt_when, pager, parse_cursor, render, when};
 use crate::auth::{Principal, SessionContext};
 use crate::guard;
 use crate::state::AppState;
@@ -26,6 +29,7 @@ pub(crate) fn router(state: &AppState) -> Router<AppState> {
         .route("/ui/settings", get(|| async { super::ui::see_other("/ui/settings/providers") }))
         .route("/ui/settings/credentials", guard::page(state, Role::Admin, get(credentials)))
         .route("/ui/settings/providers", guard::page(state, Role::Viewer, get(providers)))
+        .route("/ui/settings/users", guard::page(state, Role::Admin, get(users)))
 }
 
 fn list_or_dash(items: impl IntoIterator<Item = String>) -> String {
@@ -109,4 +113,41 @@ fn callback_url(state: &AppState, headers: &HeaderMap) -> String {
     }
     let host = headers.get(axum::http::header::HOST).and_then(|value| value.to_str().ok()).unwrap_or("localhost");
     format!("http://{host}/auth/provider-callback")
+}
+
+#[derive(Debug, Deserialize)]
+struct UsersQuery {
+    cursor: Option<String>,
+}
+
+/// The roles an admin may give (`none` is for chat-platform people and is not offered).
+const ROLES: [Role; 4] = [Role::Viewer, Role::Operator, Role::Approver, Role::Admin];
+
+async fn users(
+    State(state): State<AppState>,
+    principal: Principal,
+    session: Option<Extension<SessionContext>>,
+    Query(query): Query<UsersQuery>,
+) -> PageResult {
+    let cursor = parse_cursor(query.cursor.as_deref())?;
+    let page = state.store.list_users(cursor, PAGE_SIZE).await?;
+    let rows = page
+        .items
+        .iter()
+        .map(|user| UserRow {
+            id: user.id.to_string(),
+            display_name: user.display_name.clone(),
+            email: user.email.clone().unwrap_or_else(|| "—".into()),
+            role: user.role.to_string(),
+            disabled: user.disabled_at.is_some(),
+            created: when(user.created_at),
+            is_self: principal.user_id == Some(user.id),
+        })
+        .collect();
+    render(&UsersPage {
+        chrome: chrome(&principal, session.as_deref(), "Users", "settings"),
+        rows,
+        roles: ROLES.iter().map(ToString::to_string).collect(),
+        pager: pager("/ui/settings/users", &[], page.next_cursor, cursor.is_some()),
+    })
 }

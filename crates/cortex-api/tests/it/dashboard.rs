@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::app::{TestApp, error_code};
 
-const PASSWORD: &str = "correct horse battery";
+pub(crate) const PASSWORD: &str = "correct horse battery";
 
 /// A browser's view of a signed-in session.
 pub(crate) struct Browser {

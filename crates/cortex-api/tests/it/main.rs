@@ -26,3 +26,4 @@ mod settings_pages;
 mod sign_in;
 mod sizes;
 mod tools;
+mod users;
