@@ -1,12 +1,12 @@
-//! Vector indexes (SPEC §9.5) behind one trait. The embedded backend keeps each agent's vectors in one
-//! contiguous in-memory arena, loaded from `memory_record` on first use and reloaded when the store's
-//! stamp for the agent (record count, latest change) moves — also when another process wrote — and
-//! answers by an exact dot-product scan with a bounded top-k.
+//! Vector indexes (SPEC §9.5) behind one trait, and the choice of backend (`CORTEX_VECTOR_BACKEND`,
+//! [`open_index`]). The backends: `embedded.rs` (quantised in-process scan, either engine), `qdrant.rs`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use cortex_store::{Store, StoreError};
+
+pub use crate::embedded::EmbeddedIndex;
+pub use crate::qdrant::QdrantIndex;
 use uuid::Uuid;
 
 /// Why the index could not answer; search then degrades to keyword only.
@@ -39,110 +39,77 @@ pub trait VectorIndex: Send + Sync {
     async fn changed(&self, agent_id: Uuid) -> Result<(), IndexError>;
 }
 
-/// One agent's vectors of one model.
-struct Arena {
-    model: String,
-    stamp: (i64, i64),
-    /// The store's memory epoch when the arena was read.
-    epoch: u64,
-    dim: usize,
-    ids: Vec<Uuid>,
-    /// `ids.len() × dim` unit-length components.
-    data: Vec<f32>,
+/// Which vector backend a process uses (`CORTEX_VECTOR_BACKEND`, SPEC §9.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VectorBackend {
+    /// Qdrant when `QDRANT_URL` is set, else pgvector on PostgreSQL when the extension exists, else embedded.
+    Auto,
+    /// The embedded index over the vectors stored in `memory_record` (either engine).
+    Sqlite,
+    /// pgvector HNSW in PostgreSQL.
+    Pgvector,
+    /// Qdrant over its REST API (`QDRANT_URL`).
+    Qdrant,
 }
 
-/// The embedded backend: exact scan over vectors cached from the relational store.
-pub struct EmbeddedIndex {
-    store: Store,
-    arenas: Mutex<HashMap<Uuid, Arc<Arena>>>,
-}
+impl std::str::FromStr for VectorBackend {
+    type Err = String;
 
-impl EmbeddedIndex {
-    pub fn new(store: Store) -> Self {
-        Self { store, arenas: Mutex::new(HashMap::new()) }
-    }
-
-    fn cached(&self, agent_id: Uuid) -> Option<Arc<Arena>> {
-        self.arenas.lock().ok().and_then(|arenas| arenas.get(&agent_id).cloned())
-    }
-
-    async fn arena(&self, agent_id: Uuid, model: &str) -> Result<Arc<Arena>, IndexError> {
-        // SQLite: one process per data dir (the store's lock file), so an unchanged memory epoch means no
-        // record changed and the cached arena is current without a query. PostgreSQL: other processes
-        // write too, so the stamp decides.
-        let epoch = self.store.memory_epoch();
-        if !self.store.is_postgres()
-            && let Some(arena) = self.cached(agent_id).filter(|arena| arena.model == model && arena.epoch == epoch)
-        {
-            return Ok(arena);
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "sqlite" | "embedded" => Ok(Self::Sqlite),
+            "pgvector" => Ok(Self::Pgvector),
+            "qdrant" => Ok(Self::Qdrant),
+            other => Err(format!("`{other}` is not one of auto, sqlite, pgvector, qdrant")),
         }
-        let stamp = self.store.memory_stamp(agent_id).await?;
-        if let Some(arena) = self.cached(agent_id).filter(|arena| arena.model == model && arena.stamp == stamp) {
-            return Ok(arena);
-        }
-        let rows = self.store.memory_vectors(agent_id, model).await?;
-        let dim = rows.first().map_or(0, |(_, bytes)| bytes.len() / 4);
-        let mut ids = Vec::with_capacity(rows.len());
-        let mut data = Vec::with_capacity(rows.len() * dim);
-        for (id, bytes) in rows {
-            match crate::embed::from_bytes(&bytes) {
-                Some(vector) if vector.len() == dim => {
-                    ids.push(id);
-                    data.extend(vector);
-                }
-                _ => tracing::warn!(memory_id = %id, "skipping a stored vector of the wrong size"),
-            }
-        }
-        let arena = Arc::new(Arena { model: model.to_owned(), stamp, epoch, dim, ids, data });
-        if let Ok(mut arenas) = self.arenas.lock() {
-            arenas.insert(agent_id, arena.clone());
-        }
-        Ok(arena)
     }
 }
 
-/// The `k` best (index, dot product) pairs of the arena for `query`, best first.
-fn top_k(arena: &Arena, query: &[f32], k: usize) -> Vec<(usize, f32)> {
-    if arena.dim == 0 || query.len() != arena.dim || k == 0 {
-        return Vec::new();
-    }
-    let mut scored: Vec<(usize, f32)> = arena
-        .data
-        .chunks_exact(arena.dim)
-        .enumerate()
-        .map(|(index, vector)| (index, vector.iter().zip(query).map(|(a, b)| a * b).sum::<f32>()))
-        .collect();
-    let by_score = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-    if scored.len() > k {
-        scored.select_nth_unstable_by(k - 1, by_score);
-        scored.truncate(k);
-    }
-    scored.sort_by(by_score);
-    scored
+/// Where Qdrant answers (`QDRANT_URL`, `QDRANT_API_KEY`).
+#[derive(Clone)]
+pub struct QdrantConfig {
+    /// REST base URL, e.g. `http://127.0.0.1:6333`.
+    pub url: String,
+    pub api_key: Option<String>,
 }
 
-#[async_trait::async_trait]
-impl VectorIndex for EmbeddedIndex {
-    fn name(&self) -> &'static str {
-        "sqlite"
+impl std::fmt::Debug for QdrantConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QdrantConfig").field("url", &self.url).field("api_key", &self.api_key.is_some()).finish()
     }
+}
 
-    async fn search(
-        &self,
-        agent_id: Uuid,
-        model: &str,
-        query: &[f32],
-        k: usize,
-    ) -> Result<Vec<(Uuid, f32)>, IndexError> {
-        let arena = self.arena(agent_id, model).await?;
-        Ok(top_k(&arena, query, k).into_iter().map(|(index, score)| (arena.ids[index], score)).collect())
+/// The resolved vector settings (parsed from the environment by the runtime).
+#[derive(Debug, Clone)]
+pub struct VectorConfig {
+    pub backend: VectorBackend,
+    /// Set when `QDRANT_URL` is.
+    pub qdrant: Option<QdrantConfig>,
+}
+
+impl Default for VectorConfig {
+    fn default() -> Self {
+        Self { backend: VectorBackend::Auto, qdrant: None }
     }
+}
 
-    async fn changed(&self, agent_id: Uuid) -> Result<(), IndexError> {
-        if let Ok(mut arenas) = self.arenas.lock() {
-            arenas.remove(&agent_id);
+/// Builds the configured backend. An explicitly chosen backend that cannot work here is an error (the
+/// process refuses to start); `auto` falls back to the embedded index.
+pub async fn open_index(
+    config: &VectorConfig,
+    store: &Store,
+    http: reqwest::Client,
+) -> Result<Arc<dyn VectorIndex>, IndexError> {
+    match (config.backend, &config.qdrant) {
+        (VectorBackend::Sqlite, _) | (VectorBackend::Auto, None) => Ok(Arc::new(EmbeddedIndex::new(store.clone()))),
+        (VectorBackend::Pgvector, _) => {
+            Err(IndexError::Unavailable("the pgvector backend is not available in this build".into()))
         }
-        Ok(())
+        (VectorBackend::Qdrant, None) => Err(IndexError::Unavailable("`qdrant` needs QDRANT_URL".into())),
+        (VectorBackend::Qdrant | VectorBackend::Auto, Some(qdrant)) => {
+            Ok(Arc::new(QdrantIndex::new(store.clone(), http, qdrant)))
+        }
     }
 }
 
@@ -151,18 +118,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn top_k_is_exact_and_ordered() {
-        let arena = Arena {
-            model: "m".into(),
-            stamp: (0, 0),
-            epoch: 0,
-            dim: 2,
-            ids: vec![Uuid::nil(); 4],
-            data: vec![1.0, 0.0, 0.0, 1.0, 0.6, 0.8, -1.0, 0.0],
-        };
-        let hits = top_k(&arena, &[0.6, 0.8], 2);
-        assert_eq!(hits.iter().map(|(index, _)| *index).collect::<Vec<_>>(), vec![2, 1]);
-        assert_eq!(top_k(&arena, &[0.6, 0.8], 10).len(), 4);
-        assert!(top_k(&arena, &[1.0, 0.0, 0.0], 2).is_empty(), "a query of another dimension matches nothing");
+    fn backends_parse_by_name() {
+        assert_eq!("AUTO".parse::<VectorBackend>(), Ok(VectorBackend::Auto));
+        assert_eq!("sqlite".parse::<VectorBackend>(), Ok(VectorBackend::Sqlite));
+        assert_eq!("pgvector".parse::<VectorBackend>(), Ok(VectorBackend::Pgvector));
+        assert_eq!("qdrant".parse::<VectorBackend>(), Ok(VectorBackend::Qdrant));
+        assert!("faiss".parse::<VectorBackend>().is_err());
     }
 }

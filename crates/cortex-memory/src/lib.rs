@@ -13,8 +13,9 @@
 //! - [`markdown`]: markdown files as authoritative records (SPEC §9.7): chunking, UUIDv5 ids, SHA-256 change
 //!   detection, `Memory::sync_markdown`; `markdown_watch.rs`: startup sync and the file watcher (2 s debounce,
 //!   under a lease on PostgreSQL).
-//! - [`index`]: the [`VectorIndex`] trait and the embedded backend (an in-memory scan over the vectors
-//!   stored in `memory_record`).
+//! - [`index`]: the [`VectorIndex`] trait and the backend choice (`CORTEX_VECTOR_BACKEND`, [`open_index`]);
+//!   `embedded.rs`: the embedded backend (int8-quantised in-memory scan with exact re-rank, persisted per
+//!   agent in `memory_vector_index`); [`qdrant`]: Qdrant over REST, one collection per agent.
 //!
 //! Architecture invariants:
 //! - No SQL here: rows, the keyword index and stored vectors are `cortex-store`'s. The relational row is
@@ -24,16 +25,20 @@
 //! - No HTTP status codes: failures are [`MemoryError`] variants the API maps.
 
 pub mod embed;
+mod embedded;
 mod error;
 pub mod extract;
 pub mod index;
 pub mod injection;
 pub mod markdown;
 mod markdown_watch;
+pub mod qdrant;
 pub mod scoring;
 mod service;
 
 pub use embed::{ApiEmbedder, EmbedError, Embedder, EmbeddingKey, EmbeddingsConfig, EmbeddingsMode, ManagedKey};
 pub use error::MemoryError;
-pub use index::{EmbeddedIndex, IndexError, VectorIndex};
+pub use index::{
+    EmbeddedIndex, IndexError, QdrantConfig, QdrantIndex, VectorBackend, VectorConfig, VectorIndex, open_index,
+};
 pub use service::{Memory, MemoryPatch, Remember, ScoreParts, ScoredMemory, SearchMode, SearchQuery, SearchResults};

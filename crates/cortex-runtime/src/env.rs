@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use cortex_llm::ApiStyle;
-use cortex_memory::{EmbeddingsConfig, EmbeddingsMode};
+use cortex_memory::{EmbeddingsConfig, EmbeddingsMode, QdrantConfig, VectorBackend, VectorConfig};
 use cortex_store::extraction::ExtractionPolicy;
 use cortex_tools::builtin::{WebSearchTool, web_search_from_env};
 use cortex_tools::ssrf::{SSRF_ALLOW_ENV, SsrfPolicy};
@@ -42,6 +42,8 @@ pub(crate) struct EnvSettings {
     pub delegation: DelegationLimits,
     /// Memory embeddings (`CORTEX_EMBEDDINGS*`).
     pub embeddings: EmbeddingsConfig,
+    /// Memory vector backend (`CORTEX_VECTOR_BACKEND`, `QDRANT_URL`, `QDRANT_API_KEY`).
+    pub vector: VectorConfig,
     /// Live memory extraction (`CORTEX_MEMORY_EXTRACTION`, `CORTEX_MEMORY_IDLE_MINUTES`); `None` when off.
     pub extraction: Option<ExtractionPolicy>,
 }
@@ -137,8 +139,9 @@ impl EnvSettings {
             )?,
         };
         let embeddings = embeddings_from_env(&read)?;
+        let vector = vector_from_env(&read)?;
         let extraction = extraction_from_env(&read)?;
-        Ok(EnvSettings { providers, absent_providers, ssrf, web_search, delegation, embeddings, extraction })
+        Ok(EnvSettings { providers, absent_providers, ssrf, web_search, delegation, embeddings, vector, extraction })
     }
 }
 
@@ -178,6 +181,27 @@ fn embeddings_from_env(read: &impl Fn(&str) -> Option<String>) -> Result<Embeddi
         api_key,
         model: read("CORTEX_EMBEDDINGS_MODEL").unwrap_or_else(|| cortex_memory::embed::DEFAULT_API_MODEL.to_owned()),
     })
+}
+
+/// `CORTEX_VECTOR_BACKEND` = `auto` (default) | `sqlite` | `pgvector` | `qdrant` (SPEC §9.5), with
+/// `QDRANT_URL` / `QDRANT_API_KEY`. `qdrant` without a URL is refused here; whether a backend works at
+/// all is decided when the runtime opens it.
+fn vector_from_env(read: &impl Fn(&str) -> Option<String>) -> Result<VectorConfig, RuntimeError> {
+    const VAR: &str = "CORTEX_VECTOR_BACKEND";
+    const URL_VAR: &str = "QDRANT_URL";
+    let backend = match read(VAR) {
+        None => VectorBackend::Auto,
+        Some(value) => value.parse().map_err(|reason| RuntimeError::InvalidEnv { var: VAR, reason })?,
+    };
+    let url = read(URL_VAR);
+    if let Some(url) = &url {
+        check_url(URL_VAR, url)?;
+    }
+    if backend == VectorBackend::Qdrant && url.is_none() {
+        return Err(RuntimeError::InvalidEnv { var: VAR, reason: "`qdrant` needs QDRANT_URL".into() });
+    }
+    let qdrant = url.map(|url| QdrantConfig { url, api_key: read("QDRANT_API_KEY") });
+    Ok(VectorConfig { backend, qdrant })
 }
 
 /// An integer setting within `range`, or `default` when unset.
@@ -272,6 +296,34 @@ mod tests {
         {
             let err = EnvSettings::parse(&env(&[bad])).err().unwrap();
             assert!(err.to_string().starts_with(bad.0), "{err}");
+        }
+    }
+
+    #[test]
+    fn vector_backend_is_auto_unless_told_otherwise() {
+        let auto = EnvSettings::parse(&env(&[])).unwrap().vector;
+        assert_eq!((auto.backend, auto.qdrant.is_none()), (VectorBackend::Auto, true));
+        let qdrant = env(&[
+            ("CORTEX_VECTOR_BACKEND", "qdrant"),
+            ("QDRANT_URL", "http://127.0.0.1:6333"),
+            ("QDRANT_API_KEY", "k-1"),
+        ]);
+        let qdrant = EnvSettings::parse(&qdrant).unwrap().vector;
+        assert_eq!(qdrant.backend, VectorBackend::Qdrant);
+        let config = qdrant.qdrant.unwrap();
+        assert_eq!((config.url.as_str(), config.api_key.as_deref()), ("http://127.0.0.1:6333", Some("k-1")));
+        assert_eq!(
+            EnvSettings::parse(&env(&[("CORTEX_VECTOR_BACKEND", "pgvector")])).unwrap().vector.backend,
+            VectorBackend::Pgvector
+        );
+        for bad in [
+            env(&[("CORTEX_VECTOR_BACKEND", "faiss")]),
+            env(&[("CORTEX_VECTOR_BACKEND", "qdrant")]),
+            env(&[("QDRANT_URL", "qdrant:6333")]),
+        ] {
+            let err = EnvSettings::parse(&bad).err().unwrap();
+            let var = bad.keys().next().unwrap();
+            assert!(err.to_string().starts_with(var.as_str()), "{err}");
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use cortex_core::breaker::BreakerState;
 use cortex_jobs::JobHandler;
 use cortex_mcp::Pool;
-use cortex_memory::{ApiEmbedder, EmbeddedIndex, Embedder, EmbeddingKey, EmbeddingsMode, Memory};
+use cortex_memory::{ApiEmbedder, Embedder, EmbeddingKey, EmbeddingsMode, Memory};
 use cortex_store::budgets::{BudgetScope, BudgetUsageRow, day_period, month_period};
 use cortex_store::secrets::Cipher;
 use cortex_store::{Store, StoreError};
@@ -141,10 +141,10 @@ impl Runtime {
             )),
             EmbeddingsMode::None => None,
         };
-        let memory = Arc::new(
-            Memory::new(store.clone(), embedder, Arc::new(EmbeddedIndex::new(store.clone())))
-                .with_data_dir(config.data_dir.clone()),
-        );
+        let index = cortex_memory::open_index(&env.vector, &store, config.http.clone())
+            .await
+            .map_err(|err| RuntimeError::InvalidEnv { var: "CORTEX_VECTOR_BACKEND", reason: err.to_string() })?;
+        let memory = Arc::new(Memory::new(store.clone(), embedder, index).with_data_dir(config.data_dir.clone()));
         let providers = Providers::new(store.clone(), config.cipher.clone(), config.http, config.llm_retry, flows);
         providers.materialise_env(&env).await?;
         providers.sync().await?;

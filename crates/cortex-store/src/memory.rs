@@ -121,6 +121,25 @@ pub struct StoredEmbedding {
     pub bytes: Vec<u8>,
 }
 
+/// A record changed since some time, as the vector index sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VectorChange {
+    pub id: Uuid,
+    /// Its `updated_at` (ms).
+    pub updated_at: i64,
+    /// Its stored vector when live and of the asked model; `None`: drop it from that model's index.
+    pub vector: Option<Vec<u8>>,
+}
+
+/// A persisted vector index of one agent (bytes in `cortex-memory`'s format).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexSnapshot {
+    pub model: String,
+    /// The latest `updated_at` (ms) of the rows it includes.
+    pub through_ms: i64,
+    pub data: Vec<u8>,
+}
+
 /// A record to store.
 #[derive(Debug, Clone, Default)]
 pub struct NewMemory {
@@ -272,14 +291,16 @@ impl Store {
         }
         let hits: Vec<(Uuid, f64)> = match &self.inner.engine {
             crate::engine::Engine::Sqlite { read, .. } => {
-                let query = words.iter().map(|word| format!("\"{word}\"")).collect::<Vec<_>>().join(" OR ");
+                // The index holds live records only, with the agent as a column (migration 0030): rank and
+                // limit happen inside FTS5, and only `limit` rows are joined (the join re-checks the agent).
+                let words = words.iter().map(|word| format!("\"{word}\"")).collect::<Vec<_>>().join(" OR ");
+                let query = format!("agent : \"{}0\" AND content : ({words})", agent_id.simple());
                 sqlx::query_as(
-                    // CROSS JOIN keeps the full-text match as the outer loop: a plain JOIN let the planner scan
-                    // the agent's rows and re-run the match for each (seconds at 10 000 records).
-                    "SELECT m.id, -bm25(memory_record_fts) AS rank FROM memory_record_fts \
-                     CROSS JOIN memory_record m ON m.rowid = memory_record_fts.rowid \
-                     WHERE memory_record_fts MATCH $1 AND m.agent_id = $2 AND m.deleted_at IS NULL \
-                     AND m.superseded_by IS NULL ORDER BY rank DESC, m.id DESC LIMIT $3",
+                    "SELECT m.id, -f.rank AS rank FROM (SELECT rowid, rank FROM memory_record_fts \
+                     WHERE memory_record_fts MATCH $1 ORDER BY rank LIMIT $3) f \
+                     JOIN memory_record m ON m.rowid = f.rowid \
+                     WHERE m.agent_id = $2 AND m.deleted_at IS NULL AND m.superseded_by IS NULL \
+                     ORDER BY f.rank, m.id DESC",
                 )
                 .bind(query)
                 .bind(agent_id)
@@ -306,19 +327,53 @@ impl Store {
         Ok(hits.into_iter().map(|(id, rank)| (id, rank.max(f64::MIN_POSITIVE))).collect())
     }
 
-    /// Every live vector of the agent made by `model`, for building the in-memory index.
-    pub async fn memory_vectors(&self, agent_id: Uuid, model: &str) -> Result<Vec<(Uuid, Vec<u8>)>> {
-        let rows: Vec<(Uuid, Vec<u8>)> = read!(self, |conn| {
+    /// The agent's records changed at or after `since_ms` (`updated_at`), each with its vector when it is
+    /// live and has one of `model` (else `None`: not, or no longer, in a `model` index). From
+    /// `i64::MIN` this is every record: a full build.
+    pub async fn memory_vector_changes(&self, agent_id: Uuid, model: &str, since_ms: i64) -> Result<Vec<VectorChange>> {
+        let rows: Vec<(Uuid, i64, Option<Vec<u8>>)> = read!(self, |conn| {
             sqlx::query_as(
-                "SELECT id, embedding FROM memory_record WHERE agent_id = $1 AND embedding_model = $2 \
-                 AND embedding IS NOT NULL AND deleted_at IS NULL AND superseded_by IS NULL",
+                "SELECT id, updated_at, CASE WHEN deleted_at IS NULL AND superseded_by IS NULL \
+                 AND embedding_model = $3 THEN embedding END FROM memory_record \
+                 WHERE agent_id = $1 AND updated_at >= $2",
             )
             .bind(agent_id)
+            .bind(since_ms)
             .bind(model)
             .fetch_all(conn)
             .await?
         });
+        Ok(rows.into_iter().map(|(id, updated_at, vector)| VectorChange { id, updated_at, vector }).collect())
+    }
+
+    /// The stored vectors of `model` of the agent's live records among `ids` (exact re-ranking).
+    pub async fn memory_vectors_of(&self, agent_id: Uuid, model: &str, ids: &[Uuid]) -> Result<Vec<(Uuid, Vec<u8>)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(Uuid, Vec<u8>)> = read!(self, |conn| {
+            let mut query = sqlx::QueryBuilder::new("SELECT id, embedding FROM memory_record WHERE ");
+            query.push(LIVE).push(" AND embedding IS NOT NULL AND agent_id = ").push_bind(agent_id);
+            query.push(" AND embedding_model = ").push_bind(model.to_owned()).push(" AND id IN (");
+            let mut separated = query.separated(", ");
+            for id in ids {
+                separated.push_bind(*id);
+            }
+            query.push(")");
+            query.build_query_as().fetch_all(conn).await?
+        });
         Ok(rows)
+    }
+
+    /// The agent's persisted vector index, if one was saved.
+    pub async fn memory_index_snapshot(&self, agent_id: Uuid) -> Result<Option<IndexSnapshot>> {
+        let row: Option<(String, i64, Vec<u8>)> = read!(self, |conn| {
+            sqlx::query_as("SELECT model, through_ms, data FROM memory_vector_index WHERE agent_id = $1")
+                .bind(agent_id)
+                .fetch_optional(conn)
+                .await?
+        });
+        Ok(row.map(|(model, through_ms, data)| IndexSnapshot { model, through_ms, data }))
     }
 
     /// A value that changes whenever any record of the agent is written (count and latest change), so a
@@ -568,6 +623,27 @@ impl Tx {
         if deleted == 0 {
             return Err(not_found());
         }
+        Ok(())
+    }
+
+    /// Replaces the agent's persisted vector index (not a record change: the memory epoch stays).
+    pub async fn save_memory_index(&mut self, agent_id: Uuid, snapshot: &IndexSnapshot) -> Result<()> {
+        let now = ms(self.now());
+        write!(self, |conn| {
+            sqlx::query(
+                "INSERT INTO memory_vector_index (agent_id, model, through_ms, data, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (agent_id) DO UPDATE SET model = excluded.model, \
+                 through_ms = excluded.through_ms, data = excluded.data, updated_at = excluded.updated_at",
+            )
+            .bind(agent_id)
+            .bind(&snapshot.model)
+            .bind(snapshot.through_ms)
+            .bind(snapshot.data.as_slice())
+            .bind(now)
+            .execute(conn)
+            .await?
+            .rows_affected()
+        });
         Ok(())
     }
 

@@ -23,6 +23,7 @@ pub mod fake_embeddings;
 pub mod fake_http;
 pub mod fake_llm;
 pub mod fake_login;
+pub mod fake_qdrant;
 pub mod fake_slack;
 pub mod fake_telegram;
 pub mod fake_whatsapp;

@@ -1,7 +1,7 @@
 //! Per-agent isolation as a property (SPEC §9, issue 16 point 7), on both engines: generated agents,
 //! records (written through the API path, the tool path and markdown files) and queries sharing one
 //! vocabulary — so every query matches other agents' records too — and no search, read or sync of an
-//! agent ever returns or touches another agent's record.
+//! agent ever returns or touches another agent's record — on each vector backend.
 //!
 //! Cases are drawn with proptest's strategies from a deterministic runner (a fixed seed: failures
 //! reproduce); each case runs against the engine's store with fresh agents.
@@ -12,14 +12,14 @@ use cortex_core::memory::MemorySource;
 use cortex_memory::markdown::memory_dir;
 use cortex_memory::{MemoryError, Remember, SearchQuery};
 use cortex_store::memory::MemoryFilter;
+use cortex_testkit::TestStore;
 use cortex_testkit::fake_embeddings::FakeEmbeddings;
-use cortex_testkit::{TestStore, both_engines};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 use uuid::Uuid;
 
-use crate::service::memory;
+use crate::service::Vectors;
 
 const VOCABULARY: &[&str] =
     &["ana", "lisbon", "coffee", "server", "atlas", "garden", "piano", "budget", "sister", "river", "ticket", "museum"];
@@ -57,9 +57,9 @@ fn text(words: &[usize], salt: usize) -> String {
     format!("Record {salt}: {}.", words.join(" "))
 }
 
-both_engines!(no_query_read_or_sync_crosses_agents, |t: TestStore| async move {
+each_backend!(no_query_read_or_sync_crosses_agents, |t: TestStore, backend| async move {
     let embeddings = FakeEmbeddings::start().await;
-    let memory = memory(&t.store, &embeddings).with_data_dir(t.dir.path().to_path_buf());
+    let memory = Vectors::start(backend).await.memory(&t.store, &embeddings).with_data_dir(t.dir.path().to_path_buf());
     let mut runner = TestRunner::deterministic();
     for case_number in 0..CASES {
         let case = case().new_tree(&mut runner).expect("a generated case").current();

@@ -1,5 +1,24 @@
 //! Memory service conformance on both engines: supersession, recall statistics, per-agent isolation and
-//! an index that notices writes made by another process, and the filing of extracted facts.
+//! an index that notices writes made by another process, and the filing of extracted facts. The vector
+//! backend cases run on each backend ([`each_backend!`]).
+
+/// A test body `|t: TestStore, backend: Backend|` run on both engines with each vector backend: the
+/// embedded index and Qdrant (an in-process fake of its REST API: no Qdrant server installs here).
+macro_rules! each_backend {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            cortex_testkit::both_engines!(embedded, |t: TestStore| async move {
+                ($body)(t, crate::service::Backend::Embedded).await
+            });
+            cortex_testkit::both_engines!(qdrant, |t: TestStore| async move {
+                ($body)(t, crate::service::Backend::Qdrant).await
+            });
+        }
+    };
+}
 
 mod extract;
 mod isolation;

@@ -1,16 +1,61 @@
-//! [`Memory`] over a real store and the fake embeddings server.
+//! [`Memory`] over a real store and the fake embeddings server, on each vector backend ([`each_backend!`]:
+//! embedded, and Qdrant through the in-process fake of its REST API).
 
 use std::sync::Arc;
 
 use cortex_core::memory::{MemorySource, MemoryType};
-use cortex_memory::{ApiEmbedder, EmbeddedIndex, EmbeddingsConfig, EmbeddingsMode, Memory, Remember, SearchQuery};
+use cortex_memory::{
+    ApiEmbedder, EmbeddedIndex, EmbeddingsConfig, EmbeddingsMode, Memory, QdrantConfig, QdrantIndex, Remember,
+    SearchQuery, VectorIndex,
+};
 use cortex_store::Store;
 use cortex_store::memory::MemoryFilter;
 use cortex_testkit::fake_embeddings::FakeEmbeddings;
+use cortex_testkit::fake_qdrant::FakeQdrant;
 use cortex_testkit::{TestStore, both_engines};
 use uuid::Uuid;
 
-pub(crate) fn memory(store: &Store, embeddings: &FakeEmbeddings) -> Memory {
+/// The API key the fake Qdrant demands.
+pub(crate) const QDRANT_KEY: &str = "qdrant-test-key";
+
+/// A vector backend under test.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Backend {
+    Embedded,
+    Qdrant,
+}
+
+/// The vector side of a test: nothing for the embedded backend, a fake Qdrant (shared by every
+/// [`Memory`] built from it, like one server shared by processes) otherwise.
+pub(crate) struct Vectors {
+    pub qdrant: Option<FakeQdrant>,
+}
+
+impl Vectors {
+    pub(crate) async fn start(backend: Backend) -> Self {
+        let qdrant = match backend {
+            Backend::Embedded => None,
+            Backend::Qdrant => Some(FakeQdrant::start(Some(QDRANT_KEY)).await),
+        };
+        Self { qdrant }
+    }
+
+    pub(crate) fn index(&self, store: &Store, api_key: &str) -> Arc<dyn VectorIndex> {
+        match &self.qdrant {
+            None => Arc::new(EmbeddedIndex::new(store.clone())),
+            Some(qdrant) => {
+                let config = QdrantConfig { url: qdrant.url().to_owned(), api_key: Some(api_key.to_owned()) };
+                Arc::new(QdrantIndex::new(store.clone(), reqwest::Client::new(), &config))
+            }
+        }
+    }
+
+    pub(crate) fn memory(&self, store: &Store, embeddings: &FakeEmbeddings) -> Memory {
+        Memory::new(store.clone(), Some(embedder(embeddings)), self.index(store, QDRANT_KEY))
+    }
+}
+
+fn embedder(embeddings: &FakeEmbeddings) -> Arc<ApiEmbedder> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = EmbeddingsConfig {
         mode: EmbeddingsMode::Api,
@@ -18,8 +63,12 @@ pub(crate) fn memory(store: &Store, embeddings: &FakeEmbeddings) -> Memory {
         api_key: None,
         model: "fake-64".into(),
     };
-    let embedder = Arc::new(ApiEmbedder::new(reqwest::Client::new(), &config));
-    Memory::new(store.clone(), Some(embedder), Arc::new(EmbeddedIndex::new(store.clone())))
+    Arc::new(ApiEmbedder::new(reqwest::Client::new(), &config))
+}
+
+/// A [`Memory`] on the embedded backend.
+pub(crate) fn memory(store: &Store, embeddings: &FakeEmbeddings) -> Memory {
+    Memory::new(store.clone(), Some(embedder(embeddings)), Arc::new(EmbeddedIndex::new(store.clone())))
 }
 
 fn query(text: &str, limit: usize) -> SearchQuery {
@@ -30,9 +79,9 @@ async fn ids(memory: &Memory, agent: Uuid, text: &str) -> Vec<Uuid> {
     memory.search(agent, &query(text, 10)).await.unwrap().items.iter().map(|item| item.record.id).collect()
 }
 
-both_engines!(superseded_records_leave_search_but_keep_their_history, |t: TestStore| async move {
+each_backend!(superseded_records_leave_search_but_keep_their_history, |t: TestStore, backend| async move {
     let embeddings = FakeEmbeddings::start().await;
-    let memory = memory(&t.store, &embeddings);
+    let memory = Vectors::start(backend).await.memory(&t.store, &embeddings);
     let agent = t.agent("Historian").await;
     let (old, _) =
         memory.remember(Remember::new(agent, "Ana lives in Lisbon near the river.", MemorySource::Api)).await.unwrap();
@@ -61,9 +110,9 @@ both_engines!(superseded_records_leave_search_but_keep_their_history, |t: TestSt
     assert!(t.store.list_memories(stranger, &MemoryFilter::default(), None, 10).await.unwrap().items.is_empty());
 });
 
-both_engines!(recalls_raise_utility_and_recency_follows_the_type, |t: TestStore| async move {
+each_backend!(recalls_raise_utility_and_recency_follows_the_type, |t: TestStore, backend| async move {
     let embeddings = FakeEmbeddings::start().await;
-    let memory = memory(&t.store, &embeddings);
+    let memory = Vectors::start(backend).await.memory(&t.store, &embeddings);
     let agent = t.agent("Recaller").await;
     let event = Remember {
         memory_type: MemoryType::Event,
@@ -97,9 +146,9 @@ both_engines!(recalls_raise_utility_and_recency_follows_the_type, |t: TestStore|
     assert_eq!(t.store.get_memory(agent, rule.id).await.unwrap().access_count, 0);
 });
 
-both_engines!(no_query_returns_another_agents_records, |t: TestStore| async move {
+each_backend!(no_query_returns_another_agents_records, |t: TestStore, backend| async move {
     let embeddings = FakeEmbeddings::start().await;
-    let memory = memory(&t.store, &embeddings);
+    let memory = Vectors::start(backend).await.memory(&t.store, &embeddings);
     let agents = [t.agent("One").await, t.agent("Two").await, t.agent("Three").await];
     let words = ["apple", "river", "garden", "engine", "violin", "harbour"];
     for (n, agent) in agents.iter().enumerate() {
@@ -117,15 +166,16 @@ both_engines!(no_query_returns_another_agents_records, |t: TestStore| async move
     }
 });
 
-both_engines!(the_index_sees_writes_of_another_process, |t: TestStore| async move {
+each_backend!(the_index_sees_writes_of_another_process, |t: TestStore, backend| async move {
     let embeddings = FakeEmbeddings::start().await;
-    let here = memory(&t.store, &embeddings);
+    let vectors = Vectors::start(backend).await;
+    let here = vectors.memory(&t.store, &embeddings);
     let agent = t.agent("Shared").await;
     here.remember(Remember::new(agent, "The printer on floor two is broken.", MemorySource::Api)).await.unwrap();
     assert_eq!(ids(&here, agent, "printer").await.len(), 1, "the index is loaded now");
     // Another process (on SQLite: another writer in this process that bypassed `here`).
     let other_store = if t.store.is_postgres() { t.reopen().await } else { t.store.clone() };
-    let there = memory(&other_store, &embeddings);
+    let there = vectors.memory(&other_store, &embeddings);
     let (added, _) = there
         .remember(Remember::new(agent, "The printer on floor three works fine.", MemorySource::Api))
         .await
@@ -135,4 +185,69 @@ both_engines!(the_index_sees_writes_of_another_process, |t: TestStore| async mov
     assert_eq!(found.mode, cortex_memory::SearchMode::Hybrid);
     let cosine_of_added = found.items.iter().find(|item| item.record.id == added.id).unwrap().parts.similarity;
     assert!(cosine_of_added > 0.3, "the new record came through the vector index too: {cosine_of_added}");
+});
+
+each_backend!(deletes_edits_and_restarts_reach_the_vector_index, |t: TestStore, backend| async move {
+    let embeddings = FakeEmbeddings::start().await;
+    let vectors = Vectors::start(backend).await;
+    let memory = vectors.memory(&t.store, &embeddings);
+    let agent = t.agent("Editor").await;
+    let mut kept = Vec::new();
+    // Enough records that the embedded index persists itself after its first build.
+    for n in 0..70 {
+        let content = format!("Inventory note {n}: crate of bolts number {n}.");
+        kept.push(memory.remember(Remember::new(agent, content, MemorySource::Api)).await.unwrap().0);
+    }
+    let (violin, _) =
+        memory.remember(Remember::new(agent, "The violin lesson is on Friday.", MemorySource::Api)).await.unwrap();
+    assert_eq!(vector_ids(&memory, agent, "violin lesson friday").await.first(), Some(&violin.id));
+    if backend_is_embedded(&vectors) {
+        assert!(t.store.memory_index_snapshot(agent).await.unwrap().is_some(), "persisted after the first build");
+    }
+    let patch =
+        cortex_memory::MemoryPatch { content: Some("The cello lesson moved to Monday.".into()), ..Default::default() };
+    memory.update(agent, violin.id, patch).await.unwrap();
+    memory.delete(agent, kept[3].id).await.unwrap();
+    assert!(!vector_ids(&memory, agent, "violin friday").await.contains(&violin.id), "the old vector is gone");
+    assert_eq!(vector_ids(&memory, agent, "cello monday").await.first(), Some(&violin.id), "the new vector is found");
+
+    // A restarted process (a fresh index) agrees with the rows: the edit and the delete stay applied.
+    let restarted = vectors.memory(&t.store, &embeddings);
+    assert_eq!(vector_ids(&restarted, agent, "cello monday").await.first(), Some(&violin.id));
+    let bolts = restarted.search(agent, &query("crate of bolts number 3", 50)).await.unwrap();
+    assert!(bolts.items.iter().all(|item| item.record.id != kept[3].id), "deleted stays deleted");
+    if let Some(qdrant) = &vectors.qdrant {
+        let collection = cortex_memory::qdrant::collection_name(agent);
+        assert_eq!(collection, format!("cortex_mem_{}", agent.simple()));
+        assert_eq!(qdrant.quantization(&collection)["scalar"]["type"], "int8");
+        let points = qdrant.point_ids(&collection);
+        assert_eq!(points.len(), 70, "70 live records: 71 written, one deleted");
+        assert!(!points.contains(&kept[3].id.to_string()));
+    }
+});
+
+/// Records of a hybrid search for `text` that the vectors found (cosine part above noise), best first.
+async fn vector_ids(memory: &Memory, agent: Uuid, text: &str) -> Vec<Uuid> {
+    let results = memory.search(agent, &query(text, 5)).await.unwrap();
+    assert_eq!(results.mode, cortex_memory::SearchMode::Hybrid, "{text}");
+    results.items.iter().filter(|item| item.parts.similarity > 0.2).map(|item| item.record.id).collect()
+}
+
+fn backend_is_embedded(vectors: &Vectors) -> bool {
+    vectors.qdrant.is_none()
+}
+
+both_engines!(a_refused_qdrant_degrades_search_to_keywords, |t: TestStore| async move {
+    let embeddings = FakeEmbeddings::start().await;
+    let vectors = Vectors::start(Backend::Qdrant).await;
+    let agent = t.agent("Locked out").await;
+    let wrong = Memory::new(t.store.clone(), Some(embedder(&embeddings)), vectors.index(&t.store, "wrong-key"));
+    wrong.remember(Remember::new(agent, "The harbour opens at six.", MemorySource::Api)).await.unwrap();
+    let results = wrong.search(agent, &query("harbour", 5)).await.unwrap();
+    assert_eq!((results.mode, results.degraded), (cortex_memory::SearchMode::Keyword, true));
+    assert_eq!(results.items.len(), 1, "keywords still answer");
+    assert!(vectors.qdrant.as_ref().unwrap().collections().is_empty(), "nothing was written without the key");
+    let right = vectors.memory(&t.store, &embeddings);
+    let results = right.search(agent, &query("harbour", 5)).await.unwrap();
+    assert_eq!((results.mode, results.degraded), (cortex_memory::SearchMode::Hybrid, false));
 });
