@@ -2,8 +2,8 @@
 //! store-backed sink on both engines; the router (with its access control) and outbox delivery over the
 //! same store.
 
-mod approvals;
 mod access;
+mod approvals;
 mod delivery;
 mod discord;
 mod router;
