@@ -49,6 +49,9 @@ pub(crate) struct Secrets {
     /// This process's change notifications and whether the set must be rebuilt before its next use
     /// (`true` until the first build, and after any credential write, resync or lag).
     changes: Mutex<Changes>,
+    /// Held while the set is checked or rebuilt, so a caller never gets the previous set while another
+    /// caller is still rebuilding it after a change.
+    rebuilding: tokio::sync::Mutex<()>,
     /// How many times the rows were read (observability and tests).
     reads: AtomicU64,
 }
@@ -91,7 +94,8 @@ impl Secrets {
             .filter(|value| !value.is_empty())
             .collect();
         let changes = Mutex::new(Changes { receiver: store.subscribe(), stale: true });
-        Secrets { store, cipher, shared, env_values, embedding_key, changes, reads: AtomicU64::new(0) }
+        let (rebuilding, reads) = (tokio::sync::Mutex::new(()), AtomicU64::new(0));
+        Secrets { store, cipher, shared, env_values, embedding_key, changes, rebuilding, reads }
     }
 
     /// The current redactor (as of the last refresh).
@@ -111,15 +115,21 @@ impl Secrets {
 
     /// Rebuilds the redactor when a credential was written since the last build; returns it.
     pub(crate) async fn refresh(&self) -> Result<Arc<Redactor>, StoreError> {
+        let _rebuilding = self.rebuilding.lock().await;
         let stale = self.changes.lock().unwrap_or_else(PoisonError::into_inner).take_stale();
         if !stale {
             return Ok(self.shared.get());
         }
-        self.reload().await.inspect_err(|_| self.mark_stale())
+        self.rebuild().await.inspect_err(|_| self.mark_stale())
     }
 
     /// Rebuilds the redactor from the rows now; returns it.
     pub(crate) async fn reload(&self) -> Result<Arc<Redactor>, StoreError> {
+        let _rebuilding = self.rebuilding.lock().await;
+        self.rebuild().await
+    }
+
+    async fn rebuild(&self) -> Result<Arc<Redactor>, StoreError> {
         self.reads.fetch_add(1, Ordering::Relaxed);
         let rows = self.store.list_credentials().await?;
         let mut values = self.env_values.clone();

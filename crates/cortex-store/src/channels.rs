@@ -15,20 +15,23 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::engine::{read, write};
-use crate::rows::{ms, time};
+use crate::rows::{Millis, ms};
 use crate::{Notification, Result, Store, StoreError, Tx};
 
 /// A stored channel; the secrets stay encrypted.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Channel {
     pub id: Uuid,
     /// `telegram`, `discord`, `slack` or `whatsapp`.
+    #[sqlx(rename = "type")]
     pub channel_type: String,
     pub name: String,
     /// Non-secret settings (API base, mode, …).
+    #[sqlx(json)]
     pub config: Value,
     pub secrets_enc: Option<String>,
     /// Names of the secrets that are set.
+    #[sqlx(json)]
     pub secret_keys: Vec<String>,
     /// `env` (materialised from the environment at start, read-only) or `api`.
     pub source: String,
@@ -37,47 +40,12 @@ pub struct Channel {
     pub inbound_policy: String,
     pub default_agent_id: Option<Uuid>,
     /// What the platform said the bot is (`getMe`, `auth.test`, …).
+    #[sqlx(json(nullable))]
     pub bot_identity: Option<Value>,
+    #[sqlx(try_from = "Millis")]
     pub created_at: Timestamp,
+    #[sqlx(try_from = "Millis")]
     pub updated_at: Timestamp,
-}
-
-#[derive(sqlx::FromRow)]
-struct ChannelRow {
-    id: Uuid,
-    #[sqlx(rename = "type")]
-    channel_type: String,
-    name: String,
-    config: Json<Value>,
-    secrets_enc: Option<String>,
-    secret_keys: Json<Vec<String>>,
-    source: String,
-    enabled: bool,
-    inbound_policy: String,
-    default_agent_id: Option<Uuid>,
-    bot_identity: Option<Json<Value>>,
-    created_at: i64,
-    updated_at: i64,
-}
-
-impl From<ChannelRow> for Channel {
-    fn from(row: ChannelRow) -> Self {
-        Self {
-            id: row.id,
-            channel_type: row.channel_type,
-            name: row.name,
-            config: row.config.0,
-            secrets_enc: row.secrets_enc,
-            secret_keys: row.secret_keys.0,
-            source: row.source,
-            enabled: row.enabled,
-            inbound_policy: row.inbound_policy,
-            default_agent_id: row.default_agent_id,
-            bot_identity: row.bot_identity.map(|json| json.0),
-            created_at: time(row.created_at),
-            updated_at: time(row.updated_at),
-        }
-    }
 }
 
 macro_rules! channel_columns {
@@ -114,12 +82,13 @@ pub struct NewInbound {
 }
 
 /// A recorded inbound event.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct InboundRecord {
     pub id: Uuid,
     pub channel_id: Uuid,
     pub platform_message_id: String,
     pub chat_id: String,
+    #[sqlx(json)]
     pub event: Value,
     /// `received` (not routed yet), `routed`, `refused`, `ignored` or `failed`.
     pub status: String,
@@ -127,40 +96,8 @@ pub struct InboundRecord {
     pub agent_id: Option<Uuid>,
     pub job_id: Option<Uuid>,
     pub detail: Option<String>,
+    #[sqlx(try_from = "Millis")]
     pub created_at: Timestamp,
-}
-
-#[derive(sqlx::FromRow)]
-struct InboundRow {
-    id: Uuid,
-    channel_id: Uuid,
-    platform_message_id: String,
-    chat_id: String,
-    event: Json<Value>,
-    status: String,
-    user_id: Option<Uuid>,
-    agent_id: Option<Uuid>,
-    job_id: Option<Uuid>,
-    detail: Option<String>,
-    created_at: i64,
-}
-
-impl From<InboundRow> for InboundRecord {
-    fn from(row: InboundRow) -> Self {
-        Self {
-            id: row.id,
-            channel_id: row.channel_id,
-            platform_message_id: row.platform_message_id,
-            chat_id: row.chat_id,
-            event: row.event.0,
-            status: row.status,
-            user_id: row.user_id,
-            agent_id: row.agent_id,
-            job_id: row.job_id,
-            detail: row.detail,
-            created_at: time(row.created_at),
-        }
-    }
 }
 
 macro_rules! inbound_columns {
@@ -183,32 +120,32 @@ pub struct InboundOutcome {
 impl Store {
     /// The channel `id`.
     pub async fn channel(&self, id: Uuid) -> Result<Channel> {
-        let row: Option<ChannelRow> = read!(self, |conn| {
+        let row: Option<Channel> = read!(self, |conn| {
             sqlx::query_as(concat!("SELECT ", channel_columns!(), " FROM channel WHERE id = $1"))
                 .bind(id)
                 .fetch_optional(conn)
                 .await?
         });
-        row.map(Channel::from).ok_or(StoreError::NotFound { entity: "channel" })
+        row.ok_or(StoreError::NotFound { entity: "channel" })
     }
 
     /// The channel called `name`, if any.
     pub async fn channel_by_name(&self, name: &str) -> Result<Option<Channel>> {
-        let row: Option<ChannelRow> = read!(self, |conn| {
+        let row: Option<Channel> = read!(self, |conn| {
             sqlx::query_as(concat!("SELECT ", channel_columns!(), " FROM channel WHERE name = $1"))
                 .bind(name)
                 .fetch_optional(conn)
                 .await?
         });
-        Ok(row.map(Channel::from))
+        Ok(row)
     }
 
     /// Every channel, oldest first (there are few; the supervisor and `GET /channels` read them all).
     pub async fn channels(&self) -> Result<Vec<Channel>> {
-        let rows: Vec<ChannelRow> = read!(self, |conn| {
+        let rows: Vec<Channel> = read!(self, |conn| {
             sqlx::query_as(concat!("SELECT ", channel_columns!(), " FROM channel ORDER BY id")).fetch_all(conn).await?
         });
-        Ok(rows.into_iter().map(Channel::from).collect())
+        Ok(rows)
     }
 
     /// Where the channel's receive loop resumes, if it saved a position.
@@ -246,7 +183,7 @@ impl Store {
     pub async fn record_inbound(&self, new: &NewInbound) -> Result<(InboundRecord, bool)> {
         let now = ms(self.now());
         let mut tx = self.begin().await?;
-        let inserted: Option<InboundRow> = write!(tx, |conn| {
+        let inserted: Option<InboundRecord> = write!(tx, |conn| {
             sqlx::query_as(concat!(
                 "INSERT INTO inbound_message (id, channel_id, platform_message_id, chat_id, event, status, created_at, \
                  updated_at) VALUES ($1, $2, $3, $4, $5, 'received', $6, $6) \
@@ -264,9 +201,9 @@ impl Store {
         });
         tx.commit().await?;
         if let Some(row) = inserted {
-            return Ok((row.into(), true));
+            return Ok((row, true));
         }
-        let existing: Option<InboundRow> = read!(self, |conn| {
+        let existing: Option<InboundRecord> = read!(self, |conn| {
             sqlx::query_as(concat!(
                 "SELECT ",
                 inbound_columns!(),
@@ -277,18 +214,18 @@ impl Store {
             .fetch_optional(conn)
             .await?
         });
-        existing.map(|row| (row.into(), false)).ok_or(StoreError::NotFound { entity: "inbound_message" })
+        existing.map(|row| (row, false)).ok_or(StoreError::NotFound { entity: "inbound_message" })
     }
 
     /// The inbound row `id`.
     pub async fn inbound(&self, id: Uuid) -> Result<InboundRecord> {
-        let row: Option<InboundRow> = read!(self, |conn| {
+        let row: Option<InboundRecord> = read!(self, |conn| {
             sqlx::query_as(concat!("SELECT ", inbound_columns!(), " FROM inbound_message WHERE id = $1"))
                 .bind(id)
                 .fetch_optional(conn)
                 .await?
         });
-        row.map(InboundRecord::from).ok_or(StoreError::NotFound { entity: "inbound_message" })
+        row.ok_or(StoreError::NotFound { entity: "inbound_message" })
     }
 
     /// How many inbound events a channel has recorded (any status).
@@ -304,7 +241,7 @@ impl Store {
     /// Inbound rows of a channel still waiting for the router, oldest first (recovery after a crash
     /// between recording and routing).
     pub async fn unrouted_inbound(&self, channel_id: Uuid, limit: i64) -> Result<Vec<InboundRecord>> {
-        let rows: Vec<InboundRow> = read!(self, |conn| {
+        let rows: Vec<InboundRecord> = read!(self, |conn| {
             sqlx::query_as(concat!(
                 "SELECT ",
                 inbound_columns!(),
@@ -315,7 +252,7 @@ impl Store {
             .fetch_all(conn)
             .await?
         });
-        Ok(rows.into_iter().map(InboundRecord::from).collect())
+        Ok(rows)
     }
 }
 

@@ -21,7 +21,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::engine::{read, write};
-use crate::rows::{ms, opt_time, time};
+use crate::rows::{Millis, OptMillis, ms, time};
 use crate::secrets::SecretRef;
 use crate::{Notification, Result, Store, StoreError, Tx};
 
@@ -42,7 +42,7 @@ pub fn secret_hint(secret: &str) -> Option<String> {
 }
 
 /// A stored credential; the secret stays encrypted.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ProviderCredential {
     pub id: Uuid,
     /// `llm`, `embedding`, `search`, `tool_secret` or `speech`.
@@ -57,23 +57,30 @@ pub struct ProviderCredential {
     pub secret_enc: Option<String>,
     /// The last characters of the secret, shown so operators recognise a key (never enough to use it).
     pub secret_hint: Option<String>,
+    #[sqlx(json)]
     pub models: Value,
+    #[sqlx(json)]
     pub prices: Value,
     pub status: String,
+    #[sqlx(try_from = "OptMillis")]
     pub last_used_at: Option<Timestamp>,
     pub last_error: Option<String>,
     pub error_count: i64,
     /// `env` (materialised from the environment at start) or `api`.
     pub source: String,
     /// Spend through this credential.
+    #[sqlx(flatten)]
     pub usage: CredentialUsage,
     /// The sign-in flow that produced the secret (provider sign-in), if it came from one.
     pub sign_in: Option<String>,
     /// Encrypted refresh token (for `provider_credential.refresh_enc.<id>`).
     pub refresh_enc: Option<String>,
     /// When the secret stops working (signed-in access tokens).
+    #[sqlx(try_from = "OptMillis")]
     pub expires_at: Option<Timestamp>,
+    #[sqlx(try_from = "Millis")]
     pub created_at: Timestamp,
+    #[sqlx(try_from = "Millis")]
     pub updated_at: Timestamp,
 }
 
@@ -85,73 +92,12 @@ impl ProviderCredential {
 }
 
 /// Calls, tokens and cost charged through one credential.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, sqlx::FromRow)]
 pub struct CredentialUsage {
     pub calls: i64,
     pub tokens_in: i64,
     pub tokens_out: i64,
     pub cost_usd: f64,
-}
-
-#[derive(sqlx::FromRow)]
-struct CredentialRow {
-    id: Uuid,
-    kind: String,
-    name: String,
-    provider: Option<String>,
-    api_style: Option<String>,
-    base_url: Option<String>,
-    secret_enc: Option<String>,
-    secret_hint: Option<String>,
-    models: Json<Value>,
-    prices: Json<Value>,
-    status: String,
-    last_used_at: Option<i64>,
-    last_error: Option<String>,
-    error_count: i64,
-    source: String,
-    calls: i64,
-    tokens_in: i64,
-    tokens_out: i64,
-    cost_usd: f64,
-    sign_in: Option<String>,
-    refresh_enc: Option<String>,
-    expires_at: Option<i64>,
-    created_at: i64,
-    updated_at: i64,
-}
-
-impl From<CredentialRow> for ProviderCredential {
-    fn from(row: CredentialRow) -> Self {
-        Self {
-            id: row.id,
-            kind: row.kind,
-            name: row.name,
-            provider: row.provider,
-            api_style: row.api_style,
-            base_url: row.base_url,
-            secret_enc: row.secret_enc,
-            secret_hint: row.secret_hint,
-            models: row.models.0,
-            prices: row.prices.0,
-            status: row.status,
-            last_used_at: opt_time(row.last_used_at),
-            last_error: row.last_error,
-            error_count: row.error_count,
-            source: row.source,
-            usage: CredentialUsage {
-                calls: row.calls,
-                tokens_in: row.tokens_in,
-                tokens_out: row.tokens_out,
-                cost_usd: row.cost_usd,
-            },
-            sign_in: row.sign_in,
-            refresh_enc: row.refresh_enc,
-            expires_at: opt_time(row.expires_at),
-            created_at: time(row.created_at),
-            updated_at: time(row.updated_at),
-        }
-    }
 }
 
 macro_rules! credential_columns {
@@ -247,7 +193,7 @@ pub struct CredentialWrite {
 impl Store {
     /// The credential `kind`/`name`, if any.
     pub async fn credential(&self, kind: &str, name: &str) -> Result<Option<ProviderCredential>> {
-        let row: Option<CredentialRow> = read!(self, |conn| {
+        let row: Option<ProviderCredential> = read!(self, |conn| {
             sqlx::query_as(concat!(
                 "SELECT ",
                 credential_columns!(),
@@ -258,33 +204,33 @@ impl Store {
             .fetch_optional(conn)
             .await?
         });
-        Ok(row.map(ProviderCredential::from))
+        Ok(row)
     }
 
     /// The credential with `id`.
     pub async fn credential_by_id(&self, id: Uuid) -> Result<ProviderCredential> {
-        let row: Option<CredentialRow> = read!(self, |conn| {
+        let row: Option<ProviderCredential> = read!(self, |conn| {
             sqlx::query_as(concat!("SELECT ", credential_columns!(), " FROM provider_credential WHERE id = $1"))
                 .bind(id)
                 .fetch_optional(conn)
                 .await?
         });
-        Ok(row.ok_or(StoreError::NotFound { entity: "credential" })?.into())
+        row.ok_or(StoreError::NotFound { entity: "credential" })
     }
 
     /// Every credential, by kind then name (a workspace has a handful, so there is no paging).
     pub async fn list_credentials(&self) -> Result<Vec<ProviderCredential>> {
-        let rows: Vec<CredentialRow> = read!(self, |conn| {
+        let rows: Vec<ProviderCredential> = read!(self, |conn| {
             sqlx::query_as(concat!("SELECT ", credential_columns!(), " FROM provider_credential ORDER BY kind, name"))
                 .fetch_all(conn)
                 .await?
         });
-        Ok(rows.into_iter().map(ProviderCredential::from).collect())
+        Ok(rows)
     }
 
     /// Every credential of a kind, by name.
     pub async fn credentials_of_kind(&self, kind: &str) -> Result<Vec<ProviderCredential>> {
-        let rows: Vec<CredentialRow> = read!(self, |conn| {
+        let rows: Vec<ProviderCredential> = read!(self, |conn| {
             sqlx::query_as(concat!(
                 "SELECT ",
                 credential_columns!(),
@@ -294,7 +240,7 @@ impl Store {
             .fetch_all(conn)
             .await?
         });
-        Ok(rows.into_iter().map(ProviderCredential::from).collect())
+        Ok(rows)
     }
 }
 

@@ -16,7 +16,7 @@ use cortex_core::role::Role;
 use uuid::Uuid;
 
 use crate::engine::{read, write};
-use crate::rows::{ms, parse, time};
+use crate::rows::{Millis, ms, parse, time};
 use crate::secrets::SecretRef;
 use crate::users::User;
 use crate::{Result, Store, StoreError, Tx};
@@ -32,7 +32,7 @@ pub fn pkce_verifier_ref(id: Uuid) -> SecretRef {
 }
 
 /// A login provider as stored (the secret stays encrypted).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct LoginProviderRow {
     pub id: Uuid,
     /// `github`, `google` or `oidc`.
@@ -48,50 +48,25 @@ pub struct LoginProviderRow {
     pub api_url: Option<String>,
     /// Whether an unknown (verified) email creates a user, with [`Self::signup_role`].
     pub auto_signup: bool,
+    #[sqlx(try_from = "RoleColumn")]
     pub signup_role: Role,
     pub enabled: bool,
+    #[sqlx(try_from = "Millis")]
     pub created_at: Timestamp,
+    #[sqlx(try_from = "Millis")]
     pub updated_at: Timestamp,
 }
 
-#[derive(sqlx::FromRow)]
-struct ProviderRow {
-    id: Uuid,
-    provider: String,
-    display_name: Option<String>,
-    client_id: String,
-    client_secret_enc: Option<String>,
-    issuer_url: Option<String>,
-    authorize_url: Option<String>,
-    token_url: Option<String>,
-    userinfo_url: Option<String>,
-    api_url: Option<String>,
-    auto_signup: bool,
-    signup_role: String,
-    enabled: bool,
-    created_at: i64,
-    updated_at: i64,
-}
+/// `login_provider.signup_role` as stored, parsed into a [`Role`] as the row is read.
+#[derive(sqlx::Type)]
+#[sqlx(transparent)]
+struct RoleColumn(String);
 
-impl ProviderRow {
-    fn into_row(self) -> Result<LoginProviderRow> {
-        Ok(LoginProviderRow {
-            id: self.id,
-            provider: self.provider,
-            display_name: self.display_name,
-            client_id: self.client_id,
-            client_secret_enc: self.client_secret_enc,
-            issuer_url: self.issuer_url,
-            authorize_url: self.authorize_url,
-            token_url: self.token_url,
-            userinfo_url: self.userinfo_url,
-            api_url: self.api_url,
-            auto_signup: self.auto_signup,
-            signup_role: parse("login_provider.signup_role", &self.signup_role)?,
-            enabled: self.enabled,
-            created_at: time(self.created_at),
-            updated_at: time(self.updated_at),
-        })
+impl TryFrom<RoleColumn> for Role {
+    type Error = StoreError;
+
+    fn try_from(value: RoleColumn) -> Result<Self> {
+        parse("login_provider.signup_role", &value.0)
     }
 }
 
@@ -124,19 +99,19 @@ impl OAuthState {
 impl Store {
     /// Every stored login provider, by provider type.
     pub async fn list_login_providers(&self) -> Result<Vec<LoginProviderRow>> {
-        let rows: Vec<ProviderRow> = read!(self, |conn| {
+        let rows: Vec<LoginProviderRow> = read!(self, |conn| {
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT {PROVIDER_COLUMNS} FROM login_provider ORDER BY provider"
             )))
             .fetch_all(conn)
             .await?
         });
-        rows.into_iter().map(ProviderRow::into_row).collect()
+        Ok(rows)
     }
 
     /// The stored provider of this type, if any.
     pub async fn login_provider(&self, provider: &str) -> Result<Option<LoginProviderRow>> {
-        let row: Option<ProviderRow> = read!(self, |conn| {
+        let row: Option<LoginProviderRow> = read!(self, |conn| {
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT {PROVIDER_COLUMNS} FROM login_provider WHERE provider = $1"
             )))
@@ -144,7 +119,7 @@ impl Store {
             .fetch_optional(conn)
             .await?
         });
-        row.map(ProviderRow::into_row).transpose()
+        Ok(row)
     }
 
     /// The user linked to `(provider, subject)`, if any.

@@ -10,19 +10,23 @@ use uuid::Uuid;
 
 use crate::engine::{read, write};
 use crate::page::{Cursor, Page};
-use crate::rows::{ms, opt_time, time};
+use crate::rows::{Millis, OptMillis, ms};
 use crate::{Result, Store, StoreError, Tx};
 
 /// A stored memory record (without its vector, which only the index reads).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct MemoryRecord {
     pub id: Uuid,
     pub agent_id: Uuid,
     /// `fact`, `preference`, `event`, `system_rule`, `lesson` or `relationship`.
+    #[sqlx(rename = "type")]
     pub memory_type: String,
     pub content: String,
+    #[sqlx(json)]
     pub tags: Vec<String>,
+    #[sqlx(json)]
     pub people: Vec<String>,
+    #[sqlx(json)]
     pub projects: Vec<String>,
     pub importance: i64,
     pub confidence: f64,
@@ -40,67 +44,12 @@ pub struct MemoryRecord {
     /// The model of the stored vector, `None` while the record has none.
     pub embedding_model: Option<String>,
     pub access_count: i64,
+    #[sqlx(try_from = "OptMillis")]
     pub last_accessed_at: Option<Timestamp>,
+    #[sqlx(try_from = "Millis")]
     pub created_at: Timestamp,
+    #[sqlx(try_from = "Millis")]
     pub updated_at: Timestamp,
-}
-
-#[derive(sqlx::FromRow)]
-struct MemoryRow {
-    id: Uuid,
-    agent_id: Uuid,
-    #[sqlx(rename = "type")]
-    memory_type: String,
-    content: String,
-    tags: Json<Vec<String>>,
-    people: Json<Vec<String>>,
-    projects: Json<Vec<String>>,
-    importance: i64,
-    confidence: f64,
-    source: String,
-    source_ref: Option<String>,
-    session_id: Option<Uuid>,
-    job_id: Option<Uuid>,
-    message_seq: Option<i64>,
-    content_hash: String,
-    supersedes_id: Option<Uuid>,
-    superseded_by: Option<Uuid>,
-    reason: Option<String>,
-    embedding_model: Option<String>,
-    access_count: i64,
-    last_accessed_at: Option<i64>,
-    created_at: i64,
-    updated_at: i64,
-}
-
-impl From<MemoryRow> for MemoryRecord {
-    fn from(row: MemoryRow) -> Self {
-        Self {
-            id: row.id,
-            agent_id: row.agent_id,
-            memory_type: row.memory_type,
-            content: row.content,
-            tags: row.tags.0,
-            people: row.people.0,
-            projects: row.projects.0,
-            importance: row.importance,
-            confidence: row.confidence,
-            source: row.source,
-            source_ref: row.source_ref,
-            session_id: row.session_id,
-            job_id: row.job_id,
-            message_seq: row.message_seq,
-            content_hash: row.content_hash,
-            supersedes_id: row.supersedes_id,
-            superseded_by: row.superseded_by,
-            reason: row.reason,
-            embedding_model: row.embedding_model,
-            access_count: row.access_count,
-            last_accessed_at: opt_time(row.last_accessed_at),
-            created_at: time(row.created_at),
-            updated_at: time(row.updated_at),
-        }
-    }
 }
 
 macro_rules! memory_columns {
@@ -198,7 +147,7 @@ fn not_found() -> StoreError {
 impl Store {
     /// One record of the agent (superseded ones included, deleted ones not).
     pub async fn get_memory(&self, agent_id: Uuid, id: Uuid) -> Result<MemoryRecord> {
-        let row: Option<MemoryRow> = read!(self, |conn| {
+        let row: Option<MemoryRecord> = read!(self, |conn| {
             sqlx::query_as(concat!(
                 "SELECT ",
                 memory_columns!(),
@@ -209,7 +158,7 @@ impl Store {
             .fetch_optional(conn)
             .await?
         });
-        row.map(MemoryRecord::from).ok_or_else(not_found)
+        row.ok_or_else(not_found)
     }
 
     /// The agent's records, newest first.
@@ -226,7 +175,7 @@ impl Store {
             " AND EXISTS (SELECT 1 FROM json_each(memory_record.tags) WHERE json_each.value = "
         };
         let tag_close = if self.is_postgres() { "" } else { ")" };
-        let rows: Vec<MemoryRow> = read!(self, |conn| {
+        let rows: Vec<MemoryRecord> = read!(self, |conn| {
             let mut query = sqlx::QueryBuilder::new(concat!(
                 "SELECT ",
                 memory_columns!(),
@@ -251,7 +200,7 @@ impl Store {
             query.push(" ORDER BY id DESC LIMIT ").push_bind(limit as i64 + 1);
             query.build_query_as().fetch_all(conn).await?
         });
-        Ok(Page::from_overfetch(rows, limit, |row| row.id).map(MemoryRecord::from))
+        Ok(Page::from_overfetch(rows, limit, |row| row.id))
     }
 
     /// Live records of the agent among `ids` (in no particular order).
@@ -259,7 +208,7 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let rows: Vec<MemoryRow> = read!(self, |conn| {
+        let rows: Vec<MemoryRecord> = read!(self, |conn| {
             let mut query =
                 sqlx::QueryBuilder::new(concat!("SELECT ", memory_columns!(), " FROM memory_record WHERE "));
             query.push(LIVE).push(" AND agent_id = ").push_bind(agent_id).push(" AND id IN (");
@@ -270,7 +219,7 @@ impl Store {
             query.push(")");
             query.build_query_as().fetch_all(conn).await?
         });
-        Ok(rows.into_iter().map(MemoryRecord::from).collect())
+        Ok(rows)
     }
 
     /// Up to `limit` live records of the agent matching any of `words`, best keyword rank first, with that
@@ -391,7 +340,7 @@ impl Store {
     /// Live records of any agent whose vector is missing or made by another model than `model`, oldest
     /// first: the backfill's work list.
     pub async fn memories_to_embed(&self, model: &str, limit: usize) -> Result<Vec<MemoryRecord>> {
-        let rows: Vec<MemoryRow> = read!(self, |conn| {
+        let rows: Vec<MemoryRecord> = read!(self, |conn| {
             sqlx::query_as(concat!(
                 "SELECT ",
                 memory_columns!(),
@@ -403,12 +352,12 @@ impl Store {
             .fetch_all(conn)
             .await?
         });
-        Ok(rows.into_iter().map(MemoryRecord::from).collect())
+        Ok(rows)
     }
 }
 
 impl Tx {
-    async fn live_memory_by_hash(&mut self, agent_id: Uuid, hash: &str) -> Result<Option<MemoryRow>> {
+    async fn live_memory_by_hash(&mut self, agent_id: Uuid, hash: &str) -> Result<Option<MemoryRecord>> {
         Ok(write!(self, |conn| {
             sqlx::query_as(concat!(
                 "SELECT ",
@@ -423,8 +372,8 @@ impl Tx {
         }))
     }
 
-    async fn memory_for_update(&mut self, agent_id: Uuid, id: Uuid) -> Result<MemoryRow> {
-        let row: Option<MemoryRow> = write!(self, |conn| {
+    async fn memory_for_update(&mut self, agent_id: Uuid, id: Uuid) -> Result<MemoryRecord> {
+        let row: Option<MemoryRecord> = write!(self, |conn| {
             sqlx::query_as(concat!(
                 "SELECT ",
                 memory_columns!(),
@@ -446,7 +395,7 @@ impl Tx {
         self.memory_changed = true;
         let hash = content_hash(&new.content);
         if let Some(row) = self.live_memory_by_hash(new.agent_id, &hash).await? {
-            return Ok((row.into(), false));
+            return Ok((row, false));
         }
         let id = cortex_core::new_id();
         let now = ms(self.now());
@@ -472,7 +421,7 @@ impl Tx {
             Some(embedding) => (Some(embedding.model.as_str()), Some(embedding.bytes.as_slice())),
             None => (None, None),
         };
-        let row: MemoryRow = write!(self, |conn| {
+        let row: MemoryRecord = write!(self, |conn| {
             sqlx::query_as(concat!(
                 "INSERT INTO memory_record (id, agent_id, type, content, tags, people, projects, importance, confidence, \
                  source, source_ref, session_id, job_id, message_seq, content_hash, supersedes_id, reason, embedding, \
@@ -504,7 +453,7 @@ impl Tx {
             .fetch_one(conn)
             .await?
         });
-        Ok((row.into(), true))
+        Ok((row, true))
     }
 
     /// Applies `update` to a record of the agent and returns it. A new content that equals another live
@@ -521,11 +470,11 @@ impl Tx {
             return Err(StoreError::Conflict { constraint: "memory.content".into() });
         }
         let memory_type = update.memory_type.clone().unwrap_or(current.memory_type);
-        let tags = update.tags.clone().unwrap_or(current.tags.0);
+        let tags = update.tags.clone().unwrap_or(current.tags);
         let importance = update.importance.unwrap_or(current.importance);
         let confidence = update.confidence.unwrap_or(current.confidence);
         let now = ms(self.now());
-        let row: MemoryRow = match &update.embedding {
+        let row: MemoryRecord = match &update.embedding {
             None => write!(self, |conn| {
                 sqlx::query_as(concat!(
                     "UPDATE memory_record SET type = $3, content = $4, content_hash = $5, tags = $6, importance = $7, \
@@ -572,7 +521,7 @@ impl Tx {
                 })
             }
         };
-        Ok(row.into())
+        Ok(row)
     }
 
     /// Stores the vector of a record whose content is still `content_hash` (a backfill racing an edit

@@ -23,6 +23,30 @@ pub(crate) fn opt_time(ms: Option<i64>) -> Option<Timestamp> {
     ms.map(time)
 }
 
+/// A time column as stored (Unix milliseconds). Records derive `sqlx::FromRow` themselves and mark each
+/// time field `#[sqlx(try_from = "Millis")]`, so no row twin repeats their fields and no hand-written
+/// conversion copies them one by one.
+#[derive(sqlx::Type)]
+#[sqlx(transparent)]
+pub(crate) struct Millis(i64);
+
+impl From<Millis> for Timestamp {
+    fn from(value: Millis) -> Self {
+        time(value.0)
+    }
+}
+
+/// A nullable time column, for `#[sqlx(try_from = "OptMillis")]` (see [`Millis`]).
+#[derive(sqlx::Type)]
+#[sqlx(transparent)]
+pub(crate) struct OptMillis(Option<i64>);
+
+impl From<OptMillis> for Option<Timestamp> {
+    fn from(value: OptMillis) -> Self {
+        opt_time(value.0)
+    }
+}
+
 /// Parses an enum column. Status columns have CHECK constraints and kinds and event types are written
 /// from typed values, so a failure is a sign of corruption or of a row written by a newer version.
 pub(crate) fn parse<T: FromStr>(column: &str, text: &str) -> Result<T, StoreError>
