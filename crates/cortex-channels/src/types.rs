@@ -71,8 +71,43 @@ pub struct AttachmentRef {
     pub mime: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+    /// The file name the sender's app gave it, when the platform says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// The platform's handle for fetching it (Telegram `file_id`, WhatsApp media id, a URL).
     pub platform_file_ref: String,
+}
+
+impl AttachmentRef {
+    /// The attachment kind a MIME type implies (`image`, `audio`, `video`, else `file`).
+    pub fn kind_of(mime: Option<&str>) -> &'static str {
+        match mime.and_then(|mime| mime.split('/').next()) {
+            Some("image") => "image",
+            Some("audio") => "audio",
+            Some("video") => "video",
+            _ => "file",
+        }
+    }
+
+    /// How the agent learns of it (it is not downloaded unless a tool asks): kind, name, type, size and
+    /// the platform reference, on one line.
+    pub fn describe(&self) -> String {
+        let mut parts = vec![self.kind.clone()];
+        parts.extend(self.name.as_ref().map(|name| format!("\"{name}\"")));
+        parts.extend(self.mime.clone());
+        parts.extend(self.size.map(|bytes| format!("{bytes} bytes")));
+        format!("{} (ref: {})", parts.join(", "), self.platform_file_ref)
+    }
+}
+
+/// The note that tells the agent what a message carried besides its text (SPEC §8.1: files are
+/// described by name, type and size; nothing is downloaded here). Empty for a message without any.
+pub fn attachments_note(attachments: &[AttachmentRef]) -> String {
+    if attachments.is_empty() {
+        return String::new();
+    }
+    let lines: Vec<String> = attachments.iter().map(|file| format!("- {}", file.describe())).collect();
+    format!("[The user attached {} file(s), not downloaded:\n{}]", attachments.len(), lines.join("\n"))
 }
 
 /// A user's message to the bot.

@@ -2,6 +2,7 @@
 //! store-backed sink on both engines; the router and outbox delivery over the same store.
 
 mod approvals;
+mod attachments;
 mod delivery;
 mod discord;
 mod router;
