@@ -19,10 +19,12 @@ impl Platform {
     pub fn limits(self) -> Limits {
         match self {
             // Telegram counts UTF-16 code units of the text after entity parsing.
-            Platform::Telegram => Limits { max_text: 4096, max_buttons: 8 },
-            Platform::Discord => Limits { max_text: 2000, max_buttons: 5 },
-            Platform::Slack => Limits { max_text: 4000, max_buttons: 5 },
-            Platform::WhatsApp => Limits { max_text: 4096, max_buttons: 3 },
+            Platform::Telegram => Limits { max_text: 4096, max_buttons: 8, max_text_with_buttons: 4096 },
+            Platform::Discord => Limits { max_text: 2000, max_buttons: 5, max_text_with_buttons: 2000 },
+            // A Block Kit section holds at most 3000 characters.
+            Platform::Slack => Limits { max_text: 4000, max_buttons: 5, max_text_with_buttons: 3000 },
+            // The body of an interactive (reply buttons) message holds at most 1024 characters.
+            Platform::WhatsApp => Limits { max_text: 4096, max_buttons: 3, max_text_with_buttons: 1024 },
         }
     }
 }
@@ -34,6 +36,8 @@ pub struct Limits {
     pub max_text: usize,
     /// Most buttons on one message.
     pub max_buttons: usize,
+    /// Longest text of a message that carries buttons (the part they go under).
+    pub max_text_with_buttons: usize,
 }
 
 /// Direct (one person and the bot) or group conversation.
