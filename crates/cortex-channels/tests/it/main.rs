@@ -9,4 +9,5 @@ mod router;
 mod slack;
 mod support;
 mod telegram;
+mod typing;
 mod whatsapp;
