@@ -149,7 +149,14 @@ async fn deliver_one(
         },
         _ => (payload.text.unwrap_or_default(), payload.buttons),
     };
-    let mut parts = split(&text, adapter.limits().max_text);
+    let limits = adapter.limits();
+    let mut parts = split(&text, limits.max_text);
+    if !buttons.is_empty()
+        && let Some(last) = parts.pop()
+    {
+        // Buttons go under the last part, which must fit the platform's shorter limit for such messages.
+        parts.extend(split(&last, limits.max_text_with_buttons));
+    }
     if parts.is_empty() {
         parts.push("(no answer)".to_owned());
     }

@@ -14,6 +14,7 @@
 //! - [`delivery`]: the outbox sender of one channel (split, send in order, retry, `delivered` with ids).
 //! - [`supervisor`]: runs every enabled channel (receive under a lease, route, deliver), restarts
 //!   failed ones with backoff and reloads changed ones.
+//! - [`typing`]: the typing indicator renewed while a chat's job is in progress.
 //! - [`telegram`]: the Bot API adapter (long polling or webhook).
 //! - [`discord`]: the Discord adapter (gateway WebSocket in, REST out).
 //! - [`slack`]: the Slack adapter (Socket Mode or the Events API webhook in, Web API out).
@@ -36,4 +37,5 @@ pub mod supervisor;
 pub mod telegram;
 pub mod text;
 pub mod types;
+pub mod typing;
 pub mod whatsapp;

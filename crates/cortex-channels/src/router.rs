@@ -194,7 +194,8 @@ impl Router {
                         created_by: Some(format!("channel_user:{user_id}")),
                     })
                     .await?;
-                tx.append_message(session, "user", &message.text, Some(job.id), Some(&surface)).await?;
+                let text = with_attachments(&message);
+                tx.append_message(session, "user", &text, Some(job.id), Some(&surface)).await?;
                 let outcome = InboundOutcome { status: "routed", job_id: Some(job.id), ..agent_of(Some(agent.id)) };
                 self.finish_in(tx, row.id, outcome, None).await?;
                 if let Err(err) = adapter.typing(&message.chat).await {
@@ -378,5 +379,15 @@ fn origin(channel: &Channel, chat: &ChatRef) -> String {
     match &chat.thread_id {
         Some(thread) => format!("{}:{}:{}:{thread}", channel.channel_type, channel.id, chat.chat_id),
         None => format!("{}:{}:{}", channel.channel_type, channel.id, chat.chat_id),
+    }
+}
+
+/// The message as the agent reads it: its text, then a note naming each attachment by reference.
+fn with_attachments(message: &Inbound) -> String {
+    let note = crate::types::attachments_note(&message.attachments);
+    match (message.text.is_empty(), note.is_empty()) {
+        (_, true) => message.text.clone(),
+        (true, false) => note,
+        (false, false) => format!("{}\n\n{note}", message.text),
     }
 }

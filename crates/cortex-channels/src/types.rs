@@ -19,10 +19,12 @@ impl Platform {
     pub fn limits(self) -> Limits {
         match self {
             // Telegram counts UTF-16 code units of the text after entity parsing.
-            Platform::Telegram => Limits { max_text: 4096, max_buttons: 8 },
-            Platform::Discord => Limits { max_text: 2000, max_buttons: 5 },
-            Platform::Slack => Limits { max_text: 4000, max_buttons: 5 },
-            Platform::WhatsApp => Limits { max_text: 4096, max_buttons: 3 },
+            Platform::Telegram => Limits { max_text: 4096, max_buttons: 8, max_text_with_buttons: 4096 },
+            Platform::Discord => Limits { max_text: 2000, max_buttons: 5, max_text_with_buttons: 2000 },
+            // A Block Kit section holds at most 3000 characters.
+            Platform::Slack => Limits { max_text: 4000, max_buttons: 5, max_text_with_buttons: 3000 },
+            // The body of an interactive (reply buttons) message holds at most 1024 characters.
+            Platform::WhatsApp => Limits { max_text: 4096, max_buttons: 3, max_text_with_buttons: 1024 },
         }
     }
 }
@@ -34,6 +36,8 @@ pub struct Limits {
     pub max_text: usize,
     /// Most buttons on one message.
     pub max_buttons: usize,
+    /// Longest text of a message that carries buttons (the part they go under).
+    pub max_text_with_buttons: usize,
 }
 
 /// Direct (one person and the bot) or group conversation.
@@ -71,8 +75,43 @@ pub struct AttachmentRef {
     pub mime: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+    /// The file name the sender's app gave it, when the platform says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// The platform's handle for fetching it (Telegram `file_id`, WhatsApp media id, a URL).
     pub platform_file_ref: String,
+}
+
+impl AttachmentRef {
+    /// The attachment kind a MIME type implies (`image`, `audio`, `video`, else `file`).
+    pub fn kind_of(mime: Option<&str>) -> &'static str {
+        match mime.and_then(|mime| mime.split('/').next()) {
+            Some("image") => "image",
+            Some("audio") => "audio",
+            Some("video") => "video",
+            _ => "file",
+        }
+    }
+
+    /// How the agent learns of it (it is not downloaded unless a tool asks): kind, name, type, size and
+    /// the platform reference, on one line.
+    pub fn describe(&self) -> String {
+        let mut parts = vec![self.kind.clone()];
+        parts.extend(self.name.as_ref().map(|name| format!("\"{name}\"")));
+        parts.extend(self.mime.clone());
+        parts.extend(self.size.map(|bytes| format!("{bytes} bytes")));
+        format!("{} (ref: {})", parts.join(", "), self.platform_file_ref)
+    }
+}
+
+/// The note that tells the agent what a message carried besides its text (SPEC §8.1: files are
+/// described by name, type and size; nothing is downloaded here). Empty for a message without any.
+pub fn attachments_note(attachments: &[AttachmentRef]) -> String {
+    if attachments.is_empty() {
+        return String::new();
+    }
+    let lines: Vec<String> = attachments.iter().map(|file| format!("- {}", file.describe())).collect();
+    format!("[The user attached {} file(s), not downloaded:\n{}]", attachments.len(), lines.join("\n"))
 }
 
 /// A user's message to the bot.

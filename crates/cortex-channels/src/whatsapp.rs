@@ -260,6 +260,7 @@ impl WhatsAppAdapter {
                     kind: if kind == "document" { "file".into() } else { kind.into() },
                     mime: media["mime_type"].as_str().map(str::to_owned),
                     size: None,
+                    name: media["filename"].as_str().map(str::to_owned),
                     platform_file_ref: media["id"].as_str()?.to_owned(),
                 };
                 (media["caption"].as_str().unwrap_or_default().to_owned(), vec![attachment])

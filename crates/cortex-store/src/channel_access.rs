@@ -448,6 +448,37 @@ impl Tx {
         Ok((user.id, Role::None))
     }
 
+    /// Makes a platform user of `channel_id` speak for the existing account `user_id` (an operator
+    /// linking their own chat identity, so e.g. their approval button presses carry their role); moves
+    /// the identity when it was mapped to another account. Returns whether anything changed.
+    pub async fn link_channel_user(
+        &mut self,
+        channel_id: Uuid,
+        platform_user_id: &str,
+        user_id: Uuid,
+        display_name: &str,
+    ) -> Result<bool> {
+        let now = ms(self.now());
+        let changed = write!(self, |conn| {
+            sqlx::query(
+                "INSERT INTO channel_mapping (id, channel_id, platform_user_id, user_id, display_name, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (channel_id, platform_user_id) \
+                 DO UPDATE SET user_id = excluded.user_id, updated_at = excluded.updated_at \
+                 WHERE channel_mapping.user_id <> excluded.user_id",
+            )
+            .bind(cortex_core::new_id())
+            .bind(channel_id)
+            .bind(platform_user_id)
+            .bind(user_id)
+            .bind(display_name)
+            .bind(now)
+            .execute(conn)
+            .await?
+            .rows_affected()
+        });
+        Ok(changed == 1)
+    }
+
     /// Binds a chat to an agent, moving it from another agent if it was bound elsewhere. Returns the
     /// binding and whether it changed anything.
     pub async fn upsert_binding(&mut self, new: &NewBinding) -> Result<(Binding, bool)> {

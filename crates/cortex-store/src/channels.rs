@@ -254,6 +254,23 @@ impl Store {
         });
         Ok(rows)
     }
+
+    /// The recorded events (as stored) of the channel's messages since `since` whose chat job is still
+    /// in progress (pending, scheduled or running): where a typing indicator belongs.
+    pub async fn inbound_with_jobs_in_progress(&self, channel_id: Uuid, since: Timestamp) -> Result<Vec<Value>> {
+        let events: Vec<Json<Value>> = read!(self, |conn| {
+            sqlx::query_scalar(
+                "SELECT i.event FROM inbound_message i JOIN job j ON j.id = i.job_id \
+                 WHERE i.channel_id = $1 AND i.created_at >= $2 AND j.status IN ('pending', 'scheduled', 'running') \
+                 ORDER BY i.id",
+            )
+            .bind(channel_id)
+            .bind(ms(since))
+            .fetch_all(conn)
+            .await?
+        });
+        Ok(events.into_iter().map(|event| event.0).collect())
+    }
 }
 
 impl Tx {

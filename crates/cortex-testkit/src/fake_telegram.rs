@@ -195,10 +195,21 @@ impl FakeTelegram {
 
     /// Waits (up to 30 s) until `method` was called at least `count` times; panics with what arrived.
     pub async fn wait_for_calls(&self, method: &str, count: usize) -> Vec<TelegramCall> {
+        self.wait_for(method, count, false).await
+    }
+
+    /// Waits (up to 30 s) until `count` calls of `method` were answered successfully (their `response`
+    /// is there, e.g. a sent message's id); panics with what arrived.
+    pub async fn wait_for_delivered(&self, method: &str, count: usize) -> Vec<TelegramCall> {
+        self.wait_for(method, count, true).await
+    }
+
+    async fn wait_for(&self, method: &str, count: usize, answered: bool) -> Vec<TelegramCall> {
         let mut changes = self.shared.calls.subscribe();
+        let matching = || if answered { self.delivered(method) } else { self.calls(method) };
         let waited = tokio::time::timeout(Duration::from_secs(30), async {
             loop {
-                let calls = self.calls(method);
+                let calls = matching();
                 if calls.len() >= count {
                     return calls;
                 }
@@ -212,7 +223,7 @@ impl FakeTelegram {
             Ok(calls) if calls.len() >= count => calls,
             _ => {
                 let seen: Vec<String> = self.shared.lock().calls.iter().map(|call| call.method.clone()).collect();
-                panic!("timed out waiting for {count} {method} calls; calls so far: {seen:?}")
+                panic!("timed out waiting for {count} {method} calls (answered: {answered}); calls so far: {seen:?}")
             }
         }
     }
@@ -271,6 +282,7 @@ async fn handle(
     let result = answer(&shared, &method, &body).await;
     if let Some(result) = result.as_ref().filter(|_| method != "getupdates") {
         shared.lock().calls[index].response = result.clone();
+        shared.calls.send_modify(|_| {});
     }
     match result {
         Some(result) => ok(result),

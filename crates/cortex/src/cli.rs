@@ -198,6 +198,19 @@ pub enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Link a chat-platform identity to an existing user, so what they do in chat carries that user's
+    /// role (approval buttons need `approver` or `admin`).
+    Link {
+        /// The user's email.
+        #[arg(long)]
+        email: String,
+        /// The channel id (`GET /channels`).
+        #[arg(long)]
+        channel: uuid::Uuid,
+        /// The platform's user id (Telegram user id, Discord user id, Slack `U…`, WhatsApp number).
+        #[arg(long)]
+        platform_user_id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -36,6 +36,8 @@ pub(crate) struct Attachment {
     pub content_type: Option<String>,
     #[serde(default)]
     pub size: Option<u64>,
+    #[serde(default)]
+    pub filename: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,14 +137,14 @@ impl Message {
             .into_iter()
             .filter_map(|file| {
                 let url = file.url?;
-                let mime = file.content_type;
-                let kind = match mime.as_deref().and_then(|mime| mime.split('/').next()) {
-                    Some("image") => "image",
-                    Some("audio") => "audio",
-                    Some("video") => "video",
-                    _ => "file",
-                };
-                Some(AttachmentRef { kind: kind.into(), mime, size: file.size, platform_file_ref: url })
+                let kind = AttachmentRef::kind_of(file.content_type.as_deref()).into();
+                Some(AttachmentRef {
+                    kind,
+                    mime: file.content_type,
+                    size: file.size,
+                    name: file.filename,
+                    platform_file_ref: url,
+                })
             })
             .collect();
         if text.is_empty() && attachments.is_empty() {

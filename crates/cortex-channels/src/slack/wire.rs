@@ -16,6 +16,8 @@ pub(crate) struct File {
     pub mimetype: Option<String>,
     #[serde(default)]
     pub size: Option<u64>,
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,16 +64,11 @@ impl Event {
             .files
             .into_iter()
             .filter_map(|file| {
-                let kind = match file.mimetype.as_deref().and_then(|mime| mime.split('/').next()) {
-                    Some("image") => "image",
-                    Some("audio") => "audio",
-                    Some("video") => "video",
-                    _ => "file",
-                };
                 Some(AttachmentRef {
-                    kind: kind.into(),
+                    kind: AttachmentRef::kind_of(file.mimetype.as_deref()).into(),
                     mime: file.mimetype,
                     size: file.size,
+                    name: file.name,
                     platform_file_ref: file.url_private?,
                 })
             })

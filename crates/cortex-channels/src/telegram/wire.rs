@@ -95,6 +95,9 @@ pub(crate) struct FileRef {
     pub mime_type: Option<String>,
     #[serde(default)]
     pub file_size: Option<u64>,
+    /// Documents, audio and video carry the sender's file name.
+    #[serde(default)]
+    pub file_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,6 +189,7 @@ fn attachments(message: &Message) -> Vec<AttachmentRef> {
             kind: kind.into(),
             mime: file.mime_type.clone(),
             size: file.file_size,
+            name: file.file_name.clone(),
             platform_file_ref: file.file_id.clone(),
         })
         .collect()

@@ -4,10 +4,12 @@
 
 mod access;
 mod approvals;
+mod attachments;
 mod delivery;
 mod discord;
 mod router;
 mod slack;
 mod support;
 mod telegram;
+mod typing;
 mod whatsapp;

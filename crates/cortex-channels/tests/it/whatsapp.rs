@@ -100,6 +100,34 @@ both_engines!(the_24_hour_window_fails_visibly_with_the_platforms_reason_and_429
     assert_eq!(t.store.outbox_item(id).await.unwrap().unwrap().status, "delivered");
 });
 
+both_engines!(buttons_go_under_a_last_part_that_fits_an_interactive_body, |t: TestStore| async move {
+    let whatsapp = FakeWhatsApp::start("wa-token", "1555").await;
+    let channel_id = channel(&t.store, "whatsapp").await;
+    let adapter = adapter(&whatsapp, channel_id, "wa-token");
+    let chat = ChatRef { chat_id: "491701234567".into(), thread_id: None, kind: ChatKind::Direct };
+    let mut tx = t.store.begin().await.unwrap();
+    let (id, _) = tx
+        .enqueue_outbox(&NewOutbox {
+            channel_id: Some(channel_id),
+            target: reply_target(&chat, None),
+            payload: json!({"kind": "notice", "text": "word ".repeat(400),
+                            "buttons": [{"label": "Approve", "data": "apr:a:1"}]}),
+            idempotency_key: "buttons".into(),
+            job_id: None,
+        })
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    deliver_due(&t.store, channel_id, &adapter, cortex_core::new_id()).await.unwrap();
+    assert_eq!(t.store.outbox_item(id).await.unwrap().unwrap().status, "delivered");
+    let sent = whatsapp.api.delivered(SEND_MESSAGE);
+    assert_eq!(sent.len(), 2, "2000 characters do not fit one interactive body of 1024: {sent:?}");
+    assert_eq!(sent[0].body["type"], json!("text"));
+    let last = sent[1].body["interactive"]["body"]["text"].as_str().unwrap();
+    assert!(last.chars().count() <= 1024, "{}", last.chars().count());
+    assert_eq!(sent[1].body["interactive"]["action"]["buttons"][0]["reply"]["id"], json!("apr:a:1"));
+});
+
 both_engines!(a_message_in_gets_the_agents_reply_out_once_however_often_meta_retries, |t: TestStore| async move {
     let whatsapp = FakeWhatsApp::start("wa-token", "1555").await;
     let channel_id = channel(&t.store, "whatsapp").await;

@@ -378,6 +378,13 @@ async fn a_pairing_code_lets_a_stranger_talk_to_an_allowlist_agent() {
     let telegram = FakeTelegram::start(TOKEN).await;
     let llm = FakeLlm::start().await;
     llm.rule(When::Always, Reply::text("welcome aboard"));
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gated_tool_call_is_approved_from_telegram_and_the_reply_arrives() {
+    let telegram = FakeTelegram::start(TOKEN).await;
+    let llm = FakeLlm::start().await;
+    llm.push(Reply::tool_call("webhook__counter", json!({"reason": "asked in chat"})));
+    llm.rule(When::LastIsToolResult, Reply::text("counted"));
+    let (counter_url, hits) = crate::e2e::counter().await;
     let dir = tempfile::tempdir().unwrap();
     let mut env = env(&llm);
     env.push(("TELEGRAM_BOT_TOKEN", TOKEN.to_owned()));
@@ -411,5 +418,45 @@ async fn a_pairing_code_lets_a_stranger_talk_to_an_allowlist_agent() {
     assert_eq!(wait_delivered(&telegram, 3, &[&base]).await[2], "welcome aboard");
     let users = api(reqwest::Method::GET, format!("{base}/agents/{agent}/users"), None).await;
     assert_eq!(users["items"][0]["origin"], "pairing", "{users}");
+    let channel_id = env_channel(&base).await["id"].as_str().unwrap().to_owned();
+    let agent = crate::e2e::agent_with_counter(&base, &counter_url, "always", false).await;
+    api(
+        reqwest::Method::POST,
+        format!("{base}/agents/{agent}/channels"),
+        Some(json!({"channel_type": "telegram", "chat_id": "42"})),
+    )
+    .await;
+    // An approver links their Telegram identity (user 42) to their account.
+    for args in [
+        vec!["user", "create", "--email", "ops@example.com", "--role", "approver"],
+        vec!["user", "link", "--email", "ops@example.com", "--channel", &channel_id, "--platform-user-id", "42"],
+    ] {
+        let output = crate::process::cortex(dir.path()).args(&args).output().unwrap();
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+
+    // The gated call parks the job; the notice with buttons reaches the chat.
+    telegram.push_text(42, 42, "count once");
+    let notice = telegram.wait_for_delivered("sendMessage", 1).await.remove(0);
+    assert!(notice.body["text"].as_str().unwrap().contains("webhook:counter"), "{:?}", notice.body);
+    let approve = notice.body["reply_markup"]["inline_keyboard"][0][0]["callback_data"].as_str().unwrap().to_owned();
+    assert!(approve.starts_with("apr:a:"), "{approve}");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing ran before the decision");
+
+    telegram.push_update(json!({"callback_query": {
+        "id": "press-1", "from": {"id": 42, "is_bot": false, "first_name": "Ops"}, "data": approve,
+        "message": {"message_id": notice.response["message_id"], "chat": {"id": 42, "type": "private"}},
+    }}));
+    let answers = telegram.wait_for_calls("answerCallbackQuery", 1).await;
+    assert_eq!(answers[0].body["text"], "Approved.");
+    let edits = telegram.wait_for_calls("editMessageText", 1).await;
+    assert!(edits[0].body["text"].as_str().unwrap().contains("Approved by Ops"), "{:?}", edits[0].body);
+
+    // The job resumes, runs the call once and its reply is delivered to the chat.
+    let sent = telegram.wait_for_delivered("sendMessage", 2).await;
+    assert_eq!(sent[1].body["text"], "counted");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let approvals = api(reqwest::Method::GET, format!("{base}/approvals?status=approved"), None).await;
+    assert_eq!(approvals["items"][0]["decided_via"], "telegram", "{approvals}");
     server.kill();
 }

@@ -14,7 +14,7 @@ use crate::process::{Server, client, http};
 pub(crate) const KEY: &str = "ctx_TestKey1_k3J9xQ2mV8pL5rT1wZ7nB4cF6hD0gY2sQ8wE";
 
 /// A loopback endpoint that counts how often a webhook tool really ran.
-async fn counter() -> (String, Arc<AtomicUsize>) {
+pub(crate) async fn counter() -> (String, Arc<AtomicUsize>) {
     let hits = Arc::new(AtomicUsize::new(0));
     let seen = hits.clone();
     let app = axum::Router::new().route(
