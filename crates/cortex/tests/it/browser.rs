@@ -1,7 +1,8 @@
 //! The dashboard in a real browser (issue 14): headless Chromium drives the real `cortex` binary, with a
 //! fake OpenAI model server, through first-run setup, sign-in, creating an agent, a streamed chat reply,
 //! an approval that lets a gated tool call run, the memory explorer, adding a Telegram bot (fake Bot API),
-//! dark theme and phone width, and logging out. Every screen it passes (empty states
+//! users and roles, dark theme and phone width, logging out, and signing in through a real OpenID Connect
+//! provider (npm `oidc-provider`: its own login and consent forms). Every screen it passes (empty states
 //! too) is written as a PNG to `target/ui-screenshots/` (see `docs/DASHBOARD.md`).
 //!
 //! Waits are DOM conditions evaluated in the page ([`Page::wait_for`]), never sleeps.
@@ -9,6 +10,7 @@
 use cortex_testkit::browser::{Browser, Page, skip_browser};
 use cortex_testkit::fake_llm::{FakeLlm, Gate, Reply, When};
 use cortex_testkit::fake_telegram::FakeTelegram;
+use cortex_testkit::oidc_provider::RealOidcProvider;
 use serde_json::json;
 
 use crate::e2e::{KEY, env, start};
@@ -18,6 +20,10 @@ const PASSWORD: &str = "correct horse battery staple";
 const TELEGRAM_TOKEN: &str = "123456:browser-test-token";
 const DESKTOP: (u32, u32) = (1280, 800);
 const PHONE: (u32, u32) = (390, 844);
+/// The viewer who signs in through the OpenID provider (its login `grace` means `grace@example.com`).
+const SSO_EMAIL: &str = "grace@example.com";
+const OIDC_CLIENT: &str = "cortex-browser-test";
+const OIDC_SECRET: &str = "browser-test-client-secret";
 
 async fn sign_in(page: &Page<'_>, base: &str, password: &str) {
     page.goto(&format!("{base}/ui/login")).await;
@@ -344,6 +350,27 @@ async fn an_operator_works_through_every_screen_in_a_browser() {
     page.wait_for_selector(".empty").await;
     shot(&page, "38-mcp-empty").await;
 
+    // Users and roles: the admin adds a viewer who has no password; they will sign in through OIDC.
+    page.goto(&format!("{base}/ui/settings/users")).await;
+    page.wait_for_selector("table").await;
+    shot(&page, "39-users").await;
+    page.fill("#user-email", SSO_EMAIL).await;
+    page.fill("#user-name", "Grace").await;
+    page.fill("#user-role", "viewer").await;
+    page.click_text("form button", "Create user").await;
+    page.wait_for(&format!("document.body.innerText.includes({SSO_EMAIL:?})"), "the new user listed").await;
+    shot(&page, "40-users-created").await;
+
+    // A real OpenID Connect provider (npm `oidc-provider`) becomes a login provider of this server.
+    let provider = RealOidcProvider::start(OIDC_CLIENT, OIDC_SECRET, &format!("{base}/auth/callback/oidc")).await;
+    crate::e2e::api(
+        reqwest::Method::PUT,
+        format!("{base}/settings/login-providers"),
+        Some(json!({"provider": "oidc", "display_name": "Test SSO", "issuer_url": provider.issuer,
+                    "client_id": OIDC_CLIENT, "client_secret": OIDC_SECRET})),
+    )
+    .await;
+
     // Dark theme and a phone-width viewport render the same screens.
     page.color_scheme("dark").await;
     page.goto(&format!("{base}/ui/agents")).await;
@@ -364,11 +391,43 @@ async fn an_operator_works_through_every_screen_in_a_browser() {
     page.wait_for_path("/ui/login?next=%2Fui%2Fjobs").await;
     shot(&page, "22-logged-out").await;
 
-    // The refused sign-in, setup and bot token above fail on purpose; anything else is a defect.
+    // Sign in through the OpenID provider: its own login and consent forms, then back here signed in.
+    page.goto(&format!("{base}/ui/login")).await;
+    page.wait_for_selector("a[href^='/auth/login/oidc']").await;
+    shot(&page, "41-login-with-sso").await;
+    page.click("a[href^='/auth/login/oidc']").await;
+    let at_provider = format!("location.origin === {:?}", provider.issuer);
+    page.wait_for(
+        &format!("{at_provider} && document.querySelector('input[name=login]')"),
+        "the provider's login form",
+    )
+    .await;
+    page.screenshot("42-oidc-provider-login").await;
+    page.fill("input[name=login]", SSO_EMAIL.trim_end_matches("@example.com")).await;
+    page.fill("input[name=password]", "any password").await;
+    page.click("form button[type=submit]").await;
+    page.wait_for(
+        &format!("{at_provider} && document.querySelector('input[name=prompt][value=consent]')"),
+        "the provider's consent form",
+    )
+    .await;
+    page.screenshot("43-oidc-provider-consent").await;
+    page.click("form button[type=submit]").await;
+    page.wait_for_path("/ui/").await;
+    let signed_in = page.text("body").await;
+    assert!(signed_in.contains("Grace") && signed_in.contains("viewer"), "signed in as the SSO viewer: {signed_in}");
+    shot(&page, "44-signed-in-through-oidc").await;
+    page.click_text("button", "Log out").await;
+    page.wait_for_path("/ui/login").await;
+
+    // The refused sign-in, setup and bot token above fail on purpose; the OpenID provider's development
+    // pages ask for a favicon it lacks and a web font (the browser has no Internet). Anything else is a defect.
     let expected = |problem: &String| {
         [("401", "/ui/login"), ("401", "/ui/setup"), ("422", "/channels")]
             .iter()
             .any(|(status, path)| problem.contains(&format!("status of {status}")) && problem.ends_with(path))
+            || problem.ends_with(&format!("{}/favicon.ico", provider.issuer))
+            || problem.ends_with("https://fonts.googleapis.com/css?family=Roboto:400,100")
     };
     let problems: Vec<String> = browser.problems().into_iter().filter(|problem| !expected(problem)).collect();
     assert!(problems.is_empty(), "the pages reported errors: {problems:#?}");
