@@ -27,6 +27,7 @@ pub mod fake_qdrant;
 pub mod fake_slack;
 pub mod fake_telegram;
 pub mod fake_whatsapp;
+pub mod oidc_provider;
 
 use std::sync::Arc;
 

@@ -23,8 +23,8 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::ui::{
-    PAGE_SIZE, PageError, PageResult, agent_names, chrome, opt_when, pager, parse_cursor, parse_filter, provider_names,
-    render, resolve_id, when,
+    AGENT_LOOKUP_LIMIT, PAGE_SIZE, PageError, PageResult, agent_names, chrome, opt_when, pager, parse_cursor,
+    parse_filter, provider_names, render, resolve_id, when,
 };
 use crate::auth::{Principal, SessionContext};
 use crate::error::ApiError;
@@ -45,13 +45,13 @@ pub(crate) fn router(state: &AppState) -> Router<AppState> {
         .route("/ui/mcp", viewer(get(mcp_servers)))
 }
 
-fn agent_options(agents: &[cortex_store::agents::Agent], selected: Option<Uuid>) -> Vec<FilterOption> {
+fn agent_options<'a>(agents: impl IntoIterator<Item = (Uuid, &'a str)>, selected: Option<Uuid>) -> Vec<FilterOption> {
     agents
-        .iter()
-        .map(|agent| FilterOption {
-            value: agent.id.to_string(),
-            label: agent.name.clone(),
-            selected: Some(agent.id) == selected,
+        .into_iter()
+        .map(|(id, name)| FilterOption {
+            value: id.to_string(),
+            label: name.to_owned(),
+            selected: Some(id) == selected,
         })
         .collect()
 }
@@ -102,13 +102,15 @@ async fn memory(
     session: Option<Extension<SessionContext>>,
     Query(query): Query<MemoryQuery>,
 ) -> PageResult {
-    let agents = agent_names(&state).await?;
+    // The picker needs ids and names only, not whole agents.
+    let agents = state.store.agent_choices(AGENT_LOOKUP_LIMIT).await?;
     let chrome = chrome(&principal, session.as_deref(), "Memory", "memory");
     let memory_type: Option<MemoryType> = parse_filter("memory type", query.memory_type.as_deref())?;
     // The chosen agent, else the first one: the explorer always shows someone's memory.
-    let agent = match query.agent.as_deref().filter(|text| !text.is_empty()) {
-        Some(text) => Some(state.store.get_agent(text).await?),
-        None => agents.first().cloned(),
+    let agent = match (query.agent.as_deref().filter(|text| !text.is_empty()), agents.first()) {
+        (Some(text), _) => Some(state.store.get_agent(text).await?),
+        (None, Some((first, _))) => Some(state.store.get_agent_by_id(*first).await?),
+        (None, None) => None,
     };
     let Some(agent) = agent else {
         return render(&MemoryPage {
@@ -176,7 +178,7 @@ async fn memory(
     };
     render(&MemoryPage {
         chrome,
-        agents: agent_options(&agents, Some(agent.id)),
+        agents: agent_options(agents.iter().map(|(id, name)| (*id, name.as_str())), Some(agent.id)),
         agent_id: agent.id.to_string(),
         agent_name: agent.name.clone(),
         query: text.clone(),
@@ -281,7 +283,7 @@ async fn channels(
     render(&ChannelsPage {
         chrome: chrome(&principal, session.as_deref(), "Channels", "channels"),
         rows: list.iter().map(|channel| channel_row(&state, channel, &names)).collect(),
-        agents: agent_options(&agents, None),
+        agents: agent_options(agents.iter().map(|agent| (agent.id, agent.name.as_str())), None),
     })
 }
 
@@ -320,7 +322,7 @@ async fn channel(
     render(&ChannelPage {
         chrome: chrome(&principal, session.as_deref(), "Channel", "channels"),
         read_only: channel.source == "env",
-        agents: agent_options(&agents, channel.default_agent_id),
+        agents: agent_options(agents.iter().map(|agent| (agent.id, agent.name.as_str())), channel.default_agent_id),
         bindings: bindings
             .iter()
             .map(|binding| BindingRow {

@@ -42,7 +42,7 @@ use crate::state::AppState;
 /// Rows per list page.
 pub(crate) const PAGE_SIZE: usize = 50;
 /// Agents offered by an agent filter or picker.
-const AGENT_LOOKUP_LIMIT: usize = 200;
+pub(crate) const AGENT_LOOKUP_LIMIT: usize = 200;
 
 /// The policy every dashboard response carries: scripts and styles only from this server, no framing.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \

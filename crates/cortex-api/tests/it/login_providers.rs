@@ -319,40 +319,6 @@ both_engines!(login_providers_are_managed_by_admins_with_secrets_kept_secret, |t
     assert_eq!(audit.len(), 3, "create, update and delete are audited: {audit:?}");
 });
 
-/// A real OpenID Connect provider: `oidc-provider` from npm (`test-peers/oidc-provider.mjs`, installed by
-/// `scripts/install-test-peers.sh`), on a free loopback port. It ends with the test (its stdin closes and
-/// the process is killed on drop).
-struct RealProvider {
-    issuer: String,
-    _process: tokio::process::Child,
-}
-
-async fn real_provider(redirect_uri: &str) -> RealProvider {
-    let peers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test-peers");
-    let installed = peers.join("node_modules/oidc-provider/package.json");
-    assert!(
-        installed.is_file(),
-        "oidc-provider is not installed ({}); run scripts/install-test-peers.sh",
-        installed.display()
-    );
-    let mut process = tokio::process::Command::new("node")
-        .arg(peers.join("oidc-provider.mjs"))
-        .env("CLIENT_ID", CLIENT_ID)
-        .env("CLIENT_SECRET", CLIENT_SECRET)
-        .env("REDIRECT_URI", redirect_uri)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node runs test-peers/oidc-provider.mjs");
-    let stdout = process.stdout.take().expect("stdout");
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
-    let ready = lines.next_line().await.unwrap().expect("oidc-provider printed its issuer");
-    let issuer = serde_json::from_str::<Value>(&ready).unwrap()["issuer"].as_str().unwrap().to_owned();
-    RealProvider { issuer, _process: process }
-}
-
 /// The cookies a browser keeps for one site.
 #[derive(Default)]
 struct Jar(std::collections::BTreeMap<String, String>);
@@ -428,7 +394,7 @@ both_engines!(a_real_openid_provider_signs_in_through_its_own_forms, |t: TestSto
     t.clock.set(chrono::Utc::now());
     let app = TestApp::spawn(t).await;
     let callback = app.url("/auth/callback/oidc");
-    let provider = real_provider(&callback).await;
+    let provider = cortex_testkit::oidc_provider::RealOidcProvider::start(CLIENT_ID, CLIENT_SECRET, &callback).await;
     let created = put_provider(
         &app,
         json!({"provider": "oidc", "issuer_url": provider.issuer, "client_id": CLIENT_ID,
