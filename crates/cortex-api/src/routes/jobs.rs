@@ -37,7 +37,7 @@ pub fn routes() -> Routes {
 }
 
 /// Body of `POST /agents/{id}/jobs`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJob {
     /// What the agent should do (1–50 000 characters).
@@ -50,6 +50,76 @@ pub struct CreateJob {
     pub timeout_seconds: Option<u32>,
     /// Do not start before this time.
     pub run_at: Option<DateTime<Utc>>,
+}
+
+/// Most jobs one batch request may create.
+pub const MAX_BATCH_JOBS: usize = 1000;
+
+/// One job of the batch form of `POST /agents/{id}/jobs`: the fields of a single job plus its own
+/// idempotency key (the batch form takes no `Idempotency-Key` header).
+/// (serde's `flatten` cannot be combined with `deny_unknown_fields`, hence the repeated fields).
+#[derive(Debug, Deserialize, serde::Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJobItem {
+    pub prompt: String,
+    pub priority: Option<i32>,
+    pub max_attempts: Option<u32>,
+    pub timeout_seconds: Option<u32>,
+    pub run_at: Option<DateTime<Utc>>,
+    /// 1–200 characters; a repeat of this item with the same key returns the first job.
+    pub idempotency_key: Option<String>,
+}
+
+impl CreateJobItem {
+    /// The job's fields and its key.
+    fn split(self) -> (CreateJob, Option<String>) {
+        let job = CreateJob {
+            prompt: self.prompt,
+            priority: self.priority,
+            max_attempts: self.max_attempts,
+            timeout_seconds: self.timeout_seconds,
+            run_at: self.run_at,
+        };
+        (job, self.idempotency_key)
+    }
+}
+
+/// Batch form of `POST /agents/{id}/jobs`: 1–1000 jobs created in one transaction (all or none).
+#[derive(Debug, Deserialize, serde::Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJobs {
+    pub jobs: Vec<CreateJobItem>,
+}
+
+/// The body of `POST /agents/{id}/jobs`: one job, or `{"jobs": [...]}`. Only the OpenAPI document uses
+/// this type (the handler picks the form by the `jobs` field, for precise errors).
+#[derive(Debug, serde::Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum CreateJobRequest {
+    Batch(CreateJobs),
+    One(CreateJob),
+}
+
+/// One job of a batch answer.
+#[derive(serde::Serialize, ToSchema)]
+pub struct CreatedJob {
+    /// `false` when an earlier request with the same idempotency key made the job.
+    pub created: bool,
+    pub job: JobView,
+}
+
+/// Answer to the batch form, in the order of the request.
+#[derive(serde::Serialize, ToSchema)]
+pub struct CreatedJobs {
+    pub items: Vec<CreatedJob>,
+}
+
+/// The answer of `POST /agents/{id}/jobs`: the job, or for the batch form every job.
+#[derive(serde::Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum CreateJobResponse {
+    Batch(CreatedJobs),
+    One(Box<JobView>),
 }
 
 /// Checks that an agent may take new work (SPEC §5.7).
@@ -75,38 +145,117 @@ pub fn idempotency_key(headers: &HeaderMap, request: Value) -> ApiResult<Option<
     Ok(Some(IdempotencyKey::for_request(key, &request)))
 }
 
-/// Queue a task for an agent. A repeated request with the same `Idempotency-Key` returns the first job;
-/// the same key with a different request is refused (409 `idempotency_conflict`).
+/// Queue a task for an agent, or up to 1000 with `{"jobs": [...]}` (one transaction: all or none; each
+/// item may carry its own `idempotency_key`). A repeated request with the same `Idempotency-Key` (batch:
+/// item key) returns the first job; the same key with a different request is refused (409
+/// `idempotency_conflict`).
 #[utoipa::path(post, path = "/agents/{id}/jobs", tag = "jobs", params(("id" = String, Path, description = "Agent id or slug")),
-    request_body = CreateJob, responses((status = 201, body = JobView), (status = 200, body = JobView, description = "Existing job for this Idempotency-Key"),
-    (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    request_body = CreateJobRequest, responses(
+    (status = 201, body = CreateJobResponse, description = "The job (batch form: every job, in request order)"),
+    (status = 200, body = CreateJobResponse, description = "Existing job(s) for the idempotency key(s), nothing created"),
+    (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+    (status = 413, body = ErrorBody)))]
 async fn create_job(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
     headers: HeaderMap,
-    Json(body): Json<CreateJob>,
+    Json(body): Json<Value>,
 ) -> ApiResult<impl IntoResponse> {
+    // Decided by the `jobs` field rather than an untagged parse, so errors name the offending field.
+    let parse_error =
+        |err: serde_json::Error| ApiError::new(Code::ValidationFailed, format!("invalid request body: {err}"));
+    let request = if body.as_object().is_some_and(|object| object.contains_key("jobs")) {
+        CreateJobRequest::Batch(serde_json::from_value(body).map_err(parse_error)?)
+    } else {
+        CreateJobRequest::One(serde_json::from_value(body).map_err(parse_error)?)
+    };
     let agent = state.store.get_agent(&id).await?;
     ensure_accepts_work(&agent)?;
+    let actor = principal.actor_ref();
+    let body = match request {
+        CreateJobRequest::Batch(body) => body,
+        CreateJobRequest::One(body) => {
+            let fields = invalid_fields(&body, "");
+            if !fields.is_empty() {
+                return Err(validation(&fields));
+            }
+            let key = idempotency_key(&headers, fingerprint(&body))?;
+            let new = new_job(&agent, body, key, &actor);
+            let mut tx = state.store.begin().await?;
+            let (job, created) = tx.insert_job(&new).await?;
+            tx.commit().await?;
+            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+            return Ok((status, axum::Json(CreateJobResponse::One(Box::new(JobView::new(job, Vec::new()))))));
+        }
+    };
+    if headers.contains_key("idempotency-key") {
+        return Err(ApiError::bad_request(
+            "the batch form takes an `idempotency_key` per job, not the Idempotency-Key header",
+        ));
+    }
+    if body.jobs.is_empty() || body.jobs.len() > MAX_BATCH_JOBS {
+        return Err(validation(&[("jobs".to_owned(), format!("must hold 1–{MAX_BATCH_JOBS} jobs"))]));
+    }
+    let items: Vec<(CreateJob, Option<String>)> = body.jobs.into_iter().map(CreateJobItem::split).collect();
+    let mut fields = Vec::new();
+    for (index, (job, key)) in items.iter().enumerate() {
+        fields.extend(invalid_fields(job, &format!("jobs[{index}].")));
+        if key.as_ref().is_some_and(|key| key.trim().is_empty() || key.len() > 200) {
+            fields.push((format!("jobs[{index}].idempotency_key"), "must be 1–200 characters".to_owned()));
+        }
+    }
+    if !fields.is_empty() {
+        return Err(validation(&fields));
+    }
+    let jobs: Vec<NewJob> = items
+        .into_iter()
+        .map(|(job, key)| {
+            let key = key.map(|key| IdempotencyKey::for_request(key.trim(), &fingerprint(&job)));
+            new_job(&agent, job, key, &actor)
+        })
+        .collect();
+    let mut tx = state.store.begin().await?;
+    let created = tx.insert_jobs(&jobs).await?;
+    tx.commit().await?;
+    let status = if created.iter().any(|(_, created)| *created) { StatusCode::CREATED } else { StatusCode::OK };
+    let items = created.into_iter().map(|(job, created)| CreatedJob { created, job: JobView::new(job, Vec::new()) });
+    Ok((status, axum::Json(CreateJobResponse::Batch(CreatedJobs { items: items.collect() }))))
+}
+
+/// What is wrong with one job's fields; `prefix` places them in a batch (`jobs[3].`).
+fn invalid_fields(body: &CreateJob, prefix: &str) -> Vec<(String, String)> {
     let mut fields = Vec::new();
     let prompt_len = body.prompt.chars().count();
     if body.prompt.trim().is_empty() || prompt_len > 50_000 {
-        fields.push(("prompt", "must be 1–50 000 characters".to_owned()));
+        fields.push((format!("{prefix}prompt"), "must be 1–50 000 characters".to_owned()));
     }
     if body.priority.is_some_and(|p| !(0..=100).contains(&p)) {
-        fields.push(("priority", "must be between 0 and 100".into()));
+        fields.push((format!("{prefix}priority"), "must be between 0 and 100".into()));
     }
     if body.max_attempts.is_some_and(|n| !(1..=10).contains(&n)) {
-        fields.push(("max_attempts", "must be between 1 and 10".into()));
+        fields.push((format!("{prefix}max_attempts"), "must be between 1 and 10".into()));
     }
     if body.timeout_seconds.is_some_and(|s| !(10..=3600).contains(&s)) {
-        fields.push(("timeout_seconds", "must be between 10 and 3600".into()));
+        fields.push((format!("{prefix}timeout_seconds"), "must be between 10 and 3600".into()));
     }
-    if !fields.is_empty() {
-        return Err(ApiError::validation(&fields));
-    }
-    let new = NewJob {
+    fields
+}
+
+fn validation(fields: &[(String, String)]) -> ApiError {
+    let fields: Vec<(&str, String)> = fields.iter().map(|(field, reason)| (field.as_str(), reason.clone())).collect();
+    ApiError::validation(&fields)
+}
+
+/// What makes a job request this one, for its idempotency key (the same for both forms, so a key used
+/// by a single request and by a batch item guards the same job).
+fn fingerprint(body: &CreateJob) -> Value {
+    json!({"route": "create_job", "prompt": body.prompt, "priority": body.priority, "max_attempts": body.max_attempts,
+           "timeout_seconds": body.timeout_seconds, "run_at": body.run_at})
+}
+
+fn new_job(agent: &cortex_store::agents::Agent, body: CreateJob, key: Option<IdempotencyKey>, actor: &str) -> NewJob {
+    NewJob {
         agent_id: agent.id,
         session_id: None,
         kind: JobKind::Task,
@@ -117,18 +266,9 @@ async fn create_job(
         run_at: body.run_at,
         parent_job_id: None,
         delegation_depth: 0,
-        idempotency_key: idempotency_key(
-            &headers,
-            json!({"route": "create_job", "prompt": body.prompt, "priority": body.priority, "max_attempts": body.max_attempts,
-                   "timeout_seconds": body.timeout_seconds, "run_at": body.run_at}),
-        )?,
-        created_by: Some(principal.actor_ref()),
-    };
-    let mut tx = state.store.begin().await?;
-    let (job, created) = tx.insert_job(&new).await?;
-    tx.commit().await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, axum::Json(JobView::new(job, Vec::new()))))
+        idempotency_key: key,
+        created_by: Some(actor.to_owned()),
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -182,3 +182,67 @@ both_engines!(steering_needs_a_target_and_usage_starts_empty, |t: TestStore| asy
     assert_eq!(usage["today"]["tokens_spent"], 0);
     assert_eq!(usage["job_token_budget"], 200_000);
 });
+
+both_engines!(a_batch_of_jobs_is_created_in_one_request, |t: TestStore| async move {
+    let app = TestApp::spawn(t).await;
+    let agent = app.create_agent("Bulk").await;
+    let path = format!("/agents/{}/jobs", agent["slug"].as_str().unwrap());
+    let batch = json!({"jobs": [
+        {"prompt": "first", "priority": 5},
+        {"prompt": "second", "idempotency_key": "item-2"},
+        {"prompt": "third", "max_attempts": 1},
+    ]});
+    let created = app.post(&path, &app.admin, batch.clone()).await;
+    assert_eq!(created.status(), 201);
+    let body: Value = created.json().await.unwrap();
+    let items = body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3);
+    assert!(items.iter().all(|item| item["created"] == true && item["job"]["status"] == "scheduled"));
+    assert_eq!(items[0]["job"]["priority"], 5);
+    assert_eq!(items[2]["job"]["max_attempts"], 1);
+
+    // Only the keyed item is recognised as a repeat; the plain ones are new jobs.
+    let again: Value = app.post(&path, &app.admin, batch).await.json().await.unwrap();
+    assert_eq!(again["items"][1]["created"], false);
+    assert_eq!(again["items"][1]["job"]["id"], items[1]["job"]["id"]);
+    assert_eq!(again["items"][0]["created"], true);
+    let repeat_only =
+        app.post(&path, &app.admin, json!({"jobs": [{"prompt": "second", "idempotency_key": "item-2"}]})).await;
+    assert_eq!(repeat_only.status(), 200, "nothing created");
+
+    // Refusals name the item; nothing of a refused batch is created.
+    let list_path = format!("/jobs?agent_id={}&limit=100", agent["id"].as_str().unwrap());
+    let listed = || async {
+        app.get(&list_path, &app.admin).await.json::<Value>().await.unwrap()["items"].as_array().unwrap().len()
+    };
+    let before = listed().await;
+    let invalid =
+        app.post(&path, &app.admin, json!({"jobs": [{"prompt": "ok"}, {"prompt": "x", "priority": 101}]})).await;
+    assert_eq!(invalid.status(), 400);
+    let invalid: Value = invalid.json().await.unwrap();
+    assert!(invalid["error"]["details"]["fields"]["jobs[1].priority"].is_string(), "{invalid}");
+    let conflict = app
+        .post(
+            &path,
+            &app.admin,
+            json!({"jobs": [{"prompt": "new"}, {"prompt": "changed", "idempotency_key": "item-2"}]}),
+        )
+        .await;
+    assert_eq!(error_code(conflict).await, "idempotency_conflict");
+    assert_eq!(listed().await, before, "a refused batch creates nothing");
+    assert_eq!(app.post(&path, &app.admin, json!({"jobs": []})).await.status(), 400);
+    let too_many: Vec<Value> = (0..1001).map(|_| json!({"prompt": "p"})).collect();
+    assert_eq!(app.post(&path, &app.admin, json!({"jobs": too_many})).await.status(), 400);
+    let unknown = app.post(&path, &app.admin, json!({"jobs": [{"prompt": "p", "colour": "red"}]})).await;
+    assert_eq!(unknown.status(), 400);
+    let with_header = app
+        .http
+        .post(app.url(&path))
+        .bearer_auth(&app.admin)
+        .header("idempotency-key", "abc")
+        .json(&json!({"jobs": [{"prompt": "p"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_header.status(), 400);
+});
