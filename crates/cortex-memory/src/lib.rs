@@ -7,6 +7,8 @@
 //! - [`scoring`]: the pure ranking rules (recency half-lives, utility, the 0.5/0.3/0.2 score, RRF).
 //! - [`embed`]: the [`Embedder`] trait, the OpenAI-compatible `/v1/embeddings` client and the
 //!   `CORTEX_EMBEDDINGS` configuration.
+//! - `local.rs` + `bert.rs` (feature `local-embeddings`): the in-process MiniLM-class embedder — candle on
+//!   the CPU, a vendored BERT encoder, weights from a local directory, never downloaded.
 //! - [`extract`]: the extraction contract (SPEC §9.3): prompt, answer parsing, and the filter that files
 //!   facts (drop, duplicate, supersede, insert) with the reason for each.
 //! - [`injection`]: the scan that refuses instruction-like text written by agents and extractions.
@@ -14,7 +16,8 @@
 //!   detection, `Memory::sync_markdown`; `markdown_watch.rs`: startup sync and the file watcher (2 s debounce,
 //!   under a lease on PostgreSQL).
 //! - [`index`]: the [`VectorIndex`] trait and the embedded backend (an in-memory scan over the vectors
-//!   stored in `memory_record`).
+//!   stored in `memory_record`); [`pgvector`]: the PostgreSQL backend (HNSW cosine inside the database,
+//!   over `cortex-store`'s `memory_vector` copy, synced per agent before a search when the agent changed).
 //!
 //! Architecture invariants:
 //! - No SQL here: rows, the keyword index and stored vectors are `cortex-store`'s. The relational row is
@@ -23,17 +26,23 @@
 //!   query can never see another agent's records.
 //! - No HTTP status codes: failures are [`MemoryError`] variants the API maps.
 
+#[cfg(feature = "local-embeddings")]
+mod bert;
 pub mod embed;
 mod error;
 pub mod extract;
 pub mod index;
 pub mod injection;
+#[cfg(feature = "local-embeddings")]
+pub mod local;
 pub mod markdown;
 mod markdown_watch;
+pub mod pgvector;
 pub mod scoring;
 mod service;
 
 pub use embed::{ApiEmbedder, EmbedError, Embedder, EmbeddingKey, EmbeddingsConfig, EmbeddingsMode, ManagedKey};
 pub use error::MemoryError;
 pub use index::{EmbeddedIndex, IndexError, VectorIndex};
+pub use pgvector::PgVectorIndex;
 pub use service::{Memory, MemoryPatch, Remember, ScoreParts, ScoredMemory, SearchMode, SearchQuery, SearchResults};

@@ -9,7 +9,10 @@ use std::sync::Arc;
 use cortex_core::breaker::BreakerState;
 use cortex_jobs::JobHandler;
 use cortex_mcp::Pool;
-use cortex_memory::{ApiEmbedder, EmbeddedIndex, Embedder, EmbeddingKey, EmbeddingsMode, Memory};
+use cortex_memory::{
+    ApiEmbedder, EmbeddedIndex, Embedder, EmbeddingKey, EmbeddingsConfig, EmbeddingsMode, Memory, PgVectorIndex,
+    VectorIndex,
+};
 use cortex_store::budgets::{BudgetScope, BudgetUsageRow, day_period, month_period};
 use cortex_store::secrets::Cipher;
 use cortex_store::{Store, StoreError};
@@ -114,6 +117,53 @@ impl From<BudgetUsageRow> for UsagePeriod {
     }
 }
 
+/// The local embedding model's directory: `CORTEX_EMBEDDINGS_MODEL_DIR`, else the default in the data dir.
+fn local_model_dir(embeddings: &EmbeddingsConfig, data_dir: &std::path::Path) -> PathBuf {
+    embeddings.local_dir.clone().unwrap_or_else(|| data_dir.join(cortex_memory::embed::DEFAULT_LOCAL_MODEL_DIR))
+}
+
+/// Loads the in-process embedder off the async threads (it reads ~90 MB of weights); a missing model or a
+/// build without the feature stops start-up with the reason.
+async fn load_local_embedder(
+    embeddings: &EmbeddingsConfig,
+    data_dir: &std::path::Path,
+) -> Result<Arc<dyn Embedder>, RuntimeError> {
+    let dir = local_model_dir(embeddings, data_dir);
+    let invalid = |reason: String| RuntimeError::InvalidEnv { var: "CORTEX_EMBEDDINGS", reason };
+    let embedder = tokio::task::spawn_blocking(move || cortex_memory::embed::local_embedder(&dir))
+        .await
+        .map_err(|err| invalid(err.to_string()))?
+        .map_err(|err| invalid(err.to_string()))?;
+    tracing::info!(model = embedder.model(), "local embeddings loaded");
+    Ok(embedder)
+}
+
+/// `CORTEX_VECTOR_BACKEND` = `auto` (default: pgvector when the store is PostgreSQL and `CREATE EXTENSION
+/// vector` works, else embedded) | `sqlite` (the embedded index) | `pgvector` (refuses to start without it).
+async fn vector_index(store: &Store, env: &BTreeMap<String, String>) -> Result<Arc<dyn VectorIndex>, RuntimeError> {
+    const VAR: &str = "CORTEX_VECTOR_BACKEND";
+    let invalid = |reason: String| RuntimeError::InvalidEnv { var: VAR, reason };
+    let embedded = || -> Arc<dyn VectorIndex> { Arc::new(EmbeddedIndex::new(store.clone())) };
+    let backend = env.get(VAR).map(|value| value.to_ascii_lowercase());
+    if !matches!(backend.as_deref(), None | Some("auto") | Some("sqlite") | Some("pgvector")) {
+        return Err(invalid(format!("`{}` is not one of auto, sqlite, pgvector", backend.unwrap_or_default())));
+    }
+    if backend.as_deref() == Some("sqlite") {
+        return Ok(embedded());
+    }
+    let pgvector = PgVectorIndex::open(store.clone()).await.map_err(|err| invalid(err.to_string()))?;
+    match (pgvector, backend.as_deref()) {
+        (Some(index), _) => {
+            tracing::info!("memory vectors: pgvector");
+            Ok(Arc::new(index))
+        }
+        (None, Some("pgvector")) => {
+            Err(invalid("`pgvector` needs PostgreSQL where `CREATE EXTENSION vector` works".into()))
+        }
+        (None, _) => Ok(embedded()),
+    }
+}
+
 /// The agent's configured spend limits.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct UsageLimits {
@@ -139,12 +189,20 @@ impl Runtime {
                 ApiEmbedder::new(config.http.clone(), &env.embeddings)
                     .with_managed_key(embedding_key.clone(), store.clone()),
             )),
+            EmbeddingsMode::Local => Some(load_local_embedder(&env.embeddings, &config.data_dir).await?),
+            EmbeddingsMode::None
+                if env.embeddings.auto_local
+                    && cortex_memory::embed::local_model_present(&local_model_dir(
+                        &env.embeddings,
+                        &config.data_dir,
+                    )) =>
+            {
+                Some(load_local_embedder(&env.embeddings, &config.data_dir).await?)
+            }
             EmbeddingsMode::None => None,
         };
-        let memory = Arc::new(
-            Memory::new(store.clone(), embedder, Arc::new(EmbeddedIndex::new(store.clone())))
-                .with_data_dir(config.data_dir.clone()),
-        );
+        let index = vector_index(&store, &config.env).await?;
+        let memory = Arc::new(Memory::new(store.clone(), embedder, index).with_data_dir(config.data_dir.clone()));
         let providers = Providers::new(store.clone(), config.cipher.clone(), config.http, config.llm_retry, flows);
         providers.materialise_env(&env).await?;
         providers.sync().await?;

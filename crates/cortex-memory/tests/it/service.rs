@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use cortex_core::memory::{MemorySource, MemoryType};
-use cortex_memory::{ApiEmbedder, EmbeddedIndex, EmbeddingsConfig, EmbeddingsMode, Memory, Remember, SearchQuery};
+use cortex_memory::{
+    ApiEmbedder, EmbeddedIndex, EmbeddingsConfig, EmbeddingsMode, Memory, Remember, SearchQuery, VectorIndex,
+};
 use cortex_store::Store;
 use cortex_store::memory::MemoryFilter;
 use cortex_testkit::fake_embeddings::FakeEmbeddings;
@@ -11,15 +13,22 @@ use cortex_testkit::{TestStore, both_engines};
 use uuid::Uuid;
 
 pub(crate) fn memory(store: &Store, embeddings: &FakeEmbeddings) -> Memory {
+    memory_with(store, embeddings, Arc::new(EmbeddedIndex::new(store.clone())))
+}
+
+/// [`memory`] over another vector index.
+pub(crate) fn memory_with(store: &Store, embeddings: &FakeEmbeddings, index: Arc<dyn VectorIndex>) -> Memory {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = EmbeddingsConfig {
         mode: EmbeddingsMode::Api,
         base_url: embeddings.base_url().to_owned(),
         api_key: None,
         model: "fake-64".into(),
+        local_dir: None,
+        auto_local: false,
     };
     let embedder = Arc::new(ApiEmbedder::new(reqwest::Client::new(), &config));
-    Memory::new(store.clone(), Some(embedder), Arc::new(EmbeddedIndex::new(store.clone())))
+    Memory::new(store.clone(), Some(embedder), index)
 }
 
 fn query(text: &str, limit: usize) -> SearchQuery {
