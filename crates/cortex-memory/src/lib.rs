@@ -7,6 +7,8 @@
 //! - [`scoring`]: the pure ranking rules (recency half-lives, utility, the 0.5/0.3/0.2 score, RRF).
 //! - [`embed`]: the [`Embedder`] trait, the OpenAI-compatible `/v1/embeddings` client and the
 //!   `CORTEX_EMBEDDINGS` configuration.
+//! - `local.rs` + `bert.rs` (feature `local-embeddings`): the in-process MiniLM-class embedder — candle on
+//!   the CPU, a vendored BERT encoder, weights from a local directory, never downloaded.
 //! - [`extract`]: the extraction contract (SPEC §9.3): prompt, answer parsing, and the filter that files
 //!   facts (drop, duplicate, supersede, insert) with the reason for each.
 //! - [`injection`]: the scan that refuses instruction-like text written by agents and extractions.
@@ -15,7 +17,9 @@
 //!   under a lease on PostgreSQL).
 //! - [`index`]: the [`VectorIndex`] trait and the backend choice (`CORTEX_VECTOR_BACKEND`, [`open_index`]);
 //!   `embedded.rs`: the embedded backend (int8-quantised in-memory scan with exact re-rank, persisted per
-//!   agent in `memory_vector_index`); [`qdrant`]: Qdrant over REST, one collection per agent.
+//!   agent in `memory_vector_index`); [`qdrant`]: Qdrant over REST, one collection per agent;
+//!   [`pgvector`]: the PostgreSQL backend (HNSW cosine inside the database, over `cortex-store`'s
+//!   `memory_vector` copy, synced per agent before a search when the agent changed).
 //!
 //! Architecture invariants:
 //! - No SQL here: rows, the keyword index and stored vectors are `cortex-store`'s. The relational row is
@@ -24,14 +28,19 @@
 //!   query can never see another agent's records.
 //! - No HTTP status codes: failures are [`MemoryError`] variants the API maps.
 
+#[cfg(feature = "local-embeddings")]
+mod bert;
 pub mod embed;
 mod embedded;
 mod error;
 pub mod extract;
 pub mod index;
 pub mod injection;
+#[cfg(feature = "local-embeddings")]
+pub mod local;
 pub mod markdown;
 mod markdown_watch;
+pub mod pgvector;
 pub mod qdrant;
 pub mod scoring;
 mod service;
@@ -41,4 +50,5 @@ pub use error::MemoryError;
 pub use index::{
     EmbeddedIndex, IndexError, QdrantConfig, QdrantIndex, VectorBackend, VectorConfig, VectorIndex, open_index,
 };
+pub use pgvector::PgVectorIndex;
 pub use service::{Memory, MemoryPatch, Remember, ScoreParts, ScoredMemory, SearchMode, SearchQuery, SearchResults};

@@ -146,9 +146,10 @@ impl EnvSettings {
 }
 
 /// `CORTEX_EMBEDDINGS` = `auto` (default) | `api` | `local` | `none` (SPEC §9.4), with
-/// `CORTEX_EMBEDDINGS_BASE_URL` / `_API_KEY` (defaults: `OPENAI_BASE_URL` / `OPENAI_API_KEY`) and
-/// `CORTEX_EMBEDDINGS_MODEL` (default `text-embedding-3-small`). `auto` is `api` when an OpenAI key or
-/// base URL is configured, else `none`.
+/// `CORTEX_EMBEDDINGS_BASE_URL` / `_API_KEY` (defaults: `OPENAI_BASE_URL` / `OPENAI_API_KEY`),
+/// `CORTEX_EMBEDDINGS_MODEL` (default `text-embedding-3-small`) and `CORTEX_EMBEDDINGS_MODEL_DIR` (the local
+/// model; default `<data_dir>/models/all-MiniLM-L6-v2`). `auto` is `api` when an OpenAI key or base URL is
+/// configured, else `local` when the local model's files are present (decided by the runtime), else `none`.
 fn embeddings_from_env(read: &impl Fn(&str) -> Option<String>) -> Result<EmbeddingsConfig, RuntimeError> {
     const VAR: &str = "CORTEX_EMBEDDINGS";
     const BASE_VAR: &str = "CORTEX_EMBEDDINGS_BASE_URL";
@@ -158,16 +159,13 @@ fn embeddings_from_env(read: &impl Fn(&str) -> Option<String>) -> Result<Embeddi
     }
     let base = base.or_else(|| read("OPENAI_BASE_URL"));
     let api_key = read("CORTEX_EMBEDDINGS_API_KEY").or_else(|| read("OPENAI_API_KEY"));
-    let mode = match read(VAR).map(|mode| mode.to_ascii_lowercase()).as_deref() {
+    let requested = read(VAR).map(|mode| mode.to_ascii_lowercase());
+    let auto = matches!(requested.as_deref(), None | Some("auto"));
+    let mode = match requested.as_deref() {
         None | Some("auto") if base.is_some() || api_key.is_some() => EmbeddingsMode::Api,
         None | Some("auto") | Some("none") => EmbeddingsMode::None,
         Some("api") => EmbeddingsMode::Api,
-        Some("local") => {
-            return Err(RuntimeError::InvalidEnv {
-                var: VAR,
-                reason: "`local` embeddings are not built into this binary yet; use `api` or `none`".into(),
-            });
-        }
+        Some("local") => EmbeddingsMode::Local,
         Some(other) => {
             return Err(RuntimeError::InvalidEnv {
                 var: VAR,
@@ -180,6 +178,8 @@ fn embeddings_from_env(read: &impl Fn(&str) -> Option<String>) -> Result<Embeddi
         base_url: cortex_llm::versioned_base(base.as_deref().unwrap_or(OPENAI_DEFAULT_BASE)),
         api_key,
         model: read("CORTEX_EMBEDDINGS_MODEL").unwrap_or_else(|| cortex_memory::embed::DEFAULT_API_MODEL.to_owned()),
+        local_dir: read(LOCAL_MODEL_DIR_ENV).map(std::path::PathBuf::from),
+        auto_local: auto && mode == EmbeddingsMode::None,
     })
 }
 
@@ -203,6 +203,9 @@ fn vector_from_env(read: &impl Fn(&str) -> Option<String>) -> Result<VectorConfi
     let qdrant = url.map(|url| QdrantConfig { url, api_key: read("QDRANT_API_KEY") });
     Ok(VectorConfig { backend, qdrant })
 }
+
+/// The local embedding model's directory (SPEC §9.4 `local`).
+pub const LOCAL_MODEL_DIR_ENV: &str = "CORTEX_EMBEDDINGS_MODEL_DIR";
 
 /// An integer setting within `range`, or `default` when unset.
 fn bounded<T>(
@@ -291,9 +294,15 @@ mod tests {
         assert_eq!(own.api_key.as_deref(), Some("sk-1"));
         let off = env(&[("OPENAI_API_KEY", "sk-1"), ("CORTEX_EMBEDDINGS", "none")]);
         assert_eq!(EnvSettings::parse(&off).unwrap().embeddings.mode, EmbeddingsMode::None);
-        for bad in
-            [("CORTEX_EMBEDDINGS", "sometimes"), ("CORTEX_EMBEDDINGS", "local"), ("CORTEX_EMBEDDINGS_BASE_URL", "x")]
-        {
+        assert!(none.auto_local, "auto without API settings falls back to a local model when present");
+        assert!(!EnvSettings::parse(&off).unwrap().embeddings.auto_local, "an explicit none stays none");
+        let local = env(&[("CORTEX_EMBEDDINGS", "local"), ("CORTEX_EMBEDDINGS_MODEL_DIR", "/models/minilm")]);
+        let local = EnvSettings::parse(&local).unwrap().embeddings;
+        assert_eq!(
+            (local.mode, local.local_dir.as_deref()),
+            (EmbeddingsMode::Local, Some(std::path::Path::new("/models/minilm")))
+        );
+        for bad in [("CORTEX_EMBEDDINGS", "sometimes"), ("CORTEX_EMBEDDINGS_BASE_URL", "x")] {
             let err = EnvSettings::parse(&env(&[bad])).err().unwrap();
             assert!(err.to_string().starts_with(bad.0), "{err}");
         }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use cortex_core::breaker::BreakerState;
 use cortex_jobs::JobHandler;
 use cortex_mcp::Pool;
-use cortex_memory::{ApiEmbedder, Embedder, EmbeddingKey, EmbeddingsMode, Memory};
+use cortex_memory::{ApiEmbedder, Embedder, EmbeddingKey, EmbeddingsConfig, EmbeddingsMode, Memory};
 use cortex_store::budgets::{BudgetScope, BudgetUsageRow, day_period, month_period};
 use cortex_store::secrets::Cipher;
 use cortex_store::{Store, StoreError};
@@ -114,6 +114,27 @@ impl From<BudgetUsageRow> for UsagePeriod {
     }
 }
 
+/// The local embedding model's directory: `CORTEX_EMBEDDINGS_MODEL_DIR`, else the default in the data dir.
+fn local_model_dir(embeddings: &EmbeddingsConfig, data_dir: &std::path::Path) -> PathBuf {
+    embeddings.local_dir.clone().unwrap_or_else(|| data_dir.join(cortex_memory::embed::DEFAULT_LOCAL_MODEL_DIR))
+}
+
+/// Loads the in-process embedder off the async threads (it reads ~90 MB of weights); a missing model or a
+/// build without the feature stops start-up with the reason.
+async fn load_local_embedder(
+    embeddings: &EmbeddingsConfig,
+    data_dir: &std::path::Path,
+) -> Result<Arc<dyn Embedder>, RuntimeError> {
+    let dir = local_model_dir(embeddings, data_dir);
+    let invalid = |reason: String| RuntimeError::InvalidEnv { var: "CORTEX_EMBEDDINGS", reason };
+    let embedder = tokio::task::spawn_blocking(move || cortex_memory::embed::local_embedder(&dir))
+        .await
+        .map_err(|err| invalid(err.to_string()))?
+        .map_err(|err| invalid(err.to_string()))?;
+    tracing::info!(model = embedder.model(), "local embeddings loaded");
+    Ok(embedder)
+}
+
 /// The agent's configured spend limits.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct UsageLimits {
@@ -139,6 +160,16 @@ impl Runtime {
                 ApiEmbedder::new(config.http.clone(), &env.embeddings)
                     .with_managed_key(embedding_key.clone(), store.clone()),
             )),
+            EmbeddingsMode::Local => Some(load_local_embedder(&env.embeddings, &config.data_dir).await?),
+            EmbeddingsMode::None
+                if env.embeddings.auto_local
+                    && cortex_memory::embed::local_model_present(&local_model_dir(
+                        &env.embeddings,
+                        &config.data_dir,
+                    )) =>
+            {
+                Some(load_local_embedder(&env.embeddings, &config.data_dir).await?)
+            }
             EmbeddingsMode::None => None,
         };
         let index = cortex_memory::open_index(&env.vector, &store, config.http.clone())

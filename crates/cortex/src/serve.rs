@@ -97,6 +97,7 @@ async fn build_runtime(
                 || name.starts_with("CORTEX_SEARCH")
                 || name.starts_with("CORTEX_DELEGATION")
                 || name.starts_with("CORTEX_EMBEDDINGS")
+                || name.starts_with("CORTEX_VECTOR")
                 || crate::telemetry::is_secret_var(name)
                 || name.starts_with("CORTEX_MEMORY")
         })

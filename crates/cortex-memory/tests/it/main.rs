@@ -1,6 +1,8 @@
 //! Memory service conformance on both engines: supersession, recall statistics, per-agent isolation and
-//! an index that notices writes made by another process, and the filing of extracted facts. The vector
-//! backend cases run on each backend ([`each_backend!`]).
+//! an index that notices writes made by another process, and the filing of extracted facts; with the
+//! `local-embeddings` feature, the in-process embedder on the real MiniLM weights; the pgvector backend
+//! when a PostgreSQL with the extension is configured. The vector backend cases run on each backend
+//! ([`each_backend!`]).
 
 /// A test body `|t: TestStore, backend: Backend|` run on both engines with each vector backend: the
 /// embedded index and Qdrant (an in-process fake of its REST API: no Qdrant server installs here).
@@ -22,5 +24,8 @@ macro_rules! each_backend {
 
 mod extract;
 mod isolation;
+#[cfg(feature = "local-embeddings")]
+mod local_embed;
 mod markdown;
+mod pgvector;
 mod service;

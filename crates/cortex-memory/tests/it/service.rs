@@ -62,13 +62,20 @@ fn embedder(embeddings: &FakeEmbeddings) -> Arc<ApiEmbedder> {
         base_url: embeddings.base_url().to_owned(),
         api_key: None,
         model: "fake-64".into(),
+        local_dir: None,
+        auto_local: false,
     };
     Arc::new(ApiEmbedder::new(reqwest::Client::new(), &config))
 }
 
 /// A [`Memory`] on the embedded backend.
 pub(crate) fn memory(store: &Store, embeddings: &FakeEmbeddings) -> Memory {
-    Memory::new(store.clone(), Some(embedder(embeddings)), Arc::new(EmbeddedIndex::new(store.clone())))
+    memory_with(store, embeddings, Arc::new(EmbeddedIndex::new(store.clone())))
+}
+
+/// [`memory`] over another vector index.
+pub(crate) fn memory_with(store: &Store, embeddings: &FakeEmbeddings, index: Arc<dyn VectorIndex>) -> Memory {
+    Memory::new(store.clone(), Some(embedder(embeddings)), index)
 }
 
 fn query(text: &str, limit: usize) -> SearchQuery {

@@ -246,5 +246,6 @@ pub(crate) async fn measure(scratch: &Scratch, args: &MemoryArgs) -> anyhow::Res
         "ms",
     );
     report.figure("rss_mib", "process RSS with the index loaded", rss_kib as f64 / 1024.0, "MiB");
+    super::local_embed::figures(&mut report, record_text).await?;
     Ok(report)
 }

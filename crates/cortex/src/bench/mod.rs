@@ -20,6 +20,7 @@
 
 mod chat;
 mod in_process;
+mod local_embed;
 mod memory;
 mod queue;
 mod spike;
