@@ -11,10 +11,17 @@
 //!   grant's own limit, else 20 per 60 s). A message over it is refused and nothing is queued for it;
 //!   the first refusal of a window carries a "slow down" notice, later ones none.
 
-use cortex_store::channel_access::{PairingCode, RecentMessages, UserRateLimit};
+use cortex_core::agent::AccessMode;
+use cortex_store::agents::Agent;
+use cortex_store::channel_access::{
+    NewAccessRequest, NewGrant, PairingCode, RATE_LIMITED_DETAIL, RecentMessages, UserRateLimit,
+};
 use cortex_store::{Store, StoreError, Tx};
 use rand::Rng;
 use uuid::Uuid;
+
+use crate::router::reply_target;
+use crate::types::Inbound;
 
 /// The characters of a pairing code (no `I`, `L`, `O`, `0`, `1`).
 pub const PAIRING_ALPHABET: &[u8; 31] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
@@ -30,12 +37,12 @@ pub const PAIRING_USER_MAX_FAILURES: i64 = 5;
 pub const DEFAULT_USER_RATE_LIMIT: UserRateLimit = UserRateLimit { max_messages: 20, window_seconds: 60 };
 
 pub(crate) const NOT_ALLOWLISTED: &str = "This bot only answers people an operator has allowed.";
-pub(crate) const NO_ACCESS: &str = "You don't have access to this agent. Ask an operator to grant it.";
-pub(crate) const GRANT_REVOKED: &str = "Your access to this agent was revoked. Ask an operator if you need it again.";
-pub(crate) const GRANT_EXPIRED: &str = "Your access to this agent has expired. Ask an operator to renew it.";
-pub(crate) const REQUEST_SUBMITTED: &str =
+const NO_ACCESS: &str = "You don't have access to this agent. Ask an operator to grant it.";
+const GRANT_REVOKED: &str = "Your access to this agent was revoked. Ask an operator if you need it again.";
+const GRANT_EXPIRED: &str = "Your access to this agent has expired. Ask an operator to renew it.";
+const REQUEST_SUBMITTED: &str =
     "Your access request was submitted. You'll be able to chat once an operator approves it.";
-pub(crate) const SLOW_DOWN: &str = "You're sending messages faster than this agent accepts. Please wait a minute.";
+const SLOW_DOWN: &str = "You're sending messages faster than this agent accepts. Please wait a minute.";
 const PAIRED: &str = "Paired. You can chat with this agent now.";
 const WRONG_CODE: &str = "That code is not valid. Check it and try again, or ask an operator for a new one.";
 const LOCKED: &str = "Too many wrong codes. Please try again in an hour.";
@@ -47,6 +54,95 @@ pub fn decision_notice(approved: bool, reason: Option<&str>) -> String {
         (false, Some(reason)) => format!("Your access request was declined: {reason}"),
         (false, None) => "Your access request was declined.".to_owned(),
     }
+}
+
+/// Who wrote, as the access steps see them.
+pub(crate) struct Gate<'a> {
+    pub channel_id: Uuid,
+    pub message: &'a Inbound,
+    pub user_id: Uuid,
+    /// An operator (or above): admitted without a grant.
+    pub trusted: bool,
+    /// The chat is bound to this agent explicitly (not reached through the channel default).
+    pub explicitly_bound: bool,
+}
+
+/// What the access steps decided.
+pub(crate) enum Admission {
+    /// Go on to commands and the chat job.
+    Admitted,
+    /// A pairing code was redeemed: answer with this and stop.
+    Paired(&'static str),
+    /// Refused: the notice to send (none: say nothing) and the inbound row's `detail`.
+    Refused { notice: Option<&'static str>, detail: &'static str },
+}
+
+/// SPEC §8.6 steps 5–7 in the routing transaction: pairing, the access policy (grants, automatic
+/// grants, access requests) and the per-user rate limit.
+pub(crate) async fn admit(tx: &mut Tx, store: &Store, agent: &Agent, gate: &Gate<'_>) -> Result<Admission, StoreError> {
+    let (user_id, message) = (gate.user_id, gate.message);
+    let now = store.clock().now();
+    let grant = store.grant(agent.id, user_id).await?;
+    let usable = grant.as_ref().is_some_and(|grant| grant.is_usable(now));
+    // Who reaches the agent without a grant gets one automatically; a revoked or expired grant stays in
+    // force (the sender is told why).
+    let automatic = match agent.access_mode {
+        _ if grant.is_some() => None,
+        AccessMode::Open => Some("open"),
+        AccessMode::BoundChats if gate.explicitly_bound => Some("bound_chat"),
+        _ => None,
+    };
+    let way_in = gate.trusted || usable || automatic.is_some();
+    if let Some(code) = offered_code(&message.text, !way_in) {
+        let attempt = PairingAttempt {
+            channel_id: gate.channel_id,
+            platform_user_id: &message.sender.platform_user_id,
+            user_id,
+            agent_id: agent.id,
+        };
+        let pairing = redeem(tx, &attempt, &code).await?;
+        return Ok(match pairing {
+            Pairing::Paired => Admission::Paired(pairing.reply()),
+            Pairing::Wrong | Pairing::Locked => {
+                Admission::Refused { notice: Some(pairing.reply()), detail: "pairing code refused" }
+            }
+        });
+    }
+    if !gate.trusted && !usable {
+        if let Some(origin) = automatic {
+            let new = NewGrant {
+                agent_id: agent.id,
+                user_id,
+                access: "write".into(),
+                origin: origin.into(),
+                expires_at: None,
+                rate_limit: None,
+            };
+            tx.upsert_grant(&new).await?;
+        } else if let Some(grant) = &grant {
+            let notice = if grant.is_expired(now) { GRANT_EXPIRED } else { GRANT_REVOKED };
+            return Ok(Admission::Refused { notice: Some(notice), detail: "grant revoked or expired" });
+        } else if agent.access_mode == AccessMode::ApprovalQueue {
+            let request = NewAccessRequest {
+                agent_id: agent.id,
+                user_id,
+                channel_id: gate.channel_id,
+                chat_id: message.chat.chat_id.clone(),
+                reply_target: reply_target(&message.chat, Some(&message.platform_message_id)),
+                message_preview: message.text.chars().take(200).collect(),
+            };
+            // The "request submitted" notice goes out once per request.
+            let filed = tx.request_access(&request).await?;
+            return Ok(Admission::Refused { notice: filed.then_some(REQUEST_SUBMITTED), detail: "access requested" });
+        } else {
+            return Ok(Admission::Refused { notice: Some(NO_ACCESS), detail: "no grant" });
+        }
+    }
+    let limit = grant.filter(|grant| grant.is_usable(now)).and_then(|grant| grant.rate_limit.map(|limit| limit.0));
+    if let Some(notify) = over_limit(tx, store, limit, user_id, agent.id).await? {
+        return Ok(Admission::Refused { notice: notify.then_some(SLOW_DOWN), detail: RATE_LIMITED_DETAIL });
+    }
+    Ok(Admission::Admitted)
 }
 
 /// A new pairing code.
@@ -77,7 +173,7 @@ pub async fn create_pairing_code(
 
 /// The code a message offers, upper-cased: `/pair CODE` always, a bare code only when `bare` (the
 /// sender has no way in otherwise, so an ordinary six-letter word never counts as a guess).
-pub(crate) fn offered_code(text: &str, bare: bool) -> Option<String> {
+fn offered_code(text: &str, bare: bool) -> Option<String> {
     let mut words = text.split_whitespace();
     let first = words.next()?;
     let command = first.split('@').next().unwrap_or(first);
@@ -90,7 +186,7 @@ pub(crate) fn offered_code(text: &str, bare: bool) -> Option<String> {
 }
 
 /// What a pairing attempt led to, and what the sender is told.
-pub(crate) enum Pairing {
+enum Pairing {
     /// The code was live: the sender now holds a grant.
     Paired,
     /// Not a live code of this agent (counted).
@@ -100,7 +196,7 @@ pub(crate) enum Pairing {
 }
 
 impl Pairing {
-    pub(crate) fn reply(&self) -> &'static str {
+    fn reply(&self) -> &'static str {
         match self {
             Pairing::Paired => PAIRED,
             Pairing::Wrong => WRONG_CODE,
@@ -110,23 +206,23 @@ impl Pairing {
 }
 
 /// Who offers a code, and to which agent.
-pub(crate) struct PairingAttempt<'a> {
-    pub channel_id: Uuid,
-    pub platform_user_id: &'a str,
-    pub user_id: Uuid,
-    pub agent_id: Uuid,
+struct PairingAttempt<'a> {
+    channel_id: Uuid,
+    platform_user_id: &'a str,
+    user_id: Uuid,
+    agent_id: Uuid,
 }
 
 /// Redeems `code` for the sender in the routing transaction: one guarded update, then the grant
 /// (origin `pairing`, also over a revoked one). A wrong code is counted against the sender and against
 /// the agent's live codes.
-pub(crate) async fn redeem(tx: &mut Tx, attempt: &PairingAttempt<'_>, code: &str) -> Result<Pairing, StoreError> {
+async fn redeem(tx: &mut Tx, attempt: &PairingAttempt<'_>, code: &str) -> Result<Pairing, StoreError> {
     if tx.pairing_failures(attempt.channel_id, attempt.platform_user_id).await? >= PAIRING_USER_MAX_FAILURES {
         return Ok(Pairing::Locked);
     }
     match tx.redeem_pairing_code(attempt.agent_id, code, attempt.user_id).await? {
         Some(access) => {
-            tx.upsert_grant(&cortex_store::channel_access::NewGrant {
+            tx.upsert_grant(&NewGrant {
                 agent_id: attempt.agent_id,
                 user_id: attempt.user_id,
                 access,
@@ -146,7 +242,7 @@ pub(crate) async fn redeem(tx: &mut Tx, attempt: &PairingAttempt<'_>, code: &str
 
 /// Whether the sender is over their limit with this message: `None` when it may pass, `Some(notify)`
 /// when it is refused (`notify`: the first refusal of the window, which says "slow down").
-pub(crate) async fn over_limit(
+async fn over_limit(
     tx: &mut Tx,
     store: &Store,
     limit: Option<UserRateLimit>,

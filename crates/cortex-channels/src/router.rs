@@ -10,11 +10,11 @@
 //! channel and chat), and commands only ever touch the sender's own session in that chat — a user in a
 //! group can never continue, reset or stop another user's conversation.
 
-use cortex_core::agent::{AccessMode, AgentStatus, HealthState};
+use cortex_core::agent::{AgentStatus, HealthState};
 use cortex_core::job::JobKind;
 use cortex_core::role::Role;
 use cortex_store::agents::Agent;
-use cortex_store::channel_access::{Binding, NewAccessRequest, NewGrant, RATE_LIMITED_DETAIL};
+use cortex_store::channel_access::Binding;
 use cortex_store::channels::{Channel, InboundOutcome, InboundRecord};
 use cortex_store::jobs::NewJob;
 use cortex_store::outbox::NewOutbox;
@@ -22,7 +22,7 @@ use cortex_store::{Store, StoreError, Tx};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::access::{self, Pairing, PairingAttempt};
+use crate::access::{self, Admission, Gate};
 use crate::adapter::ChannelAdapter;
 use crate::types::{ChatKind, ChatRef, Inbound, InboundEvent};
 
@@ -233,75 +233,15 @@ impl Router {
             return Ok(Decision::Ignore("group message not addressed to the bot"));
         }
         let trusted = sender.role.includes(Role::Operator);
-        let now = self.store.clock().now();
-        let grant = self.store.grant(agent.id, user_id).await?;
-        let usable = grant.as_ref().is_some_and(|grant| grant.is_usable(now));
-        // Who reaches the agent without a grant gets one automatically; a revoked or expired grant
-        // stays in force (the sender is told why).
         let explicitly_bound = binding.is_some_and(|binding| binding.agent_id == agent.id);
-        let automatic = match agent.access_mode {
-            _ if grant.is_some() => None,
-            AccessMode::Open => Some("open"),
-            AccessMode::BoundChats if explicitly_bound => Some("bound_chat"),
-            _ => None,
-        };
-        let way_in = trusted || usable || automatic.is_some();
-        if let Some(code) = access::offered_code(&message.text, !way_in) {
-            let attempt = PairingAttempt {
-                channel_id: channel.id,
-                platform_user_id: &message.sender.platform_user_id,
-                user_id,
-                agent_id: agent.id,
-            };
-            let pairing = access::redeem(tx, &attempt, &code).await?;
-            return Ok(match pairing {
-                Pairing::Paired => Decision::Command { notice: pairing.reply().into(), cancel: Vec::new() },
-                Pairing::Wrong | Pairing::Locked => refuse(pairing.reply(), "pairing code refused"),
-            });
-        }
-        if !trusted && !usable {
-            if let Some(origin) = automatic {
-                let new = NewGrant {
-                    agent_id: agent.id,
-                    user_id,
-                    access: "write".into(),
-                    origin: origin.into(),
-                    expires_at: None,
-                    rate_limit: None,
-                };
-                tx.upsert_grant(&new).await?;
-            } else if let Some(grant) = &grant {
-                let notice = if grant.is_expired(now) { access::GRANT_EXPIRED } else { access::GRANT_REVOKED };
-                return Ok(refuse(notice, "grant revoked or expired"));
-            } else if agent.access_mode == AccessMode::ApprovalQueue {
-                let request = NewAccessRequest {
-                    agent_id: agent.id,
-                    user_id,
-                    channel_id: channel.id,
-                    chat_id: message.chat.chat_id.clone(),
-                    reply_target: reply_target(&message.chat, Some(&message.platform_message_id)),
-                    message_preview: message.text.chars().take(200).collect(),
-                };
-                // The "request submitted" notice goes out once per request.
-                let filed = tx.request_access(&request).await?;
-                let notice = filed.then(|| access::REQUEST_SUBMITTED.to_owned());
-                return Ok(Decision::Refuse {
-                    notice,
-                    key: format!("inbound:{row_id}:reply"),
-                    detail: "access requested",
-                });
-            } else {
-                return Ok(refuse(access::NO_ACCESS, "no grant"));
+        let gate = Gate { channel_id: channel.id, message, user_id, trusted, explicitly_bound };
+        match access::admit(tx, &self.store, &agent, &gate).await? {
+            Admission::Admitted => {}
+            Admission::Paired(notice) => return Ok(Decision::Command { notice: notice.into(), cancel: Vec::new() }),
+            Admission::Refused { notice, detail } => {
+                let notice = notice.map(str::to_owned);
+                return Ok(Decision::Refuse { notice, key: format!("inbound:{row_id}:reply"), detail });
             }
-        }
-        let limit = grant.filter(|grant| grant.is_usable(now)).and_then(|grant| grant.rate_limit.map(|limit| limit.0));
-        if let Some(notify) = access::over_limit(tx, &self.store, limit, user_id, agent.id).await? {
-            let notice = notify.then(|| access::SLOW_DOWN.to_owned());
-            return Ok(Decision::Refuse {
-                notice,
-                key: format!("inbound:{row_id}:reply"),
-                detail: RATE_LIMITED_DETAIL,
-            });
         }
         if let Some((notice, cancel)) = self.command(tx, channel, message, &agent, user_id).await? {
             return Ok(Decision::Command { notice, cancel });
