@@ -6,8 +6,8 @@ use std::sync::Arc;
 use cortex_store::{Store, StoreError};
 
 pub use crate::embedded::EmbeddedIndex;
-pub use crate::qdrant::QdrantIndex;
 use crate::pgvector::PgVectorIndex;
+pub use crate::qdrant::QdrantIndex;
 use uuid::Uuid;
 
 /// Why the index could not answer; search then degrades to keyword only.
@@ -106,9 +106,9 @@ pub async fn open_index(
         (VectorBackend::Sqlite, _) => Ok(Arc::new(EmbeddedIndex::new(store.clone()))),
         (VectorBackend::Pgvector, _) => match PgVectorIndex::open(store.clone()).await? {
             Some(index) => Ok(Arc::new(index)),
-            None => Err(IndexError::Unavailable(
-                "`pgvector` needs PostgreSQL where `CREATE EXTENSION vector` works".into(),
-            )),
+            None => {
+                Err(IndexError::Unavailable("`pgvector` needs PostgreSQL where `CREATE EXTENSION vector` works".into()))
+            }
         },
         (VectorBackend::Auto, None) => match PgVectorIndex::open(store.clone()).await? {
             Some(index) => {

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, Code, ErrorBody};
-use crate::extract::{Json, Query};
+use crate::extract::{Json, PageParams, Query};
 use crate::guard::Routes;
 use crate::routes::channels::channel_uuid;
 use crate::state::AppState;
@@ -102,11 +102,12 @@ pub struct AllowUser {
 }
 
 /// The platform users admitted when the channel's `inbound_policy` is `allowlist` [viewer].
-#[utoipa::path(get, path = "/channels/{id}/allowlist", tag = "channels", params(("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/channels/{id}/allowlist", tag = "channels", params(("id" = Uuid, Path), PageParams),
     responses((status = 200, body = List<AllowlistView>), (status = 404, body = ErrorBody)))]
 async fn list_allowlist(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    Query(page): Query<PageParams>,
 ) -> ApiResult<axum::Json<List<AllowlistView>>> {
     let channel = state.store.channel(channel_uuid(&id)?).await?;
     let items = state.store.allowlist(channel.id).await?;
@@ -114,7 +115,7 @@ async fn list_allowlist(
         .into_iter()
         .map(|entry| AllowlistView { platform_user_id: entry.platform_user_id, created_at: ms_time(entry.created_at) })
         .collect();
-    Ok(axum::Json(List { items, next_cursor: None }))
+    Ok(axum::Json(List::from_all(items, &page, |entry| entry.platform_user_id.clone())?))
 }
 
 /// Admit a platform user on this channel [admin]: 201 when added, 200 when already listed.
@@ -237,13 +238,18 @@ pub struct UpdateGrant {
 }
 
 /// The agent's grants, also revoked and expired ones [viewer].
-#[utoipa::path(get, path = "/agents/{id}/users", tag = "channels", params(("id" = String, Path, description = "Agent id or slug")),
-    responses((status = 200, body = List<GrantView>), (status = 404, body = ErrorBody)))]
-async fn list_grants(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::Json<List<GrantView>>> {
+#[utoipa::path(get, path = "/agents/{id}/users", tag = "channels",
+    params(("id" = String, Path, description = "Agent id or slug"), PageParams),
+    responses((status = 200, body = List<GrantView>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn list_grants(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(page): Query<PageParams>,
+) -> ApiResult<axum::Json<List<GrantView>>> {
     let agent = state.store.get_agent(&id).await?;
     let now = state.store.clock().now();
     let items = state.store.grants(agent.id).await?.into_iter().map(|grant| GrantView::new(grant, now)).collect();
-    Ok(axum::Json(List { items, next_cursor: None }))
+    Ok(axum::Json(List::from_all(items, &page, |grant| grant.id.to_string())?))
 }
 
 /// Grant a user access to the agent (origin `invite`) [operator]; renews a revoked or expired grant.
@@ -392,13 +398,15 @@ async fn new_pairing_code(
     Ok((StatusCode::CREATED, axum::Json(PairingCodeView::new(code, state.store.clock().now(), true))))
 }
 
-/// The agent's pairing codes, newest first [viewer]; the codes themselves only for operators.
-#[utoipa::path(get, path = "/agents/{id}/pairing-codes", tag = "channels", params(("id" = String, Path, description = "Agent id or slug")),
-    responses((status = 200, body = List<PairingCodeView>), (status = 404, body = ErrorBody)))]
+/// The agent's pairing codes in creation order [viewer]; the codes themselves only for operators.
+#[utoipa::path(get, path = "/agents/{id}/pairing-codes", tag = "channels",
+    params(("id" = String, Path, description = "Agent id or slug"), PageParams),
+    responses((status = 200, body = List<PairingCodeView>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn list_pairing_codes(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
+    Query(page): Query<PageParams>,
 ) -> ApiResult<axum::Json<List<PairingCodeView>>> {
     let agent = state.store.get_agent(&id).await?;
     let now = state.store.clock().now();
@@ -410,7 +418,7 @@ async fn list_pairing_codes(
         .into_iter()
         .map(|code| PairingCodeView::new(code, now, show))
         .collect();
-    Ok(axum::Json(List { items, next_cursor: None }))
+    Ok(axum::Json(List::from_all(items, &page, |code| code.id.to_string())?))
 }
 
 /// Revoke an unredeemed pairing code [operator] (409 when already redeemed or revoked).
@@ -484,6 +492,10 @@ impl From<AccessRequest> for AccessRequestView {
 pub struct AccessRequestParams {
     /// `pending`, `approved` or `denied`; all when absent.
     pub status: Option<String>,
+    /// Page size, 1–200 (default 50).
+    pub limit: Option<i64>,
+    /// Opaque cursor from the previous page's `next_cursor`.
+    pub cursor: Option<String>,
 }
 
 /// Body of `PATCH /agents/{id}/access-requests/{request_id}`.
@@ -496,7 +508,7 @@ pub struct DecideAccessRequest {
     pub reason: Option<String>,
 }
 
-/// The agent's access requests, newest first (the latest 200) [viewer].
+/// The agent's latest 200 access requests, in creation order [viewer].
 #[utoipa::path(get, path = "/agents/{id}/access-requests", tag = "channels",
     params(("id" = String, Path, description = "Agent id or slug"), AccessRequestParams),
     responses((status = 200, body = List<AccessRequestView>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -511,8 +523,10 @@ async fn list_access_requests(
         Some(status) if ["pending", "approved", "denied"].contains(&status.as_str()) => Some(status),
         Some(other) => return Err(ApiError::validation(&[("status", format!("unknown status `{other}`"))])),
     };
+    let page = PageParams { limit: params.limit, cursor: params.cursor };
     let items = state.store.access_requests(agent.id, status.as_deref(), 200).await?;
-    Ok(axum::Json(List { items: items.into_iter().map(AccessRequestView::from).collect(), next_cursor: None }))
+    let items = items.into_iter().map(AccessRequestView::from).collect();
+    Ok(axum::Json(List::from_all(items, &page, |request| request.id.to_string())?))
 }
 
 /// Approve (grant, origin `approval`) or deny a pending access request [operator]; the user is told in

@@ -370,7 +370,6 @@ async fn the_survivor_takes_over_a_telegram_long_poll_when_its_holder_is_killed(
     assert_eq!(telegram.delivered("sendMessage").len(), 2, "no duplicate after the takeover");
     second.kill();
 }
-
 /// A pairing code created through the API is redeemed in chat by an unknown user of an `allowlist`
 /// agent (a bound chat gives no automatic grant there); the user's next message gets the agent's reply.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -378,13 +377,6 @@ async fn a_pairing_code_lets_a_stranger_talk_to_an_allowlist_agent() {
     let telegram = FakeTelegram::start(TOKEN).await;
     let llm = FakeLlm::start().await;
     llm.rule(When::Always, Reply::text("welcome aboard"));
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gated_tool_call_is_approved_from_telegram_and_the_reply_arrives() {
-    let telegram = FakeTelegram::start(TOKEN).await;
-    let llm = FakeLlm::start().await;
-    llm.push(Reply::tool_call("webhook__counter", json!({"reason": "asked in chat"})));
-    llm.rule(When::LastIsToolResult, Reply::text("counted"));
-    let (counter_url, hits) = crate::e2e::counter().await;
     let dir = tempfile::tempdir().unwrap();
     let mut env = env(&llm);
     env.push(("TELEGRAM_BOT_TOKEN", TOKEN.to_owned()));
@@ -418,6 +410,22 @@ async fn a_gated_tool_call_is_approved_from_telegram_and_the_reply_arrives() {
     assert_eq!(wait_delivered(&telegram, 3, &[&base]).await[2], "welcome aboard");
     let users = api(reqwest::Method::GET, format!("{base}/agents/{agent}/users"), None).await;
     assert_eq!(users["items"][0]["origin"], "pairing", "{users}");
+    server.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gated_tool_call_is_approved_from_telegram_and_the_reply_arrives() {
+    let telegram = FakeTelegram::start(TOKEN).await;
+    let llm = FakeLlm::start().await;
+    llm.push(Reply::tool_call("webhook__counter", json!({"reason": "asked in chat"})));
+    llm.rule(When::LastIsToolResult, Reply::text("counted"));
+    let (counter_url, hits) = crate::e2e::counter().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = env(&llm);
+    env.push(("TELEGRAM_BOT_TOKEN", TOKEN.to_owned()));
+    env.push(("TELEGRAM_API_BASE", telegram.api_base().to_owned()));
+    let server = start(dir.path(), &env);
+    let base = server.url.clone();
     let channel_id = env_channel(&base).await["id"].as_str().unwrap().to_owned();
     let agent = crate::e2e::agent_with_counter(&base, &counter_url, "always", false).await;
     api(
