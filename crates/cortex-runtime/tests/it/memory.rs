@@ -1,8 +1,11 @@
 //! Memory in the loop (SPEC §5.4, §9.6): the best memories for the user's message reach the model inside
-//! an untrusted "recalled notes" block, unrelated ones stay out, and the recall is counted.
+//! an untrusted "recalled notes" block, unrelated ones stay out, and the recall is counted; an agent with
+//! `memory.enabled: false` gets neither the block nor the memory tools.
 
 use std::time::Duration;
 
+use cortex_core::agent::MemorySettings;
+use cortex_core::approval::ApprovalMode;
 use cortex_core::job::JobStatus;
 use cortex_core::memory::{MemorySource, MemoryType};
 use cortex_memory::Remember;
@@ -55,5 +58,27 @@ both_engines!(relevant_memories_reach_the_context_as_untrusted_notes, |t: TestSt
     wait_status(&store, job.id, JobStatus::Completed).await;
     let system = world.llm.requests()[1].system();
     assert!(!system.contains("Recalled notes") && !system.contains("coffee black"), "{system}");
+    world.finish().await;
+});
+
+both_engines!(an_agent_with_memory_switched_off_recalls_nothing_and_has_no_memory_tools, |t: TestStore| async move {
+    let world = World::new(t).await;
+    let store = world.store().clone();
+    let off = MemorySettings { enabled: false, auto_extract: true };
+    let agent =
+        create_agent(&store, cortex_store::agents::AgentDefinition { memory: off, ..definition("gpt-4o-mini") }).await;
+    allow_tool(&store, agent.id, "memory_store", ApprovalMode::Risk, None).await;
+    allow_tool(&store, agent.id, "memory_query", ApprovalMode::Risk, None).await;
+    let coffee = Remember::new(agent.id, "Ana takes her coffee black, without sugar.", MemorySource::Api);
+    world.runtime.memory.remember(coffee).await.unwrap();
+    world.llm.push(Reply::text("I do not know."));
+    let job = task(&store, agent.id, "How does Ana take her coffee?").await;
+    wait_status(&store, job.id, JobStatus::Completed).await;
+
+    let request = &world.llm.requests()[0];
+    let system = request.system();
+    assert!(!system.contains("Recalled notes") && !system.contains("coffee black"), "{system}");
+    let tools = request.tool_names();
+    assert!(!tools.iter().any(|name| name.starts_with("memory_")), "memory tools offered: {tools:?}");
     world.finish().await;
 });
