@@ -2,7 +2,7 @@
 //! never leak onto the wire.
 
 use chrono::{DateTime, Utc};
-use cortex_core::agent::{AccessMode, AgentStatus, HealthState, ModelConfig, ResourceLimits};
+use cortex_core::agent::{AccessMode, AgentStatus, HealthState, MemorySettings, ModelConfig, ResourceLimits};
 use cortex_core::job::{JobError, JobKind, JobStatus};
 use cortex_core::role::Role;
 use cortex_store::Page;
@@ -115,6 +115,7 @@ pub struct AgentView {
     pub skills: Vec<String>,
     pub subagents: Vec<String>,
     pub access_mode: AccessMode,
+    pub memory: MemorySettings,
     pub status: AgentStatus,
     pub health_state: HealthState,
     pub quarantine_reason: Option<String>,
@@ -139,6 +140,7 @@ impl AgentView {
             skills: agent.skills,
             subagents: agent.subagents,
             access_mode: agent.access_mode,
+            memory: agent.memory,
             status: agent.status,
             health_state: agent.health_state,
             quarantine_reason: agent.quarantine_reason,

@@ -1,4 +1,5 @@
-//! Agent definition types: status, health, model configuration and resource limits (SPEC §3.2, §5).
+//! Agent definition types: status, health, model configuration, resource limits and memory switches
+//! (SPEC §3.2, §5, §9).
 //! Config blobs are typed documents with unknown keys rejected, so typos fail loudly.
 
 use serde::{Deserialize, Serialize};
@@ -92,6 +93,31 @@ impl ModelConfig {
             return Err("max_tokens must be positive".into());
         }
         Ok(())
+    }
+}
+
+/// Per-agent memory switches (SPEC §3.2, §9.2; issue 16). Both default on; a missing key keeps its default.
+/// Off, `enabled` keeps the agent's turns away from its memory (no recalled block, no memory tools, no
+/// extraction) while the operator's memory routes keep working; `auto_extract` alone stops extraction jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemorySettings {
+    /// Recalled memories are injected into turns and `memory_store`/`memory_query` are offered.
+    pub enabled: bool,
+    /// Sessions are queued for memory extraction (only while `enabled`).
+    pub auto_extract: bool,
+}
+
+impl Default for MemorySettings {
+    fn default() -> Self {
+        Self { enabled: true, auto_extract: true }
+    }
+}
+
+impl MemorySettings {
+    /// Whether the agent's sessions are extracted into memories: both switches must be on.
+    pub fn extracts(&self) -> bool {
+        self.enabled && self.auto_extract
     }
 }
 

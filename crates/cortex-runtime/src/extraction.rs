@@ -101,6 +101,11 @@ impl ExtractionHandler {
         if agent.status != AgentStatus::Active {
             return Err(Halt::permanent("agent_not_active", format!("agent `{}` is {}", agent.slug, agent.status)));
         }
+        if !agent.memory.extracts() {
+            // Queued before the agent's memory switches were turned off: free the session's slot untouched.
+            self.finish(session_id, job.id, state.extracted_through_seq).await?;
+            return Ok(json!({"session_id": session_id, "skipped": "memory_switched_off"}));
+        }
         let answered = match ctx.resume_point().await {
             ResumePoint::Checkpoint(value) => serde_json::from_value::<Answered>(value).ok(),
             ResumePoint::Fresh | ResumePoint::Corrupt(_) => None,

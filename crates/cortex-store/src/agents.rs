@@ -1,7 +1,7 @@
 //! Agent definitions (SPEC §3.2).
 
 use cortex_core::Timestamp;
-use cortex_core::agent::{AccessMode, AgentStatus, HealthState, ModelConfig, ResourceLimits};
+use cortex_core::agent::{AccessMode, AgentStatus, HealthState, MemorySettings, ModelConfig, ResourceLimits};
 use sqlx::types::Json;
 use uuid::Uuid;
 
@@ -24,6 +24,7 @@ pub struct Agent {
     pub access_mode: AccessMode,
     pub skills: Vec<String>,
     pub subagents: Vec<String>,
+    pub memory: MemorySettings,
     pub status: AgentStatus,
     pub health_state: HealthState,
     pub quarantine_reason: Option<String>,
@@ -45,6 +46,7 @@ pub struct AgentDefinition {
     pub access_mode: AccessMode,
     pub skills: Vec<String>,
     pub subagents: Vec<String>,
+    pub memory: MemorySettings,
     pub status: AgentStatus,
 }
 
@@ -73,6 +75,7 @@ impl AgentDefinition {
             access_mode: AccessMode::BoundChats,
             skills: vec![],
             subagents: vec![],
+            memory: MemorySettings::default(),
             status: AgentStatus::Active,
         }
     }
@@ -92,6 +95,7 @@ impl Agent {
             access_mode: self.access_mode,
             skills: self.skills.clone(),
             subagents: self.subagents.clone(),
+            memory: self.memory,
             status: self.status,
         }
     }
@@ -110,6 +114,7 @@ struct AgentRow {
     access_mode: String,
     skills: Json<serde_json::Value>,
     subagents: Json<serde_json::Value>,
+    memory: Json<serde_json::Value>,
     status: String,
     health_state: String,
     quarantine_reason: Option<String>,
@@ -132,6 +137,7 @@ impl AgentRow {
             access_mode: parse("agent.access_mode", &self.access_mode)?,
             skills: from_json("agent.skills", self.skills.0)?,
             subagents: from_json("agent.subagents", self.subagents.0)?,
+            memory: from_json("agent.memory", self.memory.0)?,
             status: parse("agent.status", &self.status)?,
             health_state: parse("agent.health_state", &self.health_state)?,
             quarantine_reason: self.quarantine_reason,
@@ -143,7 +149,7 @@ impl AgentRow {
 }
 
 const COLUMNS: &str = "id, name, slug, role, description, system_prompt, model_config, resource_limits, access_mode, skills, \
-     subagents, status, health_state, quarantine_reason, health_reset_at, created_at, updated_at";
+     subagents, memory, status, health_state, quarantine_reason, health_reset_at, created_at, updated_at";
 
 impl Store {
     /// Looks an agent up by UUID or by slug.
@@ -152,7 +158,7 @@ impl Store {
             Ok(id) => read!(self, |conn| {
                 sqlx::query_as(
                     "SELECT id, name, slug, role, description, system_prompt, model_config, resource_limits, access_mode, \
-                     skills, subagents, status, health_state, quarantine_reason, health_reset_at, created_at, updated_at \
+                     skills, subagents, memory, status, health_state, quarantine_reason, health_reset_at, created_at, updated_at \
                      FROM agent WHERE id = $1",
                 )
                 .bind(id)
@@ -162,7 +168,7 @@ impl Store {
             Err(_) => read!(self, |conn| {
                 sqlx::query_as(
                     "SELECT id, name, slug, role, description, system_prompt, model_config, resource_limits, access_mode, \
-                     skills, subagents, status, health_state, quarantine_reason, health_reset_at, created_at, updated_at \
+                     skills, subagents, memory, status, health_state, quarantine_reason, health_reset_at, created_at, updated_at \
                      FROM agent WHERE slug = $1",
                 )
                 .bind(id_or_slug)
@@ -256,8 +262,8 @@ impl Tx {
         let id = cortex_core::new_id();
         self.write_definition(
             "INSERT INTO agent (id, name, slug, role, description, system_prompt, model_config, resource_limits, \
-             max_concurrent_jobs, access_mode, skills, subagents, status, health_state, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'healthy', $14, $14)",
+             max_concurrent_jobs, access_mode, skills, subagents, status, health_state, created_at, updated_at, memory) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'healthy', $14, $14, $15)",
             id,
             def,
         )
@@ -271,7 +277,7 @@ impl Tx {
             .write_definition(
                 "UPDATE agent SET name = $2, slug = $3, role = $4, description = $5, system_prompt = $6, \
                  model_config = $7, resource_limits = $8, max_concurrent_jobs = $9, access_mode = $10, skills = $11, \
-                 subagents = $12, status = $13, updated_at = $14 WHERE id = $1",
+                 subagents = $12, status = $13, updated_at = $14, memory = $15 WHERE id = $1",
                 id,
                 def,
             )
@@ -283,7 +289,7 @@ impl Tx {
     }
 
     /// Runs `sql` with the parameters both agent writes share, in order: the id ($1), the definition's
-    /// columns ($2–$13) and the current time ($14), so the two statements cannot bind differently.
+    /// columns ($2–$13), the current time ($14) and the memory switches ($15), so the two statements cannot bind differently.
     async fn write_definition(&mut self, sql: &'static str, id: Uuid, def: &AgentDefinition) -> Result<u64> {
         let now = ms(self.now());
         Ok(write!(self, |conn| {
@@ -302,6 +308,7 @@ impl Tx {
                 .bind(to_json(&def.subagents))
                 .bind(def.status.as_str())
                 .bind(now)
+                .bind(to_json(&def.memory))
                 .execute(conn)
                 .await?
                 .rows_affected()

@@ -12,19 +12,23 @@
 //! - While the job runs, triggers coalesce into it; when it finishes ([`Tx::finish_extraction`]) it
 //!   advances `extracted_through_seq` and re-plans the session for whatever arrived meanwhile.
 //!
+//! Agents whose `memory` switches say not to extract (`enabled: false` or `auto_extract: false`, SPEC §9.2)
+//! get no job: their sessions' messages just stay unextracted.
+//!
 //! The policy is off unless the process enables it ([`Store::enable_memory_extraction`]; the binary does),
 //! so library tests that write sessions see no extra jobs.
 
 use std::time::Duration;
 
 use cortex_core::Timestamp;
+use cortex_core::agent::MemorySettings;
 use cortex_core::job::{JobKind, JobStatus};
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::engine::{read, write};
 use crate::jobs::NewJob;
-use crate::rows::{ms, time};
+use crate::rows::{from_json, ms, time};
 use crate::{Notification, Result, Store, StoreError, Tx};
 
 /// Priority of extraction jobs (SPEC §9.2): below every chat and task job.
@@ -62,6 +66,8 @@ pub struct ExtractionState {
     pub last_activity_at: Timestamp,
     /// The queued or running extraction job, if one was queued and has not finished.
     pub extraction_job_id: Option<Uuid>,
+    /// The agent's memory switches: whether its sessions are extracted at all.
+    pub memory: MemorySettings,
 }
 
 #[derive(sqlx::FromRow)]
@@ -73,11 +79,13 @@ struct StateRow {
     extracted_through_seq: i64,
     last_activity_at: i64,
     extraction_job_id: Option<Uuid>,
+    memory: sqlx::types::Json<serde_json::Value>,
 }
 
-impl From<StateRow> for ExtractionState {
-    fn from(row: StateRow) -> Self {
-        Self {
+impl StateRow {
+    fn into_state(self) -> Result<ExtractionState> {
+        let row = self;
+        Ok(ExtractionState {
             session_id: row.id,
             agent_id: row.agent_id,
             closed: row.status == "closed",
@@ -85,12 +93,13 @@ impl From<StateRow> for ExtractionState {
             extracted_through_seq: row.extracted_through_seq,
             last_activity_at: time(row.last_activity_at),
             extraction_job_id: row.extraction_job_id,
-        }
+            memory: from_json("agent.memory", row.memory.0)?,
+        })
     }
 }
 
-const STATE_SQL: &str = "SELECT id, agent_id, status, message_count, extracted_through_seq, last_activity_at, \
-     extraction_job_id FROM session WHERE id = $1";
+const STATE_SQL: &str = "SELECT s.id, s.agent_id, s.status, s.message_count, s.extracted_through_seq, \
+     s.last_activity_at, s.extraction_job_id, a.memory FROM session s JOIN agent a ON a.id = s.agent_id WHERE s.id = $1";
 
 impl Store {
     /// Turns on live extraction for this process (the first policy set wins). Returns whether this call
@@ -108,17 +117,21 @@ impl Store {
     pub async fn extraction_state(&self, session_id: Uuid) -> Result<ExtractionState> {
         let row: Option<StateRow> =
             read!(self, |conn| sqlx::query_as(STATE_SQL).bind(session_id).fetch_optional(conn).await?);
-        row.map(ExtractionState::from).ok_or(StoreError::NotFound { entity: "session" })
+        row.ok_or(StoreError::NotFound { entity: "session" })?.into_state()
     }
 }
 
 impl Tx {
-    /// Re-plans the session's extraction job after a message or a close (no-op while extraction is off).
+    /// Re-plans the session's extraction job after a message or a close (no-op while extraction is off,
+    /// process-wide or for the session's agent).
     pub(crate) async fn plan_extraction(&mut self, session_id: Uuid) -> Result<()> {
         let Some(policy) = self.store.memory_extraction() else { return Ok(()) };
         let row: Option<StateRow> =
             write!(self, |conn| sqlx::query_as(STATE_SQL).bind(session_id).fetch_optional(conn).await?);
-        let Some(state) = row.map(ExtractionState::from) else { return Ok(()) };
+        let Some(state) = row.map(StateRow::into_state).transpose()? else { return Ok(()) };
+        if !state.memory.extracts() {
+            return Ok(());
+        }
         let waiting = state.message_count - state.extracted_through_seq;
         if waiting <= 0 {
             return Ok(());

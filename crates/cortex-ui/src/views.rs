@@ -513,6 +513,9 @@ pub struct EditAgentPage {
     pub requires_approval: bool,
     pub statuses: Vec<FilterOption>,
     pub access_modes: Vec<FilterOption>,
+    /// The agent's memory switches (`memory.enabled`, `memory.auto_extract`), sent together as one document.
+    pub memory_enabled: bool,
+    pub memory_auto_extract: bool,
 }
 
 /// One audit entry as a row.

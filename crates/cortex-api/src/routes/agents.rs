@@ -3,7 +3,9 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use cortex_core::agent::{AccessMode, AgentStatus, ModelConfig, ResourceLimits, is_valid_slug, slugify};
+use cortex_core::agent::{
+    AccessMode, AgentStatus, MemorySettings, ModelConfig, ResourceLimits, is_valid_slug, slugify,
+};
 use cortex_core::role::Role;
 use cortex_store::agents::{Agent, AgentDefinition};
 use cortex_store::tools::ToolPolicy;
@@ -51,6 +53,8 @@ pub struct CreateAgent {
     pub skills: Option<Vec<String>>,
     pub subagents: Option<Vec<String>>,
     pub access_mode: Option<AccessMode>,
+    /// Memory switches; both default to `true`.
+    pub memory: Option<MemorySettings>,
 }
 
 /// Body of `PATCH /agents/{id}`: only the given fields change.
@@ -75,6 +79,8 @@ pub struct UpdateAgent {
     pub skills: Option<Vec<String>>,
     pub subagents: Option<Vec<String>>,
     pub access_mode: Option<AccessMode>,
+    /// Replaces the memory switches as a whole (a key left out is `true`).
+    pub memory: Option<MemorySettings>,
     pub status: Option<AgentStatus>,
 }
 
@@ -189,6 +195,7 @@ async fn create_agent(
         access_mode: body.access_mode.unwrap_or(AccessMode::BoundChats),
         skills: body.skills.unwrap_or_default(),
         subagents: body.subagents.unwrap_or_default(),
+        memory: body.memory.unwrap_or_default(),
         status: AgentStatus::Active,
     };
     let tools = dedup(body.tools.unwrap_or_default());
@@ -279,6 +286,9 @@ async fn update_agent(
     }
     if let Some(access_mode) = body.access_mode {
         def.access_mode = access_mode;
+    }
+    if let Some(memory) = body.memory {
+        def.memory = memory;
     }
     if let Some(status) = body.status {
         if status == AgentStatus::Archived

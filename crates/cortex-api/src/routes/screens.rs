@@ -402,6 +402,8 @@ async fn edit_agent(
         requires_approval: agent.model_config.requires_approval,
         statuses: statuses.into_iter().map(|status| option(status.to_string(), status == agent.status)).collect(),
         access_modes: AccessMode::ALL.iter().map(|mode| option(mode.to_string(), *mode == agent.access_mode)).collect(),
+        memory_enabled: agent.memory.enabled,
+        memory_auto_extract: agent.memory.auto_extract,
     })
 }
 

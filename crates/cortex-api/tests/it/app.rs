@@ -123,6 +123,10 @@ impl TestApp {
         self.http.post(self.url(path)).bearer_auth(key).json(&body).send().await.unwrap()
     }
 
+    pub async fn patch(&self, path: &str, key: &str, body: Value) -> reqwest::Response {
+        self.http.patch(self.url(path)).bearer_auth(key).json(&body).send().await.unwrap()
+    }
+
     pub async fn create_agent(&self, name: &str) -> Value {
         let response = self
             .post(

@@ -647,6 +647,10 @@ both_engines!(job_detail_edit_agent_and_audit_pages, |t: TestStore| async move {
     assert!(refused.text().await.unwrap().contains("operator"), "refusal in words");
     let form = operator.get(&app, &edit).send().await.unwrap().text().await.unwrap();
     assert!(form.contains(&format!("hx-patch=\"/agents/{agent_id}\"")) && form.contains("data-json"), "{form}");
+    assert!(
+        form.contains("name=\"memory.enabled\" data-bool") && form.contains("name=\"memory.auto_extract\" data-bool"),
+        "the memory switches are on the form: {form}"
+    );
     let agent_page = viewer.get(&app, &format!("/ui/agents/{agent_id}")).send().await.unwrap().text().await.unwrap();
     assert!(!agent_page.contains(&edit), "a viewer is not offered the edit link");
 

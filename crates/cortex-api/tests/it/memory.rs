@@ -1,5 +1,5 @@
 //! Memory routes (SPEC §2.4, §9): create, hybrid search with score parts, list, edit, delete, per-agent
-//! isolation, and keyword-only search when no embedder is configured.
+//! isolation, keyword-only search when no embedder is configured, and the agent's `memory` switches.
 
 use std::collections::BTreeMap;
 
@@ -262,4 +262,38 @@ both_engines!(markdown_files_sync_through_the_routes_and_stay_read_only, |t: Tes
         assert_eq!(response.status(), 400, "{bad}");
     }
     assert_eq!(app.get(&format!("/agents/{id}/memory/files/missing.md"), &app.admin).await.status(), 404);
+});
+
+both_engines!(agent_memory_switches_are_typed_stored_and_leave_the_routes_working, |t: TestStore| async move {
+    let app = TestApp::spawn(t).await;
+    let plain = app.create_agent("Default Memory").await;
+    assert_eq!(plain["memory"], json!({"enabled": true, "auto_extract": true}), "both on by default");
+
+    let model = json!({"provider": "openai", "model": "gpt-4o-mini"});
+    let created = app
+        .post("/agents", &app.admin, json!({"name": "Forgetful", "model_config": model, "memory": {"enabled": false}}))
+        .await;
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    assert_eq!(created["memory"], json!({"enabled": false, "auto_extract": true}));
+    let id = created["id"].as_str().unwrap();
+    let read: Value = app.get(&format!("/agents/{id}"), &app.admin).await.json().await.unwrap();
+    assert_eq!(read["memory"], created["memory"], "stored");
+
+    let patched = app.patch(&format!("/agents/{id}"), &app.admin, json!({"memory": {"auto_extract": false}})).await;
+    assert_eq!(patched.status(), 200);
+    let patched: Value = patched.json().await.unwrap();
+    assert_eq!(patched["memory"], json!({"enabled": true, "auto_extract": false}), "the document is replaced");
+
+    for body in [json!({"memory": {"enable": false}}), json!({"memory": {"enabled": "no"}}), json!({"memory": true})] {
+        let refused = app.patch(&format!("/agents/{id}"), &app.admin, body.clone()).await;
+        assert_eq!(refused.status(), 400, "{body}");
+        assert_eq!(error_code(refused).await, "validation_failed", "{body}");
+    }
+
+    app.patch(&format!("/agents/{id}"), &app.admin, json!({"memory": {"enabled": false}})).await;
+    let stored = remember(&app, id, json!({"content": "Operators can still file memories for this agent."})).await;
+    assert_eq!(stored["source"], "api", "the operator's memory routes keep working with memory off");
+    let listed: Value = app.get(&format!("/agents/{id}/memory"), &app.admin).await.json().await.unwrap();
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(1), "{listed}");
 });

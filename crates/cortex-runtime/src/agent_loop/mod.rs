@@ -178,7 +178,7 @@ impl Run {
         synced?;
         svc.secrets.refresh().await?;
         let (tools, (user_text, history), records) = (tools?, conversation?, records?);
-        let memories = recall(&svc, agent.id, &user_text).await;
+        let memories = if agent.memory.enabled { recall(&svc, agent.id, &user_text).await } else { None };
         let user_text = if job.untrusted_input() { wrap_untrusted(UNTRUSTED_SENDER, &user_text) } else { user_text };
         let candidates = agent.model_config.candidates();
         if !candidates.iter().any(|candidate| svc.providers.has(&candidate.provider)) {

@@ -23,6 +23,9 @@ fn parse_args<T: serde::de::DeserializeOwned>(input: Value) -> Result<T, ToolErr
     serde_json::from_value(input).map_err(|err| ToolError::InvalidArguments(err.to_string()))
 }
 
+/// The refs of the memory tools: not offered to an agent whose `memory.enabled` is off.
+pub(crate) const MEMORY_TOOLS: [&str; 2] = ["memory_store", "memory_query"];
+
 /// Whether a record of `memory_type` with `tags` is inside the scope.
 fn in_scope(scope: &DataScope, memory_type: &str, tags: &[String]) -> bool {
     (scope.types.is_empty() || scope.types.iter().any(|allowed| allowed == memory_type))
@@ -66,7 +69,7 @@ impl MemoryStoreTool {
 #[async_trait::async_trait]
 impl Tool for MemoryStoreTool {
     fn tool_ref(&self) -> &str {
-        "memory_store"
+        MEMORY_TOOLS[0]
     }
 
     fn description(&self) -> &str {
@@ -149,7 +152,7 @@ impl MemoryQueryTool {
 #[async_trait::async_trait]
 impl Tool for MemoryQueryTool {
     fn tool_ref(&self) -> &str {
-        "memory_query"
+        MEMORY_TOOLS[1]
     }
 
     fn description(&self) -> &str {

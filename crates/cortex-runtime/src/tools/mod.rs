@@ -34,7 +34,7 @@ use cortex_tools::builtin::{SearchConfig, WebSearchTool};
 
 pub(crate) use create_job::{CreateJobTool, DelegationLimits};
 pub(crate) use mcp::OUTCOME_UNKNOWN;
-pub(crate) use memory::{MemoryQueryTool, MemoryStoreTool};
+pub(crate) use memory::{MEMORY_TOOLS, MemoryQueryTool, MemoryStoreTool};
 pub(crate) use request_approval::{REQUEST_APPROVAL, RequestApprovalTool};
 
 /// Something the model can call: its description, schema, risk and crash class always come from the
@@ -244,6 +244,11 @@ impl ToolResolver {
             && let Some(resolved) = self.search_from_credential().await?
         {
             return Ok(resolved.map(|tool| (Callable::Tool(tool), false)));
+        }
+        if !agent.memory.enabled && MEMORY_TOOLS.contains(&tool_ref) {
+            return Ok(Err(format!(
+                "`{tool_ref}` is not offered: this agent's memory is switched off (memory.enabled)"
+            )));
         }
         if let Some(tool) = self.builtins.get(tool_ref) {
             let callable =

@@ -211,6 +211,7 @@ pub fn definition(model: &str) -> AgentDefinition {
         access_mode: AccessMode::BoundChats,
         skills: vec![],
         subagents: vec![],
+        memory: Default::default(),
         status: AgentStatus::Active,
     }
 }

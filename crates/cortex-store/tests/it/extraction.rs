@@ -1,8 +1,10 @@
 //! Live-extraction bookkeeping (SPEC §9.2): one `memory_extract` job per session, moved by activity,
-//! due at once after N messages or a close, never holding up the chat, and re-planned when it finishes.
+//! due at once after N messages or a close, never holding up the chat, and re-planned when it finishes;
+//! none for an agent whose memory switches say not to extract.
 
 use std::time::Duration;
 
+use cortex_core::agent::MemorySettings;
 use cortex_core::clock::Clock;
 use cortex_core::job::{JobKind, JobStatus};
 use cortex_store::Store;
@@ -99,4 +101,37 @@ both_engines!(a_quiet_session_is_marked_idle_after_its_extraction, |t: TestStore
     assert_eq!(t.store.get_session(session).await.unwrap().status, "idle");
     say(&t.store, session, "back again with another thought").await;
     assert_eq!(t.store.get_session(session).await.unwrap().status, "active");
+});
+
+both_engines!(agents_with_memory_switches_off_get_no_extraction_job, |t: TestStore| async move {
+    t.store.enable_memory_extraction(ExtractionPolicy::default());
+    let mut agents = Vec::new();
+    for (name, memory) in [
+        ("No Extract", MemorySettings { enabled: true, auto_extract: false }),
+        ("No Memory", MemorySettings { enabled: false, auto_extract: true }),
+        ("Extracts", MemorySettings::default()),
+    ] {
+        let def = cortex_store::agents::AgentDefinition { memory, ..cortex_testkit::agent_definition(name) };
+        let agent = cortex_testkit::jobs::insert_agent(&t.store, &def).await;
+        assert_eq!(t.store.get_agent_by_id(agent).await.unwrap().memory, memory, "stored as given");
+        let mut tx = t.store.begin().await.unwrap();
+        let session = tx.insert_session(agent, None, "api").await.unwrap().id;
+        tx.commit().await.unwrap();
+        say(&t.store, session, "my sister Ana lives in Lisbon").await;
+        let mut tx = t.store.begin().await.unwrap();
+        tx.close_session(session, false).await.unwrap();
+        tx.commit().await.unwrap();
+        agents.push((name, agent, session));
+    }
+    for (name, agent, session) in agents {
+        let jobs = extraction_jobs(&t.store, agent).await;
+        let state = t.store.extraction_state(session).await.unwrap();
+        if name == "Extracts" {
+            assert_eq!(jobs.len(), 1, "{name}: the control agent is extracted");
+            assert_eq!(state.extraction_job_id, Some(jobs[0].id));
+        } else {
+            assert!(jobs.is_empty(), "{name}: no extraction job, got {jobs:?}");
+            assert_eq!((state.extraction_job_id, state.extracted_through_seq), (None, 0), "{name}");
+        }
+    }
 });
