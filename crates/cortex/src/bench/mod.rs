@@ -3,6 +3,7 @@
 //!
 //! One module per scenario, registered once in [`BenchCommand`] and [`run`]:
 //! - [`queue`]: the job queue alone (enqueue and processing rates, enqueue→start latency);
+//! - [`fanout`]: one engine draining one job on each of many agents (time to drain, peak RSS);
 //! - [`chat`]: the control-plane overhead of one chat turn through the HTTP API (`?wait=true`) with a model
 //!   that answers instantly;
 //! - [`memory`]: the memory store and its embedded vector index at scale (insert rate, search p50/p99,
@@ -19,6 +20,7 @@
 //! benchmark can never load (or create databases on) a shared or remote server by accident.
 
 mod chat;
+mod fanout;
 mod in_process;
 mod local_embed;
 mod memory;
@@ -54,6 +56,8 @@ pub enum BenchCommand {
     /// Measure the control-plane overhead of one chat turn (`POST /agents/{id}/chat?wait=true`) with a
     /// model that answers instantly.
     Chat(chat::ChatArgs),
+    /// Measure how long one engine takes to drain one no-op job on each of many agents, and its peak RSS.
+    Fanout(fanout::FanoutArgs),
     /// Measure how long a `cortex serve` process takes from spawn to `/readyz` 200, and its idle RSS.
     Startup(startup::StartupArgs),
     /// Measure a `cortex serve` process's RSS before, at the end of and after a load spike (large list
@@ -96,6 +100,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     let measured = match &command {
         BenchCommand::Queue(args) => queue::measure(&scratch, args).await,
         BenchCommand::Chat(args) => chat::measure(&scratch, args).await,
+        BenchCommand::Fanout(args) => fanout::measure(&scratch, args).await,
         BenchCommand::Startup(args) => startup::measure(&scratch, args).await,
         BenchCommand::Spike(args) => spike::measure(&scratch, args).await,
         BenchCommand::Ui(args) => ui::measure(&scratch, args).await,
@@ -112,6 +117,7 @@ impl BenchCommand {
         match self {
             BenchCommand::Queue(args) => &args.scratch,
             BenchCommand::Chat(args) => &args.scratch,
+            BenchCommand::Fanout(args) => &args.scratch,
             BenchCommand::Startup(args) => &args.scratch,
             BenchCommand::Spike(args) => &args.scratch,
             BenchCommand::Ui(args) => &args.scratch,

@@ -151,3 +151,13 @@ fn memory_scenario_reports_every_figure() {
         );
     }
 }
+
+#[test]
+fn fanout_scenario_reports_every_figure() {
+    for engine in engines() {
+        let mut args = vec!["fanout", "--agents", "30", "--concurrency", "4"];
+        args.extend(engine.iter().map(String::as_str));
+        let report = bench(&args);
+        assert_figures(&report, "fanout", &["drain_ms", "drain_jobs_per_second", "rss_before_mib", "peak_rss_mib"]);
+    }
+}
