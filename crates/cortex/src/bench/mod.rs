@@ -8,6 +8,8 @@
 //!   that answers instantly;
 //! - [`memory`]: the memory store and its embedded vector index at scale (insert rate, search p50/p99,
 //!   recall@10, index cold start, RSS);
+//! - [`sse`]: many SSE subscribers on one agent stream (delivery latency of events emitted while they
+//!   listen, RSS);
 //! - [`startup`]: a real `cortex serve` process, from spawn to `/readyz` 200, and its idle RSS;
 //! - [`spike`]: a real `cortex serve` process's RSS before, at the end of and after a load spike;
 //! - [`ui`]: server render time of the dashboard's list pages holding 50 rows.
@@ -26,6 +28,7 @@ mod local_embed;
 mod memory;
 mod queue;
 mod spike;
+mod sse;
 mod startup;
 mod ui;
 
@@ -60,6 +63,8 @@ pub enum BenchCommand {
     Fanout(fanout::FanoutArgs),
     /// Measure how long a `cortex serve` process takes from spawn to `/readyz` 200, and its idle RSS.
     Startup(startup::StartupArgs),
+    /// Measure how fast events reach many concurrent SSE subscribers of one agent stream, and the RSS.
+    Sse(sse::SseArgs),
     /// Measure a `cortex serve` process's RSS before, at the end of and after a load spike (large list
     /// pages in parallel while many connections are held open).
     Spike(spike::SpikeArgs),
@@ -102,6 +107,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Chat(args) => chat::measure(&scratch, args).await,
         BenchCommand::Fanout(args) => fanout::measure(&scratch, args).await,
         BenchCommand::Startup(args) => startup::measure(&scratch, args).await,
+        BenchCommand::Sse(args) => sse::measure(&scratch, args).await,
         BenchCommand::Spike(args) => spike::measure(&scratch, args).await,
         BenchCommand::Ui(args) => ui::measure(&scratch, args).await,
         BenchCommand::Memory(args) => memory::measure(&scratch, args).await,
@@ -119,6 +125,7 @@ impl BenchCommand {
             BenchCommand::Chat(args) => &args.scratch,
             BenchCommand::Fanout(args) => &args.scratch,
             BenchCommand::Startup(args) => &args.scratch,
+            BenchCommand::Sse(args) => &args.scratch,
             BenchCommand::Spike(args) => &args.scratch,
             BenchCommand::Ui(args) => &args.scratch,
             BenchCommand::Memory(args) => &args.scratch,
