@@ -3,10 +3,13 @@
 //!
 //! One module per scenario, registered once in [`BenchCommand`] and [`run`]:
 //! - [`queue`]: the job queue alone (enqueue and processing rates, enqueue→start latency);
+//! - [`fanout`]: one engine draining one job on each of many agents (time to drain, peak RSS);
 //! - [`chat`]: the control-plane overhead of one chat turn through the HTTP API (`?wait=true`) with a model
 //!   that answers instantly;
 //! - [`memory`]: the memory store and its embedded vector index at scale (insert rate, search p50/p99,
 //!   recall@10, index cold start, RSS);
+//! - [`sse`]: many SSE subscribers on one agent stream (delivery latency of events emitted while they
+//!   listen, RSS);
 //! - [`startup`]: a real `cortex serve` process, from spawn to `/readyz` 200, and its idle RSS;
 //! - [`spike`]: a real `cortex serve` process's RSS before, at the end of and after a load spike;
 //! - [`ui`]: server render time of the dashboard's list pages holding 50 rows.
@@ -19,11 +22,13 @@
 //! benchmark can never load (or create databases on) a shared or remote server by accident.
 
 mod chat;
+mod fanout;
 mod in_process;
 mod local_embed;
 mod memory;
 mod queue;
 mod spike;
+mod sse;
 mod startup;
 mod ui;
 
@@ -54,8 +59,12 @@ pub enum BenchCommand {
     /// Measure the control-plane overhead of one chat turn (`POST /agents/{id}/chat?wait=true`) with a
     /// model that answers instantly.
     Chat(chat::ChatArgs),
+    /// Measure how long one engine takes to drain one no-op job on each of many agents, and its peak RSS.
+    Fanout(fanout::FanoutArgs),
     /// Measure how long a `cortex serve` process takes from spawn to `/readyz` 200, and its idle RSS.
     Startup(startup::StartupArgs),
+    /// Measure how fast events reach many concurrent SSE subscribers of one agent stream, and the RSS.
+    Sse(sse::SseArgs),
     /// Measure a `cortex serve` process's RSS before, at the end of and after a load spike (large list
     /// pages in parallel while many connections are held open).
     Spike(spike::SpikeArgs),
@@ -96,7 +105,9 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     let measured = match &command {
         BenchCommand::Queue(args) => queue::measure(&scratch, args).await,
         BenchCommand::Chat(args) => chat::measure(&scratch, args).await,
+        BenchCommand::Fanout(args) => fanout::measure(&scratch, args).await,
         BenchCommand::Startup(args) => startup::measure(&scratch, args).await,
+        BenchCommand::Sse(args) => sse::measure(&scratch, args).await,
         BenchCommand::Spike(args) => spike::measure(&scratch, args).await,
         BenchCommand::Ui(args) => ui::measure(&scratch, args).await,
         BenchCommand::Memory(args) => memory::measure(&scratch, args).await,
@@ -112,7 +123,9 @@ impl BenchCommand {
         match self {
             BenchCommand::Queue(args) => &args.scratch,
             BenchCommand::Chat(args) => &args.scratch,
+            BenchCommand::Fanout(args) => &args.scratch,
             BenchCommand::Startup(args) => &args.scratch,
+            BenchCommand::Sse(args) => &args.scratch,
             BenchCommand::Spike(args) => &args.scratch,
             BenchCommand::Ui(args) => &args.scratch,
             BenchCommand::Memory(args) => &args.scratch,

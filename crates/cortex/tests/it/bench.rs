@@ -151,3 +151,34 @@ fn memory_scenario_reports_every_figure() {
         );
     }
 }
+
+#[test]
+fn fanout_scenario_reports_every_figure() {
+    for engine in engines() {
+        let mut args = vec!["fanout", "--agents", "30", "--concurrency", "4"];
+        args.extend(engine.iter().map(String::as_str));
+        let report = bench(&args);
+        assert_figures(&report, "fanout", &["drain_ms", "drain_jobs_per_second", "rss_before_mib", "peak_rss_mib"]);
+    }
+}
+
+#[test]
+fn sse_scenario_reports_every_figure() {
+    for engine in engines() {
+        let mut args = vec!["sse", "--subscribers", "5", "--events", "4", "--rate", "200"];
+        args.extend(engine.iter().map(String::as_str));
+        let report = bench(&args);
+        assert_figures(
+            &report,
+            "sse",
+            &[
+                "delivery_p50_ms",
+                "delivery_p99_ms",
+                "delivery_max_ms",
+                "rss_before_mib",
+                "rss_connected_mib",
+                "peak_rss_mib",
+            ],
+        );
+    }
+}
