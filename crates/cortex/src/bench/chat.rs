@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use axum::body::Body;
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use clap::Args;
@@ -39,7 +40,7 @@ pub struct ChatArgs {
 pub(crate) async fn measure(scratch: &Scratch, args: &ChatArgs) -> anyhow::Result<Report> {
     let turns = args.turns as usize;
     let concurrency = (args.concurrency as usize).min(turns);
-    let model = InstantModel::start().await?;
+    let model = InstantModel::start(Duration::ZERO).await?;
     let env = BTreeMap::from([
         ("OPENAI_BASE_URL".to_owned(), model.base_url.clone()),
         ("OPENAI_API_KEY".to_owned(), "bench".to_owned()),
@@ -110,14 +111,17 @@ async fn one_turn(http: &reqwest::Client, url: &str, key: &str) -> anyhow::Resul
     Ok(elapsed)
 }
 
-/// A loopback OpenAI-compatible endpoint that answers every chat completion at once with "pong".
-struct InstantModel {
-    base_url: String,
+/// A loopback OpenAI-compatible endpoint that answers every chat completion with "pong" (streamed when
+/// asked), after `delay` (zero: at once). Shared by the scenarios that need a model (`chat`, `soak`,
+/// `queue --workers`).
+pub(super) struct InstantModel {
+    /// `http://127.0.0.1:<port>/v1`, for `OPENAI_BASE_URL`.
+    pub(super) base_url: String,
 }
 
 impl InstantModel {
-    async fn start() -> anyhow::Result<InstantModel> {
-        let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(complete));
+    pub(super) async fn start(delay: Duration) -> anyhow::Result<InstantModel> {
+        let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(complete)).with_state(delay);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base_url = format!("http://{}/v1", listener.local_addr()?);
         tokio::spawn(async move {
@@ -129,7 +133,11 @@ impl InstantModel {
     }
 }
 
-async fn complete(axum::Json(request): axum::Json<Value>) -> Response {
+async fn complete(State(delay): State<Duration>, axum::Json(request): axum::Json<Value>) -> Response {
+    if !delay.is_zero() {
+        // The model's own thinking time, which a job spends waiting.
+        tokio::time::sleep(delay).await;
+    }
     let model = request["model"].as_str().unwrap_or("bench").to_owned();
     let usage = json!({"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 13});
     if request["stream"].as_bool().unwrap_or(false) {

@@ -12,7 +12,9 @@
 //!   listen, RSS);
 //! - [`startup`]: a real `cortex serve` process, from spawn to `/readyz` 200, and its idle RSS;
 //! - [`spike`]: a real `cortex serve` process's RSS before, at the end of and after a load spike;
-//! - [`ui`]: server render time of the dashboard's list pages holding 50 rows.
+//! - [`ui`]: server render time of the dashboard's list pages holding 50 rows;
+//! - [`soak`]: a real `cortex serve` process under a steady mixed load for a long time (RSS and chat
+//!   latency per minute, growth and drift after warm-up).
 //!
 //! A scenario returns a [`Report`] (one [`Figure`] per measured value); this module prints it as one
 //! line per figure, headed by the machine's core count, or as JSON with `--json`.
@@ -27,6 +29,7 @@ mod in_process;
 mod local_embed;
 mod memory;
 mod queue;
+mod soak;
 mod spike;
 mod sse;
 mod startup;
@@ -72,6 +75,9 @@ pub enum BenchCommand {
     Ui(ui::UiArgs),
     /// Measure memory insert rate, vector and hybrid search latency, recall@10, index cold start and RSS.
     Memory(memory::MemoryArgs),
+    /// Run a real `cortex serve` under a steady mixed load (chats, task jobs, SSE readers) and print its
+    /// RSS and chat latency every minute, then RSS growth and p99 drift after warm-up against the targets.
+    Soak(soak::SoakArgs),
 }
 
 /// Where a benchmark runs and how it reports.
@@ -111,6 +117,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Spike(args) => spike::measure(&scratch, args).await,
         BenchCommand::Ui(args) => ui::measure(&scratch, args).await,
         BenchCommand::Memory(args) => memory::measure(&scratch, args).await,
+        BenchCommand::Soak(args) => soak::measure(&scratch, args).await,
     };
     let removed = scratch.remove().await;
     let report = measured?;
@@ -129,6 +136,7 @@ impl BenchCommand {
             BenchCommand::Spike(args) => &args.scratch,
             BenchCommand::Ui(args) => &args.scratch,
             BenchCommand::Memory(args) => &args.scratch,
+            BenchCommand::Soak(args) => &args.scratch,
         }
     }
 }
@@ -146,6 +154,9 @@ pub(crate) struct Report {
     #[serde(skip)]
     setup: String,
     figures: Vec<Figure>,
+    /// Per-interval readings of a long scenario (`soak`), in JSON only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    series: Option<serde_json::Value>,
 }
 
 /// One measured value.
@@ -163,12 +174,17 @@ pub(crate) struct Figure {
 impl Report {
     pub(crate) fn new(scenario: &'static str, engine: &'static str, setup: String) -> Report {
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        Report { scenario, engine, cores, setup, figures: Vec::new() }
+        Report { scenario, engine, cores, setup, figures: Vec::new(), series: None }
     }
 
     /// Adds a figure; `name` is the JSON key, `label` the table's wording.
     pub(crate) fn figure(&mut self, name: impl Into<String>, label: impl Into<String>, value: f64, unit: &'static str) {
         self.figures.push(Figure { name: name.into(), label: label.into(), value, unit });
+    }
+
+    /// Attaches per-interval readings (printed with `--json`; the text form printed them as they came).
+    pub(crate) fn series(&mut self, series: serde_json::Value) {
+        self.series = Some(series);
     }
 
     fn print(&self, json: bool) -> anyhow::Result<()> {

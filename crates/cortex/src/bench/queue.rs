@@ -14,6 +14,8 @@
 //! does on a running server: without them every claim sorts the whole backlog and the figures would
 //! describe a freshly created database rather than a deployment.
 //!
+//! With `--workers N` (PostgreSQL) it measures scale-out across processes instead
+//! ([`worker_processes`]): real `cortex worker` children running task jobs through the agent runtime.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -37,6 +39,8 @@ use uuid::Uuid;
 
 use super::{Report, Scratch, ScratchArgs, millis, percentile, rate, time};
 
+mod worker_processes;
+
 /// Jobs inserted per transaction in the bulk enqueue measurement.
 pub const ENQUEUE_BATCH: usize = 500;
 /// Jobs enqueued one by one for the latency measurement (fewer when `--jobs` is smaller).
@@ -53,14 +57,35 @@ const PROCESS_CONCURRENCIES: [usize; 3] = [1, 16, 64];
 pub struct QueueArgs {
     #[command(flatten)]
     pub scratch: ScratchArgs,
-    /// Jobs per enqueue and processing measurement (the backlog waiting when processing starts).
-    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub jobs: u32,
+    /// Jobs per enqueue and processing measurement (the backlog waiting when processing starts)
+    /// [default: 20000, or 1000 with --workers].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub jobs: Option<u32>,
+    /// Instead of the in-process engine, drain the queue with `cortex worker` child processes
+    /// (PostgreSQL): 1, 2, 4 … up to this many in turn, each run a fresh backlog of task jobs.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub workers: Option<u32>,
+    /// With --workers: milliseconds the fake model waits before answering, i.e. each job's model wait.
+    #[arg(long, default_value_t = 0, requires = "workers", value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub job_wait_ms: u64,
+    /// With --workers: job slots per worker process (`CORTEX_WORKER_CONCURRENCY`).
+    #[arg(long, default_value_t = 5, requires = "workers", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub worker_concurrency: u32,
 }
+
+/// Backlog per run with `--workers` unless `--jobs` says otherwise: task jobs through the runtime are far
+/// slower than the in-process no-op jobs.
+const WORKER_JOBS: u32 = 1_000;
+/// Backlog per run without `--workers` unless `--jobs` says otherwise.
+const IN_PROCESS_JOBS: u32 = 20_000;
 
 /// Measures the queue on the scratch database.
 pub(crate) async fn measure(scratch: &Scratch, args: &QueueArgs) -> anyhow::Result<Report> {
-    let jobs = args.jobs as usize;
+    if let Some(workers) = args.workers {
+        let jobs = args.jobs.unwrap_or(WORKER_JOBS) as usize;
+        return worker_processes::measure(scratch, args, workers as usize, jobs).await;
+    }
+    let jobs = args.jobs.unwrap_or(IN_PROCESS_JOBS) as usize;
     let database = &scratch.database;
     let store = Store::open(database, Arc::new(SystemClock)).await.context("opening the scratch database")?;
     store.migrate().await.context("migrating the scratch database")?;
@@ -103,9 +128,14 @@ pub(crate) async fn measure(scratch: &Scratch, args: &QueueArgs) -> anyhow::Resu
 
 /// An agent whose concurrency limit never caps the engine.
 pub(super) async fn bench_agent(store: &Store) -> anyhow::Result<Uuid> {
+    agent_with_slots(store, 100).await
+}
+
+/// An agent that may run `slots` jobs at once (at most 100).
+async fn agent_with_slots(store: &Store, slots: u32) -> anyhow::Result<Uuid> {
     let definition = AgentDefinition {
         description: "cortex bench queue".into(),
-        resource_limits: ResourceLimits { max_concurrent_jobs: 100, ..ResourceLimits::default() },
+        resource_limits: ResourceLimits { max_concurrent_jobs: slots, ..ResourceLimits::default() },
         ..AgentDefinition::new("bench", "openai", "gpt-4o-mini")
     };
     let mut tx = store.begin().await?;

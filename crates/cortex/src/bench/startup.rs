@@ -18,6 +18,7 @@ use clap::Args;
 use cortex_store::DatabaseConfig;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use tokio::sync::oneshot;
 
 use super::{Report, Scratch, ScratchArgs, millis};
 
@@ -88,18 +89,54 @@ pub(crate) async fn measure(scratch: &Scratch, args: &StartupArgs) -> anyhow::Re
 /// A `cortex serve` child (this very binary) on the scratch store, stopped with SIGTERM (then SIGKILL)
 /// whatever happens.
 pub(crate) struct ServeProcess {
-    child: Child,
+    process: CortexChild,
     /// `http://127.0.0.1:<port>`.
     pub(crate) base: String,
     /// Spawn → first `/readyz` 200.
     pub(crate) ready: Duration,
-    log_path: PathBuf,
 }
 
 impl ServeProcess {
     /// Spawns `cortex serve --listen 127.0.0.1:0` with the data directory `<scratch>/<name>` and the extra
     /// environment `env`, and waits until `/readyz` answers 200.
     pub(crate) async fn start(scratch: &Scratch, name: &str, env: &[(&str, &str)]) -> anyhow::Result<ServeProcess> {
+        let started = Instant::now();
+        let mut process = CortexChild::spawn(scratch, name, &["serve", "--listen", "127.0.0.1:0"], env)?;
+        match wait_ready(&mut process, started).await {
+            Ok(base) => Ok(ServeProcess { process, base, ready: started.elapsed() }),
+            Err(err) => {
+                let log = process.stop().unwrap_or_default();
+                Err(err.context(format!("its log:\n{log}")))
+            }
+        }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// Stops the process (SIGTERM, then waits) and returns what it logged.
+    pub(crate) fn stop(self) -> anyhow::Result<String> {
+        self.process.stop()
+    }
+}
+
+/// This very binary run as `cortex <args>` on the scratch store, stopped with SIGTERM (then SIGKILL on
+/// drop) whatever happens: data directory `<scratch>/<name>`, log (stderr) in `<scratch>/<name>.log`,
+/// only `PATH`, the allocator settings and the given variables in its environment.
+pub(crate) struct CortexChild {
+    child: Child,
+    log_path: PathBuf,
+}
+
+impl CortexChild {
+    /// Spawns `cortex <args>` with the extra environment `env`.
+    pub(crate) fn spawn(
+        scratch: &Scratch,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<CortexChild> {
         let binary = std::env::current_exe().context("locating the cortex binary")?;
         let data_dir = scratch.dir.join(name);
         std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
@@ -107,7 +144,7 @@ impl ServeProcess {
         let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
         let mut command = Command::new(&binary);
         command
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("CORTEX_DATA_DIR", &data_dir)
@@ -120,24 +157,35 @@ impl ServeProcess {
         if let DatabaseConfig::Postgres { url, .. } = &scratch.database {
             command.env("CORTEX_DATABASE_URL", url);
         }
-        let started = Instant::now();
-        let child = command.spawn().context("spawning cortex serve")?;
-        let mut process = ServeProcess { child, base: String::new(), ready: Duration::ZERO, log_path };
-        match wait_ready(&mut process.child, started).await {
-            Ok(base) => {
-                process.base = base;
-                process.ready = started.elapsed();
-                Ok(process)
-            }
-            Err(err) => {
-                let log = process.stop().unwrap_or_default();
-                Err(err.context(format!("its log:\n{log}")))
-            }
-        }
+        let child = command.spawn().with_context(|| format!("spawning cortex {}", args.join(" ")))?;
+        Ok(CortexChild { child, log_path })
     }
 
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Reads the child's stdout on a thread until it exits; the receiver gets the rest of the first line
+    /// starting with `prefix` (or an error if the child exits without printing one). Once per child.
+    pub(crate) fn watch_stdout(&mut self, prefix: &'static str) -> anyhow::Result<oneshot::Receiver<String>> {
+        let stdout = self.child.stdout.take().context("the child's stdout is already watched")?;
+        let (line_tx, line_rx) = oneshot::channel();
+        std::thread::spawn(move || {
+            let mut line_tx = Some(line_tx);
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix(prefix)
+                    && let Some(tx) = line_tx.take()
+                {
+                    let _ = tx.send(rest.to_owned());
+                }
+            }
+        });
+        Ok(line_rx)
+    }
+
+    /// What the process has logged so far.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
     /// Stops the process (SIGTERM, then waits) and returns what it logged.
@@ -145,13 +193,13 @@ impl ServeProcess {
         if self.child.try_wait()?.is_none() {
             let pid = Pid::from_raw(i32::try_from(self.child.id())?);
             let _ = kill(pid, Signal::SIGTERM);
-            self.child.wait().context("waiting for cortex serve to exit")?;
+            self.child.wait().context("waiting for the cortex process to exit")?;
         }
-        Ok(std::fs::read_to_string(&self.log_path).unwrap_or_default())
+        Ok(self.log())
     }
 }
 
-impl Drop for ServeProcess {
+impl Drop for CortexChild {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
@@ -161,24 +209,17 @@ impl Drop for ServeProcess {
 }
 
 /// Waits for the listening line and then for `/readyz` 200; returns the base URL.
-async fn wait_ready(child: &mut Child, started: Instant) -> anyhow::Result<String> {
-    let stdout = child.stdout.take().context("the child's stdout")?;
-    let (address_tx, address_rx) = tokio::sync::oneshot::channel();
-    // The listening line is the last line `serve` prints; the reader keeps draining until exit.
-    std::thread::spawn(move || {
-        let mut address_tx = Some(address_tx);
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix("Cortex Plane listening on ")
-                && let Some(tx) = address_tx.take()
-            {
-                let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
-            }
-        }
-    });
+async fn wait_ready(process: &mut CortexChild, started: Instant) -> anyhow::Result<String> {
+    // The listening line is the last line `serve` prints.
+    let address_rx = process.watch_stdout("Cortex Plane listening on ")?;
     let base = tokio::time::timeout(READY_TIMEOUT, address_rx)
         .await
         .context("cortex serve printed no listening line in time")?
-        .context("cortex serve exited before listening")?;
+        .context("cortex serve exited before listening")?
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     let readyz = format!("{base}/readyz");
     let http = reqwest::Client::new();
     loop {

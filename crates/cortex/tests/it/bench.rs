@@ -182,3 +182,59 @@ fn sse_scenario_reports_every_figure() {
         );
     }
 }
+
+#[test]
+fn soak_scenario_reports_every_window_and_a_verdict() {
+    for engine in engines() {
+        // Three windows of two seconds: one of warm-up, two judged.
+        let mut args = vec![
+            "soak",
+            "--seconds",
+            "6",
+            "--window-seconds",
+            "2",
+            "--chats-per-second",
+            "4",
+            "--jobs-per-second",
+            "4",
+            "--readers",
+            "2",
+            "--agents",
+            "2",
+        ];
+        args.extend(engine.iter().map(String::as_str));
+        let report = bench(&args);
+        assert_figures(
+            &report,
+            "soak",
+            &["windows", "chat_turns", "jobs_completed", "sse_events", "rss_after_warmup_mib", "rss_end_mib"],
+        );
+        let figure = |name: &str| {
+            report["figures"].as_array().unwrap().iter().find(|f| f["name"] == name).unwrap()["value"].clone()
+        };
+        assert_eq!(figure("errors"), 0.0, "{report}");
+        assert_eq!(figure("jobs_failed"), 0.0, "{report}");
+        assert_eq!(figure("warmup_windows"), 1.0, "{report}");
+        for verdict in ["rss_growth_percent", "chat_p99_drift_percent", "rss_pass", "p99_pass"] {
+            assert!(figure(verdict).is_number(), "no {verdict} in {report}");
+        }
+        let series = report["series"].as_array().unwrap();
+        assert_eq!(series.len(), 3, "{report}");
+        assert!(series.iter().all(|w| w["rss_kib"].as_u64().unwrap() > 0), "{report}");
+    }
+}
+
+#[test]
+fn queue_scenario_with_worker_processes_reports_the_scale_out() {
+    if cortex_testkit::skip_postgres() {
+        return;
+    }
+    let url = cortex_testkit::pg_admin_url();
+    let args = ["queue", "--workers", "2", "--jobs", "20", "--engine", "postgres", "--database-url", url.as_str()];
+    let report = bench(&args);
+    assert_figures(&report, "queue", &["workers_1_jobs_per_second", "workers_2_jobs_per_second", "scale_out_2_over_1"]);
+    // Worker processes share a PostgreSQL database; SQLite is refused with a configuration error.
+    let dir = tempfile::tempdir().unwrap();
+    let output = cortex(dir.path()).args(["bench", "queue", "--workers", "2"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
+}
