@@ -2,7 +2,9 @@
 //! never leak onto the wire.
 
 use chrono::{DateTime, Utc};
-use cortex_core::agent::{AccessMode, AgentStatus, HealthState, MemorySettings, ModelConfig, ResourceLimits};
+use cortex_core::agent::{
+    AccessMode, AgentStatus, ApprovalTarget, HealthState, MemorySettings, ModelConfig, ResourceLimits,
+};
 use cortex_core::job::{JobError, JobKind, JobStatus};
 use cortex_core::role::Role;
 use cortex_store::Page;
@@ -116,6 +118,8 @@ pub struct AgentView {
     pub subagents: Vec<String>,
     pub access_mode: AccessMode,
     pub memory: MemorySettings,
+    /// Chats that also get this agent's approval notices.
+    pub approval_notify: Vec<ApprovalTarget>,
     pub status: AgentStatus,
     pub health_state: HealthState,
     pub quarantine_reason: Option<String>,
@@ -141,6 +145,7 @@ impl AgentView {
             subagents: agent.subagents,
             access_mode: agent.access_mode,
             memory: agent.memory,
+            approval_notify: agent.approval_notify,
             status: agent.status,
             health_state: agent.health_state,
             quarantine_reason: agent.quarantine_reason,

@@ -5,6 +5,11 @@
 //! claim after a crash continues with the next part (the part in flight at a crash is the one that may
 //! arrive twice). Failures retry with backoff `min(60 s, 1 s × 2^(attempt−1))` or the platform's
 //! `Retry-After` when longer, up to [`MAX_ATTEMPTS`], then the row is `failed` and visible to operators.
+//!
+//! A job's reply (or failure notice) whose progress was streamed ([`crate::progress`]) first takes the
+//! job's draft over (`reply_draft` turns `final`, so no progress call starts after it; one still in
+//! flight makes the row wait until it is done). Then the first part edits the draft instead of being
+//! sent, or on WhatsApp the chunks already sent count as parts and only the rest of the reply follows.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -149,6 +154,33 @@ async fn deliver_one(
         },
         _ => (payload.text.unwrap_or_default(), payload.buttons),
     };
+    // A streamed reply takes its draft over (progress stops touching it) and replaces it.
+    let draft = match (payload.kind.as_deref(), item.job_id) {
+        (Some("reply" | "failure"), Some(job_id)) => store.finalize_reply_draft(job_id).await?,
+        _ => None,
+    };
+    if let Some(until) =
+        draft.as_ref().and_then(|draft| draft.editing_until).filter(|until| *until > store.clock().now())
+    {
+        // A progress call started before is still in flight; replacing the draft now could be overwritten.
+        store
+            .outbox_attempt_failed(item.id, holder, "a progress update of the draft is in flight", Some(until))
+            .await?;
+        return Ok(());
+    }
+    let streamed = draft.filter(|draft| !draft.platform_message_ids.is_empty());
+    let edits = crate::progress::edits(adapter.platform());
+    // Platforms that edit: the first part replaces the draft. WhatsApp: the chunks already sent count as
+    // delivered parts, and only the rest of the reply goes out (all of it when the reply does not
+    // start with what they said).
+    let draft_id = streamed.as_ref().filter(|_| edits).and_then(|draft| draft.platform_message_ids.first().cloned());
+    let (text, prior) = match streamed.filter(|_| !edits) {
+        Some(draft) => match text.strip_prefix(draft.shown_text.as_str()) {
+            Some(rest) => (rest.trim_start().to_owned(), draft.platform_message_ids),
+            None => (text, Vec::new()),
+        },
+        None => (text, Vec::new()),
+    };
     let limits = adapter.limits();
     let mut parts = split(&text, limits.max_text);
     if !buttons.is_empty()
@@ -158,6 +190,11 @@ async fn deliver_one(
         parts.extend(split(&last, limits.max_text_with_buttons));
     }
     if parts.is_empty() {
+        if !prior.is_empty() {
+            // The chunks said it all.
+            store.outbox_delivered(item.id, holder, &prior.join(",")).await?;
+            return Ok(());
+        }
         parts.push("(no answer)".to_owned());
     }
     let mut sent: Vec<String> = item
@@ -165,8 +202,11 @@ async fn deliver_one(
         .as_deref()
         .map(|ids| ids.split(',').filter(|id| !id.is_empty()).map(str::to_owned).collect())
         .unwrap_or_default();
+    if sent.is_empty() {
+        sent = prior.clone();
+    }
     let last = parts.len() - 1;
-    for (index, part) in parts.into_iter().enumerate().skip(sent.len()) {
+    for (index, part) in parts.into_iter().enumerate().skip(sent.len().saturating_sub(prior.len())) {
         let message = OutboundMessage {
             chat: target.chat.clone(),
             text: part,
@@ -174,9 +214,21 @@ async fn deliver_one(
             buttons: if index == last { buttons.clone() } else { Vec::new() },
             disable_link_previews: true,
         };
-        match adapter.send(&message).await {
-            Ok(accepted) => {
-                sent.push(accepted.platform_message_id);
+        let accepted = match draft_id.as_deref().filter(|_| index == 0) {
+            Some(draft_id) => match adapter.edit(draft_id, &message).await {
+                Ok(()) => Ok(draft_id.to_owned()),
+                Err(err) if err.permanent => {
+                    // The draft is gone or cannot take the text: the reply goes out as a new message.
+                    tracing::info!(outbox_id = %item.id, error = %err, "replacing the draft failed; sending the reply");
+                    adapter.send(&message).await.map(|accepted| accepted.platform_message_id)
+                }
+                Err(err) => Err(err),
+            },
+            None => adapter.send(&message).await.map(|accepted| accepted.platform_message_id),
+        };
+        match accepted {
+            Ok(id) => {
+                sent.push(id);
                 if index < last && !store.outbox_progress(item.id, holder, &sent.join(",")).await? {
                     return Ok(());
                 }

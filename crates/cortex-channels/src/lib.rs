@@ -12,6 +12,7 @@
 //! - [`approvals`]: the approval notice with its buttons, and acting on presses (SPEC §7.7).
 //! - [`access`]: pairing codes, the per-user rate limit and the refusal sentences of the router.
 //! - [`delivery`]: the outbox sender of one channel (split, send in order, retry, `delivered` with ids).
+//! - [`progress`]: long replies shown while they stream (draft edits, or paragraph chunks on WhatsApp).
 //! - [`supervisor`]: runs every enabled channel (receive under a lease, route, deliver), restarts
 //!   failed ones with backoff and reloads changed ones.
 //! - [`typing`]: the typing indicator renewed while a chat's job is in progress.
@@ -29,6 +30,7 @@ pub mod adapter;
 pub mod approvals;
 pub mod delivery;
 pub mod discord;
+pub mod progress;
 pub mod router;
 pub mod signature;
 pub mod sink;

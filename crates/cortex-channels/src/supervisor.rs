@@ -260,6 +260,7 @@ impl Supervisor {
         tokio::spawn(route_loop(self.store.clone(), channel.clone(), adapter.clone(), recorded, cancel.clone()));
         tokio::spawn(crate::delivery::run(self.store.clone(), channel.id, adapter.clone(), cancel.clone()));
         tokio::spawn(crate::typing::run(self.store.clone(), channel.id, adapter.clone(), cancel.clone()));
+        crate::progress::spawn(self.store.clone(), channel.clone(), adapter.clone(), cancel.clone());
         tracing::info!(channel_id = %channel.id, channel = %channel.name, "channel started");
         let probe = Arc::new(Mutex::new(None));
         Ok(Running { version: channel.updated_at, channel, adapter, sink, status, probe, cancel })

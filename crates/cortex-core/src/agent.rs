@@ -1,5 +1,5 @@
-//! Agent definition types: status, health, model configuration, resource limits and memory switches
-//! (SPEC §3.2, §5, §9).
+//! Agent definition types: status, health, model configuration, resource limits, memory switches and
+//! approval notice targets (SPEC §3.2, §5, §7.7, §9).
 //! Config blobs are typed documents with unknown keys rejected, so typos fail loudly.
 
 use serde::{Deserialize, Serialize};
@@ -119,6 +119,17 @@ impl MemorySettings {
     pub fn extracts(&self) -> bool {
         self.enabled && self.auto_extract
     }
+}
+
+/// A chat that also gets the approval notices of the agent's waiting jobs (SPEC §3.2 `approval_notify[]`),
+/// besides the chat that started the job: an approvers' group, an operator's DM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalTarget {
+    /// The channel (bot) that sends the notice.
+    pub channel_id: uuid::Uuid,
+    /// The platform's chat id on that channel.
+    pub chat_id: String,
 }
 
 /// Optional rolling rate limits per agent (SPEC §5.1); unset by default.

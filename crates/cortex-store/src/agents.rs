@@ -1,7 +1,9 @@
 //! Agent definitions (SPEC §3.2).
 
 use cortex_core::Timestamp;
-use cortex_core::agent::{AccessMode, AgentStatus, HealthState, MemorySettings, ModelConfig, ResourceLimits};
+use cortex_core::agent::{
+    AccessMode, AgentStatus, ApprovalTarget, HealthState, MemorySettings, ModelConfig, ResourceLimits,
+};
 use sqlx::types::Json;
 use uuid::Uuid;
 
@@ -25,6 +27,8 @@ pub struct Agent {
     pub skills: Vec<String>,
     pub subagents: Vec<String>,
     pub memory: MemorySettings,
+    /// Chats that also get this agent's approval notices (set with [`Tx::set_approval_notify`]).
+    pub approval_notify: Vec<ApprovalTarget>,
     pub status: AgentStatus,
     pub health_state: HealthState,
     pub quarantine_reason: Option<String>,
@@ -115,6 +119,7 @@ struct AgentRow {
     skills: Json<serde_json::Value>,
     subagents: Json<serde_json::Value>,
     memory: Json<serde_json::Value>,
+    approval_notify: Json<serde_json::Value>,
     status: String,
     health_state: String,
     quarantine_reason: Option<String>,
@@ -138,6 +143,7 @@ impl AgentRow {
             skills: from_json("agent.skills", self.skills.0)?,
             subagents: from_json("agent.subagents", self.subagents.0)?,
             memory: from_json("agent.memory", self.memory.0)?,
+            approval_notify: from_json("agent.approval_notify", self.approval_notify.0)?,
             status: parse("agent.status", &self.status)?,
             health_state: parse("agent.health_state", &self.health_state)?,
             quarantine_reason: self.quarantine_reason,
@@ -149,7 +155,7 @@ impl AgentRow {
 }
 
 const COLUMNS: &str = "id, name, slug, role, description, system_prompt, model_config, resource_limits, access_mode, skills, \
-     subagents, memory, status, health_state, quarantine_reason, health_reset_at, created_at, updated_at";
+     subagents, memory, approval_notify, status, health_state, quarantine_reason, health_reset_at, created_at, updated_at";
 
 impl Store {
     /// Looks an agent up by UUID or by slug.
@@ -158,7 +164,7 @@ impl Store {
             Ok(id) => read!(self, |conn| {
                 sqlx::query_as(
                     "SELECT id, name, slug, role, description, system_prompt, model_config, resource_limits, access_mode, \
-                     skills, subagents, memory, status, health_state, quarantine_reason, health_reset_at, created_at, updated_at \
+                     skills, subagents, memory, approval_notify, status, health_state, quarantine_reason, health_reset_at, created_at, updated_at \
                      FROM agent WHERE id = $1",
                 )
                 .bind(id)
@@ -168,7 +174,7 @@ impl Store {
             Err(_) => read!(self, |conn| {
                 sqlx::query_as(
                     "SELECT id, name, slug, role, description, system_prompt, model_config, resource_limits, access_mode, \
-                     skills, subagents, memory, status, health_state, quarantine_reason, health_reset_at, created_at, updated_at \
+                     skills, subagents, memory, approval_notify, status, health_state, quarantine_reason, health_reset_at, created_at, updated_at \
                      FROM agent WHERE slug = $1",
                 )
                 .bind(id_or_slug)
@@ -313,6 +319,24 @@ impl Tx {
                 .await?
                 .rows_affected()
         }))
+    }
+
+    /// Replaces the chats that also get the agent's approval notices (SPEC §3.2 `approval_notify[]`).
+    pub async fn set_approval_notify(&mut self, id: Uuid, targets: &[ApprovalTarget]) -> Result<()> {
+        let now = ms(self.now());
+        let updated = write!(self, |conn| {
+            sqlx::query("UPDATE agent SET approval_notify = $2, updated_at = $3 WHERE id = $1")
+                .bind(id)
+                .bind(to_json(&targets))
+                .bind(now)
+                .execute(conn)
+                .await?
+                .rows_affected()
+        });
+        if updated == 0 {
+            return Err(StoreError::NotFound { entity: "agent" });
+        }
+        Ok(())
     }
 
     /// Sets the system-derived health. `reset_at` starts a new breaker window (release).

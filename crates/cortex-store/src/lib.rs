@@ -39,6 +39,7 @@ pub mod notify;
 pub mod outbox;
 pub mod page;
 pub mod pgvector;
+pub mod reply_drafts;
 pub mod retention;
 pub mod secrets;
 pub mod sessions;

@@ -327,12 +327,59 @@ impl Tx {
     }
 
     /// Queues the chat notice of a new approval request (SPEC §7.7) when the waiting job was started
-    /// from a chat, in the transaction that creates the request. The sender renders it from the request
-    /// (so a notice sent after a decision already shows the outcome).
+    /// from a chat, and one for each of the agent's `approval_notify` chats (except the originating one
+    /// and chats of channels that no longer exist), in the transaction that creates the request. The
+    /// sender renders each from the request (so a notice sent after a decision already shows the
+    /// outcome); a press in any of them decides alike.
     pub(crate) async fn queue_approval_notice(&mut self, job_id: Uuid, approval_id: Uuid) -> Result<()> {
         let job = self.lock_job(job_id).await?;
         let payload = serde_json::json!({"kind": "approval", "approval_id": approval_id});
-        self.queue_for_job(&job, &format!("approval:{approval_id}"), payload).await
+        self.queue_for_job(&job, &format!("approval:{approval_id}"), payload.clone()).await?;
+        let reply = job.payload.get("reply");
+        let origin_channel = reply.and_then(|reply| reply.get("channel_id")).and_then(Value::as_str);
+        let origin_chat = reply.and_then(|reply| reply.pointer("/target/chat/chat_id")).and_then(Value::as_str);
+        for target in self.approval_targets(job.agent_id).await? {
+            let channel = target.channel_id.to_string();
+            if origin_channel == Some(channel.as_str()) && origin_chat == Some(target.chat_id.as_str()) {
+                continue;
+            }
+            let new = NewOutbox {
+                channel_id: Some(target.channel_id),
+                target: serde_json::json!({"chat": {"chat_id": target.chat_id, "kind": "group"}, "reply_to": null}),
+                payload: payload.clone(),
+                idempotency_key: format!("approval:{approval_id}:{}:{}", target.channel_id, target.chat_id),
+                job_id: Some(job.id),
+            };
+            self.enqueue_outbox(&new).await?;
+        }
+        Ok(())
+    }
+
+    /// The agent's `approval_notify` chats whose channel still exists.
+    async fn approval_targets(&mut self, agent_id: Uuid) -> Result<Vec<cortex_core::agent::ApprovalTarget>> {
+        let targets: Option<Json<Value>> = write!(self, |conn| {
+            sqlx::query_scalar("SELECT approval_notify FROM agent WHERE id = $1")
+                .bind(agent_id)
+                .fetch_optional(conn)
+                .await?
+        });
+        let targets: Vec<cortex_core::agent::ApprovalTarget> = match targets {
+            Some(Json(value)) => crate::rows::from_json("agent.approval_notify", value)?,
+            None => return Ok(Vec::new()),
+        };
+        let mut existing = Vec::with_capacity(targets.len());
+        for target in targets {
+            let found: i64 = write!(self, |conn| {
+                sqlx::query_scalar("SELECT COUNT(*) FROM channel WHERE id = $1")
+                    .bind(target.channel_id)
+                    .fetch_one(conn)
+                    .await?
+            });
+            if found > 0 {
+                existing.push(target);
+            }
+        }
+        Ok(existing)
     }
 
     async fn queue_for_job(&mut self, job: &Job, what: &str, payload: Value) -> Result<()> {

@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use cortex_core::agent::{
-    AccessMode, AgentStatus, MemorySettings, ModelConfig, ResourceLimits, is_valid_slug, slugify,
+    AccessMode, AgentStatus, ApprovalTarget, MemorySettings, ModelConfig, ResourceLimits, is_valid_slug, slugify,
 };
 use cortex_core::role::Role;
 use cortex_store::agents::{Agent, AgentDefinition};
@@ -55,6 +55,8 @@ pub struct CreateAgent {
     pub access_mode: Option<AccessMode>,
     /// Memory switches; both default to `true`.
     pub memory: Option<MemorySettings>,
+    /// Chats that also get the approval notices of this agent's waiting jobs (default none).
+    pub approval_notify: Option<Vec<ApprovalTarget>>,
 }
 
 /// Body of `PATCH /agents/{id}`: only the given fields change.
@@ -81,6 +83,8 @@ pub struct UpdateAgent {
     pub access_mode: Option<AccessMode>,
     /// Replaces the memory switches as a whole (a key left out is `true`).
     pub memory: Option<MemorySettings>,
+    /// Replaces the chats that also get approval notices (`[]` removes them all).
+    pub approval_notify: Option<Vec<ApprovalTarget>>,
     pub status: Option<AgentStatus>,
 }
 
@@ -159,6 +163,31 @@ async fn validate(state: &AppState, def: &AgentDefinition, tools: &[String]) -> 
     Ok(())
 }
 
+/// `approval_notify` names existing channels and chat ids of sane size, at most [`limits::LIST_ITEMS`].
+async fn validate_approval_notify(state: &AppState, targets: &[ApprovalTarget]) -> ApiResult<()> {
+    let mut checked = Fields::default();
+    if targets.len() > limits::LIST_ITEMS {
+        checked.0.push(("approval_notify", format!("must have at most {} entries", limits::LIST_ITEMS)));
+    }
+    for target in targets {
+        if target.chat_id.trim().is_empty() {
+            checked.0.push(("approval_notify.chat_id", "must not be empty".into()));
+        }
+        checked.text("approval_notify.chat_id", &target.chat_id, limits::REFERENCE, Text::Name);
+        match state.store.channel(target.channel_id).await {
+            Ok(_) => {}
+            Err(cortex_store::StoreError::NotFound { .. }) => {
+                checked.0.push(("approval_notify.channel_id", format!("no channel {}", target.channel_id)));
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    if !checked.is_empty() {
+        return Err(ApiError::validation(&checked.0));
+    }
+    Ok(())
+}
+
 /// Enabled tool refs of an agent.
 pub async fn enabled_tools(state: &AppState, agent: &Agent) -> ApiResult<Vec<String>> {
     Ok(state.store.tool_policies(agent.id).await?.into_iter().filter(|p| p.enabled).map(|p| p.tool_ref).collect())
@@ -200,8 +229,13 @@ async fn create_agent(
     };
     let tools = dedup(body.tools.unwrap_or_default());
     validate(&state, &def, &tools).await?;
+    let approval_notify = body.approval_notify.unwrap_or_default();
+    validate_approval_notify(&state, &approval_notify).await?;
     let mut tx = state.store.begin().await?;
     let id = tx.insert_agent(&def).await.map_err(|err| conflict_on_name(err.into()))?;
+    if !approval_notify.is_empty() {
+        tx.set_approval_notify(id, &approval_notify).await?;
+    }
     for tool_ref in &tools {
         tx.upsert_tool_policy(&ToolPolicy::enabled_by_risk(id, tool_ref)).await?;
     }
@@ -305,8 +339,14 @@ async fn update_agent(
     let current_tools = enabled_tools(&state, &agent).await?;
     let tools = body.tools.map(dedup);
     validate(&state, &def, tools.as_deref().unwrap_or(&current_tools)).await?;
+    if let Some(targets) = &body.approval_notify {
+        validate_approval_notify(&state, targets).await?;
+    }
     let mut tx = state.store.begin().await?;
     tx.update_agent(agent.id, &def).await.map_err(|err| conflict_on_name(err.into()))?;
+    if let Some(targets) = &body.approval_notify {
+        tx.set_approval_notify(agent.id, targets).await?;
+    }
     if let Some(tools) = &tools {
         for removed in current_tools.iter().filter(|t| !tools.contains(t)) {
             let mut policy = ToolPolicy::enabled_by_risk(agent.id, removed);

@@ -2,6 +2,7 @@
 
 mod access;
 mod app;
+mod approval_notify;
 mod approvals;
 mod auth;
 mod channel_health;

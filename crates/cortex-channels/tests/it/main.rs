@@ -3,10 +3,12 @@
 //! same store.
 
 mod access;
+mod approval_notify;
 mod approvals;
 mod attachments;
 mod delivery;
 mod discord;
+mod progress;
 mod router;
 mod slack;
 mod support;
