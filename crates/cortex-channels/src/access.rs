@@ -10,6 +10,11 @@
 //! - The rate limit counts the sender's messages to the agent that went through in the window (the
 //!   grant's own limit, else 20 per 60 s). A message over it is refused and nothing is queued for it;
 //!   the first refusal of a window carries a "slow down" notice, later ones none.
+//! - The token budget (`resource_limits.user_token_budget`, none by default) counts the tokens of the
+//!   chat jobs the sender started with the agent over the last 24 h, from the jobs' own usage. A message
+//!   once it is used up is refused with no job and told when to try again.
+//! - A `read` grant admits with `read_only`: the router marks the chat job so, and the runtime refuses
+//!   every tool call of it above p3 or with side effects (SPEC §8.8).
 
 use cortex_core::agent::AccessMode;
 use cortex_store::agents::Agent;
@@ -33,6 +38,10 @@ pub const PAIRING_TTL: chrono::Duration = chrono::Duration::hours(1);
 const PAIRING_COLLISION_RETRIES: usize = 3;
 /// Wrong pairing guesses a sender may make per hour.
 pub const PAIRING_USER_MAX_FAILURES: i64 = 5;
+/// The window of an agent's `user_token_budget` (tokens per chat user per day).
+pub const USER_TOKEN_BUDGET_WINDOW: chrono::Duration = chrono::Duration::hours(24);
+/// The inbound `detail` of a message refused for the sender's token budget.
+pub const TOKEN_BUDGET_DETAIL: &str = "token budget exhausted";
 /// The per-user limit when the grant sets none (SPEC §19 "chat-platform users 20/min").
 pub const DEFAULT_USER_RATE_LIMIT: UserRateLimit = UserRateLimit { max_messages: 20, window_seconds: 60 };
 
@@ -69,12 +78,13 @@ pub(crate) struct Gate<'a> {
 
 /// What the access steps decided.
 pub(crate) enum Admission {
-    /// Go on to commands and the chat job.
-    Admitted,
+    /// Go on to commands and the chat job; `read_only`: the sender's grant is `read`, so the job may only
+    /// use read-only tools (SPEC §8.8).
+    Admitted { read_only: bool },
     /// A pairing code was redeemed: answer with this and stop.
     Paired(&'static str),
     /// Refused: the notice to send (none: say nothing) and the inbound row's `detail`.
-    Refused { notice: Option<&'static str>, detail: &'static str },
+    Refused { notice: Option<String>, detail: &'static str },
 }
 
 /// SPEC §8.6 steps 5–7 in the routing transaction: pairing, the access policy (grants, automatic
@@ -104,7 +114,7 @@ pub(crate) async fn admit(tx: &mut Tx, store: &Store, agent: &Agent, gate: &Gate
         return Ok(match pairing {
             Pairing::Paired => Admission::Paired(pairing.reply()),
             Pairing::Wrong | Pairing::Locked => {
-                Admission::Refused { notice: Some(pairing.reply()), detail: "pairing code refused" }
+                Admission::Refused { notice: Some(pairing.reply().into()), detail: "pairing code refused" }
             }
         });
     }
@@ -121,7 +131,7 @@ pub(crate) async fn admit(tx: &mut Tx, store: &Store, agent: &Agent, gate: &Gate
             tx.upsert_grant(&new).await?;
         } else if let Some(grant) = &grant {
             let notice = if grant.is_expired(now) { GRANT_EXPIRED } else { GRANT_REVOKED };
-            return Ok(Admission::Refused { notice: Some(notice), detail: "grant revoked or expired" });
+            return Ok(Admission::Refused { notice: Some(notice.into()), detail: "grant revoked or expired" });
         } else if agent.access_mode == AccessMode::ApprovalQueue {
             let request = NewAccessRequest {
                 agent_id: agent.id,
@@ -133,16 +143,49 @@ pub(crate) async fn admit(tx: &mut Tx, store: &Store, agent: &Agent, gate: &Gate
             };
             // The "request submitted" notice goes out once per request.
             let filed = tx.request_access(&request).await?;
-            return Ok(Admission::Refused { notice: filed.then_some(REQUEST_SUBMITTED), detail: "access requested" });
+            let notice = filed.then(|| REQUEST_SUBMITTED.into());
+            return Ok(Admission::Refused { notice, detail: "access requested" });
         } else {
-            return Ok(Admission::Refused { notice: Some(NO_ACCESS), detail: "no grant" });
+            return Ok(Admission::Refused { notice: Some(NO_ACCESS.into()), detail: "no grant" });
         }
     }
-    let limit = grant.filter(|grant| grant.is_usable(now)).and_then(|grant| grant.rate_limit.map(|limit| limit.0));
+    let grant = grant.filter(|grant| grant.is_usable(now));
+    // Operators use the agent fully whatever their grant says.
+    let read_only = !gate.trusted && grant.as_ref().is_some_and(|grant| grant.access == "read");
+    let limit = grant.and_then(|grant| grant.rate_limit.map(|limit| limit.0));
     if let Some(notify) = over_limit(tx, store, limit, user_id, agent.id).await? {
-        return Ok(Admission::Refused { notice: notify.then_some(SLOW_DOWN), detail: RATE_LIMITED_DETAIL });
+        return Ok(Admission::Refused { notice: notify.then(|| SLOW_DOWN.into()), detail: RATE_LIMITED_DETAIL });
     }
-    Ok(Admission::Admitted)
+    if let Some(wait) = over_token_budget(tx, store, agent, user_id).await? {
+        return Ok(Admission::Refused { notice: Some(budget_notice(wait)), detail: TOKEN_BUDGET_DETAIL });
+    }
+    Ok(Admission::Admitted { read_only })
+}
+
+/// When the sender's chat jobs with the agent used up its `user_token_budget` over the last
+/// [`USER_TOKEN_BUDGET_WINDOW`]: how long until the oldest of them leaves the window (the earliest the
+/// sender can get an answer again). `None` when the agent sets no budget or some is left.
+async fn over_token_budget(
+    tx: &mut Tx,
+    store: &Store,
+    agent: &Agent,
+    user_id: Uuid,
+) -> Result<Option<chrono::Duration>, StoreError> {
+    let Some(budget) = agent.resource_limits.user_token_budget else { return Ok(None) };
+    let now = store.clock().now();
+    let (used, oldest) = tx.user_tokens_since(user_id, agent.id, now - USER_TOKEN_BUDGET_WINDOW).await?;
+    if u64::try_from(used).unwrap_or(0) < budget {
+        return Ok(None);
+    }
+    let frees_at = oldest.map_or(now + USER_TOKEN_BUDGET_WINDOW, |oldest| oldest + USER_TOKEN_BUDGET_WINDOW);
+    Ok(Some(frees_at - now))
+}
+
+/// The sentence a sender over their token budget is told: when to try again, in minutes (or hours).
+fn budget_notice(wait: chrono::Duration) -> String {
+    let minutes = ((wait.num_seconds() + 59) / 60).max(1);
+    let when = if minutes > 90 { format!("{} hours", (minutes + 59) / 60) } else { format!("{minutes} minutes") };
+    format!("You've reached your usage limit with this agent for now. Please try again in {when}.")
 }
 
 /// A new pairing code.

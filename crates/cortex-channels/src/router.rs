@@ -42,8 +42,8 @@ pub struct Router {
 
 /// What routing decided before anything is written.
 enum Decision {
-    /// Create the chat job.
-    Job { agent: Box<Agent>, untrusted: bool },
+    /// Create the chat job; `read_only`: the sender holds a `read` grant (read-only tools only).
+    Job { agent: Box<Agent>, untrusted: bool, read_only: bool },
     /// Queue this notice and mark the row `refused`.
     Refuse { notice: Option<String>, key: String, detail: &'static str },
     /// Mark the row `ignored`, no reply.
@@ -163,7 +163,7 @@ impl Router {
                 }
                 Ok(())
             }
-            Decision::Job { agent, untrusted } => {
+            Decision::Job { agent, untrusted, read_only } => {
                 let origin = origin(channel, &message.chat);
                 let session = match self.store.open_session_from(agent.id, user_id, &origin).await? {
                     Some(session) => session.id,
@@ -180,6 +180,7 @@ impl Router {
                         payload: json!({
                             "surface": channel.channel_type,
                             "untrusted_input": untrusted,
+                            "access": if read_only { "read" } else { "write" },
                             "reply": {
                                 "channel_id": channel.id,
                                 "target": reply_target(&message.chat, Some(&message.platform_message_id)),
@@ -235,18 +236,17 @@ impl Router {
         let trusted = sender.role.includes(Role::Operator);
         let explicitly_bound = binding.is_some_and(|binding| binding.agent_id == agent.id);
         let gate = Gate { channel_id: channel.id, message, user_id, trusted, explicitly_bound };
-        match access::admit(tx, &self.store, &agent, &gate).await? {
-            Admission::Admitted => {}
+        let read_only = match access::admit(tx, &self.store, &agent, &gate).await? {
+            Admission::Admitted { read_only } => read_only,
             Admission::Paired(notice) => return Ok(Decision::Command { notice: notice.into(), cancel: Vec::new() }),
             Admission::Refused { notice, detail } => {
-                let notice = notice.map(str::to_owned);
                 return Ok(Decision::Refuse { notice, key: format!("inbound:{row_id}:reply"), detail });
             }
-        }
+        };
         if let Some((notice, cancel)) = self.command(tx, channel, message, &agent, user_id).await? {
             return Ok(Decision::Command { notice, cancel });
         }
-        Ok(Decision::Job { agent: Box::new(agent), untrusted: !trusted })
+        Ok(Decision::Job { agent: Box::new(agent), untrusted: !trusted, read_only })
     }
 
     /// `/help`, `/new`, `/stop` (and Telegram's `/start`); `None` for anything else. They act only on the

@@ -14,8 +14,15 @@
 //! platform gave no sign of life (a poll answered, a heartbeat acknowledged, a socket message) for 45 s,
 //! and a watchdog then drops that connection and restarts it with the same backoff. For webhook-only
 //! channels the identity call is all that can be proven (the platform pushes when it likes).
+//!
+//! Every change of a channel's state is published as a [`HealthChange`] (SSE `channel.health`, served
+//! by `GET /channels/stream`): a watcher recomputes [`Supervisor::health`] whenever a receive loop or a
+//! probe records something (and every few seconds, for the 45 s staleness rule) and publishes the
+//! channels whose state differs from what it published last; a channel that stops running is published
+//! `stopped` once.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -51,6 +58,10 @@ const QUIET_LIMIT: Duration = Duration::from_secs(45);
 const WATCHDOG_TICK: Duration = Duration::from_secs(5);
 const CIRCUIT_FAILURES: u32 = 5;
 const CIRCUIT_OPEN: Duration = Duration::from_secs(60);
+/// How often the health watcher re-evaluates without being told (time alone can make a channel stale).
+const HEALTH_RECHECK: Duration = Duration::from_secs(5);
+/// Health changes a slow stream reader may fall behind by before it is told to resynchronise.
+const HEALTH_BACKLOG: usize = 256;
 
 cortex_core::string_enum! {
     /// A channel's state as operators see it (`GET /channels`, `/readyz`).
@@ -74,6 +85,19 @@ pub struct ChannelHealth {
     pub last_error: Option<String>,
     /// When the platform was last heard from (a poll answered).
     pub last_activity_at: Option<Timestamp>,
+}
+
+/// One channel's state changed in this process (SSE `channel.health`).
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthChange {
+    /// Increases with every change this process publishes (the SSE event id).
+    #[serde(skip)]
+    pub seq: u64,
+    pub channel_id: Uuid,
+    #[serde(rename = "type")]
+    pub channel_type: String,
+    pub state: ChannelState,
+    pub last_error: Option<String>,
 }
 
 /// Settings shared by every channel of the process.
@@ -137,6 +161,12 @@ pub struct Supervisor {
     config: SupervisorConfig,
     holder: Uuid,
     slots: Mutex<HashMap<Uuid, Slot>>,
+    /// Signalled whenever a receive loop or a probe records a state (the health watcher re-evaluates).
+    health_changed: Arc<Notify>,
+    health_events: broadcast::Sender<HealthChange>,
+    health_seq: AtomicU64,
+    /// What the watcher published last per channel; changes are diffed against it.
+    published: Mutex<HashMap<Uuid, HealthChange>>,
 }
 
 impl Supervisor {
@@ -148,7 +178,18 @@ impl Supervisor {
         config: SupervisorConfig,
         holder: Uuid,
     ) -> Arc<Self> {
-        Arc::new(Self { store, http, cipher, config, holder, slots: Mutex::new(HashMap::new()) })
+        Arc::new(Self {
+            store,
+            http,
+            cipher,
+            config,
+            holder,
+            slots: Mutex::new(HashMap::new()),
+            health_changed: Arc::new(Notify::new()),
+            health_events: broadcast::channel(HEALTH_BACKLOG).0,
+            health_seq: AtomicU64::new(0),
+            published: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The HTTP client adapters use (the API verifies credentials with it).
@@ -160,8 +201,59 @@ impl Supervisor {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The state of every channel as last published, and the changes from here on (`GET
+    /// /channels/stream`). Subscribing first and reading the snapshot second means nothing falls between.
+    pub fn health_changes(&self) -> (Vec<HealthChange>, broadcast::Receiver<HealthChange>) {
+        let receiver = self.health_events.subscribe();
+        let mut snapshot: Vec<HealthChange> =
+            self.published.lock().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
+        snapshot.sort_by_key(|change| change.seq);
+        (snapshot, receiver)
+    }
+
+    /// Publishes every channel whose state differs from what was published last.
+    fn publish_health(&self) {
+        let current = self.health();
+        let mut published = self.published.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut changes = Vec::new();
+        for health in &current {
+            let same = published.get(&health.id).is_some_and(|last| last.state == health.state);
+            if !same {
+                changes.push((health.id, health.channel_type.clone(), health.state, health.last_error.clone()));
+            }
+        }
+        let gone: Vec<(Uuid, String)> = published
+            .values()
+            .filter(|last| last.state != ChannelState::Stopped && !current.iter().any(|h| h.id == last.channel_id))
+            .map(|last| (last.channel_id, last.channel_type.clone()))
+            .collect();
+        changes.extend(gone.into_iter().map(|(id, kind)| (id, kind, ChannelState::Stopped, None)));
+        for (channel_id, channel_type, state, last_error) in changes {
+            let seq = self.health_seq.fetch_add(1, Ordering::Relaxed) + 1;
+            let change = HealthChange { seq, channel_id, channel_type, state, last_error };
+            tracing::info!(%channel_id, state = %state, error = ?change.last_error, "channel health changed");
+            published.insert(channel_id, change.clone());
+            // No subscriber is fine: nobody is watching.
+            let _ = self.health_events.send(change);
+        }
+    }
+
+    /// Re-evaluates health whenever something was recorded, and every few seconds.
+    async fn watch_health(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let recorded = self.health_changed.notified();
+            self.publish_health();
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = recorded => {}
+                () = tokio::time::sleep(HEALTH_RECHECK) => {}
+            }
+        }
+    }
+
     /// Supervises until `shutdown` fires, then stops every channel.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        tokio::spawn(self.clone().watch_health(shutdown.clone()));
         let mut notifications = self.store.subscribe();
         if !self.store.is_postgres() {
             // SQLite: this is the only process, so a message left `sending` was cut off by a crash.
@@ -185,6 +277,7 @@ impl Supervisor {
         for (_, slot) in self.slots().drain() {
             slot.stop();
         }
+        self.publish_health();
     }
 
     /// Starts, restarts or stops channels so that exactly the enabled ones run with their current
@@ -214,6 +307,8 @@ impl Supervisor {
             };
             slots.insert(id, slot);
         }
+        drop(slots);
+        self.health_changed.notify_one();
         Ok(())
     }
 
@@ -224,6 +319,7 @@ impl Supervisor {
             let Slot::Running(run) = slot else { continue };
             let (adapter, probe, cancel, id) =
                 (run.adapter.clone(), run.probe.clone(), run.cancel.clone(), run.channel.id);
+            let changed = self.health_changed.clone();
             tokio::spawn(async move {
                 let outcome = tokio::select! {
                     () = cancel.cancelled() => return,
@@ -238,6 +334,7 @@ impl Supervisor {
                     tracing::warn!(channel_id = %id, error = %failure, "channel health probe failed");
                 }
                 *probe.lock().unwrap_or_else(PoisonError::into_inner) = failure;
+                changed.notify_one();
             });
         }
     }
@@ -255,11 +352,16 @@ impl Supervisor {
             adapter: adapter.clone(),
             sink: sink.clone(),
             status: status.clone(),
+            changed: self.health_changed.clone(),
             cancel: cancel.clone(),
         }));
         tokio::spawn(route_loop(self.store.clone(), channel.clone(), adapter.clone(), recorded, cancel.clone()));
         tokio::spawn(crate::delivery::run(self.store.clone(), channel.id, adapter.clone(), cancel.clone()));
-        tokio::spawn(crate::typing::run(self.store.clone(), channel.id, adapter.clone(), cancel.clone()));
+        if !adapter.receives_by_connection() {
+            // Connection channels run it inside their receive lease (see `receive_loop`).
+            let owner = crate::typing::Owner::TypingLease(self.holder);
+            tokio::spawn(crate::typing::run(self.store.clone(), channel.id, adapter.clone(), owner, cancel.clone()));
+        }
         crate::progress::spawn(self.store.clone(), channel.clone(), adapter.clone(), cancel.clone());
         tracing::info!(channel_id = %channel.id, channel = %channel.name, "channel started");
         let probe = Arc::new(Mutex::new(None));
@@ -518,12 +620,15 @@ struct ReceiveLoop {
     adapter: Arc<dyn ChannelAdapter>,
     sink: Arc<StoreSink>,
     status: Arc<Mutex<(ChannelState, Option<String>)>>,
+    /// The supervisor's health watcher, told after every state recorded here.
+    changed: Arc<Notify>,
     cancel: CancellationToken,
 }
 
 impl ReceiveLoop {
     fn set(&self, state: ChannelState, error: Option<String>) {
         *self.status.lock().unwrap_or_else(PoisonError::into_inner) = (state, error);
+        self.changed.notify_one();
     }
 
     /// Sleeps unless cancelled; `false` when cancelled.
@@ -564,6 +669,17 @@ async fn receive_loop(run: ReceiveLoop) {
         let attempt = run.cancel.child_token();
         let renewal =
             exclusive.then(|| tokio::spawn(renew(run.store.clone(), lease.clone(), run.holder, attempt.clone())));
+        if exclusive {
+            // The lease holder is the one process that shows the channel's typing indicator.
+            let owner = crate::typing::Owner::ReceiveLease;
+            tokio::spawn(crate::typing::run(
+                run.store.clone(),
+                run.channel_id,
+                run.adapter.clone(),
+                owner,
+                attempt.clone(),
+            ));
+        }
         let sink: Arc<dyn InboundSink> = run.sink.clone();
         // A connection that goes quiet (a hung poll, a socket that stopped answering) is dropped and
         // restarted like a failed one.

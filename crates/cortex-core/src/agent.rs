@@ -163,6 +163,9 @@ pub struct ResourceLimits {
     pub token_budget_per_day: Option<u64>,
     pub token_budget_per_month: Option<u64>,
     pub rate: Option<RateLimits>,
+    /// Tokens (in + out) the chat jobs of one chat-platform user may use with this agent per rolling
+    /// 24 h (SPEC §8.6 step 7); none by default. Over it, the user's messages are refused politely.
+    pub user_token_budget: Option<u64>,
 }
 
 impl Default for ResourceLimits {
@@ -179,6 +182,7 @@ impl Default for ResourceLimits {
             token_budget_per_day: None,
             token_budget_per_month: None,
             rate: None,
+            user_token_budget: None,
         }
     }
 }
@@ -191,7 +195,7 @@ impl ResourceLimits {
         if !(10..=3600).contains(&self.timeout_seconds) {
             return Err("timeout_seconds must be between 10 and 3600".into());
         }
-        if self.token_budget == 0 || self.session_token_budget == 0 {
+        if self.token_budget == 0 || self.session_token_budget == 0 || self.user_token_budget == Some(0) {
             return Err("token budgets must be positive".into());
         }
         if !(1..=100).contains(&self.max_concurrent_jobs) {

@@ -781,6 +781,29 @@ impl Tx {
         Ok(RecentMessages { routed, limited })
     }
 
+    /// Tokens (in + out) used so far by the chat jobs `user_id` started with `agent_id` since `since`, and
+    /// when the oldest of them was created (the earliest moment the sum can drop): the per-user token
+    /// budget's usage (SPEC §8.6 step 7), counted from the jobs' own usage.
+    pub async fn user_tokens_since(
+        &mut self,
+        user_id: Uuid,
+        agent_id: Uuid,
+        since: Timestamp,
+    ) -> Result<(i64, Option<Timestamp>)> {
+        let (tokens, oldest): (i64, Option<i64>) = write!(self, |conn| {
+            sqlx::query_as(
+                "SELECT CAST(COALESCE(SUM(tokens_in + tokens_out), 0) AS BIGINT), MIN(created_at) FROM job \
+                 WHERE agent_id = $1 AND created_by = $2 AND created_at > $3",
+            )
+            .bind(agent_id)
+            .bind(format!("channel_user:{user_id}"))
+            .bind(ms(since))
+            .fetch_one(conn)
+            .await?
+        });
+        Ok((tokens, oldest.map(time)))
+    }
+
     /// Decides a pending access request; an approval gives the user a `write` grant (origin `approval`)
     /// in the same transaction. `StaleState` when it was already decided.
     pub async fn decide_access_request(

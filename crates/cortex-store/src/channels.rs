@@ -255,21 +255,21 @@ impl Store {
         Ok(rows)
     }
 
-    /// The recorded events (as stored) of the channel's messages since `since` whose chat job is still
-    /// in progress (pending, scheduled or running): where a typing indicator belongs.
-    pub async fn inbound_with_jobs_in_progress(&self, channel_id: Uuid, since: Timestamp) -> Result<Vec<Value>> {
-        let events: Vec<Json<Value>> = read!(self, |conn| {
-            sqlx::query_scalar(
-                "SELECT i.event FROM inbound_message i JOIN job j ON j.id = i.job_id \
-                 WHERE i.channel_id = $1 AND i.created_at >= $2 AND j.status IN ('pending', 'scheduled', 'running') \
-                 ORDER BY i.id",
+    /// The chat jobs started from the channel's messages since `since` that are running now, with the
+    /// recorded event (as stored) each answers: where a typing indicator belongs when a process takes
+    /// over the channel (afterwards [`crate::Notification::ChatJob`] says when jobs start and stop).
+    pub async fn running_chat_jobs(&self, channel_id: Uuid, since: Timestamp) -> Result<Vec<(Uuid, Value)>> {
+        let rows: Vec<(Uuid, Json<Value>)> = read!(self, |conn| {
+            sqlx::query_as(
+                "SELECT j.id, i.event FROM inbound_message i JOIN job j ON j.id = i.job_id \
+                 WHERE i.channel_id = $1 AND i.created_at >= $2 AND j.status = 'running' ORDER BY i.id",
             )
             .bind(channel_id)
             .bind(ms(since))
             .fetch_all(conn)
             .await?
         });
-        Ok(events.into_iter().map(|event| event.0).collect())
+        Ok(rows.into_iter().map(|(job_id, event)| (job_id, event.0)).collect())
     }
 }
 

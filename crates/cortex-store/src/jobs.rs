@@ -105,6 +105,13 @@ impl Job {
     pub fn untrusted_input(&self) -> bool {
         self.payload.get("untrusted_input").and_then(Value::as_bool).unwrap_or(false)
     }
+
+    /// The job was started by someone with `read` access only (a chat user's `read` grant, set by the
+    /// router as `payload.access`): the runtime refuses every tool call above p3 or with side effects
+    /// (SPEC §8.8).
+    pub fn read_only_access(&self) -> bool {
+        self.payload.get("access").and_then(Value::as_str) == Some("read")
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -1001,6 +1008,18 @@ impl Tx {
             session_id: job.session_id,
             ..NewEvent::new(job.agent_id, Some(job.id), EventType::JobState, payload)
         });
+        // A job answering a chat tells that channel when it starts or stops running (typing indicator).
+        let reply = &job.payload["reply"];
+        if (from == JobStatus::Running) != (job.status == JobStatus::Running)
+            && let Some(channel_id) = reply["channel_id"].as_str().and_then(|id| id.parse().ok())
+        {
+            self.notify(Notification::ChatJob {
+                channel_id,
+                job_id: job.id,
+                running: job.status == JobStatus::Running,
+                chat: reply["target"]["chat"].clone(),
+            });
+        }
         if let Some(session_id) = job.session_id
             && !self.touched_sessions.contains(&session_id)
         {

@@ -24,6 +24,9 @@ pub enum Notification {
     Steered { job_id: Uuid },
     /// A channel's outbox has a new message to deliver.
     Outbox { channel_id: Uuid },
+    /// A chat job started from a message of `channel_id` began (`running`) or stopped running: the
+    /// channel's typing indicator for `chat` (the job's reply chat, as stored) starts or stops (SPEC §8.1).
+    ChatJob { channel_id: Uuid, job_id: Uuid, running: bool, chat: serde_json::Value },
     /// A channel was created, changed or deleted: supervisors reload it (hot reload, SPEC §8.9).
     ChannelChanged { channel_id: Uuid },
     /// A credential's value or status was written: every process rebuilds its secret set before its next

@@ -1,6 +1,7 @@
 //! Access control in the inbound pipeline on both engines (SPEC §8.8): pairing codes redeemed in chat
 //! with brute-force limits per sender and per code, access requests that let the user in once approved,
-//! revoked grants, the channel allowlist, and the per-user rate limit.
+//! revoked grants, the channel allowlist, the per-user rate limit and token budget, and `read` grants
+//! marking the chat job read-only.
 
 use cortex_channels::access::create_pairing_code;
 use cortex_core::agent::AccessMode;
@@ -8,6 +9,7 @@ use cortex_core::clock::Clock;
 use cortex_store::Store;
 use cortex_store::channel_access::{GrantChange, UserRateLimit};
 use cortex_store::channels::ChannelWrite;
+use cortex_store::jobs::JobUsage;
 use cortex_testkit::{TestStore, both_engines};
 use uuid::Uuid;
 
@@ -216,4 +218,72 @@ both_engines!(a_sender_over_the_rate_limit_is_refused_and_told_once, |t: TestSto
     f.says("50", "50", 24, "one more").await;
     f.route().await;
     assert_eq!(f.outcome("50", 24).await.1.as_deref(), Some("rate limited"));
+});
+
+both_engines!(a_read_grant_marks_the_chat_job_read_only, |t: TestStore| async move {
+    let f = Fixture::new(&t.store).await;
+    let agent_id = agent(&t.store, "Reader", AccessMode::Allowlist).await;
+    f.bind(agent_id, "70", None).await;
+    let read_code = create_pairing_code(&t.store, agent_id, "read", "test").await.unwrap().code;
+    f.says("70", "70", 1, &read_code).await;
+    f.says("70", "70", 2, "what is on the menu?").await;
+    f.route().await;
+    let (_, _, job) = f.outcome("70", 2).await;
+    let job = t.store.get_job(job.expect("routed to a job")).await.unwrap();
+    assert!(job.read_only_access(), "the runtime is told: {}", job.payload);
+
+    // Full (`write`) access hands over a job that is not marked.
+    let user = user_of(&f, "70").await;
+    let mut tx = t.store.begin().await.unwrap();
+    let change = GrantChange { access: Some("write".into()), ..GrantChange::default() };
+    tx.change_grant(agent_id, user, &change).await.unwrap();
+    tx.commit().await.unwrap();
+    f.says("70", "70", 3, "and the prices?").await;
+    f.route().await;
+    let job = t.store.get_job(f.outcome("70", 3).await.2.unwrap()).await.unwrap();
+    assert!(!job.read_only_access(), "{}", job.payload);
+});
+
+both_engines!(a_sender_over_the_agents_daily_token_budget_is_refused_without_a_job, |t: TestStore| async move {
+    let f = Fixture::new(&t.store).await;
+    let mut definition = cortex_testkit::agent_definition("Thrifty");
+    definition.access_mode = AccessMode::Open;
+    definition.resource_limits.user_token_budget = Some(1_000);
+    let mut tx = t.store.begin().await.unwrap();
+    let agent_id = tx.insert_agent(&definition).await.unwrap();
+    tx.commit().await.unwrap();
+    f.bind(agent_id, "80", None).await;
+    f.bind(agent_id, "81", None).await;
+
+    // The first answer used 1200 tokens (as the worker records them on the job).
+    f.says("80", "80", 1, "write me an essay").await;
+    f.route().await;
+    let first = f.outcome("80", 1).await.2.expect("a job");
+    let mut tx = t.store.begin().await.unwrap();
+    let usage = JobUsage { tokens_in: 700, tokens_out: 500, cost_usd: 0.0, llm_calls: 1, tool_calls: 0 };
+    tx.add_job_usage(first, &usage).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // Over the budget: refused with a polite sentence saying when, and no job.
+    t.clock.advance(chrono::Duration::hours(1));
+    f.says("80", "80", 2, "and another one").await;
+    f.route().await;
+    let (status, detail, job) = f.outcome("80", 2).await;
+    assert_eq!((status.as_str(), detail.as_deref(), job), ("refused", Some("token budget exhausted"), None));
+    let told = f.outbox_texts().await;
+    assert_eq!(
+        told.last().unwrap(),
+        "You've reached your usage limit with this agent for now. Please try again in 23 hours."
+    );
+
+    // Another user of the same agent has their own budget.
+    f.says("81", "81", 1, "hello").await;
+    f.route().await;
+    assert_eq!(f.outcome("81", 1).await.0, "routed");
+
+    // A day after the expensive answer the window has room again.
+    t.clock.advance(chrono::Duration::hours(23));
+    f.says("80", "80", 3, "a short one?").await;
+    f.route().await;
+    assert_eq!(f.outcome("80", 3).await.0, "routed");
 });

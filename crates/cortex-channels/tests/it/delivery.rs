@@ -3,15 +3,13 @@
 //! permanent failures visible.
 
 use cortex_channels::delivery::deliver_due;
-use cortex_channels::router::reply_target;
 use cortex_channels::telegram::{TelegramAdapter, TelegramConfig, TelegramMode};
 use cortex_channels::types::{ChatKind, ChatRef};
-use cortex_store::outbox::NewOutbox;
 use cortex_testkit::fake_telegram::{Failure, FakeTelegram};
 use cortex_testkit::{TestStore, both_engines};
 use serde_json::json;
 
-use crate::support::{channel, init};
+use crate::support::{channel, init, queue_reply};
 
 fn adapter(telegram: &FakeTelegram, channel_id: uuid::Uuid) -> TelegramAdapter {
     init();
@@ -28,19 +26,7 @@ fn adapter(telegram: &FakeTelegram, channel_id: uuid::Uuid) -> TelegramAdapter {
 
 async fn queue(store: &cortex_store::Store, channel_id: uuid::Uuid, key: &str, text: &str) -> uuid::Uuid {
     let chat = ChatRef { chat_id: "42".into(), thread_id: None, kind: ChatKind::Direct };
-    let mut tx = store.begin().await.unwrap();
-    let (id, _) = tx
-        .enqueue_outbox(&NewOutbox {
-            channel_id: Some(channel_id),
-            target: reply_target(&chat, Some("msg:42:9")),
-            payload: json!({"kind": "reply", "text": text}),
-            idempotency_key: key.into(),
-            job_id: None,
-        })
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    id
+    queue_reply(store, channel_id, chat, "msg:42:9", key, text).await
 }
 
 both_engines!(a_long_reply_goes_out_in_parts_and_resumes_after_the_last_accepted_one, |t: TestStore| async move {

@@ -9,21 +9,18 @@ use std::time::Duration;
 use cortex_channels::adapter::{AdapterError, ChannelAdapter};
 use cortex_channels::delivery::deliver_due;
 use cortex_channels::discord::{DiscordAdapter, DiscordConfig, INTENTS};
-use cortex_channels::router::{Router, reply_target};
-use cortex_channels::sink::StoreSink;
+use cortex_channels::router::Router;
+use cortex_channels::types::{ChatKind, ChatRef};
 use cortex_core::agent::AccessMode;
 use cortex_store::Store;
 use cortex_store::channel_access::NewBinding;
 use cortex_store::jobs::AttemptEnd;
-use cortex_store::outbox::NewOutbox;
 use cortex_testkit::fake_discord::{self, BOT_ID, BOT_USERNAME, CREATE_MESSAGE, FakeDiscord};
 use cortex_testkit::{TestStore, both_engines};
 use serde_json::json;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::support::{agent, channel, init, sink, wait_for_inbound};
+use crate::support::{Running, agent, channel, init, queue_reply, sink, wait_for_inbound};
 
 const TOKEN: &str = "discord-bot-token";
 
@@ -33,28 +30,6 @@ fn adapter(discord: &FakeDiscord, channel_id: Uuid, token: &str) -> Arc<DiscordA
         reqwest::Client::new(),
         DiscordConfig { channel_id, api_base: discord.api_base().to_owned(), gateway_url: None, token: token.into() },
     ))
-}
-
-/// The adapter's receive loop on its own task.
-struct Running {
-    cancel: CancellationToken,
-    task: JoinHandle<Result<(), AdapterError>>,
-}
-
-impl Running {
-    fn start(adapter: Arc<DiscordAdapter>, sink: Arc<StoreSink>) -> Running {
-        let cancel = CancellationToken::new();
-        let task = tokio::spawn({
-            let cancel = cancel.clone();
-            async move { adapter.run(sink, cancel).await }
-        });
-        Running { cancel, task }
-    }
-
-    async fn stop(self) {
-        self.cancel.cancel();
-        self.task.await.unwrap().unwrap();
-    }
 }
 
 #[tokio::test]
@@ -146,29 +121,13 @@ both_engines!(a_rejected_token_on_the_gateway_ends_the_loop_as_unauthorized, |t:
     let running = Running::start(adapter(&discord, channel_id, TOKEN), sink);
     discord.wait_for_op(2, 1).await;
     discord.close(4004);
-    let err = running.task.await.unwrap().unwrap_err();
+    let err = running.ended().await.unwrap_err();
     assert!(matches!(err, AdapterError::Unauthorized(_)), "{err:?}");
 });
 
 async fn queue(store: &Store, channel_id: Uuid, key: &str, text: &str) -> Uuid {
-    let chat = cortex_channels::types::ChatRef {
-        chat_id: "500".into(),
-        thread_id: None,
-        kind: cortex_channels::types::ChatKind::Group,
-    };
-    let mut tx = store.begin().await.unwrap();
-    let (id, _) = tx
-        .enqueue_outbox(&NewOutbox {
-            channel_id: Some(channel_id),
-            target: reply_target(&chat, Some("1234")),
-            payload: json!({"kind": "reply", "text": text}),
-            idempotency_key: key.into(),
-            job_id: None,
-        })
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    id
+    let chat = ChatRef { chat_id: "500".into(), thread_id: None, kind: ChatKind::Group };
+    queue_reply(store, channel_id, chat, "1234", key, text).await
 }
 
 both_engines!(long_replies_split_at_2000_and_429_retry_after_is_honoured, |t: TestStore| async move {

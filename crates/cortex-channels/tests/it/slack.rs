@@ -7,22 +7,18 @@ use std::sync::Arc;
 
 use cortex_channels::adapter::{AdapterError, ChannelAdapter};
 use cortex_channels::delivery::deliver_due;
-use cortex_channels::router::{Router, reply_target};
-use cortex_channels::sink::StoreSink;
+use cortex_channels::router::Router;
 use cortex_channels::slack::{SlackAdapter, SlackConfig};
 use cortex_channels::types::{ChatKind, ChatRef};
 use cortex_core::agent::AccessMode;
 use cortex_store::channel_access::NewBinding;
 use cortex_store::jobs::AttemptEnd;
-use cortex_store::outbox::NewOutbox;
 use cortex_testkit::fake_slack::{self, BOT_USER_ID, CONNECTIONS_OPEN, FakeSlack, POST_MESSAGE};
 use cortex_testkit::{TestStore, both_engines};
 use serde_json::json;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::support::{agent, channel, init, sink, wait_for_inbound};
+use crate::support::{Running, agent, channel, init, queue_reply, sink, wait_for_inbound};
 
 const BOT: &str = "xoxb-test";
 const APP: &str = "xapp-test";
@@ -39,27 +35,6 @@ fn adapter(slack: &FakeSlack, channel_id: Uuid, bot_token: &str) -> Arc<SlackAda
             signing_secret: None,
         },
     ))
-}
-
-struct Running {
-    cancel: CancellationToken,
-    task: JoinHandle<Result<(), AdapterError>>,
-}
-
-impl Running {
-    fn start(adapter: Arc<SlackAdapter>, sink: Arc<StoreSink>) -> Running {
-        let cancel = CancellationToken::new();
-        let task = tokio::spawn({
-            let cancel = cancel.clone();
-            async move { adapter.run(sink, cancel).await }
-        });
-        Running { cancel, task }
-    }
-
-    async fn stop(self) {
-        self.cancel.cancel();
-        self.task.await.unwrap().unwrap();
-    }
 }
 
 #[tokio::test]
@@ -106,19 +81,7 @@ both_engines!(envelopes_are_acked_once_recorded_and_survive_disconnects_and_drop
 
 async fn queue(store: &cortex_store::Store, channel_id: Uuid, key: &str, text: &str) -> Uuid {
     let chat = ChatRef { chat_id: "C1".into(), thread_id: Some("1790000000.000001".into()), kind: ChatKind::Group };
-    let mut tx = store.begin().await.unwrap();
-    let (id, _) = tx
-        .enqueue_outbox(&NewOutbox {
-            channel_id: Some(channel_id),
-            target: reply_target(&chat, Some("C1:1790000000.000001")),
-            payload: json!({"kind": "reply", "text": text}),
-            idempotency_key: key.into(),
-            job_id: None,
-        })
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    id
+    queue_reply(store, channel_id, chat, "C1:1790000000.000001", key, text).await
 }
 
 both_engines!(long_replies_split_in_the_thread_and_429_retry_after_is_honoured, |t: TestStore| async move {

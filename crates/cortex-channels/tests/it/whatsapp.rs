@@ -17,7 +17,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::support::{agent, channel, init, sink};
+use crate::support::{agent, channel, init, queue_reply, sink};
 
 fn adapter(whatsapp: &FakeWhatsApp, channel_id: Uuid, token: &str) -> WhatsAppAdapter {
     init();
@@ -46,19 +46,7 @@ async fn verify_names_the_number_and_refuses_a_bad_token() {
 
 async fn queue(store: &cortex_store::Store, channel_id: Uuid, key: &str, text: &str) -> Uuid {
     let chat = ChatRef { chat_id: "491701234567".into(), thread_id: None, kind: ChatKind::Direct };
-    let mut tx = store.begin().await.unwrap();
-    let (id, _) = tx
-        .enqueue_outbox(&NewOutbox {
-            channel_id: Some(channel_id),
-            target: reply_target(&chat, Some("wamid.IN1")),
-            payload: json!({"kind": "reply", "text": text}),
-            idempotency_key: key.into(),
-            job_id: None,
-        })
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    id
+    queue_reply(store, channel_id, chat, "wamid.IN1", key, text).await
 }
 
 both_engines!(the_24_hour_window_fails_visibly_with_the_platforms_reason_and_429_waits, |t: TestStore| async move {
