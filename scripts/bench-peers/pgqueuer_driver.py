@@ -128,7 +128,7 @@ class Runs:
         self.count = 0
         self.first: float | None = None
         self.started: dict[int, float] = {}
-        self.changed = asyncio.Condition()
+        self.waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     def on_run(self, payload: bytes | None) -> None:
         now = time.perf_counter()
@@ -139,15 +139,16 @@ class Runs:
             if seq is not None:
                 self.started[seq] = now
         self.count += 1
-        asyncio.get_running_loop().create_task(self._notify())
-
-    async def _notify(self) -> None:
-        async with self.changed:
-            self.changed.notify_all()
+        for count, waiter in self.waiters:
+            if self.count >= count and not waiter.done():
+                waiter.set_result(None)
 
     async def wait_for(self, count: int) -> None:
-        async with self.changed:
-            await self.changed.wait_for(lambda: self.count >= count)
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiters.append((count, waiter))
+        if self.count >= count:
+            waiter.set_result(None)
+        await waiter
 
 
 async def drain(peer: Peer, jobs: int, concurrency: int) -> float:
@@ -187,6 +188,8 @@ async def latency(peer: Peer, samples: int) -> list[float]:
         committed[seq] = time.perf_counter()
     await runs.wait_for(samples + 1)
     await worker.stop()
+    if missing := [seq for seq in committed if seq not in runs.started]:
+        raise RuntimeError(f"{len(missing)} sampled jobs never started")
     # The worker may start a job before the enqueue acknowledgement reaches the enqueuer.
     return sorted(max(0.0, (runs.started[seq] - at) * 1000) for seq, at in committed.items())
 

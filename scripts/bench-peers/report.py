@@ -79,7 +79,7 @@ def summarize(directory: Path) -> dict[str, object]:
             if values:
                 entry.update(min=min(values), median=statistics.median(values), max=max(values), values=values)
             figures.append(entry)
-    return {**meta, "systems": systems, "figures": figures}
+    return {**meta, "systems_run": meta["systems"], "systems": systems, "figures": figures}
 
 
 def print_table(summary: dict[str, object]) -> None:
@@ -111,8 +111,9 @@ def print_table(summary: dict[str, object]) -> None:
             else:
                 cells.append("—")
         print(f"| {label} | " + " | ".join(cells) + " |")
-    print()
-    print(f"cortex binary: {summary['cortex']}")
+    if "cortex" in summary["systems_run"]:
+        print()
+        print(f"cortex binary: {summary['cortex']}")
 
 
 def main(argv: list[str]) -> None:
