@@ -10,7 +10,8 @@
 // is `work(queue, { localConcurrency: c, batchSize: 10, burstWhenBatchFull: true })`: c polling loops,
 // each fetching up to 10 jobs, running them one after another and settling them together, and fetching
 // again at once while fetches come back full (pg-boss's documented fast path for a backlog);
-// `pollingIntervalSeconds: 0.5` (its minimum) otherwise.
+// `pollingIntervalSeconds: 0.5` (its minimum) otherwise. The connection pool keeps pg-boss's default
+// size (10, as cortex's), whatever the concurrency.
 //
 // Equivalence caveats (what still differs from `cortex bench queue`):
 // - At most c jobs run at once, as in cortex, but up to 10 × c are fetched (locked) ahead. pg-boss only
