@@ -149,6 +149,44 @@ impl JobEngine {
         self.inner.running.lock().map(|running| running.len()).unwrap_or(0)
     }
 
+    /// Claims at most one job and runs it to its recorded end in the caller's task, with none of the
+    /// background loops (claim, heartbeat, reaper, watcher): for tests and measurements that need an
+    /// exact, repeatable sequence of statements (issue 17's per-turn statement budget). A completion is
+    /// committed the way the completion loop commits a batch (here a batch of one). Returns the job's id,
+    /// or `None` when nothing was claimable. Not for an engine that is also [`JobEngine::run`]ning.
+    pub async fn run_one(&self) -> Result<Option<Uuid>, StoreError> {
+        let inner = &self.inner;
+        let Ok(permit) = inner.slots.clone().try_acquire_owned() else { return Ok(None) };
+        let claimed = inner.store.claim_batch(inner.worker_id, 1, inner.config.ignore_quarantine).await?;
+        let Some(job) = claimed.into_iter().next() else { return Ok(None) };
+        let job_id = job.id;
+        let local = register(inner, job_id);
+        let mut queue = inner.completion_queue.lock().ok().and_then(|mut queue| queue.take());
+        let supervised = supervise(inner.clone(), job, local, permit);
+        tokio::pin!(supervised);
+        loop {
+            let next = async {
+                match queue.as_mut() {
+                    Some(queue) => queue.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = &mut supervised => break,
+                Some(completion) = next => {
+                    let committed = commit_completions(inner, std::slice::from_ref(&completion)).await.is_ok();
+                    let _ = completion.committed.send(committed);
+                }
+            }
+        }
+        if let Some(queue) = queue
+            && let Ok(mut slot) = inner.completion_queue.lock()
+        {
+            *slot = Some(queue);
+        }
+        Ok(Some(job_id))
+    }
+
     /// Runs until `shutdown` resolves, then shuts down gracefully (SPEC §4.10).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StoreError> {
         let inner = self.inner.clone();

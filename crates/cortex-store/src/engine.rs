@@ -50,6 +50,8 @@ pub(crate) struct Inner {
     pub(crate) extraction: std::sync::OnceLock<crate::extraction::ExtractionPolicy>,
     /// Bumped after every committed transaction that wrote memory records (see [`Store::memory_epoch`]).
     memory_epoch: std::sync::atomic::AtomicU64,
+    /// Write transactions begun through this store (see [`Store::transactions_begun`]).
+    transactions: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for Inner {
@@ -144,6 +146,7 @@ impl Store {
                 listener,
                 extraction: std::sync::OnceLock::new(),
                 memory_epoch: std::sync::atomic::AtomicU64::new(0),
+                transactions: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -206,6 +209,13 @@ impl Store {
         self.inner.memory_epoch.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// How many write transactions were begun through this store's handles (all clones share it): the
+    /// per-turn statement budget (issue 17) counts transactions with it, since SQLite's `BEGIN` and
+    /// `COMMIT` do not pass through sqlx's statement log.
+    pub fn transactions_begun(&self) -> u64 {
+        self.inner.transactions.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Subscribes to change notifications (see [`crate::notify`]).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Notification> {
         let receiver = self.inner.notifier.subscribe();
@@ -220,6 +230,7 @@ impl Store {
 
     /// Starts a write transaction.
     pub async fn begin(&self) -> Result<Tx> {
+        self.inner.transactions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let conn = match &self.inner.engine {
             Engine::Sqlite { write, .. } => TxConn::Sqlite(write.begin().await?),
             Engine::Postgres { pool, .. } => TxConn::Postgres(pool.begin().await?),

@@ -16,8 +16,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cortex_core::clock::{Clock, SystemClock};
+use cortex_core::event::EventType;
 use cortex_core::job::{ErrorClass, JobError, JobKind, JobStatus};
 use cortex_jobs::{EngineConfig, JobContext, JobEngine, JobHandler, Outcome, reap_once};
+use cortex_store::events::EventScope;
 use cortex_store::jobs::{IdempotencyKey, Job, JobFilter, NewJob};
 use cortex_store::{DatabaseConfig, Store, StoreError};
 use cortex_testkit::faults::LossyProxy;
@@ -219,9 +221,21 @@ impl Doomed {
         config: EngineConfig,
         ledger: &Arc<Ledger>,
     ) -> Doomed {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let handler = Probe::new(ledger);
         let freeze = handler.freeze.clone();
+        let mut doomed = Doomed::spawn_with(database, clock, config, handler).await;
+        doomed.freeze = freeze;
+        doomed
+    }
+
+    /// A doomed engine running `handler` for task jobs.
+    async fn spawn_with(
+        database: DatabaseConfig,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+        handler: Arc<dyn JobHandler>,
+    ) -> Doomed {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let (started, worker_id) = tokio::sync::oneshot::channel();
         runtime.spawn(async move {
             // SQLite: the test store holds the process lock; this "process" shares the file.
@@ -230,7 +244,7 @@ impl Doomed {
             let _ = started.send(engine.worker_id());
             let _ = engine.run(std::future::pending()).await;
         });
-        Doomed { runtime: Some(runtime), worker_id: worker_id.await.unwrap(), freeze }
+        Doomed { runtime: Some(runtime), worker_id: worker_id.await.unwrap(), freeze: CancellationToken::new() }
     }
 
     fn kill(mut self) {
@@ -785,3 +799,113 @@ async fn a_lost_claim_acknowledgement() {
 async fn a_lost_completion_acknowledgement() {
     lose_one_acknowledgement("result = $4, error = $5").await;
 }
+
+/// Completes once the test opens its gate, and says when it started and when it returned its result.
+#[derive(Default)]
+struct Gated {
+    started: CancellationToken,
+    gate: CancellationToken,
+    returned: CancellationToken,
+}
+
+#[async_trait]
+impl JobHandler for Gated {
+    async fn run(&self, ctx: JobContext) -> Outcome {
+        self.started.cancel();
+        self.gate.cancelled().await;
+        self.returned.cancel();
+        Outcome::Completed(json!({"worker": ctx.worker_id}))
+    }
+}
+
+/// A connection of the test holding back writes: on PostgreSQL a row lock on one job (its completion's
+/// update waits for it), on SQLite the database's write lock.
+enum WriteBlocker {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl WriteBlocker {
+    async fn hold(t: &TestStore, job_id: Uuid) -> WriteBlocker {
+        use sqlx::Connection;
+        match &t.config {
+            DatabaseConfig::Sqlite { path } => {
+                let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+                sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await.unwrap();
+                WriteBlocker::Sqlite(conn)
+            }
+            DatabaseConfig::Postgres { url, .. } => {
+                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+                sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+                sqlx::query("SELECT id FROM job WHERE id = $1 FOR UPDATE")
+                    .bind(job_id)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                WriteBlocker::Postgres(conn)
+            }
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            WriteBlocker::Sqlite(mut conn) => {
+                sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+            }
+            WriteBlocker::Postgres(mut conn) => {
+                sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+            }
+        }
+    }
+}
+
+both_engines!(a_worker_killed_between_a_result_and_its_batch_commit_loses_nothing, |t: TestStore| async move {
+    // Batched completions (issue 17): a finished handler's result waits in the completion loop's queue
+    // for a transaction shared with other completions, and nothing is acknowledged before it commits.
+    // The worker process dies in that window — its handler returned, the batch's commit is held back by
+    // a lock the test holds — so the result is lost with the process: the job must not read `completed`
+    // (nor carry a result), must stay recoverable, and must complete on its next attempt with that
+    // attempt's result, recorded once.
+    let clock: Arc<dyn Clock> = Arc::new(t.clock.clone());
+    let agent_id = agent(&t.store, 4).await;
+    let job_id = enqueue_batch(&t.store, new_job(agent_id, "ok", 0, 3), 1).await[0];
+    let handler = Arc::new(Gated::default());
+    let process = "cortex-fault-unacknowledged";
+    let doomed =
+        Doomed::spawn_with(t.named_config(process, 2), clock.clone(), manual_config("doomed", 1), handler.clone())
+            .await;
+    let doomed_id = doomed.worker_id;
+    handler.started.cancelled().await;
+    let blocker = WriteBlocker::hold(&t, job_id).await;
+    handler.gate.cancel();
+    handler.returned.cancelled().await;
+    doomed.kill();
+    // The dead process's connections go with it (PostgreSQL sees its sockets close).
+    t.terminate_backends(Some(process)).await.unwrap();
+    blocker.release().await;
+
+    let job = t.store.get_job(job_id).await.unwrap();
+    assert_eq!((job.status, job.claimed_by, job.attempt), (JobStatus::Running, Some(doomed_id), 1));
+    assert!(job.result.is_none(), "a result without its commit: {:?}", job.result);
+    let completed_events = async || {
+        let events = t.store.events_after(EventScope::Job(job_id), 0, 1000).await.unwrap();
+        events.iter().filter(|event| event.event_type == EventType::JobCompleted).count()
+    };
+    assert_eq!(completed_events().await, 0);
+
+    // The dead worker's heartbeat goes stale; the reaper hands its job to the retry path.
+    t.clock.advance(chrono::Duration::seconds(21));
+    eventually(&t.store, "the dead worker's job recovered", async || {
+        Ok(reap_once(&t.store, Duration::from_secs(20)).await? == 1)
+    })
+    .await;
+    make_retries_due(&t).await.unwrap();
+    let ledger = Arc::new(Ledger::default());
+    let finisher = launch(&t.store, manual_config("finisher", 1), Probe::new(&ledger));
+    wait_completed(&t.store, 1).await;
+    let job = t.store.get_job(job_id).await.unwrap();
+    assert_eq!(job.attempt, 2);
+    assert_eq!(job.result.as_ref().map(|result| result["worker"].clone()), Some(json!(finisher.worker_id)));
+    assert_eq!(completed_events().await, 1);
+    finisher.shutdown().await;
+});

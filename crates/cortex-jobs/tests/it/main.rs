@@ -4,4 +4,5 @@ mod approvals;
 mod engine;
 mod faults;
 mod retention;
+mod steps;
 mod support;

@@ -20,3 +20,4 @@ mod setup;
 mod shutdown;
 mod steering;
 mod support;
+mod turncost;
