@@ -304,26 +304,71 @@ async fn wait_delivered(telegram: &FakeTelegram, count: usize, servers: &[&str])
     panic!("{count} messages never delivered: {:?}; channels: {views:?}", telegram.delivered("sendMessage"));
 }
 
-/// The Telegram long poll moves to the survivor when its holder is killed (see [`the_survivor_takes_over`]).
+/// PostgreSQL, two `cortex serve` processes: the Telegram long poll runs in exactly one of them (the
+/// other reports the lease is held elsewhere); after a SIGKILL of the holder the survivor takes the
+/// channel over once the lease expires and answers the next message, each message exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_survivor_takes_over_a_telegram_long_poll_when_its_holder_is_killed() {
     if cortex_testkit::skip_postgres() {
         eprintln!("skipped: CORTEX_TEST_SKIP_PG=1");
         return;
     }
+    let database = cortex_testkit::TestStore::new(cortex_testkit::Engine::Postgres).await;
+    let cortex_store::DatabaseConfig::Postgres { url, .. } = database.config.clone() else { unreachable!() };
     let telegram = FakeTelegram::start(TOKEN).await;
-    the_survivor_takes_over(Platform {
-        env: vec![("TELEGRAM_BOT_TOKEN", TOKEN.to_owned()), ("TELEGRAM_API_BASE", telegram.api_base().to_owned())],
-        channel_type: "telegram",
-        chat_id: "42",
-        say: Box::new(|text| {
-            telegram.push_text(42, 42, text);
-        }),
-        answered: Box::new(|| telegram.delivered("sendMessage").len()),
-    })
+    let llm = FakeLlm::start().await;
+    llm.rule(When::Always, Reply::text("the answer"));
+    let mut env = env(&llm);
+    env.push(("CORTEX_DATABASE_URL", url));
+    env.push(("TELEGRAM_BOT_TOKEN", TOKEN.to_owned()));
+    env.push(("TELEGRAM_API_BASE", telegram.api_base().to_owned()));
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = start(dir_a.path(), &env);
+    let channel = env_channel(&first.url).await;
+    let channel_id = channel["id"].as_str().unwrap().to_owned();
+    let agent = greeter(&first.url).await;
+    api(
+        reqwest::Method::POST,
+        format!("{}/agents/{agent}/channels", first.url),
+        Some(json!({"channel_type": "telegram", "chat_id": "42"})),
+    )
     .await;
-    let texts: Vec<Value> = telegram.delivered("sendMessage").iter().map(|call| call.body["text"].clone()).collect();
-    assert_eq!(texts, ["the answer", "the answer"]);
+    telegram.push_text(42, 42, "first question");
+    assert_eq!(wait_delivered(&telegram, 1, &[&first.url]).await, ["the answer"]);
+
+    // The second process runs the channel too, but does not poll: the lease is the first one's.
+    let second = start(dir_b.path(), &env);
+    let mut view = Value::Null;
+    for _ in 0..600 {
+        view = api(reqwest::Method::GET, format!("{}/channels/{channel_id}", second.url), None).await;
+        if view["last_error"].as_str().is_some_and(|error| error.contains("another process holds")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(view["state"], "starting", "{view}");
+    assert!(view["last_error"].as_str().unwrap_or_default().contains("another process holds"), "{view}");
+    let holder = api(reqwest::Method::GET, format!("{}/channels/{channel_id}", first.url), None).await;
+    assert_eq!(holder["state"], "healthy", "{holder}");
+
+    // The holder dies without releasing anything; the survivor takes over and answers.
+    first.kill();
+    telegram.push_text(42, 42, "second question");
+    let texts = wait_delivered(&telegram, 2, &[&second.url]).await;
+    assert_eq!(texts, ["the answer", "the answer"], "each message answered exactly once");
+    let mut view = Value::Null;
+    for _ in 0..600 {
+        view = api(reqwest::Method::GET, format!("{}/channels/{channel_id}", second.url), None).await;
+        if view["state"] == "healthy" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(view["state"], "healthy", "{view}");
+    let outbox = api(reqwest::Method::GET, format!("{}/channels/{channel_id}/outbox", second.url), None).await;
+    assert_eq!(outbox["items"].as_array().map(Vec::len), Some(2), "{outbox}");
+    assert_eq!(telegram.delivered("sendMessage").len(), 2, "no duplicate after the takeover");
+    second.kill();
 }
 
 /// One platform's side of a takeover test: the env of its env-defined channel, the chat to bind, how a
