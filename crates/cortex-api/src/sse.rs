@@ -7,12 +7,18 @@
 //! On PostgreSQL a read may stop at the visibility watermark (`cortex_store::events`): committed events
 //! wait there until older transactions end, which need not announce themselves, so the stream re-reads
 //! after a short, growing pause ([`PENDING_REREAD_FIRST`] up to [`PENDING_REREAD_MAX`]) until they pass.
+//!
+//! [`channel_health`] is the one stream not read from the log: channel health is a property of the
+//! process running the channel, so it streams the supervisor's changes (`channel.health`), beginning
+//! with the current state of every channel (which also stands in for a replay after a reconnect).
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, KeepAliveStream, Sse};
+use cortex_channels::supervisor::{HealthChange, Supervisor};
 use cortex_core::clock::rfc3339_millis;
 use cortex_core::event::EventType;
 use cortex_store::events::{Event, EventScope};
@@ -108,6 +114,47 @@ async fn follow(
             return;
         }
     }
+}
+
+/// Streams `channel.health` events of this process's supervisor: every channel's current state first,
+/// then each change; a reader that fell behind gets the current states again.
+pub fn channel_health(supervisor: Arc<Supervisor>, shutdown: CancellationToken) -> EventStream {
+    let (sender, receiver) = mpsc::channel(256);
+    metrics::gauge!("cortex_sse_clients").increment(1.0);
+    tokio::spawn(async move {
+        let (mut snapshot, mut changes) = supervisor.health_changes();
+        'stream: loop {
+            for change in snapshot.drain(..) {
+                if sender.send(Ok(health_event(&change))).await.is_err() {
+                    break 'stream;
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    let _ = sender.send(Ok(SseEvent::default().comment("shutdown"))).await;
+                    break;
+                }
+                () = sender.closed() => break,
+                received = changes.recv() => match received {
+                    Ok(change) => snapshot.push(change),
+                    Err(broadcast::error::RecvError::Lagged(_)) => (snapshot, changes) = supervisor.health_changes(),
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+            }
+        }
+        metrics::gauge!("cortex_sse_clients").decrement(1.0);
+    });
+    Sse::new(ReceiverStream::new(receiver)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("ping"))
+}
+
+fn health_event(change: &HealthChange) -> SseEvent {
+    let data = json!({
+        "channel_id": change.channel_id,
+        "type": change.channel_type,
+        "state": change.state,
+        "last_error": change.last_error,
+    });
+    SseEvent::default().id(change.seq.to_string()).event("channel.health").data(data.to_string())
 }
 
 /// Waits until something relevant may have been appended, at most `reread_after`; `false` when the

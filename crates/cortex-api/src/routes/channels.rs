@@ -27,7 +27,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::Principal;
+use crate::auth::{Principal, check_origin};
 use crate::error::{ApiError, ApiResult, Code, ErrorBody};
 use crate::extract::{Json, PageParams, Query};
 use crate::guard::Routes;
@@ -39,6 +39,7 @@ pub fn routes() -> Routes {
     Routes::new()
         .admin(routes!(create_channel))
         .viewer(routes!(list_channels))
+        .viewer(routes!(channel_health_stream))
         .viewer(routes!(get_channel))
         .admin(routes!(update_channel))
         .admin(routes!(delete_channel))
@@ -466,6 +467,20 @@ async fn list_channels(
         })
         .collect();
     Ok(axum::Json(List::from_all(items, &page, |channel| channel.id.to_string())?))
+}
+
+/// Live health of this process's channels as SSE [viewer]: one `channel.health` event
+/// `{channel_id, type, state, last_error}` per channel with its current state, then one per change of
+/// state (`starting|healthy|unhealthy|recovering|circuit_open|stopped`). Event ids count this process's
+/// changes; there is no replay (`Last-Event-ID` is ignored): the current states sent first stand in.
+#[utoipa::path(get, path = "/channels/stream", tag = "channels", responses(
+    (status = 200, content_type = "text/event-stream", description = "Event stream of `channel.health` events")))]
+async fn channel_health_stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<crate::sse::EventStream> {
+    check_origin(&state, &headers)?;
+    Ok(crate::sse::channel_health(state.channels.clone(), state.shutdown.clone()))
 }
 
 /// One channel [viewer].

@@ -1,7 +1,7 @@
 //! Channel health against the in-process fake Bot API (SPEC §8.9): the platform going dark turns the
 //! channel unhealthy (and `/readyz` degraded, still 200); once the platform is back the channel
 //! receives again without a restart. The periodic identity probe (`getMe`) reports a platform that
-//! refuses it even while polling works.
+//! refuses it even while polling works. Every change of state is streamed as `channel.health`.
 
 use std::time::Duration;
 
@@ -59,4 +59,75 @@ async fn a_channel_whose_platform_goes_dark_turns_unhealthy_and_receives_again_w
     let refused = wait_channel(&app, &id, "unhealthy by probe", |c| c["state"] == "unhealthy").await;
     assert!(refused["last_error"].as_str().is_some_and(|error| error.contains("health probe failed")), "{refused}");
     wait_channel(&app, &id, "healthy after the next probe", |c| c["state"] == "healthy").await;
+}
+
+/// The `channel.health` events of `GET /channels/stream`, read frame by frame.
+struct HealthStream {
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: String,
+}
+
+impl HealthStream {
+    async fn open(app: &TestApp) -> HealthStream {
+        let viewer = app.key(cortex_core::role::Role::Viewer).await;
+        let response = app.get("/channels/stream", &viewer).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        HealthStream { body: Box::pin(response.bytes_stream()), buffer: String::new() }
+    }
+
+    /// The next event of `channel` in `state` (bounded: two minutes); earlier ones are checked and skipped.
+    async fn wait_for(&mut self, channel: &str, state: &str) -> Value {
+        use futures::StreamExt;
+        let found = tokio::time::timeout(Duration::from_secs(120), async {
+            loop {
+                while let Some(end) = self.buffer.find("\n\n") {
+                    let frame: String = self.buffer.drain(..end + 2).collect();
+                    let mut lines = frame.lines();
+                    let (Some(id), Some(event), Some(data)) = (lines.next(), lines.next(), lines.next()) else {
+                        continue;
+                    };
+                    assert!(id.strip_prefix("id: ").is_some_and(|id| id.parse::<u64>().is_ok()), "{frame}");
+                    assert_eq!(event, "event: channel.health", "{frame}");
+                    let data: Value = serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
+                    if data["channel_id"] == channel && data["state"] == state {
+                        return data;
+                    }
+                }
+                let chunk = self.body.next().await.expect("the stream ended").unwrap();
+                self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        })
+        .await;
+        found.unwrap_or_else(|_| panic!("no channel.health `{state}` for {channel}; unread: {}", self.buffer))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_changes_are_streamed_as_channel_health_events() {
+    let telegram = FakeTelegram::start(TOKEN).await;
+    let app = TestApp::spawn(TestStore::new(Engine::Sqlite).await).await;
+    let mut stream = HealthStream::open(&app).await;
+    let config = json!({"bot_token": TOKEN, "api_base": telegram.api_base(), "poll_timeout_seconds": 1});
+    let created =
+        app.post("/channels", &app.admin, json!({"type": "telegram", "name": "watched", "config": config})).await;
+    assert_eq!(created.status(), 201);
+    let id = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let healthy = stream.wait_for(&id, "healthy").await;
+    assert_eq!(healthy, json!({"channel_id": id, "type": "telegram", "state": "healthy", "last_error": null}));
+
+    // The platform refuses the identity call: `unhealthy` with the reason, then `healthy` again.
+    telegram.fail_next("getMe", Failure::server_error());
+    let unhealthy = stream.wait_for(&id, "unhealthy").await;
+    assert!(unhealthy["last_error"].as_str().is_some_and(|error| error.contains("health probe failed")), "{unhealthy}");
+    stream.wait_for(&id, "healthy").await;
+
+    // A new reader first gets the current state of every channel.
+    let mut late = HealthStream::open(&app).await;
+    late.wait_for(&id, "healthy").await;
+
+    // Deleting the channel stops it: `stopped`.
+    let deleted = app.http.delete(app.url(&format!("/channels/{id}"))).bearer_auth(&app.admin).send().await.unwrap();
+    assert_eq!(deleted.status(), 204);
+    stream.wait_for(&id, "stopped").await;
 }

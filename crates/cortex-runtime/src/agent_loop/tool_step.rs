@@ -51,6 +51,34 @@ pub(super) struct Settlement {
     pub blocked: Option<String>,
 }
 
+/// Why a call of a job started with `read` access only is refused, if it is (SPEC §8.8: such users may
+/// query but trigger nothing above p3 and nothing with side effects): the call's effective risk must be
+/// p3 and the tool must call it harmless to repeat (a read). Asking a human (`request_approval`) is not a
+/// read either.
+fn beyond_read_access(tool: &Resolved, input: &Value) -> Option<Refusal> {
+    let implementation = match &tool.callable {
+        Callable::Tool(implementation) => implementation,
+        Callable::RequestApproval(_) => return Some(read_access_refusal(tool.tool_ref())),
+    };
+    let mut risk = tool.policy.risk.unwrap_or_else(|| implementation.default_risk(input));
+    if tool.deny_listed {
+        risk = risk.stricter(RiskTier::P1);
+    }
+    (risk != RiskTier::P3 || !implementation.is_idempotent(input)).then(|| read_access_refusal(tool.tool_ref()))
+}
+
+fn read_access_refusal(tool_ref: &str) -> Refusal {
+    Refusal {
+        code: "read_only_access",
+        message: format!(
+            "`{tool_ref}` may not be used in this conversation: the user has read-only access to this agent, which \
+             allows only read-only tools. Answer without it."
+        ),
+        counts_as_error: false,
+        denied: true,
+    }
+}
+
 /// Why a call is refused before it runs.
 struct Refusal {
     code: &'static str,
@@ -126,6 +154,11 @@ impl Run {
         };
         if let Err(err) = schema::validate_arguments(tool.callable.tool().input_schema(), &input) {
             let refusal = Refusal { code: err.code(), message: err.to_string(), counts_as_error: true, denied: false };
+            return self.refuse(call, key, &tool_ref, &input, refusal).await;
+        }
+        if self.ctx.job.read_only_access()
+            && let Some(refusal) = beyond_read_access(&tool, &input)
+        {
             return self.refuse(call, key, &tool_ref, &input, refusal).await;
         }
         if let Some(refusal) = self.rate_limited(&tool, call).await? {

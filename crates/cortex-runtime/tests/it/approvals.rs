@@ -201,3 +201,45 @@ both_engines!(a_corrupt_checkpoint_still_honours_the_ledger, |t: TestStore| asyn
     assert!(corrupt);
     world.finish().await;
 });
+
+both_engines!(a_read_only_sender_may_read_but_never_triggers_a_tool_with_side_effects, |t: TestStore| async move {
+    let world = World::new(t).await;
+    let store = world.store().clone();
+    let target = CountingServer::start(json!({"ok": true})).await;
+    let agent = create_agent(&store, definition("gpt-4o-mini")).await;
+    webhook_tool(&store, agent.id, "notify", &target.url, ApprovalMode::Never).await;
+    allow_tool(&store, agent.id, "echo", ApprovalMode::Never, None).await;
+    // The model tries both: a p2 webhook with side effects and a p3 read.
+    world.llm.rule(When::LastIsToolResult, Reply::text("Answered without side effects."));
+    world.llm.rule(
+        When::LastUserContains("[reader]".into()),
+        Reply::tool_calls(vec![
+            ("webhook__notify".into(), json!({"item": "hello"})),
+            ("echo".into(), json!({"text": "looked up"})),
+        ]),
+    );
+
+    // As the router hands over a chat user's message whose grant is `read`.
+    let payload = json!({"prompt": "[reader] notify the team", "untrusted_input": true, "access": "read"});
+    let job = task_with_payload(&store, agent.id, payload).await;
+    let done = wait_settled(&store, job.id).await;
+    assert_eq!(done.status, JobStatus::Completed, "{:?}", done.error);
+    assert_eq!(target.hits(), 0, "the webhook never ran");
+    let ledger = store.tool_calls_of_job(job.id).await.unwrap();
+    let state_of = |tool_ref: &str| ledger.iter().find(|call| call.tool_ref == tool_ref).map(|call| call.state);
+    assert_eq!(state_of("webhook:notify"), Some(ToolCallState::Failed), "refused, not sent to a human");
+    assert_eq!(state_of("echo"), Some(ToolCallState::Completed), "reads still work");
+    assert!(done.approval_id.is_none());
+    let denied = of_type(&events(&store, job.id).await, EventType::ToolDenied).into_iter().cloned().collect::<Vec<_>>();
+    assert_eq!(denied.len(), 1);
+    assert_eq!(denied[0].payload["code"], "read_only_access");
+    assert_eq!(denied[0].payload["tool_ref"], "webhook:notify");
+    let told = world.llm.requests().last().unwrap().tool_results().join("\n");
+    assert!(told.contains("read-only access"), "the model is told why: {told}");
+
+    // The same message with `write` access is only gated for a human (untrusted sender), as before.
+    let payload = json!({"prompt": "[reader] notify the team", "untrusted_input": true, "access": "write"});
+    let job = task_with_payload(&store, agent.id, payload).await;
+    assert_eq!(wait_settled(&store, job.id).await.status, JobStatus::WaitingForApproval);
+    world.finish().await;
+});

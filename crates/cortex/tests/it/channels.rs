@@ -1,8 +1,8 @@
 //! Channels through the real binary: the env-defined Telegram bot against telegram-test-api (the npm
 //! peer), a SIGKILL between "reply produced" and "platform acknowledged" against the in-process fake
 //! Bot API, the env-defined Discord, Slack and WhatsApp channels against the in-process fakes of
-//! their platforms, the receive lease moving to a second process on PostgreSQL when its holder is
-//! killed, and a pairing code redeemed in chat.
+//! their platforms, the receive lease (Telegram long poll, Discord gateway, Slack Socket Mode) moving to
+//! a second process on PostgreSQL when its holder is killed, and a pairing code redeemed in chat.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -370,6 +370,134 @@ async fn the_survivor_takes_over_a_telegram_long_poll_when_its_holder_is_killed(
     assert_eq!(telegram.delivered("sendMessage").len(), 2, "no duplicate after the takeover");
     second.kill();
 }
+
+/// One platform's side of a takeover test: the env of its env-defined channel, the chat to bind, how a
+/// user writes there, and how many replies the platform accepted.
+struct Platform<'a> {
+    env: Vec<(&'static str, String)>,
+    channel_type: &'static str,
+    chat_id: &'static str,
+    say: Box<dyn Fn(&str) + 'a>,
+    answered: Box<dyn Fn() -> usize + 'a>,
+}
+
+/// PostgreSQL, two `cortex serve` processes sharing the env-defined channel of `platform`, whose
+/// receiver holds a connection (Discord gateway, Slack Socket Mode): one holds it (the other reports
+/// the lease is held elsewhere) and answers; after a SIGKILL of the holder the survivor takes the lease
+/// when it expires, connects, and answers the next message; each message is answered exactly once.
+async fn the_survivor_takes_over(platform: Platform<'_>) {
+    let database = cortex_testkit::TestStore::new(cortex_testkit::Engine::Postgres).await;
+    let cortex_store::DatabaseConfig::Postgres { url, .. } = database.config.clone() else { unreachable!() };
+    let llm = FakeLlm::start().await;
+    llm.rule(When::Always, Reply::text("the answer"));
+    let mut env = env(&llm);
+    env.push(("CORTEX_DATABASE_URL", url));
+    env.extend(platform.env.iter().cloned());
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = start(dir_a.path(), &env);
+    let channels = api(reqwest::Method::GET, format!("{}/channels", first.url), None).await;
+    let channel_id = channels["items"][0]["id"].as_str().unwrap().to_owned();
+    let agent = greeter(&first.url).await;
+    api(
+        reqwest::Method::POST,
+        format!("{}/agents/{agent}/channels", first.url),
+        Some(json!({"channel_type": platform.channel_type, "chat_id": platform.chat_id})),
+    )
+    .await;
+    let answered = &platform.answered;
+    let answers = move |count: usize| async move {
+        for _ in 0..1800 {
+            if answered() >= count {
+                return answered();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{count} answers never arrived; have {}", answered());
+    };
+    // Until the first process holds the connection, a message waits on the platform's side.
+    (platform.say)("first question");
+    assert_eq!(answers(1).await, 1);
+
+    // The second process runs the channel too, but does not connect: the lease is the first one's.
+    let second = start(dir_b.path(), &env);
+    let mut view = Value::Null;
+    for _ in 0..600 {
+        view = api(reqwest::Method::GET, format!("{}/channels/{channel_id}", second.url), None).await;
+        if view["last_error"].as_str().is_some_and(|error| error.contains("another process holds")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(view["state"], "starting", "{view}");
+    let holder = api(reqwest::Method::GET, format!("{}/channels/{channel_id}", first.url), None).await;
+    assert_eq!(holder["state"], "healthy", "{holder}");
+
+    // The holder dies without releasing anything; the survivor takes over, connects and answers.
+    first.kill();
+    (platform.say)("second question");
+    assert_eq!(answers(2).await, 2);
+    let mut view = Value::Null;
+    for _ in 0..600 {
+        view = api(reqwest::Method::GET, format!("{}/channels/{channel_id}", second.url), None).await;
+        if view["state"] == "healthy" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(view["state"], "healthy", "{view}");
+    let outbox = api(reqwest::Method::GET, format!("{}/channels/{channel_id}/outbox", second.url), None).await;
+    assert_eq!(outbox["items"].as_array().map(Vec::len), Some(2), "{outbox}");
+    assert_eq!(answered(), 2, "each message answered exactly once");
+    second.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_survivor_takes_over_a_discord_gateway_when_its_holder_is_killed() {
+    if cortex_testkit::skip_postgres() {
+        eprintln!("skipped: CORTEX_TEST_SKIP_PG=1");
+        return;
+    }
+    let discord = FakeDiscord::start("discord-takeover-token").await;
+    the_survivor_takes_over(Platform {
+        env: vec![
+            ("DISCORD_BOT_TOKEN", "discord-takeover-token".to_owned()),
+            ("DISCORD_API_BASE", discord.api_base().to_owned()),
+        ],
+        channel_type: "discord",
+        chat_id: "500",
+        say: Box::new(|text| {
+            discord.user_message("500", "42", text, false);
+        }),
+        answered: Box::new(|| discord.rest.delivered(CREATE_MESSAGE).len()),
+    })
+    .await;
+    assert!(discord.connections() >= 2, "the survivor opened its own gateway connection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_survivor_takes_over_a_slack_socket_when_its_holder_is_killed() {
+    if cortex_testkit::skip_postgres() {
+        eprintln!("skipped: CORTEX_TEST_SKIP_PG=1");
+        return;
+    }
+    let slack = FakeSlack::start("xoxb-takeover", "xapp-takeover").await;
+    the_survivor_takes_over(Platform {
+        env: vec![
+            ("SLACK_BOT_TOKEN", "xoxb-takeover".to_owned()),
+            ("SLACK_APP_TOKEN", "xapp-takeover".to_owned()),
+            ("SLACK_API_BASE", slack.api_base().to_owned()),
+        ],
+        channel_type: "slack",
+        chat_id: "D1",
+        say: Box::new(|text| {
+            slack.user_message("D1", "U1", text, None);
+        }),
+        answered: Box::new(|| slack.api.delivered(POST_MESSAGE).len()),
+    })
+    .await;
+    assert!(slack.connections() >= 2, "the survivor opened its own connection");
+}
+
 /// A pairing code created through the API is redeemed in chat by an unknown user of an `allowlist`
 /// agent (a bound chat gives no automatic grant there); the user's next message gets the agent's reply.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
