@@ -17,9 +17,11 @@
 //!
 //! Requests are started on a fixed schedule whatever the answers (open loop), so a slow server shows as
 //! latency rather than as less load. Every `--window-seconds` (a minute by default) one line: the
-//! server's RSS, chat p50/p99 of the turns that ended in that window, jobs completed and failed (the
-//! server's `cortex_jobs_in_state` gauges), SSE events received and errors. At the end, [`summarise`]
-//! judges the run against the targets.
+//! server's RSS, chat p50/p99 of the turns that ended in that window, jobs completed and failed, jobs
+//! waiting (queued or running; all three from the server's `cortex_jobs_in_state` gauges), SSE events
+//! received and errors. A backlog that grows window after window means the load is above the server's
+//! capacity, and the verdict then measures the backlog rather than a leak: lower the rates. At the end,
+//! [`summarise`] judges the run against the targets.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -90,6 +92,9 @@ pub(crate) struct WindowStats {
     /// Jobs (chats and tasks) that reached `completed` / an unsuccessful end in the window.
     jobs_completed: u64,
     jobs_failed: u64,
+    /// Jobs queued or running at the window's end: growing window after window, the load is above what
+    /// the server can do and latency and RSS grow with the backlog, not with a leak.
+    jobs_waiting: u64,
     sse_events: u64,
     errors: u64,
     /// The window's chat latencies, sorted.
@@ -108,6 +113,7 @@ impl WindowStats {
             chat_p99_ms: millis(percentile(&latencies, 0.99)),
             jobs_completed: 0,
             jobs_failed: 0,
+            jobs_waiting: 0,
             sse_events: 0,
             errors: 0,
             latencies,
@@ -218,6 +224,8 @@ pub(crate) async fn measure(scratch: &Scratch, args: &SoakArgs) -> anyhow::Resul
     report.figure("chat_turns", "chat turns completed", sum(|w| w.chats as u64), "");
     report.figure("jobs_completed", "jobs completed (chats and tasks)", sum(|w| w.jobs_completed), "");
     report.figure("jobs_failed", "jobs failed", sum(|w| w.jobs_failed), "");
+    let waiting = series.last().map_or(0, |w| w.jobs_waiting) as f64;
+    report.figure("jobs_waiting_end", "jobs queued or running at the end", waiting, "");
     report.figure("sse_events", "SSE events received", sum(|w| w.sse_events), "");
     report.figure("errors", "errors (requests, streams, scrapes)", sum(|w| w.errors), "");
     match summarise(&series, window) {
@@ -378,13 +386,14 @@ async fn report_windows(
         let mut stats = WindowStats::new(index, rss, latencies);
         stats.jobs_completed = counts.0.saturating_sub(before.0);
         stats.jobs_failed = counts.1.saturating_sub(before.1);
+        stats.jobs_waiting = counts.2;
         stats.sse_events = sse_events;
         stats.errors = errors;
         before = counts;
         let elapsed = started.elapsed().as_secs();
         let mut line = format!(
             "[{:02}:{:02}] window {index}/{windows}: RSS {:.1} MiB, chat p50 {:.1} ms p99 {:.1} ms ({} turns), \
-             jobs completed {} failed {}, SSE events {}, errors {}",
+             jobs completed {} failed {} waiting {}, SSE events {}, errors {}",
             elapsed / 60,
             elapsed % 60,
             mib(stats.rss_kib),
@@ -393,6 +402,7 @@ async fn report_windows(
             stats.chats,
             stats.jobs_completed,
             stats.jobs_failed,
+            stats.jobs_waiting,
             stats.sse_events,
             stats.errors
         );
@@ -405,8 +415,9 @@ async fn report_windows(
     Ok(series)
 }
 
-/// Jobs completed and jobs ended unsuccessfully so far, from the server's `/metrics` gauges.
-async fn job_counts(target: &Target) -> anyhow::Result<(u64, u64)> {
+/// Jobs completed, jobs ended unsuccessfully, and jobs queued or running, from the server's `/metrics`
+/// gauges.
+async fn job_counts(target: &Target) -> anyhow::Result<(u64, u64, u64)> {
     let response = target.http.get(format!("{}/metrics", target.base)).timeout(REQUEST_TIMEOUT).send().await?;
     if !response.status().is_success() {
         bail!("/metrics answered {}", response.status());
@@ -419,7 +430,8 @@ async fn job_counts(target: &Target) -> anyhow::Result<(u64, u64)> {
             .and_then(|value| value.trim().parse::<f64>().ok())
             .map_or(0, |value| value as u64)
     };
-    Ok((gauge("completed"), gauge("failed") + gauge("timed_out") + gauge("dead_letter")))
+    let waiting = gauge("pending") + gauge("scheduled") + gauge("running") + gauge("retrying");
+    Ok((gauge("completed"), gauge("failed") + gauge("timed_out") + gauge("dead_letter"), waiting))
 }
 
 async fn create_agents(http: &reqwest::Client, base: &str, key: &str, count: u32) -> anyhow::Result<Vec<String>> {
