@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.config.body_limit;
     let (api, document) = routes::health::routes()
         .merge(routes::agents::routes())
+        .merge(routes::agent_health::routes())
         .merge(routes::sessions::routes())
         .merge(routes::jobs::routes())
         .merge(routes::keys::routes())

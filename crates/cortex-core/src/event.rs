@@ -21,6 +21,8 @@ crate::string_enum! {
         SubagentFinished = "subagent.finished",
         CostAlert = "cost.alert",
         BreakerTrip = "breaker.trip",
+        /// An operator quarantined, released or killed the agent (SPEC §5.7).
+        AgentHealth = "agent.health",
         MessageReceived = "message.received",
         MessageSent = "message.sent",
         JobCompleted = "job.completed",

@@ -47,6 +47,7 @@ pub mod steering;
 pub mod tool_calls;
 pub mod tool_catalog;
 pub mod tools;
+pub mod usage;
 pub mod users;
 pub mod workers;
 

@@ -55,6 +55,19 @@ pub struct UserChange {
     pub disabled: Option<bool>,
 }
 
+/// What [`Tx::merge_users`] moved, for the answer and the audit entry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MergeCounts {
+    pub channel_mappings: u64,
+    pub login_identities: u64,
+    pub grants: u64,
+    /// Grants of the merged user dropped because the target kept a better one for the same agent.
+    pub grants_dropped: u64,
+    pub access_requests_denied: u64,
+    pub sessions: u64,
+    pub web_sessions_ended: u64,
+}
+
 /// A key looked up for authentication: the key, its stored hash and its owner, if it has one.
 #[derive(Debug, Clone)]
 pub struct FoundKey {
@@ -231,6 +244,26 @@ impl Store {
         row.ok_or(StoreError::NotFound { entity: "user" })?.into_user()
     }
 
+    /// Display names of the users a page's rows refer to (one `IN (…)` over those ids).
+    pub async fn user_names(&self, ids: &[Uuid]) -> Result<std::collections::HashMap<Uuid, String>> {
+        let mut unique = ids.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        if unique.is_empty() {
+            return Ok(Default::default());
+        }
+        let rows: Vec<(Uuid, String)> = read!(self, |conn| {
+            let mut query = sqlx::QueryBuilder::new("SELECT id, display_name FROM user_account WHERE id IN (");
+            let mut list = query.separated(", ");
+            for id in &unique {
+                list.push_bind(*id);
+            }
+            query.push(")");
+            query.build_query_as().fetch_all(conn).await?
+        });
+        Ok(rows.into_iter().collect())
+    }
+
     /// Users newest first (`GET /users`).
     pub async fn list_users(&self, cursor: Option<Cursor>, limit: usize) -> Result<Page<User>> {
         let rows: Vec<UserRow> = read!(self, |conn| {
@@ -395,6 +428,17 @@ impl Tx {
         })
     }
 
+    /// A user read inside this transaction (after [`Tx::lock_active_admins`] where admins matter).
+    pub async fn get_user(&mut self, id: Uuid) -> Result<User> {
+        let row: Option<UserRow> = write!(self, |conn| {
+            sqlx::query_as(AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM user_account WHERE id = $1")))
+                .bind(id)
+                .fetch_optional(conn)
+                .await?
+        });
+        row.ok_or(StoreError::NotFound { entity: "user" })?.into_user()
+    }
+
     /// Applies `change` to a user; returns the user as it was and as it is now. Disabling keeps the first
     /// disabling time.
     pub async fn update_user(&mut self, id: Uuid, change: &UserChange) -> Result<(User, User)> {
@@ -432,6 +476,88 @@ impl Tx {
             .rows_affected()
         });
         Ok((before, user))
+    }
+
+    /// Merges user `from` into user `into` (SPEC §3.1 `channel_mapping`: "operators may merge two users"):
+    /// moves `from`'s platform identities, login-provider identities, grants, access requests and sessions
+    /// (and the inbound messages and redeemed pairing codes that count against them) to `into`, then
+    /// disables `from` and ends its dashboard sessions. Where both hold a grant for the same agent the
+    /// better one stays (active over revoked, then write over read, then `into`'s own); a pending access
+    /// request of `from` for an agent `into` already asks for is denied as a duplicate. The caller checks
+    /// who may be merged and audits; everything happens in this transaction.
+    pub async fn merge_users(&mut self, from: Uuid, into: Uuid) -> Result<MergeCounts> {
+        let now = ms(self.now());
+        let mut counts = MergeCounts::default();
+        // `into`'s grant yields where `from`'s is better; then `from`'s other duplicates go.
+        write!(self, |conn| {
+            sqlx::query(
+                "DELETE FROM agent_grant WHERE user_id = $1 AND agent_id IN (\
+                   SELECT f.agent_id FROM agent_grant f WHERE f.user_id = $2 AND f.status = 'active' \
+                   AND (agent_grant.status = 'revoked' OR (agent_grant.access = 'read' AND f.access = 'write')))",
+            )
+            .bind(into)
+            .bind(from)
+            .execute(conn)
+            .await?
+            .rows_affected()
+        });
+        counts.grants_dropped = write!(self, |conn| {
+            sqlx::query(
+                "DELETE FROM agent_grant WHERE user_id = $1 AND agent_id IN \
+                 (SELECT agent_id FROM agent_grant WHERE user_id = $2)",
+            )
+            .bind(from)
+            .bind(into)
+            .execute(conn)
+            .await?
+            .rows_affected()
+        });
+        counts.access_requests_denied = write!(self, |conn| {
+            sqlx::query(
+                "UPDATE access_request SET status = 'denied', reason = 'duplicate of a request of the user it was merged into', \
+                 updated_at = $3 WHERE user_id = $1 AND status = 'pending' AND agent_id IN \
+                 (SELECT agent_id FROM access_request WHERE user_id = $2 AND status = 'pending')",
+            )
+            .bind(from)
+            .bind(into)
+            .bind(now)
+            .execute(conn)
+            .await?
+            .rows_affected()
+        });
+        // Every table that names a user account, except the ones that record history (audit, approvals,
+        // keys). Tables with `updated_at` get it bumped.
+        const MOVES: [(&str, &str, bool); 7] = [
+            ("channel_mapping", "user_id", true),
+            ("user_identity", "user_id", true),
+            ("agent_grant", "user_id", true),
+            ("access_request", "user_id", true),
+            ("session", "user_id", true),
+            ("inbound_message", "user_id", true),
+            ("pairing_code", "redeemed_by", false),
+        ];
+        for (table, column, touch) in MOVES {
+            let sql = if touch {
+                format!("UPDATE {table} SET {column} = $1, updated_at = $3 WHERE {column} = $2")
+            } else {
+                format!("UPDATE {table} SET {column} = $1 WHERE {column} = $2")
+            };
+            let moved: u64 = write!(self, |conn| {
+                let query = sqlx::query(AssertSqlSafe(sql.clone())).bind(into).bind(from);
+                let query = if touch { query.bind(now) } else { query };
+                query.execute(conn).await?.rows_affected()
+            });
+            match table {
+                "channel_mapping" => counts.channel_mappings = moved,
+                "user_identity" => counts.login_identities = moved,
+                "agent_grant" => counts.grants = moved,
+                "session" => counts.sessions = moved,
+                _ => {}
+            }
+        }
+        self.update_user(from, &UserChange { disabled: Some(true), ..UserChange::default() }).await?;
+        counts.web_sessions_ended = self.delete_user_web_sessions(from).await?;
+        Ok(counts)
     }
 
     pub async fn insert_api_key(&mut self, key: &NewApiKey) -> Result<ApiKey> {

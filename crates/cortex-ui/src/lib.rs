@@ -9,6 +9,7 @@
 //!   `static/cortex.js`; htmx is configured through a `<meta name="htmx-config">` tag.
 //! - Nothing is loaded from a CDN and nothing needs Node at run time.
 
+pub mod agent;
 pub mod assets;
 pub mod settings;
 pub mod views;

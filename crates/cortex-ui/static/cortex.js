@@ -72,6 +72,13 @@
     if (!xhr || xhr.status >= 400) { return; }
     var then = event.detail.elt.getAttribute("data-on-success");
     if (then === "reload") { window.location.reload(); }
+    else if (then === "reset") {
+      // Stay on the page: empty the form and say it worked (e.g. a steering instruction).
+      var form = event.detail.elt.closest("form") || event.detail.elt;
+      form.reset();
+      var result = form.querySelector("[data-result]");
+      if (result) { result.textContent = form.getAttribute("data-success-text") || "Done."; }
+    }
     else if (then && then.indexOf("show-secret:") === 0) {
       // A secret the API shows once (a new key): into its box, never into the page's URL or storage.
       try {
@@ -277,7 +284,113 @@
     source.onerror = function () { element.classList.add("offline"); };
   }
 
+  // Agent live output (`data-agent-stream`): the agent's SSE stream as one line per thing it does, streamed
+  // model text gathered into one line per job and turn, health changes applied to the page's badges. From
+  // the event the page was rendered at; a dropped stream reconnects after 1 s, doubling to 30 s, resuming
+  // after the last event seen (`last_event_id`), so nothing is missed or shown twice.
+  function followAgent(element) {
+    var url = element.getAttribute("data-agent-stream");
+    var lastId = element.getAttribute("data-live-after") || "0";
+    var log = document.getElementById("event-log");
+    var delay = 1000;
+    var source = null;
+    var streaming = {};
+    var MAX_LINES = 200;
+    function showEmpty() {
+      if (log.children.length === 0) {
+        var item = document.createElement("li");
+        item.className = "event empty-log";
+        item.textContent = log.getAttribute("data-empty");
+        log.appendChild(item);
+      }
+    }
+    function line(type, jobId, text) {
+      var empty = log.querySelector(".empty-log");
+      if (empty) { log.removeChild(empty); }
+      var item = document.createElement("li");
+      item.className = "event";
+      var what = document.createElement("span");
+      what.className = "event-type";
+      what.textContent = type;
+      item.appendChild(what);
+      if (jobId) {
+        var link = document.createElement("a");
+        link.href = "/ui/jobs/" + encodeURIComponent(jobId);
+        link.textContent = "job " + jobId.replace(/-/g, "").slice(-8);
+        item.appendChild(link);
+      }
+      var body = document.createElement("span");
+      body.className = "event-text";
+      body.textContent = text;
+      item.appendChild(body);
+      log.appendChild(item);
+      while (log.children.length > MAX_LINES) { log.removeChild(log.firstChild); }
+      return body;
+    }
+    function summary(type, data) {
+      switch (type) {
+        case "job.state": return (data.from || "new") + " → " + (data.to || "").replace(/_/g, " ");
+        case "llm.message": return data.text || (data.tool_calls ? "asked for tools" : "");
+        case "tool.call": return (data.tool_ref || "") + " " + JSON.stringify(data.input || {});
+        case "tool.result": return (data.tool_ref || "") + " " + (data.state || "") + ": " + (data.preview || "");
+        case "approval.requested": return "waiting for a human: " + (data.summary || "");
+        case "approval.decided": return (data.decision || "") + (data.reason ? ": " + data.reason : "");
+        case "job.completed": return "completed";
+        case "job.failed": return "failed" + (data.error && data.error.message ? ": " + data.error.message : "");
+        case "agent.health": return (data.to || "") + (data.reason ? ": " + data.reason : "");
+        default: return JSON.stringify(data).slice(0, 300);
+      }
+    }
+    function health(data) {
+      document.querySelectorAll("[data-health-badge]").forEach(function (badge) {
+        badge.textContent = data.to;
+        badge.className = "status s-" + data.to;
+      });
+      document.querySelectorAll("[data-health-text]").forEach(function (text) { text.textContent = data.to; });
+      document.querySelectorAll("[data-health-reason]").forEach(function (text) { text.textContent = data.reason || "—"; });
+    }
+    function onMessage(event) {
+      if (event.lastEventId) { lastId = event.lastEventId; }
+      delay = 1000;
+      var message;
+      try { message = JSON.parse(event.data); } catch (e) { return; }
+      var data = message.data || {};
+      var key = message.job_id + ":" + data.turn;
+      if (event.type === "llm.delta") {
+        if (data.reset) { if (streaming[key]) { streaming[key].textContent = ""; } return; }
+        if (!streaming[key]) { streaming[key] = line("llm.delta", message.job_id, ""); }
+        streaming[key].textContent += data.text || "";
+        return;
+      }
+      if (event.type === "llm.message" && streaming[key]) {
+        streaming[key].textContent = data.text || streaming[key].textContent;
+        streaming[key].parentNode.querySelector(".event-type").textContent = "llm.message";
+        delete streaming[key];
+        return;
+      }
+      if (event.type === "agent.health") { health(data); }
+      line(event.type, message.job_id, summary(event.type, data));
+    }
+    var TYPES = ["job.state", "llm.delta", "llm.message", "tool.call", "tool.result", "tool.denied", "approval.requested",
+      "approval.decided", "steer.injected", "steer.acknowledged", "subagent.spawned", "subagent.finished", "cost.alert",
+      "breaker.trip", "agent.health", "job.completed", "job.failed", "error"];
+    function open() {
+      source = new EventSource(url + "?last_event_id=" + encodeURIComponent(lastId));
+      TYPES.forEach(function (type) { source.addEventListener(type, onMessage); });
+      source.onopen = function () { element.classList.remove("offline"); };
+      source.onerror = function () {
+        source.close();
+        element.classList.add("offline");
+        window.setTimeout(open, delay);
+        delay = Math.min(delay * 2, 30000);
+      };
+    }
+    showEmpty();
+    open();
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("[data-live]").forEach(followLive);
+    document.querySelectorAll("[data-agent-stream]").forEach(followAgent);
   });
 })();

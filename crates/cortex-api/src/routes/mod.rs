@@ -1,6 +1,7 @@
 //! Route handlers, one module per resource. Each exposes `routes()`: its handlers with their minimum role
 //! ([`crate::guard::Routes`]).
 
+pub mod agent_health;
 pub mod agents;
 pub mod approvals;
 pub mod auth;
@@ -22,6 +23,7 @@ pub mod steer;
 pub mod tools;
 pub mod ui;
 pub mod ui_access;
+pub mod ui_agent;
 pub mod ui_login;
 pub mod ui_settings;
 pub mod users;

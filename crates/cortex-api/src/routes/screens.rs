@@ -23,8 +23,8 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::ui::{
-    AGENT_LOOKUP_LIMIT, PAGE_SIZE, PageError, PageResult, agent_names, chrome, opt_when, pager, parse_cursor,
-    parse_filter, provider_names, render, resolve_id, when,
+    AGENT_LOOKUP_LIMIT, CursorQuery, PAGE_SIZE, PageError, PageResult, agent_names, agent_options, chrome, clip,
+    enum_options, opt_when, pager, parse_cursor, parse_filter, provider_names, render, resolve_id, when,
 };
 use crate::auth::{Principal, SessionContext};
 use crate::error::ApiError;
@@ -43,28 +43,6 @@ pub(crate) fn router(state: &AppState) -> Router<AppState> {
         .route("/ui/audit", guard::page(state, Role::Admin, get(audit)))
         .route("/ui/settings/api-keys", viewer(get(api_keys)))
         .route("/ui/mcp", viewer(get(mcp_servers)))
-}
-
-fn agent_options<'a>(agents: impl IntoIterator<Item = (Uuid, &'a str)>, selected: Option<Uuid>) -> Vec<FilterOption> {
-    agents
-        .into_iter()
-        .map(|(id, name)| FilterOption {
-            value: id.to_string(),
-            label: name.to_owned(),
-            selected: Some(id) == selected,
-        })
-        .collect()
-}
-
-fn type_options(selected: Option<MemoryType>) -> Vec<FilterOption> {
-    MemoryType::ALL
-        .iter()
-        .map(|option| FilterOption {
-            value: option.to_string(),
-            label: option.to_string().replace('_', " "),
-            selected: Some(*option) == selected,
-        })
-        .collect()
 }
 
 fn memory_row(record: &MemoryRecord, score: Option<ScoreParts>) -> MemoryRow {
@@ -119,7 +97,7 @@ async fn memory(
             agent_id: String::new(),
             agent_name: String::new(),
             query: String::new(),
-            types: type_options(None),
+            types: enum_options(MemoryType::ALL, None),
             rows: Vec::new(),
             mode: String::new(),
             notice: None,
@@ -182,7 +160,7 @@ async fn memory(
         agent_id: agent.id.to_string(),
         agent_name: agent.name.clone(),
         query: text.clone(),
-        types: type_options(memory_type),
+        types: enum_options(MemoryType::ALL, memory_type),
         rows,
         mode,
         notice,
@@ -231,7 +209,7 @@ async fn memory_item(
         id: record.id.to_string(),
         content: record.content.clone(),
         memory_type: record.memory_type.replace('_', " "),
-        types: type_options(memory_type),
+        types: enum_options(MemoryType::ALL, memory_type),
         tags: record.tags.join(", "),
         importance: record.importance,
         confidence: format!("{:.2}", record.confidence),
@@ -287,17 +265,12 @@ async fn channels(
     })
 }
 
-#[derive(Debug, Deserialize)]
-struct ChannelQuery {
-    cursor: Option<String>,
-}
-
 async fn channel(
     State(state): State<AppState>,
     principal: Principal,
     session: Option<Extension<SessionContext>>,
     Path(id): Path<String>,
-    Query(query): Query<ChannelQuery>,
+    Query(query): Query<CursorQuery>,
 ) -> PageResult {
     let channel = state.store.channel(resolve_id(&id, "channel")?).await?;
     let agents = agent_names(&state).await?;
@@ -377,7 +350,6 @@ async fn edit_agent(
     if !providers.contains(&agent.model_config.provider) {
         providers.push(agent.model_config.provider.clone());
     }
-    let option = |value: String, selected: bool| FilterOption { label: value.replace('_', " "), value, selected };
     let mut statuses = vec![AgentStatus::Active, AgentStatus::Disabled];
     if !statuses.contains(&agent.status) {
         statuses.push(agent.status);
@@ -400,8 +372,8 @@ async fn edit_agent(
         model_config_json: serde_json::to_string(&agent.model_config).unwrap_or_default(),
         temperature: agent.model_config.temperature.map(|value| value.to_string()).unwrap_or_default(),
         requires_approval: agent.model_config.requires_approval,
-        statuses: statuses.into_iter().map(|status| option(status.to_string(), status == agent.status)).collect(),
-        access_modes: AccessMode::ALL.iter().map(|mode| option(mode.to_string(), *mode == agent.access_mode)).collect(),
+        statuses: enum_options(&statuses, Some(agent.status)),
+        access_modes: enum_options(AccessMode::ALL, Some(agent.access_mode)),
         memory_enabled: agent.memory.enabled,
         memory_auto_extract: agent.memory.auto_extract,
     })
@@ -427,13 +399,6 @@ async fn audit(
     let page = state.store.list_audit(&filter, cursor, PAGE_SIZE).await?;
     let filters =
         [("action", action.clone().unwrap_or_default()), ("target_type", target_type.clone().unwrap_or_default())];
-    let short = |value: &str| {
-        if value.chars().count() > 300 {
-            format!("{}…", value.chars().take(300).collect::<String>())
-        } else {
-            value.to_owned()
-        }
-    };
     render(&AuditPage {
         chrome: chrome(&principal, session.as_deref(), "Audit log", "audit"),
         rows: page
@@ -450,7 +415,7 @@ async fn audit(
                     Some(id) => format!("{} {id}", entry.target_type),
                     None => entry.target_type.clone(),
                 },
-                details: short(&entry.details.to_string()),
+                details: clip(&entry.details.to_string(), 300),
                 ip: entry.ip.clone().unwrap_or_else(|| "—".into()),
             })
             .collect(),
@@ -459,11 +424,6 @@ async fn audit(
         target_type: target_type.unwrap_or_default(),
         pager: pager("/ui/audit", &filters, page.next_cursor, cursor.is_some()),
     })
-}
-
-#[derive(Debug, Deserialize)]
-struct CursorQuery {
-    cursor: Option<String>,
 }
 
 async fn api_keys(

@@ -59,6 +59,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/ui/static/{name}", get(static_file))
         .merge(super::screens::router(state))
         .merge(super::ui_access::router(state))
+        .merge(super::ui_agent::router(state))
         .route("/ui/", viewer(get(overview)))
         .route("/ui/agents", viewer(get(agents)))
         .route("/ui/agents/new", guard::page(state, Role::Operator, get(new_agent)))
@@ -172,7 +173,8 @@ pub(crate) fn opt_when(time: Option<chrono::DateTime<chrono::Utc>>) -> String {
     time.map(when).unwrap_or_else(|| "—".into())
 }
 
-fn cost(usd: f64) -> String {
+/// Dollars with four decimals (model calls cost fractions of a cent).
+pub(crate) fn cost(usd: f64) -> String {
     format!("${usd:.4}")
 }
 
@@ -332,6 +334,42 @@ fn agent_row(agent: &Agent) -> AgentRow {
     }
 }
 
+/// The choices of a filter or picker `<select>` over an enum's values (`_` shown as a space), `selected`
+/// marked.
+pub(crate) fn enum_options<T: Copy + PartialEq + std::fmt::Display>(
+    all: &[T],
+    selected: Option<T>,
+) -> Vec<FilterOption> {
+    all.iter()
+        .map(|option| FilterOption {
+            value: option.to_string(),
+            label: option.to_string().replace('_', " "),
+            selected: Some(*option) == selected,
+        })
+        .collect()
+}
+
+/// The choices of an agent filter or picker, `selected` marked.
+pub(crate) fn agent_options<'a>(
+    agents: impl IntoIterator<Item = (Uuid, &'a str)>,
+    selected: Option<Uuid>,
+) -> Vec<FilterOption> {
+    agents
+        .into_iter()
+        .map(|(id, name)| FilterOption {
+            value: id.to_string(),
+            label: name.to_owned(),
+            selected: Some(id) == selected,
+        })
+        .collect()
+}
+
+/// The query of a list page that has only a cursor.
+#[derive(Debug, Deserialize)]
+pub(crate) struct CursorQuery {
+    pub(crate) cursor: Option<String>,
+}
+
 /// Reads an optional enum filter; an unknown value is a 400 in words.
 pub(crate) fn parse_filter<T: std::str::FromStr>(name: &str, value: Option<&str>) -> Result<Option<T>, PageError> {
     match value.filter(|value| !value.is_empty()) {
@@ -374,7 +412,8 @@ pub(crate) fn resolve_id(text: &str, what: &str) -> Result<Uuid, PageError> {
     Uuid::parse_str(text).map_err(|_| PageError(ApiError::not_found(what)))
 }
 
-fn short(id: Uuid) -> String {
+/// The last eight hex digits of an id, for tables.
+pub(crate) fn short(id: Uuid) -> String {
     let text = id.simple().to_string();
     text[text.len() - 8..].to_owned()
 }
@@ -448,14 +487,7 @@ async fn agents(
     render(&AgentsPage {
         chrome: chrome(&principal, session.as_deref(), "Agents", "agents"),
         rows: page.items.iter().map(agent_row).collect(),
-        statuses: AgentStatus::ALL
-            .iter()
-            .map(|option| FilterOption {
-                value: option.to_string(),
-                label: option.to_string(),
-                selected: Some(*option) == status,
-            })
-            .collect(),
+        statuses: enum_options(AgentStatus::ALL, status),
         filtered: status.is_some(),
         pager: pager("/ui/agents", &filters, page.next_cursor, cursor.is_some()),
     })
@@ -561,18 +593,8 @@ async fn jobs(
     render(&JobsPage {
         chrome: chrome(&principal, session.as_deref(), "Jobs", "jobs"),
         rows: page.items.iter().map(|job| job_row(job, &names)).collect(),
-        statuses: JobStatus::ALL
-            .iter()
-            .map(|option| FilterOption {
-                value: option.to_string(),
-                label: option.to_string().replace('_', " "),
-                selected: Some(*option) == status,
-            })
-            .collect(),
-        agents: agents
-            .into_iter()
-            .map(|(id, name)| FilterOption { value: id.to_string(), label: name, selected: Some(id) == agent_id })
-            .collect(),
+        statuses: enum_options(JobStatus::ALL, status),
+        agents: agent_options(agents.iter().map(|(id, name)| (*id, name.as_str())), agent_id),
         filtered: status.is_some() || agent_id.is_some(),
         pager: pager("/ui/jobs", &filters, page.next_cursor, cursor.is_some()),
         live: Some(jobs_live(seen)),
@@ -692,14 +714,7 @@ async fn approvals(
     let names = names_of(&state, page.items.iter().map(|approval| approval.agent_id)).await?;
     let now = state.store.clock().now();
     let status_value = status.map(|status| status.to_string()).unwrap_or_else(|| "all".into());
-    let mut statuses: Vec<FilterOption> = ApprovalStatus::ALL
-        .iter()
-        .map(|option| FilterOption {
-            value: option.to_string(),
-            label: option.to_string(),
-            selected: Some(*option) == status,
-        })
-        .collect();
+    let mut statuses = enum_options(ApprovalStatus::ALL, status);
     statuses.push(FilterOption { value: "all".into(), label: "any status".into(), selected: status.is_none() });
     render(&ApprovalsPage {
         chrome: chrome(&principal, session.as_deref(), "Approvals", "approvals"),

@@ -14,11 +14,10 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use cortex_core::role::Role;
 use cortex_ui::settings::{CredentialRow, CredentialsPage, ProviderRow, ProvidersPage, UserRow, UsersPage};
-use serde::Deserialize;
 
 use super::credentials::{CredentialKind, views};
 use super::providers::provider_views;
-use super::ui::{PAGE_SIZE, PageResult, chrome, opt_when, pager, parse_cursor, render, when};
+use super::ui::{CursorQuery, PAGE_SIZE, PageResult, chrome, opt_when, pager, parse_cursor, render, when};
 use crate::auth::{Principal, SessionContext};
 use crate::guard;
 use crate::state::AppState;
@@ -115,11 +114,6 @@ fn callback_url(state: &AppState, headers: &HeaderMap) -> String {
     format!("http://{host}/auth/provider-callback")
 }
 
-#[derive(Debug, Deserialize)]
-struct UsersQuery {
-    cursor: Option<String>,
-}
-
 /// The roles an admin may give (`none` is for chat-platform people and is not offered).
 const ROLES: [Role; 4] = [Role::Viewer, Role::Operator, Role::Approver, Role::Admin];
 
@@ -127,7 +121,7 @@ async fn users(
     State(state): State<AppState>,
     principal: Principal,
     session: Option<Extension<SessionContext>>,
-    Query(query): Query<UsersQuery>,
+    Query(query): Query<CursorQuery>,
 ) -> PageResult {
     let cursor = parse_cursor(query.cursor.as_deref())?;
     let page = state.store.list_users(cursor, PAGE_SIZE).await?;

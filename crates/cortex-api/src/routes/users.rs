@@ -7,13 +7,18 @@
 //! most the new role. The last enabled admin can be neither demoted nor disabled (409), decided under a
 //! lock on the admin rows so two admins demoting each other at once cannot both succeed. Every change is
 //! audited.
+//!
+//! Merging (`POST /users/{id}/merge {from_user_id}`, SPEC §3.1, §11.2 "merge identities") folds a second
+//! account of the same person into this one: chat-platform and login identities, grants, access requests
+//! and sessions move over in one transaction and the merged account is disabled (kept, so the audit log,
+//! approvals and API keys that name it still resolve).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use cortex_core::role::Role;
-use cortex_store::users::{User, UserChange};
+use cortex_store::users::{MergeCounts, User, UserChange};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
@@ -31,7 +36,11 @@ use crate::state::AppState;
 use crate::views::List;
 
 pub fn routes() -> Routes {
-    Routes::new().admin(routes!(list_users)).admin(routes!(create_user)).admin(routes!(update_user))
+    Routes::new()
+        .admin(routes!(list_users))
+        .admin(routes!(create_user))
+        .admin(routes!(update_user))
+        .admin(routes!(merge_user))
 }
 
 /// A user account as the API shows it (never the password hash).
@@ -210,4 +219,96 @@ async fn update_user(
     .await?;
     tx.commit().await?;
     Ok(axum::Json(UserView::from(after)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MergeUser {
+    /// The account to fold into this one; it is disabled afterwards.
+    pub from_user_id: Uuid,
+}
+
+/// What a merge moved.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MergeView {
+    /// The account everything now belongs to.
+    pub user: UserView,
+    /// The merged account, now disabled.
+    pub merged: UserView,
+    pub channel_mappings: u64,
+    pub login_identities: u64,
+    pub grants: u64,
+    /// Grants of the merged account dropped because this account kept a better one for the same agent.
+    pub grants_dropped: u64,
+    pub access_requests_denied: u64,
+    pub sessions: u64,
+}
+
+/// Merge another user into this one: their chat-platform identities (`channel_mapping`), login
+/// identities, grants, access requests and sessions move here, then that user is disabled.
+#[utoipa::path(post, path = "/users/{id}/merge", tag = "users", request_body = MergeUser,
+    params(("id" = uuid::Uuid, Path, description = "The user that receives everything")), responses(
+    (status = 200, body = MergeView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+    (status = 409, body = ErrorBody, description = "Same user, a disabled target, or the last enabled admin")))]
+async fn merge_user(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Json(body): Json<MergeUser>,
+) -> ApiResult<axum::Json<MergeView>> {
+    let into = path_id(&id, "user")?;
+    let from = body.from_user_id;
+    if from == into {
+        return Err(ApiError::new(Code::Conflict, "a user cannot be merged into itself; pick two different users"));
+    }
+    let mut tx = state.store.begin().await?;
+    let admins = tx.lock_active_admins().await?;
+    let target = tx.get_user(into).await?;
+    let source = tx.get_user(from).await.map_err(|err| match err {
+        cortex_store::StoreError::NotFound { .. } => ApiError::not_found("user to merge (from_user_id)"),
+        other => other.into(),
+    })?;
+    if target.disabled_at.is_some() {
+        return Err(ApiError::new(
+            Code::Conflict,
+            format!("{} is disabled; merge into an enabled user, or enable them first", target.display_name),
+        ));
+    }
+    if admins.contains(&from) && admins.len() <= 1 {
+        return Err(ApiError::new(
+            Code::Conflict,
+            "the user to merge is the last enabled admin; make another user admin first",
+        ));
+    }
+    let counts: MergeCounts = tx.merge_users(from, into).await?;
+    let merged = tx.get_user(from).await?;
+    tx.audit(principal.audit(
+        "user.merge",
+        "user",
+        into,
+        json!({
+            "from_user_id": from,
+            "from_display_name": source.display_name,
+            "from_email": source.email,
+            "channel_mappings": counts.channel_mappings,
+            "login_identities": counts.login_identities,
+            "grants": counts.grants,
+            "grants_dropped": counts.grants_dropped,
+            "access_requests_denied": counts.access_requests_denied,
+            "sessions": counts.sessions,
+            "web_sessions_ended": counts.web_sessions_ended,
+        }),
+    ))
+    .await?;
+    tx.commit().await?;
+    Ok(axum::Json(MergeView {
+        user: UserView::from(target),
+        merged: UserView::from(merged),
+        channel_mappings: counts.channel_mappings,
+        login_identities: counts.login_identities,
+        grants: counts.grants,
+        grants_dropped: counts.grants_dropped,
+        access_requests_denied: counts.access_requests_denied,
+        sessions: counts.sessions,
+    }))
 }

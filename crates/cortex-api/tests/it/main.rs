@@ -1,6 +1,7 @@
 //! HTTP conformance: authentication on every route, roles, the error envelope, limits and streams.
 
 mod access;
+mod agent_detail;
 mod app;
 mod approval_notify;
 mod approvals;

@@ -198,3 +198,146 @@ both_engines!(the_users_page_is_for_admins_and_changes_users_through_the_api, |t
     assert_eq!(viewer.get(&app, "/ui/").send().await.unwrap().status(), 303, "the disabled viewer is signed out");
     assert_eq!(admin.get(&app, "/ui/settings/users?cursor=garbage").send().await.unwrap().status(), 400);
 });
+
+/// A Telegram bot channel against the in-process fake Bot API (mappings need a channel row).
+async fn telegram_channel(app: &TestApp, telegram: &cortex_testkit::fake_telegram::FakeTelegram) -> uuid::Uuid {
+    let config = json!({"bot_token": MERGE_TOKEN, "api_base": telegram.api_base(), "poll_timeout_seconds": 1});
+    let channel =
+        app.post("/channels", &app.admin, json!({"type": "telegram", "name": "merge", "config": config})).await;
+    assert_eq!(channel.status(), 201);
+    channel.json::<Value>().await.unwrap()["id"].as_str().unwrap().parse().unwrap()
+}
+
+const MERGE_TOKEN: &str = "4545:merge-token";
+
+/// (user id, access) of every grant on `agent`.
+async fn grants_of(app: &TestApp, agent: &str) -> Vec<(String, String)> {
+    let list: Value = app.get(&format!("/agents/{agent}/users"), &app.admin).await.json().await.unwrap();
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|grant| (grant["user_id"].as_str().unwrap().to_owned(), grant["access"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+/// The user account platform user `777` of `channel` speaks for.
+async fn mapped_user(app: &TestApp, channel: uuid::Uuid) -> uuid::Uuid {
+    let mut tx = app.test.store.begin().await.unwrap();
+    let (user, _) = tx.channel_user(channel, "777", "Alice on Telegram").await.unwrap();
+    tx.commit().await.unwrap();
+    user
+}
+
+both_engines!(merging_a_user_moves_identities_grants_and_sessions_in_one_step, |t: TestStore| async move {
+    let telegram = cortex_testkit::fake_telegram::FakeTelegram::start(MERGE_TOKEN).await;
+    let app = TestApp::spawn(t).await;
+    let channel = telegram_channel(&app, &telegram).await;
+    let into = user(&app, "alice@example.com", Role::Operator).await;
+    let kept = app.create_agent("Kept").await["id"].as_str().unwrap().to_owned();
+    let moved = app.create_agent("Moved").await["id"].as_str().unwrap().to_owned();
+    let better = app.create_agent("Better").await["id"].as_str().unwrap().to_owned();
+    // The person who wrote to the bot before getting a login: a chat-only account.
+    let mut tx = app.test.store.begin().await.unwrap();
+    let from = tx.insert_user("Alice on Telegram", None, Role::None).await.unwrap().id;
+    tx.link_channel_user(channel, "777", from, "Alice on Telegram").await.unwrap();
+    let session = tx.insert_session(moved.parse().unwrap(), Some(from), "telegram").await.unwrap().id;
+    tx.commit().await.unwrap();
+    // Both have a grant on `kept` (the target's wider one stays), only `from` on `moved`, and on `better`
+    // the target's read grant yields to `from`'s write grant.
+    for (agent, user_id, access) in [
+        (&kept, into, "write"),
+        (&kept, from, "read"),
+        (&moved, from, "write"),
+        (&better, into, "read"),
+        (&better, from, "write"),
+    ] {
+        let body = json!({"user_id": user_id, "access": access});
+        let granted = app.post(&format!("/agents/{agent}/users"), &app.admin, body).await;
+        assert_eq!(granted.status(), 201, "{agent} {user_id}");
+    }
+    let kept_before: Value = app.get(&format!("/agents/{kept}/users"), &app.admin).await.json().await.unwrap();
+
+    // Refusals first: they change nothing.
+    let path = format!("/users/{into}/merge");
+    let operator = app.key(Role::Operator).await;
+    assert_eq!(app.post(&path, &operator, json!({"from_user_id": from})).await.status(), 403);
+    let same = app.post(&path, &app.admin, json!({"from_user_id": into})).await;
+    assert_eq!(same.status(), 409);
+    assert!(error_code(same).await == "conflict");
+    let nobody = app.post(&path, &app.admin, json!({"from_user_id": uuid::Uuid::nil()})).await;
+    assert_eq!(nobody.status(), 404);
+    let missing_target = format!("/users/{}/merge", uuid::Uuid::nil());
+    assert_eq!(app.post(&missing_target, &app.admin, json!({"from_user_id": from})).await.status(), 404);
+    assert_eq!(app.post(&path, &app.admin, json!({"from": from})).await.status(), 400, "unknown field");
+    let disabled = user(&app, "gone@example.com", Role::Viewer).await;
+    assert_eq!(patch(&app, &app.admin, &disabled.to_string(), json!({"disabled": true})).await.status(), 200);
+    let into_disabled = app.post(&format!("/users/{disabled}/merge"), &app.admin, json!({"from_user_id": from})).await;
+    assert_eq!(into_disabled.status(), 409);
+    assert_eq!(mapped_user(&app, channel).await, from, "a refused merge changes nothing");
+
+    let merged = app.post(&path, &app.admin, json!({"from_user_id": from})).await;
+    assert_eq!(merged.status(), 200);
+    let merged: Value = merged.json().await.unwrap();
+    assert_eq!(merged["channel_mappings"], 1, "{merged}");
+    assert_eq!(merged["sessions"], 1, "{merged}");
+    assert_eq!(merged["grants"], 2, "moved and better: {merged}");
+    assert_eq!(merged["grants_dropped"], 1, "kept: {merged}");
+    assert_eq!(merged["merged"]["disabled"], true);
+    assert_eq!(merged["user"]["id"], into.to_string());
+
+    // The platform identity now speaks for the target, the session is theirs, and the grants are right.
+    assert_eq!(mapped_user(&app, channel).await, into);
+    assert_eq!(app.test.store.get_session(session).await.unwrap().user_id, Some(into));
+    assert_eq!(grants_of(&app, &kept).await, vec![(into.to_string(), "write".to_owned())], "{kept_before}");
+    assert_eq!(grants_of(&app, &moved).await, vec![(into.to_string(), "write".to_owned())]);
+    assert_eq!(grants_of(&app, &better).await, vec![(into.to_string(), "write".to_owned())]);
+    let audit = app
+        .test
+        .store
+        .list_audit(&AuditFilter { action: Some("user.merge".into()), ..AuditFilter::default() }, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(audit.items.len(), 1);
+    assert_eq!(audit.items[0].target_id.as_deref(), Some(into.to_string().as_str()));
+    assert_eq!(audit.items[0].details["from_user_id"], from.to_string());
+    assert_eq!(audit.items[0].details["sessions"], 1);
+
+    // The merged account is disabled, so merging it again moves nothing and it cannot be a target.
+    let again = app.post(&format!("/users/{from}/merge"), &app.admin, json!({"from_user_id": into})).await;
+    assert_eq!(again.status(), 409, "a disabled account receives nothing");
+});
+
+both_engines!(the_last_enabled_admin_cannot_be_merged_away, |t: TestStore| async move {
+    let app = TestApp::spawn(t).await;
+    // The app's own admin key belongs to an admin user: make it the only enabled one, then try to fold
+    // it into a viewer.
+    let viewer = user(&app, "viewer@example.com", Role::Viewer).await;
+    let list: Value = app.get("/users?limit=200", &app.admin).await.json().await.unwrap();
+    let admins: Vec<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|user| user["role"] == "admin" && user["disabled"] == false)
+        .map(|user| user["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(admins.len(), 1, "{list}");
+    let refused = app.post(&format!("/users/{viewer}/merge"), &app.admin, json!({"from_user_id": admins[0]})).await;
+    assert_eq!(refused.status(), 409);
+    assert!(refused.text().await.unwrap().contains("last enabled admin"));
+});
+
+both_engines!(the_users_page_offers_a_merge_through_the_api, |t: TestStore| async move {
+    let app = TestApp::spawn(t).await;
+    user(&app, "admin@example.com", Role::Admin).await;
+    let viewer = user(&app, "viewer@example.com", Role::Viewer).await;
+    let other = user(&app, "other@example.com", Role::Viewer).await;
+    let admin = login(&app, "admin@example.com").await;
+    let page = admin.get(&app, "/ui/settings/users").send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("Merge two users") && page.contains("data-path-suffix=\"/merge\""), "{page}");
+    // What the page's form sends: `{from_user_id}` to `/users/{into}/merge`, with the CSRF token.
+    let merged = admin.post(&app, &format!("/users/{viewer}/merge"), json!({"from_user_id": other})).send();
+    assert_eq!(merged.await.unwrap().status(), 200);
+    let page = admin.get(&app, "/ui/settings/users").send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("Enable viewer person"), "the merged user shows disabled: {page}");
+});

@@ -1,8 +1,8 @@
 //! `cortex bench ui`: server render time of the dashboard's list pages (issue 14: p95 < 20 ms for a list
 //! page of 50 rows).
 //!
-//! The in-process server holds 60 agents, 60 jobs and 60 memories of one agent, so every list page shows a
-//! full page of 50 rows (and a next-page link). Each page is requested `--rounds` times with an admin key
+//! The in-process server holds 60 agents, 60 jobs, and 60 memories and 60 sessions of one agent, so every
+//! list page shows a full page of 50 rows (and a next-page link). Each page is requested `--rounds` times with an admin key
 //! after a warm-up; a sample is the time from sending the request to reading the last byte over loopback,
 //! so it includes the store queries, the template and the security headers — everything the server does.
 
@@ -43,17 +43,17 @@ pub(crate) async fn measure(scratch: &Scratch, args: &UiArgs) -> anyhow::Result<
         engine,
         format!("{} requests per list page of {PAGE_ROWS} rows, request to last byte over loopback", args.rounds),
     );
-    for (name, mut samples) in measured? {
+    for (name, path, mut samples) in measured? {
         samples.sort();
         report.figure(
             format!("{name}_p50_ms"),
-            format!("/ui/{name} render, p50"),
+            format!("{path} render, p50"),
             millis(percentile(&samples, 0.50)),
             "ms",
         );
         report.figure(
             format!("{name}_p95_ms"),
-            format!("/ui/{name} render, p95"),
+            format!("{path} render, p95"),
             millis(percentile(&samples, 0.95)),
             "ms",
         );
@@ -61,7 +61,10 @@ pub(crate) async fn measure(scratch: &Scratch, args: &UiArgs) -> anyhow::Result<
     Ok(report)
 }
 
-async fn pages(base: &str, key: &str, rounds: usize) -> anyhow::Result<Vec<(&'static str, Vec<Duration>)>> {
+/// (figure name, path, samples) of every list page.
+type Measured = Vec<(&'static str, String, Vec<Duration>)>;
+
+async fn pages(base: &str, key: &str, rounds: usize) -> anyhow::Result<Measured> {
     let http = reqwest::Client::new();
     let post = |path: String, body: Value| {
         let request = http.post(format!("{base}{path}")).bearer_auth(key).json(&body);
@@ -94,11 +97,14 @@ async fn pages(base: &str, key: &str, rounds: usize) -> anyhow::Result<Vec<(&'st
                    "tags": ["bench", "ops"]}),
         )
         .await?;
+        // A chat without a session id starts a new session.
+        post(format!("/agents/{first_agent}/chat"), json!({"text": format!("Conversation number {n}")})).await?;
     }
     let targets = [
         ("agents", "/ui/agents".to_owned()),
         ("jobs", "/ui/jobs".to_owned()),
         ("memory", format!("/ui/memory?agent={first_agent}")),
+        ("sessions", format!("/ui/agents/{first_agent}/sessions")),
     ];
     let mut results = Vec::new();
     for (name, path) in targets {
@@ -114,7 +120,7 @@ async fn pages(base: &str, key: &str, rounds: usize) -> anyhow::Result<Vec<(&'st
         for _ in 0..rounds {
             samples.push(fetch(&http, &url, key).await?.0);
         }
-        results.push((name, samples));
+        results.push((name, path, samples));
     }
     Ok(results)
 }

@@ -102,7 +102,16 @@ fn ui_scenario_reports_every_figure() {
         assert_figures(
             &report,
             "ui",
-            &["agents_p50_ms", "agents_p95_ms", "jobs_p50_ms", "jobs_p95_ms", "memory_p50_ms", "memory_p95_ms"],
+            &[
+                "agents_p50_ms",
+                "agents_p95_ms",
+                "jobs_p50_ms",
+                "jobs_p95_ms",
+                "memory_p50_ms",
+                "memory_p95_ms",
+                "sessions_p50_ms",
+                "sessions_p95_ms",
+            ],
         );
     }
 }

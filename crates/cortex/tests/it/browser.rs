@@ -1,8 +1,10 @@
 //! The dashboard in a real browser (issue 14): headless Chromium drives the real `cortex` binary, with a
 //! fake OpenAI model server, through first-run setup, sign-in, creating an agent, a streamed chat reply,
 //! an approval that lets a gated tool call run, the memory explorer, adding a Telegram bot (fake Bot API),
-//! users and roles, dark theme and phone width, logging out, and signing in through a real OpenID Connect
-//! provider (npm `oidc-provider`: its own login and consent forms). Every screen it passes (empty states
+//! users and roles, an agent's live output (a chat and a quarantine seen as they happen, steering, release),
+//! sessions and cost tabs (filled and empty), dark theme and phone width, logging out, and signing in
+//! through a real OpenID Connect provider (npm `oidc-provider`: its own login and consent forms), after
+//! which that viewer sees no agent controls and a crafted kill is refused. Every screen it passes (empty states
 //! too) is written as a PNG to `target/ui-screenshots/` (see `docs/DASHBOARD.md`).
 //!
 //! Accessibility: every screen is checked for labelled fields, one `h1` and WCAG AA text contrast (computed
@@ -189,6 +191,8 @@ async fn an_operator_works_through_every_screen_in_a_browser() {
     // The gated turn: a tool call needing approval, then the answer after the tool's result.
     llm.rule(When::LastIsToolResult, Reply::text("The echo tool ran; all done."));
     llm.rule(When::LastUserContains("Use the echo tool".into()), Reply::tool_call("echo", json!({"text": "ping"})));
+    // A reply sent while the agent's live-output tab is open.
+    llm.rule(When::LastUserContains("Narrate this live".into()), Reply::text("Narrating, live, for the log."));
     let telegram = FakeTelegram::start(TELEGRAM_TOKEN).await;
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path(), &env(&llm));
@@ -446,6 +450,77 @@ async fn an_operator_works_through_every_screen_in_a_browser() {
     )
     .await;
 
+    // Live output: the agent's stream as it happens — a chat sent elsewhere shows up in the log.
+    let agent_id = agent_path.trim_start_matches("/ui/agents/").to_owned();
+    page.goto(&format!("{base}{agent_path}/live")).await;
+    page.wait_for_selector("#event-log .empty-log").await;
+    shot(&page, "45-agent-live-empty").await;
+    crate::e2e::api(
+        reqwest::Method::POST,
+        format!("{base}/agents/{agent_id}/chat"),
+        Some(json!({"text": "Narrate this live"})),
+    )
+    .await;
+    page.wait_for(
+        "((log) => log.includes('Narrating, live, for the log.') && log.includes('job.completed'))\
+           (document.querySelector('#event-log').innerText)",
+        "the chat's output in the live log",
+    )
+    .await;
+    shot(&page, "46-agent-live-output").await;
+    // Steering with no running job is refused in words (the API answers 409; accepted if one runs).
+    page.fill("#steer-instruction", "Keep answers short.").await;
+    page.click_text("form button", "Send instruction").await;
+    page.wait_for(
+        "!document.querySelector('#flash').hidden || document.querySelector('[data-result]').textContent !== ''",
+        "the steer answered in words",
+    )
+    .await;
+    // A quarantine decided elsewhere reaches the open page live: badge and reason change without a reload.
+    crate::e2e::api(
+        reqwest::Method::POST,
+        format!("{base}/agents/{agent_id}/quarantine"),
+        Some(json!({"reason": "checked by the browser test"})),
+    )
+    .await;
+    page.wait_for(
+        "document.querySelector('[data-health-badge]').textContent === 'quarantined' \
+         && document.querySelector('[data-health-reason]').textContent.includes('browser test')",
+        "the quarantine shown live",
+    )
+    .await;
+    shot(&page, "47-agent-live-quarantined").await;
+    page.goto(&format!("{base}{agent_path}/live")).await;
+    page.click_text("form button", "Release").await;
+    page.wait_for(
+        "document.querySelector('#quarantine-reason') && document.querySelector('[data-health-badge]').textContent === 'healthy'",
+        "the agent released from the page",
+    )
+    .await;
+
+    // Sessions, a session's history, and cost per day and per job kind.
+    page.goto(&format!("{base}{agent_path}/sessions")).await;
+    page.wait_for_selector("table a[href*='/sessions/']").await;
+    shot(&page, "48-agent-sessions").await;
+    page.click("table a[href*='/sessions/']").await;
+    page.wait_for_selector(".transcript .bubble").await;
+    shot(&page, "49-agent-session-history").await;
+    page.goto(&format!("{base}{agent_path}/cost")).await;
+    page.wait_for_selector("table.chart svg.bar rect").await;
+    shot(&page, "50-agent-cost").await;
+    let quiet = crate::e2e::api(
+        reqwest::Method::POST,
+        format!("{base}/agents"),
+        Some(json!({"name": "Quiet", "model_config": {"provider": "openai", "model": "gpt-4o-mini"}})),
+    )
+    .await;
+    let quiet = quiet["id"].as_str().unwrap().to_owned();
+    for (tab, name) in [("sessions", "51-agent-sessions-empty"), ("cost", "52-agent-cost-empty")] {
+        page.goto(&format!("{base}/ui/agents/{quiet}/{tab}")).await;
+        page.wait_for_selector(".empty").await;
+        shot(&page, name).await;
+    }
+
     // The audit log records what was done.
     page.goto(&format!("{base}/ui/audit")).await;
     page.wait_for("document.body.innerText.includes('agent.create')", "the audit entries").await;
@@ -558,13 +633,28 @@ async fn an_operator_works_through_every_screen_in_a_browser() {
     let signed_in = page.text("body").await;
     assert!(signed_in.contains("Grace") && signed_in.contains("viewer"), "signed in as the SSO viewer: {signed_in}");
     shot(&page, "44-signed-in-through-oidc").await;
+    // A viewer watches an agent's live output but gets no steer, quarantine or kill controls, and a
+    // request crafted with the page's own CSRF token is refused.
+    page.goto(&format!("{base}{agent_path}/live")).await;
+    page.wait_for_selector("[data-operator-only]").await;
+    let controls = page.eval("document.querySelectorAll('form[hx-post$=\"/kill\"], form[hx-post$=\"/steer\"], form[hx-post$=\"/quarantine\"]').length").await;
+    assert_eq!(controls, json!(0), "no controls for a viewer");
+    shot(&page, "53-agent-live-viewer").await;
+    let crafted = page
+        .eval(&format!(
+            "fetch('/agents/{agent_id}/kill', {{method: 'POST', headers: {{'Content-Type': 'application/json', \
+               'X-CSRF-Token': document.querySelector('meta[name=csrf-token]').content}}, \
+               body: JSON.stringify({{reason: 'a viewer tries'}})}}).then((response) => response.status)"
+        ))
+        .await;
+    assert_eq!(crafted, json!(403), "the API refuses a viewer's kill");
     page.click_text("button", "Log out").await;
     page.wait_for_path("/ui/login").await;
 
     // The refused sign-in, setup and bot token above fail on purpose; the OpenID provider's development
     // pages ask for a favicon it lacks and a web font (the browser has no Internet). Anything else is a defect.
     let expected = |problem: &String| {
-        [("401", "/ui/login"), ("401", "/ui/setup"), ("422", "/channels")]
+        [("401", "/ui/login"), ("401", "/ui/setup"), ("422", "/channels"), ("409", "/steer"), ("403", "/kill")]
             .iter()
             .any(|(status, path)| problem.contains(&format!("status of {status}")) && problem.ends_with(path))
             || problem.ends_with(&format!("{}/favicon.ico", provider.issuer))
