@@ -22,6 +22,7 @@ pub mod rate_limit;
 mod routes;
 pub mod server;
 mod sse;
+pub mod sse_hub;
 pub mod state;
 pub mod views;
 

@@ -107,6 +107,8 @@ pub struct AppState {
     pub gauges: Arc<crate::metrics::StateGauges>,
     /// The process's channel supervisor: channel health, and the adapters webhooks are handed to.
     pub channels: Arc<cortex_channels::supervisor::Supervisor>,
+    /// The SSE feeds: one reader of the event log per followed scope, shared by its streams.
+    pub sse: crate::sse_hub::SseHub,
 }
 
 /// The parts an [`AppState`] is made of.
@@ -126,6 +128,7 @@ impl AppState {
     pub fn new(parts: AppParts) -> Self {
         let limiter = Arc::new(crate::rate_limit::RateLimiter::new(parts.config.api_rate, parts.config.chat_rate));
         let auth_failures = Arc::new(crate::rate_limit::FailedAuth::new(parts.config.auth_failures));
+        let sse = crate::sse_hub::SseHub::new(parts.store.clone(), parts.shutdown.clone());
         Self {
             store: parts.store,
             runtime: parts.runtime,
@@ -139,6 +142,7 @@ impl AppState {
             auth_failures,
             gauges: Arc::default(),
             channels: parts.channels,
+            sse,
         }
     }
 }

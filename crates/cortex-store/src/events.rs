@@ -110,8 +110,8 @@ impl EventRow {
     }
 }
 
-/// Which events to read.
-#[derive(Debug, Clone, Copy)]
+/// Which events to read (also the key of a shared SSE reader, hence `Hash`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventScope {
     Job(Uuid),
     Agent(Uuid),

@@ -331,5 +331,5 @@ async fn approval_stream(
         end_on_terminal: false,
         only: Some(&[EventType::ApprovalRequested, EventType::ApprovalDecided]),
     };
-    Ok(sse::stream(state.store.clone(), spec, state.shutdown.clone()))
+    Ok(sse::stream(&state.sse, spec))
 }

@@ -393,7 +393,7 @@ async fn job_events(
     let job = state.store.get_job(path_id(&id, "job")?).await?;
     let after = sse::resume_cursor(&headers, params.last_event_id).unwrap_or(0);
     let spec = StreamSpec { scope: EventScope::Job(job.id), after, end_on_terminal: true, only: None };
-    Ok(sse::stream(state.store.clone(), spec, state.shutdown.clone()))
+    Ok(sse::stream(&state.sse, spec))
 }
 
 /// Live state changes of all jobs as SSE (`job.state`, `job.completed`, `job.failed`).
@@ -415,7 +415,7 @@ async fn job_stream(
         end_on_terminal: false,
         only: Some(&[EventType::JobState, EventType::JobCompleted, EventType::JobFailed]),
     };
-    Ok(sse::stream(state.store.clone(), spec, state.shutdown.clone()))
+    Ok(sse::stream(&state.sse, spec))
 }
 
 /// Live output of an agent across its jobs as SSE (deltas, tool calls, state changes, approvals).
@@ -434,7 +434,7 @@ async fn agent_stream(
         None => state.store.last_event_seq().await?,
     };
     let spec = StreamSpec { scope: EventScope::Agent(agent.id), after, end_on_terminal: false, only: None };
-    Ok(sse::stream(state.store.clone(), spec, state.shutdown.clone()))
+    Ok(sse::stream(&state.sse, spec))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

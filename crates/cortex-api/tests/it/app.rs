@@ -18,6 +18,8 @@ pub struct TestApp {
     pub test: TestStore,
     /// The runtime behind the API (its handler runs agent turns when a test starts an engine).
     pub runtime: Arc<Runtime>,
+    /// The server's SSE feeds (their read counters and running feeds).
+    pub sse: cortex_api::sse_hub::SseHub,
     shutdown: CancellationToken,
 }
 
@@ -82,13 +84,15 @@ impl TestApp {
             shutdown: shutdown.clone(),
             channels,
         });
+        let sse = state.sse.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let stop = shutdown.clone();
         tokio::spawn(async move {
             cortex_api::server::serve(listener, cortex_api::router(state), connections, stop).await.unwrap();
         });
-        let mut app = TestApp { base, http: reqwest::Client::new(), admin: String::new(), test, runtime, shutdown };
+        let mut app =
+            TestApp { base, http: reqwest::Client::new(), admin: String::new(), test, runtime, sse, shutdown };
         app.admin = app.key(Role::Admin).await;
         app
     }

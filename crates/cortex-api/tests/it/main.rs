@@ -27,5 +27,6 @@ mod redaction;
 mod settings_pages;
 mod sign_in;
 mod sizes;
+mod sse_fanout;
 mod tools;
 mod users;
