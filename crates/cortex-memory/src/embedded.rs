@@ -2,25 +2,30 @@
 //! int8-quantised vectors (one scale per vector) scanned with an integer dot product the compiler
 //! vectorises, whose best candidates are re-ranked exactly on the stored f32 vectors.
 //!
-//! The relational rows are the source of truth. An arena catches up with them through the rows changed
-//! since the latest `updated_at` it holds (minus [`CATCH_UP_MARGIN_MS`]); it is persisted as one blob per
-//! agent (`memory_vector_index`) after a build and after enough changes, so a restart loads the blob and
-//! applies the few rows changed since instead of decoding every vector. When to catch up: on SQLite (one
-//! process per data dir) only when the store's in-process memory epoch moved; on PostgreSQL when the
-//! agent's stamp (row count, latest change) moved — also when another process wrote.
+//! The relational rows are the source of truth. An arena covers the agent's memory change sequence up to
+//! some number (see `cortex_store::memory`) and catches up exactly with the rows of a higher sequence; it
+//! is persisted as one blob per agent (`memory_vector_index`, with the sequence it covers) after its first
+//! build and after enough changes, so a restart loads the blob and applies only the rows written since —
+//! none when nothing changed, and then the agent's current sequence (one primary-key row) is all it reads
+//! beside the blob.
+//!
+//! When to catch up: the index subscribes to the store's notifications. Every committed memory write
+//! notifies its agent and sequence (in-process at once for this process's writes; through `LISTEN` from
+//! other PostgreSQL processes), so a search whose arena covers the latest sequence it heard of reads
+//! nothing to know it is current. A `Resync` (listener reconnected) or a lagging subscription may have lost
+//! notifications: every arena then checks the store once.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use cortex_store::Store;
 use cortex_store::memory::{IndexSnapshot, VectorChange};
+use cortex_store::{Notification, Store};
+use tokio::sync::broadcast::Receiver;
+use tokio::sync::broadcast::error::TryRecvError;
 use uuid::Uuid;
 
 use crate::index::{IndexError, VectorIndex};
-
-/// Rows changed this long before an arena's latest change are applied again when it catches up, so a
-/// transaction that committed late with an older `updated_at` (PostgreSQL, several writers) is not missed.
-const CATCH_UP_MARGIN_MS: i64 = 120_000;
 /// Quantised candidates re-ranked exactly: this many per requested hit …
 const RERANK_PER_HIT: usize = 4;
 /// … and at least this many.
@@ -44,14 +49,31 @@ struct Arena {
     scales: Vec<f32>,
     /// `ids.len() × dim` codes.
     codes: Vec<i8>,
-    /// The latest `updated_at` applied (ms).
-    through: i64,
-    /// The store stamp the arena matches, once caught up.
-    stamp: Option<(i64, i64)>,
-    /// The store's memory epoch when it was last caught up.
-    epoch: Option<u64>,
+    /// The agent's change sequence it covers (-1: nothing yet).
+    seq: i64,
+    /// The resync generation ([`Changes::resyncs`]) it was last checked against the store in; `None`
+    /// until its first catch-up.
+    checked: Option<u64>,
+    /// A blob of it is in the store (perhaps older).
+    persisted: bool,
     /// Changes applied since it was loaded or saved.
     unsaved: usize,
+}
+
+/// Arenas larger than this many vectors are scanned on several threads (one slice each).
+const SCAN_SLICE: usize = 100_000;
+
+/// Best score first, then the lower slot (deterministic order among equal scores).
+fn by_score(a: &(f32, u32), b: &(f32, u32)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+}
+
+/// Cuts `scored` to its best `r`, the `r`-th best last (unordered before it).
+fn keep_best(scored: &mut Vec<(f32, u32)>, r: usize) {
+    if scored.len() > r {
+        scored.select_nth_unstable_by(r - 1, by_score);
+        scored.truncate(r);
+    }
 }
 
 /// Symmetric int8 codes of `vector` into `out`; returns the scale (0 for a zero vector).
@@ -95,9 +117,9 @@ impl Arena {
             slots: HashMap::new(),
             scales: Vec::new(),
             codes: Vec::new(),
-            through: i64::MIN,
-            stamp: None,
-            epoch: None,
+            seq: -1,
+            checked: None,
+            persisted: false,
             unsaved: 0,
         }
     }
@@ -149,36 +171,70 @@ impl Arena {
                 }
                 None => self.remove(change.id),
             }
-            self.through = self.through.max(change.updated_at);
+            self.seq = self.seq.max(change.seq);
         }
         self.unsaved += changes.len();
     }
 
+    /// Persisted after its first build, then after enough changes.
     fn due_for_save(&self) -> bool {
-        self.unsaved >= SAVE_ALWAYS_CHANGES || (self.unsaved >= SAVE_MIN_CHANGES && self.unsaved * 8 >= self.ids.len())
+        (!self.persisted && self.unsaved > 0)
+            || self.unsaved >= SAVE_ALWAYS_CHANGES
+            || (self.unsaved >= SAVE_MIN_CHANGES && self.unsaved * 8 >= self.ids.len())
     }
 
-    /// Up to `r` ids with the best quantised dot product with `query`, best first.
+    /// Up to `r` ids with the best quantised dot product with `query`, best first. Large arenas are
+    /// scanned in [`SCAN_SLICE`]-vector slices on as many threads as there are cores.
     fn candidates(&self, query: &[f32], r: usize) -> Vec<Uuid> {
         if self.dim == 0 || query.len() != self.dim || r == 0 {
             return Vec::new();
         }
         let mut codes = vec![0_i8; self.dim];
         quantise(query, &mut codes);
-        let mut scored: Vec<(f32, u32)> = self
-            .codes
-            .chunks_exact(self.dim)
-            .zip(&self.scales)
-            .enumerate()
-            .map(|(slot, (vector, scale))| (dot_codes(vector, &codes) as f32 * scale, slot as u32))
-            .collect();
-        let by_score = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-        if scored.len() > r {
-            scored.select_nth_unstable_by(r - 1, by_score);
-            scored.truncate(r);
+        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let slices = self.ids.len().div_ceil(SCAN_SLICE).clamp(1, threads);
+        let mut best = if slices == 1 {
+            self.best_of(&codes, 0, self.ids.len(), r)
+        } else {
+            let per = self.ids.len().div_ceil(slices);
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..slices)
+                    .map(|n| {
+                        let (from, to) = (n * per, ((n + 1) * per).min(self.ids.len()));
+                        let codes = &codes;
+                        scope.spawn(move || self.best_of(codes, from, to, r))
+                    })
+                    .collect();
+                // A worker only computes: it panics only on a bug, which is passed on as it is.
+                workers
+                    .into_iter()
+                    .flat_map(|worker| worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                    .collect()
+            })
+        };
+        keep_best(&mut best, r);
+        best.sort_by(by_score);
+        best.into_iter().map(|(_, slot)| self.ids[slot as usize]).collect()
+    }
+
+    /// The best `r` (score, slot) of slots `from..to`, unordered: a buffer of `2r` is cut back to the best
+    /// `r` whenever it fills, and a vector scoring below the `r`-th best so far is skipped.
+    fn best_of(&self, codes: &[i8], from: usize, to: usize, r: usize) -> Vec<(f32, u32)> {
+        let mut best: Vec<(f32, u32)> = Vec::with_capacity(2 * r);
+        let mut floor = f32::NEG_INFINITY;
+        let vectors = self.codes[from * self.dim..to * self.dim].chunks_exact(self.dim);
+        for (slot, (vector, scale)) in (from..).zip(vectors.zip(&self.scales[from..to])) {
+            let score = dot_codes(vector, codes) as f32 * scale;
+            if score < floor {
+                continue;
+            }
+            best.push((score, slot as u32));
+            if best.len() == 2 * r {
+                keep_best(&mut best, r);
+                floor = best[r - 1].0;
+            }
         }
-        scored.sort_by(by_score);
-        scored.into_iter().map(|(_, slot)| self.ids[slot as usize]).collect()
+        best
     }
 
     /// The persisted form: magic, dim and count (u32 LE), ids, scales (f32 LE), codes.
@@ -198,7 +254,7 @@ impl Arena {
     }
 
     /// Reads [`Arena::encode`]'s form; `None` when it is not that (the caller rebuilds).
-    fn decode(model: &str, through: i64, bytes: &[u8]) -> Option<Self> {
+    fn decode(model: &str, seq: i64, bytes: &[u8]) -> Option<Self> {
         let rest = bytes.strip_prefix(MAGIC.as_slice())?;
         let dim = u32::from_le_bytes(rest.get(0..4)?.try_into().ok()?) as usize;
         let count = u32::from_le_bytes(rest.get(4..8)?.try_into().ok()?) as usize;
@@ -220,12 +276,49 @@ impl Arena {
             scales: scales.chunks_exact(4).map(|s| f32::from_le_bytes([s[0], s[1], s[2], s[3]])).collect(),
             codes: codes.iter().map(|code| *code as i8).collect(),
             ids,
-            through,
-            stamp: None,
-            epoch: None,
+            seq,
+            checked: None,
+            persisted: true,
             unsaved: 0,
         })
     }
+}
+
+/// The index's subscription to the store's notifications and what it learnt from them.
+struct Changes {
+    receiver: Receiver<Notification>,
+    /// Per agent, the highest change sequence notified.
+    latest: HashMap<Uuid, i64>,
+    /// Bumped on every `Resync` or lag: each arena then checks the store once.
+    resyncs: u64,
+}
+
+impl Changes {
+    /// Takes every pending notification.
+    fn drain(&mut self) {
+        loop {
+            match self.receiver.try_recv() {
+                Ok(Notification::Memory { agent_id, seq }) => {
+                    let latest = self.latest.entry(agent_id).or_insert(seq);
+                    *latest = (*latest).max(seq);
+                }
+                Ok(Notification::Resync) | Err(TryRecvError::Lagged(_)) => self.resyncs += 1,
+                Ok(_) => {}
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            }
+        }
+    }
+}
+
+/// What an [`EmbeddedIndex`] read from the store since it was created (observability and tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IndexReads {
+    /// Persisted arenas loaded.
+    pub snapshots: u64,
+    /// Agents' current change sequences read (catch-up checks).
+    pub sequence_checks: u64,
+    /// Record rows read to catch up or build.
+    pub change_rows: u64,
 }
 
 /// The embedded backend: quantised arenas cached from (and persisted to) the relational store.
@@ -234,11 +327,33 @@ pub struct EmbeddedIndex {
     arenas: Mutex<HashMap<Uuid, Arc<RwLock<Arena>>>>,
     /// One catch-up at a time; a caller that waited finds the arena current.
     catch_up: tokio::sync::Mutex<()>,
+    /// Subscribed at the first search (a store that never searches holds no listener).
+    changes: Mutex<Option<Changes>>,
+    snapshots: AtomicU64,
+    sequence_checks: AtomicU64,
+    change_rows: AtomicU64,
 }
 
 impl EmbeddedIndex {
     pub fn new(store: Store) -> Self {
-        Self { store, arenas: Mutex::new(HashMap::new()), catch_up: tokio::sync::Mutex::new(()) }
+        Self {
+            store,
+            arenas: Mutex::new(HashMap::new()),
+            catch_up: tokio::sync::Mutex::new(()),
+            changes: Mutex::new(None),
+            snapshots: AtomicU64::new(0),
+            sequence_checks: AtomicU64::new(0),
+            change_rows: AtomicU64::new(0),
+        }
+    }
+
+    /// What this index read from the store so far.
+    pub fn reads(&self) -> IndexReads {
+        IndexReads {
+            snapshots: self.snapshots.load(Ordering::Relaxed),
+            sequence_checks: self.sequence_checks.load(Ordering::Relaxed),
+            change_rows: self.change_rows.load(Ordering::Relaxed),
+        }
     }
 
     fn cached(&self, agent_id: Uuid, model: &str) -> Option<Arc<RwLock<Arena>>> {
@@ -246,27 +361,44 @@ impl EmbeddedIndex {
         arenas.get(&agent_id).filter(|arena| read(arena).model == model).cloned()
     }
 
+    /// Drains the notifications (subscribing first if needed); the highest sequence heard of for the
+    /// agent and the resync generation.
+    fn heard(&self, agent_id: Uuid) -> (Option<i64>, u64) {
+        let mut changes = self.changes.lock().unwrap_or_else(PoisonError::into_inner);
+        let changes = changes.get_or_insert_with(|| Changes {
+            receiver: self.store.subscribe(),
+            latest: HashMap::new(),
+            resyncs: 0,
+        });
+        changes.drain();
+        (changes.latest.get(&agent_id).copied(), changes.resyncs)
+    }
+
+    /// Whether `arena` is known current without asking the store.
+    fn current(&self, arena: &RwLock<Arena>, agent_id: Uuid) -> bool {
+        let (latest, resyncs) = self.heard(agent_id);
+        let arena = read(arena);
+        arena.checked == Some(resyncs) && latest.is_none_or(|latest| latest <= arena.seq)
+    }
+
     /// The persisted arena when it is readable and of `model`, else an empty one (filled by catching up).
     async fn load(&self, agent_id: Uuid, model: &str) -> Result<Arena, IndexError> {
         let snapshot = self.store.memory_index_snapshot(agent_id).await?;
+        self.snapshots.fetch_add(u64::from(snapshot.is_some()), Ordering::Relaxed);
         let loaded = snapshot
             .filter(|snapshot| snapshot.model == model)
-            .and_then(|snapshot| Arena::decode(model, snapshot.through_ms, &snapshot.data));
+            .and_then(|snapshot| Arena::decode(model, snapshot.through_seq, &snapshot.data));
         Ok(loaded.unwrap_or_else(|| Arena::new(model)))
     }
 
     /// The agent's arena for `model`, caught up with the store.
     async fn arena(&self, agent_id: Uuid, model: &str) -> Result<Arc<RwLock<Arena>>, IndexError> {
-        let epoch = self.store.memory_epoch();
-        let sqlite = !self.store.is_postgres();
         if let Some(arena) = self.cached(agent_id, model)
-            && sqlite
-            && read(&arena).epoch == Some(epoch)
+            && self.current(&arena, agent_id)
         {
             return Ok(arena);
         }
         let _turn = self.catch_up.lock().await;
-        let stamp = self.store.memory_stamp(agent_id).await?;
         let arena = match self.cached(agent_id, model) {
             Some(arena) => arena,
             None => {
@@ -275,29 +407,38 @@ impl EmbeddedIndex {
                 arena
             }
         };
-        let (current, through) = {
-            let arena = read(&arena);
-            (arena.stamp == Some(stamp), arena.through)
-        };
-        if !current {
-            let since = through.saturating_sub(CATCH_UP_MARGIN_MS);
-            let changes = self.store.memory_vector_changes(agent_id, model, since).await?;
-            let mut arena = write(&arena);
-            arena.apply(&changes);
-            arena.stamp = Some(stamp);
+        if self.current(&arena, agent_id) {
+            return Ok(arena);
+        }
+        // Taken before the store is read: a write notified later is caught up by a later search.
+        let (_, resyncs) = self.heard(agent_id);
+        // The sequence first, the rows after: every write up to it has committed, so the rows read next
+        // include them all (and maybe later ones, whose sequences are then covered too).
+        let seq = self.store.memory_change_seq(agent_id).await?;
+        self.sequence_checks.fetch_add(1, Ordering::Relaxed);
+        let covered = read(&arena).seq;
+        if seq > covered {
+            let changes = self.store.memory_vector_changes(agent_id, model, covered).await?;
+            self.change_rows.fetch_add(changes.len() as u64, Ordering::Relaxed);
+            write(&arena).apply(&changes);
         }
         let snapshot = {
             let mut arena = write(&arena);
-            arena.epoch = Some(epoch);
+            arena.seq = arena.seq.max(seq);
+            arena.checked = Some(resyncs);
             arena.due_for_save().then(|| IndexSnapshot {
                 model: arena.model.clone(),
-                through_ms: arena.through,
+                through_seq: arena.seq,
                 data: arena.encode(),
             })
         };
         if let Some(snapshot) = snapshot {
             match self.save(agent_id, &snapshot).await {
-                Ok(()) => write(&arena).unsaved = 0,
+                Ok(()) => {
+                    let mut arena = write(&arena);
+                    arena.unsaved = 0;
+                    arena.persisted = true;
+                }
                 Err(err) => tracing::warn!(error = %err, "memory vector index not persisted; a restart rebuilds more"),
             }
         }
@@ -351,7 +492,7 @@ impl VectorIndex for EmbeddedIndex {
     }
 
     async fn changed(&self, _agent_id: Uuid) -> Result<(), IndexError> {
-        // The next search catches up (the memory epoch or the stamp moved).
+        // The commit notified the write; the next search catches up.
         Ok(())
     }
 }
@@ -360,8 +501,8 @@ impl VectorIndex for EmbeddedIndex {
 mod tests {
     use super::*;
 
-    fn change(id: u128, vector: Option<&[f32]>, updated_at: i64) -> VectorChange {
-        VectorChange { id: Uuid::from_u128(id), updated_at, vector: vector.map(crate::embed::to_bytes) }
+    fn change(id: u128, vector: Option<&[f32]>, seq: i64) -> VectorChange {
+        VectorChange { id: Uuid::from_u128(id), seq, vector: vector.map(crate::embed::to_bytes) }
     }
 
     #[test]
@@ -376,7 +517,7 @@ mod tests {
         assert_eq!(arena.candidates(&[0.6, 0.8], 2), vec![Uuid::from_u128(3), Uuid::from_u128(2)]);
         assert_eq!(arena.candidates(&[0.6, 0.8], 10).len(), 4);
         assert!(arena.candidates(&[1.0, 0.0, 0.0], 2).is_empty(), "a query of another dimension matches nothing");
-        assert_eq!(arena.through, 8);
+        assert_eq!(arena.seq, 8);
     }
 
     #[test]
@@ -390,11 +531,39 @@ mod tests {
         arena.apply(&[change(1, None, 4), change(2, Some(&[1.0, 0.0]), 5), change(9, Some(&[1.0, 0.0, 0.0]), 6)]);
         assert_eq!(arena.ids.len(), 2, "1 removed, 2 replaced, 9 of another size skipped");
         assert_eq!(arena.candidates(&[1.0, 0.0], 1), vec![Uuid::from_u128(2)]);
-        let copy = Arena::decode("m", arena.through, &arena.encode()).unwrap();
+        let copy = Arena::decode("m", arena.seq, &arena.encode()).unwrap();
         assert_eq!((copy.ids.clone(), copy.scales.clone(), copy.codes.clone()), (arena.ids, arena.scales, arena.codes));
         assert_eq!(copy.candidates(&[0.6, 0.8], 1), vec![Uuid::from_u128(3)]);
         assert!(Arena::decode("m", 0, b"CXVIDX01\x02\0\0\0\x05\0\0\0").is_none(), "truncated");
         assert!(Arena::decode("m", 0, b"garbage").is_none());
+    }
+
+    #[test]
+    fn a_large_arena_scanned_in_slices_finds_the_plain_best() {
+        let mut arena = Arena::new("m");
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        let changes: Vec<VectorChange> =
+            (0..(2 * SCAN_SLICE as u128 + 7)).map(|id| change(id, Some(&[next(), next(), next()]), 1)).collect();
+        arena.apply(&changes);
+        let query = [0.3, -0.5, 0.8];
+        let mut codes = vec![0_i8; 3];
+        quantise(&query, &mut codes);
+        let mut plain: Vec<(f32, u32)> = arena
+            .codes
+            .chunks_exact(3)
+            .zip(&arena.scales)
+            .enumerate()
+            .map(|(slot, (vector, scale))| (dot_codes(vector, &codes) as f32 * scale, slot as u32))
+            .collect();
+        plain.sort_by(by_score);
+        let plain: Vec<Uuid> = plain.iter().take(40).map(|(_, slot)| arena.ids[*slot as usize]).collect();
+        assert_eq!(arena.candidates(&query, 40), plain);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use cortex_store::{Store, StoreError};
 
-pub use crate::embedded::EmbeddedIndex;
+pub use crate::embedded::{EmbeddedIndex, IndexReads};
 use crate::pgvector::PgVectorIndex;
 pub use crate::qdrant::QdrantIndex;
 use uuid::Uuid;

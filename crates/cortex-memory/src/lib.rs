@@ -48,7 +48,8 @@ mod service;
 pub use embed::{ApiEmbedder, EmbedError, Embedder, EmbeddingKey, EmbeddingsConfig, EmbeddingsMode, ManagedKey};
 pub use error::MemoryError;
 pub use index::{
-    EmbeddedIndex, IndexError, QdrantConfig, QdrantIndex, VectorBackend, VectorConfig, VectorIndex, open_index,
+    EmbeddedIndex, IndexError, IndexReads, QdrantConfig, QdrantIndex, VectorBackend, VectorConfig, VectorIndex,
+    open_index,
 };
 pub use pgvector::PgVectorIndex;
 pub use service::{Memory, MemoryPatch, Remember, ScoreParts, ScoredMemory, SearchMode, SearchQuery, SearchResults};

@@ -1,6 +1,6 @@
 //! The pgvector backend (SPEC §9.5): nearest neighbours from PostgreSQL's `vector` extension (HNSW,
 //! cosine) over `cortex-store`'s `memory_vector` copy of the agents' vectors. Before a search the agent's
-//! copy is brought in step when the store's stamp for the agent (record count, latest change) moved —
+//! copy is brought in step when the agent's memory change sequence in the store moved —
 //! also when another process wrote — so the relational row stays the source of truth.
 
 use std::collections::HashMap;
@@ -14,8 +14,8 @@ use crate::index::{IndexError, VectorIndex};
 /// Vector search inside PostgreSQL.
 pub struct PgVectorIndex {
     store: Store,
-    /// The stamp each agent's copy was last synced at.
-    synced: Mutex<HashMap<Uuid, (i64, i64)>>,
+    /// The change sequence each agent's copy was last synced at.
+    synced: Mutex<HashMap<Uuid, i64>>,
 }
 
 impl PgVectorIndex {
@@ -28,7 +28,7 @@ impl PgVectorIndex {
         Ok(Some(Self { store, synced: Mutex::new(HashMap::new()) }))
     }
 
-    fn synced_at(&self, agent_id: Uuid) -> Option<(i64, i64)> {
+    fn synced_at(&self, agent_id: Uuid) -> Option<i64> {
         self.synced.lock().ok().and_then(|synced| synced.get(&agent_id).copied())
     }
 }
@@ -48,7 +48,7 @@ impl VectorIndex for PgVectorIndex {
     ) -> Result<Vec<(Uuid, f32)>, IndexError> {
         // The stamp is read before syncing: a write that lands during the sync moves it again, so the
         // next search syncs once more.
-        let stamp = self.store.memory_stamp(agent_id).await?;
+        let stamp = self.store.memory_change_seq(agent_id).await?;
         if self.synced_at(agent_id) != Some(stamp) {
             self.store.pgvector_sync(agent_id).await?;
             if let Ok(mut synced) = self.synced.lock() {

@@ -23,8 +23,6 @@ use crate::index::{IndexError, QdrantConfig, VectorIndex};
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Points per upsert request.
 const UPSERT_BATCH: usize = 256;
-/// Rows changed this long before the latest pushed change are pushed again (late commits of other writers).
-const CATCH_UP_MARGIN_MS: i64 = 120_000;
 
 /// The collection of an agent (SPEC §9.5, one naming scheme).
 pub fn collection_name(agent_id: Uuid) -> String {
@@ -34,12 +32,12 @@ pub fn collection_name(agent_id: Uuid) -> String {
 /// What this process has pushed to an agent's collection.
 struct Synced {
     model: String,
-    /// The latest `updated_at` pushed (ms).
+    /// The agent's memory change sequence pushed (every write up to it).
     through: i64,
     /// Vector size of the collection; 0 while it has none (no collection yet).
     dim: usize,
-    /// The store's stamp for the agent when last caught up (other processes write too).
-    stamp: Option<(i64, i64)>,
+    /// The agent's change sequence in the store when last caught up (other processes write too).
+    stamp: Option<i64>,
     /// A push failed: catch up before the next search.
     dirty: bool,
 }
@@ -119,8 +117,8 @@ impl QdrantIndex {
     /// Drops and recreates the agent's collection from every live row of `model`.
     async fn rebuild(&self, agent_id: Uuid, model: &str) -> Result<Synced, IndexError> {
         let collection = collection_name(agent_id);
-        let changes = self.store.memory_vector_changes(agent_id, model, i64::MIN).await?;
-        let through = changes.iter().map(|change| change.updated_at).max().unwrap_or(i64::MIN);
+        let changes = self.store.memory_vector_changes(agent_id, model, -1).await?;
+        let through = changes.iter().map(|change| change.seq).max().unwrap_or(-1);
         let points = live_points(&changes);
         self.call(Method::DELETE, &format!("/collections/{collection}"), None).await?;
         let dim = points.first().map_or(0, |(_, vector)| vector.len());
@@ -136,10 +134,9 @@ impl QdrantIndex {
         Ok(Synced { model: model.to_owned(), through, dim, stamp: None, dirty: false })
     }
 
-    /// Pushes the rows changed since `synced.through` (minus the margin).
+    /// Pushes the rows changed after `synced.through`.
     async fn push(&self, agent_id: Uuid, synced: &mut Synced) -> Result<(), IndexError> {
-        let since = synced.through.saturating_sub(CATCH_UP_MARGIN_MS);
-        let changes = self.store.memory_vector_changes(agent_id, &synced.model, since).await?;
+        let changes = self.store.memory_vector_changes(agent_id, &synced.model, synced.through).await?;
         if changes.is_empty() {
             return Ok(());
         }
@@ -158,14 +155,14 @@ impl QdrantIndex {
                 .ok_or_else(|| unavailable(format!("collection {collection} vanished")))?;
         }
         self.upsert(&collection, agent_id, &synced.model, &points).await?;
-        synced.through = changes.iter().map(|change| change.updated_at).fold(synced.through, i64::max);
+        synced.through = changes.iter().map(|change| change.seq).fold(synced.through, i64::max);
         Ok(())
     }
 
     /// The collection's vector size once it is current for `model` (0: no vectors): rebuilt on first use,
     /// caught up when a push failed or the agent's rows changed (in any process) since the last use.
     async fn ready(&self, agent_id: Uuid, model: &str) -> Result<usize, IndexError> {
-        let stamp = self.store.memory_stamp(agent_id).await?;
+        let stamp = self.store.memory_change_seq(agent_id).await?;
         let mut synced = self.synced.lock().await;
         let mut state = match synced.remove(&agent_id).filter(|state| state.model == model) {
             Some(mut state) if state.dirty || state.stamp != Some(stamp) => {

@@ -358,8 +358,12 @@ impl Memory {
         let limit = query.limit.max(1);
         let pool = 3 * limit;
         let words = query_words(&query.text);
-        let keyword = self.store.memory_keyword_hits(agent_id, &words, pool).await?;
-        let (vector, degraded) = self.vector_hits(agent_id, &query.text, pool).await;
+        // The two candidate lists are independent: fetched concurrently (SQLite reads run on a pool).
+        let (keyword, (vector, degraded)) = tokio::join!(
+            self.store.memory_keyword_hits(agent_id, &words, pool),
+            self.vector_hits(agent_id, &query.text, pool)
+        );
+        let keyword = keyword?;
         let mode = if vector.is_some() { SearchMode::Hybrid } else { SearchMode::Keyword };
         let vector = vector.unwrap_or_default();
 

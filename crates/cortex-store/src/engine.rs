@@ -48,8 +48,6 @@ pub(crate) struct Inner {
     listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// When set, writing and closing sessions queues memory extraction (see [`crate::extraction`]).
     pub(crate) extraction: std::sync::OnceLock<crate::extraction::ExtractionPolicy>,
-    /// Bumped after every committed transaction that wrote memory records (see [`Store::memory_epoch`]).
-    memory_epoch: std::sync::atomic::AtomicU64,
     /// Write transactions begun through this store (see [`Store::transactions_begun`]).
     transactions: std::sync::atomic::AtomicU64,
 }
@@ -145,7 +143,6 @@ impl Store {
                 notifier: Notifier::new(),
                 listener,
                 extraction: std::sync::OnceLock::new(),
-                memory_epoch: std::sync::atomic::AtomicU64::new(0),
                 transactions: std::sync::atomic::AtomicU64::new(0),
             }),
         })
@@ -202,13 +199,6 @@ impl Store {
         self.inner.clock.now()
     }
 
-    /// A counter of committed memory writes made through this process's store handles (all clones share
-    /// it). With SQLite — one process per data dir — an unchanged epoch means no record changed, so the
-    /// embedded vector index can skip asking the database.
-    pub fn memory_epoch(&self) -> u64 {
-        self.inner.memory_epoch.load(std::sync::atomic::Ordering::Acquire)
-    }
-
     /// How many write transactions were begun through this store's handles (all clones share it): the
     /// per-turn statement budget (issue 17) counts transactions with it, since SQLite's `BEGIN` and
     /// `COMMIT` do not pass through sqlx's statement log.
@@ -241,7 +231,7 @@ impl Store {
             events: Vec::new(),
             notifications: Vec::new(),
             touched_sessions: Vec::new(),
-            memory_changed: false,
+            memory_seqs: Vec::new(),
         })
     }
 
@@ -369,8 +359,9 @@ pub struct Tx {
     pub(crate) notifications: Vec<Notification>,
     /// Sessions whose jobs changed; re-checked for promotion at commit (see [`crate::jobs`]).
     pub(crate) touched_sessions: Vec<uuid::Uuid>,
-    /// Memory records were written: bump the memory epoch after commit.
-    pub(crate) memory_changed: bool,
+    /// Agents whose memory records this transaction wrote, with the change sequence it took for each
+    /// (see [`crate::memory`]).
+    pub(crate) memory_seqs: Vec<(uuid::Uuid, i64)>,
 }
 
 impl Tx {
@@ -401,7 +392,6 @@ impl Tx {
         let events = std::mem::take(&mut self.events);
         let mut notifications = std::mem::take(&mut self.notifications);
         notifications.extend(crate::events::flush(&mut self, events).await?);
-        let memory_changed = self.memory_changed;
         match self.conn {
             TxConn::Sqlite(tx) => {
                 tx.commit().await?;
@@ -424,10 +414,12 @@ impl Tx {
                         .await?;
                 }
                 tx.commit().await?;
+                // This process's own memory indexes learn of the change at once, not when `LISTEN`
+                // delivers it back (a search right after a write sees it).
+                for notification in notifications.into_iter().filter(|n| matches!(n, Notification::Memory { .. })) {
+                    self.store.inner.notifier.publish(notification);
+                }
             }
-        }
-        if memory_changed {
-            self.store.inner.memory_epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         }
         Ok(())
     }

@@ -2,6 +2,13 @@
 //! PostgreSQL `to_tsvector`) and stored embeddings. Every read and write is scoped by `agent_id`: no
 //! method here can return another agent's record. Ranking, embedding and the vector index are
 //! `cortex-memory`'s; this module only narrows candidates and persists.
+//!
+//! Change sequence (migration 0036): every transaction that writes an agent's records first takes the
+//! agent's next `memory_change.seq` ([`Tx`]'s `memory_seq`, one upsert whose row lock is held until commit,
+//! so on PostgreSQL sequences follow commit order), stamps it on every record it writes
+//! (`memory_record.change_seq`) and commits a [`Notification::Memory`] with it. A vector index that covers
+//! sequence `s` catches up exactly with the rows of `change_seq > s` ([`Store::memory_vector_changes`]),
+//! and knows from the notifications — without reading anything — when nothing changed.
 
 use cortex_core::Timestamp;
 use sha2::{Digest, Sha256};
@@ -9,6 +16,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::engine::{read, write};
+use crate::notify::Notification;
 use crate::page::{Cursor, Page};
 use crate::rows::{Millis, OptMillis, ms};
 use crate::{Result, Store, StoreError, Tx};
@@ -60,6 +68,11 @@ macro_rules! memory_columns {
     };
 }
 
+/// Keyword matches ranked per search at most: a query of common words can match most of an agent's records,
+/// and ranking them all (bm25 / `ts_rank`) cost ~1 s at 100 000 records; the best of this many is enough for
+/// the `3 × limit` candidates the fusion takes.
+pub const KEYWORD_RANKED_MAX: usize = 2000;
+
 /// Live records: not deleted and not replaced by a newer one.
 const LIVE: &str = "deleted_at IS NULL AND superseded_by IS NULL";
 
@@ -70,12 +83,12 @@ pub struct StoredEmbedding {
     pub bytes: Vec<u8>,
 }
 
-/// A record changed since some time, as the vector index sees it.
+/// A record changed after some change sequence, as the vector index sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VectorChange {
     pub id: Uuid,
-    /// Its `updated_at` (ms).
-    pub updated_at: i64,
+    /// The change sequence of its latest write.
+    pub seq: i64,
     /// Its stored vector when live and of the asked model; `None`: drop it from that model's index.
     pub vector: Option<Vec<u8>>,
 }
@@ -84,8 +97,8 @@ pub struct VectorChange {
 #[derive(Debug, Clone, PartialEq)]
 pub struct IndexSnapshot {
     pub model: String,
-    /// The latest `updated_at` (ms) of the rows it includes.
-    pub through_ms: i64,
+    /// The agent's change sequence it covers: every write up to it is included.
+    pub through_seq: i64,
     pub data: Vec<u8>,
 }
 
@@ -231,6 +244,8 @@ impl Store {
 
     /// Up to `limit` live records of the agent matching any of `words`, best keyword rank first, with that
     /// rank (> 0, larger is better; only comparable within one call). Words are matched after stemming.
+    /// Only [`KEYWORD_RANKED_MAX`] matches are ranked: when more match, the newest of them (SQLite; on
+    /// PostgreSQL the first the index yields), so a broad query costs a bounded time.
     pub async fn memory_keyword_hits(
         &self,
         agent_id: Uuid,
@@ -247,13 +262,16 @@ impl Store {
         }
         let hits: Vec<(Uuid, f64)> = match &self.inner.engine {
             crate::engine::Engine::Sqlite { read, .. } => {
-                // The index holds live records only, with the agent as a column (migration 0030): rank and
-                // limit happen inside FTS5, and only `limit` rows are joined (the join re-checks the agent).
+                // The index holds live records only, with the agent as a column (migration 0030). FTS5 walks
+                // the matches newest first and computes bm25 only for the rows it returns (the inner
+                // `LIMIT`), the best `limit` of those are kept, and only they are joined (the join re-checks
+                // the agent).
                 let words = words.iter().map(|word| format!("\"{word}\"")).collect::<Vec<_>>().join(" OR ");
                 let query = format!("agent : \"{}0\" AND content : ({words})", agent_id.simple());
                 sqlx::query_as(
-                    "SELECT m.id, -f.rank AS rank FROM (SELECT rowid, rank FROM memory_record_fts \
-                     WHERE memory_record_fts MATCH $1 ORDER BY rank LIMIT $3) f \
+                    "SELECT m.id, -f.rank AS rank FROM (SELECT rowid, rank FROM (SELECT rowid, rank \
+                     FROM memory_record_fts WHERE memory_record_fts MATCH $1 ORDER BY rowid DESC LIMIT $4) \
+                     ORDER BY rank LIMIT $3) f \
                      CROSS JOIN memory_record m ON m.rowid = f.rowid \
                      WHERE m.agent_id = $2 AND m.deleted_at IS NULL AND m.superseded_by IS NULL \
                      ORDER BY f.rank, m.id DESC",
@@ -261,20 +279,23 @@ impl Store {
                 .bind(query)
                 .bind(agent_id)
                 .bind(limit as i64)
+                .bind(KEYWORD_RANKED_MAX.max(limit) as i64)
                 .fetch_all(read)
                 .await?
             }
             crate::engine::Engine::Postgres { pool, .. } => {
                 let query = words.join(" | ");
                 sqlx::query_as(
-                    "SELECT id, ts_rank(to_tsvector('english', content), q)::float8 AS rank \
-                     FROM memory_record, to_tsquery('english', $1) q \
-                     WHERE to_tsvector('english', content) @@ q AND agent_id = $2 AND deleted_at IS NULL \
-                     AND superseded_by IS NULL ORDER BY rank DESC, id DESC LIMIT $3",
+                    "SELECT m.id, ts_rank(to_tsvector('english', m.content), q)::float8 AS rank \
+                     FROM (SELECT id, content FROM memory_record \
+                     WHERE to_tsvector('english', content) @@ to_tsquery('english', $1) AND agent_id = $2 \
+                     AND deleted_at IS NULL AND superseded_by IS NULL LIMIT $4) m, to_tsquery('english', $1) q \
+                     ORDER BY rank DESC, m.id DESC LIMIT $3",
                 )
                 .bind(query)
                 .bind(agent_id)
                 .bind(limit as i64)
+                .bind(KEYWORD_RANKED_MAX.max(limit) as i64)
                 .fetch_all(pool)
                 .await?
             }
@@ -283,23 +304,28 @@ impl Store {
         Ok(hits.into_iter().map(|(id, rank)| (id, rank.max(f64::MIN_POSITIVE))).collect())
     }
 
-    /// The agent's records changed at or after `since_ms` (`updated_at`), each with its vector when it is
-    /// live and has one of `model` (else `None`: not, or no longer, in a `model` index). From
-    /// `i64::MIN` this is every record: a full build.
-    pub async fn memory_vector_changes(&self, agent_id: Uuid, model: &str, since_ms: i64) -> Result<Vec<VectorChange>> {
+    /// The agent's records whose latest write has a change sequence above `after_seq`, each with its
+    /// vector when it is live and has one of `model` (else `None`: not, or no longer, in a `model` index).
+    /// After `-1` this is every record: a full build.
+    pub async fn memory_vector_changes(
+        &self,
+        agent_id: Uuid,
+        model: &str,
+        after_seq: i64,
+    ) -> Result<Vec<VectorChange>> {
         let rows: Vec<(Uuid, i64, Option<Vec<u8>>)> = read!(self, |conn| {
             sqlx::query_as(
-                "SELECT id, updated_at, CASE WHEN deleted_at IS NULL AND superseded_by IS NULL \
+                "SELECT id, change_seq, CASE WHEN deleted_at IS NULL AND superseded_by IS NULL \
                  AND embedding_model = $3 THEN embedding END FROM memory_record \
-                 WHERE agent_id = $1 AND updated_at >= $2",
+                 WHERE agent_id = $1 AND change_seq > $2",
             )
             .bind(agent_id)
-            .bind(since_ms)
+            .bind(after_seq)
             .bind(model)
             .fetch_all(conn)
             .await?
         });
-        Ok(rows.into_iter().map(|(id, updated_at, vector)| VectorChange { id, updated_at, vector }).collect())
+        Ok(rows.into_iter().map(|(id, seq, vector)| VectorChange { id, seq, vector }).collect())
     }
 
     /// The stored vectors of `model` of the agent's live records among `ids` (exact re-ranking).
@@ -324,24 +350,25 @@ impl Store {
     /// The agent's persisted vector index, if one was saved.
     pub async fn memory_index_snapshot(&self, agent_id: Uuid) -> Result<Option<IndexSnapshot>> {
         let row: Option<(String, i64, Vec<u8>)> = read!(self, |conn| {
-            sqlx::query_as("SELECT model, through_ms, data FROM memory_vector_index WHERE agent_id = $1")
+            sqlx::query_as("SELECT model, through_seq, data FROM memory_vector_index WHERE agent_id = $1")
                 .bind(agent_id)
                 .fetch_optional(conn)
                 .await?
         });
-        Ok(row.map(|(model, through_ms, data)| IndexSnapshot { model, through_ms, data }))
+        Ok(row.map(|(model, through_seq, data)| IndexSnapshot { model, through_seq, data }))
     }
 
-    /// A value that changes whenever any record of the agent is written (count and latest change), so a
-    /// cached index can tell it is stale — also when another process wrote.
-    pub async fn memory_stamp(&self, agent_id: Uuid) -> Result<(i64, i64)> {
-        let stamp: (i64, Option<i64>) = read!(self, |conn| {
-            sqlx::query_as("SELECT COUNT(*), MAX(updated_at) FROM memory_record WHERE agent_id = $1")
+    /// The agent's latest committed memory change sequence (0 before its first write): a cached index
+    /// whose covered sequence equals it is current — also with writes of other processes. One primary-key
+    /// row.
+    pub async fn memory_change_seq(&self, agent_id: Uuid) -> Result<i64> {
+        let seq: Option<i64> = read!(self, |conn| {
+            sqlx::query_scalar("SELECT seq FROM memory_change WHERE agent_id = $1")
                 .bind(agent_id)
-                .fetch_one(conn)
+                .fetch_optional(conn)
                 .await?
         });
-        Ok((stamp.0, stamp.1.unwrap_or(0)))
+        Ok(seq.unwrap_or(0))
     }
 
     /// Live records of any agent whose vector is missing or made by another model than `model`, oldest
@@ -364,6 +391,27 @@ impl Store {
 }
 
 impl Tx {
+    /// The agent's change sequence of this transaction: the next one, taken at its first memory write
+    /// (which locks the agent's `memory_change` row until commit), the same for every later write; the
+    /// commit notifies it.
+    pub(crate) async fn memory_seq(&mut self, agent_id: Uuid) -> Result<i64> {
+        if let Some((_, seq)) = self.memory_seqs.iter().find(|(agent, _)| *agent == agent_id) {
+            return Ok(*seq);
+        }
+        let seq: i64 = write!(self, |conn| {
+            sqlx::query_scalar(
+                "INSERT INTO memory_change (agent_id, seq) VALUES ($1, 1) \
+                 ON CONFLICT (agent_id) DO UPDATE SET seq = memory_change.seq + 1 RETURNING seq",
+            )
+            .bind(agent_id)
+            .fetch_one(conn)
+            .await?
+        });
+        self.memory_seqs.push((agent_id, seq));
+        self.notify(Notification::Memory { agent_id, seq });
+        Ok(seq)
+    }
+
     async fn live_memory_by_hash(&mut self, agent_id: Uuid, hash: &str) -> Result<Option<MemoryRecord>> {
         Ok(write!(self, |conn| {
             sqlx::query_as(concat!(
@@ -399,23 +447,24 @@ impl Tx {
     /// is marked replaced in the same transaction; a markdown record cannot be replaced (its file wins):
     /// naming one is `NotFound`.
     pub async fn insert_memory(&mut self, new: &NewMemory) -> Result<(MemoryRecord, bool)> {
-        self.memory_changed = true;
         let hash = content_hash(&new.content);
         if let Some(row) = self.live_memory_by_hash(new.agent_id, &hash).await? {
             return Ok((row, false));
         }
+        let seq = self.memory_seq(new.agent_id).await?;
         let id = cortex_core::new_id();
         let now = ms(self.now());
         if let Some(old) = new.supersedes_id {
             let replaced = write!(self, |conn| {
                 sqlx::query(
-                    "UPDATE memory_record SET superseded_by = $3, updated_at = $4 WHERE agent_id = $1 AND id = $2 \
-                     AND deleted_at IS NULL AND superseded_by IS NULL AND source <> 'markdown'",
+                    "UPDATE memory_record SET superseded_by = $3, updated_at = $4, change_seq = $5 WHERE agent_id = $1 \
+                     AND id = $2 AND deleted_at IS NULL AND superseded_by IS NULL AND source <> 'markdown'",
                 )
                 .bind(new.agent_id)
                 .bind(old)
                 .bind(id)
                 .bind(now)
+                .bind(seq)
                 .execute(conn)
                 .await?
                 .rows_affected()
@@ -432,8 +481,9 @@ impl Tx {
             sqlx::query_as(concat!(
                 "INSERT INTO memory_record (id, agent_id, type, content, tags, people, projects, importance, confidence, \
                  source, source_ref, session_id, job_id, message_seq, content_hash, supersedes_id, reason, embedding, \
-                 embedding_model, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $20) \
+                 embedding_model, created_at, updated_at, change_seq) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $20, \
+                 $21) \
                  RETURNING ",
                 memory_columns!()
             ))
@@ -457,16 +507,67 @@ impl Tx {
             .bind(bytes)
             .bind(model)
             .bind(now)
+            .bind(seq)
             .fetch_one(conn)
             .await?
         });
         Ok((row, true))
     }
 
+    /// Stores many new records in multi-row statements (imports, and `cortex bench memory`'s bulk load,
+    /// where one transaction per record is the slow part): no duplicate check and no supersession — the
+    /// caller vouches that the contents are new and distinct. Returns how many were stored.
+    pub async fn insert_memories(&mut self, news: &[NewMemory]) -> Result<usize> {
+        /// Rows per statement (21 parameters each: under SQLite's 32 766 and PostgreSQL's 65 535).
+        const ROWS: usize = 1000;
+        let now = ms(self.now());
+        let mut seqs = Vec::with_capacity(news.len());
+        for new in news {
+            seqs.push(self.memory_seq(new.agent_id).await?);
+        }
+        for (chunk, seqs) in news.chunks(ROWS).zip(seqs.chunks(ROWS)) {
+            write!(self, |conn| {
+                let mut query = sqlx::QueryBuilder::new(
+                    "INSERT INTO memory_record (id, agent_id, type, content, tags, people, projects, importance, \
+                     confidence, source, source_ref, session_id, job_id, message_seq, content_hash, reason, embedding, \
+                     embedding_model, created_at, updated_at, change_seq) ",
+                );
+                query.push_values(chunk.iter().zip(seqs), |mut row, (new, seq)| {
+                    let (model, bytes) = match &new.embedding {
+                        Some(embedding) => (Some(embedding.model.clone()), Some(embedding.bytes.clone())),
+                        None => (None, None),
+                    };
+                    row.push_bind(cortex_core::new_id())
+                        .push_bind(new.agent_id)
+                        .push_bind(new.memory_type.clone())
+                        .push_bind(new.content.trim().to_owned())
+                        .push_bind(Json(new.tags.clone()))
+                        .push_bind(Json(new.people.clone()))
+                        .push_bind(Json(new.projects.clone()))
+                        .push_bind(new.importance)
+                        .push_bind(new.confidence)
+                        .push_bind(new.source.clone())
+                        .push_bind(new.source_ref.clone())
+                        .push_bind(new.session_id)
+                        .push_bind(new.job_id)
+                        .push_bind(new.message_seq)
+                        .push_bind(content_hash(&new.content))
+                        .push_bind(new.reason.clone())
+                        .push_bind(bytes)
+                        .push_bind(model)
+                        .push_bind(now)
+                        .push_bind(now)
+                        .push_bind(*seq);
+                });
+                query.build().execute(conn).await?.rows_affected()
+            });
+        }
+        Ok(news.len())
+    }
+
     /// Applies `update` to a record of the agent and returns it. A new content that equals another live
     /// record of the agent is a conflict (`memory.content`).
     pub async fn update_memory(&mut self, agent_id: Uuid, id: Uuid, update: &MemoryUpdate) -> Result<MemoryRecord> {
-        self.memory_changed = true;
         let current = self.memory_for_update(agent_id, id).await?;
         let content = update.content.as_deref().map(str::trim).unwrap_or(&current.content).to_owned();
         let hash = content_hash(&content);
@@ -480,12 +581,13 @@ impl Tx {
         let tags = update.tags.clone().unwrap_or(current.tags);
         let importance = update.importance.unwrap_or(current.importance);
         let confidence = update.confidence.unwrap_or(current.confidence);
+        let seq = self.memory_seq(agent_id).await?;
         let now = ms(self.now());
         let row: MemoryRecord = match &update.embedding {
             None => write!(self, |conn| {
                 sqlx::query_as(concat!(
                     "UPDATE memory_record SET type = $3, content = $4, content_hash = $5, tags = $6, importance = $7, \
-                     confidence = $8, updated_at = $9 WHERE agent_id = $1 AND id = $2 RETURNING ",
+                     confidence = $8, updated_at = $9, change_seq = $10 WHERE agent_id = $1 AND id = $2 RETURNING ",
                     memory_columns!()
                 ))
                 .bind(agent_id)
@@ -497,6 +599,7 @@ impl Tx {
                 .bind(importance)
                 .bind(confidence)
                 .bind(now)
+                .bind(seq)
                 .fetch_one(conn)
                 .await?
             }),
@@ -508,7 +611,7 @@ impl Tx {
                 write!(self, |conn| {
                     sqlx::query_as(concat!(
                         "UPDATE memory_record SET type = $3, content = $4, content_hash = $5, tags = $6, importance = $7, \
-                         confidence = $8, updated_at = $9, embedding = $10, embedding_model = $11 \
+                         confidence = $8, updated_at = $9, embedding = $10, embedding_model = $11, change_seq = $12 \
                          WHERE agent_id = $1 AND id = $2 RETURNING ",
                         memory_columns!()
                     ))
@@ -523,6 +626,7 @@ impl Tx {
                     .bind(now)
                     .bind(bytes)
                     .bind(model)
+                    .bind(seq)
                     .fetch_one(conn)
                     .await?
                 })
@@ -540,11 +644,11 @@ impl Tx {
         content_hash: &str,
         embedding: &StoredEmbedding,
     ) -> Result<bool> {
-        self.memory_changed = true;
+        let seq = self.memory_seq(agent_id).await?;
         let now = ms(self.now());
         let updated = write!(self, |conn| {
             sqlx::query(
-                "UPDATE memory_record SET embedding = $4, embedding_model = $5, updated_at = $6 \
+                "UPDATE memory_record SET embedding = $4, embedding_model = $5, updated_at = $6, change_seq = $7 \
                  WHERE agent_id = $1 AND id = $2 AND content_hash = $3 AND deleted_at IS NULL",
             )
             .bind(agent_id)
@@ -553,6 +657,7 @@ impl Tx {
             .bind(embedding.bytes.as_slice())
             .bind(&embedding.model)
             .bind(now)
+            .bind(seq)
             .execute(conn)
             .await?
             .rows_affected()
@@ -562,16 +667,17 @@ impl Tx {
 
     /// Deletes a record of the agent (soft: the row stays for provenance, out of every search and list).
     pub async fn delete_memory(&mut self, agent_id: Uuid, id: Uuid) -> Result<()> {
-        self.memory_changed = true;
+        let seq = self.memory_seq(agent_id).await?;
         let now = ms(self.now());
         let deleted = write!(self, |conn| {
             sqlx::query(
-                "UPDATE memory_record SET deleted_at = $3, updated_at = $3 WHERE agent_id = $1 AND id = $2 \
-                 AND deleted_at IS NULL",
+                "UPDATE memory_record SET deleted_at = $3, updated_at = $3, change_seq = $4 WHERE agent_id = $1 \
+                 AND id = $2 AND deleted_at IS NULL",
             )
             .bind(agent_id)
             .bind(id)
             .bind(now)
+            .bind(seq)
             .execute(conn)
             .await?
             .rows_affected()
@@ -582,18 +688,18 @@ impl Tx {
         Ok(())
     }
 
-    /// Replaces the agent's persisted vector index (not a record change: the memory epoch stays).
+    /// Replaces the agent's persisted vector index (not a record change: the change sequence stays).
     pub async fn save_memory_index(&mut self, agent_id: Uuid, snapshot: &IndexSnapshot) -> Result<()> {
         let now = ms(self.now());
         write!(self, |conn| {
             sqlx::query(
-                "INSERT INTO memory_vector_index (agent_id, model, through_ms, data, updated_at) \
+                "INSERT INTO memory_vector_index (agent_id, model, through_seq, data, updated_at) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (agent_id) DO UPDATE SET model = excluded.model, \
-                 through_ms = excluded.through_ms, data = excluded.data, updated_at = excluded.updated_at",
+                 through_seq = excluded.through_seq, data = excluded.data, updated_at = excluded.updated_at",
             )
             .bind(agent_id)
             .bind(&snapshot.model)
-            .bind(snapshot.through_ms)
+            .bind(snapshot.through_seq)
             .bind(snapshot.data.as_slice())
             .bind(now)
             .execute(conn)

@@ -43,7 +43,7 @@ impl Tx {
     /// Inserts the chunk's record, or brings an existing one (also a deleted or superseded one) back to the
     /// file's text. An id held by another agent's record is a conflict (the file cannot claim it).
     pub async fn upsert_markdown_memory(&mut self, chunk: &MarkdownChunk) -> Result<()> {
-        self.memory_changed = true;
+        let seq = self.memory_seq(chunk.agent_id).await?;
         let now = ms(self.now());
         let hash = content_hash(&chunk.content);
         let (model, bytes) = match &chunk.embedding {
@@ -53,12 +53,14 @@ impl Tx {
         let written = write!(self, |conn| {
             sqlx::query(
                 "INSERT INTO memory_record (id, agent_id, type, content, tags, people, projects, importance, confidence, \
-                 source, source_ref, content_hash, reason, embedding, embedding_model, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $5, $5, $6, 1.0, 'markdown', $7, $8, 'markdown file', $9, $10, $11, $11) \
+                 source, source_ref, content_hash, reason, embedding, embedding_model, created_at, updated_at, \
+                 change_seq) \
+                 VALUES ($1, $2, $3, $4, $5, $5, $5, $6, 1.0, 'markdown', $7, $8, 'markdown file', $9, $10, $11, $11, \
+                 $12) \
                  ON CONFLICT (id) DO UPDATE SET type = excluded.type, content = excluded.content, \
                  content_hash = excluded.content_hash, source_ref = excluded.source_ref, importance = excluded.importance, \
                  embedding = excluded.embedding, embedding_model = excluded.embedding_model, deleted_at = NULL, \
-                 superseded_by = NULL, updated_at = excluded.updated_at \
+                 superseded_by = NULL, updated_at = excluded.updated_at, change_seq = excluded.change_seq \
                  WHERE memory_record.agent_id = excluded.agent_id",
             )
             .bind(chunk.id)
@@ -72,6 +74,7 @@ impl Tx {
             .bind(bytes)
             .bind(model)
             .bind(now)
+            .bind(seq)
             .execute(conn)
             .await?
             .rows_affected()

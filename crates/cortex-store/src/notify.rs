@@ -32,6 +32,10 @@ pub enum Notification {
     /// A credential's value or status was written: every process rebuilds its secret set before its next
     /// use (the runtime reads no credential row while nothing changed).
     Credentials,
+    /// A transaction that wrote the agent's memory records committed with change sequence `seq` (see
+    /// [`crate::memory`]); also published in-process on PostgreSQL, so the writer's own indexes see it at
+    /// once.
+    Memory { agent_id: Uuid, seq: i64 },
     /// Notifications may have been missed (listener reconnected, receiver lagged): re-read everything.
     Resync,
 }

@@ -22,6 +22,7 @@ macro_rules! each_backend {
     };
 }
 
+mod change_seq;
 mod extract;
 mod isolation;
 #[cfg(feature = "local-embeddings")]

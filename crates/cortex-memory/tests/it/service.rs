@@ -176,6 +176,7 @@ each_backend!(no_query_returns_another_agents_records, |t: TestStore, backend| a
 each_backend!(the_index_sees_writes_of_another_process, |t: TestStore, backend| async move {
     let embeddings = FakeEmbeddings::start().await;
     let vectors = Vectors::start(backend).await;
+    let mut changes = crate::change_seq::listening(&t.store).await;
     let here = vectors.memory(&t.store, &embeddings);
     let agent = t.agent("Shared").await;
     here.remember(Remember::new(agent, "The printer on floor two is broken.", MemorySource::Api)).await.unwrap();
@@ -187,6 +188,9 @@ each_backend!(the_index_sees_writes_of_another_process, |t: TestStore, backend| 
         .remember(Remember::new(agent, "The printer on floor three works fine.", MemorySource::Api))
         .await
         .unwrap();
+    // The embedded index learns of other processes' writes from their notification.
+    let seq = other_store.memory_change_seq(agent).await.unwrap();
+    crate::change_seq::notified(&mut changes, agent, seq).await;
     let found = here.search(agent, &query("printer floor", 10)).await.unwrap();
     assert_eq!(found.items.len(), 2);
     assert_eq!(found.mode, cortex_memory::SearchMode::Hybrid);

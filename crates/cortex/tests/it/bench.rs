@@ -141,23 +141,41 @@ fn spike_scenario_reports_every_figure() {
 #[test]
 fn memory_scenario_reports_every_figure() {
     for engine in engines() {
-        let mut args = vec!["memory", "--records", "300", "--dim", "32", "--queries", "20"];
+        let mut args = vec![
+            "memory",
+            "--records",
+            "300",
+            "--remembered",
+            "100",
+            "--dim",
+            "32",
+            "--queries",
+            "20",
+            "--rounds",
+            "2",
+        ];
         args.extend(engine.iter().map(String::as_str));
         let report = bench(&args);
-        assert_figures(
-            &report,
-            "memory",
-            &[
-                "insert_records_per_second",
-                "index_cold_start_ms",
-                "vector_search_p50_ms",
-                "vector_search_p99_ms",
-                "recall_at_10",
-                "hybrid_search_p50_ms",
-                "hybrid_search_p99_ms",
-                "rss_mib",
-            ],
-        );
+        let mut figures = vec![
+            "insert_records_per_second".to_owned(),
+            "bulk_load_records_per_second".to_owned(),
+            "index_build_ms".to_owned(),
+            "recall_at_10".to_owned(),
+            "rss_mib".to_owned(),
+        ];
+        for name in ["index_cold_start_ms", "vector_search_p50_ms", "vector_search_p99_ms"]
+            .into_iter()
+            .chain(["hybrid_search_p50_ms", "hybrid_search_p99_ms"])
+        {
+            figures.extend(["min", "median", "max"].map(|of| format!("{name}_{of}")));
+        }
+        let figures: Vec<&str> = figures.iter().map(String::as_str).collect();
+        assert_figures(&report, "memory", &figures);
+        let recall = report["figures"].as_array().unwrap().iter().find(|f| f["name"] == "recall_at_10").unwrap();
+        assert!(recall["value"].as_f64().unwrap() >= 0.95, "{report}");
+        for name in ["load_average_before", "load_average_after"] {
+            assert!(report["figures"].as_array().unwrap().iter().any(|f| f["name"] == name), "no {name}: {report}");
+        }
     }
 }
 

@@ -8,6 +8,7 @@ mod credentials;
 mod e2e;
 mod mcp_secrets;
 mod memory;
+mod memory_backends;
 mod otel;
 mod process;
 mod serve;
