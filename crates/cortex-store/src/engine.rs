@@ -241,6 +241,7 @@ impl Store {
             events: Vec::new(),
             notifications: Vec::new(),
             touched_sessions: Vec::new(),
+            created_sessions: Vec::new(),
             memory_changed: false,
         })
     }
@@ -369,6 +370,9 @@ pub struct Tx {
     pub(crate) notifications: Vec<Notification>,
     /// Sessions whose jobs changed; re-checked for promotion at commit (see [`crate::jobs`]).
     pub(crate) touched_sessions: Vec<uuid::Uuid>,
+    /// Sessions inserted by this transaction: no other transaction can see them (nor have jobs in them)
+    /// before it commits, so a job created in one needs neither the session lock nor the busy check.
+    pub(crate) created_sessions: Vec<uuid::Uuid>,
     /// Memory records were written: bump the memory epoch after commit.
     pub(crate) memory_changed: bool,
 }
