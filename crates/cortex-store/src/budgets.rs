@@ -2,9 +2,10 @@
 //!
 //! `budget_ledger` holds, per scope (agent, API key, session, job) and period (`total`, `day:YYYY-MM-DD`,
 //! `month:YYYY-MM`), what was spent and what is reserved by calls in flight. Before a model call the runtime
-//! reserves the call's worst case on every line that applies in **one** transaction; each line is a
-//! conditional `UPDATE … WHERE spent + reserved + amount <= limit`, which both engines evaluate atomically
-//! against concurrent writers (SQLite has one writer; PostgreSQL re-checks the condition on the locked row).
+//! reserves the call's worst case on every line that applies in **one** transaction, with one conditional
+//! `UPDATE … WHERE spent + reserved + amount <= limit` over all the lines (a line left out is a refusal),
+//! which both engines evaluate atomically against concurrent writers (SQLite has one writer; PostgreSQL
+//! first locks the rows in one fixed order, then re-checks the condition on the locked rows).
 //! So concurrent turns can never overspend. Afterwards the reservation is settled to the actual usage.
 //!
 //! A reservation never outlives its attempt: when a running attempt ends or is suspended (completion,
@@ -60,6 +61,11 @@ pub struct BudgetLine {
 }
 
 impl BudgetLine {
+    /// Whether `(scope_kind, scope_id, period)` is this line's ledger row.
+    fn is_row(&self, (kind, id, period): &(String, Uuid, String)) -> bool {
+        self.scope.as_str() == kind && self.scope_id == *id && self.period == *period
+    }
+
     /// A stable order, so concurrent reservations lock rows in the same sequence (no deadlocks).
     fn cmp_key(&self, other: &Self) -> Ordering {
         (self.scope, self.scope_id, &self.period).cmp(&(other.scope, other.scope_id, &other.period))
@@ -195,29 +201,33 @@ impl Tx {
         lines.sort_by(BudgetLine::cmp_key);
         let now = ms(self.now());
         self.ensure_budget_rows(&lines, now).await?;
-        for line in &lines {
-            let fits = write!(self, |conn| {
-                sqlx::query(
-                    "UPDATE budget_ledger SET tokens_reserved = tokens_reserved + $4, usd_reserved = usd_reserved + $5, updated_at = $8 \
-                     WHERE scope_kind = $1 AND scope_id = $2 AND period = $3 \
-                     AND (CAST($6 AS BIGINT) IS NULL OR tokens_spent + tokens_reserved + $4 <= CAST($6 AS BIGINT)) \
-                     AND (CAST($7 AS DOUBLE PRECISION) IS NULL OR usd_spent + usd_reserved + $5 <= CAST($7 AS DOUBLE PRECISION))",
-                )
-                .bind(line.scope.as_str())
-                .bind(line.scope_id)
-                .bind(&line.period)
-                .bind(tokens)
-                .bind(usd)
-                .bind(line.token_limit)
-                .bind(line.usd_limit)
-                .bind(now)
-                .execute(conn)
-                .await?
-                .rows_affected()
+        self.lock_budget_rows(&lines).await?;
+        // Every line in one statement; a line whose limit the amount would break is left out, and then
+        // the caller drops the transaction (undoing the others).
+        let reserved: Vec<(String, Uuid, String)> = write!(self, |conn| {
+            let mut query = sqlx::QueryBuilder::new("UPDATE budget_ledger SET tokens_reserved = tokens_reserved + ");
+            query.push_bind(tokens).push(", usd_reserved = usd_reserved + ").push_bind(usd);
+            query.push(", updated_at = ").push_bind(now).push(" FROM (");
+            query.push_values(&lines, |mut row, line| {
+                row.push_bind(line.scope.as_str())
+                    .push_bind(line.scope_id)
+                    .push_bind(&line.period)
+                    .push_bind(line.token_limit)
+                    .push_bind(line.usd_limit);
             });
-            if fits == 0 {
-                return Ok(Err(self.refusal(line, tokens, usd).await?));
-            }
+            query.push(
+                ") AS line WHERE budget_ledger.scope_kind = line.column1 AND budget_ledger.scope_id = line.column2 \
+                 AND budget_ledger.period = line.column3 \
+                 AND (line.column4 IS NULL OR budget_ledger.tokens_spent + budget_ledger.tokens_reserved + ",
+            );
+            query.push_bind(tokens).push(" <= line.column4)");
+            query.push(" AND (line.column5 IS NULL OR budget_ledger.usd_spent + budget_ledger.usd_reserved + ");
+            query.push_bind(usd).push(" <= line.column5)");
+            query.push(" RETURNING budget_ledger.scope_kind, budget_ledger.scope_id, budget_ledger.period");
+            query.build_query_as().fetch_all(conn).await?
+        });
+        if let Some(refused) = lines.iter().find(|line| !reserved.iter().any(|row| line.is_row(row))) {
+            return Ok(Err(self.refusal(refused, tokens, usd).await?));
         }
         let id = cortex_core::new_id();
         write!(self, |conn| {
@@ -251,6 +261,28 @@ impl Tx {
             query.push(" ON CONFLICT (scope_kind, scope_id, period) DO NOTHING");
             query.build().execute(conn).await?.rows_affected()
         });
+        Ok(())
+    }
+
+    /// PostgreSQL: locks the ledger rows of `lines` in their [`BudgetLine::cmp_key`] order before one
+    /// statement updates them all (an `UPDATE` of many rows locks them in whatever order its plan visits
+    /// them; two of those could wait on each other). One statement, for any number of lines. SQLite
+    /// serialises writers, so it needs none.
+    async fn lock_budget_rows(&mut self, lines: &[BudgetLine]) -> Result<()> {
+        if let crate::engine::TxConn::Postgres(conn) = &mut self.conn {
+            let mut query = sqlx::QueryBuilder::new("SELECT 1 FROM budget_ledger JOIN (");
+            query.push_values(lines.iter().enumerate(), |mut row, (position, line)| {
+                row.push_bind(position as i64)
+                    .push_bind(line.scope.as_str())
+                    .push_bind(line.scope_id)
+                    .push_bind(&line.period);
+            });
+            query.push(
+                ") AS line ON budget_ledger.scope_kind = line.column2 AND budget_ledger.scope_id = line.column3 \
+                 AND budget_ledger.period = line.column4 ORDER BY line.column1 FOR UPDATE OF budget_ledger",
+            );
+            query.build().execute(&mut **conn).await?;
+        }
         Ok(())
     }
 
@@ -323,35 +355,45 @@ impl Tx {
     /// Moves a reservation (already removed from `budget_reservation`) off its lines and charges `tokens`
     /// and `usd` to them instead.
     async fn settle_reservation(&mut self, row: ReservationRow, tokens: i64, usd: f64) -> Result<Vec<SettledLine>> {
-        let lines: Vec<BudgetLine> = from_json("budget_reservation.entries", row.entries.0)?;
+        let mut lines: Vec<BudgetLine> = from_json("budget_reservation.entries", row.entries.0)?;
+        lines.sort_by(BudgetLine::cmp_key);
+        if lines.is_empty() {
+            return Ok(Vec::new());
+        }
         let now = ms(self.now());
+        self.lock_budget_rows(&lines).await?;
+        let after: Vec<(String, Uuid, String, i64, f64)> = write!(self, |conn| {
+            let mut query =
+                sqlx::QueryBuilder::new("UPDATE budget_ledger SET tokens_reserved = CASE WHEN tokens_reserved - ");
+            query.push_bind(row.tokens).push(" < 0 THEN 0 ELSE tokens_reserved - ").push_bind(row.tokens);
+            query.push(" END, usd_reserved = CASE WHEN usd_reserved - ").push_bind(row.usd);
+            query.push(" < 0 THEN 0 ELSE usd_reserved - ").push_bind(row.usd);
+            query.push(" END, tokens_spent = tokens_spent + ").push_bind(tokens);
+            query.push(", usd_spent = usd_spent + ").push_bind(usd);
+            query.push(", updated_at = ").push_bind(now).push(" FROM (");
+            query.push_values(&lines, |mut values, line| {
+                values.push_bind(line.scope.as_str()).push_bind(line.scope_id).push_bind(&line.period);
+            });
+            query.push(
+                ") AS line WHERE budget_ledger.scope_kind = line.column1 AND budget_ledger.scope_id = line.column2 \
+                 AND budget_ledger.period = line.column3 RETURNING budget_ledger.scope_kind, budget_ledger.scope_id, \
+                 budget_ledger.period, budget_ledger.tokens_spent, budget_ledger.usd_spent",
+            );
+            query.build_query_as().fetch_all(conn).await?
+        });
         let mut settled = Vec::with_capacity(lines.len());
         for line in lines {
-            let after: Option<(i64, f64)> = write!(self, |conn| {
-                sqlx::query_as(
-                    "UPDATE budget_ledger SET \
-                     tokens_reserved = CASE WHEN tokens_reserved - $4 < 0 THEN 0 ELSE tokens_reserved - $4 END, \
-                     usd_reserved = CASE WHEN usd_reserved - $5 < 0 THEN 0 ELSE usd_reserved - $5 END, \
-                     tokens_spent = tokens_spent + $6, usd_spent = usd_spent + $7, updated_at = $8 \
-                     WHERE scope_kind = $1 AND scope_id = $2 AND period = $3 RETURNING tokens_spent, usd_spent",
-                )
-                .bind(line.scope.as_str())
-                .bind(line.scope_id)
-                .bind(&line.period)
-                .bind(row.tokens)
-                .bind(row.usd)
-                .bind(tokens)
-                .bind(usd)
-                .bind(now)
-                .fetch_optional(conn)
-                .await?
-            });
-            let (tokens_after, usd_after) = after.ok_or(StoreError::Corrupt(format!(
-                "budget_ledger row {}/{}/{} vanished under a reservation",
-                line.scope.as_str(),
-                line.scope_id,
-                line.period
-            )))?;
+            let Some((.., tokens_after, usd_after)) =
+                after.iter().find(|(kind, id, period, ..)| line.is_row(&(kind.clone(), *id, period.clone())))
+            else {
+                return Err(StoreError::Corrupt(format!(
+                    "budget_ledger row {}/{}/{} vanished under a reservation",
+                    line.scope.as_str(),
+                    line.scope_id,
+                    line.period
+                )));
+            };
+            let (tokens_after, usd_after) = (*tokens_after, *usd_after);
             settled.push(SettledLine {
                 line,
                 tokens_before: tokens_after - tokens,

@@ -232,6 +232,7 @@ impl Store {
             notifications: Vec::new(),
             touched_sessions: Vec::new(),
             memory_seqs: Vec::new(),
+            created_sessions: Vec::new(),
         })
     }
 
@@ -362,7 +363,11 @@ pub struct Tx {
     /// Agents whose memory records this transaction wrote, with the change sequence it took for each
     /// (see [`crate::memory`]).
     pub(crate) memory_seqs: Vec<(uuid::Uuid, i64)>,
-}
+    /// Sessions inserted by this transaction: no other transaction can see them (nor have jobs in them)
+    /// before it commits, so a job created in one needs neither the session lock nor the busy check.
+    pub(crate) created_sessions: Vec<uuid::Uuid>,
+    /// Memory records were written: bump the memory epoch after commit.
+    pub(crate)}
 
 impl Tx {
     pub(crate) fn now(&self) -> Timestamp {

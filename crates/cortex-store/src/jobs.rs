@@ -578,7 +578,9 @@ impl Tx {
     /// after the other: each sees the ones before it (and starts `pending` behind them), and ids — hence
     /// the order the session's jobs run in — follow the order of the messages written with them.
     pub async fn insert_job(&mut self, new: &NewJob) -> Result<(Job, bool)> {
-        if let Some(session_id) = new.session_id {
+        // A session this transaction created is invisible to others until commit and has no jobs yet.
+        let existing_session = new.session_id.filter(|id| !self.created_sessions.contains(id));
+        if let Some(session_id) = existing_session {
             self.lock_session(session_id).await?;
         }
         if let Some(key) = &new.idempotency_key
@@ -588,7 +590,7 @@ impl Tx {
         }
         let id = cortex_core::new_id();
         let now = self.now();
-        let session_busy: bool = match new.session_id {
+        let session_busy: bool = match existing_session {
             Some(session_id) => write!(self, |conn| {
                 sqlx::query_scalar(
                     "SELECT EXISTS (SELECT 1 FROM job WHERE session_id = $1 \
@@ -1020,7 +1022,13 @@ impl Tx {
                 chat: reply["target"]["chat"].clone(),
             });
         }
-        if let Some(session_id) = job.session_id
+        // A job that now holds its session (claimed, queued, waiting) leaves nothing to promote there: only a
+        // transition out of those states can free the session for its next waiting job.
+        let holds_session = matches!(
+            job.status,
+            JobStatus::Scheduled | JobStatus::Running | JobStatus::WaitingForApproval | JobStatus::Retrying
+        ) || (job.status == JobStatus::Pending && job.resume);
+        if let Some(session_id) = job.session_id.filter(|_| !holds_session)
             && !self.touched_sessions.contains(&session_id)
         {
             self.touched_sessions.push(session_id);

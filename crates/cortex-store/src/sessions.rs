@@ -220,6 +220,7 @@ impl Tx {
             .await?
             .rows_affected()
         });
+        self.created_sessions.push(id);
         Ok(Session {
             id,
             agent_id,
