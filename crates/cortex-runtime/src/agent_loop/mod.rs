@@ -167,20 +167,12 @@ impl Run {
         if agent.status != AgentStatus::Active {
             return Err(Halt::permanent("agent_not_active", format!("agent `{}` is {}", agent.slug, agent.status)));
         }
-        // Tool-call rows are written only after a checkpoint holding their calls (see `execute`), and a
-        // checkpoint is never removed: a job without one has no ledger to read.
-        let records = async {
-            match job.checkpoint {
-                None => Ok(Vec::new()),
-                Some(_) => store.tool_calls_of_job(job.id).await,
-            }
-        };
         // Independent reads run together; each is small, together they are most of a run's start-up.
         let (synced, tools, conversation, records, resume) = tokio::join!(
             svc.providers.sync(),
             svc.tools.tool_set(&agent),
             conversation(&store, &job),
-            records,
+            store.tool_calls_of_job(job.id),
             ctx.resume_point(),
         );
         synced?;
