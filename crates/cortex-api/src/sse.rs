@@ -82,7 +82,8 @@ pub fn channel_health(supervisor: Arc<Supervisor>, shutdown: CancellationToken) 
         }
         metrics::gauge!("cortex_sse_clients").decrement(1.0);
     });
-    Sse::new(ReceiverStream::new(receiver).boxed()).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("ping"))
+    Sse::new(ReceiverStream::new(receiver).boxed())
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("ping"))
 }
 
 fn health_event(change: &HealthChange) -> SseEvent {
