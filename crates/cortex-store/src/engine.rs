@@ -366,8 +366,7 @@ pub struct Tx {
     /// Sessions inserted by this transaction: no other transaction can see them (nor have jobs in them)
     /// before it commits, so a job created in one needs neither the session lock nor the busy check.
     pub(crate) created_sessions: Vec<uuid::Uuid>,
-    /// Memory records were written: bump the memory epoch after commit.
-    pub(crate)}
+}
 
 impl Tx {
     pub(crate) fn now(&self) -> Timestamp {
