@@ -19,9 +19,11 @@
 //! - A subscriber subscribes to the broadcast before it reads the feed's position, and the feed
 //!   publishes its position before it sends a batch: a subscriber whose cursor is at or past that
 //!   position needs no read of its own (every later frame reaches it).
-//! - A feed starts at the head of the log ([`Store::last_event_seq`]) and lives exactly as long as a
-//!   subscriber holds it: the last one to leave stops the task (no idle cost), the next one starts a
-//!   new feed.
+//! - A feed starts at the cursor of the subscriber that started it (its position is known before the
+//!   task runs) and lives exactly as long as a subscriber holds it: the last one to leave stops the task
+//!   (no idle cost), the next one starts a new feed. Starting it at the head of the log instead would
+//!   lose the events committed between that subscriber's own catch-up read and the feed's first read:
+//!   the subscriber would believe itself level and wait for frames that never come.
 //! - A feed that ends while subscribers remain (it cannot read notifications any more) ends their
 //!   streams; clients resume from their `Last-Event-ID` on a new feed.
 
@@ -85,8 +87,7 @@ pub enum Delivery {
 /// `cortex_sse_reads_total` / `cortex_sse_lagged_total` counters of `/metrics`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReadCounts {
-    /// Reads by feeds: one per wake-up of a scope whatever its number of subscribers (plus the head
-    /// read when a feed starts).
+    /// Reads by feeds: one per wake-up of a scope whatever its number of subscribers.
     pub feed: u64,
     /// Reads by subscribers themselves: replays after `Last-Event-ID`, after a gap, after a lag.
     pub subscriber: u64,
@@ -116,7 +117,7 @@ struct HubInner {
 /// What a feed task and its subscribers share.
 struct FeedState {
     sender: broadcast::Sender<Arc<Frame>>,
-    /// The highest `seq` the feed has sent or is about to send; `i64::MAX` until it knows its start.
+    /// The highest `seq` the feed has sent or is about to send (at first, where it starts).
     position: AtomicI64,
     /// Cancelled when the feed task has ended.
     ended: CancellationToken,
@@ -204,7 +205,7 @@ impl SseHub {
     /// (started now if nobody follows the scope yet). Every event committed in the scope after this call
     /// reaches the subscription. Must be called within the Tokio runtime.
     pub fn subscribe(&self, spec: StreamSpec) -> Subscription {
-        let feed = self.feed(spec.scope);
+        let feed = self.feed(spec.scope, spec.after);
         // Subscribe before reading the position (module docs): frames sent after it was read are ours.
         let frames = feed.state.sender.subscribe();
         let replaying = spec.after < feed.state.position.load(Ordering::SeqCst);
@@ -235,45 +236,34 @@ impl SseHub {
         self.inner.running.subscribe()
     }
 
-    /// The scope's feed, started if there is none.
-    fn feed(&self, scope: EventScope) -> Arc<Feed> {
+    /// The scope's feed, started after `start` if there is none.
+    fn feed(&self, scope: EventScope, start: i64) -> Arc<Feed> {
         let mut feeds = self.inner.feeds.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(feed) = feeds.get(&scope).and_then(Weak::upgrade) {
             return feed;
         }
         let state = Arc::new(FeedState {
             sender: broadcast::Sender::new(self.inner.capacity),
-            position: AtomicI64::new(i64::MAX),
+            position: AtomicI64::new(start),
             ended: CancellationToken::new(),
         });
         let stop = CancellationToken::new();
         let running = RunningFeed::start(self.inner.clone());
-        tokio::spawn(run_feed(running, scope, state.clone(), stop.clone()));
+        tokio::spawn(run_feed(running, scope, start, state.clone(), stop.clone()));
         let feed = Arc::new(Feed { scope, state, hub: Arc::downgrade(&self.inner), _stop: stop.drop_guard() });
         feeds.insert(scope, Arc::downgrade(&feed));
         feed
     }
 }
 
-/// The feed of one scope: reads from the head of the log once per wake-up and broadcasts what it read,
+/// The feed of one scope: reads the log after `start` once per wake-up and broadcasts what it read,
 /// until `stop` (its last subscriber left) or shutdown.
-async fn run_feed(running: RunningFeed, scope: EventScope, state: Arc<FeedState>, stop: CancellationToken) {
+async fn run_feed(running: RunningFeed, scope: EventScope, start: i64, state: Arc<FeedState>, stop: CancellationToken) {
     let hub = running.0.clone();
     let _ended = state.ended.clone().drop_guard();
-    // Subscribed before the head is read: no event committed after the head goes unannounced.
+    // Subscribed before the first read: no event committed after that read goes unannounced.
     let mut notifications = hub.store.subscribe();
-    let mut cursor = loop {
-        hub.feed_reads.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("cortex_sse_reads_total", "reader" => "feed").increment(1);
-        match hub.store.last_event_seq().await {
-            Ok(head) => break head,
-            Err(err) => tracing::warn!(error = %err, "reading the head of the event log for a stream failed"),
-        }
-        if !pause(SAFETY_REREAD, &stop, &hub.shutdown).await {
-            return;
-        }
-    };
-    state.position.store(cursor, Ordering::SeqCst);
+    let mut cursor = start;
     let mut pending_pause = PENDING_REREAD_FIRST;
     while !stop.is_cancelled() {
         let mut reread_after = SAFETY_REREAD;
@@ -341,15 +331,6 @@ async fn wait_for_news(
                 Err(broadcast::error::RecvError::Closed) => return false,
             },
         }
-    }
-}
-
-/// Sleeps `length` unless stopped first; `false` when stopped.
-async fn pause(length: Duration, stop: &CancellationToken, shutdown: &CancellationToken) -> bool {
-    tokio::select! {
-        () = stop.cancelled() => false,
-        () = shutdown.cancelled() => false,
-        () = tokio::time::sleep(length) => true,
     }
 }
 
