@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -91,6 +92,9 @@ struct Inner {
     running: Mutex<HashMap<Uuid, RunningJob>>,
     /// Cancel requests for jobs that were not in `running`, with the re-check generation they arrived in.
     early_cancels: Mutex<EarlyCancels>,
+    /// Odd while a claim is between its query and the registration of what it claimed (see
+    /// [`ClaimInFlight`]): the orphan check must not judge jobs in that window.
+    claim_seq: AtomicU64,
     slots: Arc<Semaphore>,
     stop_claiming: CancellationToken,
     shutdown: CancellationToken,
@@ -123,6 +127,7 @@ impl JobEngine {
                 handlers: HashMap::new(),
                 running: Mutex::new(HashMap::new()),
                 early_cancels: Mutex::new(EarlyCancels::default()),
+                claim_seq: AtomicU64::new(0),
                 slots,
                 stop_claiming: CancellationToken::new(),
                 shutdown: CancellationToken::new(),
@@ -157,10 +162,12 @@ impl JobEngine {
     pub async fn run_one(&self) -> Result<Option<Uuid>, StoreError> {
         let inner = &self.inner;
         let Ok(permit) = inner.slots.clone().try_acquire_owned() else { return Ok(None) };
+        let claiming = ClaimInFlight::begin(inner);
         let claimed = inner.store.claim_batch(inner.worker_id, 1, inner.config.ignore_quarantine).await?;
         let Some(job) = claimed.into_iter().next() else { return Ok(None) };
         let job_id = job.id;
         let local = register(inner, job_id);
+        drop(claiming);
         let mut queue = inner.completion_queue.lock().ok().and_then(|mut queue| queue.take());
         let supervised = supervise(inner.clone(), job, local, permit);
         tokio::pin!(supervised);
@@ -289,6 +296,7 @@ async fn claim_loop(inner: Arc<Inner>) {
             permits.push(more);
         }
         let attempted_at = inner.store.clock().now();
+        let claiming = ClaimInFlight::begin(&inner);
         match inner.store.claim_batch(inner.worker_id, permits.len(), inner.config.ignore_quarantine).await {
             Ok(jobs) if !jobs.is_empty() => {
                 error_backoff = Duration::from_millis(100);
@@ -299,8 +307,10 @@ async fn claim_loop(inner: Arc<Inner>) {
                     let local = register(&inner, job.id);
                     tokio::spawn(supervise(inner.clone(), job, local, permit).instrument(span));
                 }
+                drop(claiming);
             }
             Ok(_) => {
+                drop(claiming);
                 drop(permits);
                 // One read decides whether anything is due; the write that promotes retries runs only then,
                 // so an idle claimer never competes with running jobs for the (SQLite: single) writer.
@@ -327,6 +337,7 @@ async fn claim_loop(inner: Arc<Inner>) {
                 wait_for_work(&inner, &mut notifications, next).await;
             }
             Err(err) => {
+                drop(claiming);
                 drop(permits);
                 tracing::warn!(error = %err, "claim failed; retrying");
                 tokio::select! {
@@ -388,6 +399,23 @@ enum Ended {
 }
 
 /// Runs one claimed job under its deadline and cancellation, then records how it ended.
+/// Marks a claim in flight (the claim sequence odd) from before its query until dropped after its jobs
+/// were registered, also when the claim fails or finds nothing.
+struct ClaimInFlight<'a>(&'a Inner);
+
+impl<'a> ClaimInFlight<'a> {
+    fn begin(inner: &'a Inner) -> Self {
+        inner.claim_seq.fetch_add(1, Ordering::SeqCst);
+        Self(inner)
+    }
+}
+
+impl Drop for ClaimInFlight<'_> {
+    fn drop(&mut self) {
+        self.0.claim_seq.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 /// Enters a just-claimed job into `running` and returns its stop handle; a cancel request that arrived
 /// earlier stops it at once. Under the `running` lock, like [`cancel_local`]: a request is either seen
 /// here or finds the job.
@@ -703,12 +731,22 @@ fn cancel_local(inner: &Inner, job_id: Uuid) {
 /// worker hands them to the same recovery a dead worker's jobs get (`timed_out/worker_lost`, quick retry).
 /// Jobs claimed within the last re-check period are skipped: a claim is visible in the database a moment
 /// before the claim loop hears back and registers it.
+/// A claim that ran between the database read and the look at `running` (or was in flight when it
+/// began) makes the pass judge nothing: its jobs may be committed as ours and not registered yet; the
+/// next pass decides.
 async fn recover_orphans(inner: &Inner) -> Result<(), StoreError> {
+    let claims_before = inner.claim_seq.load(Ordering::SeqCst);
+    if claims_before % 2 == 1 {
+        return Ok(());
+    }
     let owned = inner.store.running_jobs_of_worker(inner.worker_id).await?;
     if owned.is_empty() {
         return Ok(());
     }
     let local: Vec<Uuid> = inner.running.lock().map(|running| running.keys().copied().collect()).unwrap_or_default();
+    if inner.claim_seq.load(Ordering::SeqCst) != claims_before {
+        return Ok(());
+    }
     let settle_time = chrono::Duration::from_std(inner.config.cancel_recheck).unwrap_or_default();
     let now = inner.store.clock().now();
     for job in owned {

@@ -58,16 +58,19 @@ impl SseClient {
     }
 }
 
-/// Commits `count` events on the agent in one transaction; returns their ids.
+/// Commits `count` events on the agent in one transaction; returns their ids. They are picked out by a
+/// tag of their own: on PostgreSQL the head read before the transaction may still lie below an earlier
+/// transaction's events (held back by the cluster-wide visibility watermark).
 async fn emit(store: &Store, agent: Uuid, count: usize) -> Vec<i64> {
     let head = store.last_event_seq().await.unwrap();
+    let tag = Uuid::now_v7().to_string();
     let mut tx = store.begin().await.unwrap();
     for n in 0..count {
-        tx.emit(NewEvent::new(agent, None, EventType::Checkpoint, json!({"n": n})));
+        tx.emit(NewEvent::new(agent, None, EventType::Checkpoint, json!({"n": n, "tag": tag})));
     }
     tx.commit().await.unwrap();
     let written = store.events_after(EventScope::Agent(agent), head, 10_000).await.unwrap();
-    written.iter().map(|event| event.seq).collect()
+    written.iter().filter(|event| event.payload["tag"] == tag.as_str()).map(|event| event.seq).collect()
 }
 
 /// The agent's event ids after `after`, as the log has them.
