@@ -215,22 +215,7 @@ impl Store {
     /// The names of the agents with these ids (archived ones too), for labelling rows that name an agent
     /// by id: one `IN (…)` over the ids of a page, not a read of every agent.
     pub async fn agent_names(&self, ids: &[Uuid]) -> Result<std::collections::HashMap<Uuid, String>> {
-        let mut unique = ids.to_vec();
-        unique.sort_unstable();
-        unique.dedup();
-        if unique.is_empty() {
-            return Ok(Default::default());
-        }
-        let rows: Vec<(Uuid, String)> = read!(self, |conn| {
-            let mut query = sqlx::QueryBuilder::new("SELECT id, name FROM agent WHERE id IN (");
-            let mut list = query.separated(", ");
-            for id in &unique {
-                list.push_bind(*id);
-            }
-            query.push(")");
-            query.build_query_as().fetch_all(conn).await?
-        });
-        Ok(rows.into_iter().collect())
+        self.labels_by_id("SELECT id, name FROM agent WHERE id IN (", ids).await
     }
 
     /// Ids and names of up to `limit` agents that are not archived, newest first (filter pickers).

@@ -206,6 +206,31 @@ impl Store {
         self.inner.transactions.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// `(id, label)` of the rows with these ids, read by `select` (a `SELECT id, <label> FROM <table> WHERE
+    /// id IN (` prefix): one query over a page's distinct ids, for naming the rows a page refers to.
+    pub(crate) async fn labels_by_id(
+        &self,
+        select: &'static str,
+        ids: &[uuid::Uuid],
+    ) -> Result<std::collections::HashMap<uuid::Uuid, String>> {
+        let mut unique = ids.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        if unique.is_empty() {
+            return Ok(Default::default());
+        }
+        let rows: Vec<(uuid::Uuid, String)> = read!(self, |conn| {
+            let mut query = sqlx::QueryBuilder::new(select);
+            let mut list = query.separated(", ");
+            for id in &unique {
+                list.push_bind(*id);
+            }
+            query.push(")");
+            query.build_query_as().fetch_all(conn).await?
+        });
+        Ok(rows.into_iter().collect())
+    }
+
     /// Subscribes to change notifications (see [`crate::notify`]).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Notification> {
         let receiver = self.inner.notifier.subscribe();

@@ -246,22 +246,7 @@ impl Store {
 
     /// Display names of the users a page's rows refer to (one `IN (…)` over those ids).
     pub async fn user_names(&self, ids: &[Uuid]) -> Result<std::collections::HashMap<Uuid, String>> {
-        let mut unique = ids.to_vec();
-        unique.sort_unstable();
-        unique.dedup();
-        if unique.is_empty() {
-            return Ok(Default::default());
-        }
-        let rows: Vec<(Uuid, String)> = read!(self, |conn| {
-            let mut query = sqlx::QueryBuilder::new("SELECT id, display_name FROM user_account WHERE id IN (");
-            let mut list = query.separated(", ");
-            for id in &unique {
-                list.push_bind(*id);
-            }
-            query.push(")");
-            query.build_query_as().fetch_all(conn).await?
-        });
-        Ok(rows.into_iter().collect())
+        self.labels_by_id("SELECT id, display_name FROM user_account WHERE id IN (", ids).await
     }
 
     /// Users newest first (`GET /users`).
