@@ -5,7 +5,7 @@
 //! It keeps an update queue with real `getUpdates` semantics (an `offset` confirms every earlier update;
 //! with nothing pending the call waits up to `timeout` seconds for one), records every call, numbers sent
 //! messages per chat, and can be told to fail the next calls of a method (429 with `retry_after`, 5xx,
-//! or a 400 refusing the HTML markup).
+//! or a 400 refusing the HTML markup), or every call of one until told to recover.
 //!
 //! ```ignore
 //! let telegram = FakeTelegram::start("123:abc").await;
@@ -78,6 +78,8 @@ struct Inner {
     failures: Vec<(String, usize, Failure)>,
     /// Methods whose next call is never answered (the caller's process can die meanwhile).
     holds: Vec<String>,
+    /// `(method, failure)`: every call fails until [`FakeTelegram::recover`].
+    refusals: Vec<(String, Failure)>,
     next_message_id: i64,
 }
 
@@ -176,6 +178,20 @@ impl FakeTelegram {
         self.shared.lock().failures.push((method.to_ascii_lowercase(), successes, failure));
     }
 
+    /// Makes every call of `method` (any case) fail with `failure` until [`FakeTelegram::recover`]: a
+    /// platform that stays down for as long as the test needs, whatever the caller's retry timing.
+    pub fn refuse(&self, method: &str, failure: Failure) {
+        self.shared.lock().refusals.push((method.to_ascii_lowercase(), failure));
+    }
+
+    /// Ends [`FakeTelegram::refuse`] and drops the failures still queued for `method`: its next call succeeds.
+    pub fn recover(&self, method: &str) {
+        let method = method.to_ascii_lowercase();
+        let mut inner = self.shared.lock();
+        inner.refusals.retain(|(name, _)| *name != method);
+        inner.failures.retain(|(name, _, _)| *name != method);
+    }
+
     /// Makes the next call of `method` (any case) hang without an answer, as if the platform accepted
     /// it and the reply never came back; it does not count as delivered.
     pub fn hold_next(&self, method: &str) {
@@ -269,6 +285,9 @@ async fn handle(
             Some(index) => Some(inner.failures.remove(index).2),
             None => None,
         };
+        let failure = failure.or_else(|| {
+            inner.refusals.iter().find(|(name, _)| *name == method).map(|(_, failure)| failure.clone())
+        });
         let hold = inner.holds.iter().position(|name| *name == method).map(|index| inner.holds.remove(index));
         (index, failure, hold.is_some())
     };

@@ -160,6 +160,9 @@ pub struct OverviewPage {
     pub failed_jobs: i64,
     pub recent_jobs: Vec<JobRow>,
     pub live: Option<Live>,
+    /// Every channel with its health in this process; `cortex.js` keeps the health current from
+    /// `GET /channels/stream`.
+    pub channels: Vec<ChannelRow>,
 }
 
 /// The agents list.

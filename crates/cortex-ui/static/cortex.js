@@ -389,8 +389,73 @@
     open();
   }
 
+  // Channel health (`data-channel-health`): the process's `channel.health` stream applied to the page's badges
+  // (`data-channel-state="<id>"`) and last errors (`data-channel-error="<id>"`); each change is also said in the
+  // notice itself (a polite live region, one line, so nothing below moves). On connect the stream sends every
+  // channel's current state (it has no replay), so a reconnect catches up; a dropped stream reconnects after
+  // 1 s, doubling to 30 s. A channel the page does not show (added elsewhere) turns the notice into a reload link.
+  function followChannels(element) {
+    var url = element.getAttribute("data-channel-health");
+    var delay = 1000;
+    var source = null;
+    var added = false;
+    function marked(attribute, id) {
+      return Array.prototype.filter.call(document.querySelectorAll("[" + attribute + "]"), function (node) {
+        return node.getAttribute(attribute) === id;
+      });
+    }
+    function addedElsewhere() {
+      added = true;
+      element.textContent = "A channel was added since this page was loaded. ";
+      var link = document.createElement("a");
+      link.href = window.location.href;
+      link.textContent = "Reload";
+      element.appendChild(link);
+      element.classList.add("stale");
+    }
+    function onHealth(event) {
+      var data;
+      try { data = JSON.parse(event.data); } catch (e) { return; }
+      if (!data.channel_id || !data.state) { return; }
+      var badges = marked("data-channel-state", data.channel_id);
+      if (badges.length === 0) {
+        if (data.state !== "stopped" && !added) { addedElsewhere(); }
+        return;
+      }
+      var error = data.last_error || "";
+      var changed = false;
+      badges.forEach(function (badge) {
+        if (badge.textContent !== data.state) { changed = true; }
+        badge.textContent = data.state;
+        badge.className = "status health s-" + data.state;
+      });
+      marked("data-channel-error", data.channel_id).forEach(function (node) {
+        node.textContent = error || node.getAttribute("data-none") || "";
+        node.title = error;
+        node.classList.toggle("error", error !== "");
+      });
+      if (changed && !added) {
+        element.textContent = (badges[0].getAttribute("data-channel-name") || "A channel") + " is " +
+          data.state.replace(/_/g, " ") + (error ? ": " + error : "");
+      }
+    }
+    function open() {
+      source = new EventSource(url);
+      source.addEventListener("channel.health", onHealth);
+      source.onopen = function () { delay = 1000; element.classList.remove("offline"); };
+      source.onerror = function () {
+        source.close();
+        element.classList.add("offline");
+        window.setTimeout(open, delay);
+        delay = Math.min(delay * 2, 30000);
+      };
+    }
+    open();
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("[data-live]").forEach(followLive);
     document.querySelectorAll("[data-agent-stream]").forEach(followAgent);
+    document.querySelectorAll("[data-channel-health]").forEach(followChannels);
   });
 })();

@@ -249,6 +249,14 @@ fn channel_row(
     }
 }
 
+/// Every channel as a row, newest first, with its health in this process (the channels list and the
+/// overview); a default agent missing from `names` shows as its id.
+pub(super) async fn channel_rows(state: &AppState, names: &HashMap<Uuid, String>) -> Result<Vec<ChannelRow>, PageError> {
+    let mut list = state.store.channels().await?;
+    list.reverse();
+    Ok(list.iter().map(|channel| channel_row(state, channel, names)).collect())
+}
+
 async fn channels(
     State(state): State<AppState>,
     principal: Principal,
@@ -256,11 +264,9 @@ async fn channels(
 ) -> PageResult {
     let agents = agent_names(&state).await?;
     let names = agents.iter().map(|agent| (agent.id, agent.name.clone())).collect();
-    let mut list = state.store.channels().await?;
-    list.reverse();
     render(&ChannelsPage {
         chrome: chrome(&principal, session.as_deref(), "Channels", "channels"),
-        rows: list.iter().map(|channel| channel_row(&state, channel, &names)).collect(),
+        rows: channel_rows(&state, &names).await?,
         agents: agent_options(agents.iter().map(|agent| (agent.id, agent.name.as_str())), None),
     })
 }

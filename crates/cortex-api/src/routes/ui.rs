@@ -465,6 +465,7 @@ async fn overview(
         failed_jobs: count(JobStatus::Failed) + count(JobStatus::DeadLetter) + count(JobStatus::TimedOut),
         recent_jobs: recent.items.iter().map(|job| job_row(job, &names)).collect(),
         live: Some(jobs_live(seen)),
+        channels: super::screens::channel_rows(&state, &HashMap::new()).await?,
     })
 }
 

@@ -1,15 +1,18 @@
 //! Channel health against the in-process fake Bot API (SPEC §8.9): the platform going dark turns the
 //! channel unhealthy (and `/readyz` degraded, still 200); once the platform is back the channel
 //! receives again without a restart. The periodic identity probe (`getMe`) reports a platform that
-//! refuses it even while polling works. Every change of state is streamed as `channel.health`.
+//! refuses it even while polling works. Every change of state is streamed as `channel.health`, and the
+//! dashboard's channel screens carry what `cortex.js` needs to follow that stream.
 
 use std::time::Duration;
 
 use cortex_testkit::fake_telegram::{Failure, FakeTelegram};
-use cortex_testkit::{Engine, TestStore};
+use cortex_core::role::Role;
+use cortex_testkit::{Engine, TestStore, both_engines};
 use serde_json::{Value, json};
 
 use crate::app::TestApp;
+use crate::dashboard::{login, user};
 
 const TOKEN: &str = "5151:health-token";
 
@@ -131,3 +134,46 @@ async fn health_changes_are_streamed_as_channel_health_events() {
     assert_eq!(deleted.status(), 204);
     stream.wait_for(&id, "stopped").await;
 }
+
+/// The element `cortex.js` turns into a live channel-health notice.
+const STREAM_HOOK: &str = r#"aria-live="polite" data-channel-health="/channels/stream""#;
+
+both_engines!(channel_screens_carry_the_live_health_hooks_for_a_viewer, |t: TestStore| async move {
+    let telegram = FakeTelegram::start(TOKEN).await;
+    let app = TestApp::spawn(t).await;
+    user(&app, "viewer@example.com", Role::Viewer).await;
+    let viewer = login(&app, "viewer@example.com").await;
+    let page = async |path: &str| {
+        let response = viewer.get(&app, path).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        response.text().await.unwrap()
+    };
+
+    // No channel yet: the overview says so, and still follows the stream (to tell of one added elsewhere).
+    let overview = page("/ui/").await;
+    assert!(overview.contains("No chat channels yet") && overview.contains(STREAM_HOOK), "{overview}");
+
+    let config = json!({"bot_token": TOKEN, "api_base": telegram.api_base(), "poll_timeout_seconds": 1});
+    let created =
+        app.post("/channels", &app.admin, json!({"type": "telegram", "name": "watched-bot", "config": config})).await;
+    assert_eq!(created.status(), 201);
+    let id = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+
+    // Overview, list and detail: the badge and the last error are marked with the channel's id, next to the
+    // stream's notice; the badge says its state in words.
+    for path in ["/ui/".to_owned(), "/ui/channels".to_owned(), format!("/ui/channels/{id}")] {
+        let html = page(&path).await;
+        assert!(html.contains(STREAM_HOOK), "{path}: no live notice: {html}");
+        let badge = format!(r#"data-channel-state="{id}" data-channel-name="watched-bot">"#);
+        let start = html.find(&badge).unwrap_or_else(|| panic!("{path}: no badge for {id}: {html}"));
+        let state = &html[start + badge.len()..];
+        let state = &state[..state.find('<').unwrap()];
+        assert!(["starting", "healthy"].contains(&state), "{path}: the badge says {state:?}");
+        assert!(html.contains(&format!(r#"data-channel-error="{id}""#)), "{path}: no last-error hook: {html}");
+    }
+
+    // The stream the hooks name answers the viewer's session cookie (what the page's script sends).
+    let stream = viewer.get(&app, "/channels/stream").send().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+});

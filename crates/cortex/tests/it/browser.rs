@@ -4,8 +4,11 @@
 //! users and roles, an agent's live output (a chat and a quarantine seen as they happen, steering, release),
 //! sessions and cost tabs (filled and empty), dark theme and phone width, logging out, and signing in
 //! through a real OpenID Connect provider (npm `oidc-provider`: its own login and consent forms), after
-//! which that viewer sees no agent controls and a crafted kill is refused. Every screen it passes (empty states
-//! too) is written as a PNG to `target/ui-screenshots/` (see `docs/DASHBOARD.md`).
+//! which that viewer sees no agent controls and a crafted kill is refused. A second test keeps the overview,
+//! a channel's page and the channels list open while the fake Bot API refuses `getMe` and recovers: the
+//! health badge, last error and live notice follow `GET /channels/stream` without a reload or a layout
+//! shift. Every screen it passes (empty states too) is written as a PNG to `target/ui-screenshots/` (see
+//! `docs/DASHBOARD.md`).
 //!
 //! Accessibility: every screen is checked for labelled fields, one `h1` and WCAG AA text contrast (computed
 //! styles, light and dark themes); the login form, the new-agent form and an approval are tabbed through
@@ -15,11 +18,11 @@
 
 use cortex_testkit::browser::{Browser, Page, skip_browser};
 use cortex_testkit::fake_llm::{FakeLlm, Gate, Reply, When};
-use cortex_testkit::fake_telegram::FakeTelegram;
+use cortex_testkit::fake_telegram::{Failure, FakeTelegram};
 use cortex_testkit::oidc_provider::RealOidcProvider;
 use serde_json::json;
 
-use crate::e2e::{KEY, env, start};
+use crate::e2e::{KEY, api, env, start};
 
 const EMAIL: &str = "ada@example.test";
 const PASSWORD: &str = "correct horse battery staple";
@@ -661,6 +664,110 @@ async fn an_operator_works_through_every_screen_in_a_browser() {
             || problem.ends_with("https://fonts.googleapis.com/css?family=Roboto:400,100")
     };
     let problems: Vec<String> = browser.problems().into_iter().filter(|problem| !expected(problem)).collect();
+    assert!(problems.is_empty(), "the pages reported errors: {problems:#?}");
+    drop(server);
+}
+
+/// Where the channel's badge, its row or heading and the live notice are on the page: equal before and
+/// after a live update means the update moved nothing.
+fn channel_layout(id: &str) -> String {
+    format!(
+        "(() => {{ const badge = document.querySelector('[data-channel-state=\"{id}\"]');
+           const at = (e) => {{ const b = e.getBoundingClientRect(); return [b.x, b.y, b.width, b.height]; }};
+           return [at(badge), at(badge.closest('table, h1')), at(document.querySelector('.channel-live')),
+                   document.documentElement.scrollHeight]; }})()"
+    )
+}
+
+/// Waits until the open page shows the channel `state` (and, if given, a last error containing `error`),
+/// then checks it is the same document (no reload) and nothing moved.
+async fn wait_channel_state(page: &Page<'_>, id: &str, state: &str, error: Option<&str>, layout: &serde_json::Value) {
+    let badge = format!("document.querySelector('[data-channel-state=\"{id}\"]')");
+    let reason = format!("document.querySelector('[data-channel-error=\"{id}\"]')");
+    let error_check = error.map(|text| format!(" && {reason}.textContent.includes({text:?})")).unwrap_or_default();
+    page.wait_for(
+        &format!("{badge}.textContent === {state:?} && {badge}.classList.contains('s-{state}'){error_check}"),
+        &format!("the badge to turn {state} without a reload"),
+    )
+    .await;
+    assert_eq!(page.eval("document.body.dataset.sameDocument").await, json!("yes"), "the page was not reloaded");
+    assert_eq!(&page.eval(&channel_layout(id)).await, layout, "a live update moved the page");
+}
+
+/// Marks the open document (a reload would lose the mark) and returns where the channel's parts are.
+async fn mark_page(page: &Page<'_>, id: &str) -> serde_json::Value {
+    page.eval("document.body.dataset.sameDocument = 'yes'").await;
+    page.eval(&channel_layout(id)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_health_changes_reach_open_pages_without_a_reload() {
+    if skip_browser() {
+        eprintln!("CORTEX_TEST_SKIP_BROWSER=1: browser test skipped");
+        return;
+    }
+    let llm = FakeLlm::start().await;
+    let telegram = FakeTelegram::start(TELEGRAM_TOKEN).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &env(&llm));
+    let base = server.url.clone();
+    let user = json!({"email": EMAIL, "role": "admin", "display_name": "Ada", "password": PASSWORD});
+    api(reqwest::Method::POST, format!("{base}/users"), Some(user)).await;
+    let config = json!({"bot_token": TELEGRAM_TOKEN, "api_base": telegram.api_base(), "poll_timeout_seconds": 1});
+    let channel = json!({"type": "telegram", "name": "support-bot", "config": config});
+    let channel = api(reqwest::Method::POST, format!("{base}/channels"), Some(channel)).await;
+    let id = channel["id"].as_str().expect("the channel's id").to_owned();
+
+    let browser = Browser::launch().await;
+    let page = browser.page(DESKTOP.0, DESKTOP.1).await;
+    page.color_scheme("light").await;
+    sign_in(&page, &base, PASSWORD).await;
+    page.wait_for_path("/ui/").await;
+
+    // The overview stays open while Telegram refuses the identity call, then answers it again: the badge
+    // turns unhealthy with the reason, then healthy (the probe runs every 15 s), in the same document.
+    let layout = mark_page(&page, &id).await;
+    wait_channel_state(&page, &id, "healthy", None, &layout).await;
+    telegram.refuse("getMe", Failure::server_error());
+    wait_channel_state(&page, &id, "unhealthy", Some("health probe failed"), &layout).await;
+    let notice = page.text(".channel-live").await;
+    assert!(notice.starts_with("support-bot is unhealthy: health probe failed"), "the live region says it: {notice}");
+    shot(&page, "54-overview-channel-unhealthy").await;
+    telegram.recover("getMe");
+    wait_channel_state(&page, &id, "healthy", None, &layout).await;
+    assert!(page.text(".channel-live").await.starts_with("support-bot is healthy"));
+    shot(&page, "55-overview-channel-healthy-again").await;
+
+    // The channel's own page: the badge and the full last error change in place.
+    page.goto(&format!("{base}/ui/channels/{id}")).await;
+    let layout = mark_page(&page, &id).await;
+    wait_channel_state(&page, &id, "healthy", None, &layout).await;
+    telegram.refuse("getMe", Failure::server_error());
+    wait_channel_state(&page, &id, "unhealthy", Some("health probe failed"), &layout).await;
+    shot(&page, "56-channel-detail-unhealthy").await;
+
+    // The channels list, loaded while the platform is still down, turns healthy once it is back.
+    page.goto(&format!("{base}/ui/channels")).await;
+    let rendered = page.text(&format!("[data-channel-state=\"{id}\"]")).await;
+    assert_eq!(rendered, "unhealthy", "rendered as it is at load");
+    let layout = mark_page(&page, &id).await;
+    telegram.recover("getMe");
+    wait_channel_state(&page, &id, "healthy", None, &layout).await;
+    shot(&page, "57-channels-healthy-again").await;
+
+    // A bot added elsewhere (the API) is not on this page: the notice offers a reload instead.
+    let other = FakeTelegram::start("654321:second-bot").await;
+    let config = json!({"bot_token": "654321:second-bot", "api_base": other.api_base(), "poll_timeout_seconds": 1});
+    let second = json!({"type": "telegram", "name": "second-bot", "config": config});
+    api(reqwest::Method::POST, format!("{base}/channels"), Some(second)).await;
+    page.wait_for(
+        "document.querySelector('.channel-live.stale a') && document.querySelector('.channel-live').textContent.includes('A channel was added')",
+        "the note that a channel was added elsewhere",
+    )
+    .await;
+    shot(&page, "58-channels-added-elsewhere").await;
+
+    let problems = browser.problems();
     assert!(problems.is_empty(), "the pages reported errors: {problems:#?}");
     drop(server);
 }
