@@ -285,9 +285,8 @@ async fn handle(
             Some(index) => Some(inner.failures.remove(index).2),
             None => None,
         };
-        let failure = failure.or_else(|| {
-            inner.refusals.iter().find(|(name, _)| *name == method).map(|(_, failure)| failure.clone())
-        });
+        let failure = failure
+            .or_else(|| inner.refusals.iter().find(|(name, _)| *name == method).map(|(_, failure)| failure.clone()));
         let hold = inner.holds.iter().position(|name| *name == method).map(|index| inner.holds.remove(index));
         (index, failure, hold.is_some())
     };

@@ -251,7 +251,10 @@ fn channel_row(
 
 /// Every channel as a row, newest first, with its health in this process (the channels list and the
 /// overview); a default agent missing from `names` shows as its id.
-pub(super) async fn channel_rows(state: &AppState, names: &HashMap<Uuid, String>) -> Result<Vec<ChannelRow>, PageError> {
+pub(super) async fn channel_rows(
+    state: &AppState,
+    names: &HashMap<Uuid, String>,
+) -> Result<Vec<ChannelRow>, PageError> {
     let mut list = state.store.channels().await?;
     list.reverse();
     Ok(list.iter().map(|channel| channel_row(state, channel, names)).collect())

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use cortex_testkit::fake_telegram::{Failure, FakeTelegram};
 use cortex_core::role::Role;
+use cortex_testkit::fake_telegram::{Failure, FakeTelegram};
 use cortex_testkit::{Engine, TestStore, both_engines};
 use serde_json::{Value, json};
 
