@@ -619,7 +619,8 @@ mod tests {
         let planes = slot * arena.stride..(slot + 1) * arena.stride;
         (0..arena.dim)
             .map(|dim| {
-                let (high, low) = (simd::nibble(&arena.high[planes.clone()], dim), simd::nibble(&arena.low[planes.clone()], dim));
+                let (high, low) =
+                    (simd::nibble(&arena.high[planes.clone()], dim), simd::nibble(&arena.low[planes.clone()], dim));
                 (16 * (i32::from(high) - 8) + i32::from(low)) as i8
             })
             .collect()
@@ -696,7 +697,8 @@ mod tests {
         let mut coarse: Vec<(f32, u32)> = (0..arena.ids.len())
             .map(|slot| {
                 let codes = codes_of(&arena, slot);
-                let high: i32 = codes.iter().zip(&query.codes).map(|(c, q)| ((i32::from(*c) >> 4) + 8) * i32::from(*q)).sum();
+                let high: i32 =
+                    codes.iter().zip(&query.codes).map(|(c, q)| ((i32::from(*c) >> 4) + 8) * i32::from(*q)).sum();
                 ((16.0 * high as f32 - 120.5 * query.sum as f32) * arena.scales[slot], slot as u32)
             })
             .collect();

@@ -70,8 +70,8 @@ fn scalar_dots(planes: &[u8], query: &[i8], out: &mut [i32]) {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::{
-        __m256i, _mm_add_epi32, _mm_cvtsi128_si32, _mm_shuffle_epi32, _mm256_add_epi16, _mm256_add_epi32, _mm256_and_si256,
-        _mm256_castsi256_si128, _mm256_extracti128_si256, _mm256_loadu_si256, _mm256_madd_epi16,
+        __m256i, _mm_add_epi32, _mm_cvtsi128_si32, _mm_shuffle_epi32, _mm256_add_epi16, _mm256_add_epi32,
+        _mm256_and_si256, _mm256_castsi256_si128, _mm256_extracti128_si256, _mm256_loadu_si256, _mm256_madd_epi16,
         _mm256_maddubs_epi16, _mm256_set1_epi8, _mm256_set1_epi16, _mm256_setzero_si256, _mm256_srli_epi16,
     };
 
@@ -166,7 +166,10 @@ mod tests {
             vectors.push((vec![15; dim], vec![-127; dim]));
             vectors.push((vec![0; dim], vec![-127; dim]));
             vectors.push(((0..dim).map(|d| if d % 2 == 0 { 15 } else { 0 }).collect(), vec![127; dim]));
-            vectors.push(((0..dim).map(|d| (d % 2 * 15) as u8).collect(), (0..dim).map(|d| if d % 3 == 0 { -127 } else { 127 }).collect()));
+            vectors.push((
+                (0..dim).map(|d| (d % 2 * 15) as u8).collect(),
+                (0..dim).map(|d| if d % 3 == 0 { -127 } else { 127 }).collect(),
+            ));
             for (nibbles, query) in &vectors {
                 let mut plane = vec![0; plane_len(dim)];
                 pack(nibbles, &mut plane);
