@@ -16,8 +16,10 @@
 //!   detection, `Memory::sync_markdown`; `markdown_watch.rs`: startup sync and the file watcher (2 s debounce,
 //!   under a lease on PostgreSQL).
 //! - [`index`]: the [`VectorIndex`] trait and the backend choice (`CORTEX_VECTOR_BACKEND`, [`open_index`]);
-//!   `embedded.rs`: the embedded backend (int8-quantised in-memory scan with exact re-rank, persisted per
-//!   agent in `memory_vector_index`); [`qdrant`]: Qdrant over REST, one collection per agent;
+//!   `embedded.rs`: the embedded backend (int8-quantised in-memory index split in two 4-bit planes: a scan of
+//!   the high nibbles, int8 re-scoring of the best, exact re-rank; persisted per agent in
+//!   `memory_vector_index`); `simd.rs`: its dot-product kernel (AVX2 with a scalar fallback — the crate's
+//!   only `unsafe`); [`qdrant`]: Qdrant over REST, one collection per agent;
 //!   [`pgvector`]: the PostgreSQL backend (HNSW cosine inside the database, over `cortex-store`'s
 //!   `memory_vector` copy, synced per agent before a search when the agent changed).
 //!
@@ -44,6 +46,7 @@ pub mod pgvector;
 pub mod qdrant;
 pub mod scoring;
 mod service;
+mod simd;
 
 pub use embed::{ApiEmbedder, EmbedError, Embedder, EmbeddingKey, EmbeddingsConfig, EmbeddingsMode, ManagedKey};
 pub use error::MemoryError;

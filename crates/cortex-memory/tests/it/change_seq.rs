@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use cortex_core::memory::MemorySource;
 use cortex_memory::{EmbeddedIndex, IndexReads, Memory, Remember, SearchQuery};
+use cortex_store::memory::IndexSnapshot;
 use cortex_store::{Notification, Store};
 use cortex_testkit::fake_embeddings::FakeEmbeddings;
 use cortex_testkit::{TestStore, both_engines};
@@ -118,4 +119,33 @@ both_engines!(a_restart_with_no_changes_reads_the_blob_and_the_sequence_only, |t
     restarted.remember(Remember::new(agent, "The ferry café sells pastries.", MemorySource::Api)).await.unwrap();
     restarted.search(agent, &query("ferry pastries")).await.unwrap();
     assert_eq!(index.reads(), IndexReads { snapshots: 1, sequence_checks: 2, change_rows: 1 });
+});
+
+both_engines!(a_blob_of_the_previous_format_is_rebuilt_from_the_rows, |t: TestStore| async move {
+    let embeddings = FakeEmbeddings::start().await;
+    let (memory, index) = embedded(&t.store, &embeddings);
+    let agent = t.agent("Upgraded").await;
+    for text in ["The lighthouse keeper is Ines.", "The lighthouse lamp turns twice a minute."] {
+        memory.remember(Remember::new(agent, text, MemorySource::Api)).await.unwrap();
+    }
+    // What the previous release persisted (format `CXVIDX01`: int8 codes in one array), here an empty
+    // index claiming to cover every write: read as current, it would hide both records from the vectors.
+    let mut old = b"CXVIDX01".to_vec();
+    old.extend_from_slice(&[0; 8]);
+    let snapshot = IndexSnapshot {
+        model: memory.embedding_model().unwrap().to_owned(),
+        through_seq: t.store.memory_change_seq(agent).await.unwrap(),
+        data: old,
+    };
+    let mut tx = t.store.begin().await.unwrap();
+    tx.save_memory_index(agent, &snapshot).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let found = memory.search(agent, &query("Who keeps the lighthouse?")).await.unwrap();
+    assert_eq!(found.mode, cortex_memory::SearchMode::Hybrid);
+    assert_eq!(found.items.len(), 2);
+    assert_eq!(index.reads().snapshots, 1, "the old blob was read …");
+    assert_eq!(index.reads().change_rows, 2, "… and the arena rebuilt from every row");
+    let saved = t.store.memory_index_snapshot(agent).await.unwrap().unwrap();
+    assert!(saved.data.starts_with(b"CXVIDX02"), "persisted again in the current format");
 });

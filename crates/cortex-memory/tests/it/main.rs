@@ -25,6 +25,7 @@ macro_rules! each_backend {
 mod change_seq;
 mod extract;
 mod isolation;
+mod keyword;
 #[cfg(feature = "local-embeddings")]
 mod local_embed;
 mod markdown;
