@@ -22,6 +22,7 @@ mod rows;
 pub mod agents;
 pub mod approvals;
 pub mod audit;
+pub mod health;
 pub mod budgets;
 pub mod channel_access;
 pub mod channels;

@@ -5,6 +5,7 @@ mod approvals;
 mod arguments;
 mod bench;
 mod builtins;
+mod breaker;
 mod chat;
 mod delegation;
 mod failover;
