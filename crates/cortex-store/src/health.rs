@@ -1,6 +1,7 @@
 //! Reads behind an agent's health (SPEC §5.7): for the automatic agent breaker, the agent's health under its
 //! row lock and the run of consecutive counting failures among its newest finished jobs since
-//! `health_reset_at`; for `GET /agents/{id}/health`, that count and the agent's activity.
+//! `health_reset_at`; for `GET /agents/{id}/health`, that count and the agent's activity; for `/metrics`, the
+//! quarantined agents.
 //!
 //! The job engine decides the trip (policy); these reads make the decision race-free: the engine locks the
 //! agent row first (PostgreSQL `FOR NO KEY UPDATE`, which two breaker decisions conflict on but foreign-key
@@ -66,6 +67,16 @@ impl Store {
             .await?
         });
         Ok(AgentActivity { running_jobs, last_job_at: opt_time(last_job_at) })
+    }
+
+    /// Slugs of the quarantined agents, for the gauge `cortex_agent_quarantined{agent}` (agents are few: no
+    /// index).
+    pub async fn quarantined_agents(&self) -> Result<Vec<String>> {
+        Ok(read!(self, |conn| {
+            sqlx::query_scalar("SELECT slug FROM agent WHERE health_state = 'quarantined' ORDER BY slug")
+                .fetch_all(conn)
+                .await?
+        }))
     }
 
     /// Consecutive counting failures of the agent since `since`, at most `limit` (for `GET /agents/{id}/health`).

@@ -1,6 +1,7 @@
 //! `GET /agents/{id}/health` (SPEC §5.7) [viewer]: status, health state (quarantine as stored, `degraded`
 //! derived from an MCP server in `error`), the breaker's count, the model candidates' breakers, the MCP
-//! servers of the agent's enabled tools, the browser, running jobs, the newest job and today's usage.
+//! servers of the agent's enabled tools, the browser, running jobs, the newest job and today's usage; and the
+//! gauge `cortex_agent_quarantined{agent}`.
 
 use chrono::SecondsFormat;
 use cortex_core::clock::Clock as _;
@@ -97,4 +98,16 @@ both_engines!(health_reports_breaker_providers_mcp_and_activity, |t: TestStore| 
     assert_eq!(quarantine.status(), 200);
     let held: Value = app.get(&format!("/agents/{id}/health"), &viewer).await.json().await.unwrap();
     assert_eq!((held["health_state"].as_str(), held["reason"].as_str()), (Some("quarantined"), Some("odd")));
+
+    // `/metrics` recounts at most once a second (by the store's clock).
+    let gauge = |text: &str| {
+        text.lines().find(|line| line.starts_with("cortex_agent_quarantined{agent=\"checked\"}")).map(str::to_owned)
+    };
+    app.test.clock.advance(chrono::Duration::seconds(2));
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(gauge(&metrics).as_deref(), Some("cortex_agent_quarantined{agent=\"checked\"} 1"), "{metrics}");
+    assert_eq!(app.post(&format!("/agents/{id}/release"), &operator, json!({})).await.status(), 200);
+    app.test.clock.advance(chrono::Duration::seconds(2));
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(gauge(&metrics).as_deref(), Some("cortex_agent_quarantined{agent=\"checked\"} 0"), "released");
 });
