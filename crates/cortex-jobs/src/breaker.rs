@@ -34,12 +34,7 @@ pub enum AutoQuarantine {
 
 /// Counts the final failure of `job` (already recorded in `tx`) toward its agent's breaker and trips it
 /// when this failure makes [`BREAKER_THRESHOLD`] in a row.
-pub(crate) async fn count_final_failure(
-    tx: &mut Tx,
-    job: &Job,
-    error: &JobError,
-    auto: AutoQuarantine,
-) -> Result<()> {
+pub(crate) async fn count_final_failure(tx: &mut Tx, job: &Job, error: &JobError, auto: AutoQuarantine) -> Result<()> {
     if auto == AutoQuarantine::Off || !error.class.counts_toward_agent_breaker() {
         return Ok(());
     }
@@ -52,10 +47,8 @@ pub(crate) async fn count_final_failure(
         return Ok(());
     }
     let message: String = error.message.chars().take(MESSAGE_MAX).collect();
-    let reason = format!(
-        "agent breaker: {failures} consecutive failed jobs; last {}/{}: {message}",
-        error.class, error.code
-    );
+    let reason =
+        format!("agent breaker: {failures} consecutive failed jobs; last {}/{}: {message}", error.class, error.code);
     tx.set_agent_health(job.agent_id, HealthState::Quarantined, Some(&reason), None).await?;
     let error_json = json!({"class": error.class, "code": error.code, "message": message});
     tx.audit(NewAudit {

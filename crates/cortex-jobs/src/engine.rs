@@ -658,7 +658,10 @@ async fn reaper_loop(inner: Arc<Inner>, stop: CancellationToken) {
         } else {
             true
         };
-        if on_duty && let Err(err) = reap_once(&inner.store, inner.config.worker_dead_after, inner.config.auto_quarantine).await {
+        if on_duty
+            && let Err(err) =
+                reap_once(&inner.store, inner.config.worker_dead_after, inner.config.auto_quarantine).await
+        {
             tracing::warn!(error = %err, "reaper pass failed");
         }
     }

@@ -14,9 +14,9 @@ use cortex_core::agent::{AgentStatus, BREAKER_THRESHOLD, HealthState};
 use cortex_core::breaker::BreakerState;
 use cortex_core::event::{Actor, EventType};
 use cortex_core::job::JobStatus;
+use cortex_store::StoreError;
 use cortex_store::agents::Agent;
 use cortex_store::events::NewEvent;
-use cortex_store::StoreError;
 use cortex_store::jobs::JobFilter;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -206,14 +206,18 @@ async fn health(State(state): State<AppState>, Path(id): Path<String>) -> ApiRes
         .await?
         .iter()
         .filter(|policy| policy.enabled)
-        .filter_map(|policy| cortex_core::tool_ref::parse_mcp_ref(&policy.tool_ref).map(|(server, _)| server.to_owned()))
+        .filter_map(|policy| {
+            cortex_core::tool_ref::parse_mcp_ref(&policy.tool_ref).map(|(server, _)| server.to_owned())
+        })
         .collect();
     slugs.sort_unstable();
     slugs.dedup();
     let mut mcp = Vec::with_capacity(slugs.len());
     for slug in slugs {
         match state.store.get_mcp_server(&slug).await {
-            Ok(server) => mcp.push(McpHealth { server: server.slug, status: server.status, last_error: server.last_error }),
+            Ok(server) => {
+                mcp.push(McpHealth { server: server.slug, status: server.status, last_error: server.last_error })
+            }
             Err(StoreError::NotFound { .. }) => {}
             Err(err) => return Err(err.into()),
         }
@@ -253,13 +257,13 @@ fn derived_health(agent: &Agent, providers: &[ProviderHealth], mcp: &[McpHealth]
         .iter()
         .filter(|provider| provider.breaker_state != BreakerState::Closed)
         .map(|provider| format!("provider {}/{} breaker {}", provider.provider, provider.model, provider.breaker_state))
-        .chain(mcp.iter().filter(|server| server.status == "error").map(|server| format!("MCP server {} in error", server.server)))
+        .chain(
+            mcp.iter()
+                .filter(|server| server.status == "error")
+                .map(|server| format!("MCP server {} in error", server.server)),
+        )
         .collect();
-    if problems.is_empty() {
-        (agent.health_state, None)
-    } else {
-        (HealthState::Degraded, Some(problems.join("; ")))
-    }
+    if problems.is_empty() { (agent.health_state, None) } else { (HealthState::Degraded, Some(problems.join("; "))) }
 }
 
 /// Quarantine an agent: its queued jobs wait and no new job of it is claimed until it is released.

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use chrono::Duration;
-use cortex_core::clock::Clock as _;
 use cortex_core::agent::{ApprovalTarget, HealthState};
+use cortex_core::clock::Clock as _;
 use cortex_core::event::EventType;
 use cortex_core::job::{ErrorClass, JobError, JobKind, JobStatus};
 use cortex_jobs::{AutoQuarantine, EngineConfig, JobEngine};

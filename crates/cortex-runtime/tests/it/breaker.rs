@@ -29,7 +29,11 @@ both_engines!(failing_model_calls_trip_the_breaker_and_missing_credentials_do_no
 
     for round in 1..=3 {
         for agent in [failing.id, unconfigured.id] {
-            let job = insert_job(&store, &cortex_store::jobs::NewJob { max_attempts: 1, ..task_job(agent, json!({"prompt": "hi"})) }).await;
+            let job = insert_job(
+                &store,
+                &cortex_store::jobs::NewJob { max_attempts: 1, ..task_job(agent, json!({"prompt": "hi"})) },
+            )
+            .await;
             assert_eq!(engine.run_one().await.unwrap(), Some(job.id), "round {round}");
             let ended = store.get_job(job.id).await.unwrap();
             let error = ended.error.unwrap();

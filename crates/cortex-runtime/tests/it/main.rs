@@ -4,8 +4,8 @@
 mod approvals;
 mod arguments;
 mod bench;
-mod builtins;
 mod breaker;
+mod builtins;
 mod chat;
 mod delegation;
 mod failover;
