@@ -99,6 +99,7 @@ pub struct AgentBreakerView {
     pub threshold: u32,
 }
 
+/// One model candidate of the agent and its provider breaker in this process.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProviderHealth {
     pub provider: String,
@@ -106,6 +107,7 @@ pub struct ProviderHealth {
     pub breaker_state: BreakerState,
 }
 
+/// An MCP server the agent's enabled tools come from.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct McpHealth {
     pub server: String,
@@ -121,6 +123,7 @@ pub struct BrowserHealth {
     pub state: String,
 }
 
+/// What the agent's jobs created today (UTC) spent.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UsageToday {
     pub tokens: i64,
