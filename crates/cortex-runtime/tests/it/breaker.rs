@@ -56,7 +56,9 @@ both_engines!(failing_model_calls_trip_the_breaker_and_missing_credentials_do_no
         .unwrap()
         .into_iter()
         // Provider breakers' transitions share the type; the agent breaker's trip carries the count.
-        .filter(|event| event.event_type == EventType::BreakerTrip && event.payload.get("consecutive_failures").is_some())
+        .filter(|event| {
+            event.event_type == EventType::BreakerTrip && event.payload.get("consecutive_failures").is_some()
+        })
         .collect();
     assert_eq!(trips.len(), 1);
     assert_eq!(
