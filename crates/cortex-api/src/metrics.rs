@@ -24,12 +24,14 @@ pub fn handle() -> PrometheusHandle {
         .clone()
 }
 
-/// Gauges read from the database (jobs per state, pending approvals). `/metrics` is open without
-/// credentials, so however often it is scraped they are recounted at most once per [`REFRESH_EVERY`]
-/// (by the store's clock); scrapes in between show the last counts.
+/// Gauges read from the database (jobs per state, pending approvals, quarantined agents). `/metrics` is
+/// open without credentials, so however often it is scraped they are recounted at most once per
+/// [`REFRESH_EVERY`] (by the store's clock); scrapes in between show the last counts.
 #[derive(Debug, Default)]
 pub struct StateGauges {
     refreshed_at: tokio::sync::Mutex<Option<Timestamp>>,
+    /// Agents last shown as quarantined: a released one is set back to 0, not left at 1.
+    quarantined: std::sync::Mutex<Vec<String>>,
 }
 
 /// Shortest time between two recounts.
@@ -57,6 +59,20 @@ impl StateGauges {
         match store.count_pending_approvals().await {
             Ok(pending) => metrics::gauge!("cortex_approvals_pending").set(pending as f64),
             Err(err) => tracing::warn!(error = %err, "cannot count pending approvals for /metrics"),
+        }
+        match store.quarantined_agents().await {
+            Ok(now_quarantined) => {
+                if let Ok(mut shown) = self.quarantined.lock() {
+                    for agent in shown.iter().filter(|agent| !now_quarantined.contains(agent)) {
+                        metrics::gauge!("cortex_agent_quarantined", "agent" => agent.clone()).set(0.0);
+                    }
+                    for agent in &now_quarantined {
+                        metrics::gauge!("cortex_agent_quarantined", "agent" => agent.clone()).set(1.0);
+                    }
+                    *shown = now_quarantined;
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot list quarantined agents for /metrics"),
         }
         true
     }

@@ -23,6 +23,9 @@ crate::string_enum! {
     }
 }
 
+/// Consecutive counting job failures that quarantine an agent (SPEC §5.7 agent breaker).
+pub const BREAKER_THRESHOLD: u32 = 3;
+
 crate::string_enum! {
     /// Who may talk to an agent through chat channels (SPEC §8.8).
     pub enum AccessMode {

@@ -102,6 +102,13 @@ impl ErrorClass {
     pub fn is_retryable(self) -> bool {
         !matches!(self, Self::Permanent)
     }
+
+    /// Whether a job's final failure of this class counts toward its agent's breaker (SPEC §5.7):
+    /// `transient`, `timeout`, `resource` and `unknown` do; `permanent` ones are configuration errors
+    /// (`no_credential`, `context_budget_exceeded`, budgets, cancellation) that quarantine would not fix.
+    pub fn counts_toward_agent_breaker(self) -> bool {
+        !matches!(self, Self::Permanent)
+    }
 }
 
 /// A classified failure as stored on the job and shown by the API.

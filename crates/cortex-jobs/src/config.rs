@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::breaker::AutoQuarantine;
+
 /// How a worker process behaves.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -21,8 +23,9 @@ pub struct EngineConfig {
     pub cancel_recheck: Duration,
     /// Total time allowed for a graceful shutdown (`CORTEX_SHUTDOWN_GRACE_SECONDS`, 60 s).
     pub shutdown_grace: Duration,
-    /// Claim jobs of quarantined agents (`CORTEX_DISABLE_QUARANTINE`).
-    pub ignore_quarantine: bool,
+    /// Whether 3 consecutive failed jobs quarantine an agent (SPEC §5.7; `CORTEX_DISABLE_QUARANTINE`
+    /// turns it off). Jobs of quarantined agents are never claimed either way.
+    pub auto_quarantine: AutoQuarantine,
 }
 
 impl EngineConfig {
@@ -37,7 +40,7 @@ impl EngineConfig {
             reaper_interval: Duration::from_secs(5),
             cancel_recheck: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(60),
-            ignore_quarantine: false,
+            auto_quarantine: AutoQuarantine::On,
         }
     }
 }

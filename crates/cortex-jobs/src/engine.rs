@@ -112,6 +112,9 @@ pub struct JobEngine {
 const REAPER_LEASE: &str = "reaper";
 /// Longest pause between retries against an unavailable database: a blip must not idle workers for long.
 const MAX_OUTAGE_BACKOFF: Duration = Duration::from_secs(1);
+/// Jobs of quarantined agents are never claimed (SPEC §5.7): `CORTEX_DISABLE_QUARANTINE` turns off only the
+/// automatic breaker ([`EngineConfig::auto_quarantine`]), a manual quarantine still holds the agent's jobs.
+const CLAIM_QUARANTINED: bool = false;
 /// Most completions committed in one transaction (bounds its size and the events it emits).
 const MAX_COMPLETION_BATCH: usize = 256;
 
@@ -163,7 +166,7 @@ impl JobEngine {
         let inner = &self.inner;
         let Ok(permit) = inner.slots.clone().try_acquire_owned() else { return Ok(None) };
         let claiming = ClaimInFlight::begin(inner);
-        let claimed = inner.store.claim_batch(inner.worker_id, 1, inner.config.ignore_quarantine).await?;
+        let claimed = inner.store.claim_batch(inner.worker_id, 1, CLAIM_QUARANTINED).await?;
         let Some(job) = claimed.into_iter().next() else { return Ok(None) };
         let job_id = job.id;
         let local = register(inner, job_id);
@@ -216,7 +219,7 @@ impl JobEngine {
                 Err(err) => return Err(err),
             }
         }
-        if let Err(err) = reap_once(store, inner.config.worker_dead_after).await {
+        if let Err(err) = reap_once(store, inner.config.worker_dead_after, inner.config.auto_quarantine).await {
             tracing::warn!(error = %err, "initial reaper pass failed");
         }
 
@@ -297,7 +300,7 @@ async fn claim_loop(inner: Arc<Inner>) {
         }
         let attempted_at = inner.store.clock().now();
         let claiming = ClaimInFlight::begin(&inner);
-        match inner.store.claim_batch(inner.worker_id, permits.len(), inner.config.ignore_quarantine).await {
+        match inner.store.claim_batch(inner.worker_id, permits.len(), CLAIM_QUARANTINED).await {
             Ok(jobs) if !jobs.is_empty() => {
                 error_backoff = Duration::from_millis(100);
                 for (job, permit) in jobs.into_iter().zip(permits) {
@@ -528,7 +531,7 @@ async fn try_record_end(inner: &Inner, job: &Job, ended: &Ended) -> Result<(), S
     if error.code == "cancelled" {
         tx.expire_pending_approvals_of_job(job.id, "job_cancelled").await?;
     }
-    let settled = settle_failure(&mut tx, failed, error).await?;
+    let settled = settle_failure(&mut tx, failed, error, inner.config.auto_quarantine).await?;
     tx.commit().await?;
     tracing::info!(status = %settled.status, code = %error.code, "job attempt failed");
     Ok(())
@@ -655,7 +658,10 @@ async fn reaper_loop(inner: Arc<Inner>, stop: CancellationToken) {
         } else {
             true
         };
-        if on_duty && let Err(err) = reap_once(&inner.store, inner.config.worker_dead_after).await {
+        if on_duty
+            && let Err(err) =
+                reap_once(&inner.store, inner.config.worker_dead_after, inner.config.auto_quarantine).await
+        {
             tracing::warn!(error = %err, "reaper pass failed");
         }
     }
@@ -759,7 +765,7 @@ async fn recover_orphans(inner: &Inner) -> Result<(), StoreError> {
         let mut tx = inner.store.begin().await?;
         match tx.end_attempt(job.id, inner.worker_id, &AttemptEnd::TimedOut { error: error.clone() }).await {
             Ok(timed_out) => {
-                settle_failure(&mut tx, timed_out, &error).await?;
+                settle_failure(&mut tx, timed_out, &error, inner.config.auto_quarantine).await?;
                 tx.commit().await?;
             }
             Err(StoreError::StaleState { .. }) => {}

@@ -10,6 +10,7 @@
 //! Every wait goes through the injected clock, so tests drive time with a manual clock and never sleep.
 
 pub mod approvals;
+mod breaker;
 mod config;
 mod engine;
 mod handler;
@@ -18,6 +19,7 @@ mod reaper;
 pub mod retention;
 mod retry;
 
+pub use breaker::AutoQuarantine;
 pub use config::EngineConfig;
 pub use engine::JobEngine;
 pub use handler::{CheckpointFailure, JobContext, JobHandler, Outcome, ResumePoint};

@@ -6,6 +6,7 @@ use cortex_core::job::{ErrorClass, JobError};
 use cortex_store::jobs::AttemptEnd;
 use cortex_store::{Result, Store, StoreError};
 
+use crate::breaker::AutoQuarantine;
 use crate::retry::settle_failure;
 
 /// Declares workers silent for `dead_after` dead and moves every running job without a live owner to
@@ -13,7 +14,7 @@ use crate::retry::settle_failure;
 /// sessions left with waiting jobs and nothing active, expires overdue approval requests, resumes jobs
 /// whose request was decided and keeps PostgreSQL's statistics of the queue fresh. Returns the number of
 /// recovered jobs.
-pub async fn reap_once(store: &Store, dead_after: Duration) -> Result<usize> {
+pub async fn reap_once(store: &Store, dead_after: Duration, auto: AutoQuarantine) -> Result<usize> {
     let now = store.clock().now();
     let mut tx = store.begin().await?;
     let dead = tx.declare_dead_workers(now - chrono::Duration::from_std(dead_after).unwrap_or_default()).await?;
@@ -35,7 +36,7 @@ pub async fn reap_once(store: &Store, dead_after: Duration) -> Result<usize> {
         let mut tx = store.begin().await?;
         match tx.end_attempt(job.id, owner, &AttemptEnd::TimedOut { error: error.clone() }).await {
             Ok(timed_out) => {
-                let settled = settle_failure(&mut tx, timed_out, &error).await?;
+                let settled = settle_failure(&mut tx, timed_out, &error, auto).await?;
                 tx.commit().await?;
                 recovered += 1;
                 tracing::warn!(job_id = %settled.id, status = %settled.status, "recovered job of a dead worker");

@@ -7,9 +7,12 @@ use cortex_store::jobs::{Job, QueuedChange};
 use cortex_store::{Result, Tx};
 use serde_json::json;
 
+use crate::breaker::{AutoQuarantine, count_final_failure};
+
 /// Applies the retry policy to a job that just entered `failed` or `timed_out`, in the same transaction.
-/// Emits `job.failed` when the failure is final (rest or dead letter).
-pub async fn settle_failure(tx: &mut Tx, job: Job, error: &JobError) -> Result<Job> {
+/// Emits `job.failed` when the failure is final (rest or dead letter), and counts such a failure toward the
+/// agent's breaker (which may quarantine the agent in this transaction).
+pub async fn settle_failure(tx: &mut Tx, job: Job, error: &JobError, auto: AutoQuarantine) -> Result<Job> {
     let decision = decide_retry(error, job.attempt, job.max_attempts, job.timeout_seconds, &mut rand::rng());
     metrics::counter!("cortex_jobs_total", "kind" => job.kind.as_str(), "status" => job.status.as_str()).increment(1);
     let job = match decision {
@@ -24,17 +27,15 @@ pub async fn settle_failure(tx: &mut Tx, job: Job, error: &JobError) -> Result<J
             tx.move_job(job.id, job.status, JobStatus::Retrying, &change).await?
         }
         RetryDecision::DeadLetter => {
-            let job = tx.move_job(job.id, job.status, JobStatus::DeadLetter, &QueuedChange::default()).await?;
-            emit_failed(tx, &job, error);
-            tx.queue_channel_failure(&job, &error.code).await?;
-            job
+            tx.move_job(job.id, job.status, JobStatus::DeadLetter, &QueuedChange::default()).await?
         }
-        RetryDecision::Rest => {
-            emit_failed(tx, &job, error);
-            tx.queue_channel_failure(&job, &error.code).await?;
-            job
-        }
+        RetryDecision::Rest => job,
     };
+    if job.status != JobStatus::Retrying {
+        emit_failed(tx, &job, error);
+        tx.queue_channel_failure(&job, &error.code).await?;
+        count_final_failure(tx, &job, error, auto).await?;
+    }
     Ok(job)
 }
 

@@ -29,6 +29,7 @@ pub mod credentials;
 pub mod delegation;
 pub mod events;
 pub mod extraction;
+pub mod health;
 pub mod jobs;
 pub mod login_providers;
 pub mod logins;

@@ -312,6 +312,11 @@ impl Store {
     }
 }
 
+/// Where a notice to an `approval_notify` chat goes: a group chat, not a reply to anything.
+fn notify_target(chat_id: &str) -> Value {
+    serde_json::json!({"chat": {"chat_id": chat_id, "kind": "group"}, "reply_to": null})
+}
+
 impl Tx {
     /// Queues the answer of a job a channel message started (its payload names `reply.channel_id` and
     /// `reply.target`), in the transaction that completes the job. Other jobs queue nothing.
@@ -345,10 +350,27 @@ impl Tx {
             }
             let new = NewOutbox {
                 channel_id: Some(target.channel_id),
-                target: serde_json::json!({"chat": {"chat_id": target.chat_id, "kind": "group"}, "reply_to": null}),
+                target: notify_target(&target.chat_id),
                 payload: payload.clone(),
                 idempotency_key: format!("approval:{approval_id}:{}:{}", target.channel_id, target.chat_id),
                 job_id: Some(job.id),
+            };
+            self.enqueue_outbox(&new).await?;
+        }
+        Ok(())
+    }
+
+    /// Queues `text` as a notice to each of the agent's `approval_notify` chats (whose channel still exists),
+    /// in the caller's transaction; `key` makes it once per event (e.g. an automatic quarantine, SPEC §5.7).
+    pub async fn queue_operator_notice(&mut self, agent_id: Uuid, key: &str, text: &str) -> Result<()> {
+        let payload = serde_json::json!({"kind": "notice", "text": text});
+        for target in self.approval_targets(agent_id).await? {
+            let new = NewOutbox {
+                channel_id: Some(target.channel_id),
+                target: notify_target(&target.chat_id),
+                payload: payload.clone(),
+                idempotency_key: format!("{key}:{}:{}", target.channel_id, target.chat_id),
+                job_id: None,
             };
             self.enqueue_outbox(&new).await?;
         }

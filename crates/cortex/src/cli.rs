@@ -112,7 +112,8 @@ pub struct EngineArgs {
     /// Seconds running jobs get to finish on SIGTERM/SIGINT [default: 60].
     #[arg(long, env = "CORTEX_SHUTDOWN_GRACE_SECONDS")]
     pub shutdown_grace_seconds: Option<u64>,
-    /// Keep claiming jobs of quarantined agents.
+    /// Turn off the automatic agent breaker (3 consecutive failed jobs quarantine the agent); manual
+    /// quarantine still applies.
     #[arg(long, env = "CORTEX_DISABLE_QUARANTINE")]
     pub disable_quarantine: Option<bool>,
     /// Seconds between worker heartbeats [default: 5].

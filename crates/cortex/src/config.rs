@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::bail;
 use cortex_api::rate_limit::Limit;
 use cortex_api::server::ConnectionLimits;
+use cortex_jobs::AutoQuarantine;
 use cortex_jobs::retention::RetentionPolicy;
 use cortex_store::DatabaseConfig;
 use serde::Deserialize;
@@ -105,7 +106,8 @@ impl StoreConfig {
 pub struct EngineSettings {
     pub concurrency: usize,
     pub shutdown_grace: Duration,
-    pub ignore_quarantine: bool,
+    /// Off with `CORTEX_DISABLE_QUARANTINE=true`.
+    pub auto_quarantine: AutoQuarantine,
     pub heartbeat_interval: Duration,
     pub worker_dead_after: Duration,
     pub retention: RetentionPolicy,
@@ -147,7 +149,11 @@ impl EngineSettings {
         Ok(Self {
             concurrency,
             shutdown_grace: Duration::from_secs(grace),
-            ignore_quarantine: args.disable_quarantine.or(file.disable_quarantine).unwrap_or(false),
+            auto_quarantine: if args.disable_quarantine.or(file.disable_quarantine).unwrap_or(false) {
+                AutoQuarantine::Off
+            } else {
+                AutoQuarantine::On
+            },
             heartbeat_interval: Duration::from_secs(heartbeat),
             worker_dead_after: Duration::from_secs(dead_after),
             retention: RetentionPolicy::with_days(retention_days, audit_retention_days),

@@ -63,7 +63,7 @@ fn engine(store: &Store, runtime: &Arc<Runtime>, settings: &EngineSettings) -> J
     let config = EngineConfig {
         concurrency: settings.concurrency,
         shutdown_grace: settings.shutdown_grace,
-        ignore_quarantine: settings.ignore_quarantine,
+        auto_quarantine: settings.auto_quarantine,
         heartbeat_interval: settings.heartbeat_interval,
         worker_dead_after: settings.worker_dead_after,
         // A dead worker's job must run again well within 30 s: check at least every 5 s.

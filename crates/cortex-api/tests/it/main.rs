@@ -2,6 +2,7 @@
 
 mod access;
 mod agent_detail;
+mod agent_health;
 mod app;
 mod approval_notify;
 mod approvals;

@@ -158,7 +158,10 @@ both_engines!(jobs_of_a_dead_worker_are_recovered, |t: TestStore| async move {
     t.store.register_worker(ghost, "ghost").await.unwrap();
     assert_eq!(t.store.claim_next(ghost, false).await.unwrap().unwrap().id, job.id);
     t.clock.advance(chrono::Duration::seconds(21));
-    assert_eq!(cortex_jobs::reap_once(&t.store, Duration::from_secs(20)).await.unwrap(), 1);
+    assert_eq!(
+        cortex_jobs::reap_once(&t.store, Duration::from_secs(20), cortex_jobs::AutoQuarantine::On).await.unwrap(),
+        1
+    );
     let recovered = t.store.get_job(job.id).await.unwrap();
     assert_eq!(recovered.status, JobStatus::Retrying);
     assert_eq!(recovered.error.as_ref().unwrap().code, "worker_lost");

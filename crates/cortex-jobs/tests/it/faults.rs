@@ -592,7 +592,7 @@ both_engines!(a_worker_killed_repeatedly_loses_nothing, |t: TestStore| async mov
             // Time passes: the survivor keeps beating, the dead worker's heartbeat goes stale.
             t.clock.advance(chrono::Duration::seconds(21));
             t.store.heartbeat_worker(survivor.worker_id).await.unwrap();
-            reap_once(&t.store, Duration::from_secs(20)).await.unwrap();
+            reap_once(&t.store, Duration::from_secs(20), cortex_jobs::AutoQuarantine::On).await.unwrap();
         }
     }
     let finisher = match &survivor {
@@ -896,7 +896,7 @@ both_engines!(a_worker_killed_between_a_result_and_its_batch_commit_loses_nothin
     // The dead worker's heartbeat goes stale; the reaper hands its job to the retry path.
     t.clock.advance(chrono::Duration::seconds(21));
     eventually(&t.store, "the dead worker's job recovered", async || {
-        Ok(reap_once(&t.store, Duration::from_secs(20)).await? == 1)
+        Ok(reap_once(&t.store, Duration::from_secs(20), cortex_jobs::AutoQuarantine::On).await? == 1)
     })
     .await;
     make_retries_due(&t).await.unwrap();

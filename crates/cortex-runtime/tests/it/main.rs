@@ -4,6 +4,7 @@
 mod approvals;
 mod arguments;
 mod bench;
+mod breaker;
 mod builtins;
 mod chat;
 mod delegation;

@@ -30,7 +30,10 @@ both_engines!(a_crash_after_a_tool_call_never_repeats_it, |t: TestStore| async m
 
     // The worker is silent for longer than 20 s: the reaper hands the job back to the queue.
     t.clock.advance(chrono::Duration::seconds(25));
-    assert_eq!(cortex_jobs::reap_once(&store, Duration::from_secs(20)).await.unwrap(), 1);
+    assert_eq!(
+        cortex_jobs::reap_once(&store, Duration::from_secs(20), cortex_jobs::AutoQuarantine::On).await.unwrap(),
+        1
+    );
     let lost = store.get_job(job.id).await.unwrap();
     assert_eq!(lost.error.unwrap().code, "worker_lost");
     t.clock.advance(chrono::Duration::seconds(3));

@@ -109,7 +109,10 @@ both_engines!(a_dead_workers_reservation_is_released_by_the_reaper, |t: TestStor
     doomed.kill();
 
     t.clock.advance(chrono::Duration::seconds(25));
-    assert_eq!(cortex_jobs::reap_once(&store, Duration::from_secs(20)).await.unwrap(), 1);
+    assert_eq!(
+        cortex_jobs::reap_once(&store, Duration::from_secs(20), cortex_jobs::AutoQuarantine::On).await.unwrap(),
+        1
+    );
     let lost = store.get_job(job.id).await.unwrap();
     assert_eq!((lost.status, lost.error.unwrap().code.as_str()), (JobStatus::Retrying, "worker_lost"));
     assert_released(&store, agent.id).await;
