@@ -363,7 +363,13 @@ both_engines!(bulk_jobs_are_stored_like_single_ones, |t: TestStore| async move {
             .filter(|event| event.job_id != Some(parent))
             .map(|event| {
                 let job = event.job_id.and_then(|id| index.get(&id)).copied();
-                format!("{job:?} {} {} {:?} {:?}", event.event_type.as_str(), event.payload, event.actor, event.session_id)
+                format!(
+                    "{job:?} {} {} {:?} {:?}",
+                    event.event_type.as_str(),
+                    event.payload,
+                    event.actor,
+                    event.session_id
+                )
             })
             .collect();
         described.sort();
@@ -373,7 +379,8 @@ both_engines!(bulk_jobs_are_stored_like_single_ones, |t: TestStore| async move {
     assert_eq!(bulk_events.len(), bulk_jobs.len() + repeats_created, "one event per created job");
     assert_eq!(describe(&single_events, &single_jobs), describe(&bulk_events[..single_jobs.len()], &bulk_jobs));
     // The plain jobs' events follow the order they were given in.
-    let plain_order: Vec<Uuid> = bulk_jobs.iter().filter(|(job, _)| job.idempotency_key.is_none()).map(|(job, _)| job.id).collect();
+    let plain_order: Vec<Uuid> =
+        bulk_jobs.iter().filter(|(job, _)| job.idempotency_key.is_none()).map(|(job, _)| job.id).collect();
     let event_order: Vec<Uuid> = bulk_events[..single_jobs.len()]
         .iter()
         .filter_map(|event| event.job_id)

@@ -101,12 +101,7 @@ pub(crate) async fn measure(scratch: &Scratch, args: &QueueArgs) -> anyhow::Resu
 
     let batch = args.enqueue_batch as usize;
     let enqueued = rate(jobs, time(enqueue_bulk(&store, agent_id, jobs, batch)).await?);
-    report.figure(
-        "enqueue_jobs_per_second",
-        format!("bulk enqueue ({batch} per transaction)"),
-        enqueued,
-        "jobs/s",
-    );
+    report.figure("enqueue_jobs_per_second", format!("bulk enqueue ({batch} per transaction)"), enqueued, "jobs/s");
     for (run, concurrency) in PROCESS_CONCURRENCIES.into_iter().enumerate() {
         if run > 0 {
             enqueue_bulk(&store, agent_id, jobs, batch).await?;
