@@ -258,6 +258,7 @@ impl Store {
             touched_sessions: Vec::new(),
             memory_seqs: Vec::new(),
             created_sessions: Vec::new(),
+            bulk_jobs: std::collections::HashSet::new(),
         })
     }
 
@@ -391,6 +392,10 @@ pub struct Tx {
     /// Sessions inserted by this transaction: no other transaction can see them (nor have jobs in them)
     /// before it commits, so a job created in one needs neither the session lock nor the busy check.
     pub(crate) created_sessions: Vec<uuid::Uuid>,
+    /// Jobs inserted by this transaction's bulk path ([`Tx::insert_jobs`]): their ids were made here and
+    /// nobody can be waiting on them, so their events need no notification of their own (see
+    /// [`crate::events::flush`]).
+    pub(crate) bulk_jobs: std::collections::HashSet<uuid::Uuid>,
 }
 
 impl Tx {

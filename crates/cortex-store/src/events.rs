@@ -16,13 +16,16 @@
 //!   as `pending`, and streams re-read soon). Transactions of other databases on the same server do
 //!   not hold the watermark back. See ARCHITECTURE.md, "Event order", for the alternatives considered.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
 use cortex_core::Timestamp;
 use cortex_core::event::{Actor, EventType};
 use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::engine::{TxConn, read, write};
+use crate::engine::{TxConn, read};
 use crate::notify::Notification;
 use crate::rows::{ms, parse, time};
 use crate::{Result, Store, Tx};
@@ -252,65 +255,129 @@ impl Store {
 const COLUMNS: &str =
     "agent_id, job_id, session_id, type, payload, tokens_in, tokens_out, cost_usd, model, tool_ref, actor, created_at";
 
-/// Events per insert statement: 12 parameters each stays under both engines' bind limits.
+/// Events per insert statement on SQLite: 12 parameters each stays under its bind limit.
 const EVENTS_PER_STATEMENT: usize = 1000;
 
-/// Inserts buffered events at commit time, a batch per statement, and returns the notifications
-/// announcing them. SQLite numbers rows in `VALUES` order; PostgreSQL numbers them `(xid << 20) + i`
-/// (see the module docs). Called once per transaction, by [`Tx::commit`].
+/// Inserts buffered events at commit time and returns the notifications announcing them. SQLite numbers
+/// rows in `VALUES` order, a batch of [`EVENTS_PER_STATEMENT`] per statement; PostgreSQL numbers them
+/// `(xid << 20) + i` (see the module docs) in one `INSERT … SELECT FROM unnest(…) WITH ORDINALITY` of
+/// typed arrays, whatever the count. Called once per transaction, by [`Tx::commit`].
+///
+/// One notification per (agent, job) carrying the highest seq is enough for every reader. Events of
+/// jobs the transaction bulk-inserted ([`Tx::insert_jobs`]) are announced per agent only (`job_id:
+/// None`): those ids were made in this transaction, so no reader can be waiting on one of them, and a
+/// bulk load of 5,000 jobs sends one notification instead of 5,000.
 pub(crate) async fn flush(tx: &mut Tx, events: Vec<NewEvent>) -> Result<Vec<Notification>> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    let numbered = matches!(tx.conn, TxConn::Postgres(_));
-    if numbered && events.len() > MAX_EVENTS_PER_TRANSACTION {
-        return Err(crate::StoreError::Database(sqlx::Error::Protocol(format!(
-            "a transaction emitted {} events; at most {MAX_EVENTS_PER_TRANSACTION} fit its sequence numbers",
-            events.len()
-        ))));
-    }
     let now = ms(tx.now());
+    let appended: Vec<(i64, Uuid, Option<Uuid>)> = match &mut tx.conn {
+        TxConn::Postgres(conn) => {
+            if events.len() > MAX_EVENTS_PER_TRANSACTION {
+                return Err(crate::StoreError::Database(sqlx::Error::Protocol(format!(
+                    "a transaction emitted {} events; at most {MAX_EVENTS_PER_TRANSACTION} fit its sequence numbers",
+                    events.len()
+                ))));
+            }
+            append_postgres(conn, &events, now).await?
+        }
+        TxConn::Sqlite(conn) => {
+            let mut appended = Vec::with_capacity(events.len());
+            for batch in events.chunks(EVENTS_PER_STATEMENT) {
+                let mut query = sqlx::QueryBuilder::new(format!("INSERT INTO agent_event ({COLUMNS}) "));
+                query.push_values(batch, |mut row, event| {
+                    row.push_bind(event.agent_id)
+                        .push_bind(event.job_id)
+                        .push_bind(event.session_id)
+                        .push_bind(event.event_type.as_str())
+                        .push_bind(Json(&event.payload))
+                        .push_bind(event.tokens_in)
+                        .push_bind(event.tokens_out)
+                        .push_bind(event.cost_usd)
+                        .push_bind(event.model.as_deref())
+                        .push_bind(event.tool_ref.as_deref())
+                        .push_bind(event.actor.as_str())
+                        .push_bind(now);
+                });
+                query.push(" RETURNING seq, agent_id, job_id");
+                appended.extend(query.build_query_as::<(i64, Uuid, Option<Uuid>)>().fetch_all(&mut **conn).await?);
+            }
+            appended
+        }
+    };
     let mut notifications: Vec<Notification> = Vec::new();
-    for (chunk, batch) in events.chunks(EVENTS_PER_STATEMENT).enumerate() {
-        let first = (chunk * EVENTS_PER_STATEMENT) as i64;
-        let appended: Vec<(i64, Uuid, Option<Uuid>)> = write!(tx, |conn| {
-            let mut query = sqlx::QueryBuilder::new(if numbered {
-                // `seq` is an identity column; these numbers replace it (module docs).
-                format!("INSERT INTO agent_event (seq, {COLUMNS}) OVERRIDING SYSTEM VALUE ")
-            } else {
-                format!("INSERT INTO agent_event ({COLUMNS}) ")
-            });
-            let mut index = first;
-            query.push_values(batch, |mut row, event| {
-                if numbered {
-                    row.push("(pg_current_xact_id()::text::bigint << 20) + ").push_bind_unseparated(index);
-                    index += 1;
+    let mut position: HashMap<(Uuid, Option<Uuid>), usize> = HashMap::new();
+    for (seq, agent_id, job_id) in appended {
+        let job_id = job_id.filter(|id| !tx.bulk_jobs.contains(id));
+        match position.entry((agent_id, job_id)) {
+            Entry::Occupied(entry) => {
+                if let Notification::Event { seq: highest, .. } = &mut notifications[*entry.get()] {
+                    *highest = (*highest).max(seq);
                 }
-                row.push_bind(event.agent_id)
-                    .push_bind(event.job_id)
-                    .push_bind(event.session_id)
-                    .push_bind(event.event_type.as_str())
-                    .push_bind(Json(&event.payload))
-                    .push_bind(event.tokens_in)
-                    .push_bind(event.tokens_out)
-                    .push_bind(event.cost_usd)
-                    .push_bind(event.model.as_deref())
-                    .push_bind(event.tool_ref.as_deref())
-                    .push_bind(event.actor.as_str())
-                    .push_bind(now);
-            });
-            query.push(" RETURNING seq, agent_id, job_id");
-            query.build_query_as().fetch_all(conn).await?
-        });
-        // One notification per (agent, job) carrying the highest seq is enough for every reader.
-        for (seq, agent_id, job_id) in appended {
-            match notifications.iter_mut().find(
-                |n| matches!(n, Notification::Event { agent_id: a, job_id: j, .. } if *a == agent_id && *j == job_id),
-            ) {
-                Some(Notification::Event { seq: highest, .. }) => *highest = (*highest).max(seq),
-                _ => notifications.push(Notification::Event { seq, agent_id, job_id }),
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(notifications.len());
+                notifications.push(Notification::Event { seq, agent_id, job_id });
             }
         }
     }
     Ok(notifications)
+}
+
+/// PostgreSQL half of [`flush`]: every event in one statement, `seq` replacing the identity column.
+async fn append_postgres(
+    conn: &mut sqlx::PgConnection,
+    events: &[NewEvent],
+    now: i64,
+) -> Result<Vec<(i64, Uuid, Option<Uuid>)>> {
+    let count = events.len();
+    let mut agent_ids = Vec::with_capacity(count);
+    let mut job_ids = Vec::with_capacity(count);
+    let mut session_ids = Vec::with_capacity(count);
+    let mut types = Vec::with_capacity(count);
+    let mut payloads = Vec::with_capacity(count);
+    let mut tokens_in = Vec::with_capacity(count);
+    let mut tokens_out = Vec::with_capacity(count);
+    let mut costs = Vec::with_capacity(count);
+    let mut models = Vec::with_capacity(count);
+    let mut tool_refs = Vec::with_capacity(count);
+    let mut actors = Vec::with_capacity(count);
+    for event in events {
+        agent_ids.push(event.agent_id);
+        job_ids.push(event.job_id);
+        session_ids.push(event.session_id);
+        types.push(event.event_type.as_str());
+        payloads.push(Json(&event.payload));
+        tokens_in.push(event.tokens_in);
+        tokens_out.push(event.tokens_out);
+        costs.push(event.cost_usd);
+        models.push(event.model.as_deref());
+        tool_refs.push(event.tool_ref.as_deref());
+        actors.push(event.actor.as_str());
+    }
+    Ok(sqlx::query_as(
+        "INSERT INTO agent_event (seq, agent_id, job_id, session_id, type, payload, tokens_in, tokens_out, cost_usd, \
+         model, tool_ref, actor, created_at) OVERRIDING SYSTEM VALUE \
+         SELECT (pg_current_xact_id()::text::bigint << 20) + e.i - 1, e.agent_id, e.job_id, e.session_id, e.type, e.payload, \
+         e.tokens_in, e.tokens_out, e.cost_usd, e.model, e.tool_ref, e.actor, $12 \
+         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::jsonb[], $6::bigint[], $7::bigint[], \
+         $8::float8[], $9::text[], $10::text[], $11::text[]) WITH ORDINALITY \
+         AS e(agent_id, job_id, session_id, type, payload, tokens_in, tokens_out, cost_usd, model, tool_ref, actor, i) \
+         RETURNING seq, agent_id, job_id",
+    )
+    .bind(agent_ids)
+    .bind(job_ids)
+    .bind(session_ids)
+    .bind(types)
+    .bind(payloads)
+    .bind(tokens_in)
+    .bind(tokens_out)
+    .bind(costs)
+    .bind(models)
+    .bind(tool_refs)
+    .bind(actors)
+    .bind(now)
+    .fetch_all(conn)
+    .await?)
 }

@@ -653,10 +653,14 @@ impl Tx {
         Ok((job, true))
     }
 
-    /// Creates many jobs at once: jobs without a session or idempotency key (a bulk load) go in with one
-    /// multi-row `INSERT` per [`JOBS_PER_STATEMENT`], the others one by one through [`Tx::insert_job`]
-    /// (they need their session lock and key look-up). Returns the jobs in the order given, each with
-    /// whether it was created now.
+    /// Creates many jobs at once: jobs without a session or idempotency key (a bulk load) go in together,
+    /// the others one by one through [`Tx::insert_job`] (they need their session lock and key look-up).
+    /// Returns the jobs in the order given, each with whether it was created now.
+    ///
+    /// Bulk jobs are written by [`Tx::insert_plain_jobs`] (PostgreSQL: one statement for all of them) and
+    /// each gets its `job.state` event like a single insert. Their ids are new to everyone, so no reader
+    /// can be waiting on one of them: the events announce themselves with one notification per agent
+    /// instead of one per job (see [`crate::events::flush`]).
     pub async fn insert_jobs(&mut self, jobs: &[NewJob]) -> Result<Vec<(Job, bool)>> {
         let mut created: Vec<Option<(Job, bool)>> = vec![None; jobs.len()];
         let mut plain: Vec<(usize, Uuid)> = Vec::with_capacity(jobs.len());
@@ -667,56 +671,119 @@ impl Tx {
                 plain.push((index, cortex_core::new_id()));
             }
         }
-        let now = self.now();
-        for batch in plain.chunks(JOBS_PER_STATEMENT) {
-            let rows: Vec<JobRow> = write!(self, |conn| {
-                let mut query = sqlx::QueryBuilder::new(
-                    "INSERT INTO job (id, agent_id, kind, status, priority, payload, max_attempts, timeout_seconds, run_at, \
-                     parent_job_id, delegation_depth, created_by, created_at, updated_at) ",
-                );
-                query.push_values(batch, |mut row, (index, id)| {
-                    let new = &jobs[*index];
-                    row.push_bind(*id)
-                        .push_bind(new.agent_id)
-                        .push_bind(new.kind.as_str())
-                        .push_bind(JobStatus::Scheduled.as_str())
-                        .push_bind(i64::from(new.priority))
-                        .push_bind(Json(&new.payload))
-                        .push_bind(i64::from(new.max_attempts))
-                        .push_bind(i64::from(new.timeout_seconds))
-                        .push_bind(ms(new.run_at.unwrap_or(now)))
-                        .push_bind(new.parent_job_id)
-                        .push_bind(i64::from(new.delegation_depth))
-                        .push_bind(new.created_by.as_deref())
-                        .push_bind(ms(now))
-                        .push_bind(ms(now));
-                });
-                query.push(concat!(" RETURNING ", job_columns!()));
-                query.build_query_as().fetch_all(conn).await?
-            });
-            let mut by_id: HashMap<Uuid, Job> = HashMap::with_capacity(rows.len());
-            for row in rows {
-                let job = row.into_job()?;
-                by_id.insert(job.id, job);
-            }
-            for (index, id) in batch {
-                let job = by_id.remove(id).ok_or(StoreError::StaleState { entity: "job" })?;
-                self.emit(NewEvent {
-                    session_id: None,
-                    ..NewEvent::new(
-                        job.agent_id,
-                        Some(job.id),
-                        EventType::JobState,
-                        json!({"from": null, "to": JobStatus::Scheduled, "attempt": 0}),
-                    )
-                });
-                created[*index] = Some((job, true));
-            }
+        if plain.is_empty() {
+            return created.into_iter().map(|job| job.ok_or(StoreError::StaleState { entity: "job" })).collect();
         }
-        if !plain.is_empty() {
-            self.notify(Notification::JobsReady);
+        let rows = self.insert_plain_jobs(jobs, &plain).await?;
+        let mut by_id: HashMap<Uuid, Job> = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let job = row.into_job()?;
+            by_id.insert(job.id, job);
         }
+        let state = json!({"from": null, "to": JobStatus::Scheduled, "attempt": 0});
+        self.bulk_jobs.reserve(plain.len());
+        for (index, id) in &plain {
+            let job = by_id.remove(id).ok_or(StoreError::StaleState { entity: "job" })?;
+            self.emit(NewEvent::new(job.agent_id, Some(job.id), EventType::JobState, state.clone()));
+            self.bulk_jobs.insert(job.id);
+            created[*index] = Some((job, true));
+        }
+        self.notify(Notification::JobsReady);
         created.into_iter().map(|job| job.ok_or(StoreError::StaleState { entity: "job" })).collect()
+    }
+
+    /// Inserts `jobs[index]` as a `scheduled` job with id `id` for every `(index, id)` of `plain` (jobs
+    /// without a session or key) and returns the rows. PostgreSQL: one `INSERT … SELECT FROM unnest(…)`
+    /// of typed arrays, whatever the count (one statement to plan, eleven parameters). SQLite: multi-row
+    /// `INSERT … VALUES` of [`JOBS_PER_STATEMENT`] rows, the same prepared statement for every full batch.
+    async fn insert_plain_jobs(&mut self, jobs: &[NewJob], plain: &[(usize, Uuid)]) -> Result<Vec<JobRow>> {
+        let now = ms(self.now());
+        let scheduled = JobStatus::Scheduled.as_str();
+        match &mut self.conn {
+            TxConn::Postgres(conn) => {
+                let count = plain.len();
+                let mut ids = Vec::with_capacity(count);
+                let mut agent_ids = Vec::with_capacity(count);
+                let mut kinds = Vec::with_capacity(count);
+                let mut priorities = Vec::with_capacity(count);
+                let mut payloads = Vec::with_capacity(count);
+                let mut max_attempts = Vec::with_capacity(count);
+                let mut timeouts = Vec::with_capacity(count);
+                let mut run_ats = Vec::with_capacity(count);
+                let mut parents = Vec::with_capacity(count);
+                let mut depths = Vec::with_capacity(count);
+                let mut created_by = Vec::with_capacity(count);
+                for (index, id) in plain {
+                    let new = &jobs[*index];
+                    ids.push(*id);
+                    agent_ids.push(new.agent_id);
+                    kinds.push(new.kind.as_str());
+                    priorities.push(i64::from(new.priority));
+                    payloads.push(Json(&new.payload));
+                    max_attempts.push(i64::from(new.max_attempts));
+                    timeouts.push(i64::from(new.timeout_seconds));
+                    run_ats.push(new.run_at.map_or(now, ms));
+                    parents.push(new.parent_job_id);
+                    depths.push(i64::from(new.delegation_depth));
+                    created_by.push(new.created_by.as_deref());
+                }
+                Ok(sqlx::query_as(concat!(
+                    "INSERT INTO job (id, agent_id, kind, status, priority, payload, max_attempts, timeout_seconds, run_at, \
+                     parent_job_id, delegation_depth, created_by, created_at, updated_at) \
+                     SELECT id, agent_id, kind, $12, priority, payload, max_attempts, timeout_seconds, run_at, \
+                     parent_job_id, delegation_depth, created_by, $13, $13 \
+                     FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::jsonb[], $6::bigint[], $7::bigint[], \
+                     $8::bigint[], $9::uuid[], $10::bigint[], $11::text[]) \
+                     AS t(id, agent_id, kind, priority, payload, max_attempts, timeout_seconds, run_at, parent_job_id, \
+                     delegation_depth, created_by) RETURNING ",
+                    job_columns!()
+                ))
+                .bind(ids)
+                .bind(agent_ids)
+                .bind(kinds)
+                .bind(priorities)
+                .bind(payloads)
+                .bind(max_attempts)
+                .bind(timeouts)
+                .bind(run_ats)
+                .bind(parents)
+                .bind(depths)
+                .bind(created_by)
+                .bind(scheduled)
+                .bind(now)
+                .fetch_all(&mut **conn)
+                .await?)
+            }
+            TxConn::Sqlite(conn) => {
+                let mut rows = Vec::with_capacity(plain.len());
+                for batch in plain.chunks(JOBS_PER_STATEMENT) {
+                    let mut query = sqlx::QueryBuilder::new(
+                        "INSERT INTO job (id, agent_id, kind, status, priority, payload, max_attempts, timeout_seconds, run_at, \
+                         parent_job_id, delegation_depth, created_by, created_at, updated_at) ",
+                    );
+                    query.push_values(batch, |mut row, (index, id)| {
+                        let new = &jobs[*index];
+                        row.push_bind(*id)
+                            .push_bind(new.agent_id)
+                            .push_bind(new.kind.as_str())
+                            .push_bind(scheduled)
+                            .push_bind(i64::from(new.priority))
+                            .push_bind(Json(&new.payload))
+                            .push_bind(i64::from(new.max_attempts))
+                            .push_bind(i64::from(new.timeout_seconds))
+                            .push_bind(new.run_at.map_or(now, ms))
+                            .push_bind(new.parent_job_id)
+                            .push_bind(i64::from(new.delegation_depth))
+                            .push_bind(new.created_by.as_deref())
+                            .push_bind(now)
+                            .push_bind(now);
+                    });
+                    query.push(concat!(" RETURNING ", job_columns!()));
+                    rows.extend(query.build_query_as::<JobRow>().fetch_all(&mut **conn).await?);
+                }
+                Ok(rows)
+            }
+        }
     }
 
     /// The agent's job created with `key`, if any; `IdempotencyConflict` when it was created by another

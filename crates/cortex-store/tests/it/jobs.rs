@@ -4,7 +4,8 @@ use std::collections::HashSet;
 
 use cortex_core::job::{JobKind, JobStatus};
 use cortex_store::StoreError;
-use cortex_store::jobs::{AttemptEnd, IdempotencyKey, JobFilter, Suspend};
+use cortex_store::events::Event;
+use cortex_store::jobs::{AttemptEnd, IdempotencyKey, Job, JobFilter, NewJob, Suspend};
 use cortex_testkit::{TestStore, both_engines};
 use serde_json::json;
 use uuid::Uuid;
@@ -251,7 +252,8 @@ both_engines!(bulk_insert_creates_every_job_in_order_with_its_event, |t: TestSto
         idempotency_key: Some(IdempotencyKey::for_request("bulk-key", &json!({"n": 1}))),
         ..task(agent)
     };
-    // 2,500 plain jobs span three statements; a keyed job and a repeat of it go the one-by-one way.
+    // 2,500 plain jobs (one statement on PostgreSQL, three on SQLite); a keyed job and a repeat of it go the
+    // one-by-one way.
     let mut jobs: Vec<_> = (0..2_500).map(|n| cortex_store::jobs::NewJob { priority: n % 7, ..task(agent) }).collect();
     jobs.insert(10, keyed.clone());
     jobs.push(keyed);
@@ -275,6 +277,149 @@ both_engines!(bulk_insert_creates_every_job_in_order_with_its_event, |t: TestSto
     let events = t.store.events_after(cortex_store::events::EventScope::All, 0, 10_000).await.unwrap();
     let announced: HashSet<Uuid> = events.iter().filter_map(|e| e.job_id).collect();
     assert_eq!(announced, ids, "every created job has its job.state event");
+});
+
+/// Jobs of every shape a caller can ask for, the same for any agent: priorities, payloads, limits, due
+/// times, parents, creators and kinds vary; every 50th has an idempotency key (those go one by one).
+fn varied_jobs(agent: Uuid, parent: Uuid, clock: &cortex_core::clock::ManualClock) -> Vec<NewJob> {
+    let kinds = [JobKind::Task, JobKind::Scheduled, JobKind::Heartbeat, JobKind::Replay];
+    (0..300_i32)
+        .map(|n| {
+            let payload = json!({"prompt": format!("job {n} — ✓"), "n": n, "nested": {"list": [1, "two", null, 2.5]}});
+            let idempotency_key =
+                (n % 50 == 0).then(|| IdempotencyKey::for_request(format!("key-{n}"), &json!({"n": n})));
+            NewJob {
+                kind: kinds[n as usize % kinds.len()],
+                priority: n % 201 - 100,
+                payload,
+                max_attempts: 1 + n.unsigned_abs() % 100,
+                timeout_seconds: 1 + n.unsigned_abs() * 13 % 3600,
+                run_at: (n % 3 == 0).then(|| clock.now_plus(i64::from(n))),
+                parent_job_id: (n % 4 == 0).then_some(parent),
+                delegation_depth: n % 4,
+                idempotency_key,
+                created_by: (n % 5 != 0).then(|| format!("creator-{n}")),
+                ..task(agent)
+            }
+        })
+        .collect()
+}
+
+/// Every stored field of a job except its id and agent, for comparing jobs of two agents.
+fn stored_fields(job: &Job) -> String {
+    format!("{:?}", Job { id: Uuid::nil(), agent_id: Uuid::nil(), ..job.clone() })
+}
+
+both_engines!(bulk_jobs_are_stored_like_single_ones, |t: TestStore| async move {
+    let one_by_one = agent_with_limit(&t.store, "one-by-one", 4).await;
+    let in_bulk = agent_with_limit(&t.store, "in-bulk", 4).await;
+    let parent = enqueue(&t.store, task(one_by_one)).await.id;
+    let singles = varied_jobs(one_by_one, parent, &t.clock);
+    let bulk = varied_jobs(in_bulk, parent, &t.clock);
+    let mut single_jobs = Vec::new();
+    for new in &singles {
+        let mut tx = t.store.begin().await.unwrap();
+        single_jobs.push(tx.insert_job(new).await.unwrap());
+        tx.commit().await.unwrap();
+    }
+    let mut tx = t.store.begin().await.unwrap();
+    let bulk_jobs = tx.insert_jobs(&bulk).await.unwrap();
+    tx.commit().await.unwrap();
+    // A repeat of the whole batch: every keyed job comes back, the others are new.
+    let mut tx = t.store.begin().await.unwrap();
+    let repeated = tx.insert_jobs(&bulk).await.unwrap();
+    tx.commit().await.unwrap();
+
+    assert_eq!(bulk_jobs.len(), singles.len());
+    for (n, ((single, _), (job, created))) in single_jobs.iter().zip(&bulk_jobs).enumerate() {
+        assert!(created, "job {n} is created");
+        assert_eq!(job.agent_id, in_bulk);
+        assert_eq!(stored_fields(job), stored_fields(single), "job {n} as returned");
+        let stored = t.store.get_job(job.id).await.unwrap();
+        assert_eq!(stored_fields(&stored), stored_fields(single), "job {n} as stored");
+        let (again, created_again) = &repeated[n];
+        assert_eq!(*created_again, bulk[n].idempotency_key.is_none(), "job {n}: only keyed jobs are repeats");
+        if !created_again {
+            assert_eq!(again.id, job.id, "job {n}: its key returns it");
+        }
+    }
+
+    // What a stream reader of each agent sees: one `job.state` event per created job, the same for both.
+    let seen = |agent: Uuid| {
+        let store = t.store.clone();
+        async move {
+            let read = store.read_events(cortex_store::events::EventScope::Agent(agent), 0, 10_000).await.unwrap();
+            assert!(!read.pending, "nothing waits behind the watermark once every writer committed");
+            read.events
+        }
+    };
+    let single_events = seen(one_by_one).await;
+    let bulk_events = seen(in_bulk).await;
+    let describe = |events: &[Event], jobs: &[(Job, bool)]| {
+        let index: std::collections::HashMap<Uuid, usize> =
+            jobs.iter().enumerate().map(|(n, (job, _))| (job.id, n)).collect();
+        let mut described: Vec<String> = events
+            .iter()
+            .filter(|event| event.job_id != Some(parent))
+            .map(|event| {
+                let job = event.job_id.and_then(|id| index.get(&id)).copied();
+                format!(
+                    "{job:?} {} {} {:?} {:?}",
+                    event.event_type.as_str(),
+                    event.payload,
+                    event.actor,
+                    event.session_id
+                )
+            })
+            .collect();
+        described.sort();
+        described
+    };
+    let repeats_created = repeated.iter().filter(|(_, created)| *created).count();
+    assert_eq!(bulk_events.len(), bulk_jobs.len() + repeats_created, "one event per created job");
+    assert_eq!(describe(&single_events, &single_jobs), describe(&bulk_events[..single_jobs.len()], &bulk_jobs));
+    // The plain jobs' events follow the order they were given in.
+    let plain_order: Vec<Uuid> =
+        bulk_jobs.iter().filter(|(job, _)| job.idempotency_key.is_none()).map(|(job, _)| job.id).collect();
+    let event_order: Vec<Uuid> = bulk_events[..single_jobs.len()]
+        .iter()
+        .filter_map(|event| event.job_id)
+        .filter(|id| plain_order.contains(id))
+        .collect();
+    assert_eq!(event_order, plain_order);
+});
+
+both_engines!(a_bulk_load_wakes_readers_once_per_agent, |t: TestStore| async move {
+    let loaded = agent_with_limit(&t.store, "loaded", 4).await;
+    let marker = agent_with_limit(&t.store, "marker", 4).await;
+    let mut notifications = t.store.subscribe();
+    if t.store.is_postgres() {
+        // `LISTEN` is in place once the listener says so; nothing sent before would arrive.
+        while notifications.recv().await.unwrap() != cortex_store::Notification::Resync {}
+    }
+    let jobs: Vec<_> = (0..1_500).map(|_| task(loaded)).collect();
+    let mut tx = t.store.begin().await.unwrap();
+    tx.insert_jobs(&jobs).await.unwrap();
+    tx.commit().await.unwrap();
+    // A later transaction of another agent: its notification arrives after every one of the bulk load.
+    enqueue(&t.store, task(marker)).await;
+
+    let mut woken = Vec::new();
+    loop {
+        match notifications.recv().await.unwrap() {
+            cortex_store::Notification::Event { agent_id, .. } if agent_id == marker => break,
+            event @ cortex_store::Notification::Event { .. } => woken.push(event),
+            _ => {}
+        }
+    }
+    let events = t.store.events_after(cortex_store::events::EventScope::Agent(loaded), 0, 10_000).await.unwrap();
+    assert_eq!(events.len(), jobs.len(), "every job has its job.state event");
+    let last = events.iter().map(|event| event.seq).max().unwrap();
+    assert_eq!(
+        woken,
+        vec![cortex_store::Notification::Event { seq: last, agent_id: loaded, job_id: None }],
+        "one wake-up for the agent's readers, none per job"
+    );
 });
 
 both_engines!(a_batch_claim_keeps_order_agent_limits_and_sessions, |t: TestStore| async move {

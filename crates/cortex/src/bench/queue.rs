@@ -2,8 +2,8 @@
 //!
 //! It runs the real engine ([`JobEngine`], claims, heartbeats, records) with a handler that does no
 //! work, on a throw-away database, and reports:
-//! - **bulk enqueue**: jobs/s inserting `--jobs` jobs in transactions of [`ENQUEUE_BATCH`] with
-//!   `Tx::insert_jobs` (multi-row inserts);
+//! - **bulk enqueue**: jobs/s inserting `--jobs` jobs in transactions of `--enqueue-batch` (default
+//!   [`ENQUEUE_BATCH`]) with `Tx::insert_jobs`, the path of `POST /agents/{id}/jobs`'s batch form;
 //! - **processing** with 1, 16 and 64 concurrent jobs: jobs/s from engine start until every job's
 //!   completion is committed (a fresh backlog of `--jobs` jobs each time);
 //! - **enqueue→start latency** p50/p99: [`LATENCY_SAMPLES`] jobs enqueued one per transaction at a
@@ -41,8 +41,8 @@ use super::{Report, Scratch, ScratchArgs, millis, percentile, rate, time};
 
 mod worker_processes;
 
-/// Jobs inserted per transaction in the bulk enqueue measurement.
-pub const ENQUEUE_BATCH: usize = 500;
+/// Jobs inserted per transaction in the bulk enqueue measurement unless `--enqueue-batch` says otherwise.
+pub const ENQUEUE_BATCH: usize = 5_000;
 /// Jobs enqueued one by one for the latency measurement (fewer when `--jobs` is smaller).
 pub const LATENCY_SAMPLES: usize = 500;
 /// Steady enqueue rate of the latency measurement: modest, so the engine is idle between jobs.
@@ -71,6 +71,9 @@ pub struct QueueArgs {
     /// With --workers: job slots per worker process (`CORTEX_WORKER_CONCURRENCY`).
     #[arg(long, default_value_t = 5, requires = "workers", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub worker_concurrency: u32,
+    /// Jobs per transaction when enqueuing in bulk (one `Tx::insert_jobs` call each).
+    #[arg(long, default_value_t = ENQUEUE_BATCH as u32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub enqueue_batch: u32,
 }
 
 /// Backlog per run with `--workers` unless `--jobs` says otherwise: task jobs through the runtime are far
@@ -96,16 +99,12 @@ pub(crate) async fn measure(scratch: &Scratch, args: &QueueArgs) -> anyhow::Resu
         format!("{jobs} no-op jobs per run, real engine on a scratch database"),
     );
 
-    let enqueued = rate(jobs, time(enqueue_bulk(&store, agent_id, jobs)).await?);
-    report.figure(
-        "enqueue_jobs_per_second",
-        format!("bulk enqueue ({ENQUEUE_BATCH} per transaction)"),
-        enqueued,
-        "jobs/s",
-    );
+    let batch = args.enqueue_batch as usize;
+    let enqueued = rate(jobs, time(enqueue_bulk(&store, agent_id, jobs, batch)).await?);
+    report.figure("enqueue_jobs_per_second", format!("bulk enqueue ({batch} per transaction)"), enqueued, "jobs/s");
     for (run, concurrency) in PROCESS_CONCURRENCIES.into_iter().enumerate() {
         if run > 0 {
-            enqueue_bulk(&store, agent_id, jobs).await?;
+            enqueue_bulk(&store, agent_id, jobs, batch).await?;
         }
         refresh_statistics(database).await?;
         let processed = rate(jobs, process(&store, jobs, concurrency).await?);
@@ -148,12 +147,13 @@ fn bench_job(agent_id: Uuid) -> NewJob {
     NewJob { created_by: Some("bench".into()), ..NewJob::task(agent_id, json!({"prompt": "no-op"})) }
 }
 
-/// Inserts `jobs` jobs in transactions of [`ENQUEUE_BATCH`], each with the store's bulk insert.
-async fn enqueue_bulk(store: &Store, agent_id: Uuid, jobs: usize) -> anyhow::Result<()> {
-    let batch = vec![bench_job(agent_id); ENQUEUE_BATCH];
+/// Inserts `jobs` jobs in transactions of `batch`, each with the store's bulk insert.
+async fn enqueue_bulk(store: &Store, agent_id: Uuid, jobs: usize, batch: usize) -> anyhow::Result<()> {
+    let size = batch.min(jobs);
+    let batch = vec![bench_job(agent_id); size];
     let mut left = jobs;
     while left > 0 {
-        let size = left.min(ENQUEUE_BATCH);
+        let size = left.min(size);
         let mut tx = store.begin().await?;
         tx.insert_jobs(&batch[..size]).await?;
         tx.commit().await?;

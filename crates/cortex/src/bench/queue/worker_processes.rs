@@ -20,7 +20,7 @@ use uuid::Uuid;
 use super::super::chat::InstantModel;
 use super::super::startup::CortexChild;
 use super::super::{Report, Scratch, rate};
-use super::{QueueArgs, agent_with_slots, enqueue_bulk, refresh_statistics};
+use super::{ENQUEUE_BATCH, QueueArgs, agent_with_slots, enqueue_bulk, refresh_statistics};
 use crate::config::ConfigError;
 
 /// How long a worker may take to start.
@@ -136,7 +136,7 @@ async fn drain(
     refresh_statistics(&scratch.database).await?;
     let before = counts(store).await?;
     let started = Instant::now();
-    enqueue_bulk(store, agent_id, jobs).await?;
+    enqueue_bulk(store, agent_id, jobs, ENQUEUE_BATCH).await?;
     let elapsed = loop {
         let now = counts(store).await?;
         if now.failed > before.failed {
