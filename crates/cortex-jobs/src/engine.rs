@@ -10,8 +10,13 @@
 //! - `early_cancels` holds cancel requests for jobs not (yet) in `running`: a claim commits a moment
 //!   before the claim loop registers the job, and a request landing in between would otherwise wait for
 //!   the next periodic re-check. Registration consults it; re-checks age it out.
-//! - `completions` queues completed attempts: one task commits every completion that is ready in one
-//!   transaction, then acknowledges each; a job's supervisor (and its slot) waits for that commit.
+//! - `completions` queues completed attempts with their slots: one task commits every completion that is
+//!   ready in one transaction, which also claims jobs for the slots they free (one commit, one WAL flush,
+//!   for both), then acknowledges each and hands the slots on to the claimed jobs (unused ones are
+//!   freed). A job's supervisor waits for that commit; its slot is never free before it.
+//! - `claiming` lets one claim of this process run at a time (the claim loop's or the completion loop's):
+//!   two at once could each skip a job the other holds locked as a candidate and claim a lower-priority
+//!   one instead.
 //! - `background` stops the heartbeat, reaper, watcher and completion loops last, after jobs are settled.
 
 use std::collections::HashMap;
@@ -76,12 +81,15 @@ impl EarlyCancels {
     }
 }
 
-/// A completed attempt waiting for the completion loop's next transaction; `committed` answers whether
-/// that transaction committed it (if not, the supervisor records the end on its own, with retries).
+/// A completed attempt waiting for the completion loop's next transaction, with its job's slot. `answer`
+/// says whether that transaction committed it (`Ok`: the slot went on to a job claimed in that
+/// transaction, or was freed) or not (`Err` with the slot: the supervisor records the end on its own,
+/// with retries).
 struct Completion {
     job_id: Uuid,
     result: Value,
-    committed: oneshot::Sender<bool>,
+    permit: OwnedSemaphorePermit,
+    answer: oneshot::Sender<Result<(), Option<OwnedSemaphorePermit>>>,
 }
 
 struct Inner {
@@ -101,6 +109,8 @@ struct Inner {
     completions: mpsc::UnboundedSender<Completion>,
     /// Taken by [`JobEngine::run`] for the completion loop.
     completion_queue: Mutex<Option<mpsc::UnboundedReceiver<Completion>>>,
+    /// Held by whichever loop is claiming (see the module docs).
+    claiming: tokio::sync::Mutex<()>,
 }
 
 /// A worker pool bound to one store. Cheap to clone.
@@ -136,6 +146,7 @@ impl JobEngine {
                 shutdown: CancellationToken::new(),
                 completions,
                 completion_queue: Mutex::new(Some(completion_queue)),
+                claiming: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -184,8 +195,9 @@ impl JobEngine {
             tokio::select! {
                 () = &mut supervised => break,
                 Some(completion) = next => {
-                    let committed = commit_completions(inner, std::slice::from_ref(&completion)).await.is_ok();
-                    let _ = completion.committed.send(committed);
+                    let committed = commit_completions(inner, std::slice::from_ref(&completion), 0).await.is_ok();
+                    let Completion { permit, answer, .. } = completion;
+                    let _ = answer.send(if committed { Ok(()) } else { Err(Some(permit)) });
                 }
             }
         }
@@ -298,17 +310,16 @@ async fn claim_loop(inner: Arc<Inner>) {
         while let Ok(more) = inner.slots.clone().try_acquire_owned() {
             permits.push(more);
         }
+        let serial = inner.claiming.lock().await;
         let attempted_at = inner.store.clock().now();
         let claiming = ClaimInFlight::begin(&inner);
-        match inner.store.claim_batch(inner.worker_id, permits.len(), CLAIM_QUARANTINED).await {
+        let claimed = inner.store.claim_batch(inner.worker_id, permits.len(), CLAIM_QUARANTINED).await;
+        drop(serial);
+        match claimed {
             Ok(jobs) if !jobs.is_empty() => {
                 error_backoff = Duration::from_millis(100);
                 for (job, permit) in jobs.into_iter().zip(permits) {
-                    let span = tracing::info_span!("job", job_id = %job.id, agent_id = %job.agent_id, kind = %job.kind, attempt = job.attempt);
-                    // Registered before the supervisor task starts: from here on the cancel watcher and the
-                    // orphan check see the job as this process's.
-                    let local = register(&inner, job.id);
-                    tokio::spawn(supervise(inner.clone(), job, local, permit).instrument(span));
+                    start(&inner, job, permit);
                 }
                 drop(claiming);
             }
@@ -419,6 +430,15 @@ impl Drop for ClaimInFlight<'_> {
     }
 }
 
+/// Starts a just-claimed job's supervisor in its own task, with the slot it runs in. Registered before the
+/// task starts: from here on the cancel watcher and the orphan check see the job as this process's.
+fn start(inner: &Arc<Inner>, job: Job, permit: OwnedSemaphorePermit) {
+    let span =
+        tracing::info_span!("job", job_id = %job.id, agent_id = %job.agent_id, kind = %job.kind, attempt = job.attempt);
+    let local = register(inner, job.id);
+    tokio::spawn(supervise(inner.clone(), job, local, permit).instrument(span));
+}
+
 /// Enters a just-claimed job into `running` and returns its stop handle; a cancel request that arrived
 /// earlier stops it at once. Under the `running` lock, like [`cancel_local`]: a request is either seen
 /// here or finds the job.
@@ -435,7 +455,7 @@ fn register(inner: &Inner, job_id: Uuid) -> RunningJob {
     local
 }
 
-async fn supervise(inner: Arc<Inner>, job: Job, local: RunningJob, _permit: OwnedSemaphorePermit) {
+async fn supervise(inner: Arc<Inner>, job: Job, local: RunningJob, permit: OwnedSemaphorePermit) {
     let started = Instant::now();
     let RunningJob { cancel, reason } = local;
     let clock = inner.store.clock().clone();
@@ -460,19 +480,29 @@ async fn supervise(inner: Arc<Inner>, job: Job, local: RunningJob, _permit: Owne
         }
     };
     cancel.cancel();
-    record_end(&inner, &job, ended, started).await;
+    // A completion goes to the completion loop with the slot; the slot comes back when its batch failed.
+    let (committed, permit) = match &ended {
+        Ended::Outcome(Outcome::Completed(result)) => match queued_completion(&inner, job.id, result, permit).await {
+            Ok(()) => (true, None),
+            Err(permit) => (false, permit),
+        },
+        _ => (false, Some(permit)),
+    };
+    record_end(&inner, &job, ended, started, committed).await;
     if let Ok(mut running) = inner.running.lock() {
         running.remove(&job.id);
     }
+    drop(permit);
 }
 
-/// Persists the end of an attempt, retrying while the database is unavailable.
-async fn record_end(inner: &Inner, job: &Job, ended: Ended, started: Instant) {
+/// Persists the end of an attempt, retrying while the database is unavailable; `committed` says the
+/// completion loop already committed a completed attempt.
+async fn record_end(inner: &Inner, job: &Job, ended: Ended, started: Instant, committed: bool) {
     let kind = job.kind.as_str();
     metrics::histogram!("cortex_job_duration_seconds", "kind" => kind).record(started.elapsed().as_secs_f64());
     let mut backoff = Duration::from_millis(100);
     loop {
-        match try_record_end(inner, job, &ended).await {
+        match try_record_end(inner, job, &ended, committed).await {
             Ok(()) => return,
             Err(StoreError::StaleState { .. }) => {
                 tracing::warn!("job is no longer owned by this worker; dropping its outcome");
@@ -491,7 +521,7 @@ async fn record_end(inner: &Inner, job: &Job, ended: Ended, started: Instant) {
     }
 }
 
-async fn try_record_end(inner: &Inner, job: &Job, ended: &Ended) -> Result<(), StoreError> {
+async fn try_record_end(inner: &Inner, job: &Job, ended: &Ended, committed: bool) -> Result<(), StoreError> {
     let store = &inner.store;
     let worker_id = inner.worker_id;
     let failure = match ended {
@@ -504,9 +534,9 @@ async fn try_record_end(inner: &Inner, job: &Job, ended: &Ended) -> Result<(), S
             return Ok(());
         }
         Ended::Outcome(Outcome::Completed(result)) => {
-            if !queued_completion(inner, job.id, result).await {
+            if !committed {
                 let mut tx = store.begin().await?;
-                complete(&mut tx, job.id, worker_id, result).await?;
+                complete(&mut tx, worker_id, &[(job.id, result.clone())]).await?;
                 tx.commit().await?;
             }
             metrics::counter!("cortex_jobs_total", "kind" => job.kind.as_str(), "status" => "completed").increment(1);
@@ -537,35 +567,46 @@ async fn try_record_end(inner: &Inner, job: &Job, ended: &Ended) -> Result<(), S
     Ok(())
 }
 
-/// Ends a completed attempt and says so, in the caller's transaction.
-async fn complete(tx: &mut cortex_store::Tx, job_id: Uuid, worker_id: Uuid, result: &Value) -> Result<(), StoreError> {
-    let done = tx.end_attempt(job_id, worker_id, &AttemptEnd::Completed { result: result.clone() }).await?;
-    tx.emit(NewEvent {
-        session_id: done.session_id,
-        ..NewEvent::new(
-            done.agent_id,
-            Some(done.id),
-            EventType::JobCompleted,
-            json!({"status": done.status, "result": result}),
-        )
-    });
+/// Ends completed attempts (`(job, result)` pairs) and says so, in the caller's transaction.
+async fn complete(tx: &mut cortex_store::Tx, worker_id: Uuid, done: &[(Uuid, Value)]) -> Result<(), StoreError> {
+    let jobs = tx.complete_attempts(worker_id, done).await?;
+    for (job, (_, result)) in jobs.iter().zip(done) {
+        tx.emit(NewEvent {
+            session_id: job.session_id,
+            ..NewEvent::new(
+                job.agent_id,
+                Some(job.id),
+                EventType::JobCompleted,
+                json!({"status": job.status, "result": result}),
+            )
+        });
+    }
     Ok(())
 }
 
-/// Hands a completion to the completion loop and waits until its transaction committed (`true`) or
-/// failed (`false`: the caller records the completion on its own).
-async fn queued_completion(inner: &Inner, job_id: Uuid, result: &Value) -> bool {
-    let (committed, answer) = oneshot::channel();
-    let completion = Completion { job_id, result: result.clone(), committed };
-    if inner.completions.send(completion).is_err() {
-        return false;
+/// Hands a completion and its job's slot to the completion loop and waits until its transaction
+/// committed (`Ok`: the slot went on to a job claimed in it, or was freed) or failed (`Err` with the slot:
+/// the caller records the completion on its own). A slot lost with a completion loop that is gone is
+/// freed, and the caller records the completion.
+async fn queued_completion(
+    inner: &Inner,
+    job_id: Uuid,
+    result: &Value,
+    permit: OwnedSemaphorePermit,
+) -> Result<(), Option<OwnedSemaphorePermit>> {
+    let (answer, answered) = oneshot::channel();
+    let completion = Completion { job_id, result: result.clone(), permit, answer };
+    if let Err(mpsc::error::SendError(completion)) = inner.completions.send(completion) {
+        return Err(Some(completion.permit));
     }
-    answer.await.unwrap_or(false)
+    answered.await.unwrap_or(Err(None))
 }
 
 /// Commits every completion that is ready in one transaction (one commit, one flush of events, one
-/// round of notifications for all of them), then acknowledges each. A batch that fails as a whole (one
-/// job was cancelled or reaped meanwhile, the database went away) is answered `false`, and each
+/// round of notifications for all of them), which also claims up to as many jobs as the batch frees
+/// slots (none once shutdown began), then acknowledges each completion and starts the claimed jobs in
+/// the freed slots; slots nobody claimed are freed. A batch that fails as a whole (one job was cancelled
+/// or reaped meanwhile, the database went away) is answered with the slots given back, and each
 /// supervisor records its own completion the one-by-one way, which knows how to handle both.
 async fn completion_loop(
     inner: Arc<Inner>,
@@ -581,31 +622,51 @@ async fn completion_loop(
             },
             _ = stop.cancelled() => return,
         };
+        // Handlers finishing at this moment (a claim's jobs often end together) get to queue theirs first,
+        // so they join this transaction rather than the next one.
+        tokio::task::yield_now().await;
         let mut batch = vec![first];
         while batch.len() < MAX_COMPLETION_BATCH
             && let Ok(completion) = queue.try_recv()
         {
             batch.push(completion);
         }
-        let committed = match commit_completions(&inner, &batch).await {
-            Ok(()) => true,
+        let serial = inner.claiming.lock().await;
+        let claim = if inner.stop_claiming.is_cancelled() { 0 } else { batch.len() };
+        let claiming = ClaimInFlight::begin(&inner);
+        let committed = commit_completions(&inner, &batch, claim).await;
+        drop(serial);
+        match committed {
+            Ok(claimed) => {
+                let mut slots = Vec::with_capacity(batch.len());
+                for Completion { permit, answer, .. } in batch {
+                    let _ = answer.send(Ok(()));
+                    slots.push(permit);
+                }
+                for (job, permit) in claimed.into_iter().zip(slots) {
+                    start(&inner, job, permit);
+                }
+            }
             Err(err) => {
                 tracing::debug!(error = %err, jobs = batch.len(), "batched completion failed; completing one by one");
-                false
+                for Completion { permit, answer, .. } in batch {
+                    let _ = answer.send(Err(Some(permit)));
+                }
             }
-        };
-        for completion in batch {
-            let _ = completion.committed.send(committed);
         }
+        drop(claiming);
     }
 }
 
-async fn commit_completions(inner: &Inner, batch: &[Completion]) -> Result<(), StoreError> {
+/// Commits `batch`'s completions and claims up to `claim` jobs in one transaction; returns the claimed jobs.
+async fn commit_completions(inner: &Inner, batch: &[Completion], claim: usize) -> Result<Vec<Job>, StoreError> {
+    let done: Vec<(Uuid, Value)> =
+        batch.iter().map(|completion| (completion.job_id, completion.result.clone())).collect();
     let mut tx = inner.store.begin().await?;
-    for completion in batch {
-        complete(&mut tx, completion.job_id, inner.worker_id, &completion.result).await?;
-    }
-    tx.commit().await
+    complete(&mut tx, inner.worker_id, &done).await?;
+    let claimed = tx.claim_jobs(inner.worker_id, claim, CLAIM_QUARANTINED).await?;
+    tx.commit().await?;
+    Ok(claimed)
 }
 
 async fn heartbeat_loop(inner: Arc<Inner>, stop: CancellationToken) {

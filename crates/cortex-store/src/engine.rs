@@ -346,8 +346,12 @@ fn spawn_pg_listener(url: String, notifier: Notifier) -> tokio::task::JoinHandle
                         notifier.publish(Notification::Resync);
                         loop {
                             match listener.try_recv().await {
-                                Ok(Some(message)) => match serde_json::from_str(message.payload()) {
-                                    Ok(notification) => notifier.publish(notification),
+                                Ok(Some(message)) => match crate::notify::unpack(message.payload()) {
+                                    Ok(notifications) => {
+                                        for notification in notifications {
+                                            notifier.publish(notification);
+                                        }
+                                    }
                                     Err(err) => {
                                         tracing::warn!(error = %err, "unreadable notification")
                                     }
@@ -435,12 +439,10 @@ impl Tx {
             }
             TxConn::Postgres(mut tx) => {
                 if !notifications.is_empty() {
-                    let payloads = notifications
-                        .iter()
-                        .map(serde_json::to_string)
-                        .collect::<std::result::Result<Vec<_>, _>>()
+                    let payloads = crate::notify::pack(&notifications)
                         .map_err(|err| StoreError::Corrupt(format!("notification: {err}")))?;
-                    // One statement for all of them; `unnest` keeps their order, and so does delivery.
+                    // One statement for all of them, packed into as few payloads as fit (usually one);
+                    // `unnest` keeps their order, and so does delivery.
                     sqlx::query("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload")
                         .bind(PG_CHANNEL)
                         .bind(payloads)

@@ -690,8 +690,10 @@ both_engines!(a_storm_of_failing_jobs_does_not_hold_up_healthy_ones, |t: TestSto
 
 both_engines!(a_flood_of_low_priority_jobs_does_not_starve_urgent_ones, |t: TestStore| async move {
     // 400 low-priority jobs are queued; while they drain, an urgent job arrives after every 10 flood
-    // starts. Each urgent job overtakes the flood at once (at most one flood job per worker slot,
-    // already claimed, starts after it arrives) and all of them finish before the flood does.
+    // starts. Each urgent job overtakes the flood at once and all of them finish before the flood does.
+    // Between its arrival and its start, flood jobs may start only from the claim in flight when it
+    // arrived (at most one per worker slot) and from its own claim: jobs claimed in one transaction are
+    // started together and their handlers begin in no set order (at most the other slots' worth).
     const FLOOD: usize = 400;
     const URGENT: usize = 30;
     const SPACING: usize = 10;
@@ -723,7 +725,7 @@ both_engines!(a_flood_of_low_priority_jobs_does_not_starve_urgent_ones, |t: Test
                 .iter()
                 .filter(|low| s.runs(**low).iter().any(|r| r.started > *arrived && r.started < run.started))
                 .count();
-            assert!(overtaking <= SLOTS, "{overtaking} flood jobs started after urgent job {id} arrived");
+            assert!(overtaking < 2 * SLOTS, "{overtaking} flood jobs started after urgent job {id} arrived");
         }
     });
     engine.shutdown().await;
@@ -797,7 +799,7 @@ async fn a_lost_claim_acknowledgement() {
 /// job already completed and must not run it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_completion_acknowledgement() {
-    lose_one_acknowledgement("result = $4, error = $5").await;
+    lose_one_acknowledgement("result = done.job_result").await;
 }
 
 /// Completes once the test opens its gate, and says when it started and when it returned its result.

@@ -537,3 +537,58 @@ both_engines!(concurrent_batch_claimers_never_exceed_agent_limits_or_share_jobs,
     }
     assert_eq!(seen.len(), 120);
 });
+
+both_engines!(a_batch_of_completions_ends_every_attempt_or_none, |t: TestStore| async move {
+    use cortex_store::budgets::{BudgetLine, BudgetScope, TOTAL_PERIOD};
+    use cortex_store::events::EventScope;
+
+    let agent = agent_with_limit(&t.store, "batch-done", 10).await;
+    let jobs = enqueue_each(4, || enqueue(&t.store, task(agent))).await;
+    let worker = Uuid::now_v7();
+    assert_eq!(t.store.claim_batch(worker, 4, false).await.unwrap().len(), 4);
+    // An open reservation of one attempt is released with its completion, as by `end_attempt`.
+    let line = BudgetLine {
+        scope: BudgetScope::Agent,
+        scope_id: agent,
+        period: TOTAL_PERIOD.into(),
+        token_limit: Some(1_000),
+        usd_limit: None,
+    };
+    t.store.reserve_budget(jobs[1].id, &[line], 300, 0.0).await.unwrap().unwrap();
+
+    // One job of the batch was taken from this worker meanwhile: nothing of the batch is written.
+    let mut tx = t.store.begin().await.unwrap();
+    tx.suspend(jobs[3].id, worker, Suspend::Release, None).await.unwrap();
+    tx.commit().await.unwrap();
+    let done: Vec<(Uuid, serde_json::Value)> =
+        jobs.iter().enumerate().map(|(n, job)| (job.id, json!({"response": n}))).collect();
+    let mut tx = t.store.begin().await.unwrap();
+    let stale = tx.complete_attempts(worker, &done).await;
+    assert!(matches!(stale, Err(StoreError::StaleState { .. })), "{stale:?}");
+    drop(tx);
+    for job in &jobs[..3] {
+        assert_eq!(t.store.get_job(job.id).await.unwrap().status, JobStatus::Running);
+    }
+    assert_eq!(t.store.budget_usage(BudgetScope::Agent, agent).await.unwrap()[0].tokens_reserved, 300);
+
+    // The others end together, in the order given, each with its own result and event.
+    let mut tx = t.store.begin().await.unwrap();
+    let ended = tx.complete_attempts(worker, &done[..3]).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        ended.iter().map(|job| job.id).collect::<Vec<_>>(),
+        jobs[..3].iter().map(|job| job.id).collect::<Vec<_>>()
+    );
+    for (n, job) in jobs[..3].iter().enumerate() {
+        let stored = t.store.get_job(job.id).await.unwrap();
+        assert_eq!(
+            (stored.status, stored.result, stored.claimed_by),
+            (JobStatus::Completed, Some(json!({"response": n})), None)
+        );
+        let events = t.store.events_after(EventScope::Job(job.id), 0, 100).await.unwrap();
+        let moves: Vec<&str> = events.iter().filter_map(|e| e.payload["to"].as_str()).collect();
+        assert_eq!(moves, ["scheduled", "running", "completed"]);
+    }
+    assert_eq!(t.store.budget_usage(BudgetScope::Agent, agent).await.unwrap()[0].tokens_reserved, 0);
+    assert_eq!(t.store.get_job(jobs[3].id).await.unwrap().status, JobStatus::Scheduled);
+});
