@@ -13,7 +13,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 use crate::events::NewEvent;
-use crate::notify::{Notification, Notifier, PG_CHANNEL};
+use crate::notify::{Envelope, Notification, Notifier, PG_CHANNEL};
 use crate::{Result, StoreError};
 
 /// Where the data lives.
@@ -345,12 +345,16 @@ fn spawn_pg_listener(url: String, notifier: Notifier) -> tokio::task::JoinHandle
                         notifier.publish(Notification::Resync);
                         loop {
                             match listener.try_recv().await {
-                                Ok(Some(message)) => match serde_json::from_str(message.payload()) {
-                                    Ok(notification) => notifier.publish(notification),
-                                    Err(err) => {
-                                        tracing::warn!(error = %err, "unreadable notification")
+                                Ok(Some(message)) => {
+                                    match serde_json::from_str::<Envelope<Notification>>(message.payload()) {
+                                        // Already published in-process at commit.
+                                        Ok(envelope) if envelope.o == notifier.origin() => {}
+                                        Ok(envelope) => notifier.publish(envelope.notification),
+                                        Err(err) => {
+                                            tracing::warn!(error = %err, "unreadable notification")
+                                        }
                                     }
-                                },
+                                }
                                 Ok(None) => {
                                     // Connection lost; sqlx reconnects on the next call.
                                     notifier.publish(Notification::Resync);
@@ -430,9 +434,10 @@ impl Tx {
             }
             TxConn::Postgres(mut tx) => {
                 if !notifications.is_empty() {
+                    let origin = self.store.inner.notifier.origin();
                     let payloads = notifications
                         .iter()
-                        .map(serde_json::to_string)
+                        .map(|notification| serde_json::to_string(&Envelope { o: origin, notification }))
                         .collect::<std::result::Result<Vec<_>, _>>()
                         .map_err(|err| StoreError::Corrupt(format!("notification: {err}")))?;
                     // One statement for all of them; `unnest` keeps their order, and so does delivery.
@@ -443,9 +448,10 @@ impl Tx {
                         .await?;
                 }
                 tx.commit().await?;
-                // This process's own memory indexes learn of the change at once, not when `LISTEN`
-                // delivers it back (a search right after a write sees it).
-                for notification in notifications.into_iter().filter(|n| matches!(n, Notification::Memory { .. })) {
+                // This process's subscribers learn of the change at once, not when `LISTEN` delivers it
+                // back (the listener drops that echo): a local idle worker claims without the round trip,
+                // a waiting chat request answers, and a memory search right after a write sees it.
+                for notification in notifications {
                     self.store.inner.notifier.publish(notification);
                 }
             }

@@ -1,7 +1,10 @@
 //! Cross-process wake-ups. SQLite mode broadcasts in-process after commit; PostgreSQL mode sends
 //! `NOTIFY cortex` inside the transaction (delivered at commit) and one listener per process forwards
-//! it to the same in-process channel. Notifications are hints: receivers always re-read the database,
-//! so a lost or duplicated notification only costs latency.
+//! it to the same in-process channel. The committing process also broadcasts its own notifications
+//! in-process right after the commit (an idle local worker or a waiting chat request wakes without the
+//! round trip through the server), so each payload carries its notifier's origin and the listener drops
+//! the ones its own notifier sent. Notifications are hints: receivers always re-read the database, so a
+//! lost or duplicated notification only costs latency.
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -40,16 +43,34 @@ pub enum Notification {
     Resync,
 }
 
+/// A notification as sent with `NOTIFY`: the sending notifier's origin beside the notification's own
+/// fields. A payload without `o` (an older process) is never this process's own.
+/// Sent as `Envelope<&Notification>`, read as `Envelope<Notification>`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Envelope<N> {
+    #[serde(default)]
+    pub(crate) o: u64,
+    #[serde(flatten)]
+    pub(crate) notification: N,
+}
+
 /// The in-process fan-out every subscriber reads from.
 #[derive(Debug, Clone)]
 pub struct Notifier {
     sender: broadcast::Sender<Notification>,
+    /// Random, never 0: tells this notifier's `NOTIFY` payloads from other processes'.
+    origin: u64,
 }
 
 impl Notifier {
     pub fn new() -> Self {
         let (sender, _) = broadcast::channel(4096);
-        Self { sender }
+        Self { sender, origin: rand::random::<u64>().max(1) }
+    }
+
+    /// The origin stamped on this notifier's `NOTIFY` payloads.
+    pub(crate) fn origin(&self) -> u64 {
+        self.origin
     }
 
     pub fn publish(&self, notification: Notification) {
