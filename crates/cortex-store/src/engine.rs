@@ -347,7 +347,9 @@ fn spawn_pg_listener(url: String, notifier: Notifier) -> tokio::task::JoinHandle
                         loop {
                             match listener.try_recv().await {
                                 Ok(Some(message)) => match crate::notify::unpack(message.payload()) {
-                                    Ok(notifications) => {
+                                    // Already published in-process at commit.
+                                    Ok((origin, _)) if origin == notifier.origin() => {}
+                                    Ok((_, notifications)) => {
                                         for notification in notifications {
                                             notifier.publish(notification);
                                         }
@@ -355,7 +357,7 @@ fn spawn_pg_listener(url: String, notifier: Notifier) -> tokio::task::JoinHandle
                                     Err(err) => {
                                         tracing::warn!(error = %err, "unreadable notification")
                                     }
-                                },
+                                }
                                 Ok(None) => {
                                     // Connection lost; sqlx reconnects on the next call.
                                     notifier.publish(Notification::Resync);
@@ -439,7 +441,7 @@ impl Tx {
             }
             TxConn::Postgres(mut tx) => {
                 if !notifications.is_empty() {
-                    let payloads = crate::notify::pack(&notifications)
+                    let payloads = crate::notify::pack(self.store.inner.notifier.origin(), &notifications)
                         .map_err(|err| StoreError::Corrupt(format!("notification: {err}")))?;
                     // One statement for all of them, packed into as few payloads as fit (usually one);
                     // `unnest` keeps their order, and so does delivery.
@@ -450,9 +452,10 @@ impl Tx {
                         .await?;
                 }
                 tx.commit().await?;
-                // This process's own memory indexes learn of the change at once, not when `LISTEN`
-                // delivers it back (a search right after a write sees it).
-                for notification in notifications.into_iter().filter(|n| matches!(n, Notification::Memory { .. })) {
+                // This process's subscribers learn of the change at once, not when `LISTEN` delivers it
+                // back (the listener drops that echo): a local idle worker claims without the round trip,
+                // a waiting chat request answers, and a memory search right after a write sees it.
+                for notification in notifications {
                     self.store.inner.notifier.publish(notification);
                 }
             }

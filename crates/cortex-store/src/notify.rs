@@ -1,13 +1,16 @@
 //! Cross-process wake-ups. SQLite mode broadcasts in-process after commit; PostgreSQL mode sends
 //! `NOTIFY cortex` inside the transaction (delivered at commit) and one listener per process forwards
-//! it to the same in-process channel. Notifications are hints: receivers always re-read the database,
-//! so a lost or duplicated notification only costs latency.
+//! it to the same in-process channel. The committing process also broadcasts its own notifications
+//! in-process right after the commit (an idle local worker or a waiting chat request wakes without the
+//! round trip through the server), so each payload carries its notifier's origin and the listener drops
+//! the ones its own notifier sent. Notifications are hints: receivers always re-read the database, so a
+//! lost or duplicated notification only costs latency.
 //!
-//! On PostgreSQL a transaction's notifications travel packed ([`pack`]): one `NOTIFY` payload holding a
-//! JSON array of as many as fit PostgreSQL's payload limit, not one `NOTIFY` per notification (a batch
-//! of 16 job completions announces 16 event streams). The listener ([`unpack`]) also reads a single
-//! notification object, the form of earlier versions.
-
+//! On PostgreSQL a transaction's notifications travel packed ([`pack`]): one `NOTIFY` payload holding
+//! the origin and a JSON array of as many notifications as fit PostgreSQL's payload limit, not one
+//! `NOTIFY` per notification (a batch of 16 job completions announces 16 event streams). The listener
+//! ([`unpack`]) also reads the forms of earlier versions: a bare array, or a single notification object
+//! with or without an origin.
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -49,12 +52,19 @@ pub enum Notification {
 #[derive(Debug, Clone)]
 pub struct Notifier {
     sender: broadcast::Sender<Notification>,
+    /// Random, never 0: tells this notifier's `NOTIFY` payloads from other processes'.
+    origin: u64,
 }
 
 impl Notifier {
     pub fn new() -> Self {
         let (sender, _) = broadcast::channel(4096);
-        Self { sender }
+        Self { sender, origin: rand::random::<u64>().max(1) }
+    }
+
+    /// The origin stamped on this notifier's `NOTIFY` payloads.
+    pub(crate) fn origin(&self) -> u64 {
+        self.origin
     }
 
     pub fn publish(&self, notification: Notification) {
@@ -76,40 +86,55 @@ impl Default for Notifier {
 /// Bytes a packed payload may take: PostgreSQL refuses `NOTIFY` payloads of 8,000 bytes or more.
 const MAX_PAYLOAD: usize = 7_900;
 
-/// The `NOTIFY` payloads announcing `notifications`, in order: JSON arrays of consecutive notifications,
-/// each array under PostgreSQL's payload limit (a notification too large for any array goes alone).
-pub(crate) fn pack(notifications: &[Notification]) -> serde_json::Result<Vec<String>> {
+/// The `NOTIFY` payloads announcing `notifications`, in order: `{"o": origin, "n": [...]}` objects of
+/// consecutive notifications, each under PostgreSQL's payload limit (a notification too large for any
+/// array goes alone).
+pub(crate) fn pack(origin: u64, notifications: &[Notification]) -> serde_json::Result<Vec<String>> {
+    let prefix = format!("{{\"o\":{origin},\"n\":[");
     let mut payloads = Vec::new();
     let mut current = String::new();
     for notification in notifications {
         let one = serde_json::to_string(notification)?;
-        if !current.is_empty() && current.len() + 1 + one.len() + 1 > MAX_PAYLOAD {
-            current.push(']');
+        if !current.is_empty() && current.len() + 1 + one.len() + 2 > MAX_PAYLOAD {
+            current.push_str("]}");
             payloads.push(std::mem::take(&mut current));
         }
-        current.push(if current.is_empty() { '[' } else { ',' });
+        if current.is_empty() {
+            current.push_str(&prefix);
+        } else {
+            current.push(',');
+        }
         current.push_str(&one);
     }
     if !current.is_empty() {
-        current.push(']');
+        current.push_str("]}");
         payloads.push(current);
     }
     Ok(payloads)
 }
 
-/// What one `NOTIFY` payload carried: a packed array, or a single notification.
+/// What one `NOTIFY` payload carried: this version's packed object, an earlier version's bare array,
+/// or an earlier version's single notification (with or without its origin).
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Payload {
-    Packed(Vec<Notification>),
-    Single(Notification),
+    Packed { o: u64, n: Vec<Notification> },
+    Bare(Vec<Notification>),
+    Single {
+        #[serde(default)]
+        o: u64,
+        #[serde(flatten)]
+        notification: Notification,
+    },
 }
 
-/// The notifications of one `NOTIFY` payload (see [`pack`]).
-pub(crate) fn unpack(payload: &str) -> serde_json::Result<Vec<Notification>> {
+/// The origin (0: unknown, an earlier version) and the notifications of one `NOTIFY` payload (see
+/// [`pack`]).
+pub(crate) fn unpack(payload: &str) -> serde_json::Result<(u64, Vec<Notification>)> {
     Ok(match serde_json::from_str(payload)? {
-        Payload::Packed(notifications) => notifications,
-        Payload::Single(notification) => vec![notification],
+        Payload::Packed { o, n } => (o, n),
+        Payload::Bare(notifications) => (0, notifications),
+        Payload::Single { o, notification } => (o, vec![notification]),
     })
 }
 
@@ -124,16 +149,19 @@ mod tests {
             .map(|seq| Notification::Event { seq, agent_id, job_id: Some(Uuid::from_u128(seq as u128)) })
             .chain([Notification::JobsReady])
             .collect();
-        let payloads = pack(&notifications).unwrap();
+        let payloads = pack(7, &notifications).unwrap();
         assert!(payloads.len() > 1 && payloads.len() < 10, "{} payloads", payloads.len());
         assert!(payloads.iter().all(|payload| payload.len() < MAX_PAYLOAD));
-        let unpacked: Vec<Notification> = payloads.iter().flat_map(|payload| unpack(payload).unwrap()).collect();
+        let mut unpacked = Vec::new();
+        for payload in &payloads {
+            let (origin, notifications) = unpack(payload).unwrap();
+            assert_eq!(origin, 7);
+            unpacked.extend(notifications);
+        }
         assert_eq!(unpacked, notifications);
-        assert_eq!(pack(&[]).unwrap(), Vec::<String>::new());
-        assert_eq!(
-            unpack(r#"{"k":"jobs_ready"}"#).unwrap(),
-            vec![Notification::JobsReady],
-            "an earlier version's form"
-        );
+        assert_eq!(pack(7, &[]).unwrap(), Vec::<String>::new());
+        assert_eq!(unpack(r#"{"k":"jobs_ready"}"#).unwrap(), (0, vec![Notification::JobsReady]), "single");
+        assert_eq!(unpack(r#"{"o":9,"k":"jobs_ready"}"#).unwrap(), (9, vec![Notification::JobsReady]));
+        assert_eq!(unpack(r#"[{"k":"jobs_ready"}]"#).unwrap(), (0, vec![Notification::JobsReady]), "bare");
     }
 }

@@ -34,10 +34,10 @@ use cortex_core::job::{ErrorClass, JobError};
 use cortex_jobs::{JobContext, JobHandler, Outcome, ResumePoint};
 use cortex_llm::Message;
 use cortex_memory::SearchQuery;
-use cortex_store::StoreError;
 use cortex_store::agents::Agent;
 use cortex_store::events::NewEvent;
 use cortex_store::tool_calls::ToolCallRecord;
+use cortex_store::{StoreError, Tx};
 use cortex_tools::hygiene::wrap_untrusted;
 use serde_json::{Value, json};
 use tracing::Instrument;
@@ -112,11 +112,10 @@ async fn redacted(svc: &Services, outcome: Outcome) -> Outcome {
 }
 
 /// Whether a final answer may already be in the session (a run resumed after it was stored).
-#[derive(Debug, Clone, Copy)]
 enum Answer {
-    /// Produced by this run: the answer and the checkpoint holding it are written together, so it cannot
-    /// be stored yet.
-    New,
+    /// Produced by this run, with the open transaction settling the call that produced it: the answer, the
+    /// checkpoint holding it and that settlement are committed together, so it cannot be stored yet.
+    New(Tx),
     /// Restored from a checkpoint: look before storing.
     MaybeStored,
 }
@@ -267,17 +266,17 @@ impl Run {
             }
             let last_turn = self.state.turn + 1 >= max_turns;
             self.inject_steering().await?;
-            let completion = self.call_model(last_turn).await?;
+            let (completion, settlement) = self.call_model(last_turn).await?;
             if last_turn || completion.tool_calls.is_empty() {
                 let stop_reason =
                     if last_turn { "max_turns".to_owned() } else { stop_reason_name(&completion.stop_reason) };
                 let answer = FinalAnswer { text: completion.text, stop_reason };
                 self.state.final_answer = Some(answer.clone());
-                return self.finish(answer, Answer::New).await;
+                return self.finish(answer, Answer::New(settlement)).await;
             }
             let calls = state::unique_call_ids(completion.tool_calls);
             self.state.transcript.push(Item::Assistant { text: completion.text, tool_calls: calls.clone() });
-            self.checkpoint().await?;
+            self.commit_checkpoint(settlement).await?;
             self.run_tool_calls(calls).await?;
             self.checkpoint().await?;
         }
@@ -288,15 +287,22 @@ impl Run {
     async fn finish(&mut self, answer: FinalAnswer, known: Answer) -> Result<Outcome, Halt> {
         let store = &self.svc.store;
         let job_id = self.ctx.job.id;
-        let stored = match (self.session_id, known) {
-            (None, _) => true,
-            (Some(_), Answer::New) => false,
-            (Some(_), Answer::MaybeStored) => store.message_of_job(job_id, "assistant").await?.is_some(),
+        let (stored, mut tx) = match known {
+            Answer::New(settlement) => (self.session_id.is_none(), settlement),
+            Answer::MaybeStored => {
+                let stored = match self.session_id {
+                    None => true,
+                    Some(_) => store.message_of_job(job_id, "assistant").await?.is_some(),
+                };
+                (stored, store.begin().await?)
+            }
         };
-        let sealed = self.sealed_checkpoint()?;
-        let mut tx = store.begin().await?;
+        let sealed = match self.sealed_checkpoint() {
+            Ok(sealed) => sealed,
+            Err(halt) => return Err(halt_keeping(tx, halt).await),
+        };
         if !tx.save_checkpoint(job_id, self.ctx.worker_id, &sealed).await? {
-            return Err(Halt::lost());
+            return Err(halt_keeping(tx, Halt::lost()).await);
         }
         if let Some(session_id) = self.session_id.filter(|_| !stored) {
             match tx.append_message(session_id, "assistant", &answer.text, Some(job_id), None).await {
@@ -373,10 +379,21 @@ impl Run {
 
     /// Saves the state (turn boundary, SPEC §4.8) and refreshes the job's heartbeat.
     async fn checkpoint(&mut self) -> Result<(), Halt> {
-        let sealed = self.sealed_checkpoint()?;
-        let mut tx = self.svc.store.begin().await?;
+        let tx = self.svc.store.begin().await?;
+        self.commit_checkpoint(tx).await
+    }
+
+    /// Saves the state in `tx` and commits it. `tx` may already hold the settlement of the model call
+    /// that produced this state: then the turn commits once, and a crash before that commit leaves neither
+    /// (as a crash before a separate settlement's commit did: the call is not charged and the turn runs
+    /// again). When the state cannot be saved, what `tx` holds is still committed.
+    async fn commit_checkpoint(&mut self, mut tx: Tx) -> Result<(), Halt> {
+        let sealed = match self.sealed_checkpoint() {
+            Ok(sealed) => sealed,
+            Err(halt) => return Err(halt_keeping(tx, halt).await),
+        };
         if !tx.save_checkpoint(self.ctx.job.id, self.ctx.worker_id, &sealed).await? {
-            return Err(Halt::lost());
+            return Err(halt_keeping(tx, Halt::lost()).await);
         }
         tx.emit(self.event(
             EventType::Checkpoint,
@@ -468,6 +485,15 @@ impl Run {
             )
             .with_retry_after(Some(u64::from(rate.window_seconds))),
         ))
+    }
+}
+
+/// Commits what `tx` holds (a served call's settlement: the provider was paid for the call whatever
+/// happens next) and returns `halt`, the reason the run stops.
+async fn halt_keeping(tx: Tx, halt: Halt) -> Halt {
+    match tx.commit().await {
+        Ok(()) => halt,
+        Err(err) => err.into(),
     }
 }
 

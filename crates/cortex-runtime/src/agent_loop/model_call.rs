@@ -2,7 +2,8 @@
 //! attempt; unpriced ones dropped when a cost budget applies), assemble the request, reserve its worst case
 //! on every budget, stream it through the failover client while deltas are coalesced into events, then in
 //! **one** transaction settle the reservation to the actual usage and add usage and cost to the job, the
-//! session and the ledger, with `llm.message`/`llm.usage`.
+//! session and the ledger, with `llm.message`/`llm.usage`. That transaction is handed back open: the loop
+//! commits it with the checkpoint or final answer the call led to, so a turn commits once after its call.
 //!
 //! An urgent steering instruction aborts the call in flight; the turn is re-issued with the instruction.
 
@@ -79,8 +80,10 @@ enum Called {
 }
 
 impl Run {
-    /// Runs turn `state.turn + 1` against the model and returns its answer.
-    pub(super) async fn call_model(&mut self, last_turn: bool) -> Result<Completion, Halt> {
+    /// Runs turn `state.turn + 1` against the model and returns its answer with the open transaction that
+    /// settles it: the caller adds the checkpoint (or the final answer) the answer leads to and commits
+    /// both at once, one transaction per turn fewer (see [`Run::commit_checkpoint`]).
+    pub(super) async fn call_model(&mut self, last_turn: bool) -> Result<(Completion, Tx), Halt> {
         self.check_agent_rate(RateKind::Llm).await?;
         if self.state.totals.llm_retries >= LLM_RETRY_LIMIT {
             return Err(Halt::fail(JobError::new(
@@ -293,14 +296,14 @@ impl Run {
         Ok(())
     }
 
-    /// Accounts for a served call in one transaction and records it.
+    /// Accounts for a served call in a transaction it returns uncommitted, and records it.
     async fn settle_served(
         &mut self,
         turn: u32,
         reservation: Uuid,
         served: Served,
         unflushed: Option<String>,
-    ) -> Result<Completion, Halt> {
+    ) -> Result<(Completion, Tx), Halt> {
         let mut completion = served.completion;
         // Model output never carries a secret further: not into events, the transcript, the next request,
         // the session, the job result or a channel reply.
@@ -350,7 +353,6 @@ impl Run {
                 )
             });
         }
-        tx.commit().await?;
         let now = self.now();
         self.buffer.append(
             RecordType::LlmResponse,
@@ -358,7 +360,7 @@ impl Run {
             json!({"turn": turn, "provider": served.provider, "model": served.model, "completion": completion,
                        "failed_attempts": served.failed_attempts}),
         );
-        Ok(completion)
+        Ok((completion, tx))
     }
 
     /// Settles the reservation to `charge` and accounts for it (see [`budget::charge_call`]).

@@ -33,8 +33,8 @@ struct Budget {
     transactions: u64,
 }
 
-const SQLITE: Budget = Budget { statements: 34, transactions: 6 };
-const POSTGRES: Budget = Budget { statements: 45, transactions: 6 };
+const SQLITE: Budget = Budget { statements: 34, transactions: 5 };
+const POSTGRES: Budget = Budget { statements: 44, transactions: 5 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chat_turn_stays_within_its_statement_budget_sqlite() {

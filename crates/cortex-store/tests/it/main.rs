@@ -8,6 +8,7 @@ mod extraction;
 mod jobs;
 mod logins;
 mod migrations;
+mod notify;
 mod schema;
 mod secrets;
 mod support;

@@ -112,8 +112,10 @@ async fn one_turn(http: &reqwest::Client, url: &str, key: &str) -> anyhow::Resul
 }
 
 /// A loopback OpenAI-compatible endpoint that answers every chat completion with "pong" (streamed when
-/// asked), after `delay` (zero: at once). Shared by the scenarios that need a model (`chat`, `soak`,
-/// `queue --workers`).
+/// asked), after `delay` (zero: at once), and every embeddings request at once with a fixed vector (a
+/// turn's memory recall embeds the user's message when embeddings are on; without this route that call
+/// failed with 404 and the recall fell back to keywords with a warning per turn). Shared by the scenarios
+/// that need a model (`chat`, `soak`, `queue --workers`).
 pub(super) struct InstantModel {
     /// `http://127.0.0.1:<port>/v1`, for `OPENAI_BASE_URL`.
     pub(super) base_url: String,
@@ -121,7 +123,10 @@ pub(super) struct InstantModel {
 
 impl InstantModel {
     pub(super) async fn start(delay: Duration) -> anyhow::Result<InstantModel> {
-        let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(complete)).with_state(delay);
+        let app = axum::Router::new()
+            .route("/v1/chat/completions", axum::routing::post(complete))
+            .route("/v1/embeddings", axum::routing::post(embed))
+            .with_state(delay);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base_url = format!("http://{}/v1", listener.local_addr()?);
         tokio::spawn(async move {
@@ -131,6 +136,23 @@ impl InstantModel {
         });
         Ok(InstantModel { base_url })
     }
+}
+
+/// Dimensions of the vectors [`embed`] answers with (those of `text-embedding-3-small`, the default model).
+const EMBEDDING_DIMENSIONS: usize = 1536;
+
+/// One vector per input, the same for every text: the benchmark measures the call, not recall quality.
+async fn embed(axum::Json(request): axum::Json<Value>) -> Response {
+    let inputs = match &request["input"] {
+        Value::Array(texts) => texts.len(),
+        _ => 1,
+    };
+    let vector: Vec<f32> = (0..EMBEDDING_DIMENSIONS).map(|i| if i % 2 == 0 { 0.03 } else { -0.02 }).collect();
+    let data: Vec<Value> =
+        (0..inputs).map(|index| json!({"object": "embedding", "index": index, "embedding": vector})).collect();
+    axum::Json(json!({"object": "list", "data": data, "model": request["model"],
+        "usage": {"prompt_tokens": inputs, "total_tokens": inputs}}))
+    .into_response()
 }
 
 async fn complete(State(delay): State<Duration>, axum::Json(request): axum::Json<Value>) -> Response {

@@ -1,0 +1,55 @@
+//! A committed notification reaches the committing process's own subscribers when the commit returns, and
+//! once (issue 17): on PostgreSQL a chat turn's wake-ups (job ready, job finished) no longer wait for
+//! `LISTEN` to bring them back, and the listener drops that echo.
+
+use std::time::Duration;
+
+use cortex_store::{DatabaseConfig, Notification};
+use cortex_testkit::{TestStore, both_engines};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+both_engines!(a_committed_notification_reaches_this_process_at_commit_and_once, |t: TestStore| async move {
+    let mut notifications = t.store.subscribe();
+    let postgres = matches!(t.config, DatabaseConfig::Postgres { .. });
+    if postgres {
+        // The listener announces a resync once it listens; from then on every NOTIFY reaches it.
+        wait_for(&mut notifications, |n| *n == Notification::Resync).await;
+    }
+    let ours = Notification::CancelRequested { job_id: Uuid::now_v7() };
+    let mut tx = t.store.begin().await.unwrap();
+    tx.notify(ours.clone());
+    tx.commit().await.unwrap();
+    assert_eq!(notifications.try_recv(), Ok(ours.clone()), "not published when the commit returned");
+
+    if postgres {
+        // Another process's notification, committed after ours: `LISTEN` delivers in commit order, so an
+        // echo of ours would arrive before it.
+        let other = t.reopen().await;
+        let marker = Notification::Steered { job_id: Uuid::now_v7() };
+        let mut tx = other.begin().await.unwrap();
+        tx.notify(marker.clone());
+        tx.commit().await.unwrap();
+        let before_marker = wait_for(&mut notifications, |n| *n == marker).await;
+        assert!(!before_marker.contains(&ours), "our own notification came back through LISTEN: {before_marker:?}");
+    }
+});
+
+/// Receives until `done` matches and returns what came before it. The timeout only keeps a broken build
+/// from hanging; nothing waits on it.
+async fn wait_for(
+    notifications: &mut broadcast::Receiver<Notification>,
+    done: impl Fn(&Notification) -> bool,
+) -> Vec<Notification> {
+    let receive = async {
+        let mut seen = Vec::new();
+        loop {
+            match notifications.recv().await {
+                Ok(notification) if done(&notification) => return seen,
+                Ok(notification) => seen.push(notification),
+                Err(err) => panic!("notifications ended: {err}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), receive).await.expect("the notification never came")
+}
