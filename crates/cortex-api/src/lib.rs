@@ -57,7 +57,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::users::routes())
         .build(&state, OpenApiRouter::with_openapi(openapi::base_document()))
         .split_for_parts();
-    let document = routes::docs::Document::new(&document);
+    let document: routes::docs::Document = std::sync::Arc::new(document);
     // The last layer added runs first: request context → JSON error bodies → ops reserve → oversized
     // bodies → body limit → authentication.
     api.merge(routes::ui::router(&state))

@@ -2,37 +2,18 @@
 //! a browsable page rendered from it on the server (no external assets).
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use axum::Extension;
-use axum::http::header;
-use axum::response::{Html, IntoResponse};
-use bytes::Bytes;
+use axum::response::Html;
 use utoipa::openapi::OpenApi;
 use utoipa::openapi::path::Operation;
 use utoipa_axum::routes;
 
-use crate::error::ApiError;
 use crate::guard::Routes;
 
-/// The finished document as JSON text, attached to requests after the routers are assembled. Only the
-/// text is kept: the `OpenApi` value it is serialised from holds about 7 MB of small allocations, the
-/// largest part of an idle server's heap (docs/PERFORMANCE.md, "Start-up and idle memory").
-#[derive(Clone)]
-pub struct Document(Bytes);
-
-impl Document {
-    /// Serialises `document` once; a document that cannot be serialised (not expected: every key is a
-    /// string) is logged and served as `null`.
-    pub fn new(document: &OpenApi) -> Document {
-        match serde_json::to_vec(document) {
-            Ok(json) => Document(Bytes::from(json)),
-            Err(err) => {
-                tracing::error!(error = %err, "the OpenAPI document cannot be serialised");
-                Document(Bytes::from_static(b"null"))
-            }
-        }
-    }
-}
+/// The finished document, attached to requests after the routers are assembled.
+pub type Document = Arc<OpenApi>;
 
 pub fn routes() -> Routes {
     Routes::new().viewer(routes!(openapi_json)).viewer(routes!(docs_page))
@@ -40,19 +21,14 @@ pub fn routes() -> Routes {
 
 /// The OpenAPI 3.1 document of this API.
 #[utoipa::path(get, path = "/openapi.json", tag = "docs", responses((status = 200, content_type = "application/json")))]
-async fn openapi_json(Extension(document): Extension<Document>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], document.0)
+async fn openapi_json(Extension(document): Extension<Document>) -> axum::Json<OpenApi> {
+    axum::Json(document.as_ref().clone())
 }
 
-/// Human-readable API reference rendered from the OpenAPI document (read back from its JSON text: the
-/// page is rare, the memory the value would hold is not).
+/// Human-readable API reference rendered from the OpenAPI document.
 #[utoipa::path(get, path = "/docs", tag = "docs", responses((status = 200, content_type = "text/html")))]
-async fn docs_page(Extension(document): Extension<Document>) -> Result<Html<String>, ApiError> {
-    let document: OpenApi = serde_json::from_slice(&document.0).map_err(|err| {
-        tracing::error!(error = %err, "the OpenAPI document cannot be read back");
-        ApiError::internal()
-    })?;
-    Ok(Html(render(&document)))
+async fn docs_page(Extension(document): Extension<Document>) -> Html<String> {
+    Html(render(&document))
 }
 
 fn escape(text: &str) -> String {
