@@ -325,11 +325,22 @@ async fn open_sqlite(path: &std::path::Path, exclusive: bool) -> Result<Engine> 
     let read = SqlitePoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(30))
-        .connect_with(options.read_only(true))
+        .idle_timeout(READER_IDLE_TIMEOUT)
+        .connect_with(options.read_only(true).pragma("cache_size", format!("-{READER_CACHE_KIB}")))
         .await
         .map_err(StoreError::Unavailable)?;
     Ok(Engine::Sqlite { write, read, _lock: lock })
 }
+
+/// Page cache of each SQLite reader connection, in KiB (SQLite's default is 2,000 KiB per connection).
+/// Up to eight readers each fill their own cache as the database grows, which made a server's memory
+/// climb for most of an hour (docs/PERFORMANCE.md, "Start-up and idle memory"); pages a reader misses
+/// come from the operating system's file cache instead. The writer keeps the default.
+const READER_CACHE_KIB: u32 = 512;
+
+/// A reader connection unused this long is closed, so the readers a load spike opened (each with its own
+/// page cache, statement cache and thread) do not stay for sqlx's default ten minutes.
+const READER_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Forwards `NOTIFY cortex` payloads into the in-process notifier, reconnecting forever.
 fn spawn_pg_listener(url: String, notifier: Notifier) -> tokio::task::JoinHandle<()> {
@@ -461,5 +472,32 @@ impl Tx {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use cortex_core::clock::SystemClock;
+
+    use super::{DatabaseConfig, Engine, READER_CACHE_KIB, READER_IDLE_TIMEOUT, Store};
+
+    /// `PRAGMA cache_size` as a connection of `pool` reports it (negative: KiB).
+    async fn cache_size(pool: &sqlx::SqlitePool) -> i64 {
+        sqlx::query_scalar("PRAGMA cache_size").fetch_one(pool).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn sqlite_readers_have_a_bounded_page_cache_and_close_when_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = DatabaseConfig::Sqlite { path: dir.path().join("cortex.db") };
+        let store = Store::open(&config, Arc::new(SystemClock)).await.unwrap();
+        let Engine::Sqlite { write, read, .. } = &store.inner.engine else { panic!("not SQLite") };
+        assert_eq!(cache_size(read).await, -i64::from(READER_CACHE_KIB));
+        assert_eq!(read.options().get_idle_timeout(), Some(READER_IDLE_TIMEOUT));
+        // The writer keeps SQLite's default (2,000 KiB).
+        assert_eq!(cache_size(write).await, -2000);
+        store.close().await;
     }
 }
