@@ -368,7 +368,7 @@ fn spawn_pg_listener(url: String, notifier: Notifier) -> tokio::task::JoinHandle
                                     Err(err) => {
                                         tracing::warn!(error = %err, "unreadable notification")
                                     }
-                                }
+                                },
                                 Ok(None) => {
                                     // Connection lost; sqlx reconnects on the next call.
                                     notifier.publish(Notification::Resync);

@@ -118,7 +118,10 @@ pub(crate) fn pack(origin: u64, notifications: &[Notification]) -> serde_json::R
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Payload {
-    Packed { o: u64, n: Vec<Notification> },
+    Packed {
+        o: u64,
+        n: Vec<Notification>,
+    },
     Bare(Vec<Notification>),
     Single {
         #[serde(default)]
