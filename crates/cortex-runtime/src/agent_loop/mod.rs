@@ -115,7 +115,7 @@ async fn redacted(svc: &Services, outcome: Outcome) -> Outcome {
 enum Answer {
     /// Produced by this run, with the open transaction settling the call that produced it: the answer, the
     /// checkpoint holding it and that settlement are committed together, so it cannot be stored yet.
-    New(Tx),
+    New(Box<Tx>),
     /// Restored from a checkpoint: look before storing.
     MaybeStored,
 }
@@ -272,7 +272,7 @@ impl Run {
                     if last_turn { "max_turns".to_owned() } else { stop_reason_name(&completion.stop_reason) };
                 let answer = FinalAnswer { text: completion.text, stop_reason };
                 self.state.final_answer = Some(answer.clone());
-                return self.finish(answer, Answer::New(settlement)).await;
+                return self.finish(answer, Answer::New(Box::new(settlement))).await;
             }
             let calls = state::unique_call_ids(completion.tool_calls);
             self.state.transcript.push(Item::Assistant { text: completion.text, tool_calls: calls.clone() });
@@ -288,7 +288,7 @@ impl Run {
         let store = &self.svc.store;
         let job_id = self.ctx.job.id;
         let (stored, mut tx) = match known {
-            Answer::New(settlement) => (self.session_id.is_none(), settlement),
+            Answer::New(settlement) => (self.session_id.is_none(), *settlement),
             Answer::MaybeStored => {
                 let stored = match self.session_id {
                     None => true,
