@@ -61,6 +61,12 @@ pub fn channel_health(supervisor: Arc<Supervisor>, shutdown: CancellationToken) 
     metrics::gauge!("cortex_sse_clients").increment(1.0);
     tokio::spawn(async move {
         let (mut snapshot, mut changes) = supervisor.health_changes();
+        // A first frame at once: the response head goes out with it, so a client sees the stream open
+        // (EventSource `open`) even when there is no channel to report yet.
+        if sender.send(Ok(SseEvent::default().comment("channel health"))).await.is_err() {
+            metrics::gauge!("cortex_sse_clients").decrement(1.0);
+            return;
+        }
         'stream: loop {
             for change in snapshot.drain(..) {
                 if sender.send(Ok(health_event(&change))).await.is_err() {

@@ -3,6 +3,25 @@
 (function () {
   "use strict";
 
+  // Every event stream the page opens goes through `stream`: all are closed when the page is hidden
+  // (navigation, back/forward cache), so pages no one sees never hold connections (a browser allows six
+  // per host over HTTP/1.1; held ones stall the next navigation). A page restored from that cache reloads
+  // instead of showing what it missed.
+  var streams = [];
+  function stream(url) {
+    var source = new EventSource(url);
+    streams = streams.filter(function (open) { return open.readyState !== EventSource.CLOSED; });
+    streams.push(source);
+    return source;
+  }
+  window.addEventListener("pagehide", function () {
+    streams.forEach(function (open) { open.close(); });
+    streams = [];
+  });
+  window.addEventListener("pageshow", function (event) {
+    if (event.persisted) { window.location.reload(); }
+  });
+
   // Theme: the stored choice wins over the system preference; applied before the body renders.
   var stored = null;
   try { stored = window.localStorage.getItem("cortex-theme"); } catch (e) { stored = null; }
@@ -183,7 +202,7 @@
     function open() {
       var url = "/jobs/" + encodeURIComponent(jobId) + "/events";
       if (lastId) { url += "?last_event_id=" + encodeURIComponent(lastId); }
-      source = new EventSource(url);
+      source = stream(url);
       source.addEventListener("job.state", function (event) {
         var payload = data(event);
         // The link to a pending approval stays while the job waits for it.
@@ -265,7 +284,7 @@
   function followLive(element) {
     var url = element.getAttribute("data-live");
     var after = element.getAttribute("data-live-after") || "0";
-    var source = new EventSource(url + (url.indexOf("?") < 0 ? "?" : "&") + "last_event_id=" + encodeURIComponent(after));
+    var source = stream(url + (url.indexOf("?") < 0 ? "?" : "&") + "last_event_id=" + encodeURIComponent(after));
     var reload = element.hasAttribute("data-live-reload");
     function changed() {
       if (reload) { source.close(); window.location.reload(); return; }
@@ -375,7 +394,7 @@
       "approval.decided", "steer.injected", "steer.acknowledged", "subagent.spawned", "subagent.finished", "cost.alert",
       "breaker.trip", "agent.health", "job.completed", "job.failed", "error"];
     function open() {
-      source = new EventSource(url + "?last_event_id=" + encodeURIComponent(lastId));
+      source = stream(url + "?last_event_id=" + encodeURIComponent(lastId));
       TYPES.forEach(function (type) { source.addEventListener(type, onMessage); });
       source.onopen = function () { element.classList.remove("offline"); };
       source.onerror = function () {
@@ -440,7 +459,7 @@
       }
     }
     function open() {
-      source = new EventSource(url);
+      source = stream(url);
       source.addEventListener("channel.health", onHealth);
       source.onopen = function () { delay = 1000; element.classList.remove("offline"); };
       source.onerror = function () {
