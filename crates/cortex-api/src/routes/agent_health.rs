@@ -232,7 +232,8 @@ async fn health(State(state): State<AppState>, Path(id): Path<String>) -> ApiRes
     let usage = state.store.agent_usage_by_day(agent.id, today).await?;
     let usage_today = UsageToday {
         tokens: usage.iter().map(|day| day.tokens_in + day.tokens_out).sum(),
-        cost_usd: usage.iter().map(|day| day.cost_usd).sum(),
+        // A fold from +0.0: an empty `f64` sum is −0.0, which would print as `-0.0`.
+        cost_usd: usage.iter().map(|day| day.cost_usd).fold(0.0, |total, cost| total + cost),
     };
     let (health_state, reason) = derived_health(&agent, &providers, &mcp);
     Ok(axum::Json(AgentHealthReport {

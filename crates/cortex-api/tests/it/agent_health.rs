@@ -26,7 +26,9 @@ both_engines!(health_reports_breaker_providers_mcp_and_activity, |t: TestStore| 
 
     let fresh = app.get(&format!("/agents/{id}/health"), &viewer).await;
     assert_eq!(fresh.status(), 200, "viewers may read it");
-    let fresh: Value = fresh.json().await.unwrap();
+    let fresh = fresh.text().await.unwrap();
+    assert!(fresh.contains(r#""cost_usd":0.0"#), "no spend prints as 0.0, not -0.0: {fresh}");
+    let fresh: Value = serde_json::from_str(&fresh).unwrap();
     assert_eq!(
         fresh,
         json!({
