@@ -19,24 +19,20 @@
 //! none when nothing changed, and then the agent's current sequence (one primary-key row) is all it reads
 //! beside the blob.
 //!
-//! When to catch up: the index subscribes to the store's notifications. Every committed memory write
-//! notifies its agent and sequence (in-process at once for this process's writes; through `LISTEN` from
-//! other PostgreSQL processes), so a search whose arena covers the latest sequence it heard of reads
-//! nothing to know it is current. A `Resync` (listener reconnected) or a lagging subscription may have lost
-//! notifications: every arena then checks the store once.
+//! When to catch up: `watch.rs` (the store's notifications; a search whose arena covers the latest
+//! sequence heard of reads nothing to know it is current).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
+use cortex_store::Store;
 use cortex_store::memory::{IndexSnapshot, VectorChange};
-use cortex_store::{Notification, Store};
-use tokio::sync::broadcast::Receiver;
-use tokio::sync::broadcast::error::TryRecvError;
 use uuid::Uuid;
 
 use crate::index::{IndexError, VectorIndex};
 use crate::simd;
+use crate::watch::{ChangeWatch, Coverage};
 
 /// Quantised candidates re-ranked exactly: this many per requested hit …
 const RERANK_PER_HIT: usize = 4;
@@ -71,11 +67,8 @@ struct Arena {
     high: Vec<u8>,
     /// Per vector: the low nibble of every code (`code & 15`), packed the same way.
     low: Vec<u8>,
-    /// The agent's change sequence it covers (-1: nothing yet).
-    seq: i64,
-    /// The resync generation ([`Changes::resyncs`]) it was last checked against the store in; `None`
-    /// until its first catch-up.
-    checked: Option<u64>,
+    /// What of the agent's change sequence it covers.
+    coverage: Coverage,
     /// A blob of it is in the store (perhaps older).
     persisted: bool,
     /// Changes applied since it was loaded or saved.
@@ -161,8 +154,7 @@ impl Arena {
             stride: 0,
             high: Vec::new(),
             low: Vec::new(),
-            seq: -1,
-            checked: None,
+            coverage: Coverage::empty(),
             persisted: false,
             unsaved: 0,
         }
@@ -233,7 +225,7 @@ impl Arena {
                 }
                 None => self.remove(change.id),
             }
-            self.seq = self.seq.max(change.seq);
+            self.coverage.seq = self.coverage.seq.max(change.seq);
         }
         self.unsaved += changes.len();
     }
@@ -354,37 +346,10 @@ impl Arena {
             high: high.to_vec(),
             low: low.to_vec(),
             ids,
-            seq,
-            checked: None,
+            coverage: Coverage::loaded(seq),
             persisted: true,
             unsaved: 0,
         })
-    }
-}
-
-/// The index's subscription to the store's notifications and what it learnt from them.
-struct Changes {
-    receiver: Receiver<Notification>,
-    /// Per agent, the highest change sequence notified.
-    latest: HashMap<Uuid, i64>,
-    /// Bumped on every `Resync` or lag: each arena then checks the store once.
-    resyncs: u64,
-}
-
-impl Changes {
-    /// Takes every pending notification.
-    fn drain(&mut self) {
-        loop {
-            match self.receiver.try_recv() {
-                Ok(Notification::Memory { agent_id, seq }) => {
-                    let latest = self.latest.entry(agent_id).or_insert(seq);
-                    *latest = (*latest).max(seq);
-                }
-                Ok(Notification::Resync) | Err(TryRecvError::Lagged(_)) => self.resyncs += 1,
-                Ok(_) => {}
-                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
-            }
-        }
     }
 }
 
@@ -405,22 +370,19 @@ pub struct EmbeddedIndex {
     arenas: Mutex<HashMap<Uuid, Arc<RwLock<Arena>>>>,
     /// One catch-up at a time; a caller that waited finds the arena current.
     catch_up: tokio::sync::Mutex<()>,
-    /// Subscribed at the first search (a store that never searches holds no listener).
-    changes: Mutex<Option<Changes>>,
+    watch: ChangeWatch,
     snapshots: AtomicU64,
-    sequence_checks: AtomicU64,
     change_rows: AtomicU64,
 }
 
 impl EmbeddedIndex {
     pub fn new(store: Store) -> Self {
         Self {
+            watch: ChangeWatch::new(store.clone()),
             store,
             arenas: Mutex::new(HashMap::new()),
             catch_up: tokio::sync::Mutex::new(()),
-            changes: Mutex::new(None),
             snapshots: AtomicU64::new(0),
-            sequence_checks: AtomicU64::new(0),
             change_rows: AtomicU64::new(0),
         }
     }
@@ -429,7 +391,7 @@ impl EmbeddedIndex {
     pub fn reads(&self) -> IndexReads {
         IndexReads {
             snapshots: self.snapshots.load(Ordering::Relaxed),
-            sequence_checks: self.sequence_checks.load(Ordering::Relaxed),
+            sequence_checks: self.watch.sequence_checks(),
             change_rows: self.change_rows.load(Ordering::Relaxed),
         }
     }
@@ -439,24 +401,10 @@ impl EmbeddedIndex {
         arenas.get(&agent_id).filter(|arena| read(arena).model == model).cloned()
     }
 
-    /// Drains the notifications (subscribing first if needed); the highest sequence heard of for the
-    /// agent and the resync generation.
-    fn heard(&self, agent_id: Uuid) -> (Option<i64>, u64) {
-        let mut changes = self.changes.lock().unwrap_or_else(PoisonError::into_inner);
-        let changes = changes.get_or_insert_with(|| Changes {
-            receiver: self.store.subscribe(),
-            latest: HashMap::new(),
-            resyncs: 0,
-        });
-        changes.drain();
-        (changes.latest.get(&agent_id).copied(), changes.resyncs)
-    }
-
     /// Whether `arena` is known current without asking the store.
     fn current(&self, arena: &RwLock<Arena>, agent_id: Uuid) -> bool {
-        let (latest, resyncs) = self.heard(agent_id);
-        let arena = read(arena);
-        arena.checked == Some(resyncs) && latest.is_none_or(|latest| latest <= arena.seq)
+        let coverage = read(arena).coverage;
+        self.watch.is_current(agent_id, coverage)
     }
 
     /// The persisted arena when it is readable and of `model`, else an empty one (filled by catching up).
@@ -488,25 +436,19 @@ impl EmbeddedIndex {
         if self.current(&arena, agent_id) {
             return Ok(arena);
         }
-        // Taken before the store is read: a write notified later is caught up by a later search.
-        let (_, resyncs) = self.heard(agent_id);
-        // The sequence first, the rows after: every write up to it has committed, so the rows read next
-        // include them all (and maybe later ones, whose sequences are then covered too).
-        let seq = self.store.memory_change_seq(agent_id).await?;
-        self.sequence_checks.fetch_add(1, Ordering::Relaxed);
-        let covered = read(&arena).seq;
-        if seq > covered {
+        let committed = self.watch.committed(agent_id).await?;
+        let covered = read(&arena).coverage.seq;
+        if committed.seq > covered {
             let changes = self.store.memory_vector_changes(agent_id, model, covered).await?;
             self.change_rows.fetch_add(changes.len() as u64, Ordering::Relaxed);
             write(&arena).apply(&changes);
         }
         let snapshot = {
             let mut arena = write(&arena);
-            arena.seq = arena.seq.max(seq);
-            arena.checked = Some(resyncs);
+            arena.coverage = committed.covered(arena.coverage);
             arena.due_for_save().then(|| IndexSnapshot {
                 model: arena.model.clone(),
-                through_seq: arena.seq,
+                through_seq: arena.coverage.seq,
                 data: arena.encode(),
             })
         };
@@ -595,7 +537,7 @@ mod tests {
         assert_eq!(arena.candidates(&[0.6, 0.8], 2), vec![Uuid::from_u128(3), Uuid::from_u128(2)]);
         assert_eq!(arena.candidates(&[0.6, 0.8], 10).len(), 4);
         assert!(arena.candidates(&[1.0, 0.0, 0.0], 2).is_empty(), "a query of another dimension matches nothing");
-        assert_eq!(arena.seq, 8);
+        assert_eq!(arena.coverage.seq, 8);
     }
 
     /// xorshift64 floats in [−0.5, 0.5): deterministic test vectors.
@@ -667,7 +609,7 @@ mod tests {
         assert_eq!(arena.ids.len(), 2, "1 removed, 2 replaced, 9 of another size skipped");
         assert_eq!(arena.candidates(&[1.0, 0.0], 1), vec![Uuid::from_u128(2)]);
         assert_eq!(codes_of(&arena, arena.slots[&Uuid::from_u128(3)]), vec![95, 127], "the moved slot kept its codes");
-        let copy = Arena::decode("m", arena.seq, &arena.encode()).unwrap();
+        let copy = Arena::decode("m", arena.coverage.seq, &arena.encode()).unwrap();
         assert_eq!(
             (copy.ids.clone(), copy.scales.clone(), copy.high.clone(), copy.low.clone()),
             (arena.ids, arena.scales, arena.high, arena.low)

@@ -1,14 +1,42 @@
 //! Vector indexes (SPEC §9.5) behind one trait, and the choice of backend (`CORTEX_VECTOR_BACKEND`,
-//! [`open_index`]). The backends: `embedded.rs` (quantised in-process scan, either engine), `qdrant.rs`.
+//! [`open_index`]). The backends: `embedded.rs` (quantised in-process scan, either engine), `qdrant.rs`,
+//! `pgvector.rs`. The embedded backend keeps the keyword side in process too (`keyword.rs`); with the
+//! others the store's full-text index answers it ([`Indexes`]).
 
 use std::sync::Arc;
 
 use cortex_store::{Store, StoreError};
 
 pub use crate::embedded::{EmbeddedIndex, IndexReads};
+pub use crate::keyword::KeywordIndex;
 use crate::pgvector::PgVectorIndex;
 pub use crate::qdrant::QdrantIndex;
 use uuid::Uuid;
+
+/// What a [`Memory`](crate::Memory) searches with: a vector index and, with the embedded backend, the
+/// in-process keyword index (`None`: keyword candidates come from the store's full-text index).
+#[derive(Clone)]
+pub struct Indexes {
+    pub vectors: Arc<dyn VectorIndex>,
+    pub keywords: Option<Arc<KeywordIndex>>,
+}
+
+impl Indexes {
+    /// The embedded backend: vectors and keywords in process, caches of the store's rows.
+    pub fn embedded(store: &Store) -> Self {
+        Self::embedded_with(Arc::new(EmbeddedIndex::new(store.clone())), store)
+    }
+
+    /// The embedded backend around an existing vector index (benchmarks and tests that also use it alone).
+    pub fn embedded_with(vectors: Arc<EmbeddedIndex>, store: &Store) -> Self {
+        Self { vectors, keywords: Some(Arc::new(KeywordIndex::new(store.clone()))) }
+    }
+
+    /// A vector backend outside the process; keywords from the store's full-text index.
+    pub fn external(vectors: Arc<dyn VectorIndex>) -> Self {
+        Self { vectors, keywords: None }
+    }
+}
 
 /// Why the index could not answer; search then degrades to keyword only.
 #[derive(Debug, thiserror::Error)]
@@ -97,15 +125,11 @@ impl Default for VectorConfig {
 
 /// Builds the configured backend. An explicitly chosen backend that cannot work here is an error (the
 /// process refuses to start); `auto` falls back to the embedded index.
-pub async fn open_index(
-    config: &VectorConfig,
-    store: &Store,
-    http: reqwest::Client,
-) -> Result<Arc<dyn VectorIndex>, IndexError> {
+pub async fn open_index(config: &VectorConfig, store: &Store, http: reqwest::Client) -> Result<Indexes, IndexError> {
     match (config.backend, &config.qdrant) {
-        (VectorBackend::Sqlite, _) => Ok(Arc::new(EmbeddedIndex::new(store.clone()))),
+        (VectorBackend::Sqlite, _) => Ok(Indexes::embedded(store)),
         (VectorBackend::Pgvector, _) => match PgVectorIndex::open(store.clone()).await? {
-            Some(index) => Ok(Arc::new(index)),
+            Some(index) => Ok(Indexes::external(Arc::new(index))),
             None => {
                 Err(IndexError::Unavailable("`pgvector` needs PostgreSQL where `CREATE EXTENSION vector` works".into()))
             }
@@ -113,13 +137,13 @@ pub async fn open_index(
         (VectorBackend::Auto, None) => match PgVectorIndex::open(store.clone()).await? {
             Some(index) => {
                 tracing::info!("memory vectors: pgvector");
-                Ok(Arc::new(index))
+                Ok(Indexes::external(Arc::new(index)))
             }
-            None => Ok(Arc::new(EmbeddedIndex::new(store.clone()))),
+            None => Ok(Indexes::embedded(store)),
         },
         (VectorBackend::Qdrant, None) => Err(IndexError::Unavailable("`qdrant` needs QDRANT_URL".into())),
         (VectorBackend::Qdrant | VectorBackend::Auto, Some(qdrant)) => {
-            Ok(Arc::new(QdrantIndex::new(store.clone(), http, qdrant)))
+            Ok(Indexes::external(Arc::new(QdrantIndex::new(store.clone(), http, qdrant))))
         }
     }
 }

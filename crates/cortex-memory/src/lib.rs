@@ -21,11 +21,14 @@
 //!   `memory_vector_index`); `simd.rs`: its dot-product kernel (AVX2 with a scalar fallback — the crate's
 //!   only `unsafe`); [`qdrant`]: Qdrant over REST, one collection per agent;
 //!   [`pgvector`]: the PostgreSQL backend (HNSW cosine inside the database, over `cortex-store`'s
-//!   `memory_vector` copy, synced per agent before a search when the agent changed).
+//!   `memory_vector` copy, synced per agent before a search when the agent changed); [`Indexes`]: what a
+//!   search uses — with the embedded backend also `keyword.rs`, an in-process BM25 inverted index (the
+//!   other backends take keyword candidates from the store's FTS5 / `tsvector` index); `watch.rs`: when
+//!   an in-process cache of an agent is current (the store's notifications and change sequence).
 //!
 //! Architecture invariants:
-//! - No SQL here: rows, the keyword index and stored vectors are `cortex-store`'s. The relational row is
-//!   the source of truth; every vector index is a cache that can be rebuilt from it.
+//! - No SQL here: rows, the full-text index and stored vectors are `cortex-store`'s. The relational row is
+//!   the source of truth; every vector or keyword index is a cache that can be rebuilt from it.
 //! - Every operation takes the agent id and passes it down to every store and index call: one agent's
 //!   query can never see another agent's records.
 //! - No HTTP status codes: failures are [`MemoryError`] variants the API maps.
@@ -35,6 +38,7 @@ mod bert;
 pub mod embed;
 mod embedded;
 mod error;
+mod keyword;
 pub mod extract;
 pub mod index;
 pub mod injection;
@@ -47,12 +51,13 @@ pub mod qdrant;
 pub mod scoring;
 mod service;
 mod simd;
+mod watch;
 
 pub use embed::{ApiEmbedder, EmbedError, Embedder, EmbeddingKey, EmbeddingsConfig, EmbeddingsMode, ManagedKey};
 pub use error::MemoryError;
 pub use index::{
-    EmbeddedIndex, IndexError, IndexReads, QdrantConfig, QdrantIndex, VectorBackend, VectorConfig, VectorIndex,
-    open_index,
+    EmbeddedIndex, IndexError, IndexReads, Indexes, KeywordIndex, QdrantConfig, QdrantIndex, VectorBackend,
+    VectorConfig, VectorIndex, open_index,
 };
 pub use pgvector::PgVectorIndex;
 pub use service::{Memory, MemoryPatch, Remember, ScoreParts, ScoredMemory, SearchMode, SearchQuery, SearchResults};

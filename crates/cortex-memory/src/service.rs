@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::embed::{Embedder, to_bytes};
 use crate::error::MemoryError;
-use crate::index::VectorIndex;
+use crate::index::{Indexes, KeywordIndex, VectorIndex};
 use crate::scoring;
 
 const MAX_CONTENT: usize = 8000;
@@ -136,6 +136,8 @@ pub struct Memory {
     store: Store,
     embedder: Option<Arc<dyn Embedder>>,
     index: Arc<dyn VectorIndex>,
+    /// The embedded backend's in-process keyword index; `None`: the store's full-text index.
+    keywords: Option<Arc<KeywordIndex>>,
     /// Where `agents/<slug>/memory/*.md` live; `None`: no markdown sync.
     data_dir: Option<std::path::PathBuf>,
     /// Serialises this process's markdown syncs.
@@ -205,8 +207,15 @@ fn query_words(text: &str) -> Vec<String> {
 
 impl Memory {
     /// `embedder: None` means keyword-only search (`CORTEX_EMBEDDINGS=none`).
-    pub fn new(store: Store, embedder: Option<Arc<dyn Embedder>>, index: Arc<dyn VectorIndex>) -> Self {
-        Self { store, embedder, index, data_dir: None, sync_lock: tokio::sync::Mutex::new(()) }
+    pub fn new(store: Store, embedder: Option<Arc<dyn Embedder>>, indexes: Indexes) -> Self {
+        Self {
+            store,
+            embedder,
+            index: indexes.vectors,
+            keywords: indexes.keywords,
+            data_dir: None,
+            sync_lock: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// Enables markdown sync over `<data_dir>/agents/<slug>/memory/*.md` (SPEC §9.7).
@@ -360,7 +369,7 @@ impl Memory {
         let words = query_words(&query.text);
         // The two candidate lists are independent: fetched concurrently (SQLite reads run on a pool).
         let (keyword, (vector, degraded)) = tokio::join!(
-            self.store.memory_keyword_hits(agent_id, &words, pool),
+            self.keyword_hits(agent_id, &words, pool),
             self.vector_hits(agent_id, &query.text, pool)
         );
         let keyword = keyword?;
@@ -414,6 +423,15 @@ impl Memory {
             (Some(hits), _) => hits.into_iter().next(),
             (None, _) => None,
         }
+    }
+
+    /// Keyword candidates, best first: from the in-process index when the backend keeps one, else from
+    /// the store's full-text index.
+    async fn keyword_hits(&self, agent_id: Uuid, words: &[String], k: usize) -> Result<Vec<(Uuid, f64)>, MemoryError> {
+        Ok(match &self.keywords {
+            Some(index) => index.search(agent_id, words, k).await?,
+            None => self.store.memory_keyword_hits(agent_id, words, k).await?,
+        })
     }
 
     /// Vector candidates, or `None` when there is no embedder or it or the index failed (then `true`).

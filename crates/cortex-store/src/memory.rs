@@ -185,6 +185,16 @@ pub struct VectorChange {
     pub vector: Option<Vec<u8>>,
 }
 
+/// A record changed after some change sequence, as the keyword index sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextChange {
+    pub id: Uuid,
+    /// The change sequence of its latest write.
+    pub seq: i64,
+    /// Its content when live; `None`: drop it from the index.
+    pub content: Option<String>,
+}
+
 /// A persisted vector index of one agent (bytes in `cortex-memory`'s format).
 #[derive(Debug, Clone, PartialEq)]
 pub struct IndexSnapshot {
@@ -401,6 +411,23 @@ impl Store {
             .await?
         });
         Ok(rows.into_iter().map(|(id, seq, vector)| VectorChange { id, seq, vector }).collect())
+    }
+
+    /// The agent's records whose latest write has a change sequence above `after_seq`, in sequence order,
+    /// each with its content when it is live (else `None`: not, or no longer, searchable): what an
+    /// in-process keyword index catches up with. After `-1` this is every record: a full build.
+    pub async fn memory_text_changes(&self, agent_id: Uuid, after_seq: i64) -> Result<Vec<TextChange>> {
+        let rows: Vec<(Uuid, i64, Option<String>)> = read!(self, |conn| {
+            sqlx::query_as(
+                "SELECT id, change_seq, CASE WHEN deleted_at IS NULL AND superseded_by IS NULL THEN content END \
+                 FROM memory_record WHERE agent_id = $1 AND change_seq > $2 ORDER BY change_seq",
+            )
+            .bind(agent_id)
+            .bind(after_seq)
+            .fetch_all(conn)
+            .await?
+        });
+        Ok(rows.into_iter().map(|(id, seq, content)| TextChange { id, seq, content }).collect())
     }
 
     /// The stored vectors of `model` of the agent's live records among `ids` (exact re-ranking).

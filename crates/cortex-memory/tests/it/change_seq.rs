@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cortex_core::memory::MemorySource;
-use cortex_memory::{EmbeddedIndex, IndexReads, Memory, Remember, SearchQuery};
+use cortex_memory::{EmbeddedIndex, IndexReads, Indexes, Memory, Remember, SearchQuery};
 use cortex_store::memory::IndexSnapshot;
 use cortex_store::{Notification, Store};
 use cortex_testkit::fake_embeddings::FakeEmbeddings;
@@ -24,7 +24,7 @@ fn query(text: &str) -> SearchQuery {
 /// A [`Memory`] over its own embedded index, and that index (to read its counters).
 fn embedded(store: &Store, embeddings: &FakeEmbeddings) -> (Memory, Arc<EmbeddedIndex>) {
     let index = Arc::new(EmbeddedIndex::new(store.clone()));
-    (memory_with(store, embeddings, index.clone()), index)
+    (memory_with(store, embeddings, Indexes::embedded_with(index.clone(), store)), index)
 }
 
 /// The first subscription of `store`, once it is live: on PostgreSQL that subscription starts the

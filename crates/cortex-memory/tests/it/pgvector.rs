@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use cortex_core::memory::MemorySource;
-use cortex_memory::{EmbeddedIndex, MemoryPatch, PgVectorIndex, Remember, VectorIndex};
+use cortex_memory::{EmbeddedIndex, Indexes, MemoryPatch, PgVectorIndex, Remember, VectorIndex};
 use cortex_testkit::fake_embeddings::{FakeEmbeddings, embed};
 use cortex_testkit::{Engine, TestStore};
 use uuid::Uuid;
@@ -75,7 +75,7 @@ async fn pgvector_follows_deletes_edits_supersession_and_other_processes() {
     let pgvector =
         Arc::new(PgVectorIndex::open(t.store.clone()).await.unwrap().expect("CREATE EXTENSION vector works"));
     // Writes through a `Memory` over this index tell it (`changed`); another process's writes move the stamp.
-    let memory = memory_with(&t.store, &embeddings, pgvector.clone());
+    let memory = memory_with(&t.store, &embeddings, Indexes::external(pgvector.clone()));
     let pgvector = pgvector.as_ref();
     let remember = |text: &str| Remember::new(agent, text, MemorySource::Api);
     let (harbour, _) = memory.remember(remember("The boat sleeps in the harbour.")).await.unwrap();

@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use cortex_core::memory::{MemorySource, MemoryType};
 use cortex_memory::{
-    ApiEmbedder, EmbeddedIndex, EmbeddingsConfig, EmbeddingsMode, Memory, QdrantConfig, QdrantIndex, Remember,
-    SearchQuery, VectorIndex,
+    ApiEmbedder, EmbeddingsConfig, EmbeddingsMode, Indexes, Memory, QdrantConfig, QdrantIndex, Remember, SearchQuery,
 };
 use cortex_store::Store;
 use cortex_store::memory::MemoryFilter;
@@ -40,12 +39,12 @@ impl Vectors {
         Self { qdrant }
     }
 
-    pub(crate) fn index(&self, store: &Store, api_key: &str) -> Arc<dyn VectorIndex> {
+    pub(crate) fn index(&self, store: &Store, api_key: &str) -> Indexes {
         match &self.qdrant {
-            None => Arc::new(EmbeddedIndex::new(store.clone())),
+            None => Indexes::embedded(store),
             Some(qdrant) => {
                 let config = QdrantConfig { url: qdrant.url().to_owned(), api_key: Some(api_key.to_owned()) };
-                Arc::new(QdrantIndex::new(store.clone(), reqwest::Client::new(), &config))
+                Indexes::external(Arc::new(QdrantIndex::new(store.clone(), reqwest::Client::new(), &config)))
             }
         }
     }
@@ -70,12 +69,12 @@ fn embedder(embeddings: &FakeEmbeddings) -> Arc<ApiEmbedder> {
 
 /// A [`Memory`] on the embedded backend.
 pub(crate) fn memory(store: &Store, embeddings: &FakeEmbeddings) -> Memory {
-    memory_with(store, embeddings, Arc::new(EmbeddedIndex::new(store.clone())))
+    memory_with(store, embeddings, Indexes::embedded(store))
 }
 
-/// [`memory`] over another vector index.
-pub(crate) fn memory_with(store: &Store, embeddings: &FakeEmbeddings, index: Arc<dyn VectorIndex>) -> Memory {
-    Memory::new(store.clone(), Some(embedder(embeddings)), index)
+/// [`memory`] over other indexes.
+pub(crate) fn memory_with(store: &Store, embeddings: &FakeEmbeddings, indexes: Indexes) -> Memory {
+    Memory::new(store.clone(), Some(embedder(embeddings)), indexes)
 }
 
 fn query(text: &str, limit: usize) -> SearchQuery {
