@@ -76,95 +76,6 @@ pub const KEYWORD_RANKED_MAX: usize = 2000;
 /// Query words a keyword search uses at most (each is one arm of the SQLite statements).
 pub const KEYWORD_WORDS_MAX: usize = 32;
 
-/// SQLite's keyword search (index of migration 0030: live records only, the agent as an indexed column).
-///
-/// FTS5's `bm25` first counts, for every phrase of the query, the rows of the whole table containing it
-/// (its inverse document frequency): with common words and the agent's own column that walks most of the
-/// index on every search (≈ 8 ms at 100 000 records, whatever the `LIMIT`). Instead the rank is computed
-/// here over the ranked matches only:
-/// 1. one statement finds the window — the newest [`KEYWORD_RANKED_MAX`] matches of the agent (FTS5 walks
-///    the merged lists from the newest row and stops) — and, for each of its rows, which query words it
-///    contains (each word's list sought to the window's lowest rowid), returned as one JSON value;
-/// 2. each word weighs `ln(1 + (n_all − n + 0.5) / (n + 0.5))` (bm25's idf, over the window: `n_all` rows,
-///    `n` containing the word); a row ranks the sum of its words' weights, newer first among equals;
-/// 3. the best `limit` rowids are mapped to live records of the agent (primary-key lookups).
-///
-/// Unlike `bm25`, a word counts once per record (no term frequency) and record length is not weighed: the
-/// records are short notes and a query is a few words.
-async fn sqlite_keyword_hits(
-    read: &sqlx::SqlitePool,
-    agent_id: Uuid,
-    words: &[String],
-    limit: usize,
-) -> Result<Vec<(Uuid, f64)>> {
-    let agent = format!("agent : \"{}0\"", agent_id.simple());
-    let any = format!(
-        "{agent} AND content : ({})",
-        words.iter().map(|word| format!("\"{word}\"")).collect::<Vec<_>>().join(" OR ")
-    );
-    // `$1` any word, `$2` the window size, `$3…` one word each.
-    let mut sql = String::from(
-        "WITH span(low) AS MATERIALIZED (SELECT min(rowid) FROM (SELECT rowid FROM memory_record_fts \
-         WHERE memory_record_fts MATCH $1 ORDER BY rowid DESC LIMIT $2)), hits(word, rid) AS (",
-    );
-    for n in 0..words.len() {
-        let union = if n == 0 { "" } else { " UNION ALL " };
-        sql.push_str(&format!(
-            "{union}SELECT {n}, rowid FROM memory_record_fts WHERE memory_record_fts MATCH ${} \
-             AND rowid >= (SELECT low FROM span)",
-            n + 3
-        ));
-    }
-    sql.push_str(
-        ") SELECT json_group_array(json_array(rid, words)) FROM (SELECT rid, sum(1 << word) AS words FROM hits \
-         GROUP BY rid)",
-    );
-    // Only numbers are formatted into the statement; the words are bound.
-    let mut window = sqlx::query_scalar::<_, Json<Vec<(i64, u32)>>>(sqlx::AssertSqlSafe(sql))
-        .bind(any)
-        .bind(KEYWORD_RANKED_MAX.max(limit) as i64);
-    for word in words {
-        window = window.bind(format!("{agent} AND content : \"{word}\""));
-    }
-    let Json(window) = window.fetch_one(read).await?;
-    let ranked = keyword_ranks(&window, words.len(), limit);
-    if ranked.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut query = sqlx::QueryBuilder::new("SELECT rowid, id FROM memory_record WHERE ");
-    query.push(LIVE).push(" AND agent_id = ").push_bind(agent_id).push(" AND rowid IN (");
-    let mut separated = query.separated(", ");
-    for (rowid, _) in &ranked {
-        separated.push_bind(*rowid);
-    }
-    query.push(")");
-    let ids: std::collections::HashMap<i64, Uuid> = query.build_query_as().fetch_all(read).await?.into_iter().collect();
-    Ok(ranked.into_iter().filter_map(|(rowid, rank)| ids.get(&rowid).map(|id| (*id, rank))).collect())
-}
-
-/// The best `limit` of `window` (rowid, bit `n` set when it contains word `n` of `words` words), best
-/// first: each word weighs bm25's idf over the window, a row the sum of its words; newer (higher rowid)
-/// first among equal ranks.
-fn keyword_ranks(window: &[(i64, u32)], words: usize, limit: usize) -> Vec<(i64, f64)> {
-    let all = window.len() as f64;
-    let weights: Vec<f64> = (0..words)
-        .map(|word| {
-            let containing = window.iter().filter(|(_, found)| found & (1 << word) != 0).count() as f64;
-            (1.0 + (all - containing + 0.5) / (containing + 0.5)).ln()
-        })
-        .collect();
-    let mut ranked: Vec<(i64, f64)> = window
-        .iter()
-        .map(|(rowid, found)| {
-            let rank = weights.iter().enumerate().filter(|(word, _)| found & (1 << word) != 0).map(|(_, w)| w).sum();
-            (*rowid, rank)
-        })
-        .collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
-    ranked.truncate(limit);
-    ranked
-}
-
 /// Live records: not deleted and not replaced by a newer one.
 const LIVE: &str = "deleted_at IS NULL AND superseded_by IS NULL";
 
@@ -345,12 +256,12 @@ impl Store {
     }
 
     /// Up to `limit` live records of the agent matching any of `words`, best keyword rank first, with that
-    /// rank (> 0, larger is better; only comparable within one call). Words are matched after stemming;
-    /// only the first [`KEYWORD_WORDS_MAX`] are used. Only [`KEYWORD_RANKED_MAX`] matches are ranked: when
-    /// more match, the newest of them (SQLite; on PostgreSQL the first the index yields), so a broad query
-    /// costs a bounded time. The rank: PostgreSQL `ts_rank`; SQLite the sum of the matched words' weights,
-    /// each `ln(1 + (n_all − n + 0.5) / (n + 0.5))` over the ranked matches (`n_all` of them, `n` containing
-    /// the word), newer first among equal ranks (see `sqlite_keyword_hits`).
+    /// rank (> 0, larger is better; only comparable within one call): the database's full-text index, used
+    /// with the external vector backends (the embedded one keeps its own keyword index in process). Words
+    /// are matched after stemming; only the first [`KEYWORD_WORDS_MAX`] are used. Only
+    /// [`KEYWORD_RANKED_MAX`] matches are ranked: when more match, the newest of them (SQLite; on
+    /// PostgreSQL the first the index yields), so a broad query costs a bounded time. The rank: SQLite
+    /// FTS5's `bm25`, PostgreSQL `ts_rank`.
     pub async fn memory_keyword_hits(
         &self,
         agent_id: Uuid,
@@ -367,7 +278,28 @@ impl Store {
             return Ok(Vec::new());
         }
         let hits: Vec<(Uuid, f64)> = match &self.inner.engine {
-            crate::engine::Engine::Sqlite { read, .. } => sqlite_keyword_hits(read, agent_id, &words, limit).await?,
+            crate::engine::Engine::Sqlite { read, .. } => {
+                // The index holds live records only, with the agent as a column (migration 0030). FTS5 walks
+                // the matches newest first and computes bm25 only for the rows it returns (the inner
+                // `LIMIT`), the best `limit` of those are kept, and only they are joined (the join re-checks
+                // the agent).
+                let words = words.iter().map(|word| format!("\"{word}\"")).collect::<Vec<_>>().join(" OR ");
+                let query = format!("agent : \"{}0\" AND content : ({words})", agent_id.simple());
+                sqlx::query_as(
+                    "SELECT m.id, -f.rank AS rank FROM (SELECT rowid, rank FROM (SELECT rowid, rank \
+                     FROM memory_record_fts WHERE memory_record_fts MATCH $1 ORDER BY rowid DESC LIMIT $4) \
+                     ORDER BY rank LIMIT $3) f \
+                     CROSS JOIN memory_record m ON m.rowid = f.rowid \
+                     WHERE m.agent_id = $2 AND m.deleted_at IS NULL AND m.superseded_by IS NULL \
+                     ORDER BY f.rank, m.id DESC",
+                )
+                .bind(query)
+                .bind(agent_id)
+                .bind(limit as i64)
+                .bind(KEYWORD_RANKED_MAX.max(limit) as i64)
+                .fetch_all(read)
+                .await?
+            }
             crate::engine::Engine::Postgres { pool, .. } => {
                 let query = words.join(" | ");
                 sqlx::query_as(
@@ -830,23 +762,5 @@ impl Tx {
             query.build().execute(conn).await?.rows_affected()
         });
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::keyword_ranks;
-
-    #[test]
-    fn rarer_and_more_words_rank_higher_and_newer_wins_ties() {
-        // Word 0 is in every row (weight near 0), word 1 in two, word 2 in one.
-        let window = [(10, 0b001), (11, 0b011), (12, 0b101), (13, 0b011), (14, 0b001)];
-        let ranked = keyword_ranks(&window, 3, 10);
-        let order: Vec<i64> = ranked.iter().map(|(rowid, _)| *rowid).collect();
-        assert_eq!(order, vec![12, 13, 11, 14, 10], "rarest word first, then the newer of two equals");
-        assert!(ranked.iter().all(|(_, rank)| *rank > 0.0), "every match ranks above zero");
-        assert!(ranked[0].1 > ranked[1].1 && ranked[1].1 == ranked[2].1 && ranked[2].1 > ranked[3].1);
-        assert_eq!(keyword_ranks(&window, 3, 2).len(), 2);
-        assert!(keyword_ranks(&[], 3, 10).is_empty());
     }
 }
