@@ -4,7 +4,7 @@
 //!    integer dot product (`simd.rs`: AVX2 when the CPU has it), on several threads for large arenas, keeping
 //!    the best [`COARSE_PER_CANDIDATE`] × `r` by an estimate of the int8 dot product;
 //! 2. the **low nibbles** of those completing their exact int8 dot product, keeping the best `r`
-//!    (`max(4k, 32)`);
+//!    (`k + max(k, 30)`: 40 for the top 10, 60 for a hybrid search's 30 candidates);
 //! 3. an exact re-rank of those `r` on the stored f32 vectors.
 //!
 //! The planes split each int8 code `c` as `c = 16 × (high − 8) + low` (both 0–15), so the two passes together
@@ -34,10 +34,14 @@ use crate::index::{IndexError, VectorIndex};
 use crate::simd;
 use crate::watch::{ChangeWatch, Coverage};
 
-/// Quantised candidates re-ranked exactly: this many per requested hit …
-const RERANK_PER_HIT: usize = 4;
-/// … and at least this many.
-const RERANK_MIN: usize = 32;
+/// Quantised candidates re-ranked exactly beyond the `k` asked for: `max(k, this)` more. Each costs one
+/// stored f32 vector read from the store, the larger part of a warm search.
+const RERANK_EXTRA: usize = 30;
+
+/// How many of the int8 pass's best are re-ranked on their stored f32 vectors for a top `k`.
+fn rerank_count(k: usize) -> usize {
+    k + k.max(RERANK_EXTRA)
+}
 /// First-pass (high nibble) candidates re-scored on their int8 codes, per exactly re-ranked candidate.
 const COARSE_PER_CANDIDATE: usize = 8;
 /// Vectors scored per kernel call of the first pass.
@@ -252,18 +256,20 @@ impl Arena {
         } else {
             let per = self.ids.len().div_ceil(slices);
             std::thread::scope(|scope| {
-                let workers: Vec<_> = (0..slices)
+                // The first slice on this thread, the others on one spawned thread each.
+                let workers: Vec<_> = (1..slices)
                     .map(|n| {
                         let (from, to) = (n * per, ((n + 1) * per).min(self.ids.len()));
                         let query = &query;
                         scope.spawn(move || self.coarse_best(query, from, to, coarse))
                     })
                     .collect();
+                let mut best = self.coarse_best(&query, 0, per, coarse);
                 // A worker only computes: it panics only on a bug, which is passed on as it is.
-                workers
-                    .into_iter()
-                    .flat_map(|worker| worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-                    .collect()
+                for worker in workers {
+                    best.extend(worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+                }
+                best
             })
         };
         keep_best(&mut best, coarse);
@@ -498,7 +504,7 @@ impl VectorIndex for EmbeddedIndex {
             return Ok(Vec::new());
         }
         let arena = self.arena(agent_id, model).await?;
-        let candidates = read(&arena).candidates(query, (k * RERANK_PER_HIT).max(RERANK_MIN));
+        let candidates = read(&arena).candidates(query, rerank_count(k));
         let exact = self.store.memory_vectors_of(agent_id, model, &candidates).await?;
         let mut hits: Vec<(Uuid, f32)> = exact
             .into_iter()
@@ -672,7 +678,7 @@ mod tests {
             let mut exact: Vec<usize> = (0..vectors.len()).collect();
             exact.sort_by(|a, b| exact_dot[*b].total_cmp(&exact_dot[*a]));
             let mut reranked: Vec<usize> =
-                arena.candidates(&query, RERANK_MIN.max(4 * 10)).iter().map(|id| id.as_u128() as usize).collect();
+                arena.candidates(&query, rerank_count(10)).iter().map(|id| id.as_u128() as usize).collect();
             reranked.sort_by(|a, b| exact_dot[*b].total_cmp(&exact_dot[*a]));
             found += reranked.iter().take(10).filter(|n| exact[..10].contains(n)).count();
         }

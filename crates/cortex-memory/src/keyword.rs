@@ -17,11 +17,12 @@
 //!   ([`cortex_store::Store::memory_text_changes`]). It is not persisted: the first search after a start
 //!   builds it from the rows (measured by `cortex bench memory` as part of the cold start).
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use cortex_store::{Store, StoreError};
 use cortex_store::memory::TextChange;
+use cortex_store::{Store, StoreError};
 use rust_stemmers::{Algorithm, Stemmer};
 use unicode_normalization::UnicodeNormalization;
 use uuid::Uuid;
@@ -190,20 +191,29 @@ impl Postings {
                 scores[slot as usize] += idf * count * (K1 + 1.0) / (count + norm);
             }
         }
-        let mut best: Vec<(f32, u32)> = scores
-            .iter()
-            .enumerate()
-            .filter(|(slot, score)| **score > 0.0 && self.live[*slot])
-            .map(|(slot, score)| (*score, slot as u32))
-            .collect();
-        // Best first; among equal scores the later slot (newer write) first.
-        let order = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1));
-        if best.len() > k {
-            best.select_nth_unstable_by(k - 1, order);
-            best.truncate(k);
+        // The best `k` in a min-heap keyed by (score, slot): positive f32s order like their bits, and
+        // among equal scores the later slot (newer write) wins.
+        let key = |slot: usize, score: f32| (u64::from(score.to_bits()) << 32) | slot as u64;
+        let mut best: BinaryHeap<Reverse<u64>> = BinaryHeap::with_capacity(k + 1);
+        for (slot, score) in scores.iter().enumerate() {
+            if *score <= 0.0 || !self.live[slot] {
+                continue;
+            }
+            let entry = key(slot, *score);
+            if best.len() < k {
+                best.push(Reverse(entry));
+            } else if best.peek().is_some_and(|Reverse(worst)| entry > *worst) {
+                best.pop();
+                best.push(Reverse(entry));
+            }
         }
-        best.sort_unstable_by(order);
-        best.into_iter().map(|(score, slot)| (self.ids[slot as usize], f64::from(score))).collect()
+        best.into_sorted_vec()
+            .into_iter()
+            .map(|Reverse(entry)| {
+                let slot = (entry & u64::from(u32::MAX)) as usize;
+                (self.ids[slot], f64::from(f32::from_bits((entry >> 32) as u32)))
+            })
+            .collect()
     }
 }
 
@@ -341,7 +351,8 @@ mod tests {
     fn replaced_and_removed_records_leave_the_results_and_compaction_keeps_the_rest() {
         let stemmer = Stemmer::create(Algorithm::English);
         let mut postings = Postings::new();
-        let many: Vec<TextChange> = (0..3000).map(|n| change(n, Some(&format!("note {n} about rivers")), n as i64)).collect();
+        let many: Vec<TextChange> =
+            (0..3000).map(|n| change(n, Some(&format!("note {n} about rivers")), n as i64)).collect();
         postings.apply(&many, &stemmer);
         postings.apply(&[change(7, Some("now about lakes"), 3001), change(8, None, 3002)], &stemmer);
         assert_eq!(ids(&postings.search(&terms(&["lakes"]), 10)), [7]);

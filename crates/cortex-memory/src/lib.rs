@@ -38,10 +38,10 @@ mod bert;
 pub mod embed;
 mod embedded;
 mod error;
-mod keyword;
 pub mod extract;
 pub mod index;
 pub mod injection;
+mod keyword;
 #[cfg(feature = "local-embeddings")]
 pub mod local;
 pub mod markdown;

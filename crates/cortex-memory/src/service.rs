@@ -367,11 +367,11 @@ impl Memory {
         let limit = query.limit.max(1);
         let pool = 3 * limit;
         let words = query_words(&query.text);
-        // The two candidate lists are independent: fetched concurrently (SQLite reads run on a pool).
-        let (keyword, (vector, degraded)) = tokio::join!(
-            self.keyword_hits(agent_id, &words, pool),
-            self.vector_hits(agent_id, &query.text, pool)
-        );
+        // The two candidate lists are independent: fetched concurrently. The vector side first: its exact
+        // re-rank reads stored vectors (a statement on the store's reader thread) while the in-process
+        // keyword index computes on this one.
+        let ((vector, degraded), keyword) =
+            tokio::join!(self.vector_hits(agent_id, &query.text, pool), self.keyword_hits(agent_id, &words, pool));
         let keyword = keyword?;
         let mode = if vector.is_some() { SearchMode::Hybrid } else { SearchMode::Keyword };
         let vector = vector.unwrap_or_default();

@@ -49,35 +49,43 @@ async fn found(memory: &Memory, agent: Uuid, text: &str) -> Vec<String> {
     results.items.into_iter().map(|item| item.record.content).collect()
 }
 
-both_engines!(the_in_process_keyword_index_follows_every_write_here_and_in_other_processes, |t: TestStore| async move {
-    let mut changes = listening(&t.store).await;
-    let here = Memory::new(t.store.clone(), None, Indexes::embedded(&t.store));
-    let (agent, other) = (t.agent("Indexed").await, t.agent("Next door").await);
-    let remember = |agent: Uuid, text: &str| Remember::new(agent, text, MemorySource::Api);
-    let (kettle, _) = here.remember(remember(agent, "The kettles in the office are new.")).await.unwrap();
-    let (garden, _) = here.remember(remember(agent, "The garden needs water on Mondays.")).await.unwrap();
-    here.remember(remember(other, "The kettle of the office next door.")).await.unwrap();
-    assert_eq!(found(&here, agent, "kettle").await, ["The kettles in the office are new."], "stemmed; own records only");
-    assert_eq!(found(&here, other, "kettle").await, ["The kettle of the office next door."]);
+both_engines!(
+    the_in_process_keyword_index_follows_every_write_here_and_in_other_processes,
+    |t: TestStore| async move {
+        let mut changes = listening(&t.store).await;
+        let here = Memory::new(t.store.clone(), None, Indexes::embedded(&t.store));
+        let (agent, other) = (t.agent("Indexed").await, t.agent("Next door").await);
+        let remember = |agent: Uuid, text: &str| Remember::new(agent, text, MemorySource::Api);
+        let (kettle, _) = here.remember(remember(agent, "The kettles in the office are new.")).await.unwrap();
+        let (garden, _) = here.remember(remember(agent, "The garden needs water on Mondays.")).await.unwrap();
+        here.remember(remember(other, "The kettle of the office next door.")).await.unwrap();
+        assert_eq!(
+            found(&here, agent, "kettle").await,
+            ["The kettles in the office are new."],
+            "stemmed; own records only"
+        );
+        assert_eq!(found(&here, other, "kettle").await, ["The kettle of the office next door."]);
 
-    // An edit replaces the words, a supersession and a delete remove the record, each seen by the next search.
-    let patch = MemoryPatch { content: Some("The teapots in the office are new.".into()), ..MemoryPatch::default() };
-    here.update(agent, kettle.id, patch).await.unwrap();
-    assert!(found(&here, agent, "kettle").await.is_empty(), "the old words are gone");
-    assert_eq!(found(&here, agent, "teapot").await, ["The teapots in the office are new."]);
-    let mut newer = remember(agent, "The garden needs water on Fridays.");
-    newer.supersedes_id = Some(garden.id);
-    here.remember(newer).await.unwrap();
-    assert_eq!(found(&here, agent, "garden").await, ["The garden needs water on Fridays."]);
-    here.delete(agent, kettle.id).await.unwrap();
-    assert!(found(&here, agent, "teapots office").await.is_empty());
+        // An edit replaces the words, a supersession and a delete remove the record, each seen by the next search.
+        let patch =
+            MemoryPatch { content: Some("The teapots in the office are new.".into()), ..MemoryPatch::default() };
+        here.update(agent, kettle.id, patch).await.unwrap();
+        assert!(found(&here, agent, "kettle").await.is_empty(), "the old words are gone");
+        assert_eq!(found(&here, agent, "teapot").await, ["The teapots in the office are new."]);
+        let mut newer = remember(agent, "The garden needs water on Fridays.");
+        newer.supersedes_id = Some(garden.id);
+        here.remember(newer).await.unwrap();
+        assert_eq!(found(&here, agent, "garden").await, ["The garden needs water on Fridays."]);
+        here.delete(agent, kettle.id).await.unwrap();
+        assert!(found(&here, agent, "teapots office").await.is_empty());
 
-    // Another process on PostgreSQL (its own connections and listener); on SQLite another handle of the
-    // same data dir that bypasses `here`'s index.
-    let store = if t.store.is_postgres() { t.reopen().await } else { t.store.clone() };
-    let there = Memory::new(store.clone(), None, Indexes::embedded(&store));
-    there.remember(remember(agent, "The office printer jams on Mondays.")).await.unwrap();
-    notified(&mut changes, agent, store.memory_change_seq(agent).await.unwrap()).await;
-    assert_eq!(found(&here, agent, "printer").await, ["The office printer jams on Mondays."]);
-    assert_eq!(found(&there, agent, "garden").await, ["The garden needs water on Fridays."], "built from the rows");
-});
+        // Another process on PostgreSQL (its own connections and listener); on SQLite another handle of the
+        // same data dir that bypasses `here`'s index.
+        let store = if t.store.is_postgres() { t.reopen().await } else { t.store.clone() };
+        let there = Memory::new(store.clone(), None, Indexes::embedded(&store));
+        there.remember(remember(agent, "The office printer jams on Mondays.")).await.unwrap();
+        notified(&mut changes, agent, store.memory_change_seq(agent).await.unwrap()).await;
+        assert_eq!(found(&here, agent, "printer").await, ["The office printer jams on Mondays."]);
+        assert_eq!(found(&there, agent, "garden").await, ["The garden needs water on Fridays."], "built from the rows");
+    }
+);

@@ -16,7 +16,7 @@
 //!   loads its persisted copy and applies the rows changed since; the in-process keyword index is built
 //!   from the rows);
 //! - **vector search** p50/p99 (top 10 from the index) and **recall@10** against an exact scan computed
-//!   here;
+//!   here; **keyword search** p50/p99 (top 30 from the in-process keyword index, as a hybrid search asks);
 //! - **hybrid search** p50/p99: the full `Memory::search` (keyword + vector candidates, fusion, scoring);
 //! - the process's resident set after the index is loaded, and the machine's load average around the
 //!   searches.
@@ -31,7 +31,9 @@ use anyhow::Context;
 use clap::Args;
 use cortex_core::clock::SystemClock;
 use cortex_core::memory::MemorySource;
-use cortex_memory::{EmbedError, EmbeddedIndex, Embedder, Indexes, Memory, Remember, SearchQuery, VectorIndex};
+use cortex_memory::{
+    EmbedError, EmbeddedIndex, Embedder, Indexes, KeywordIndex, Memory, Remember, SearchQuery, VectorIndex,
+};
 use cortex_store::Store;
 use cortex_store::memory::{NewMemory, StoredEmbedding};
 use uuid::Uuid;
@@ -242,7 +244,9 @@ pub(crate) async fn measure(scratch: &Scratch, args: &MemoryArgs) -> anyhow::Res
     let mut rss_kib = 0;
     for round in 0..args.rounds {
         let index = Arc::new(EmbeddedIndex::new(store.clone()));
-        let memory = Memory::new(store.clone(), Some(embedder.clone()), Indexes::embedded_with(index.clone(), &store));
+        let keywords = Arc::new(KeywordIndex::new(store.clone()));
+        let indexes = Indexes { vectors: index.clone(), keywords: Some(keywords.clone()) };
+        let memory = Memory::new(store.clone(), Some(embedder.clone()), indexes);
         let cold = Instant::now();
         memory.search(agent, &hybrid_query(u64::MAX)).await.context("first hybrid search")?;
         let cold_start = cold.elapsed();
@@ -257,6 +261,14 @@ pub(crate) async fn measure(scratch: &Scratch, args: &MemoryArgs) -> anyhow::Res
             }
         }
         vector_times.sort();
+        let mut keyword_times = Vec::with_capacity(query_vectors.len());
+        for n in 0..u64::from(args.queries) {
+            let words: Vec<String> = hybrid_query(n).text.split_whitespace().map(str::to_owned).collect();
+            let start = Instant::now();
+            keywords.search(agent, &words, 30).await?;
+            keyword_times.push(start.elapsed());
+        }
+        keyword_times.sort();
         let mut hybrid_times: Vec<Duration> = Vec::with_capacity(query_vectors.len());
         for n in 0..u64::from(args.queries) {
             let query = hybrid_query(n);
@@ -269,6 +281,8 @@ pub(crate) async fn measure(scratch: &Scratch, args: &MemoryArgs) -> anyhow::Res
             cold_start,
             percentile(&vector_times, 0.5),
             percentile(&vector_times, 0.99),
+            percentile(&keyword_times, 0.5),
+            percentile(&keyword_times, 0.99),
             percentile(&hybrid_times, 0.5),
             percentile(&hybrid_times, 0.99),
         ]);
@@ -309,6 +323,8 @@ pub(crate) async fn measure(scratch: &Scratch, args: &MemoryArgs) -> anyhow::Res
         ("index_cold_start_ms", "index cold start (first hybrid search after restart)"),
         ("vector_search_p50_ms", "vector search top 10, p50"),
         ("vector_search_p99_ms", "vector search top 10, p99"),
+        ("keyword_search_p50_ms", "keyword search top 30 (in-process index), p50"),
+        ("keyword_search_p99_ms", "keyword search top 30 (in-process index), p99"),
         ("hybrid_search_p50_ms", "hybrid search (Memory::search), p50"),
         ("hybrid_search_p99_ms", "hybrid search (Memory::search), p99"),
     ];
