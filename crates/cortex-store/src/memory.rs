@@ -277,46 +277,40 @@ impl Store {
         if words.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
-        let hits: Vec<(Uuid, f64)> = match &self.inner.engine {
-            crate::engine::Engine::Sqlite { read, .. } => {
-                // The index holds live records only, with the agent as a column (migration 0030). FTS5 walks
-                // the matches newest first and computes bm25 only for the rows it returns (the inner
-                // `LIMIT`), the best `limit` of those are kept, and only they are joined (the join re-checks
-                // the agent).
-                let words = words.iter().map(|word| format!("\"{word}\"")).collect::<Vec<_>>().join(" OR ");
-                let query = format!("agent : \"{}0\" AND content : ({words})", agent_id.simple());
-                sqlx::query_as(
-                    "SELECT m.id, -f.rank AS rank FROM (SELECT rowid, rank FROM (SELECT rowid, rank \
-                     FROM memory_record_fts WHERE memory_record_fts MATCH $1 ORDER BY rowid DESC LIMIT $4) \
-                     ORDER BY rank LIMIT $3) f \
-                     CROSS JOIN memory_record m ON m.rowid = f.rowid \
-                     WHERE m.agent_id = $2 AND m.deleted_at IS NULL AND m.superseded_by IS NULL \
-                     ORDER BY f.rank, m.id DESC",
-                )
-                .bind(query)
-                .bind(agent_id)
-                .bind(limit as i64)
-                .bind(KEYWORD_RANKED_MAX.max(limit) as i64)
-                .fetch_all(read)
-                .await?
-            }
-            crate::engine::Engine::Postgres { pool, .. } => {
-                let query = words.join(" | ");
-                sqlx::query_as(
-                    "SELECT m.id, ts_rank(to_tsvector('english', m.content), q)::float8 AS rank \
-                     FROM (SELECT id, content FROM memory_record \
-                     WHERE to_tsvector('english', content) @@ to_tsquery('english', $1) AND agent_id = $2 \
-                     AND deleted_at IS NULL AND superseded_by IS NULL LIMIT $4) m, to_tsquery('english', $1) q \
-                     ORDER BY rank DESC, m.id DESC LIMIT $3",
-                )
-                .bind(query)
-                .bind(agent_id)
-                .bind(limit as i64)
-                .bind(KEYWORD_RANKED_MAX.max(limit) as i64)
-                .fetch_all(pool)
-                .await?
-            }
+        // SQLite: the index holds live records only, with the agent as a column (migration 0030); FTS5 walks
+        // the matches newest first and computes bm25 only for the rows it returns (the inner `LIMIT`), the
+        // best `limit` of those are kept, and only they are joined (the join re-checks the agent).
+        // PostgreSQL: the GIN index's first matches, ranked by `ts_rank`.
+        let (sql, query) = if self.is_postgres() {
+            (
+                "SELECT m.id, ts_rank(to_tsvector('english', m.content), q)::float8 AS rank \
+                 FROM (SELECT id, content FROM memory_record \
+                 WHERE to_tsvector('english', content) @@ to_tsquery('english', $1) AND agent_id = $2 \
+                 AND deleted_at IS NULL AND superseded_by IS NULL LIMIT $4) m, to_tsquery('english', $1) q \
+                 ORDER BY rank DESC, m.id DESC LIMIT $3",
+                words.join(" | "),
+            )
+        } else {
+            let words = words.iter().map(|word| format!("\"{word}\"")).collect::<Vec<_>>().join(" OR ");
+            (
+                "SELECT m.id, -f.rank AS rank FROM (SELECT rowid, rank FROM (SELECT rowid, rank \
+                 FROM memory_record_fts WHERE memory_record_fts MATCH $1 ORDER BY rowid DESC LIMIT $4) \
+                 ORDER BY rank LIMIT $3) f \
+                 CROSS JOIN memory_record m ON m.rowid = f.rowid \
+                 WHERE m.agent_id = $2 AND m.deleted_at IS NULL AND m.superseded_by IS NULL \
+                 ORDER BY f.rank, m.id DESC",
+                format!("agent : \"{}0\" AND content : ({words})", agent_id.simple()),
+            )
         };
+        let hits: Vec<(Uuid, f64)> = read!(self, |conn| {
+            sqlx::query_as(sql)
+                .bind(&query)
+                .bind(agent_id)
+                .bind(limit as i64)
+                .bind(KEYWORD_RANKED_MAX.max(limit) as i64)
+                .fetch_all(conn)
+                .await?
+        });
         // A rank of 0 (PostgreSQL for very short documents) still means "matched": keep it positive.
         Ok(hits.into_iter().map(|(id, rank)| (id, rank.max(f64::MIN_POSITIVE))).collect())
     }
