@@ -55,12 +55,17 @@ impl Vectors {
 }
 
 fn embedder(embeddings: &FakeEmbeddings) -> Arc<ApiEmbedder> {
+    embedder_of(embeddings, "fake-64")
+}
+
+/// An embedder asking the fake server for `model` (it embeds every model the same way).
+fn embedder_of(embeddings: &FakeEmbeddings, model: &str) -> Arc<ApiEmbedder> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = EmbeddingsConfig {
         mode: EmbeddingsMode::Api,
         base_url: embeddings.base_url().to_owned(),
         api_key: None,
-        model: "fake-64".into(),
+        model: model.into(),
         local_dir: None,
         auto_local: false,
     };
@@ -260,4 +265,31 @@ both_engines!(a_refused_qdrant_degrades_search_to_keywords, |t: TestStore| async
     let right = vectors.memory(&t.store, &embeddings);
     let results = right.search(agent, &query("harbour", 5)).await.unwrap();
     assert_eq!((results.mode, results.degraded), (cortex_memory::SearchMode::Hybrid, false));
+});
+
+each_backend!(a_new_embedding_model_re_embeds_every_record_through_the_backfill, |t: TestStore, backend| async move {
+    let embeddings = FakeEmbeddings::start().await;
+    let vectors = Vectors::start(backend).await;
+    let before = vectors.memory(&t.store, &embeddings);
+    let agent = t.agent("Migrating").await;
+    let mut stored = Vec::new();
+    for text in ["The violin lesson is on Friday.", "The printer on floor two is broken.", "Rui likes green tea."] {
+        stored.push(before.remember(Remember::new(agent, text, MemorySource::Api)).await.unwrap().0);
+    }
+    // The operator switches the embedding model: every stored vector is of the old one.
+    let indexes = vectors.index(&t.store, QDRANT_KEY);
+    let after = Memory::new(t.store.clone(), Some(embedder_of(&embeddings, "fake-64-v2")), indexes.clone());
+    let violin =
+        cortex_memory::embed::normalised(cortex_testkit::fake_embeddings::embed("violin lesson friday")).unwrap();
+    let nearest = || indexes.vectors.search(agent, "fake-64-v2", &violin, 3);
+    assert!(nearest().await.unwrap().is_empty(), "no vector of the new model yet");
+
+    assert_eq!(after.backfill(64).await.unwrap(), 3, "every record re-embedded");
+    assert_eq!(after.backfill(64).await.unwrap(), 0, "nothing left to do");
+    for record in &stored {
+        let now = t.store.get_memory(agent, record.id).await.unwrap();
+        assert_eq!(now.embedding_model.as_deref(), Some("fake-64-v2"));
+    }
+    let hits = nearest().await.unwrap();
+    assert_eq!(hits.first().map(|(id, _)| *id), Some(stored[0].id), "found through the new model's vectors: {hits:?}");
 });
