@@ -193,11 +193,20 @@ async fn a_non_streaming_call_is_bounded_by_the_total_timeout() {
     }
 }
 
+/// A loopback address that refuses connections: a port bound without listening, held while the socket
+/// lives. (A port bound and released can be taken at once by another test's fake server, which then
+/// answers this test's request and loses its own.)
+fn refused_address() -> (tokio::net::TcpSocket, std::net::SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let address = socket.local_addr().unwrap();
+    (socket, address)
+}
+
 #[tokio::test]
 async fn a_refused_connection_is_transient() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let base_url = format!("http://{}", listener.local_addr().unwrap());
-    drop(listener);
+    let (_held, address) = refused_address();
+    let base_url = format!("http://{address}");
     for style in STYLES {
         let config = cortex_llm::ProviderConfig::new("gone", style, base_url.clone()).with_api_key(KEY);
         let provider = cortex_llm::build_provider(config, crate::http());
@@ -210,9 +219,7 @@ async fn a_refused_connection_is_transient() {
 
 #[tokio::test]
 async fn transport_errors_hide_credentials_in_the_url() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    drop(listener);
+    let (_held, address) = refused_address();
     let base_url = format!("http://user:hunter2@{address}/v1?api-key=hunter3");
     let config = cortex_llm::ProviderConfig::new("proxy", ApiStyle::OpenAi, base_url);
     let provider = cortex_llm::build_provider(config, crate::http());

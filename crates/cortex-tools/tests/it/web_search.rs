@@ -131,9 +131,10 @@ async fn provider_errors_are_clear_and_never_show_the_key() {
     let error = tool.call(json!({"query": "garbage"}), &ctx()).await.unwrap_err();
     assert!(error.to_string().starts_with("the search provider returned an unexpected response"), "{error}");
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let closed = listener.local_addr().unwrap();
-    drop(listener);
+    // A port bound without listening refuses connections, and no other test's server can take it meanwhile.
+    let held = tokio::net::TcpSocket::new_v4().unwrap();
+    held.bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let closed = held.local_addr().unwrap();
     let unreachable = brave_tool(&format!("http://{closed}")).await;
     let error = unreachable.call(json!({"query": "x"}), &ctx()).await.unwrap_err();
     assert!(error.to_string().starts_with("the search provider could not be reached"), "{error}");
