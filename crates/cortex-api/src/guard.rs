@@ -11,6 +11,11 @@
 //!
 //! Input-dependent escalations (`DELETE /agents/{id}?purge=true` needs admin) stay in the handler as
 //! [`Principal::require`](crate::auth::Principal::require) and are named in the parameter's description.
+//!
+//! The OpenAPI document is not built with the router (it was 7 MB of the idle heap, issue 17): [`routes!`]
+//! takes only each handler's path and methods at start-up and keeps a function that describes the group,
+//! and [`Routes::build`] returns those functions with their access as an [`ApiDescription`], which builds
+//! the same document on demand (`/openapi.json`, `/docs`).
 
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
@@ -23,7 +28,7 @@ use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, PathItem, Paths};
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::security::SecurityRequirement;
-use utoipa::openapi::{Ref, RefOr, Type};
+use utoipa::openapi::{OpenApi, Ref, RefOr, Type};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 
 use crate::auth::{Principal, is_public};
@@ -43,9 +48,46 @@ enum Access {
 /// the request's audit trail (SPEC §7.3).
 pub type RefusalHook = fn(AppState, Principal, Parts) -> BoxFuture<'static, ()>;
 
+/// Registers handlers annotated with `#[utoipa::path]` (plain names in scope, like `utoipa_axum::routes!`):
+/// their method router now, their OpenAPI description only when the document is built.
+macro_rules! routes {
+    ($($handler:ident),+ $(,)?) => {
+        utoipa_axum::paste! {{
+            use utoipa_axum::PathItemExt as _;
+            let mut paths: Vec<String> = Vec::new();
+            let mut router = axum::routing::MethodRouter::<$crate::state::AppState>::new();
+            $(
+                for method in <[<__path_ $handler>] as utoipa::Path>::methods() {
+                    router = router.on(method.to_method_filter(), $handler);
+                }
+                let path = <[<__path_ $handler>] as utoipa::Path>::path();
+                if !paths.contains(&path) {
+                    paths.push(path);
+                }
+            )+
+            $crate::guard::Handlers { paths, router, describe: || utoipa_axum::routes!($($handler),+) }
+        }}
+    };
+}
+pub(crate) use routes;
+
+/// One [`routes!`] group: what axum serves, and how the group is described in the OpenAPI document.
+pub struct Handlers {
+    /// The distinct paths of the group's handlers; each is served by the whole `router` (as
+    /// `utoipa_axum` does).
+    pub(crate) paths: Vec<String>,
+    pub(crate) router: axum::routing::MethodRouter<AppState>,
+    /// Called only when the document is built.
+    pub(crate) describe: Describe,
+}
+
+/// Makes one route group as `utoipa_axum::routes!` does: its schemas, its documented paths and a method
+/// router (built, then dropped, when the document is made).
+pub type Describe = fn() -> UtoipaMethodRouter<AppState>;
+
 struct Entry {
     access: Access,
-    routes: UtoipaMethodRouter<AppState>,
+    routes: Handlers,
     on_refused: Option<RefusalHook>,
 }
 
@@ -61,37 +103,37 @@ impl Routes {
     }
 
     /// Routes open without credentials (health, readiness, metrics, later webhooks and login).
-    pub fn public(self, routes: UtoipaMethodRouter<AppState>) -> Self {
+    pub fn public(self, routes: Handlers) -> Self {
         self.push(Access::Public, routes, None)
     }
 
     /// Read-only routes every authenticated caller may use.
-    pub fn viewer(self, routes: UtoipaMethodRouter<AppState>) -> Self {
+    pub fn viewer(self, routes: Handlers) -> Self {
         self.at_least(Role::Viewer, routes)
     }
 
     /// Routes that change agents, jobs, chats and policies.
-    pub fn operator(self, routes: UtoipaMethodRouter<AppState>) -> Self {
+    pub fn operator(self, routes: Handlers) -> Self {
         self.at_least(Role::Operator, routes)
     }
 
     /// Routes that decide approvals.
-    pub fn approver(self, routes: UtoipaMethodRouter<AppState>) -> Self {
+    pub fn approver(self, routes: Handlers) -> Self {
         self.at_least(Role::Approver, routes)
     }
 
     /// Routes that manage infrastructure, keys and users.
-    pub fn admin(self, routes: UtoipaMethodRouter<AppState>) -> Self {
+    pub fn admin(self, routes: Handlers) -> Self {
         self.at_least(Role::Admin, routes)
     }
 
     /// Routes needing at least `role`.
-    pub fn at_least(self, role: Role, routes: UtoipaMethodRouter<AppState>) -> Self {
+    pub fn at_least(self, role: Role, routes: Handlers) -> Self {
         self.push(Access::AtLeast(role), routes, None)
     }
 
     /// Routes needing at least `role` whose refusals `on_refused` also records.
-    pub fn at_least_recording(self, role: Role, routes: UtoipaMethodRouter<AppState>, on_refused: RefusalHook) -> Self {
+    pub fn at_least_recording(self, role: Role, routes: Handlers, on_refused: RefusalHook) -> Self {
         self.push(Access::AtLeast(role), routes, Some(on_refused))
     }
 
@@ -101,22 +143,23 @@ impl Routes {
         self
     }
 
-    fn push(mut self, access: Access, routes: UtoipaMethodRouter<AppState>, on_refused: Option<RefusalHook>) -> Self {
+    fn push(mut self, access: Access, routes: Handlers, on_refused: Option<RefusalHook>) -> Self {
         self.entries.push(Entry { access, routes, on_refused });
         self
     }
 
-    /// Registers every route with its guard and documents the access in `router`'s OpenAPI document.
+    /// Registers every route with its guard; the access is written into the OpenAPI document when
+    /// [`ApiDescription::build`] makes it.
     ///
     /// Panics when a route declared public is not in [`is_public`]'s list: authentication would refuse it,
     /// a programming error every test run catches at once.
-    pub fn build(self, state: &AppState, mut router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
-        for Entry { access, routes, on_refused } in self.entries {
-            let (schemas, mut paths, method_router) = routes;
-            document(&mut paths, access);
+    pub fn build(self, state: &AppState) -> (axum::Router<AppState>, ApiDescription) {
+        let mut router = axum::Router::new();
+        let mut groups = Vec::with_capacity(self.entries.len());
+        for Entry { access, routes: Handlers { paths, router: method_router, describe }, on_refused } in self.entries {
             let method_router = match access {
                 Access::Public => {
-                    for path in paths.paths.keys() {
+                    for path in &paths {
                         assert!(is_public(path), "{path} is declared public but authentication does not know it");
                     }
                     method_router
@@ -126,9 +169,31 @@ impl Routes {
                     method_router.route_layer(axum::middleware::from_fn_with_state(guard, enforce))
                 }
             };
-            router = router.routes((schemas, paths, method_router));
+            for path in &paths {
+                router = router.route(path, method_router.clone());
+            }
+            groups.push((access, describe));
         }
-        router
+        (router, ApiDescription { groups })
+    }
+}
+
+/// What the OpenAPI document is made from: every route group with its access, in registration order.
+pub struct ApiDescription {
+    groups: Vec<(Access, Describe)>,
+}
+
+impl ApiDescription {
+    /// Builds the document: `base` plus every group's operations and schemas, each operation carrying its
+    /// access (bearer role, 401/403/429) — the document the router served before it was made lazy.
+    pub fn build(&self, base: OpenApi) -> OpenApi {
+        let mut document = OpenApiRouter::<AppState>::with_openapi(base);
+        for (access, describe) in &self.groups {
+            let (schemas, mut paths, method_router) = describe();
+            document_access(&mut paths, *access);
+            document = document.routes((schemas, paths, method_router));
+        }
+        document.into_openapi()
     }
 }
 
@@ -190,7 +255,7 @@ pub(crate) fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut O
 }
 
 /// Writes `access` into the OpenAPI entries of `paths`.
-fn document(paths: &mut Paths, access: Access) {
+fn document_access(paths: &mut Paths, access: Access) {
     for operation in paths.paths.values_mut().flat_map(operations_mut) {
         match access {
             Access::Public => operation.security = Some(vec![SecurityRequirement::default()]),

@@ -30,9 +30,9 @@ pub use state::{ApiConfig, AppState, Readiness};
 
 use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
-use utoipa_axum::router::OpenApiRouter;
 
-/// Builds the full application: routes, OpenAPI document, authentication and request plumbing.
+/// Builds the full application: routes, the (lazily built) OpenAPI document, authentication and request
+/// plumbing.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.body_limit;
     let (api, document) = routes::health::routes()
@@ -55,9 +55,8 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::auth::routes())
         .merge(routes::login::routes())
         .merge(routes::users::routes())
-        .build(&state, OpenApiRouter::with_openapi(openapi::base_document()))
-        .split_for_parts();
-    let document: routes::docs::Document = std::sync::Arc::new(document);
+        .build(&state);
+    let document: routes::docs::Document = std::sync::Arc::new(routes::docs::LazyDocument::new(document));
     // The last layer added runs first: request context → JSON error bodies → ops reserve → oversized
     // bodies → body limit → authentication.
     api.merge(routes::ui::router(&state))

@@ -106,7 +106,7 @@ macro_rules! write {
 
 pub(crate) use {read, write};
 
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+pub(crate) static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 impl Store {
@@ -148,11 +148,12 @@ impl Store {
         })
     }
 
-    /// Applies pending migrations (each in its own transaction). Safe with concurrent starters on
+    /// Applies pending migrations (each in its own transaction; an empty SQLite database starts from the
+    /// snapshot of the first ones in one, see [`crate::baseline`]). Safe with concurrent starters on
     /// PostgreSQL: the migrator holds an advisory lock.
     pub async fn migrate(&self) -> Result<()> {
         match &self.inner.engine {
-            Engine::Sqlite { write, .. } => SQLITE_MIGRATIONS.run(write).await,
+            Engine::Sqlite { write, .. } => crate::baseline::migrate_sqlite(&SQLITE_MIGRATIONS, write).await,
             Engine::Postgres { pool, .. } => POSTGRES_MIGRATIONS.run(pool).await,
         }
         .map_err(|err| match err {

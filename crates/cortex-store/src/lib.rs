@@ -15,6 +15,7 @@
 //! - Times come from the injected [`cortex_core::clock::Clock`], never from the database server, so
 //!   tests control time.
 
+mod baseline;
 mod engine;
 mod error;
 mod rows;

@@ -183,9 +183,9 @@ fn same_secrets(
     })
 }
 
-/// The process's channel supervisor (not yet running).
-pub fn supervisor(store: &Store, cipher: &Arc<Cipher>) -> anyhow::Result<Arc<Supervisor>> {
-    let http = reqwest::Client::builder().build().context("building the HTTP client for chat platforms")?;
+/// The process's channel supervisor (not yet running), calling chat platforms with `http` (the process's
+/// shared client, see `serve::http_client`).
+pub fn supervisor(store: &Store, cipher: &Arc<Cipher>, http: reqwest::Client) -> anyhow::Result<Arc<Supervisor>> {
     let public_url = std::env::var("CORTEX_PUBLIC_URL").ok().filter(|url| !url.trim().is_empty());
     Ok(Supervisor::new(store.clone(), http, (**cipher).clone(), SupervisorConfig { public_url }, cortex_core::new_id()))
 }

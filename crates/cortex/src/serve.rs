@@ -83,11 +83,19 @@ fn hostname() -> String {
 
 /// The agent runtime, configured from the environment (provider keys and base URLs, SSRF exceptions,
 /// search, delegation limits); a malformed value is a configuration error (exit 2).
+/// The HTTP client for model providers and chat platforms, built once per process and shared: building a
+/// client loads and parses the system's CA certificates (the bundle and each of the ≈ 145 files of
+/// `/etc/ssl/certs`) and keeps its own copy of them (issue 17, docs/PERFORMANCE.md).
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder().build().context("building the HTTP client for model providers and chat platforms")
+}
+
 async fn build_runtime(
     store: &Store,
     config: &StoreConfig,
     cipher: &Arc<Cipher>,
     mcp: &Arc<cortex_mcp::Pool>,
+    http: reqwest::Client,
 ) -> anyhow::Result<Arc<Runtime>> {
     let env = std::env::vars()
         .filter(|(name, _)| {
@@ -102,7 +110,6 @@ async fn build_runtime(
                 || name.starts_with("CORTEX_MEMORY")
         })
         .collect();
-    let http = reqwest::Client::builder().build().context("building the HTTP client for model providers")?;
     let runtime_config = RuntimeConfig {
         data_dir: config.data_dir.clone(),
         env,
@@ -246,10 +253,11 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let cipher = open_cipher(&store, &config.store).await?;
     let mcp = mcp_pool(&store);
     let bootstrap = bootstrap::ensure_admin_key(&store, env_key.as_deref()).await?;
-    let runtime = build_runtime(&store, &config.store, &cipher, &mcp).await?;
+    let http = http_client()?;
+    let runtime = build_runtime(&store, &config.store, &cipher, &mcp, http.clone()).await?;
 
     crate::channels::materialise_env(&store, &cipher).await?;
-    let channels = crate::channels::supervisor(&store, &cipher)?;
+    let channels = crate::channels::supervisor(&store, &cipher, http)?;
 
     let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
     let login_providers = cortex_api::login::providers_from_env(&env)
@@ -341,9 +349,10 @@ pub async fn worker(config: WorkerConfig) -> anyhow::Result<()> {
     let store = open_store(&config.store).await?;
     let cipher = open_cipher(&store, &config.store).await?;
     let mcp = mcp_pool(&store);
-    let runtime = build_runtime(&store, &config.store, &cipher, &mcp).await?;
+    let http = http_client()?;
+    let runtime = build_runtime(&store, &config.store, &cipher, &mcp, http.clone()).await?;
     crate::channels::materialise_env(&store, &cipher).await?;
-    let channels = crate::channels::supervisor(&store, &cipher)?;
+    let channels = crate::channels::supervisor(&store, &cipher, http)?;
     let readiness = Readiness::default();
     let shutdown = CancellationToken::new();
     let health = match config.health_listen {

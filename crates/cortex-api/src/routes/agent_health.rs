@@ -8,6 +8,7 @@
 //! agent's running jobs and the ones waiting for an approval. Each change is audited and emits an
 //! `agent.health` event on the agent's stream, so the dashboard's live output shows it.
 
+use crate::guard::routes;
 use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
 use cortex_core::agent::{AgentStatus, BREAKER_THRESHOLD, HealthState};
@@ -21,7 +22,6 @@ use cortex_store::jobs::JobFilter;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
-use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Principal;

@@ -1,5 +1,6 @@
 //! Agents: create, list, read, update, archive and purge (SPEC §2.4, §3.2).
 
+use crate::guard::routes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -12,7 +13,6 @@ use cortex_store::tools::ToolPolicy;
 use serde::Deserialize;
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::routes;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, Code, ErrorBody};

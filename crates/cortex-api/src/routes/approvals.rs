@@ -1,6 +1,7 @@
 //! Approvals (SPEC §7): list, inspect with the audit trail, decide by id (approver role) or by one-time
 //! token, and follow as a stream.
 
+use crate::guard::routes;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
@@ -15,7 +16,6 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::{Principal, check_origin};

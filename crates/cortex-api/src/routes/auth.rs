@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 
+use crate::guard::routes;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -18,7 +19,6 @@ use cortex_store::logins::{FailureCount, NewWebSession, WebSession};
 use cortex_store::users::User;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use utoipa_axum::routes;
 
 use crate::auth::{Principal, SessionContext};
 use crate::error::{ApiError, ApiResult, Code, ErrorBody};

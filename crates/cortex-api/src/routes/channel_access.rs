@@ -6,6 +6,7 @@
 //! in the same transaction, and the decision is told in the chat the request came from through the
 //! outbox.
 
+use crate::guard::routes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -18,7 +19,6 @@ use cortex_store::outbox::NewOutbox;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Principal;

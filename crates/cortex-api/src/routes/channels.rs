@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::guard::routes;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -24,7 +25,6 @@ use cortex_store::secrets::SecretRef;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::{Principal, check_origin};

@@ -1,19 +1,56 @@
 //! The API's own description: `/openapi.json` (OpenAPI 3.1, generated from the handlers) and `/docs`,
 //! a browsable page rendered from it on the server (no external assets).
+//!
+//! Neither is made until one of them is first asked for: then the document is built from the route
+//! groups ([`ApiDescription`]), serialised and rendered once, and dropped — only the two texts stay
+//! (≈ 270 KB instead of the ≈ 7 MB the `utoipa` value holds; issue 17, docs/PERFORMANCE.md).
 
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::Extension;
-use axum::response::Html;
+use axum::body::Bytes;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{Html, IntoResponse, Response};
 use utoipa::openapi::OpenApi;
 use utoipa::openapi::path::Operation;
-use utoipa_axum::routes;
 
-use crate::guard::Routes;
+use crate::error::ApiError;
+use crate::guard::{ApiDescription, Routes, routes};
 
-/// The finished document, attached to requests after the routers are assembled.
-pub type Document = Arc<OpenApi>;
+/// The API's description, attached to requests after the routers are assembled.
+pub type Document = Arc<LazyDocument>;
+
+/// The document's two texts, made on first use from the route groups.
+pub struct LazyDocument {
+    description: ApiDescription,
+    texts: OnceLock<Texts>,
+}
+
+/// `/openapi.json` and `/docs`, ready to send.
+struct Texts {
+    /// `None` when the document did not serialise (logged once; answered 500 as `axum::Json` would).
+    json: Option<Bytes>,
+    html: Bytes,
+}
+
+impl LazyDocument {
+    pub fn new(description: ApiDescription) -> Self {
+        Self { description, texts: OnceLock::new() }
+    }
+
+    /// Builds, serialises and renders the document the first time; the `utoipa` value is dropped after.
+    fn texts(&self) -> &Texts {
+        self.texts.get_or_init(|| {
+            let document = self.description.build(crate::openapi::base_document());
+            let json = serde_json::to_vec(&document)
+                .inspect_err(|err| tracing::error!(%err, "the OpenAPI document does not serialise"))
+                .ok()
+                .map(Bytes::from);
+            Texts { json, html: Bytes::from(render(&document)) }
+        })
+    }
+}
 
 pub fn routes() -> Routes {
     Routes::new().viewer(routes!(openapi_json)).viewer(routes!(docs_page))
@@ -21,14 +58,17 @@ pub fn routes() -> Routes {
 
 /// The OpenAPI 3.1 document of this API.
 #[utoipa::path(get, path = "/openapi.json", tag = "docs", responses((status = 200, content_type = "application/json")))]
-async fn openapi_json(Extension(document): Extension<Document>) -> axum::Json<OpenApi> {
-    axum::Json(document.as_ref().clone())
+async fn openapi_json(Extension(document): Extension<Document>) -> Response {
+    match &document.texts().json {
+        Some(json) => ([(CONTENT_TYPE, "application/json")], json.clone()).into_response(),
+        None => ApiError::internal().into_response(),
+    }
 }
 
 /// Human-readable API reference rendered from the OpenAPI document.
 #[utoipa::path(get, path = "/docs", tag = "docs", responses((status = 200, content_type = "text/html")))]
-async fn docs_page(Extension(document): Extension<Document>) -> Html<String> {
-    Html(render(&document))
+async fn docs_page(Extension(document): Extension<Document>) -> Html<Bytes> {
+    Html(document.texts().html.clone())
 }
 
 fn escape(text: &str) -> String {

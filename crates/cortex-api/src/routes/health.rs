@@ -1,12 +1,12 @@
 //! Liveness, readiness and metrics: the only routes open without credentials.
 
+use crate::guard::routes;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Serialize;
 use utoipa::ToSchema;
-use utoipa_axum::routes;
 
 use crate::guard::Routes;
 use crate::state::AppState;

@@ -1,5 +1,6 @@
 //! Jobs: create, list, inspect, cancel, retry and follow (SPEC §2.4, §4).
 
+use crate::guard::routes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
@@ -12,7 +13,6 @@ use cortex_store::jobs::{IdempotencyKey, Job, JobFilter, NewJob};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::routes;
 
 use crate::auth::{Principal, check_origin};
 use crate::error::{ApiError, ApiResult, Code, ErrorBody};

@@ -5,6 +5,7 @@
 //! drawing on its own rate budget. Revoking a key revokes the keys created with it, transitively. The
 //! plaintext of a key is returned once, at creation.
 
+use crate::guard::routes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -14,7 +15,6 @@ use cortex_store::users::{ApiKey, KeyListing, KeySource, NewApiKey};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
-use utoipa_axum::routes;
 
 use crate::auth::{Credential, Principal};
 use crate::error::{ApiError, ApiResult, ErrorBody};

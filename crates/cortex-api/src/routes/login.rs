@@ -19,6 +19,7 @@
 //! whether one is stored). Environment-configured providers are listed with `source: "env"` and are
 //! read-only (409 naming the variables).
 
+use crate::guard::routes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -28,7 +29,6 @@ use cortex_core::role::Role;
 use cortex_store::login_providers::{LoginProviderRow, OAuthState, client_secret_ref, pkce_verifier_ref};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use utoipa_axum::routes;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, Code, ErrorBody};

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::guard::routes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
@@ -14,7 +15,6 @@ use cortex_store::mcp::{McpServerRecord, McpToolRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
-use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Principal;

@@ -2,6 +2,7 @@
 //! edit and delete. Everything goes through the runtime's [`cortex_memory::Memory`], the same service
 //! the `memory_*` tools use; every route is scoped by the agent in its path.
 
+use crate::guard::routes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -11,7 +12,6 @@ use cortex_memory::{MemoryError, MemoryPatch, Remember, ScoredMemory, SearchMode
 use cortex_store::memory::{MemoryFilter, MemoryRecord};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult, Code, ErrorBody};

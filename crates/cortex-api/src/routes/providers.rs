@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 
+use crate::guard::routes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -21,7 +22,6 @@ use cortex_runtime::{SignInError, SignInRequest};
 use cortex_store::credentials::ProviderCredential;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Principal;

@@ -1,12 +1,12 @@
 //! Sessions and their messages (SPEC §2.4).
 
+use crate::guard::routes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use cortex_core::role::Role;
 use serde::Deserialize;
 use serde_json::json;
 use utoipa::IntoParams;
-use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Principal;

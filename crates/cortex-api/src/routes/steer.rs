@@ -1,6 +1,7 @@
 //! Steering and spend of one agent (SPEC §5.6, issue 5): operators inject instructions into a running
 //! job and read spend against the agent's budgets.
 
+use crate::guard::routes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -11,7 +12,6 @@ use cortex_store::steering::SteeringRecord;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
-use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Principal;

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::guard::routes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -21,7 +22,6 @@ use cortex_tools::webhook::{CredentialRef, DEFAULT_WEBHOOK_TIMEOUT_MS, WebhookTo
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Principal;

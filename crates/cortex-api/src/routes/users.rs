@@ -13,6 +13,7 @@
 //! and sessions move over in one transaction and the merged account is disabled (kept, so the audit log,
 //! approvals and API keys that name it still resolve).
 
+use crate::guard::routes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -22,7 +23,6 @@ use cortex_store::users::{MergeCounts, User, UserChange};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
-use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Principal;

@@ -1,11 +1,12 @@
 //! Contract hygiene (issue 12, point 18): the OpenAPI document's enums are exactly the values the API
-//! speaks, and every timestamp has the same fixed width (RFC 3339, milliseconds, `Z`).
+//! speaks, and every timestamp has the same fixed width (RFC 3339, milliseconds, `Z`). `/docs` describes
+//! every operation of the document (both are built lazily on first request, issue 17).
 
 use cortex_core::agent::{AccessMode, AgentStatus, HealthState};
 use cortex_core::approval::{ApprovalMode, ApprovalStatus, Decision, RiskTier};
 use cortex_core::job::{ErrorClass, JobKind, JobStatus};
 use cortex_core::role::Role;
-use cortex_testkit::{Engine, TestStore};
+use cortex_testkit::{Engine, TestStore, both_engines};
 use serde_json::{Value, json};
 
 use crate::app::TestApp;
@@ -32,6 +33,40 @@ fn enums<'a>(value: &'a Value, path: String, found: &mut Vec<(String, &'a Vec<Va
         _ => {}
     }
 }
+
+both_engines!(docs_page_describes_every_operation, |t: TestStore| async move {
+    let app = TestApp::spawn(t).await;
+    // `/docs` first: the document is built by whichever of the two is asked for first.
+    let page = app.get("/docs", &app.admin).await;
+    assert_eq!(page.status(), 200);
+    let content_type = page.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<h1>Cortex Plane API</h1>"), "{html}");
+    let json = app.get("/openapi.json", &app.admin).await;
+    assert_eq!(json.status(), 200);
+    assert_eq!(json.headers()["content-type"], "application/json");
+    let document: Value = json.json().await.unwrap();
+    let mut operations = 0;
+    for (path, item) in document["paths"].as_object().unwrap() {
+        let code = format!("<code>{}</code>", path.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;"));
+        for method in ["get", "post", "put", "patch", "delete"].into_iter().filter(|m| item.get(*m).is_some()) {
+            let entry = format!("<span class=\"m\">{method}</span>{code}");
+            assert!(html.contains(&entry), "/docs lacks {method} {path}");
+            operations += 1;
+        }
+    }
+    assert!(operations >= 100, "only {operations} operations documented");
+    assert_eq!(html.matches("<span class=\"m\">").count(), operations, "/docs lists exactly the documented operations");
+    // Built once: later answers are the same texts.
+    assert_eq!(app.get("/docs", &app.admin).await.text().await.unwrap(), html);
+    let again: Value = app.get("/openapi.json", &app.admin).await.json().await.unwrap();
+    assert_eq!(again, document);
+    // A viewer may read both; without credentials neither is served.
+    let viewer = app.key(Role::Viewer).await;
+    assert_eq!(app.get("/docs", &viewer).await.status(), 200);
+    assert_eq!(app.http.get(app.url("/docs")).send().await.unwrap().status(), 401);
+});
 
 #[tokio::test]
 async fn openapi_enums_are_the_serialised_values() {

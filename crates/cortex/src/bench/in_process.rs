@@ -48,6 +48,7 @@ impl InProcess {
         store.migrate().await.context("migrating the scratch database")?;
         let cipher = Arc::new(Cipher::new(MasterKey::from_bytes(rand::random()), Vec::new()));
         let mcp = Arc::new(cortex_mcp::Pool::new(store.clock().clone(), 10, Duration::from_secs(600)));
+        let http = reqwest::Client::new();
         let runtime = Runtime::new(
             store.clone(),
             RuntimeConfig {
@@ -55,7 +56,7 @@ impl InProcess {
                 env,
                 cipher: cipher.clone(),
                 mcp: mcp.clone(),
-                http: reqwest::Client::new(),
+                http: http.clone(),
                 llm_retry: cortex_llm::RetryPolicy::default(),
                 redactor: Default::default(),
             },
@@ -74,7 +75,7 @@ impl InProcess {
         let readiness = Readiness::default();
         readiness.set_engine_alive(true);
         let unlimited = cortex_api::rate_limit::Limit::OFF;
-        let channels = crate::channels::supervisor(&store, &cipher)?;
+        let channels = crate::channels::supervisor(&store, &cipher, http)?;
         let state = AppState::new(AppParts {
             store: store.clone(),
             runtime,
