@@ -515,7 +515,7 @@ async fn a_connection_dropped_during_start_up_is_retried() {
 /// and keeps completing jobs after every kill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workers_connections_killed() {
-    const JOBS: usize = 400;
+    const BATCH: usize = 100;
     const KILLS: usize = 6;
     let Some(t) = pg_test_store().await else { return };
     let victim_store = realtime_store(&t, "cortex-fault-victim", 4).await;
@@ -525,7 +525,26 @@ async fn a_workers_connections_killed() {
     let ledger = Arc::new(Ledger::default());
     let victim = launch(&victim_store, realtime_config("victim", 4), Probe::new(&ledger));
     let bystander = launch(&bystander_store, realtime_config("bystander", 4), Probe::new(&ledger));
-    let jobs = enqueue_batch(&client, new_job(agent_id, "ok", 0, 3), JOBS).await;
+    // Work stays queued until the kills are over, so the victim finds jobs whenever it is back: the
+    // bystander alone can drain any fixed batch while the victim reconnects. A new batch goes in once
+    // half of the previous one has started.
+    let (stop_feeding, mut feeding_stopped) = tokio::sync::watch::channel(false);
+    let feeder = tokio::spawn({
+        let (client, ledger) = (client.clone(), ledger.clone());
+        async move {
+            let started = |s: &LedgerState| s.runs.values().map(Vec::len).sum::<usize>();
+            let mut jobs = Vec::new();
+            while !*feeding_stopped.borrow() {
+                let mark = ledger.read(started);
+                jobs.extend(enqueue_batch(&client, new_job(agent_id, "ok", 0, 3), BATCH).await);
+                tokio::select! {
+                    () = ledger.wait(&client, "half of a batch started", |s| started(s) >= mark + BATCH / 2) => {}
+                    _ = feeding_stopped.wait_for(|stopped| *stopped) => {}
+                }
+            }
+            jobs
+        }
+    });
 
     let victim_id = victim.worker_id;
     for kill in 1..=KILLS {
@@ -540,7 +559,9 @@ async fn a_workers_connections_killed() {
             .wait(&client, "the victim completing jobs again", |s| s.completed_by(victim_id).len() >= before + 10)
             .await;
     }
-    wait_completed(&client, JOBS).await;
+    stop_feeding.send_replace(true);
+    let jobs = feeder.await.unwrap();
+    wait_completed(&client, jobs.len()).await;
     assert_completed_once(&client, &ledger, &jobs).await;
     let by_bystander = ledger.read(|s| s.completed_by(bystander.worker_id).len());
     assert!(by_bystander > 0, "the bystander shared the work");
