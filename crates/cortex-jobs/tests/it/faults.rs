@@ -474,8 +474,10 @@ async fn postgres_restarted_mid_load() {
         }
     });
     for restart in 1..=RESTARTS {
-        let terminated = t.terminate_backends(None).await.unwrap();
-        assert!(terminated > 0, "restart {restart} found no connection to drop");
+        // Right after the previous restart the engine may not have reconnected yet (its progress
+        // can predate that restart); a restart needs a connection to drop, so wait for one.
+        let dropped = poll_until(async || Ok(t.terminate_backends(None).await.unwrap_or(0) > 0)).await;
+        assert!(dropped, "restart {restart}: the engine never reconnected");
         // The next restart comes once the engine has shown it works again.
         let started = std::time::Instant::now();
         ledger.wait(&store, "progress after a restart", |s| s.runs.len() >= restart * JOBS / (RESTARTS + 2)).await;
