@@ -424,8 +424,8 @@ impl Store {
     pub async fn refresh_job_statistics(&self) -> Result<bool> {
         let crate::engine::Engine::Postgres { pool, .. } = &self.inner.engine else { return Ok(false) };
         // A fifth of the table (and at least 1,000 rows): a bulk load of waiting jobs is far more, while
-        // a busy queue's steady churn no longer pays a full `ANALYZE` every reaper round (it took a third
-        // of the database's CPU samples at 10,000 jobs/s).
+        // a busy queue's steady churn no longer pays a full `ANALYZE` every reaper round (at ≈ 3,000
+        // jobs/s it was a third of the database's active samples; docs/PERFORMANCE.md section 12).
         let changed: Option<(i64, i64)> = sqlx::query_as(
             "SELECT n_mod_since_analyze, n_live_tup FROM pg_stat_user_tables WHERE relname = 'job' AND schemaname = current_schema()",
         )

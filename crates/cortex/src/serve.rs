@@ -81,8 +81,6 @@ fn hostname() -> String {
     std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "cortex".into())
 }
 
-/// The agent runtime, configured from the environment (provider keys and base URLs, SSRF exceptions,
-/// search, delegation limits); a malformed value is a configuration error (exit 2).
 /// The HTTP client for model providers and chat platforms, built once per process and shared: building a
 /// client loads and parses the system's CA certificates (the bundle and each of the ≈ 145 files of
 /// `/etc/ssl/certs`) and keeps its own copy of them (issue 17, docs/PERFORMANCE.md).
@@ -90,6 +88,8 @@ fn http_client() -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder().build().context("building the HTTP client for model providers and chat platforms")
 }
 
+/// The agent runtime, configured from the environment (provider keys and base URLs, SSRF exceptions,
+/// search, delegation limits); a malformed value is a configuration error (exit 2).
 async fn build_runtime(
     store: &Store,
     config: &StoreConfig,
