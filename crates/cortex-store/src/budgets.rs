@@ -13,6 +13,12 @@
 //! reservations still open are released in the same transaction (see `Tx::end_attempt`). The
 //! interrupted call is not charged: its real cost is unknown, and charging its worst case would take a
 //! whole call's allowance from the day for every cancelled turn.
+//!
+//! A line is stored as up to [`SPEND_SHARDS`] rows (`shard`), and its figures are their sum. A line with a
+//! limit is always reserved on shard 0, under that row's lock, and checked against the sum of all its
+//! rows, so the guarantee above holds. A line without a limit only records spend (an agent's day and month
+//! when no limit is configured): a job's calls use the shard its id picks, so the calls of many jobs of one
+//! agent do not all queue on one row lock held through each commit (docs/PERFORMANCE.md, section 14).
 
 use std::cmp::Ordering;
 
@@ -60,7 +66,21 @@ pub struct BudgetLine {
     pub usd_limit: Option<f64>,
 }
 
+/// How many rows a line without a limit is spread over.
+pub const SPEND_SHARDS: u8 = 16;
+
 impl BudgetLine {
+    /// Whether a reservation on this line must be checked against a limit.
+    fn is_limited(&self) -> bool {
+        self.token_limit.is_some() || self.usd_limit.is_some()
+    }
+
+    /// The row of this line that the calls of `job_id` use: shard 0 when the line has a limit (one row
+    /// lock orders every reservation that is checked), else the shard the job's id picks.
+    fn shard(&self, job_id: Uuid) -> i16 {
+        if self.is_limited() { 0 } else { (job_id.as_u128() % u128::from(SPEND_SHARDS)) as i16 }
+    }
+
     /// Whether `(scope_kind, scope_id, period)` is this line's ledger row.
     fn is_row(&self, (kind, id, period): &(String, Uuid, String)) -> bool {
         self.scope.as_str() == kind && self.scope_id == *id && self.period == *period
@@ -124,8 +144,22 @@ pub fn month_period(t: Timestamp) -> String {
 /// The period of job and session budgets, which never roll over.
 pub const TOTAL_PERIOD: &str = "total";
 
+/// Joins a `budget_ledger` row to its `line` (a `VALUES` list of kind, id, period, shard, …).
+const MATCHES_LINE: &str = "budget_ledger.scope_kind = line.column1 AND budget_ledger.scope_id = line.column2 \
+     AND budget_ledger.period = line.column3 AND budget_ledger.shard = line.column4";
+
+/// `SUM(sum)` over the other shards of the `budget_ledger` row's line (alias `other`; 0 when there are none).
+fn other_shards(sum: &str) -> String {
+    format!(
+        "(SELECT COALESCE(SUM({sum}), 0) FROM budget_ledger AS other \
+         WHERE other.scope_kind = budget_ledger.scope_kind AND other.scope_id = budget_ledger.scope_id \
+         AND other.period = budget_ledger.period AND other.shard <> budget_ledger.shard)"
+    )
+}
+
 #[derive(sqlx::FromRow)]
 struct ReservationRow {
+    job_id: Uuid,
     entries: Json<Value>,
     tokens: i64,
     usd: f64,
@@ -154,8 +188,10 @@ impl Store {
     pub async fn budget_usage(&self, scope: BudgetScope, scope_id: Uuid) -> Result<Vec<BudgetUsageRow>> {
         Ok(read!(self, |conn| {
             sqlx::query_as(
-                "SELECT period, tokens_spent, tokens_reserved, usd_spent, usd_reserved FROM budget_ledger \
-                 WHERE scope_kind = $1 AND scope_id = $2 ORDER BY period",
+                "SELECT period, CAST(SUM(tokens_spent) AS BIGINT) AS tokens_spent, \
+                 CAST(SUM(tokens_reserved) AS BIGINT) AS tokens_reserved, SUM(usd_spent) AS usd_spent, \
+                 SUM(usd_reserved) AS usd_reserved FROM budget_ledger \
+                 WHERE scope_kind = $1 AND scope_id = $2 GROUP BY period ORDER BY period",
             )
             .bind(scope.as_str())
             .bind(scope_id)
@@ -200,10 +236,11 @@ impl Tx {
         let mut lines = lines.to_vec();
         lines.sort_by(BudgetLine::cmp_key);
         let now = ms(self.now());
-        self.ensure_budget_rows(&lines, now).await?;
-        self.lock_budget_rows(&lines).await?;
+        self.ensure_budget_rows(job_id, &lines, now).await?;
+        self.lock_budget_rows(job_id, &lines).await?;
         // Every line in one statement; a line whose limit the amount would break is left out, and then
-        // the caller drops the transaction (undoing the others).
+        // the caller drops the transaction (undoing the others). A limit is checked against the line's
+        // total: this row plus its other shards.
         let reserved: Vec<(String, Uuid, String)> = write!(self, |conn| {
             let mut query = sqlx::QueryBuilder::new("UPDATE budget_ledger SET tokens_reserved = tokens_reserved + ");
             query.push_bind(tokens).push(", usd_reserved = usd_reserved + ").push_bind(usd);
@@ -212,17 +249,24 @@ impl Tx {
                 row.push_bind(line.scope.as_str())
                     .push_bind(line.scope_id)
                     .push_bind(&line.period)
+                    .push_bind(line.shard(job_id))
                     .push_bind(line.token_limit)
                     .push_bind(line.usd_limit);
             });
-            query.push(
-                ") AS line WHERE budget_ledger.scope_kind = line.column1 AND budget_ledger.scope_id = line.column2 \
-                 AND budget_ledger.period = line.column3 \
-                 AND (line.column4 IS NULL OR budget_ledger.tokens_spent + budget_ledger.tokens_reserved + ",
-            );
-            query.push_bind(tokens).push(" <= line.column4)");
-            query.push(" AND (line.column5 IS NULL OR budget_ledger.usd_spent + budget_ledger.usd_reserved + ");
-            query.push_bind(usd).push(" <= line.column5)");
+            query.push(") AS line WHERE ");
+            query.push(MATCHES_LINE);
+            query.push(" AND (line.column5 IS NULL OR budget_ledger.tokens_spent + budget_ledger.tokens_reserved + ");
+            query
+                .push(other_shards("other.tokens_spent + other.tokens_reserved"))
+                .push(" + ")
+                .push_bind(tokens)
+                .push(" <= line.column5)");
+            query.push(" AND (line.column6 IS NULL OR budget_ledger.usd_spent + budget_ledger.usd_reserved + ");
+            query
+                .push(other_shards("other.usd_spent + other.usd_reserved"))
+                .push(" + ")
+                .push_bind(usd)
+                .push(" <= line.column6)");
             query.push(" RETURNING budget_ledger.scope_kind, budget_ledger.scope_id, budget_ledger.period");
             query.build_query_as().fetch_all(conn).await?
         });
@@ -247,51 +291,54 @@ impl Tx {
         Ok(Ok(id))
     }
 
-    /// Creates the ledger rows that do not exist yet, in one statement.
-    async fn ensure_budget_rows(&mut self, lines: &[BudgetLine], now: i64) -> Result<()> {
+    /// Creates the ledger rows (of `job_id`'s shards) that do not exist yet, in one statement.
+    async fn ensure_budget_rows(&mut self, job_id: Uuid, lines: &[BudgetLine], now: i64) -> Result<()> {
         if lines.is_empty() {
             return Ok(());
         }
         write!(self, |conn| {
             let mut query =
-                sqlx::QueryBuilder::new("INSERT INTO budget_ledger (scope_kind, scope_id, period, updated_at) ");
+                sqlx::QueryBuilder::new("INSERT INTO budget_ledger (scope_kind, scope_id, period, shard, updated_at) ");
             query.push_values(lines, |mut row, line| {
-                row.push_bind(line.scope.as_str()).push_bind(line.scope_id).push_bind(&line.period).push_bind(now);
+                row.push_bind(line.scope.as_str())
+                    .push_bind(line.scope_id)
+                    .push_bind(&line.period)
+                    .push_bind(line.shard(job_id))
+                    .push_bind(now);
             });
-            query.push(" ON CONFLICT (scope_kind, scope_id, period) DO NOTHING");
+            query.push(" ON CONFLICT (scope_kind, scope_id, period, shard) DO NOTHING");
             query.build().execute(conn).await?.rows_affected()
         });
         Ok(())
     }
 
-    /// PostgreSQL: locks the ledger rows of `lines` in their [`BudgetLine::cmp_key`] order before one
+    /// PostgreSQL: locks the ledger rows of `lines` (`job_id`'s shards) in their [`BudgetLine::cmp_key`] order before one
     /// statement updates them all (an `UPDATE` of many rows locks them in whatever order its plan visits
     /// them; two of those could wait on each other). One statement, for any number of lines. SQLite
     /// serialises writers, so it needs none.
-    async fn lock_budget_rows(&mut self, lines: &[BudgetLine]) -> Result<()> {
+    async fn lock_budget_rows(&mut self, job_id: Uuid, lines: &[BudgetLine]) -> Result<()> {
         if let crate::engine::TxConn::Postgres(conn) = &mut self.conn {
             let mut query = sqlx::QueryBuilder::new("SELECT 1 FROM budget_ledger JOIN (");
             query.push_values(lines.iter().enumerate(), |mut row, (position, line)| {
-                row.push_bind(position as i64)
-                    .push_bind(line.scope.as_str())
+                row.push_bind(line.scope.as_str())
                     .push_bind(line.scope_id)
-                    .push_bind(&line.period);
+                    .push_bind(&line.period)
+                    .push_bind(line.shard(job_id))
+                    .push_bind(position as i64);
             });
-            query.push(
-                ") AS line ON budget_ledger.scope_kind = line.column2 AND budget_ledger.scope_id = line.column3 \
-                 AND budget_ledger.period = line.column4 ORDER BY line.column1 FOR UPDATE OF budget_ledger",
-            );
+            query.push(") AS line ON ").push(MATCHES_LINE);
+            query.push(" ORDER BY line.column5 FOR UPDATE OF budget_ledger");
             query.build().execute(&mut **conn).await?;
         }
         Ok(())
     }
 
-    /// Which limit of `line` a reservation of `tokens`/`usd` would break.
+    /// Which limit of `line` (the sum of its rows) a reservation of `tokens`/`usd` would break.
     async fn refusal(&mut self, line: &BudgetLine, tokens: i64, usd: f64) -> Result<BudgetRefusal> {
         let (tokens_spent, tokens_reserved, usd_spent, usd_reserved): (i64, i64, f64, f64) = write!(self, |conn| {
             sqlx::query_as(
-                "SELECT tokens_spent, tokens_reserved, usd_spent, usd_reserved FROM budget_ledger \
-                 WHERE scope_kind = $1 AND scope_id = $2 AND period = $3",
+                "SELECT CAST(SUM(tokens_spent) AS BIGINT), CAST(SUM(tokens_reserved) AS BIGINT), SUM(usd_spent), \
+                 SUM(usd_reserved) FROM budget_ledger WHERE scope_kind = $1 AND scope_id = $2 AND period = $3",
             )
             .bind(line.scope.as_str())
             .bind(line.scope_id)
@@ -325,7 +372,7 @@ impl Tx {
     pub async fn settle_budget(&mut self, reservation_id: Uuid, tokens: i64, usd: f64) -> Result<Vec<SettledLine>> {
         // Deleting first claims the reservation: of two concurrent settlers only one gets the row.
         let row: Option<ReservationRow> = write!(self, |conn| {
-            sqlx::query_as("DELETE FROM budget_reservation WHERE id = $1 RETURNING entries, tokens, usd")
+            sqlx::query_as("DELETE FROM budget_reservation WHERE id = $1 RETURNING job_id, entries, tokens, usd")
                 .bind(reservation_id)
                 .fetch_optional(conn)
                 .await?
@@ -342,17 +389,19 @@ impl Tx {
     pub(crate) async fn release_reservations(&mut self, job_ids: &[Uuid]) -> Result<usize> {
         let rows: Vec<ReservationRow> = match &mut self.conn {
             TxConn::Postgres(conn) => {
-                sqlx::query_as("DELETE FROM budget_reservation WHERE job_id = ANY($1) RETURNING entries, tokens, usd")
-                    .bind(job_ids)
-                    .fetch_all(&mut **conn)
-                    .await?
+                sqlx::query_as(
+                    "DELETE FROM budget_reservation WHERE job_id = ANY($1) RETURNING job_id, entries, tokens, usd",
+                )
+                .bind(job_ids)
+                .fetch_all(&mut **conn)
+                .await?
             }
             TxConn::Sqlite(conn) => {
                 let mut rows = Vec::new();
                 for job_id in job_ids {
                     rows.extend(
                         sqlx::query_as::<_, ReservationRow>(
-                            "DELETE FROM budget_reservation WHERE job_id = $1 RETURNING entries, tokens, usd",
+                            "DELETE FROM budget_reservation WHERE job_id = $1 RETURNING job_id, entries, tokens, usd",
                         )
                         .bind(job_id)
                         .fetch_all(&mut **conn)
@@ -378,7 +427,9 @@ impl Tx {
             return Ok(Vec::new());
         }
         let now = ms(self.now());
-        self.lock_budget_rows(&lines).await?;
+        let job_id = row.job_id;
+        self.lock_budget_rows(job_id, &lines).await?;
+        // The row's new spend plus its line's other shards: the line's total after this call.
         let after: Vec<(String, Uuid, String, i64, f64)> = write!(self, |conn| {
             let mut query =
                 sqlx::QueryBuilder::new("UPDATE budget_ledger SET tokens_reserved = CASE WHEN tokens_reserved - ");
@@ -389,13 +440,19 @@ impl Tx {
             query.push(", usd_spent = usd_spent + ").push_bind(usd);
             query.push(", updated_at = ").push_bind(now).push(" FROM (");
             query.push_values(&lines, |mut values, line| {
-                values.push_bind(line.scope.as_str()).push_bind(line.scope_id).push_bind(&line.period);
+                values
+                    .push_bind(line.scope.as_str())
+                    .push_bind(line.scope_id)
+                    .push_bind(&line.period)
+                    .push_bind(line.shard(job_id));
             });
+            query.push(") AS line WHERE ").push(MATCHES_LINE);
             query.push(
-                ") AS line WHERE budget_ledger.scope_kind = line.column1 AND budget_ledger.scope_id = line.column2 \
-                 AND budget_ledger.period = line.column3 RETURNING budget_ledger.scope_kind, budget_ledger.scope_id, \
-                 budget_ledger.period, budget_ledger.tokens_spent, budget_ledger.usd_spent",
+                " RETURNING budget_ledger.scope_kind, budget_ledger.scope_id, budget_ledger.period, \
+                 CAST(budget_ledger.tokens_spent + ",
             );
+            query.push(other_shards("other.tokens_spent")).push(" AS BIGINT), budget_ledger.usd_spent + ");
+            query.push(other_shards("other.usd_spent"));
             query.build_query_as().fetch_all(conn).await?
         });
         let mut settled = Vec::with_capacity(lines.len());

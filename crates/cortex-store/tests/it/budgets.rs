@@ -1,10 +1,11 @@
 //! Budget reservations: atomic across lines, never overspent under concurrency, settled to actual usage,
-//! released when an attempt ends without settling.
+//! released when an attempt ends without settling; a line without a limit spread over shards that sum
+//! exactly and do not make the calls of different jobs wait for each other.
 
 use cortex_core::clock::Clock;
 use cortex_core::job::JobError;
 use cortex_store::StoreError;
-use cortex_store::budgets::{BudgetLine, BudgetScope, LimitKind, TOTAL_PERIOD, day_period};
+use cortex_store::budgets::{BudgetLine, BudgetScope, LimitKind, SPEND_SHARDS, TOTAL_PERIOD, day_period};
 use cortex_store::jobs::{AttemptEnd, Suspend};
 use cortex_testkit::{TestStore, both_engines};
 use uuid::Uuid;
@@ -117,3 +118,99 @@ both_engines!(a_suspended_attempt_releases_its_reservations, |t: TestStore| asyn
     let rows = t.store.budget_usage(BudgetScope::Job, job.id).await.unwrap();
     assert_eq!((rows[0].tokens_spent, rows[0].tokens_reserved), (0, 0));
 });
+
+/// Jobs of `agent` whose ids pick `count` different spend shards, none of them shard 0.
+async fn jobs_on_distinct_shards(t: &TestStore, agent: Uuid, count: usize) -> Vec<Uuid> {
+    let mut jobs: Vec<Uuid> = Vec::new();
+    let shard = |id: &Uuid| id.as_u128() % u128::from(SPEND_SHARDS);
+    while jobs.len() < count {
+        let job = enqueue(&t.store, task(agent)).await;
+        if shard(&job.id) != 0 && jobs.iter().all(|other| shard(other) != shard(&job.id)) {
+            jobs.push(job.id);
+        }
+    }
+    jobs
+}
+
+both_engines!(a_limit_counts_spend_recorded_on_every_shard, |t: TestStore| async move {
+    // Three jobs record spend while the agent's day has no limit: three shards of the line.
+    let agent = agent_with_limit(&t.store, "shards", 4).await;
+    let day = |limit| BudgetLine { period: day_period(t.clock.now()), ..line(BudgetScope::Agent, agent, limit, None) };
+    let jobs = jobs_on_distinct_shards(&t, agent, 3).await;
+    for job in &jobs {
+        let reservation = t.store.reserve_budget(*job, &[day(None)], 500, 0.0).await.unwrap().unwrap();
+        let mut tx = t.store.begin().await.unwrap();
+        let settled = tx.settle_budget(reservation, 300, 0.0).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(settled[0].tokens_after - settled[0].tokens_before, 300, "{settled:?}");
+    }
+    let usage = t.store.budget_usage(BudgetScope::Agent, agent).await.unwrap();
+    assert_eq!((usage.len(), usage[0].tokens_spent, usage[0].tokens_reserved), (1, 900, 0), "{usage:?}");
+
+    // Then a limit of 1,000 is configured: it sees all 900, wherever they were recorded.
+    let refused = t.store.reserve_budget(jobs[0], &[day(Some(1_000))], 200, 0.0).await.unwrap().unwrap_err();
+    assert_eq!((refused.spent, refused.reserved, refused.requested), (900.0, 0.0, 200.0));
+    let granted = t.store.reserve_budget(jobs[1], &[day(Some(1_000))], 100, 0.0).await.unwrap().unwrap();
+    let refused = t.store.reserve_budget(jobs[2], &[day(Some(1_000))], 1, 0.0).await.unwrap().unwrap_err();
+    assert_eq!((refused.spent, refused.reserved), (900.0, 100.0));
+    let mut tx = t.store.begin().await.unwrap();
+    let settled = tx.settle_budget(granted, 60, 0.0).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!((settled[0].tokens_before, settled[0].tokens_after), (900, 960), "the line's total: {settled:?}");
+});
+
+both_engines!(unlimited_spend_from_many_jobs_sums_exactly, |t: TestStore| async move {
+    let agent = agent_with_limit(&t.store, "sum", 4).await;
+    let mut jobs = Vec::new();
+    for _ in 0..24 {
+        jobs.push(enqueue(&t.store, task(agent)).await.id);
+    }
+    let day = BudgetLine { period: day_period(t.clock.now()), ..line(BudgetScope::Agent, agent, None, None) };
+    let mut calls = Vec::new();
+    for job in jobs {
+        let (store, day) = (t.store.clone(), day.clone());
+        calls.push(tokio::spawn(async move {
+            let lines = [line(BudgetScope::Job, job, Some(1_000), None), day];
+            let reservation = store.reserve_budget(job, &lines, 400, 0.004).await.unwrap().unwrap();
+            let mut tx = store.begin().await.unwrap();
+            tx.settle_budget(reservation, 7, 0.001).await.unwrap();
+            tx.commit().await.unwrap();
+        }));
+    }
+    for call in calls {
+        call.await.unwrap();
+    }
+    let usage = t.store.budget_usage(BudgetScope::Agent, agent).await.unwrap();
+    assert_eq!((usage.len(), usage[0].tokens_spent, usage[0].tokens_reserved), (1, 24 * 7, 0), "{usage:?}");
+    assert!((usage[0].usd_spent - 0.024).abs() < 1e-9 && usage[0].usd_reserved.abs() < 1e-9, "{usage:?}");
+});
+
+/// PostgreSQL holds a row lock to commit; two jobs' calls on a line without a limit use different rows, so
+/// one call's open transaction does not hold up the other's. (SQLite has one writer at a time anyway.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_of_two_jobs_on_an_unlimited_line_do_not_wait_for_each_other() {
+    if cortex_testkit::skip_postgres() {
+        return;
+    }
+    let t = TestStore::new(cortex_testkit::Engine::Postgres).await;
+    let agent = agent_with_limit(&t.store, "apart", 4).await;
+    let jobs = jobs_on_distinct_shards(&t, agent, 2).await;
+    let day = BudgetLine { period: day_period(t.clock.now()), ..line(BudgetScope::Agent, agent, None, None) };
+    // Both rows exist first, so neither reservation waits on the other's insert either.
+    for job in &jobs {
+        t.store.reserve_budget(*job, std::slice::from_ref(&day), 1, 0.0).await.unwrap().unwrap();
+    }
+    let mut open = t.store.begin().await.unwrap();
+    open.reserve_budget(jobs[0], std::slice::from_ref(&day), 10, 0.0).await.unwrap().unwrap();
+    // With one row per line this would wait for `open` forever; the timeout only turns that into a failure.
+    let other = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        t.store.reserve_budget(jobs[1], std::slice::from_ref(&day), 10, 0.0),
+    )
+    .await
+    .expect("the second job's reservation waited for the first one's transaction");
+    assert!(other.unwrap().is_ok());
+    open.commit().await.unwrap();
+    let usage = t.store.budget_usage(BudgetScope::Agent, agent).await.unwrap();
+    assert_eq!(usage[0].tokens_reserved, 22);
+}
