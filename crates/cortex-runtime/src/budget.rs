@@ -231,7 +231,7 @@ pub(crate) async fn charge_call(
     }
     if let Some(credential) = &charge.provider {
         let spend = CredentialUsage { calls: 1, tokens_in, tokens_out, cost_usd: cost };
-        tx.add_credential_usage(LLM_KIND, credential, spend).await?;
+        tx.add_credential_usage(LLM_KIND, credential, target.job_id, spend).await?;
     }
     tx.emit(NewEvent {
         tokens_in: Some(tokens_in),

@@ -66,8 +66,13 @@ pub struct BudgetLine {
     pub usd_limit: Option<f64>,
 }
 
-/// How many rows a line without a limit is spread over.
+/// How many rows a line without a limit (and a credential's spend) is spread over.
 pub const SPEND_SHARDS: u8 = 16;
+
+/// The spend row (of [`SPEND_SHARDS`]) that the calls of the job `job_id` add to.
+pub(crate) fn spend_shard(job_id: Uuid) -> i16 {
+    (job_id.as_u128() % u128::from(SPEND_SHARDS)) as i16
+}
 
 impl BudgetLine {
     /// Whether a reservation on this line must be checked against a limit.
@@ -78,7 +83,7 @@ impl BudgetLine {
     /// The row of this line that the calls of `job_id` use: shard 0 when the line has a limit (one row
     /// lock orders every reservation that is checked), else the shard the job's id picks.
     fn shard(&self, job_id: Uuid) -> i16 {
-        if self.is_limited() { 0 } else { (job_id.as_u128() % u128::from(SPEND_SHARDS)) as i16 }
+        if self.is_limited() { 0 } else { spend_shard(job_id) }
     }
 
     /// Whether `(scope_kind, scope_id, period)` is this line's ledger row.
@@ -291,14 +296,18 @@ impl Tx {
         Ok(Ok(id))
     }
 
-    /// Creates the ledger rows (of `job_id`'s shards) that do not exist yet, in one statement.
+    /// Creates the ledger rows (of `job_id`'s shards) that do not exist yet, in one statement. Rows that
+    /// exist are filtered out before the insert: on PostgreSQL an `ON CONFLICT` with a row that another
+    /// transaction is updating waits for that transaction to end.
     async fn ensure_budget_rows(&mut self, job_id: Uuid, lines: &[BudgetLine], now: i64) -> Result<()> {
         if lines.is_empty() {
             return Ok(());
         }
         write!(self, |conn| {
-            let mut query =
-                sqlx::QueryBuilder::new("INSERT INTO budget_ledger (scope_kind, scope_id, period, shard, updated_at) ");
+            let mut query = sqlx::QueryBuilder::new(
+                "INSERT INTO budget_ledger (scope_kind, scope_id, period, shard, updated_at) \
+                 SELECT line.column1, line.column2, line.column3, line.column4, line.column5 FROM (",
+            );
             query.push_values(lines, |mut row, line| {
                 row.push_bind(line.scope.as_str())
                     .push_bind(line.scope_id)
@@ -306,7 +315,8 @@ impl Tx {
                     .push_bind(line.shard(job_id))
                     .push_bind(now);
             });
-            query.push(" ON CONFLICT (scope_kind, scope_id, period, shard) DO NOTHING");
+            query.push(") AS line WHERE NOT EXISTS (SELECT 1 FROM budget_ledger WHERE ").push(MATCHES_LINE);
+            query.push(") ON CONFLICT (scope_kind, scope_id, period, shard) DO NOTHING");
             query.build().execute(conn).await?.rows_affected()
         });
         Ok(())

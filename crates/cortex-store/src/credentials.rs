@@ -9,7 +9,9 @@
 //!
 //! `source: "env"` rows mirror the environment and are only written by [`Tx::upsert_credential`] at start;
 //! rows created through the API (`source: "api"`) are inserted, updated and deleted by id. Spend through a
-//! credential (`calls`, tokens, `cost_usd`) is added in the transaction that charges the job.
+//! credential (`calls`, tokens, `cost_usd`) is added in the transaction that charges the job, to one of the
+//! credential's `credential_usage` rows (the shard the job's id picks, as for the budget ledger), so the
+//! calls of many workers do not queue on one row; a credential's figures are the sum of those rows.
 //!
 //! Every write that can change a stored value or disable a credential (create, update, delete, sign-in,
 //! token refresh — not usage, spend or the `error` status) commits a [`Notification::Credentials`], so
@@ -20,6 +22,7 @@ use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
+use crate::budgets::spend_shard;
 use crate::engine::{read, write};
 use crate::rows::{Millis, OptMillis, ms, time};
 use crate::secrets::SecretRef;
@@ -103,8 +106,15 @@ pub struct CredentialUsage {
 macro_rules! credential_columns {
     () => {
         "id, kind, name, provider, api_style, base_url, secret_enc, secret_hint, models, prices, status, last_used_at, \
-         last_error, error_count, source, calls, tokens_in, tokens_out, cost_usd, sign_in, refresh_enc, expires_at, \
-         created_at, updated_at"
+         last_error, error_count, source, sign_in, refresh_enc, expires_at, created_at, updated_at, \
+         (SELECT CAST(COALESCE(SUM(calls), 0) AS BIGINT) FROM credential_usage \
+          WHERE credential_id = provider_credential.id) AS calls, \
+         (SELECT CAST(COALESCE(SUM(tokens_in), 0) AS BIGINT) FROM credential_usage \
+          WHERE credential_id = provider_credential.id) AS tokens_in, \
+         (SELECT CAST(COALESCE(SUM(tokens_out), 0) AS BIGINT) FROM credential_usage \
+          WHERE credential_id = provider_credential.id) AS tokens_out, \
+         (SELECT CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) FROM credential_usage \
+          WHERE credential_id = provider_credential.id) AS cost_usd"
     };
 }
 
@@ -352,15 +362,26 @@ impl Tx {
         Ok(deleted == 1)
     }
 
-    /// Adds one served call's tokens and cost to the credential's spend.
-    pub async fn add_credential_usage(&mut self, kind: &str, name: &str, usage: CredentialUsage) -> Result<()> {
+    /// Adds one served call's tokens and cost to the credential's spend, on the row `job_id` picks.
+    pub async fn add_credential_usage(
+        &mut self,
+        kind: &str,
+        name: &str,
+        job_id: Uuid,
+        usage: CredentialUsage,
+    ) -> Result<()> {
         write!(self, |conn| {
             sqlx::query(
-                "UPDATE provider_credential SET calls = calls + $3, tokens_in = tokens_in + $4, \
-                 tokens_out = tokens_out + $5, cost_usd = cost_usd + $6 WHERE kind = $1 AND name = $2",
+                "INSERT INTO credential_usage (credential_id, shard, calls, tokens_in, tokens_out, cost_usd) \
+                 SELECT id, $3, $4, $5, $6, $7 FROM provider_credential WHERE kind = $1 AND name = $2 \
+                 ON CONFLICT (credential_id, shard) DO UPDATE SET calls = credential_usage.calls + excluded.calls, \
+                 tokens_in = credential_usage.tokens_in + excluded.tokens_in, \
+                 tokens_out = credential_usage.tokens_out + excluded.tokens_out, \
+                 cost_usd = credential_usage.cost_usd + excluded.cost_usd",
             )
             .bind(kind)
             .bind(name)
+            .bind(spend_shard(job_id))
             .bind(usage.calls)
             .bind(usage.tokens_in)
             .bind(usage.tokens_out)
