@@ -58,7 +58,7 @@ pub struct QueueArgs {
     #[command(flatten)]
     pub scratch: ScratchArgs,
     /// Jobs per enqueue and processing measurement (the backlog waiting when processing starts)
-    /// [default: 20000, or 1000 with --workers].
+    /// [default: 20000; with --workers 5000, or 1000 when --job-wait-ms is set].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub jobs: Option<u32>,
     /// Instead of the in-process engine, drain the queue with `cortex worker` child processes
@@ -76,16 +76,20 @@ pub struct QueueArgs {
     pub enqueue_batch: u32,
 }
 
-/// Backlog per run with `--workers` unless `--jobs` says otherwise: task jobs through the runtime are far
-/// slower than the in-process no-op jobs.
+/// Backlog per run with `--workers` and a model that waits, unless `--jobs` says otherwise: task jobs
+/// through the runtime are far slower than the in-process no-op jobs.
 const WORKER_JOBS: u32 = 1_000;
+/// Backlog per run with `--workers` and an instant model: 1,000 jobs drain in about 5 s, too short for a
+/// steady rate once new processes start up (docs/PERFORMANCE.md section 14).
+const INSTANT_WORKER_JOBS: u32 = 5_000;
 /// Backlog per run without `--workers` unless `--jobs` says otherwise.
 const IN_PROCESS_JOBS: u32 = 20_000;
 
 /// Measures the queue on the scratch database.
 pub(crate) async fn measure(scratch: &Scratch, args: &QueueArgs) -> anyhow::Result<Report> {
     if let Some(workers) = args.workers {
-        let jobs = args.jobs.unwrap_or(WORKER_JOBS) as usize;
+        let default = if args.job_wait_ms == 0 { INSTANT_WORKER_JOBS } else { WORKER_JOBS };
+        let jobs = args.jobs.unwrap_or(default) as usize;
         return worker_processes::measure(scratch, args, workers as usize, jobs).await;
     }
     let jobs = args.jobs.unwrap_or(IN_PROCESS_JOBS) as usize;
