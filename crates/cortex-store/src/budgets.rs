@@ -322,10 +322,10 @@ impl Tx {
         Ok(())
     }
 
-    /// PostgreSQL: locks the ledger rows of `lines` (`job_id`'s shards) in their [`BudgetLine::cmp_key`] order before one
-    /// statement updates them all (an `UPDATE` of many rows locks them in whatever order its plan visits
-    /// them; two of those could wait on each other). One statement, for any number of lines. SQLite
-    /// serialises writers, so it needs none.
+    /// PostgreSQL: locks the ledger rows of `lines` (`job_id`'s shards) in their [`BudgetLine::cmp_key`]
+    /// order before one statement updates them all (an `UPDATE` of many rows locks them in whatever order
+    /// its plan visits them; two of those could wait on each other). One statement, for any number of
+    /// lines. SQLite serialises writers, so it needs none.
     async fn lock_budget_rows(&mut self, job_id: Uuid, lines: &[BudgetLine]) -> Result<()> {
         if let crate::engine::TxConn::Postgres(conn) = &mut self.conn {
             let mut query = sqlx::QueryBuilder::new("SELECT 1 FROM budget_ledger JOIN (");

@@ -5,12 +5,12 @@
 use cortex_core::clock::Clock;
 use cortex_core::job::JobError;
 use cortex_store::StoreError;
-use cortex_store::budgets::{BudgetLine, BudgetScope, LimitKind, SPEND_SHARDS, TOTAL_PERIOD, day_period};
+use cortex_store::budgets::{BudgetLine, BudgetScope, LimitKind, TOTAL_PERIOD, day_period};
 use cortex_store::jobs::{AttemptEnd, Suspend};
 use cortex_testkit::{TestStore, both_engines};
 use uuid::Uuid;
 
-use crate::support::{agent_with_limit, enqueue, task};
+use crate::support::{agent_with_limit, enqueue, job_on_shard, task};
 
 fn line(scope: BudgetScope, scope_id: Uuid, token_limit: Option<i64>, usd_limit: Option<f64>) -> BudgetLine {
     BudgetLine { scope, scope_id, period: TOTAL_PERIOD.into(), token_limit, usd_limit }
@@ -119,24 +119,11 @@ both_engines!(a_suspended_attempt_releases_its_reservations, |t: TestStore| asyn
     assert_eq!((rows[0].tokens_spent, rows[0].tokens_reserved), (0, 0));
 });
 
-/// Jobs of `agent` whose ids pick `count` different spend shards, none of them shard 0.
-async fn jobs_on_distinct_shards(t: &TestStore, agent: Uuid, count: usize) -> Vec<Uuid> {
-    let mut jobs: Vec<Uuid> = Vec::new();
-    let shard = |id: &Uuid| id.as_u128() % u128::from(SPEND_SHARDS);
-    while jobs.len() < count {
-        let job = enqueue(&t.store, task(agent)).await;
-        if shard(&job.id) != 0 && jobs.iter().all(|other| shard(other) != shard(&job.id)) {
-            jobs.push(job.id);
-        }
-    }
-    jobs
-}
-
 both_engines!(a_limit_counts_spend_recorded_on_every_shard, |t: TestStore| async move {
     // Three jobs record spend while the agent's day has no limit: three shards of the line.
     let agent = agent_with_limit(&t.store, "shards", 4).await;
     let day = |limit| BudgetLine { period: day_period(t.clock.now()), ..line(BudgetScope::Agent, agent, limit, None) };
-    let jobs = jobs_on_distinct_shards(&t, agent, 3).await;
+    let jobs = [job_on_shard(1), job_on_shard(2), job_on_shard(3)];
     for job in &jobs {
         let reservation = t.store.reserve_budget(*job, &[day(None)], 500, 0.0).await.unwrap().unwrap();
         let mut tx = t.store.begin().await.unwrap();
@@ -194,7 +181,7 @@ async fn calls_of_two_jobs_on_an_unlimited_line_do_not_wait_for_each_other() {
     }
     let t = TestStore::new(cortex_testkit::Engine::Postgres).await;
     let agent = agent_with_limit(&t.store, "apart", 4).await;
-    let jobs = jobs_on_distinct_shards(&t, agent, 2).await;
+    let jobs = [job_on_shard(1), job_on_shard(2)];
     let day = BudgetLine { period: day_period(t.clock.now()), ..line(BudgetScope::Agent, agent, None, None) };
     // Both rows exist first, so neither reservation waits on the other's insert either.
     for job in &jobs {

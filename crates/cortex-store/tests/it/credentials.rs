@@ -1,18 +1,11 @@
 //! Spend through a credential: kept on several rows so concurrent jobs' calls do not wait for each other,
 //! read back as their sum, and removed with the credential.
 
-use cortex_store::budgets::SPEND_SHARDS;
 use cortex_store::credentials::{CredentialUpsert, CredentialUsage};
 use cortex_testkit::{TestStore, both_engines};
 use uuid::Uuid;
 
-// The tests below use spend rows 1 to 4.
-const _: () = assert!(SPEND_SHARDS > 4);
-
-/// A job id whose calls add to spend row `shard`.
-fn job_on_shard(shard: u8) -> Uuid {
-    Uuid::from_u128(((Uuid::now_v7().as_u128() >> 8) << 8) + u128::from(shard))
-}
+use crate::support::job_on_shard;
 
 async fn credential(t: &TestStore, id: Uuid) {
     let mut tx = t.store.begin().await.unwrap();

@@ -2,6 +2,7 @@
 
 use cortex_store::Store;
 use cortex_store::agents::AgentDefinition;
+use cortex_store::budgets::SPEND_SHARDS;
 use cortex_store::jobs::{Job, NewJob};
 use uuid::Uuid;
 
@@ -25,4 +26,11 @@ pub async fn enqueue(store: &Store, new: NewJob) -> Job {
     assert!(created);
     tx.commit().await.unwrap();
     job
+}
+
+/// A job id whose model calls add to spend row `shard` (of [`SPEND_SHARDS`]); budget and credential spend
+/// take any id, the job need not exist.
+pub fn job_on_shard(shard: u8) -> Uuid {
+    assert!(shard < SPEND_SHARDS, "there are {SPEND_SHARDS} spend rows");
+    Uuid::from_u128(((Uuid::now_v7().as_u128() >> 8) << 8) + u128::from(shard))
 }
