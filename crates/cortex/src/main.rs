@@ -22,7 +22,9 @@ use crate::config::{ConfigError, ServeConfig, StoreConfig, WorkerConfig};
 /// jemalloc instead of glibc's allocator: after a load spike glibc keeps freed memory in its per-thread
 /// arenas and the process stays at its peak, while jemalloc's background threads return unused pages
 /// to the system within about a second (settings in `.cargo/config.toml`, figures in
-/// docs/PERFORMANCE.md, `cortex bench spike`).
+/// docs/PERFORMANCE.md, `cortex bench spike` and `cortex bench soak`). Its `malloc` is unprefixed, so C
+/// code linked in (SQLite above all: page caches, parsed statements) allocates from it too, instead of
+/// growing glibc arenas, one per SQLite connection thread, that are never given back.
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

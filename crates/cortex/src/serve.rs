@@ -304,6 +304,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         })
     };
 
+    tokio::spawn(cortex_api::metrics::keep_drained(cortex_api::metrics::handle(), shutdown.clone()));
     let prober = spawn_mcp_prober(&store, &cipher, &mcp, &shutdown);
     let retention = spawn_retention(&runtime, &config.engine, &engine_stop);
     let supervisor = crate::channels::spawn(&channels, &shutdown);
@@ -372,6 +373,7 @@ pub async fn worker(config: WorkerConfig) -> anyhow::Result<()> {
                 anyhow::Error::new(ConfigError(format!("cannot listen on {address} (CORTEX_HEALTH_LISTEN): {err}")))
             })?;
             let limits = ConnectionLimits::default();
+            tokio::spawn(cortex_api::metrics::keep_drained(cortex_api::metrics::handle(), shutdown.clone()));
             Some(tokio::spawn(cortex_api::server::serve(listener, cortex_api::router(state), limits, shutdown.clone())))
         }
         None => None,

@@ -90,6 +90,7 @@ impl InProcess {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         let limits = cortex_api::server::ConnectionLimits::default();
+        tokio::spawn(cortex_api::metrics::keep_drained(cortex_api::metrics::handle(), stop.clone()));
         let server = tokio::spawn(cortex_api::server::serve(listener, cortex_api::router(state), limits, stop.clone()));
         Ok(InProcess { store, base, key, stop, server, engine, mcp })
     }

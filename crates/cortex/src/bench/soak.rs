@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use cortex_api::server::ConnectionLimits;
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -326,7 +327,11 @@ async fn soak(
     windows: usize,
     window: Duration,
 ) -> anyhow::Result<Vec<WindowStats>> {
-    let http = reqwest::Client::builder().build()?;
+    // The server closes a connection idle for its idle timeout; a pooled connection reused at that very
+    // moment fails its request ("connection closed before message completed"). Dropping idle connections
+    // well before the server does keeps that race out of the figures.
+    let idle = ConnectionLimits::default().idle_timeout / 2;
+    let http = reqwest::Client::builder().pool_idle_timeout(idle).build()?;
     let agents = create_agents(&http, &server.base, key, args.agents).await?;
     let target = Target {
         http,
@@ -490,7 +495,7 @@ async fn chat(target: Target) {
                 target.tally.error(format!("chat: {status} {}", truncate(&body.to_string())));
             }
         }
-        Err(err) => target.tally.error(format!("chat: {err}")),
+        Err(err) => target.tally.error(format!("chat: {:#}", anyhow::Error::from(err))),
     }
 }
 
@@ -506,7 +511,7 @@ async fn task(target: Target) {
             let body = response.text().await.unwrap_or_default();
             target.tally.error(format!("task: {status} {}", truncate(&body)));
         }
-        Err(err) => target.tally.error(format!("task: {err}")),
+        Err(err) => target.tally.error(format!("task: {:#}", anyhow::Error::from(err))),
     }
 }
 

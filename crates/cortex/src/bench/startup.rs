@@ -25,8 +25,8 @@ use super::{Report, Scratch, ScratchArgs, millis};
 /// How long a round may take to become ready before the benchmark gives up.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Allocator settings passed on to the server when set, so their effect can be measured: jemalloc's
-/// options (`_RJEM_MALLOC_CONF`, e.g. `dirty_decay_ms:1000`) and glibc's tunables.
-const ALLOCATOR_SETTINGS: [&str; 2] = ["_RJEM_MALLOC_CONF", "GLIBC_TUNABLES"];
+/// options (`MALLOC_CONF`, e.g. `dirty_decay_ms:1000`) and glibc's tunables.
+const ALLOCATOR_SETTINGS: [&str; 2] = ["MALLOC_CONF", "GLIBC_TUNABLES"];
 /// Pause between two `/readyz` probes.
 const PROBE_INTERVAL: Duration = Duration::from_millis(1);
 
