@@ -1,11 +1,12 @@
 //! Retention sweeps (SPEC Appendix B "Retention"): the policy over the store's deletes.
 //!
-//! One process of the cluster sweeps at a time: [`sweep_as_leader`] runs only while its caller holds the
+//! One process of the cluster sweeps at a time: [`Sweeper::sweep`] runs only while its caller holds the
 //! `retention` lease, renewed between batches, so a process that dies mid-sweep hands over after
 //! [`LEASE_TTL`]. A sweep works in batches of [`RetentionPolicy::batch_size`] rows, one short transaction
 //! each, yielding between them, so claims and turns interleave with it (on SQLite they share the single
 //! writer; on PostgreSQL the swept rows are never ones a claim locks). Each step runs until a batch comes
-//! back short.
+//! back short. Delta compaction goes on from where the sweeper's previous finished sweep stopped
+//! ([`Sweeper`]), so a pass costs what ended since the last one, not what is kept.
 //!
 //! Order: compact deltas, then the audit side (approvals, audit log), then the job side (events of ended
 //! jobs, the jobs themselves, loose events). Approvals go before jobs because a job stays as long as an
@@ -14,6 +15,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use cortex_core::Timestamp;
 use cortex_store::{Result, Store};
 use uuid::Uuid;
 
@@ -68,44 +70,85 @@ impl RetentionReport {
     }
 }
 
-/// Runs one sweep when `holder` holds (or takes) the retention lease; `None` when another process holds it.
-/// A sweep that loses the lease midway stops and reports what it did.
-pub async fn sweep_as_leader(store: &Store, holder: Uuid, policy: &RetentionPolicy) -> Result<Option<RetentionReport>> {
-    if !renew(store, holder).await? {
-        return Ok(None);
+/// One process's sweeper: who it is for the lease, and how far its delta compaction has got.
+#[derive(Debug, Clone)]
+pub struct Sweeper {
+    holder: Uuid,
+    /// Every job that ended before this had its deltas compacted by an earlier, finished sweep of this
+    /// sweeper, so the next one starts here. Kept in memory: a new leader (or a restart) starts with one
+    /// sweep over everything still kept, then goes on from its own mark.
+    deltas_compacted_before: Option<Timestamp>,
+}
+
+impl Sweeper {
+    /// A sweeper that holds (or will take) the lease as `holder`.
+    pub fn new(holder: Uuid) -> Sweeper {
+        Sweeper { holder, deltas_compacted_before: None }
     }
-    let now = store.clock().now();
-    let before = |keep: Duration| now - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
-    let mut sweep =
-        Sweep { store, holder, batch: policy.batch_size.max(1), report: RetentionReport::default(), lease_lost: false };
-    let delta_cutoff = before(policy.delta_grace);
-    sweep.step("deltas", |report| &mut report.deltas, |limit| store.compact_deltas(delta_cutoff, limit)).await?;
-    if let Some(cutoff) = policy.keep_audit.map(before) {
-        sweep
-            .step("approvals", |report| &mut report.approvals, |limit| store.delete_old_approvals(cutoff, limit))
-            .await?;
+
+    /// The id this sweeper takes the lease as.
+    pub fn holder(&self) -> Uuid {
+        self.holder
+    }
+
+    /// Runs one sweep when this sweeper holds (or takes) the retention lease; `None` when another
+    /// process holds it. A sweep that loses the lease midway stops and reports what it did.
+    pub async fn sweep(&mut self, store: &Store, policy: &RetentionPolicy) -> Result<Option<RetentionReport>> {
+        if !renew(store, self.holder).await? {
+            return Ok(None);
+        }
+        let now = store.clock().now();
+        let before = |keep: Duration| now - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+        let mut sweep = Sweep {
+            store,
+            holder: self.holder,
+            batch: policy.batch_size.max(1),
+            report: RetentionReport::default(),
+            lease_lost: false,
+        };
+        let delta_cutoff = before(policy.delta_grace);
+        let compacted_before = self.deltas_compacted_before;
         sweep
             .step(
-                "audit_entries",
-                |report| &mut report.audit_entries,
-                |limit| store.delete_old_audit_entries(cutoff, limit),
+                "deltas",
+                |report| &mut report.deltas,
+                |limit| store.compact_deltas(compacted_before, delta_cutoff, limit),
             )
             .await?;
+        if !sweep.lease_lost {
+            self.deltas_compacted_before = Some(delta_cutoff);
+        }
+        if let Some(cutoff) = policy.keep_audit.map(before) {
+            sweep
+                .step("approvals", |report| &mut report.approvals, |limit| store.delete_old_approvals(cutoff, limit))
+                .await?;
+            sweep
+                .step(
+                    "audit_entries",
+                    |report| &mut report.audit_entries,
+                    |limit| store.delete_old_audit_entries(cutoff, limit),
+                )
+                .await?;
+        }
+        if let Some(cutoff) = policy.keep.map(before) {
+            sweep
+                .step(
+                    "job_events",
+                    |report| &mut report.job_events,
+                    |limit| store.delete_events_of_ended_jobs(cutoff, limit),
+                )
+                .await?;
+            sweep.step("jobs", |report| &mut report.jobs, |limit| store.delete_ended_jobs(cutoff, limit)).await?;
+            sweep
+                .step(
+                    "loose_events",
+                    |report| &mut report.loose_events,
+                    |limit| store.delete_loose_events(cutoff, limit),
+                )
+                .await?;
+        }
+        Ok(Some(sweep.report))
     }
-    if let Some(cutoff) = policy.keep.map(before) {
-        sweep
-            .step(
-                "job_events",
-                |report| &mut report.job_events,
-                |limit| store.delete_events_of_ended_jobs(cutoff, limit),
-            )
-            .await?;
-        sweep.step("jobs", |report| &mut report.jobs, |limit| store.delete_ended_jobs(cutoff, limit)).await?;
-        sweep
-            .step("loose_events", |report| &mut report.loose_events, |limit| store.delete_loose_events(cutoff, limit))
-            .await?;
-    }
-    Ok(Some(sweep.report))
 }
 
 /// Takes or renews the lease.

@@ -4,9 +4,8 @@
 
 use std::time::Duration;
 
-use cortex_jobs::retention::{RETENTION_LEASE, RetentionPolicy, RetentionReport, sweep_as_leader};
+use cortex_jobs::retention::{RETENTION_LEASE, RetentionPolicy, RetentionReport, Sweeper};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::buffer::prune_buffers;
 use crate::runtime::Runtime;
@@ -27,10 +26,10 @@ impl Runtime {
     /// Runs a pass at once and then every [`RETENTION_INTERVAL`] until `shutdown`, then gives the lease up
     /// so another process can take over without waiting for it to expire.
     pub async fn run_retention(&self, policy: RetentionPolicy, shutdown: CancellationToken) {
-        let holder = cortex_core::new_id();
+        let mut sweeper = Sweeper::new(cortex_core::new_id());
         let clock = self.store.clock().clone();
         loop {
-            let pass = self.retention_pass(holder, &policy).await;
+            let pass = self.retention_pass(&mut sweeper, &policy).await;
             if pass.buffers > 0 || pass.database.as_ref().is_some_and(|report| !report.is_empty()) {
                 tracing::info!(?pass, "retention pass removed old data");
             }
@@ -39,15 +38,15 @@ impl Runtime {
                 _ = shutdown.cancelled() => break,
             }
         }
-        if let Err(err) = self.store.release_lease(RETENTION_LEASE, holder).await {
+        if let Err(err) = self.store.release_lease(RETENTION_LEASE, sweeper.holder()).await {
             tracing::warn!(error = %err, "releasing the retention lease failed");
         }
     }
 
-    /// One pass as `holder`: the database sweep if this process leads, then this process's buffers older
+    /// One pass of `sweeper`: the database sweep if this process leads, then this process's buffers older
     /// than the retention period. Failures are logged; the next pass tries again.
-    pub async fn retention_pass(&self, holder: Uuid, policy: &RetentionPolicy) -> RetentionPass {
-        let database = match sweep_as_leader(&self.store, holder, policy).await {
+    pub async fn retention_pass(&self, sweeper: &mut Sweeper, policy: &RetentionPolicy) -> RetentionPass {
+        let database = match sweeper.sweep(&self.store, policy).await {
             Ok(report) => report,
             Err(err) => {
                 tracing::warn!(error = %err, "retention sweep failed");

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use cortex_core::approval::{DecidedVia, Decision, RiskTier, ToolCallState};
 use cortex_core::event::EventType;
-use cortex_jobs::retention::{LEASE_TTL, RetentionPolicy, sweep_as_leader};
+use cortex_jobs::retention::{LEASE_TTL, RetentionPolicy, Sweeper};
 use cortex_store::Store;
 use cortex_store::approvals::{ApprovalFilter, Decider, NewApproval};
 use cortex_store::audit::{AuditFilter, NewAudit};
@@ -151,7 +151,7 @@ fn without_state_events(types: Vec<EventType>) -> Vec<EventType> {
 both_engines!(old_ended_work_goes_and_everything_else_stays, |t: TestStore| async move {
     let store = t.store.clone();
     let agent_id = agent(&store, 10).await;
-    let holder = Uuid::now_v7();
+    let mut sweeper = Sweeper::new(Uuid::now_v7());
 
     // Day 0: a job whose approval is as old as it is, an audit entry, an agent-level event.
     let approved_long_ago = ended_job(&store, agent_id, Traces { session: false, approval: true }).await;
@@ -179,7 +179,7 @@ both_engines!(old_ended_work_goes_and_everything_else_stays, |t: TestStore| asyn
         .collect();
     t.clock.advance(chrono::Duration::hours(1));
 
-    let report = sweep_as_leader(&store, holder, &policy()).await.unwrap().expect("the only sweeper leads");
+    let report = sweeper.sweep(&store, &policy()).await.unwrap().expect("the only sweeper leads");
     assert_eq!((report.jobs, report.approvals, report.audit_entries, report.loose_events), (2, 1, 1, 1), "{report:?}");
 
     for gone in [&approved_long_ago, &plain] {
@@ -219,7 +219,7 @@ both_engines!(old_ended_work_goes_and_everything_else_stays, |t: TestStore| asyn
     let actions: Vec<&str> = audit.items.iter().map(|entry| entry.action.as_str()).collect();
     assert_eq!(actions, ["recent.action"]);
 
-    let again = sweep_as_leader(&store, holder, &policy()).await.unwrap().unwrap();
+    let again = sweeper.sweep(&store, &policy()).await.unwrap().unwrap();
     assert!(again.is_empty(), "a second sweep finds nothing: {again:?}");
 });
 
@@ -228,28 +228,37 @@ both_engines!(deltas_wait_out_their_grace_and_retention_can_be_off, |t: TestStor
     let agent_id = agent(&store, 4).await;
     let job = ended_job(&store, agent_id, Traces { session: false, approval: false }).await;
     let forever = RetentionPolicy { keep: None, keep_audit: None, ..policy() };
+    let mut sweeper = Sweeper::new(Uuid::now_v7());
 
-    let early = sweep_as_leader(&store, Uuid::now_v7(), &forever).await.unwrap().unwrap();
+    let early = sweeper.sweep(&store, &forever).await.unwrap().unwrap();
     assert_eq!(early.deltas, 0, "a reader may still be replaying the stream");
     t.clock.advance(DAY * 400);
-    let report = sweep_as_leader(&store, Uuid::now_v7(), &forever).await.unwrap().unwrap();
+    let report = sweeper.sweep(&store, &forever).await.unwrap().unwrap();
     assert_eq!(report, cortex_jobs::retention::RetentionReport { deltas: 3, ..Default::default() });
     assert!(store.get_job(job.id).await.is_ok(), "with retention off nothing else goes");
+
+    // The next sweeps go on from where this one stopped: what ends later is compacted in turn.
+    let later = ended_job(&store, agent_id, Traces { session: false, approval: false }).await;
+    assert_eq!(sweeper.sweep(&store, &forever).await.unwrap().unwrap().deltas, 0, "still within its grace");
+    t.clock.advance(chrono::Duration::hours(1));
+    assert_eq!(sweeper.sweep(&store, &forever).await.unwrap().unwrap().deltas, 3);
+    assert_eq!(without_state_events(event_types(&store, later.id).await), [EventType::LlmMessage]);
 });
 
 both_engines!(one_process_sweeps_at_a_time, |t: TestStore| async move {
     let store = t.store.clone();
     let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
     let policy = policy();
-    let (a, b) = tokio::join!(sweep_as_leader(&store, first, &policy), sweep_as_leader(&store, second, &policy));
+    let (mut one, mut two) = (Sweeper::new(first), Sweeper::new(second));
+    let (a, b) = tokio::join!(one.sweep(&store, &policy), two.sweep(&store, &policy));
     let (a, b) = (a.unwrap(), b.unwrap());
     assert!(a.is_some() != b.is_some(), "exactly one leads: {a:?} / {b:?}");
     let (leader, other) = if a.is_some() { (first, second) } else { (second, first) };
-    assert!(sweep_as_leader(&store, leader, &policy).await.unwrap().is_some(), "the leader keeps its lease");
-    assert!(sweep_as_leader(&store, other, &policy).await.unwrap().is_none());
+    assert!(Sweeper::new(leader).sweep(&store, &policy).await.unwrap().is_some(), "the leader keeps its lease");
+    assert!(Sweeper::new(other).sweep(&store, &policy).await.unwrap().is_none());
 
     // The leader stops renewing (it died): the lease passes on once it expires.
     t.clock.advance(chrono::Duration::from_std(LEASE_TTL + Duration::from_secs(1)).unwrap());
-    assert!(sweep_as_leader(&store, other, &policy).await.unwrap().is_some());
-    assert!(sweep_as_leader(&store, leader, &policy).await.unwrap().is_none());
+    assert!(Sweeper::new(other).sweep(&store, &policy).await.unwrap().is_some());
+    assert!(Sweeper::new(leader).sweep(&store, &policy).await.unwrap().is_none());
 });

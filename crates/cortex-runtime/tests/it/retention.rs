@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use cortex_core::clock::Clock;
-use cortex_jobs::retention::RetentionPolicy;
+use cortex_jobs::retention::{RetentionPolicy, Sweeper};
 use cortex_testkit::fake_llm::FakeLlm;
 use cortex_testkit::{TestStore, both_engines};
 use uuid::Uuid;
@@ -26,16 +26,16 @@ both_engines!(a_pass_prunes_old_buffers_and_sweeps_as_leader, |t: TestStore| asy
     let old = buffer_written(&t, Uuid::now_v7(), chrono::Duration::days(31));
     let recent = buffer_written(&t, Uuid::now_v7(), chrono::Duration::days(29));
 
-    let pass = runtime.retention_pass(Uuid::now_v7(), &RetentionPolicy::with_days(30, 365)).await;
+    let pass = runtime.retention_pass(&mut Sweeper::new(Uuid::now_v7()), &RetentionPolicy::with_days(30, 365)).await;
     assert_eq!(pass.buffers, 1);
     assert!(pass.database.is_some(), "the only process leads the sweep");
     assert!(!old.exists() && recent.exists());
 
-    let other = runtime.retention_pass(Uuid::now_v7(), &RetentionPolicy::with_days(30, 365)).await;
+    let other = runtime.retention_pass(&mut Sweeper::new(Uuid::now_v7()), &RetentionPolicy::with_days(30, 365)).await;
     assert_eq!(other.database, None, "a second process does not sweep the database meanwhile");
-    let forever = runtime.retention_pass(Uuid::now_v7(), &RetentionPolicy::with_days(0, 0)).await;
+    let forever = runtime.retention_pass(&mut Sweeper::new(Uuid::now_v7()), &RetentionPolicy::with_days(0, 0)).await;
     assert_eq!(forever.buffers, 0);
     t.clock.advance(chrono::Duration::days(2));
-    let later = runtime.retention_pass(Uuid::now_v7(), &RetentionPolicy::with_days(0, 365)).await;
+    let later = runtime.retention_pass(&mut Sweeper::new(Uuid::now_v7()), &RetentionPolicy::with_days(0, 365)).await;
     assert!(recent.exists() && later.buffers == 0, "retention 0 keeps buffers forever");
 });
