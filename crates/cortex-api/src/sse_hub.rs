@@ -316,7 +316,7 @@ async fn wait_for_news(
             () = shutdown.cancelled() => return false,
             () = &mut safety => return true,
             received = notifications.recv() => match received {
-                Ok(Notification::Event { seq, agent_id, job_id }) => {
+                Ok(Notification::Event { seq, agent_id, job_id, .. }) => {
                     let relevant = seq > cursor && match scope {
                         EventScope::Job(id) => job_id == Some(id),
                         EventScope::Agent(id) => agent_id == id,

@@ -5,8 +5,9 @@
 //! [`LEASE_TTL`]. A sweep works in batches of [`RetentionPolicy::batch_size`] rows, one short transaction
 //! each, yielding between them, so claims and turns interleave with it (on SQLite they share the single
 //! writer; on PostgreSQL the swept rows are never ones a claim locks). Each step runs until a batch comes
-//! back short. Delta compaction goes on from where the sweeper's previous finished sweep stopped
-//! ([`Sweeper`]), so a pass costs what ended since the last one, not what is kept.
+//! back short. Delta compaction walks ended jobs in order of completion, a batch of jobs at a time, and
+//! goes on from where the sweeper's previous batch stopped ([`Sweeper`]): a pass costs what ended since
+//! the last one, not what is kept.
 //!
 //! Order: compact deltas, then the audit side (approvals, audit log), then the job side (events of ended
 //! jobs, the jobs themselves, loose events). Approvals go before jobs because a job stays as long as an
@@ -16,6 +17,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use cortex_core::Timestamp;
+use cortex_store::retention::CompactionMark;
 use cortex_store::{Result, Store};
 use uuid::Uuid;
 
@@ -36,7 +38,7 @@ pub struct RetentionPolicy {
     /// How long after its job ended an `llm.delta` event goes (15 min): the final `llm.message` holds
     /// the whole text, and the delay lets a reader that is still replaying the stream finish it.
     pub delta_grace: Duration,
-    /// Driving rows per transaction (500).
+    /// Driving rows per transaction (500): rows deleted, or for delta compaction ended jobs looked at.
     pub batch_size: i64,
 }
 
@@ -74,16 +76,15 @@ impl RetentionReport {
 #[derive(Debug, Clone)]
 pub struct Sweeper {
     holder: Uuid,
-    /// Every job that ended before this had its deltas compacted by an earlier, finished sweep of this
-    /// sweeper, so the next one starts here. Kept in memory: a new leader (or a restart) starts with one
-    /// sweep over everything still kept, then goes on from its own mark.
-    deltas_compacted_before: Option<Timestamp>,
+    /// The last ended job whose deltas this sweeper compacted; the next batch starts after it. Kept in
+    /// memory: a new leader (or a restart) walks the jobs still kept once, then goes on from its mark.
+    compacted: Option<CompactionMark>,
 }
 
 impl Sweeper {
     /// A sweeper that holds (or will take) the lease as `holder`.
     pub fn new(holder: Uuid) -> Sweeper {
-        Sweeper { holder, deltas_compacted_before: None }
+        Sweeper { holder, compacted: None }
     }
 
     /// The id this sweeper takes the lease as.
@@ -106,18 +107,7 @@ impl Sweeper {
             report: RetentionReport::default(),
             lease_lost: false,
         };
-        let delta_cutoff = before(policy.delta_grace);
-        let compacted_before = self.deltas_compacted_before;
-        sweep
-            .step(
-                "deltas",
-                |report| &mut report.deltas,
-                |limit| store.compact_deltas(compacted_before, delta_cutoff, limit),
-            )
-            .await?;
-        if !sweep.lease_lost {
-            self.deltas_compacted_before = Some(delta_cutoff);
-        }
+        sweep.compact_deltas(&mut self.compacted, before(policy.delta_grace)).await?;
         if let Some(cutoff) = policy.keep_audit.map(before) {
             sweep
                 .step("approvals", |report| &mut report.approvals, |limit| store.delete_old_approvals(cutoff, limit))
@@ -167,6 +157,24 @@ struct Sweep<'a> {
 }
 
 impl Sweep<'_> {
+    /// Compacts the deltas of jobs that ended before `cutoff`, a batch of jobs at a time in order of
+    /// completion, starting after `mark` and moving it on with every batch.
+    async fn compact_deltas(&mut self, mark: &mut Option<CompactionMark>, cutoff: Timestamp) -> Result<()> {
+        while !self.lease_lost {
+            let batch = self.store.compact_deltas(*mark, cutoff, self.batch).await?;
+            self.report.deltas += batch.deleted;
+            metrics::counter!("cortex_retention_deleted_total", "kind" => "deltas").increment(batch.deleted);
+            if batch.next.is_some() {
+                *mark = batch.next;
+            }
+            if batch.jobs < self.batch as u64 {
+                return Ok(());
+            }
+            self.yield_and_renew("deltas").await?;
+        }
+        Ok(())
+    }
+
     /// Runs `delete` in batches until one comes back short, counting into `field`; does nothing once the
     /// lease is lost.
     async fn step<F, Fut>(
@@ -186,11 +194,17 @@ impl Sweep<'_> {
             if deleted < self.batch as u64 {
                 return Ok(());
             }
-            tokio::task::yield_now().await;
-            if !renew(self.store, self.holder).await? {
-                tracing::warn!(kind, "retention lease lost mid-sweep; another process continues");
-                self.lease_lost = true;
-            }
+            self.yield_and_renew(kind).await?;
+        }
+        Ok(())
+    }
+
+    /// Between two batches: lets claims and turns in, then renews the lease (or notes it lost).
+    async fn yield_and_renew(&mut self, kind: &'static str) -> Result<()> {
+        tokio::task::yield_now().await;
+        if !renew(self.store, self.holder).await? {
+            tracing::warn!(kind, "retention lease lost mid-sweep; another process continues");
+            self.lease_lost = true;
         }
         Ok(())
     }

@@ -16,8 +16,8 @@
 //!   as `pending`, and streams re-read soon). Transactions of other databases on the same server do
 //!   not hold the watermark back. See ARCHITECTURE.md, "Event order", for the alternatives considered.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 
 use cortex_core::Timestamp;
 use cortex_core::event::{Actor, EventType};
@@ -272,6 +272,13 @@ pub(crate) async fn flush(tx: &mut Tx, events: Vec<NewEvent>) -> Result<Vec<Noti
         return Ok(Vec::new());
     }
     let now = ms(tx.now());
+    let state_changed: HashSet<Uuid> = events
+        .iter()
+        .filter(|event| {
+            matches!(event.event_type, EventType::JobState | EventType::JobCompleted | EventType::JobFailed)
+        })
+        .filter_map(|event| event.job_id)
+        .collect();
     let appended: Vec<(i64, Uuid, Option<Uuid>)> = match &mut tx.conn {
         TxConn::Postgres(conn) => {
             if events.len() > MAX_EVENTS_PER_TRANSACTION {
@@ -318,7 +325,8 @@ pub(crate) async fn flush(tx: &mut Tx, events: Vec<NewEvent>) -> Result<Vec<Noti
             }
             Entry::Vacant(entry) => {
                 entry.insert(notifications.len());
-                notifications.push(Notification::Event { seq, agent_id, job_id });
+                let state_changed = job_id.is_some_and(|id| state_changed.contains(&id));
+                notifications.push(Notification::Event { seq, agent_id, job_id, state_changed });
             }
         }
     }

@@ -25,7 +25,16 @@ pub enum Notification {
     /// A job may have become claimable.
     JobsReady,
     /// Events up to `seq` were appended for this agent (and job).
-    Event { seq: i64, agent_id: Uuid, job_id: Option<Uuid> },
+    Event {
+        seq: i64,
+        agent_id: Uuid,
+        job_id: Option<Uuid>,
+        /// The transaction changed the job's state (it emitted a `job.state` event): a task waiting for
+        /// the job's outcome re-reads the job only then. Absent in payloads of earlier versions, which
+        /// count as a change.
+        #[serde(rename = "s", default = "a_change")]
+        state_changed: bool,
+    },
     /// An operator asked to cancel a running job.
     CancelRequested { job_id: Uuid },
     /// Steering was queued for a running job.
@@ -46,6 +55,11 @@ pub enum Notification {
     Memory { agent_id: Uuid, seq: i64 },
     /// Notifications may have been missed (listener reconnected, receiver lagged): re-read everything.
     Resync,
+}
+
+/// What an [`Notification::Event`] without `state_changed` means: maybe a change.
+fn a_change() -> bool {
+    true
 }
 
 /// The in-process fan-out every subscriber reads from.
@@ -149,7 +163,12 @@ mod tests {
     fn packed_notifications_arrive_in_order_within_the_payload_limit() {
         let agent_id = Uuid::nil();
         let notifications: Vec<Notification> = (0..200)
-            .map(|seq| Notification::Event { seq, agent_id, job_id: Some(Uuid::from_u128(seq as u128)) })
+            .map(|seq| Notification::Event {
+                seq,
+                agent_id,
+                job_id: Some(Uuid::from_u128(seq as u128)),
+                state_changed: seq % 2 == 0,
+            })
             .chain([Notification::JobsReady])
             .collect();
         let payloads = pack(7, &notifications).unwrap();
@@ -166,5 +185,9 @@ mod tests {
         assert_eq!(unpack(r#"{"k":"jobs_ready"}"#).unwrap(), (0, vec![Notification::JobsReady]), "single");
         assert_eq!(unpack(r#"{"o":9,"k":"jobs_ready"}"#).unwrap(), (9, vec![Notification::JobsReady]));
         assert_eq!(unpack(r#"[{"k":"jobs_ready"}]"#).unwrap(), (0, vec![Notification::JobsReady]), "bare");
+        let earlier =
+            r#"{"o":9,"n":[{"k":"event","seq":3,"agent_id":"00000000-0000-0000-0000-000000000000","job_id":null}]}"#;
+        let event = Notification::Event { seq: 3, agent_id, job_id: None, state_changed: true };
+        assert_eq!(unpack(earlier).unwrap(), (9, vec![event]), "an earlier version's event may be a state change");
     }
 }

@@ -20,7 +20,7 @@ use cortex_core::Timestamp;
 use uuid::Uuid;
 
 use crate::engine::write;
-use crate::rows::ms;
+use crate::rows::{ms, time};
 use crate::{Result, Store};
 
 /// The states of jobs that ended (or rest) and may be cleaned up, as an SQL list.
@@ -48,15 +48,17 @@ macro_rules! events_of_ended_jobs {
     };
 }
 
-/// `llm.delta` events of jobs that ended in [`$3`, `$1`), at most `$2`. The lower bound is how far the
-/// previous pass got: without it every pass walked the events of every job still kept (30 days of them)
-/// to find the few new deltas, on SQLite's single writer (121–490 ms per batch at 60,000 jobs).
-macro_rules! deltas_of_ended_jobs {
+/// The next `$2` jobs that ended before `$1`, after (`$3` completion time, `$4` id) in that order: delta
+/// compaction walks ended jobs once, each batch starting where the previous one stopped. Before, each
+/// batch looked for `llm.delta` events among the events of every job still kept (30 days of them), on
+/// SQLite's single writer (121–490 ms per batch at 60,000 jobs).
+macro_rules! ended_jobs_after {
     () => {
         concat!(
-            "SELECT e.seq FROM job j JOIN agent_event e ON e.job_id = j.id WHERE ",
+            "SELECT j.id, j.completed_at FROM job j WHERE ",
             ended_before!(),
-            " AND j.completed_at >= $3 AND e.type = 'llm.delta' AND e.created_at < $1 LIMIT $2"
+            " AND j.completed_at >= $3 AND (j.completed_at > $3 OR j.id > $4) \
+             ORDER BY j.completed_at, j.id LIMIT $2"
         )
     };
 }
@@ -73,27 +75,61 @@ macro_rules! ended_jobs {
     };
 }
 
+/// How far delta compaction has got: every job that ended before `completed_at`, or then with an id up
+/// to `job_id`, has no `llm.delta` events left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionMark {
+    pub completed_at: Timestamp,
+    pub job_id: Uuid,
+}
+
+/// What one batch of [`Store::compact_deltas`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeltaBatch {
+    /// Ended jobs looked at: fewer than asked for means none is left before the cut-off.
+    pub jobs: u64,
+    /// `llm.delta` events deleted.
+    pub deleted: u64,
+    /// Where the next batch starts (the last job looked at); `None` when there was none.
+    pub next: Option<CompactionMark>,
+}
+
 impl Store {
-    /// Deletes up to `limit` `llm.delta` events of jobs that ended before `ended_before` and, when given,
-    /// not before `ended_from` (where an earlier, finished compaction stopped).
+    /// Deletes the `llm.delta` events of the next `jobs` jobs that ended before `ended_before`, after
+    /// `after` (from the oldest when `None`), in order of completion.
     pub async fn compact_deltas(
         &self,
-        ended_from: Option<Timestamp>,
+        after: Option<CompactionMark>,
         ended_before: Timestamp,
-        limit: i64,
-    ) -> Result<u64> {
+        jobs: i64,
+    ) -> Result<DeltaBatch> {
+        let (from, from_id) = after.map_or((i64::MIN, Uuid::nil()), |mark| (ms(mark.completed_at), mark.job_id));
         let mut tx = self.begin().await?;
-        let deleted = write!(tx, |conn| {
-            sqlx::query(concat!("DELETE FROM agent_event WHERE seq IN (", deltas_of_ended_jobs!(), ")"))
+        let ended: Vec<(Uuid, i64)> = write!(tx, |conn| {
+            sqlx::query_as(ended_jobs_after!())
                 .bind(ms(ended_before))
-                .bind(limit)
-                .bind(ended_from.map_or(i64::MIN, ms))
-                .execute(conn)
+                .bind(jobs)
+                .bind(from)
+                .bind(from_id)
+                .fetch_all(conn)
                 .await?
-                .rows_affected()
+        });
+        let Some(&(last_id, last_completed_at)) = ended.last() else {
+            return Ok(DeltaBatch { jobs: 0, deleted: 0, next: None });
+        };
+        let deleted = write!(tx, |conn| {
+            let mut query = sqlx::QueryBuilder::new("DELETE FROM agent_event WHERE type = 'llm.delta' AND job_id IN (");
+            let ids: Vec<Uuid> = ended.iter().map(|(id, _)| *id).collect();
+            push_ids(&mut query, &ids);
+            query.push(")");
+            query.build().execute(conn).await?.rows_affected()
         });
         tx.commit().await?;
-        Ok(deleted)
+        Ok(DeltaBatch {
+            jobs: ended.len() as u64,
+            deleted,
+            next: Some(CompactionMark { completed_at: time(last_completed_at), job_id: last_id }),
+        })
     }
 
     /// Deletes up to `limit` events of jobs that ended before `ended_before`.
@@ -232,7 +268,7 @@ mod tests {
         for (query, range) in [
             (events_of_ended_jobs!(), "(completed_at<?)"),
             (ended_jobs!(), "(completed_at<?)"),
-            (deltas_of_ended_jobs!(), "(completed_at>? AND completed_at<?)"),
+            (ended_jobs_after!(), "(completed_at>? AND completed_at<?)"),
         ] {
             let plan = explain(write, query).await;
             let range = format!("USING INDEX job_completed {range}");
@@ -245,7 +281,10 @@ mod tests {
     async fn explain(pool: &sqlx::SqlitePool, query: &str) -> Vec<String> {
         let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {query}"))).bind(0_i64).bind(500_i64);
         let rows: Vec<(i64, i64, i64, String)> =
-            if query.contains("$3") { rows.bind(0_i64) } else { rows }.fetch_all(pool).await.unwrap();
+            if query.contains("$4") { rows.bind(0_i64).bind(uuid::Uuid::nil()) } else { rows }
+                .fetch_all(pool)
+                .await
+                .unwrap();
         rows.into_iter().map(|(_, _, _, detail)| detail).collect()
     }
 }

@@ -203,7 +203,7 @@ async fn wait_for_outcome(
         loop {
             match tokio::time::timeout_at(deadline, notifications.recv()).await {
                 Err(_) => return Ok(None),
-                Ok(Ok(Notification::Event { job_id: Some(id), .. })) if id == job_id => break,
+                Ok(Ok(Notification::Event { job_id: Some(id), state_changed: true, .. })) if id == job_id => break,
                 Ok(Ok(Notification::Resync) | Err(broadcast::error::RecvError::Lagged(_))) => break,
                 Ok(Err(broadcast::error::RecvError::Closed)) => return Ok(None),
                 Ok(Ok(_)) => {}

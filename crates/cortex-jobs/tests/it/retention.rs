@@ -237,12 +237,18 @@ both_engines!(deltas_wait_out_their_grace_and_retention_can_be_off, |t: TestStor
     assert_eq!(report, cortex_jobs::retention::RetentionReport { deltas: 3, ..Default::default() });
     assert!(store.get_job(job.id).await.is_ok(), "with retention off nothing else goes");
 
-    // The next sweeps go on from where this one stopped: what ends later is compacted in turn.
-    let later = ended_job(&store, agent_id, Traces { session: false, approval: false }).await;
+    // The next sweeps go on from where this one stopped: what ends later is compacted in turn, also
+    // jobs that ended at the same instant, more of them than a batch holds.
+    let mut later = Vec::new();
+    for _ in 0..3 {
+        later.push(ended_job(&store, agent_id, Traces { session: false, approval: false }).await);
+    }
     assert_eq!(sweeper.sweep(&store, &forever).await.unwrap().unwrap().deltas, 0, "still within its grace");
     t.clock.advance(chrono::Duration::hours(1));
-    assert_eq!(sweeper.sweep(&store, &forever).await.unwrap().unwrap().deltas, 3);
-    assert_eq!(without_state_events(event_types(&store, later.id).await), [EventType::LlmMessage]);
+    assert_eq!(sweeper.sweep(&store, &forever).await.unwrap().unwrap().deltas, 9);
+    for job in &later {
+        assert_eq!(without_state_events(event_types(&store, job.id).await), [EventType::LlmMessage]);
+    }
 });
 
 both_engines!(one_process_sweeps_at_a_time, |t: TestStore| async move {

@@ -417,7 +417,7 @@ both_engines!(a_bulk_load_wakes_readers_once_per_agent, |t: TestStore| async mov
     let last = events.iter().map(|event| event.seq).max().unwrap();
     assert_eq!(
         woken,
-        vec![cortex_store::Notification::Event { seq: last, agent_id: loaded, job_id: None }],
+        vec![cortex_store::Notification::Event { seq: last, agent_id: loaded, job_id: None, state_changed: false }],
         "one wake-up for the agent's readers, none per job"
     );
 });

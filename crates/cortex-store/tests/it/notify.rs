@@ -1,13 +1,18 @@
 //! A committed notification reaches the committing process's own subscribers when the commit returns, and
 //! once (issue 17): on PostgreSQL a chat turn's wake-ups (job ready, job finished) no longer wait for
-//! `LISTEN` to bring them back, and the listener drops that echo.
+//! `LISTEN` to bring them back, and the listener drops that echo. An event notification says whether
+//! its transaction changed the job's state, so a task waiting for a job's outcome re-reads it only then.
 
 use std::time::Duration;
 
+use cortex_core::event::EventType;
+use cortex_store::events::NewEvent;
 use cortex_store::{DatabaseConfig, Notification};
 use cortex_testkit::{TestStore, both_engines};
 use tokio::sync::broadcast;
 use uuid::Uuid;
+
+use crate::support::{agent_with_limit, enqueue, task};
 
 both_engines!(a_committed_notification_reaches_this_process_at_commit_and_once, |t: TestStore| async move {
     let mut notifications = t.store.subscribe();
@@ -33,6 +38,25 @@ both_engines!(a_committed_notification_reaches_this_process_at_commit_and_once, 
         let before_marker = wait_for(&mut notifications, |n| *n == marker).await;
         assert!(!before_marker.contains(&ours), "our own notification came back through LISTEN: {before_marker:?}");
     }
+});
+
+both_engines!(an_event_notification_says_whether_the_job_changed_state, |t: TestStore| async move {
+    let agent_id = agent_with_limit(&t.store, "notified", 1).await;
+    let mut notifications = t.store.subscribe();
+    let job = enqueue(&t.store, task(agent_id)).await;
+    let mut tx = t.store.begin().await.unwrap();
+    tx.emit(NewEvent::new(agent_id, Some(job.id), EventType::LlmDelta, serde_json::json!({"text": "hi"})));
+    tx.commit().await.unwrap();
+
+    let mut changes = Vec::new();
+    while let Ok(notification) = notifications.try_recv() {
+        if let Notification::Event { job_id: Some(id), state_changed, .. } = notification
+            && id == job.id
+        {
+            changes.push(state_changed);
+        }
+    }
+    assert_eq!(changes, [true, false], "the insert changed the state (job.state), the delta did not");
 });
 
 /// Receives until `done` matches and returns what came before it. The timeout only keeps a broken build

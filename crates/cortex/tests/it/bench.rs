@@ -77,6 +77,9 @@ fn chat_scenario_reports_every_figure() {
         let report = bench(&args);
         assert_figures(&report, "chat", &["turn_p50_ms", "turn_p99_ms", "turn_mean_ms", "turn_max_ms"]);
     }
+    // A model that thinks: its time is taken off each sample, what is left is still there.
+    let report = bench(&["chat", "--turns", "4", "--concurrency", "2", "--model-latency-ms", "30"]);
+    assert_figures(&report, "chat", &["turn_p50_ms", "turn_p99_ms", "turn_mean_ms", "turn_max_ms"]);
 }
 
 #[test]
