@@ -29,8 +29,8 @@ pub enum Notification {
         seq: i64,
         agent_id: Uuid,
         job_id: Option<Uuid>,
-        /// The transaction changed the job's state (it emitted a `job.state` event): a task waiting for
-        /// the job's outcome re-reads the job only then. Absent in payloads of earlier versions, which
+        /// The transaction changed the job's state (it emitted a `job.state`, `job.completed` or
+        /// `job.failed` event of the job): a task waiting for the job's outcome re-reads the job only then. Absent in payloads of earlier versions, which
         /// count as a change.
         #[serde(rename = "s", default = "a_change")]
         state_changed: bool,
@@ -57,7 +57,7 @@ pub enum Notification {
     Resync,
 }
 
-/// What an [`Notification::Event`] without `state_changed` means: maybe a change.
+/// What a [`Notification::Event`] without `state_changed` means: maybe a change.
 fn a_change() -> bool {
     true
 }

@@ -117,9 +117,12 @@ impl Store {
         let Some(&(last_id, last_completed_at)) = ended.last() else {
             return Ok(DeltaBatch { jobs: 0, deleted: 0, next: None });
         };
+        let ids: Vec<Uuid> = ended.iter().map(|(id, _)| *id).collect();
+        // Only deltas from before the cut-off: a job retried meanwhile streams new ones, which stay.
         let deleted = write!(tx, |conn| {
-            let mut query = sqlx::QueryBuilder::new("DELETE FROM agent_event WHERE type = 'llm.delta' AND job_id IN (");
-            let ids: Vec<Uuid> = ended.iter().map(|(id, _)| *id).collect();
+            let mut query =
+                sqlx::QueryBuilder::new("DELETE FROM agent_event WHERE type = 'llm.delta' AND created_at < ");
+            query.push_bind(ms(ended_before)).push(" AND job_id IN (");
             push_ids(&mut query, &ids);
             query.push(")");
             query.build().execute(conn).await?.rows_affected()
