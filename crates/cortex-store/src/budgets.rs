@@ -29,7 +29,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::engine::{TxConn, read, write};
-use crate::rows::{from_json, ms};
+use crate::rows::{from_json, ms, sqlite_id_list};
 use crate::{Result, Store, StoreError, Tx};
 
 /// What a budget line is attached to.
@@ -227,6 +227,11 @@ impl Store {
     }
 }
 
+/// SQLite's release of many jobs' open reservations ([`Tx::release_reservations`]): `$1` is a JSON
+/// array of the jobs' ids in hex.
+pub(crate) const SQLITE_RELEASE: &str = "DELETE FROM budget_reservation WHERE job_id IN \
+     (SELECT unhex(value) FROM json_each($1)) RETURNING job_id, entries, tokens, usd";
+
 impl Tx {
     /// Reserves `tokens` and `usd` on every line inside this transaction (so the caller can write more in
     /// it, such as the event announcing the call). On `Ok(Err(refusal))` some lines may already hold the
@@ -395,7 +400,7 @@ impl Tx {
 
     /// Releases every open reservation of these jobs without charging it (the attempts that made them
     /// ended without settling, so none of their calls is in flight any more). Returns how many there
-    /// were. PostgreSQL looks them up in one statement for all the jobs (a batch of completions).
+    /// were. One statement for all the jobs (a batch of completions) on either engine.
     pub(crate) async fn release_reservations(&mut self, job_ids: &[Uuid]) -> Result<usize> {
         let rows: Vec<ReservationRow> = match &mut self.conn {
             TxConn::Postgres(conn) => {
@@ -407,18 +412,10 @@ impl Tx {
                 .await?
             }
             TxConn::Sqlite(conn) => {
-                let mut rows = Vec::new();
-                for job_id in job_ids {
-                    rows.extend(
-                        sqlx::query_as::<_, ReservationRow>(
-                            "DELETE FROM budget_reservation WHERE job_id = $1 RETURNING job_id, entries, tokens, usd",
-                        )
-                        .bind(job_id)
-                        .fetch_all(&mut **conn)
-                        .await?,
-                    );
-                }
-                rows
+                sqlx::query_as(SQLITE_RELEASE)
+                    .bind(sqlite_id_list(job_ids.iter().copied()))
+                    .fetch_all(&mut **conn)
+                    .await?
             }
         };
         let count = rows.len();

@@ -457,6 +457,18 @@ struct ClaimSkips {
     busy_jobs: Vec<Uuid>,
 }
 
+/// SQLite's batch completion ([`Tx::complete_attempts`]): `$1` is a JSON array of `[id in hex, result
+/// as JSON text]` pairs, each job found by its primary key (the unary `+` keeps SQLite from walking the
+/// worker's jobs through `job_claimed_by` and reading the list again for each of them).
+const SQLITE_COMPLETE_BATCH: &str = concat!(
+    "UPDATE job SET status = 'completed', result = done.job_result, error = NULL, completed_at = $2, \
+     claimed_by = NULL, attempt_elapsed_ms = attempt_elapsed_ms + ($2 - COALESCE(attempt_started_at, $2)), \
+     cancel_requested = FALSE, updated_at = $2 \
+     FROM (SELECT unhex(value ->> 0) AS job_id, value ->> 1 AS job_result FROM json_each($1)) AS done \
+     WHERE job.id = done.job_id AND +job.status = 'running' AND +job.claimed_by = $3 RETURNING ",
+    job_columns!()
+);
+
 impl Tx {
     /// Claims up to `limit` jobs for `worker_id` in this transaction (SPEC §4.3), with the rules of
     /// [`Store::claim_batch`] but a single round: on PostgreSQL, when every candidate's agent filled up or
@@ -939,38 +951,46 @@ impl Tx {
 
     /// Ends several running attempts of `worker_id` as completed, each with its result, in this
     /// transaction: what [`Tx::end_attempt`] does for one, with the same guard, events and notification.
-    /// On PostgreSQL the whole batch is two statements (release the jobs' open reservations, then one
-    /// guarded `UPDATE … FROM unnest(…)`) instead of two per job; SQLite, whose statements cost no round
-    /// trip, ends them one by one. Fails with `StaleState` when any of the jobs is no longer this worker's
-    /// (the caller drops the transaction and completes them one by one). Returns the jobs in `done` order.
+    /// The whole batch is two statements on either engine (release the jobs' open reservations, then one
+    /// guarded `UPDATE … FROM` over the list) instead of two per job: on SQLite every statement is a
+    /// hand-off to the connection's thread and back. Fails with `StaleState` when any of the jobs is no
+    /// longer this worker's (the caller drops the transaction and completes them one by one). Returns the
+    /// jobs in `done` order.
     pub async fn complete_attempts(&mut self, worker_id: Uuid, done: &[(Uuid, Value)]) -> Result<Vec<Job>> {
-        if !self.store.is_postgres() {
-            let mut jobs = Vec::with_capacity(done.len());
-            for (job_id, result) in done {
-                jobs.push(
-                    self.end_attempt(*job_id, worker_id, &AttemptEnd::Completed { result: result.clone() }).await?,
-                );
-            }
-            return Ok(jobs);
-        }
         let ids: Vec<Uuid> = done.iter().map(|(job_id, _)| *job_id).collect();
-        let results: Vec<Json<&Value>> = done.iter().map(|(_, result)| Json(result)).collect();
         let now = ms(self.now());
         self.release_open_reservations(&ids).await?;
-        let TxConn::Postgres(conn) = &mut self.conn else { unreachable!("postgres store has postgres transactions") };
-        let rows: Vec<JobRow> = sqlx::query_as(concat!(
-            "UPDATE job SET status = 'completed', result = done.job_result, error = NULL, completed_at = $3, claimed_by = NULL, \
-             attempt_elapsed_ms = attempt_elapsed_ms + ($3 - COALESCE(attempt_started_at, $3)), cancel_requested = FALSE, \
-             updated_at = $3 FROM unnest($1::uuid[], $2::jsonb[]) AS done(job_id, job_result) \
-             WHERE job.id = done.job_id AND job.status = 'running' AND job.claimed_by = $4 RETURNING ",
-            job_columns!()
-        ))
-        .bind(&ids)
-        .bind(&results)
-        .bind(now)
-        .bind(worker_id)
-        .fetch_all(&mut **conn)
-        .await?;
+        let rows: Vec<JobRow> = match &mut self.conn {
+            TxConn::Postgres(conn) => {
+                let results: Vec<Json<&Value>> = done.iter().map(|(_, result)| Json(result)).collect();
+                sqlx::query_as(concat!(
+                    "UPDATE job SET status = 'completed', result = done.job_result, error = NULL, completed_at = $3, \
+                     claimed_by = NULL, attempt_elapsed_ms = attempt_elapsed_ms + ($3 - COALESCE(attempt_started_at, $3)), \
+                     cancel_requested = FALSE, updated_at = $3 FROM unnest($1::uuid[], $2::jsonb[]) AS done(job_id, job_result) \
+                     WHERE job.id = done.job_id AND job.status = 'running' AND job.claimed_by = $4 RETURNING ",
+                    job_columns!()
+                ))
+                .bind(&ids)
+                .bind(&results)
+                .bind(now)
+                .bind(worker_id)
+                .fetch_all(&mut **conn)
+                .await?
+            }
+            TxConn::Sqlite(conn) => {
+                // One JSON array of `[id in hex, result as JSON text]` pairs: the text is stored as given.
+                let pairs: Vec<Value> = done
+                    .iter()
+                    .map(|(job_id, result)| json!([job_id.simple().to_string(), result.to_string()]))
+                    .collect();
+                sqlx::query_as(SQLITE_COMPLETE_BATCH)
+                    .bind(Value::from(pairs).to_string())
+                    .bind(now)
+                    .bind(worker_id)
+                    .fetch_all(&mut **conn)
+                    .await?
+            }
+        };
         if rows.len() != done.len() {
             return Err(StoreError::StaleState { entity: "job" });
         }
@@ -1279,4 +1299,45 @@ pub struct JobUsage {
     pub cost_usd: f64,
     pub llm_calls: i64,
     pub tool_calls: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use cortex_core::clock::SystemClock;
+
+    use crate::Store;
+    use crate::engine::{DatabaseConfig, Engine};
+
+    /// A batch of completions on SQLite reaches each job and each open reservation through its index,
+    /// never by scanning the table: the batch runs on the single writer.
+    #[tokio::test]
+    async fn sqlite_ends_a_batch_through_the_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = DatabaseConfig::Sqlite { path: dir.path().join("cortex.db") };
+        let store = Store::open(&config, Arc::new(SystemClock)).await.unwrap();
+        store.migrate().await.unwrap();
+        let Engine::Sqlite { write, .. } = &store.inner.engine else { panic!("not SQLite") };
+        for (query, search) in [
+            (super::SQLITE_COMPLETE_BATCH, "SEARCH job USING INDEX sqlite_autoindex_job_1 (id=?)"),
+            (crate::budgets::SQLITE_RELEASE, "INDEX budget_reservation_job (job_id=?)"),
+        ] {
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {query}")))
+                    .bind("[]")
+                    .bind(0_i64)
+                    .bind(uuid::Uuid::nil())
+                    .fetch_all(write)
+                    .await
+                    .unwrap();
+            let plan: Vec<String> = plan.into_iter().map(|(_, _, _, detail)| detail).collect();
+            assert!(plan.iter().any(|step| step.contains(search)), "{query}: {plan:?}");
+            assert!(
+                !plan.iter().any(|step| step.starts_with("SCAN job") || step.starts_with("SCAN budget")),
+                "{plan:?}"
+            );
+        }
+        store.close().await;
+    }
 }

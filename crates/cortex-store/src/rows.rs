@@ -68,3 +68,11 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
 pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> sqlx::types::Json<serde_json::Value> {
     sqlx::types::Json(serde_json::to_value(value).unwrap_or(serde_json::Value::Null))
 }
+
+/// Ids as one SQLite parameter: a JSON array of their hex forms, which `SELECT unhex(value) FROM
+/// json_each($n)` turns back into the 16-byte blobs SQLite stores. SQLite has no array parameters, and one
+/// bound list keeps a statement's text (and its prepared statement) the same whatever the count.
+pub(crate) fn sqlite_id_list(ids: impl IntoIterator<Item = uuid::Uuid>) -> String {
+    let hex: Vec<String> = ids.into_iter().map(|id| id.simple().to_string()).collect();
+    serde_json::Value::from(hex).to_string()
+}

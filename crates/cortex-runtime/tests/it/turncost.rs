@@ -2,6 +2,7 @@
 //! tools) — the API's creation transaction (session, job, user message), the claim, the agent loop and
 //! the completion — may run at most a fixed number of SQL statements and write transactions, on each
 //! engine. A change that adds a statement to the turn fails here, with the turn's statements listed.
+//! A worker's batch of completions costs the same statements whatever its size.
 //!
 //! Counting is exact: every statement sqlx runs is logged on target `sqlx::query` (on SQLite from the
 //! connection's worker thread), so a global `tracing` layer counts them, and [`Store::transactions_begun`]
@@ -17,8 +18,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use cortex_core::job::{JobKind, JobStatus};
 use cortex_jobs::JobEngine;
 use cortex_store::Store;
+use cortex_store::jobs::NewJob;
 use cortex_testkit::fake_llm::{FakeLlm, Reply, When};
 use cortex_testkit::{Engine as StoreEngine, TestStore};
+use serde_json::json;
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -38,7 +41,8 @@ const POSTGRES: Budget = Budget { statements: 44, transactions: 5 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chat_turn_stays_within_its_statement_budget_sqlite() {
-    within_budget("turncost::a_chat_turn_stays_within_its_statement_budget_sqlite", StoreEngine::Sqlite, SQLITE).await;
+    let test = "turncost::a_chat_turn_stays_within_its_statement_budget_sqlite";
+    alone(test, || count_one_turn(StoreEngine::Sqlite, SQLITE)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,15 +51,31 @@ async fn a_chat_turn_stays_within_its_statement_budget_postgres() {
         eprintln!("skipped: CORTEX_TEST_SKIP_PG=1");
         return;
     }
-    within_budget("turncost::a_chat_turn_stays_within_its_statement_budget_postgres", StoreEngine::Postgres, POSTGRES)
-        .await;
+    let test = "turncost::a_chat_turn_stays_within_its_statement_budget_postgres";
+    alone(test, || count_one_turn(StoreEngine::Postgres, POSTGRES)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_completions_costs_the_same_statements_whatever_its_size_sqlite() {
+    let test = "turncost::a_batch_of_completions_costs_the_same_statements_whatever_its_size_sqlite";
+    alone(test, || count_completion_batches(StoreEngine::Sqlite)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_completions_costs_the_same_statements_whatever_its_size_postgres() {
+    if cortex_testkit::skip_postgres() {
+        eprintln!("skipped: CORTEX_TEST_SKIP_PG=1");
+        return;
+    }
+    let test = "turncost::a_batch_of_completions_costs_the_same_statements_whatever_its_size_postgres";
+    alone(test, || count_completion_batches(StoreEngine::Postgres)).await;
 }
 
 /// In the test process: runs `test` alone in a child process and fails with its output if it failed.
-/// In the child: counts one turn and checks it against `budget`.
-async fn within_budget(test: &str, engine: StoreEngine, budget: Budget) {
+/// In the child: runs `body`, which counts statements.
+async fn alone<F: std::future::Future<Output = ()>>(test: &str, body: impl FnOnce() -> F) {
     if std::env::var_os(CHILD).is_some() {
-        return count_one_turn(engine, budget).await;
+        return body().await;
     }
     let exe = std::env::current_exe().unwrap();
     let output = tokio::task::spawn_blocking({
@@ -165,27 +185,40 @@ impl Stepped {
     }
 }
 
-async fn count_one_turn(engine: StoreEngine, budget: Budget) {
+/// Installs the global statement log (once per child process).
+fn log_statements() {
     let filter = tracing_subscriber::filter::Targets::new().with_target("sqlx::query", tracing::Level::TRACE);
     let subscriber = tracing_subscriber::registry().with(StatementLog.with_filter(filter));
     tracing::subscriber::set_global_default(subscriber).unwrap();
+}
 
+/// The counted statements `work` runs (transaction control left out).
+async fn statements_of<F: std::future::Future>(work: F) -> (Vec<String>, F::Output) {
+    STATEMENTS.lock().unwrap().clear();
+    RECORDING.store(true, Ordering::SeqCst);
+    let output = work.await;
+    RECORDING.store(false, Ordering::SeqCst);
+    let statements = STATEMENTS.lock().unwrap().iter().filter(|sql| !is_not_counted(sql)).cloned().collect();
+    (statements, output)
+}
+
+fn breakdown(statements: &[String]) -> String {
+    statements.iter().enumerate().map(|(n, sql)| format!("{:>3}. {}\n", n + 1, shorten(sql))).collect()
+}
+
+async fn count_one_turn(engine: StoreEngine, budget: Budget) {
+    log_statements();
     let world = Stepped::new(engine).await;
     // Warm-up: first-use work (provider and secret caches, prepared statements) is not per turn.
     for _ in 0..2 {
         world.turn().await;
     }
     let transactions_before = world.store.transactions_begun();
-    RECORDING.store(true, Ordering::SeqCst);
-    let job_id = world.turn().await;
-    RECORDING.store(false, Ordering::SeqCst);
+    let (statements, job_id) = statements_of(world.turn()).await;
     let transactions = world.store.transactions_begun() - transactions_before;
     assert_eq!(world.store.get_job(job_id).await.unwrap().status, JobStatus::Completed);
 
-    let statements: Vec<String> =
-        STATEMENTS.lock().unwrap().iter().filter(|sql| !is_not_counted(sql)).cloned().collect();
-    let breakdown: String =
-        statements.iter().enumerate().map(|(n, sql)| format!("{:>3}. {}\n", n + 1, shorten(sql))).collect();
+    let breakdown = breakdown(&statements);
     eprintln!(
         "{engine:?}: one chat turn ran {} statements in {transactions} transactions:\n{breakdown}",
         statements.len()
@@ -196,6 +229,46 @@ async fn count_one_turn(engine: StoreEngine, budget: Budget) {
         statements.len(),
         budget.statements,
         budget.transactions
+    );
+}
+
+/// A worker's batch of completions (`Tx::complete_attempts`, what the engine commits when several jobs
+/// end together) costs the same statements for 2 jobs as for 12: none per job.
+async fn count_completion_batches(engine: StoreEngine) {
+    log_statements();
+    let test = TestStore::new(engine).await;
+    let store = &test.store;
+    let mut agent = definition("gpt-4o-mini");
+    agent.resource_limits.max_concurrent_jobs = 14;
+    let agent = create_agent(store, agent).await;
+    let worker = uuid::Uuid::now_v7();
+    let jobs: Vec<NewJob> = (0..14).map(|n| NewJob::task(agent.id, json!({"prompt": format!("job {n}")}))).collect();
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_jobs(&jobs).await.unwrap();
+    tx.commit().await.unwrap();
+    let claimed = store.claim_batch(worker, jobs.len(), false).await.unwrap();
+    assert_eq!(claimed.len(), jobs.len());
+
+    let mut counts = Vec::new();
+    for batch in [&claimed[..2], &claimed[2..]] {
+        let done: Vec<(uuid::Uuid, serde_json::Value)> =
+            batch.iter().map(|job| (job.id, json!({"response": job.id.to_string()}))).collect();
+        let (statements, ended) = statements_of(async {
+            let mut tx = store.begin().await.unwrap();
+            let ended = tx.complete_attempts(worker, &done).await.unwrap();
+            tx.commit().await.unwrap();
+            ended
+        })
+        .await;
+        assert!(ended.iter().all(|job| job.status == JobStatus::Completed));
+        eprintln!("{engine:?}: {} completions ran:\n{}", batch.len(), breakdown(&statements));
+        counts.push(statements);
+    }
+    assert_eq!(
+        counts[0].len(),
+        counts[1].len(),
+        "{engine:?}: 12 completions cost more statements than 2:\n{}",
+        breakdown(&counts[1])
     );
 }
 
