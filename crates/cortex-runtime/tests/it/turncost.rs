@@ -36,7 +36,7 @@ struct Budget {
     transactions: u64,
 }
 
-const SQLITE: Budget = Budget { statements: 34, transactions: 5 };
+const SQLITE: Budget = Budget { statements: 33, transactions: 5 };
 const POSTGRES: Budget = Budget { statements: 44, transactions: 5 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
