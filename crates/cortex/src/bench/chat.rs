@@ -9,7 +9,8 @@
 //! With an instant model, concurrent clients keep both cores busy and a turn's time is mostly its wait
 //! behind the others' CPU (a throughput figure). `--model-latency-ms` makes the model answer after that
 //! long, as real models do, and subtracts it from each sample: the overhead a turn sees while many
-//! sessions are chatting at once without saturating the machine.
+//! sessions are chatting at once without saturating the machine; the clients' starts are then spread
+//! over one model latency, so their requests do not all arrive in the same instant.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -40,7 +41,7 @@ pub struct ChatArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000))]
     pub concurrency: u32,
     /// The model answers each chat completion after this many milliseconds, subtracted from every
-    /// sample (0: at once).
+    /// sample (0: at once); the clients' starts are spread over it.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub model_latency_ms: u64,
 }
@@ -57,7 +58,7 @@ pub(crate) async fn measure(scratch: &Scratch, args: &ChatArgs) -> anyhow::Resul
     ]);
     // Enough slots that concurrent clients measure the overhead, not a queue behind the default five.
     let server = InProcess::start(scratch, env, Some(concurrency.max(5))).await?;
-    let measured = turns_through_http(&server.base, &server.key, turns, concurrency).await;
+    let measured = turns_through_http(&server.base, &server.key, turns, concurrency, model_latency).await;
     let engine = server.store.engine_name();
     server.stop().await?;
     let mut samples: Vec<Duration> = measured?.into_iter().map(|turn| turn.saturating_sub(model_latency)).collect();
@@ -79,7 +80,16 @@ pub(crate) async fn measure(scratch: &Scratch, args: &ChatArgs) -> anyhow::Resul
     Ok(report)
 }
 
-async fn turns_through_http(base: &str, key: &str, turns: usize, concurrency: usize) -> anyhow::Result<Vec<Duration>> {
+/// Runs `turns` turns by `concurrency` clients. Client `i` starts `i / concurrency` of `spread` after the
+/// first, so with a model that takes `spread` to answer the clients' requests arrive spread over time, as
+/// independent sessions' do, instead of in one burst per model answer.
+async fn turns_through_http(
+    base: &str,
+    key: &str,
+    turns: usize,
+    concurrency: usize,
+    spread: Duration,
+) -> anyhow::Result<Vec<Duration>> {
     let http = reqwest::Client::new();
     let agent = json!({"name": "bench", "model_config": {"provider": "openai", "model": "gpt-4o-mini"},
                        "resource_limits": {"max_concurrent_jobs": concurrency.clamp(4, 100)}});
@@ -96,7 +106,9 @@ async fn turns_through_http(base: &str, key: &str, turns: usize, concurrency: us
         .map(|client| {
             let share = turns / concurrency + usize::from(client < turns % concurrency);
             let (http, url, key) = (http.clone(), url.clone(), key.to_owned());
+            let start_after = spread * client as u32 / concurrency as u32;
             tokio::spawn(async move {
+                tokio::time::sleep(start_after).await;
                 let mut samples = Vec::with_capacity(share);
                 for _ in 0..share {
                     samples.push(one_turn(&http, &url, &key).await?);
