@@ -476,6 +476,19 @@ impl Tx {
     }
 }
 
+/// A migrated SQLite store in a fresh temporary directory and its writer pool, for unit tests that look
+/// at SQLite's plans. The directory lives as long as the returned guard.
+#[cfg(test)]
+pub(crate) async fn scratch_sqlite() -> (tempfile::TempDir, Store, sqlx::SqlitePool) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = DatabaseConfig::Sqlite { path: dir.path().join("cortex.db") };
+    let store = Store::open(&config, std::sync::Arc::new(cortex_core::clock::SystemClock)).await.unwrap();
+    store.migrate().await.unwrap();
+    let Engine::Sqlite { write, .. } = &store.inner.engine else { panic!("not SQLite") };
+    let write = write.clone();
+    (dir, store, write)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

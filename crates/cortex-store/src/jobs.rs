@@ -1303,22 +1303,12 @@ pub struct JobUsage {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use cortex_core::clock::SystemClock;
-
-    use crate::Store;
-    use crate::engine::{DatabaseConfig, Engine};
-
     /// A batch of completions on SQLite reaches each job and each open reservation through its index,
     /// never by scanning the table: the batch runs on the single writer.
     #[tokio::test]
     async fn sqlite_ends_a_batch_through_the_keys() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = DatabaseConfig::Sqlite { path: dir.path().join("cortex.db") };
-        let store = Store::open(&config, Arc::new(SystemClock)).await.unwrap();
-        store.migrate().await.unwrap();
-        let Engine::Sqlite { write, .. } = &store.inner.engine else { panic!("not SQLite") };
+        let (_dir, store, write) = crate::engine::scratch_sqlite().await;
+        let write = &write;
         for (query, search) in [
             (super::SQLITE_COMPLETE_BATCH, "SEARCH job USING INDEX sqlite_autoindex_job_1 (id=?)"),
             (crate::budgets::SQLITE_RELEASE, "INDEX budget_reservation_job (job_id=?)"),

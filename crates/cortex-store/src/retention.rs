@@ -252,22 +252,12 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use cortex_core::clock::SystemClock;
-
-    use crate::Store;
-    use crate::engine::{DatabaseConfig, Engine};
-
     /// SQLite has no statistics to choose by: the batches must find ended jobs through `job_completed`'s
     /// range, not walk every job that ever ended through the status index.
     #[tokio::test]
     async fn sqlite_finds_ended_jobs_by_their_completion_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = DatabaseConfig::Sqlite { path: dir.path().join("cortex.db") };
-        let store = Store::open(&config, Arc::new(SystemClock)).await.unwrap();
-        store.migrate().await.unwrap();
-        let Engine::Sqlite { write, .. } = &store.inner.engine else { panic!("not SQLite") };
+        let (_dir, store, write) = crate::engine::scratch_sqlite().await;
+        let write = &write;
         for (query, range) in [
             (events_of_ended_jobs!(), "(completed_at<?)"),
             (ended_jobs!(), "(completed_at<?)"),
