@@ -519,11 +519,8 @@ mod tests {
     /// statement with a bound `LIMIT` is parsed and planned again on every execution.
     #[tokio::test]
     async fn sqlite_plans_do_not_depend_on_bound_values() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = DatabaseConfig::Sqlite { path: dir.path().join("cortex.db") };
-        let store = Store::open(&config, Arc::new(SystemClock)).await.unwrap();
-        let Engine::Sqlite { write, .. } = &store.inner.engine else { panic!("not SQLite") };
-        let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options").fetch_all(write).await.unwrap();
+        let (_dir, store, write) = super::scratch_sqlite().await;
+        let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options").fetch_all(&write).await.unwrap();
         assert!(options.iter().any(|option| option == "ENABLE_QPSG"), "{options:?}");
         store.close().await;
     }

@@ -1308,7 +1308,6 @@ mod tests {
     #[tokio::test]
     async fn sqlite_ends_a_batch_through_the_keys() {
         let (_dir, store, write) = crate::engine::scratch_sqlite().await;
-        let write = &write;
         for (query, search) in [
             (super::SQLITE_COMPLETE_BATCH, "SEARCH job USING INDEX sqlite_autoindex_job_1 (id=?)"),
             (crate::budgets::SQLITE_RELEASE, "INDEX budget_reservation_job (job_id=?)"),
@@ -1318,7 +1317,7 @@ mod tests {
                     .bind("[]")
                     .bind(0_i64)
                     .bind(uuid::Uuid::nil())
-                    .fetch_all(write)
+                    .fetch_all(&write)
                     .await
                     .unwrap();
             let plan: Vec<String> = plan.into_iter().map(|(_, _, _, detail)| detail).collect();

@@ -30,8 +30,8 @@ pub enum Notification {
         agent_id: Uuid,
         job_id: Option<Uuid>,
         /// The transaction changed the job's state (it emitted a `job.state`, `job.completed` or
-        /// `job.failed` event of the job): a task waiting for the job's outcome re-reads the job only then. Absent in payloads of earlier versions, which
-        /// count as a change.
+        /// `job.failed` event of the job): a task waiting for the job's outcome re-reads the job only
+        /// then. Absent in payloads of earlier versions, which count as a change.
         #[serde(rename = "s", default = "a_change")]
         state_changed: bool,
     },

@@ -257,13 +257,12 @@ mod tests {
     #[tokio::test]
     async fn sqlite_finds_ended_jobs_by_their_completion_time() {
         let (_dir, store, write) = crate::engine::scratch_sqlite().await;
-        let write = &write;
         for (query, range) in [
             (events_of_ended_jobs!(), "(completed_at<?)"),
             (ended_jobs!(), "(completed_at<?)"),
             (ended_jobs_after!(), "(completed_at>? AND completed_at<?)"),
         ] {
-            let plan = explain(write, query).await;
+            let plan = explain(&write, query).await;
             let range = format!("USING INDEX job_completed {range}");
             assert!(plan.first().is_some_and(|step| step.contains(&range)), "{query}: {plan:?}");
         }
