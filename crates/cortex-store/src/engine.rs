@@ -524,4 +524,14 @@ mod tests {
         assert!(options.iter().any(|option| option == "ENABLE_QPSG"), "{options:?}");
         store.close().await;
     }
+
+    /// SQLite keeps no memory statistics (`.cargo/config.toml`): with them every allocation of every
+    /// connection thread takes one process-wide mutex.
+    #[tokio::test]
+    async fn sqlite_allocates_without_a_global_lock() {
+        let (_dir, store, write) = super::scratch_sqlite().await;
+        let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options").fetch_all(&write).await.unwrap();
+        assert!(options.iter().any(|option| option == "DEFAULT_MEMSTATUS=0"), "{options:?}");
+        store.close().await;
+    }
 }

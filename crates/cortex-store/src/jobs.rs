@@ -240,6 +240,48 @@ impl NewJob {
     }
 }
 
+/// The job [`Tx::insert_jobs`] stores for `new` (no session, no key) under `id` at `now`: scheduled,
+/// no attempt, nothing spent; what the database would return for the row.
+fn scheduled_job(id: Uuid, new: &NewJob, now: i64) -> Job {
+    Job {
+        id,
+        agent_id: new.agent_id,
+        session_id: None,
+        kind: new.kind,
+        status: JobStatus::Scheduled,
+        priority: new.priority,
+        payload: new.payload.clone(),
+        result: None,
+        error: None,
+        attempt: 0,
+        max_attempts: new.max_attempts,
+        timeout_seconds: new.timeout_seconds,
+        run_at: time(new.run_at.map_or(now, ms)),
+        resume: false,
+        cancel_requested: false,
+        claimed_by: None,
+        heartbeat_at: None,
+        started_at: None,
+        attempt_started_at: None,
+        attempt_elapsed_ms: 0,
+        completed_at: None,
+        checkpoint: None,
+        checkpoint_crc: None,
+        tokens_in: 0,
+        tokens_out: 0,
+        cost_usd: 0.0,
+        llm_calls: 0,
+        tool_calls: 0,
+        parent_job_id: new.parent_job_id,
+        delegation_depth: new.delegation_depth,
+        approval_id: None,
+        idempotency_key: None,
+        created_by: new.created_by.clone(),
+        created_at: time(now),
+        updated_at: time(now),
+    }
+}
+
 /// An idempotency key with the fingerprint of the request that used it (stored beside the key).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyKey {
@@ -738,16 +780,12 @@ impl Tx {
         if plain.is_empty() {
             return created.into_iter().map(|job| job.ok_or(StoreError::StaleState { entity: "job" })).collect();
         }
-        let rows = self.insert_plain_jobs(jobs, &plain).await?;
-        let mut by_id: HashMap<Uuid, Job> = HashMap::with_capacity(rows.len());
-        for row in rows {
-            let job = row.into_job()?;
-            by_id.insert(job.id, job);
-        }
+        let now = ms(self.now());
+        self.insert_plain_jobs(jobs, &plain, now).await?;
         let state = json!({"from": null, "to": JobStatus::Scheduled, "attempt": 0});
         self.bulk_jobs.reserve(plain.len());
         for (index, id) in &plain {
-            let job = by_id.remove(id).ok_or(StoreError::StaleState { entity: "job" })?;
+            let job = scheduled_job(*id, &jobs[*index], now);
             self.emit(NewEvent::new(job.agent_id, Some(job.id), EventType::JobState, state.clone()));
             self.bulk_jobs.insert(job.id);
             created[*index] = Some((job, true));
@@ -757,11 +795,13 @@ impl Tx {
     }
 
     /// Inserts `jobs[index]` as a `scheduled` job with id `id` for every `(index, id)` of `plain` (jobs
-    /// without a session or key) and returns the rows. PostgreSQL: one `INSERT … SELECT FROM unnest(…)`
-    /// of typed arrays, whatever the count (one statement to plan, eleven parameters). SQLite: multi-row
+    /// without a session or key), created at `now`. PostgreSQL: one `INSERT … SELECT FROM unnest(…)` of
+    /// typed arrays, whatever the count (one statement to plan, thirteen parameters). SQLite: multi-row
     /// `INSERT … VALUES` of [`JOBS_PER_STATEMENT`] rows, the same prepared statement for every full batch.
-    async fn insert_plain_jobs(&mut self, jobs: &[NewJob], plain: &[(usize, Uuid)]) -> Result<Vec<JobRow>> {
-        let now = ms(self.now());
+    /// Nothing is read back: every column of a new job follows from its `NewJob` ([`scheduled_job`]), and
+    /// reading 5,000 rows back cost more than writing them on SQLite (each row is copied value by value
+    /// and sent across to the caller's task; docs/PERFORMANCE.md section 18).
+    async fn insert_plain_jobs(&mut self, jobs: &[NewJob], plain: &[(usize, Uuid)], now: i64) -> Result<()> {
         let scheduled = JobStatus::Scheduled.as_str();
         match &mut self.conn {
             TxConn::Postgres(conn) => {
@@ -791,7 +831,7 @@ impl Tx {
                     depths.push(i64::from(new.delegation_depth));
                     created_by.push(new.created_by.as_deref());
                 }
-                Ok(sqlx::query_as(concat!(
+                sqlx::query(
                     "INSERT INTO job (id, agent_id, kind, status, priority, payload, max_attempts, timeout_seconds, run_at, \
                      parent_job_id, delegation_depth, created_by, created_at, updated_at) \
                      SELECT id, agent_id, kind, $12, priority, payload, max_attempts, timeout_seconds, run_at, \
@@ -799,9 +839,8 @@ impl Tx {
                      FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::jsonb[], $6::bigint[], $7::bigint[], \
                      $8::bigint[], $9::uuid[], $10::bigint[], $11::text[]) \
                      AS t(id, agent_id, kind, priority, payload, max_attempts, timeout_seconds, run_at, parent_job_id, \
-                     delegation_depth, created_by) RETURNING ",
-                    job_columns!()
-                ))
+                     delegation_depth, created_by)",
+                )
                 .bind(ids)
                 .bind(agent_ids)
                 .bind(kinds)
@@ -815,11 +854,10 @@ impl Tx {
                 .bind(created_by)
                 .bind(scheduled)
                 .bind(now)
-                .fetch_all(&mut **conn)
-                .await?)
+                .execute(&mut **conn)
+                .await?;
             }
             TxConn::Sqlite(conn) => {
-                let mut rows = Vec::with_capacity(plain.len());
                 for batch in plain.chunks(JOBS_PER_STATEMENT) {
                     let mut query = sqlx::QueryBuilder::new(
                         "INSERT INTO job (id, agent_id, kind, status, priority, payload, max_attempts, timeout_seconds, run_at, \
@@ -842,12 +880,11 @@ impl Tx {
                             .push_bind(now)
                             .push_bind(now);
                     });
-                    query.push(concat!(" RETURNING ", job_columns!()));
-                    rows.extend(query.build_query_as::<JobRow>().fetch_all(&mut **conn).await?);
+                    query.build().execute(&mut **conn).await?;
                 }
-                Ok(rows)
             }
         }
+        Ok(())
     }
 
     /// The agent's job created with `key`, if any; `IdempotencyConflict` when it was created by another
