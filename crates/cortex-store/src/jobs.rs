@@ -799,7 +799,7 @@ impl Tx {
     /// typed arrays, whatever the count (one statement to plan, thirteen parameters). SQLite: multi-row
     /// `INSERT … VALUES` of [`JOBS_PER_STATEMENT`] rows, the same prepared statement for every full batch.
     /// Nothing is read back: every column of a new job follows from its `NewJob` ([`scheduled_job`]), and
-    /// reading 5,000 rows back cost more than writing them on SQLite (each row is copied value by value
+    /// reading 5,000 rows back cost SQLite about as much as writing them (each row is copied value by value
     /// and sent across to the caller's task; docs/PERFORMANCE.md section 18).
     async fn insert_plain_jobs(&mut self, jobs: &[NewJob], plain: &[(usize, Uuid)], now: i64) -> Result<()> {
         let scheduled = JobStatus::Scheduled.as_str();
