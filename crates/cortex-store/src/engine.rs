@@ -519,19 +519,23 @@ mod tests {
     /// statement with a bound `LIMIT` is parsed and planned again on every execution.
     #[tokio::test]
     async fn sqlite_plans_do_not_depend_on_bound_values() {
-        let (_dir, store, write) = super::scratch_sqlite().await;
-        let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options").fetch_all(&write).await.unwrap();
+        let options = sqlite_compile_options().await;
         assert!(options.iter().any(|option| option == "ENABLE_QPSG"), "{options:?}");
-        store.close().await;
     }
 
     /// SQLite keeps no memory statistics (`.cargo/config.toml`): with them every allocation of every
     /// connection thread takes one process-wide mutex.
     #[tokio::test]
     async fn sqlite_allocates_without_a_global_lock() {
-        let (_dir, store, write) = super::scratch_sqlite().await;
-        let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options").fetch_all(&write).await.unwrap();
+        let options = sqlite_compile_options().await;
         assert!(options.iter().any(|option| option == "DEFAULT_MEMSTATUS=0"), "{options:?}");
+    }
+
+    /// The options the linked SQLite was compiled with (`PRAGMA compile_options`), from a scratch store.
+    async fn sqlite_compile_options() -> Vec<String> {
+        let (_dir, store, write) = super::scratch_sqlite().await;
+        let options = sqlx::query_scalar("PRAGMA compile_options").fetch_all(&write).await.unwrap();
         store.close().await;
+        options
     }
 }
