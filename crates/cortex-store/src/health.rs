@@ -55,7 +55,7 @@ fn streak_sql(postgres: bool) -> &'static str {
 }
 
 impl Store {
-    /// The agent's running jobs and its newest job's creation time (indexes `job_agent_status`, `job_agent`).
+    /// The agent's running jobs and its newest job's creation time (indexes `job_live`, `job_agent`).
     pub async fn agent_activity(&self, agent_id: Uuid) -> Result<AgentActivity> {
         let (running_jobs, last_job_at): (i64, Option<i64>) = read!(self, |conn| {
             sqlx::query_as(

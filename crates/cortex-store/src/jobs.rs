@@ -511,6 +511,29 @@ const SQLITE_COMPLETE_BATCH: &str = concat!(
     job_columns!()
 );
 
+/// SQLite's claim ([`Tx::claim_jobs`]): `$1` worker, `$2` now, `$3` ignore quarantine, `$4` limit.
+const SQLITE_CLAIM: &str = concat!(
+    "WITH candidate AS (SELECT j.id, j.agent_id, j.session_id, j.priority, j.run_at, \
+       a.max_concurrent_jobs - (SELECT COUNT(*) FROM job r WHERE r.agent_id = j.agent_id AND r.status = 'running') AS free \
+       FROM job j INDEXED BY job_claim JOIN agent a ON a.id = j.agent_id \
+       WHERE j.status = 'scheduled' AND j.run_at <= $2 AND a.status = 'active' \
+         AND ($3 OR a.health_state <> 'quarantined') \
+         AND (SELECT COUNT(*) FROM job r WHERE r.agent_id = j.agent_id AND r.status = 'running') < a.max_concurrent_jobs \
+         AND (j.session_id IS NULL OR NOT EXISTS (SELECT 1 FROM job o WHERE o.session_id = j.session_id AND o.id <> j.id \
+              AND (o.status IN ('running', 'waiting_for_approval') OR (o.status = 'pending' AND o.resume)))) \
+       ORDER BY j.priority DESC, j.run_at, j.id LIMIT $4), \
+     ranked AS (SELECT id, free, \
+       ROW_NUMBER() OVER (PARTITION BY agent_id ORDER BY priority DESC, run_at, id) AS in_agent, \
+       ROW_NUMBER() OVER (PARTITION BY COALESCE(session_id, id) ORDER BY priority DESC, run_at, id) AS in_session \
+       FROM candidate) \
+     UPDATE job SET status = 'running', claimed_by = $1, heartbeat_at = $2, attempt_started_at = $2, \
+     started_at = COALESCE(started_at, $2), attempt = attempt + CASE WHEN resume THEN 0 ELSE 1 END, \
+     attempt_elapsed_ms = CASE WHEN resume THEN attempt_elapsed_ms ELSE 0 END, resume = FALSE, updated_at = $2 \
+     WHERE id IN (SELECT id FROM ranked WHERE in_agent <= free AND in_session = 1) \
+     RETURNING ",
+    job_columns!()
+);
+
 impl Tx {
     /// Claims up to `limit` jobs for `worker_id` in this transaction (SPEC §4.3), with the rules of
     /// [`Store::claim_batch`] but a single round: on PostgreSQL, when every candidate's agent filled up or
@@ -528,36 +551,18 @@ impl Tx {
         }
         // SQLite has a single writer connection, so one statement is atomic against every other claimer:
         // the best `limit` eligible candidates, ranked within their agent (admitted while the agent has
-        // free slots) and their session (only the first).
+        // free slots) and their session (only the first). The candidates are read in claim order from
+        // `job_claim`, the index of waiting jobs only; without statistics SQLite would rather look them up
+        // through `job_live` and sort them all, so the index is named.
         let now = ms(self.now());
         let rows: Vec<JobRow> = write!(self, |conn| {
-            sqlx::query_as(concat!(
-                "WITH candidate AS (SELECT j.id, j.agent_id, j.session_id, j.priority, j.run_at, \
-                   a.max_concurrent_jobs - (SELECT COUNT(*) FROM job r WHERE r.agent_id = j.agent_id AND r.status = 'running') AS free \
-                   FROM job j JOIN agent a ON a.id = j.agent_id \
-                   WHERE j.status = 'scheduled' AND j.run_at <= $2 AND a.status = 'active' \
-                     AND ($3 OR a.health_state <> 'quarantined') \
-                     AND (SELECT COUNT(*) FROM job r WHERE r.agent_id = j.agent_id AND r.status = 'running') < a.max_concurrent_jobs \
-                     AND (j.session_id IS NULL OR NOT EXISTS (SELECT 1 FROM job o WHERE o.session_id = j.session_id AND o.id <> j.id \
-                          AND (o.status IN ('running', 'waiting_for_approval') OR (o.status = 'pending' AND o.resume)))) \
-                   ORDER BY j.priority DESC, j.run_at, j.id LIMIT $4), \
-                 ranked AS (SELECT id, free, \
-                   ROW_NUMBER() OVER (PARTITION BY agent_id ORDER BY priority DESC, run_at, id) AS in_agent, \
-                   ROW_NUMBER() OVER (PARTITION BY COALESCE(session_id, id) ORDER BY priority DESC, run_at, id) AS in_session \
-                   FROM candidate) \
-                 UPDATE job SET status = 'running', claimed_by = $1, heartbeat_at = $2, attempt_started_at = $2, \
-                 started_at = COALESCE(started_at, $2), attempt = attempt + CASE WHEN resume THEN 0 ELSE 1 END, \
-                 attempt_elapsed_ms = CASE WHEN resume THEN attempt_elapsed_ms ELSE 0 END, resume = FALSE, updated_at = $2 \
-                 WHERE id IN (SELECT id FROM ranked WHERE in_agent <= free AND in_session = 1) \
-                 RETURNING ",
-                job_columns!()
-            ))
-            .bind(worker_id)
-            .bind(now)
-            .bind(ignore_quarantine)
-            .bind(limit as i64)
-            .fetch_all(conn)
-            .await?
+            sqlx::query_as(SQLITE_CLAIM)
+                .bind(worker_id)
+                .bind(now)
+                .bind(ignore_quarantine)
+                .bind(limit as i64)
+                .fetch_all(conn)
+                .await?
         });
         let mut jobs = rows.into_iter().map(JobRow::into_job).collect::<Result<Vec<_>>>()?;
         in_claim_order(&mut jobs);
@@ -1340,6 +1345,34 @@ pub struct JobUsage {
 
 #[cfg(test)]
 mod tests {
+    /// SQLite's claim reads the waiting jobs in claim order from `job_claim` and stops at its limit (no
+    /// sort of every waiting job; the window functions after it sort only the candidates), and counts
+    /// each agent's running jobs in `job_live`.
+    #[tokio::test]
+    async fn sqlite_claims_in_index_order() {
+        let (_dir, store, write) = crate::engine::scratch_sqlite().await;
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {}", super::SQLITE_CLAIM)))
+                .bind(uuid::Uuid::nil())
+                .bind(0_i64)
+                .bind(false)
+                .bind(16_i64)
+                .fetch_all(&write)
+                .await
+                .unwrap();
+        let plan: Vec<String> = plan.into_iter().map(|(_, _, _, detail)| detail).collect();
+        assert!(plan.iter().any(|step| step == "SCAN j USING INDEX job_claim"), "{plan:?}");
+        assert!(
+            plan.iter().any(|step| step.contains("r USING COVERING INDEX job_live (status=? AND agent_id=?)")),
+            "{plan:?}"
+        );
+        let start = plan.iter().position(|step| step == "MATERIALIZE candidate" || step == "CO-ROUTINE candidate");
+        let end = plan.iter().position(|step| step == "SCAN candidate");
+        let (Some(start), Some(end)) = (start, end) else { panic!("no candidate step: {plan:?}") };
+        assert!(!plan[start..end].iter().any(|step| step.contains("TEMP B-TREE")), "sorted candidates: {plan:?}");
+        store.close().await;
+    }
+
     /// A batch of completions on SQLite reaches each job and each open reservation through its index,
     /// never by scanning the table: the batch runs on the single writer.
     #[tokio::test]

@@ -32,8 +32,9 @@ macro_rules! resting {
 
 /// Condition on `job j`: it ended before `$1`. The status (never null) is wrapped in `COALESCE` so that
 /// no index serves that term: SQLite keeps no statistics, and offered the `IN` list it walked the status
-/// index (`job_claim`) over every job that ever ended, on the single writer, each batch of every pass
-/// (88–169 ms at 60,000 jobs) instead of the `completed_at` range of `job_completed` (0.1–0.6 ms).
+/// index (then `job_claim`, now `job_live`) over every job that ever ended, on the single writer, each
+/// batch of every pass (88–169 ms at 60,000 jobs) instead of the `completed_at` range of `job_completed`
+/// (0.1–0.6 ms).
 /// PostgreSQL, which has statistics, uses `job_completed` either way.
 macro_rules! ended_before {
     () => {

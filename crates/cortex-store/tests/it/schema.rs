@@ -1,7 +1,9 @@
 //! The database enforces the job state machine by itself.
 
 use cortex_core::job::{JobStatus, TRANSITIONS};
-use cortex_testkit::{TestStore, both_engines};
+use cortex_store::DatabaseConfig;
+use cortex_testkit::{Engine, TestStore, both_engines};
+use sqlx::{Connection, PgConnection};
 
 use crate::support::{agent_with_limit, enqueue, task};
 
@@ -68,6 +70,61 @@ both_engines!(database_accepts_legal_and_rejects_illegal_transitions, |t: TestSt
         .expect_err("a job cannot be born running");
     assert!(err.to_string().contains("illegal job transition"), "{err}");
 });
+
+/// The claim's index holds waiting jobs only, so a claim or a completion adds nothing to it and its ordered
+/// scan never passes an ended job; on PostgreSQL the per-state index `job_live` likewise holds unfinished jobs
+/// only (docs/PERFORMANCE.md section 19).
+both_engines!(claim_index_holds_scheduled_jobs_only, |t: TestStore| async move {
+    let definition = |name: &str| match t.store.engine_name() {
+        "sqlite" => format!("SELECT sql FROM sqlite_schema WHERE type = 'index' AND name = '{name}'"),
+        _ => format!("SELECT pg_get_indexdef('{name}'::regclass)"),
+    };
+    let claim = t.query_text(definition("job_claim")).await.unwrap().concat();
+    let live = t.query_text(definition("job_live")).await.unwrap().concat();
+    if t.store.engine_name() == "sqlite" {
+        assert!(claim.ends_with("(priority DESC, run_at, id) WHERE status = 'scheduled'"), "{claim}");
+        assert!(live.ends_with("(status, agent_id)"), "{live}");
+    } else {
+        assert!(claim.ends_with("(priority DESC, run_at, id) WHERE (status = 'scheduled'::text)"), "{claim}");
+        assert!(live.contains("(status, agent_id) WHERE (status = ANY (ARRAY['pending'::text, 'scheduled'::text, 'running'::text, 'waiting_for_approval'::text, 'retrying'::text]))"), "{live}");
+    }
+    let unfinished: Vec<&str> = JobStatus::ALL.iter().filter(|s| !s.is_terminal()).map(|s| s.as_str()).collect();
+    assert_eq!(
+        unfinished,
+        ["pending", "scheduled", "running", "waiting_for_approval", "retrying"],
+        "job_live's states"
+    );
+});
+
+/// PostgreSQL's guard calls its PL/pgSQL function only for a change of state it may refuse: the two every
+/// job makes (scheduled → running, running → completed) pass on the trigger's condition alone, any other
+/// still goes through the function, and an illegal one is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_guard_skips_the_transitions_every_job_makes() {
+    if cortex_testkit::skip_postgres() {
+        eprintln!("skipped: CORTEX_TEST_SKIP_PG=1");
+        return;
+    }
+    let t = TestStore::new(Engine::Postgres).await;
+    let agent_id = agent_with_limit(&t.store, "hot", 4).await;
+    let (first, second) = (enqueue(&t.store, task(agent_id)).await.id, enqueue(&t.store, task(agent_id)).await.id);
+    let DatabaseConfig::Postgres { url, .. } = &t.config else { unreachable!("a PostgreSQL store") };
+    let mut conn = PgConnection::connect(url).await.unwrap();
+    sqlx::raw_sql("SET track_functions = 'pl'; BEGIN").execute(&mut conn).await.unwrap();
+    let mut set = async |id: uuid::Uuid, status: &str| {
+        sqlx::query("UPDATE job SET status = $2 WHERE id = $1").bind(id).bind(status).execute(&mut conn).await?;
+        sqlx::query_scalar::<_, Option<i64>>("SELECT pg_stat_get_xact_function_calls('job_status_guard'::regproc)")
+            .fetch_one(&mut conn)
+            .await
+            .map(Option::unwrap_or_default)
+    };
+    assert_eq!(set(first, "running").await.unwrap(), 0);
+    assert_eq!(set(first, "completed").await.unwrap(), 0);
+    assert_eq!(set(second, "running").await.unwrap(), 0);
+    assert_eq!(set(second, "failed").await.unwrap(), 1, "running -> failed is checked by the function");
+    let err = set(first, "running").await.expect_err("completed -> running is illegal");
+    assert!(err.to_string().contains("illegal job transition"), "{err}");
+}
 
 fn literal(t: &TestStore, id: uuid::Uuid) -> String {
     match t.store.engine_name() {
