@@ -3,6 +3,7 @@
 mod agents;
 mod budgets;
 mod channels;
+mod connections;
 mod credentials;
 mod events;
 mod extraction;

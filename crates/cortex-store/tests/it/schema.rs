@@ -71,9 +71,9 @@ both_engines!(database_accepts_legal_and_rejects_illegal_transitions, |t: TestSt
     assert!(err.to_string().contains("illegal job transition"), "{err}");
 });
 
-/// The claim's index holds waiting jobs only, so a claim or a completion adds nothing to it and its ordered
-/// scan never passes an ended job; on PostgreSQL the per-state index `job_live` likewise holds unfinished jobs
-/// only (docs/PERFORMANCE.md section 19).
+// The claim's index holds waiting jobs only, so a claim or a completion adds nothing to it and its ordered
+// scan never passes an ended job; on PostgreSQL the per-state index `job_live` likewise holds unfinished jobs
+// only (docs/PERFORMANCE.md section 19).
 both_engines!(claim_index_holds_scheduled_jobs_only, |t: TestStore| async move {
     let definition = |name: &str| match t.store.engine_name() {
         "sqlite" => format!("SELECT sql FROM sqlite_schema WHERE type = 'index' AND name = '{name}'"),
