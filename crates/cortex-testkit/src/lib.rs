@@ -92,6 +92,16 @@ pub fn skip_postgres() -> bool {
 }
 
 impl TestStore {
+    /// A fresh, migrated PostgreSQL store for a test about PostgreSQL itself, or `None` (said on stderr)
+    /// when PostgreSQL tests are switched off.
+    pub async fn postgres_unless_skipped() -> Option<TestStore> {
+        if skip_postgres() {
+            eprintln!("skipped: CORTEX_TEST_SKIP_PG=1");
+            return None;
+        }
+        Some(TestStore::new(Engine::Postgres).await)
+    }
+
     /// A fresh, migrated store on `engine`.
     pub async fn new(engine: Engine) -> TestStore {
         init_tracing();

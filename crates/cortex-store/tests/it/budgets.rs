@@ -176,10 +176,7 @@ both_engines!(unlimited_spend_from_many_jobs_sums_exactly, |t: TestStore| async 
 /// one call's open transaction does not hold up the other's. (SQLite has one writer at a time anyway.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_of_two_jobs_on_an_unlimited_line_do_not_wait_for_each_other() {
-    if cortex_testkit::skip_postgres() {
-        return;
-    }
-    let t = TestStore::new(cortex_testkit::Engine::Postgres).await;
+    let Some(t) = TestStore::postgres_unless_skipped().await else { return };
     let agent = agent_with_limit(&t.store, "apart", 4).await;
     let jobs = [job_on_shard(1), job_on_shard(2)];
     let day = BudgetLine { period: day_period(t.clock.now()), ..line(BudgetScope::Agent, agent, None, None) };

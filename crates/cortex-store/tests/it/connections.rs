@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 
 use cortex_store::DatabaseConfig;
-use cortex_testkit::{Engine, TestStore};
+use cortex_testkit::TestStore;
 use rustix::process::{PidfdFlags, PidfdGetfdFlags, getpid, pidfd_getfd, pidfd_open};
 use sqlx::postgres::PgConnectOptions;
 
@@ -14,11 +14,7 @@ use sqlx::postgres::PgConnectOptions;
 /// descriptor (`pidfd_getfd` on this process), so no unsafe code is needed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_connections_send_without_delay() {
-    if cortex_testkit::skip_postgres() {
-        eprintln!("skipped: CORTEX_TEST_SKIP_PG=1");
-        return;
-    }
-    let t = TestStore::new(Engine::Postgres).await;
+    let Some(t) = TestStore::postgres_unless_skipped().await else { return };
     t.store.schema_version().await.unwrap();
     let DatabaseConfig::Postgres { url, .. } = &t.config else { unreachable!("a PostgreSQL store") };
     let port = PgConnectOptions::from_str(url).unwrap().get_port();

@@ -52,10 +52,7 @@ both_engines!(a_credentials_spend_is_the_sum_of_its_rows_and_goes_with_it, |t: T
 /// one call's open transaction does not hold up the other's. (SQLite has one writer at a time anyway.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_of_two_jobs_through_one_credential_do_not_wait_for_each_other() {
-    if cortex_testkit::skip_postgres() {
-        return;
-    }
-    let t = TestStore::new(cortex_testkit::Engine::Postgres).await;
+    let Some(t) = TestStore::postgres_unless_skipped().await else { return };
     let id = Uuid::now_v7();
     credential(&t, id).await;
     let (first, second) = (job_on_shard(3), job_on_shard(4));

@@ -2,7 +2,7 @@
 
 use cortex_core::job::{JobStatus, TRANSITIONS};
 use cortex_store::DatabaseConfig;
-use cortex_testkit::{Engine, TestStore, both_engines};
+use cortex_testkit::{TestStore, both_engines};
 use sqlx::{Connection, PgConnection};
 
 use crate::support::{agent_with_limit, enqueue, task};
@@ -101,11 +101,7 @@ both_engines!(claim_index_holds_scheduled_jobs_only, |t: TestStore| async move {
 /// still goes through the function, and an illegal one is still refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_guard_skips_the_transitions_every_job_makes() {
-    if cortex_testkit::skip_postgres() {
-        eprintln!("skipped: CORTEX_TEST_SKIP_PG=1");
-        return;
-    }
-    let t = TestStore::new(Engine::Postgres).await;
+    let Some(t) = TestStore::postgres_unless_skipped().await else { return };
     let agent_id = agent_with_limit(&t.store, "hot", 4).await;
     let (first, second) = (enqueue(&t.store, task(agent_id)).await.id, enqueue(&t.store, task(agent_id)).await.id);
     let DatabaseConfig::Postgres { url, .. } = &t.config else { unreachable!("a PostgreSQL store") };
