@@ -1,4 +1,5 @@
-//! The database enforces the job state machine by itself.
+//! The database enforces the job state machine by itself, and its job indexes hold only the states their
+//! queries name.
 
 use cortex_core::job::{JobStatus, TRANSITIONS};
 use cortex_store::DatabaseConfig;
