@@ -443,34 +443,21 @@ impl Tx {
         self.promote_sessions().await?;
         let events = std::mem::take(&mut self.events);
         let mut notifications = std::mem::take(&mut self.notifications);
-        notifications.extend(crate::events::flush(&mut self, events).await?);
+        if self.store.is_postgres() {
+            // The events and the `NOTIFY`s (delivered at commit) in one statement.
+            notifications = crate::events::flush_postgres(&mut self, events, notifications).await?;
+        } else {
+            notifications.extend(crate::events::flush_sqlite(&mut self, events).await?);
+        }
         match self.conn {
-            TxConn::Sqlite(tx) => {
-                tx.commit().await?;
-                for notification in notifications {
-                    self.store.inner.notifier.publish(notification);
-                }
-            }
-            TxConn::Postgres(mut tx) => {
-                if !notifications.is_empty() {
-                    let payloads = crate::notify::pack(self.store.inner.notifier.origin(), &notifications)
-                        .map_err(|err| StoreError::Corrupt(format!("notification: {err}")))?;
-                    // One statement for all of them, packed into as few payloads as fit (usually one);
-                    // `unnest` keeps their order, and so does delivery.
-                    sqlx::query("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload")
-                        .bind(PG_CHANNEL)
-                        .bind(payloads)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
-                // This process's subscribers learn of the change at once, not when `LISTEN` delivers it
-                // back (the listener drops that echo): a local idle worker claims without the round trip,
-                // a waiting chat request answers, and a memory search right after a write sees it.
-                for notification in notifications {
-                    self.store.inner.notifier.publish(notification);
-                }
-            }
+            TxConn::Sqlite(tx) => tx.commit().await?,
+            TxConn::Postgres(tx) => tx.commit().await?,
+        }
+        // On PostgreSQL this process's subscribers learn of the change at once, not when `LISTEN` delivers
+        // it back (the listener drops that echo): a local idle worker claims without the round trip, a
+        // waiting chat request answers, and a memory search right after a write sees it.
+        for notification in notifications {
+            self.store.inner.notifier.publish(notification);
         }
         Ok(())
     }

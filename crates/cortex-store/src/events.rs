@@ -258,20 +258,146 @@ const COLUMNS: &str =
 /// Events per insert statement on SQLite: 12 parameters each stays under its bind limit.
 const EVENTS_PER_STATEMENT: usize = 1000;
 
-/// Inserts buffered events at commit time and returns the notifications announcing them. SQLite numbers
-/// rows in `VALUES` order, a batch of [`EVENTS_PER_STATEMENT`] per statement; PostgreSQL numbers them
-/// `(xid << 20) + i` (see the module docs) in one `INSERT … SELECT FROM unnest(…) WITH ORDINALITY` of
-/// typed arrays, whatever the count. Called once per transaction, by [`Tx::commit`].
-///
-/// One notification per (agent, job) carrying the highest seq is enough for every reader. Events of
-/// jobs the transaction bulk-inserted ([`Tx::insert_jobs`]) are announced per agent only (`job_id:
-/// None`): those ids were made in this transaction, so no reader can be waiting on one of them, and a
-/// bulk load of 5,000 jobs sends one notification instead of 5,000.
-pub(crate) async fn flush(tx: &mut Tx, events: Vec<NewEvent>) -> Result<Vec<Notification>> {
+/// SQLite's half of writing a transaction's buffered events at commit ([`Tx::commit`]): rows in `VALUES`
+/// order, a batch of [`EVENTS_PER_STATEMENT`] per statement, `seq` from `AUTOINCREMENT`. Returns the
+/// notifications announcing them ([`event_notifications`]).
+pub(crate) async fn flush_sqlite(tx: &mut Tx, events: Vec<NewEvent>) -> Result<Vec<Notification>> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
     let now = ms(tx.now());
+    let TxConn::Sqlite(conn) = &mut tx.conn else { unreachable!("flush_sqlite is called on SQLite transactions") };
+    let mut appended = Vec::with_capacity(events.len());
+    for batch in events.chunks(EVENTS_PER_STATEMENT) {
+        let mut query = sqlx::QueryBuilder::new(format!("INSERT INTO agent_event ({COLUMNS}) "));
+        query.push_values(batch, |mut row, event| {
+            row.push_bind(event.agent_id)
+                .push_bind(event.job_id)
+                .push_bind(event.session_id)
+                .push_bind(event.event_type.as_str())
+                .push_bind(Json(&event.payload))
+                .push_bind(event.tokens_in)
+                .push_bind(event.tokens_out)
+                .push_bind(event.cost_usd)
+                .push_bind(event.model.as_deref())
+                .push_bind(event.tool_ref.as_deref())
+                .push_bind(event.actor.as_str())
+                .push_bind(now);
+        });
+        query.push(" RETURNING seq, agent_id, job_id");
+        appended.extend(query.build_query_as::<(i64, Uuid, Option<Uuid>)>().fetch_all(&mut **conn).await?);
+    }
+    Ok(event_notifications(&events, appended, &tx.bulk_jobs))
+}
+
+/// PostgreSQL's half of a commit's last statement ([`Tx::commit`]): the transaction's buffered events and
+/// every notification of the transaction (`others` first, then the events' own) in **one** statement, a
+/// round trip less per transaction than inserting and notifying apart. The events are numbered
+/// `(xid << 20) + i` (see the module docs) in one `INSERT … SELECT FROM unnest(…) WITH ORDINALITY` of
+/// typed arrays, whatever the count; the `NOTIFY` payloads carry the events' seqs relative to `xid << 20`
+/// ([`crate::notify::pack_relative`]), which the same statement reads and returns. Returns every
+/// notification with absolute seqs, for this process's own subscribers after the commit.
+pub(crate) async fn flush_postgres(
+    tx: &mut Tx,
+    events: Vec<NewEvent>,
+    others: Vec<Notification>,
+) -> Result<Vec<Notification>> {
+    let origin = tx.store.inner.notifier.origin();
+    let corrupt = |err: serde_json::Error| crate::StoreError::Corrupt(format!("notification: {err}"));
+    let TxConn::Postgres(conn) = &mut tx.conn else {
+        unreachable!("flush_postgres is called on PostgreSQL transactions")
+    };
+    if events.is_empty() {
+        if !others.is_empty() {
+            // One statement for all of them, packed into as few payloads as fit (usually one); `unnest`
+            // keeps their order, and so does delivery.
+            sqlx::query("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload")
+                .bind(crate::notify::PG_CHANNEL)
+                .bind(crate::notify::pack(origin, &others).map_err(corrupt)?)
+                .execute(&mut **conn)
+                .await?;
+        }
+        return Ok(others);
+    }
+    if events.len() > MAX_EVENTS_PER_TRANSACTION {
+        return Err(crate::StoreError::Database(sqlx::Error::Protocol(format!(
+            "a transaction emitted {} events; at most {MAX_EVENTS_PER_TRANSACTION} fit its sequence numbers",
+            events.len()
+        ))));
+    }
+    let mut notifications = others;
+    let relative = events.iter().zip(0..).map(|(event, i)| (i, event.agent_id, event.job_id));
+    notifications.extend(event_notifications(&events, relative, &tx.bulk_jobs));
+    let tails = crate::notify::pack_relative(&notifications).map_err(corrupt)?;
+    let count = events.len();
+    let mut agent_ids = Vec::with_capacity(count);
+    let mut job_ids = Vec::with_capacity(count);
+    let mut session_ids = Vec::with_capacity(count);
+    let mut types = Vec::with_capacity(count);
+    let mut payloads = Vec::with_capacity(count);
+    let mut tokens_in = Vec::with_capacity(count);
+    let mut tokens_out = Vec::with_capacity(count);
+    let mut costs = Vec::with_capacity(count);
+    let mut models = Vec::with_capacity(count);
+    let mut tool_refs = Vec::with_capacity(count);
+    let mut actors = Vec::with_capacity(count);
+    for event in &events {
+        agent_ids.push(event.agent_id);
+        job_ids.push(event.job_id);
+        session_ids.push(event.session_id);
+        types.push(event.event_type.as_str());
+        payloads.push(Json(&event.payload));
+        tokens_in.push(event.tokens_in);
+        tokens_out.push(event.tokens_out);
+        costs.push(event.cost_usd);
+        models.push(event.model.as_deref());
+        tool_refs.push(event.tool_ref.as_deref());
+        actors.push(event.actor.as_str());
+    }
+    // The insert is a data-modifying `WITH`, which runs to completion whether or not it is read; the
+    // transaction id is the same for both uses (taken by the first, kept to the end of the transaction).
+    let base: i64 = sqlx::query_scalar(
+        "WITH appended AS (INSERT INTO agent_event (seq, agent_id, job_id, session_id, type, payload, tokens_in, \
+         tokens_out, cost_usd, model, tool_ref, actor, created_at) OVERRIDING SYSTEM VALUE \
+         SELECT (pg_current_xact_id()::text::bigint << 20) + e.i - 1, e.agent_id, e.job_id, e.session_id, e.type, \
+         e.payload, e.tokens_in, e.tokens_out, e.cost_usd, e.model, e.tool_ref, e.actor, $12 \
+         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::jsonb[], $6::bigint[], $7::bigint[], \
+         $8::float8[], $9::text[], $10::text[], $11::text[]) WITH ORDINALITY \
+         AS e(agent_id, job_id, session_id, type, payload, tokens_in, tokens_out, cost_usd, model, tool_ref, actor, i)), \
+         base AS (SELECT pg_current_xact_id()::text::bigint << 20 AS b) \
+         SELECT base.b FROM base \
+         WHERE (SELECT count(pg_notify($13, $14 || base.b::text || tail)) FROM unnest($15::text[]) AS tail) >= 0",
+    )
+    .bind(agent_ids)
+    .bind(job_ids)
+    .bind(session_ids)
+    .bind(types)
+    .bind(payloads)
+    .bind(tokens_in)
+    .bind(tokens_out)
+    .bind(costs)
+    .bind(models)
+    .bind(tool_refs)
+    .bind(actors)
+    .bind(ms(tx.store.now()))
+    .bind(crate::notify::PG_CHANNEL)
+    .bind(crate::notify::relative_head(origin))
+    .bind(tails)
+    .fetch_one(&mut **conn)
+    .await?;
+    Ok(notifications.into_iter().map(|notification| notification.event_from(base)).collect())
+}
+
+/// The notifications announcing `events`, stored as `appended` (`(seq, agent_id, job_id)` of each, in
+/// any order): one per (agent, job) carrying the highest seq is enough for every reader. Events of jobs the transaction
+/// bulk-inserted ([`Tx::insert_jobs`]) are announced per agent only (`job_id: None`): those ids were
+/// made in this transaction, so no reader can be waiting on one of them, and a bulk load of 5,000 jobs
+/// sends one notification instead of 5,000.
+fn event_notifications(
+    events: &[NewEvent],
+    appended: impl IntoIterator<Item = (i64, Uuid, Option<Uuid>)>,
+    bulk_jobs: &HashSet<Uuid>,
+) -> Vec<Notification> {
     let state_changed: HashSet<Uuid> = events
         .iter()
         .filter(|event| {
@@ -279,44 +405,10 @@ pub(crate) async fn flush(tx: &mut Tx, events: Vec<NewEvent>) -> Result<Vec<Noti
         })
         .filter_map(|event| event.job_id)
         .collect();
-    let appended: Vec<(i64, Uuid, Option<Uuid>)> = match &mut tx.conn {
-        TxConn::Postgres(conn) => {
-            if events.len() > MAX_EVENTS_PER_TRANSACTION {
-                return Err(crate::StoreError::Database(sqlx::Error::Protocol(format!(
-                    "a transaction emitted {} events; at most {MAX_EVENTS_PER_TRANSACTION} fit its sequence numbers",
-                    events.len()
-                ))));
-            }
-            append_postgres(conn, &events, now).await?
-        }
-        TxConn::Sqlite(conn) => {
-            let mut appended = Vec::with_capacity(events.len());
-            for batch in events.chunks(EVENTS_PER_STATEMENT) {
-                let mut query = sqlx::QueryBuilder::new(format!("INSERT INTO agent_event ({COLUMNS}) "));
-                query.push_values(batch, |mut row, event| {
-                    row.push_bind(event.agent_id)
-                        .push_bind(event.job_id)
-                        .push_bind(event.session_id)
-                        .push_bind(event.event_type.as_str())
-                        .push_bind(Json(&event.payload))
-                        .push_bind(event.tokens_in)
-                        .push_bind(event.tokens_out)
-                        .push_bind(event.cost_usd)
-                        .push_bind(event.model.as_deref())
-                        .push_bind(event.tool_ref.as_deref())
-                        .push_bind(event.actor.as_str())
-                        .push_bind(now);
-                });
-                query.push(" RETURNING seq, agent_id, job_id");
-                appended.extend(query.build_query_as::<(i64, Uuid, Option<Uuid>)>().fetch_all(&mut **conn).await?);
-            }
-            appended
-        }
-    };
     let mut notifications: Vec<Notification> = Vec::new();
     let mut position: HashMap<(Uuid, Option<Uuid>), usize> = HashMap::new();
     for (seq, agent_id, job_id) in appended {
-        let job_id = job_id.filter(|id| !tx.bulk_jobs.contains(id));
+        let job_id = job_id.filter(|id| !bulk_jobs.contains(id));
         match position.entry((agent_id, job_id)) {
             Entry::Occupied(entry) => {
                 if let Notification::Event { seq: highest, .. } = &mut notifications[*entry.get()] {
@@ -330,62 +422,5 @@ pub(crate) async fn flush(tx: &mut Tx, events: Vec<NewEvent>) -> Result<Vec<Noti
             }
         }
     }
-    Ok(notifications)
-}
-
-/// PostgreSQL half of [`flush`]: every event in one statement, `seq` replacing the identity column.
-async fn append_postgres(
-    conn: &mut sqlx::PgConnection,
-    events: &[NewEvent],
-    now: i64,
-) -> Result<Vec<(i64, Uuid, Option<Uuid>)>> {
-    let count = events.len();
-    let mut agent_ids = Vec::with_capacity(count);
-    let mut job_ids = Vec::with_capacity(count);
-    let mut session_ids = Vec::with_capacity(count);
-    let mut types = Vec::with_capacity(count);
-    let mut payloads = Vec::with_capacity(count);
-    let mut tokens_in = Vec::with_capacity(count);
-    let mut tokens_out = Vec::with_capacity(count);
-    let mut costs = Vec::with_capacity(count);
-    let mut models = Vec::with_capacity(count);
-    let mut tool_refs = Vec::with_capacity(count);
-    let mut actors = Vec::with_capacity(count);
-    for event in events {
-        agent_ids.push(event.agent_id);
-        job_ids.push(event.job_id);
-        session_ids.push(event.session_id);
-        types.push(event.event_type.as_str());
-        payloads.push(Json(&event.payload));
-        tokens_in.push(event.tokens_in);
-        tokens_out.push(event.tokens_out);
-        costs.push(event.cost_usd);
-        models.push(event.model.as_deref());
-        tool_refs.push(event.tool_ref.as_deref());
-        actors.push(event.actor.as_str());
-    }
-    Ok(sqlx::query_as(
-        "INSERT INTO agent_event (seq, agent_id, job_id, session_id, type, payload, tokens_in, tokens_out, cost_usd, \
-         model, tool_ref, actor, created_at) OVERRIDING SYSTEM VALUE \
-         SELECT (pg_current_xact_id()::text::bigint << 20) + e.i - 1, e.agent_id, e.job_id, e.session_id, e.type, e.payload, \
-         e.tokens_in, e.tokens_out, e.cost_usd, e.model, e.tool_ref, e.actor, $12 \
-         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::jsonb[], $6::bigint[], $7::bigint[], \
-         $8::float8[], $9::text[], $10::text[], $11::text[]) WITH ORDINALITY \
-         AS e(agent_id, job_id, session_id, type, payload, tokens_in, tokens_out, cost_usd, model, tool_ref, actor, i) \
-         RETURNING seq, agent_id, job_id",
-    )
-    .bind(agent_ids)
-    .bind(job_ids)
-    .bind(session_ids)
-    .bind(types)
-    .bind(payloads)
-    .bind(tokens_in)
-    .bind(tokens_out)
-    .bind(costs)
-    .bind(models)
-    .bind(tool_refs)
-    .bind(actors)
-    .bind(now)
-    .fetch_all(conn)
-    .await?)
+    notifications
 }

@@ -9,7 +9,7 @@
 //! transaction that changes a job of a session re-checks that session at commit and promotes the oldest
 //! waiting job when nothing else holds it, so no code path can forget to.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use cortex_core::Timestamp;
 use cortex_core::checkpoint::SealedCheckpoint;
@@ -507,7 +507,8 @@ const SQLITE_COMPLETE_BATCH: &str = concat!(
      claimed_by = NULL, attempt_elapsed_ms = attempt_elapsed_ms + ($2 - COALESCE(attempt_started_at, $2)), \
      cancel_requested = FALSE, updated_at = $2 \
      FROM (SELECT unhex(value ->> 0) AS job_id, value ->> 1 AS job_result FROM json_each($1)) AS done \
-     WHERE job.id = done.job_id AND +job.status = 'running' AND +job.claimed_by = $3 RETURNING ",
+     WHERE job.id = done.job_id AND +job.status = 'running' AND +job.claimed_by = $3 \
+       AND NOT EXISTS (SELECT 1 FROM budget_reservation r WHERE r.job_id = job.id) RETURNING ",
     job_columns!()
 );
 
@@ -573,10 +574,10 @@ impl Tx {
     }
 
     /// One PostgreSQL claim round in this transaction: `SKIP LOCKED` picks up to `limit` candidates
-    /// without blocking other claimers; advisory locks on their agents (taken in id order, so two
-    /// claimers never wait on each other in a cycle) then make one count of running jobs, and the
-    /// session checks, exact across processes. One `UPDATE … WHERE id = ANY` claims the admitted ones
-    /// and their events go in one multi-row insert at commit. `None` when there was no candidate;
+    /// without blocking other claimers and, in the same statement, takes advisory locks on their agents
+    /// (in id order, so two claimers never wait on each other in a cycle); the next statement's count
+    /// of running jobs and its session checks are then exact across processes. One `UPDATE … WHERE id =
+    /// ANY` claims the admitted ones and their events go in one multi-row insert at commit. `None` when there was no candidate;
     /// an empty list when candidates were found but none admitted (recorded in `skip`).
     async fn claim_round_postgres(
         &mut self,
@@ -589,17 +590,23 @@ impl Tx {
         let TxConn::Postgres(conn) = &mut self.conn else { unreachable!("postgres store has postgres transactions") };
         // The agents that may not start a job are worked out once, from the running jobs (few), and
         // excluded with one hashed look-up: a per-candidate count of the agent's running jobs made the
-        // planner scan and count for every scheduled row (466 ms per claim with 18,000 waiting).
+        // planner scan and count for every scheduled row (466 ms per claim with 18,000 waiting). The same
+        // statement then locks the candidates' agents, in id order (`locked` is read by the result, so it
+        // runs, over `candidate` sorted by agent, before the first row is returned).
         let candidates: Vec<(Uuid, Uuid, Option<Uuid>)> = sqlx::query_as(
             "WITH running AS MATERIALIZED (SELECT agent_id, COUNT(*) AS n FROM job WHERE status = 'running' GROUP BY agent_id), \
              closed AS MATERIALIZED (SELECT a.id FROM agent a LEFT JOIN running r ON r.agent_id = a.id \
                WHERE a.status <> 'active' OR (NOT $2 AND a.health_state = 'quarantined') \
-                 OR COALESCE(r.n, 0) >= a.max_concurrent_jobs) \
-             SELECT j.id, j.agent_id, j.session_id FROM job j \
-             WHERE j.status = 'scheduled' AND j.run_at <= $1 \
-               AND NOT (j.agent_id = ANY($3)) AND NOT (j.id = ANY($4)) \
-               AND j.agent_id NOT IN (SELECT id FROM closed) \
-             ORDER BY j.priority DESC, j.run_at, j.id LIMIT $5 FOR UPDATE OF j SKIP LOCKED",
+                 OR COALESCE(r.n, 0) >= a.max_concurrent_jobs), \
+             candidate AS MATERIALIZED (SELECT j.id, j.agent_id, j.session_id, j.priority, j.run_at FROM job j \
+               WHERE j.status = 'scheduled' AND j.run_at <= $1 \
+                 AND NOT (j.agent_id = ANY($3)) AND NOT (j.id = ANY($4)) \
+                 AND j.agent_id NOT IN (SELECT id FROM closed) \
+               ORDER BY j.priority DESC, j.run_at, j.id LIMIT $5 FOR UPDATE OF j SKIP LOCKED), \
+             locked AS MATERIALIZED (SELECT COUNT(pg_advisory_xact_lock(hashtextextended(agent_id::text, 7))) AS n \
+               FROM (SELECT DISTINCT agent_id FROM candidate ORDER BY agent_id) AS agents) \
+             SELECT c.id, c.agent_id, c.session_id FROM candidate c, locked \
+             ORDER BY c.priority DESC, c.run_at, c.id",
         )
         .bind(now)
         .bind(ignore_quarantine)
@@ -614,32 +621,31 @@ impl Tx {
         let mut agents: Vec<Uuid> = candidates.iter().map(|(_, agent_id, _)| *agent_id).collect();
         agents.sort_unstable();
         agents.dedup();
-        // `unnest` yields the (sorted) array in order, so the locks are taken in that order.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended(agent::text, 7)) FROM unnest($1::uuid[]) AS agent")
-            .bind(&agents)
-            .execute(&mut **conn)
-            .await?;
-        let mut free: HashMap<Uuid, i64> = sqlx::query_as(
+        let sessions: Vec<Uuid> = candidates.iter().filter_map(|(_, _, session_id)| *session_id).collect();
+        // A new statement, so a new snapshot, taken after the locks: it sees every claim committed by
+        // whoever held them before. Rows with a free count are the agents; the others are the
+        // candidates' sessions that are busy.
+        let slots: Vec<(Uuid, Option<i64>)> = sqlx::query_as(
             "SELECT a.id, a.max_concurrent_jobs - (SELECT COUNT(*) FROM job r WHERE r.agent_id = a.id AND r.status = 'running') \
-             FROM agent a WHERE a.id = ANY($1)",
+             FROM agent a WHERE a.id = ANY($1) \
+             UNION ALL \
+             SELECT DISTINCT o.session_id, NULL::bigint FROM job o WHERE o.session_id = ANY($2) \
+               AND (o.status IN ('running', 'waiting_for_approval') OR (o.status = 'pending' AND o.resume))",
         )
         .bind(&agents)
+        .bind(&sessions)
         .fetch_all(&mut **conn)
-        .await?
-        .into_iter()
-        .collect();
-        let sessions: Vec<Uuid> = candidates.iter().filter_map(|(_, _, session_id)| *session_id).collect();
-        let mut taken_sessions: Vec<Uuid> = if sessions.is_empty() {
-            Vec::new()
-        } else {
-            sqlx::query_scalar(
-                "SELECT DISTINCT o.session_id FROM job o WHERE o.session_id = ANY($1) \
-                 AND (o.status IN ('running', 'waiting_for_approval') OR (o.status = 'pending' AND o.resume))",
-            )
-            .bind(&sessions)
-            .fetch_all(&mut **conn)
-            .await?
-        };
+        .await?;
+        let mut free: HashMap<Uuid, i64> = HashMap::with_capacity(agents.len());
+        let mut taken_sessions: Vec<Uuid> = Vec::new();
+        for (id, slots) in slots {
+            match slots {
+                Some(slots) => {
+                    free.insert(id, slots);
+                }
+                None => taken_sessions.push(id),
+            }
+        }
         let mut admitted: Vec<Uuid> = Vec::with_capacity(candidates.len());
         for (job_id, agent_id, session_id) in candidates {
             let slots = free.entry(agent_id).or_insert(0);
@@ -993,23 +999,55 @@ impl Tx {
 
     /// Ends several running attempts of `worker_id` as completed, each with its result, in this
     /// transaction: what [`Tx::end_attempt`] does for one, with the same guard, events and notification.
-    /// The whole batch is two statements on either engine (release the jobs' open reservations, then one
-    /// guarded `UPDATE … FROM` over the list) instead of two per job: on SQLite every statement is a
-    /// hand-off to the connection's thread and back. Fails with `StaleState` when any of the jobs is no
+    /// The whole batch is one guarded `UPDATE … FROM` over the list on either engine, instead of two
+    /// statements per job (on SQLite every statement is a hand-off to the connection's thread and back);
+    /// only jobs holding an open budget reservation (a call that ended without settling, rare) cost two
+    /// more: their release, then their own `UPDATE`. Fails with `StaleState` when any of the jobs is no
     /// longer this worker's (the caller drops the transaction and completes them one by one). Returns the
     /// jobs in `done` order.
     pub async fn complete_attempts(&mut self, worker_id: Uuid, done: &[(Uuid, Value)]) -> Result<Vec<Job>> {
         let ids: Vec<Uuid> = done.iter().map(|(job_id, _)| *job_id).collect();
         let now = ms(self.now());
-        self.release_open_reservations(&ids).await?;
-        let rows: Vec<JobRow> = match &mut self.conn {
+        let mut rows = self.complete_unreserved(worker_id, done, now).await?;
+        if rows.len() < done.len() {
+            // Left out: jobs no longer this worker's, and jobs holding an open reservation (a call that
+            // ended without settling). Release those first, so this transaction locks ledger rows before
+            // their job rows (the order a late settlement uses), then end them.
+            let ended: HashSet<Uuid> = rows.iter().map(|row| row.id).collect();
+            let rest: Vec<(Uuid, Value)> = done.iter().filter(|(job_id, _)| !ended.contains(job_id)).cloned().collect();
+            let rest_ids: Vec<Uuid> = rest.iter().map(|(job_id, _)| *job_id).collect();
+            self.release_open_reservations(&rest_ids).await?;
+            rows.extend(self.complete_unreserved(worker_id, &rest, now).await?);
+        }
+        if rows.len() != done.len() {
+            return Err(StoreError::StaleState { entity: "job" });
+        }
+        let mut by_id: HashMap<Uuid, Job> =
+            rows.into_iter().map(|row| row.into_job().map(|job| (job.id, job))).collect::<Result<_>>()?;
+        let mut jobs = Vec::with_capacity(done.len());
+        for job_id in &ids {
+            let job = by_id.remove(job_id).ok_or(StoreError::StaleState { entity: "job" })?;
+            self.emit_state(&job, JobStatus::Running, None);
+            self.queue_channel_reply(&job).await?;
+            jobs.push(job);
+        }
+        self.notify(Notification::JobsReady);
+        Ok(jobs)
+    }
+
+    /// One guarded `UPDATE` ending the attempts of `done` that are still this worker's `running` jobs and
+    /// hold no open budget reservation; returns the rows it ended.
+    async fn complete_unreserved(&mut self, worker_id: Uuid, done: &[(Uuid, Value)], now: i64) -> Result<Vec<JobRow>> {
+        Ok(match &mut self.conn {
             TxConn::Postgres(conn) => {
+                let ids: Vec<Uuid> = done.iter().map(|(job_id, _)| *job_id).collect();
                 let results: Vec<Json<&Value>> = done.iter().map(|(_, result)| Json(result)).collect();
                 sqlx::query_as(concat!(
                     "UPDATE job SET status = 'completed', result = done.job_result, error = NULL, completed_at = $3, \
                      claimed_by = NULL, attempt_elapsed_ms = attempt_elapsed_ms + ($3 - COALESCE(attempt_started_at, $3)), \
                      cancel_requested = FALSE, updated_at = $3 FROM unnest($1::uuid[], $2::jsonb[]) AS done(job_id, job_result) \
-                     WHERE job.id = done.job_id AND job.status = 'running' AND job.claimed_by = $4 RETURNING ",
+                     WHERE job.id = done.job_id AND job.status = 'running' AND job.claimed_by = $4 \
+                       AND NOT EXISTS (SELECT 1 FROM budget_reservation r WHERE r.job_id = job.id) RETURNING ",
                     job_columns!()
                 ))
                 .bind(&ids)
@@ -1032,21 +1070,7 @@ impl Tx {
                     .fetch_all(&mut **conn)
                     .await?
             }
-        };
-        if rows.len() != done.len() {
-            return Err(StoreError::StaleState { entity: "job" });
-        }
-        let mut by_id: HashMap<Uuid, Job> =
-            rows.into_iter().map(|row| row.into_job().map(|job| (job.id, job))).collect::<Result<_>>()?;
-        let mut jobs = Vec::with_capacity(done.len());
-        for job_id in &ids {
-            let job = by_id.remove(job_id).ok_or(StoreError::StaleState { entity: "job" })?;
-            self.emit_state(&job, JobStatus::Running, None);
-            self.queue_channel_reply(&job).await?;
-            jobs.push(job);
-        }
-        self.notify(Notification::JobsReady);
-        Ok(jobs)
+        })
     }
 
     /// Suspends a running job without ending its attempt; the next claim resumes it. Like

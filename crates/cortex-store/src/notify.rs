@@ -8,9 +8,11 @@
 //!
 //! On PostgreSQL a transaction's notifications travel packed ([`pack`]): one `NOTIFY` payload holding
 //! the origin and a JSON array of as many notifications as fit PostgreSQL's payload limit, not one
-//! `NOTIFY` per notification (a batch of 16 job completions announces 16 event streams). The listener
-//! ([`unpack`]) also reads the forms of earlier versions: a bare array, or a single notification object
-//! with or without an origin.
+//! `NOTIFY` per notification (a batch of 16 job completions announces 16 event streams). A transaction
+//! with events sends them in the statement that inserts the events, before their seqs are back on this
+//! side, so its payloads carry the events' seqs relative to a base the statement fills in
+//! ([`pack_relative`]). The listener ([`unpack`]) also reads the forms of earlier versions: a bare array,
+//! or a single notification object with or without an origin.
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -55,6 +57,18 @@ pub enum Notification {
     Memory { agent_id: Uuid, seq: i64 },
     /// Notifications may have been missed (listener reconnected, receiver lagged): re-read everything.
     Resync,
+}
+
+impl Notification {
+    /// This notification with an `Event`'s seq counted from `base` (see [`pack_relative`]); others as they are.
+    pub(crate) fn event_from(self, base: i64) -> Notification {
+        match self {
+            Notification::Event { seq, agent_id, job_id, state_changed } => {
+                Notification::Event { seq: base + seq, agent_id, job_id, state_changed }
+            }
+            other => other,
+        }
+    }
 }
 
 /// What a [`Notification::Event`] without `state_changed` means: maybe a change.
@@ -104,34 +118,64 @@ const MAX_PAYLOAD: usize = 7_900;
 /// consecutive notifications, each under PostgreSQL's payload limit (a notification too large for any
 /// array goes alone).
 pub(crate) fn pack(origin: u64, notifications: &[Notification]) -> serde_json::Result<Vec<String>> {
-    let prefix = format!("{{\"o\":{origin},\"n\":[");
-    let mut payloads = Vec::new();
+    let open = format!("{{\"o\":{origin},\"n\":[");
+    Ok(chunks(notifications, 0, &open)?.into_iter().map(|chunk| open.clone() + &chunk).collect())
+}
+
+/// Bytes the SQL side may put before a [`pack_relative`] tail: `{"o":` and `,"b":` with two 20-digit numbers.
+const RELATIVE_HEAD: usize = 5 + 20 + 5 + 20;
+
+/// The `NOTIFY` payloads of a transaction whose event sequence numbers are not known yet (PostgreSQL
+/// numbers a transaction's events from its transaction id, read in the statement that inserts them and
+/// sends these): `{"o": origin, "b": base, "r": [...]}` objects whose `Event` seqs count from `base`.
+/// Returns each payload's tail `,"r":[...]}`; the statement puts `{"o":origin,"b":base` before it
+/// (see [`relative_head`]). Old versions cannot read this form and drop it with a warning (notifications
+/// are hints).
+pub(crate) fn pack_relative(notifications: &[Notification]) -> serde_json::Result<Vec<String>> {
+    let open = ",\"r\":[";
+    Ok(chunks(notifications, RELATIVE_HEAD, open)?.into_iter().map(|chunk| open.to_owned() + &chunk).collect())
+}
+
+/// What goes before the base of a [`pack_relative`] payload.
+pub(crate) fn relative_head(origin: u64) -> String {
+    format!("{{\"o\":{origin},\"b\":")
+}
+
+/// `notifications` serialised and split into runs that fit one payload after `reserved + open.len()`
+/// bytes of head, each run closed with `]}`.
+fn chunks(notifications: &[Notification], reserved: usize, open: &str) -> serde_json::Result<Vec<String>> {
+    let budget = MAX_PAYLOAD - reserved - open.len();
+    let mut runs = Vec::new();
     let mut current = String::new();
     for notification in notifications {
         let one = serde_json::to_string(notification)?;
-        if !current.is_empty() && current.len() + 1 + one.len() + 2 > MAX_PAYLOAD {
+        if !current.is_empty() && current.len() + 1 + one.len() + 2 > budget {
             current.push_str("]}");
-            payloads.push(std::mem::take(&mut current));
+            runs.push(std::mem::take(&mut current));
         }
-        if current.is_empty() {
-            current.push_str(&prefix);
-        } else {
+        if !current.is_empty() {
             current.push(',');
         }
         current.push_str(&one);
     }
     if !current.is_empty() {
         current.push_str("]}");
-        payloads.push(current);
+        runs.push(current);
     }
-    Ok(payloads)
+    Ok(runs)
 }
 
-/// What one `NOTIFY` payload carried: this version's packed object, an earlier version's bare array,
-/// or an earlier version's single notification (with or without its origin).
+/// What one `NOTIFY` payload carried: this version's packed objects (with event seqs relative to a base
+/// or not), an earlier version's bare array, or an earlier version's single notification (with or without
+/// its origin).
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Payload {
+    Relative {
+        o: u64,
+        b: i64,
+        r: Vec<Notification>,
+    },
     Packed {
         o: u64,
         n: Vec<Notification>,
@@ -149,6 +193,7 @@ enum Payload {
 /// [`pack`]).
 pub(crate) fn unpack(payload: &str) -> serde_json::Result<(u64, Vec<Notification>)> {
     Ok(match serde_json::from_str(payload)? {
+        Payload::Relative { o, b, r } => (o, r.into_iter().map(|notification| notification.event_from(b)).collect()),
         Payload::Packed { o, n } => (o, n),
         Payload::Bare(notifications) => (0, notifications),
         Payload::Single { o, notification } => (o, vec![notification]),
@@ -182,6 +227,22 @@ mod tests {
         }
         assert_eq!(unpacked, notifications);
         assert_eq!(pack(7, &[]).unwrap(), Vec::<String>::new());
+
+        // The relative form: the statement puts the head and the base before each tail.
+        let base = i64::MAX >> 12;
+        let tails = pack_relative(&notifications).unwrap();
+        assert!(tails.len() > 1, "{} payloads", tails.len());
+        let mut unpacked = Vec::new();
+        for tail in &tails {
+            let payload = format!("{}{}{tail}", relative_head(u64::MAX), base);
+            assert!(payload.len() < MAX_PAYLOAD, "{} bytes", payload.len());
+            let (origin, notifications) = unpack(&payload).unwrap();
+            assert_eq!(origin, u64::MAX);
+            unpacked.extend(notifications);
+        }
+        let absolute: Vec<Notification> = notifications.iter().cloned().map(|n| n.event_from(base)).collect();
+        assert_eq!(unpacked, absolute, "event seqs count from the base, other notifications are as sent");
+        assert!(matches!(absolute[3], Notification::Event { seq, .. } if seq == base + 3));
         assert_eq!(unpack(r#"{"k":"jobs_ready"}"#).unwrap(), (0, vec![Notification::JobsReady]), "single");
         assert_eq!(unpack(r#"{"o":9,"k":"jobs_ready"}"#).unwrap(), (9, vec![Notification::JobsReady]));
         assert_eq!(unpack(r#"[{"k":"jobs_ready"}]"#).unwrap(), (0, vec![Notification::JobsReady]), "bare");

@@ -538,6 +538,35 @@ both_engines!(concurrent_batch_claimers_never_exceed_agent_limits_or_share_jobs,
     assert_eq!(seen.len(), 120);
 });
 
+/// PostgreSQL's claim holds an advisory lock on each candidate's agent until its transaction ends (taken
+/// in the statement that picks the candidates), so another claimer's count of the agent's running jobs
+/// waits for this claim's commit; agents without candidates stay free.
+#[tokio::test]
+async fn postgres_claim_locks_its_candidates_agents_until_it_ends() {
+    use sqlx::Connection;
+    let Some(t) = TestStore::postgres_unless_skipped().await else { return };
+    let busy = agent_with_limit(&t.store, "busy", 2).await;
+    let quiet = agent_with_limit(&t.store, "quiet", 2).await;
+    enqueue(&t.store, task(busy)).await;
+    let cortex_store::DatabaseConfig::Postgres { url, .. } = &t.config else { unreachable!("a PostgreSQL store") };
+    let mut other = sqlx::PgConnection::connect(url).await.unwrap();
+    let mut free = async |agent: Uuid| -> bool {
+        // Outside a transaction block the lock ends with the statement.
+        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1::uuid::text, 7))")
+            .bind(agent)
+            .fetch_one(&mut other)
+            .await
+            .unwrap()
+    };
+    let mut tx = t.store.begin().await.unwrap();
+    let claimed = tx.claim_jobs(Uuid::now_v7(), 4, false).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(!free(busy).await, "the candidate's agent is locked while the claim's transaction is open");
+    assert!(free(quiet).await, "an agent without candidates is not locked");
+    tx.commit().await.unwrap();
+    assert!(free(busy).await, "the lock ends with the transaction");
+}
+
 both_engines!(a_batch_of_completions_ends_every_attempt_or_none, |t: TestStore| async move {
     use cortex_store::budgets::{BudgetLine, BudgetScope, TOTAL_PERIOD};
     use cortex_store::events::EventScope;
