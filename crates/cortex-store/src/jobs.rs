@@ -535,6 +535,21 @@ const SQLITE_CLAIM: &str = concat!(
     job_columns!()
 );
 
+/// PostgreSQL's count of free slots of the agents `$1` (after their claim locks were taken).
+macro_rules! free_slots {
+    () => {
+        "SELECT a.id, a.max_concurrent_jobs - (SELECT COUNT(*) FROM job r WHERE r.agent_id = a.id AND r.status = 'running') \
+         FROM agent a WHERE a.id = ANY($1)"
+    };
+}
+const FREE_SLOTS: &str = free_slots!();
+/// [`FREE_SLOTS`] and the sessions of `$2` that are busy (a `NULL` count).
+const FREE_SLOTS_AND_BUSY_SESSIONS: &str = concat!(
+    free_slots!(),
+    " UNION ALL SELECT DISTINCT o.session_id, NULL::bigint FROM job o WHERE o.session_id = ANY($2) \
+     AND (o.status IN ('running', 'waiting_for_approval') OR (o.status = 'pending' AND o.resume))"
+);
+
 impl Tx {
     /// Claims up to `limit` jobs for `worker_id` in this transaction (SPEC §4.3), with the rules of
     /// [`Store::claim_batch`] but a single round: on PostgreSQL, when every candidate's agent filled up or
@@ -624,18 +639,13 @@ impl Tx {
         let sessions: Vec<Uuid> = candidates.iter().filter_map(|(_, _, session_id)| *session_id).collect();
         // A new statement, so a new snapshot, taken after the locks: it sees every claim committed by
         // whoever held them before. Rows with a free count are the agents; the others are the
-        // candidates' sessions that are busy.
-        let slots: Vec<(Uuid, Option<i64>)> = sqlx::query_as(
-            "SELECT a.id, a.max_concurrent_jobs - (SELECT COUNT(*) FROM job r WHERE r.agent_id = a.id AND r.status = 'running') \
-             FROM agent a WHERE a.id = ANY($1) \
-             UNION ALL \
-             SELECT DISTINCT o.session_id, NULL::bigint FROM job o WHERE o.session_id = ANY($2) \
-               AND (o.status IN ('running', 'waiting_for_approval') OR (o.status = 'pending' AND o.resume))",
-        )
-        .bind(&agents)
-        .bind(&sessions)
-        .fetch_all(&mut **conn)
-        .await?;
+        // candidates' sessions that are busy (that half only when a candidate has a session: with an
+        // empty list it still cost a quarter of a millisecond per claim).
+        let slots: Vec<(Uuid, Option<i64>)> = if sessions.is_empty() {
+            sqlx::query_as(FREE_SLOTS).bind(&agents).fetch_all(&mut **conn).await?
+        } else {
+            sqlx::query_as(FREE_SLOTS_AND_BUSY_SESSIONS).bind(&agents).bind(&sessions).fetch_all(&mut **conn).await?
+        };
         let mut free: HashMap<Uuid, i64> = HashMap::with_capacity(agents.len());
         let mut taken_sessions: Vec<Uuid> = Vec::new();
         for (id, slots) in slots {
