@@ -592,8 +592,9 @@ impl Tx {
     /// without blocking other claimers and, in the same statement, takes advisory locks on their agents
     /// (in id order, so two claimers never wait on each other in a cycle); the next statement's count
     /// of running jobs and its session checks are then exact across processes. One `UPDATE … WHERE id =
-    /// ANY` claims the admitted ones and their events go in one multi-row insert at commit. `None` when there was no candidate;
-    /// an empty list when candidates were found but none admitted (recorded in `skip`).
+    /// ANY` claims the admitted ones and their events go in one multi-row insert at commit. `None` when
+    /// there was no candidate; an empty list when candidates were found but none admitted (recorded in
+    /// `skip`).
     async fn claim_round_postgres(
         &mut self,
         worker_id: Uuid,
