@@ -303,6 +303,7 @@ pub(crate) async fn flush_postgres(
     others: Vec<Notification>,
 ) -> Result<Vec<Notification>> {
     let origin = tx.store.inner.notifier.origin();
+    let now = ms(tx.now());
     let corrupt = |err: serde_json::Error| crate::StoreError::Corrupt(format!("notification: {err}"));
     let TxConn::Postgres(conn) = &mut tx.conn else {
         unreachable!("flush_postgres is called on PostgreSQL transactions")
@@ -325,6 +326,8 @@ pub(crate) async fn flush_postgres(
             events.len()
         ))));
     }
+    // Every `Event` notification comes from the events: in this form their seqs count from the base.
+    debug_assert!(!others.iter().any(|n| matches!(n, Notification::Event { .. })), "{others:?}");
     let mut notifications = others;
     let relative = events.iter().zip(0..).map(|(event, i)| (i, event.agent_id, event.job_id));
     notifications.extend(event_notifications(&events, relative, &tx.bulk_jobs));
@@ -355,7 +358,8 @@ pub(crate) async fn flush_postgres(
         actors.push(event.actor.as_str());
     }
     // The insert is a data-modifying `WITH`, which runs to completion whether or not it is read; the
-    // transaction id is the same for both uses (taken by the first, kept to the end of the transaction).
+    // `NOTIFY`s are sent by the condition of the one row returned. The transaction id is the same for both
+    // uses (taken by the first, kept to the end of the transaction).
     let base: i64 = sqlx::query_scalar(
         "WITH appended AS (INSERT INTO agent_event (seq, agent_id, job_id, session_id, type, payload, tokens_in, \
          tokens_out, cost_usd, model, tool_ref, actor, created_at) OVERRIDING SYSTEM VALUE \
@@ -379,7 +383,7 @@ pub(crate) async fn flush_postgres(
     .bind(models)
     .bind(tool_refs)
     .bind(actors)
-    .bind(ms(tx.store.now()))
+    .bind(now)
     .bind(crate::notify::PG_CHANNEL)
     .bind(crate::notify::relative_head(origin))
     .bind(tails)
@@ -389,10 +393,10 @@ pub(crate) async fn flush_postgres(
 }
 
 /// The notifications announcing `events`, stored as `appended` (`(seq, agent_id, job_id)` of each, in
-/// any order): one per (agent, job) carrying the highest seq is enough for every reader. Events of jobs the transaction
-/// bulk-inserted ([`Tx::insert_jobs`]) are announced per agent only (`job_id: None`): those ids were
-/// made in this transaction, so no reader can be waiting on one of them, and a bulk load of 5,000 jobs
-/// sends one notification instead of 5,000.
+/// any order): one per (agent, job) carrying the highest seq is enough for every reader. Events of jobs
+/// the transaction bulk-inserted ([`Tx::insert_jobs`]) are announced per agent only (`job_id: None`):
+/// those ids were made in this transaction, so no reader can be waiting on one of them, and a bulk load
+/// of 5,000 jobs sends one notification instead of 5,000.
 fn event_notifications(
     events: &[NewEvent],
     appended: impl IntoIterator<Item = (i64, Uuid, Option<Uuid>)>,
