@@ -4,12 +4,20 @@
 //!
 //! Vectors are L2-normalised before they leave this module, so cosine similarity is a dot product
 //! everywhere else.
+//!
+//! The client asks for `"encoding_format": "base64"` (little-endian f32s, as OpenAI's own SDKs do): a
+//! 1,536-dimension vector as JSON numbers costs about a million instructions to parse, its base64 a few
+//! thousand. A server that ignores the field and sends numbers is read as well; one that refuses it (400
+//! or 422) is asked again without it, and this client keeps to numbers from then on.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use serde::Deserialize;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::{Deserialize, Deserializer};
 use serde_json::json;
 
 /// Most inputs per request (SPEC §9.4).
@@ -135,6 +143,8 @@ pub struct ApiEmbedder {
     /// Records uses of the managed credential (`last_used_at`), when set.
     store: Option<cortex_store::Store>,
     recorded: std::sync::Mutex<Option<(String, std::time::Instant)>>,
+    /// Set once the server refused `"encoding_format": "base64"` and answered without it.
+    numbers_only: AtomicBool,
 }
 
 impl std::fmt::Debug for ApiEmbedder {
@@ -151,7 +161,37 @@ struct EmbeddingsResponse {
 #[derive(Deserialize)]
 struct EmbeddingItem {
     index: usize,
-    embedding: Vec<f32>,
+    embedding: WireVector,
+}
+
+/// One vector as the server sent it: base64 of little-endian f32s, or an array of numbers.
+struct WireVector(Vec<f32>);
+
+impl<'de> Deserialize<'de> for WireVector {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = WireVector;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a base64 string of little-endian f32s or an array of numbers")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<WireVector, E> {
+                let bytes = BASE64.decode(text).map_err(E::custom)?;
+                from_bytes(&bytes).map(WireVector).ok_or_else(|| E::custom("base64 vector is not whole f32s"))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<WireVector, A::Error> {
+                let mut vector = Vec::with_capacity(items.size_hint().unwrap_or(0));
+                while let Some(item) = items.next_element::<f32>()? {
+                    vector.push(item);
+                }
+                Ok(WireVector(vector))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 impl ApiEmbedder {
@@ -164,6 +204,7 @@ impl ApiEmbedder {
             managed: EmbeddingKey::default(),
             store: None,
             recorded: std::sync::Mutex::new(None),
+            numbers_only: AtomicBool::new(false),
         }
     }
 
@@ -196,16 +237,40 @@ impl ApiEmbedder {
         }
     }
 
-    async fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let mut request =
-            self.http.post(&self.url).timeout(API_TIMEOUT).json(&json!({"model": self.model, "input": texts}));
-        let managed = self.managed.get();
-        match (&managed, &self.api_key) {
+    /// Sends one request: with `"encoding_format": "base64"` unless `numbers`.
+    async fn post(
+        &self,
+        texts: &[String],
+        managed: Option<&ManagedKey>,
+        numbers: bool,
+    ) -> Result<reqwest::Response, EmbedError> {
+        let body = if numbers {
+            json!({"model": self.model, "input": texts})
+        } else {
+            json!({"model": self.model, "input": texts, "encoding_format": "base64"})
+        };
+        let mut request = self.http.post(&self.url).timeout(API_TIMEOUT).json(&body);
+        match (managed, &self.api_key) {
             (Some(managed), _) => request = request.bearer_auth(&managed.value),
             (None, Some(key)) => request = request.bearer_auth(key),
             (None, None) => {}
         }
-        let response = request.send().await.map_err(|err| EmbedError::Unavailable(err.without_url().to_string()))?;
+        request.send().await.map_err(|err| EmbedError::Unavailable(err.without_url().to_string()))
+    }
+
+    async fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let managed = self.managed.get();
+        let numbers = self.numbers_only.load(Ordering::Relaxed);
+        let mut response = self.post(texts, managed.as_ref(), numbers).await?;
+        let refused = matches!(response.status().as_u16(), 400 | 422);
+        if !numbers && refused {
+            // A server that does not know the base64 form: ask for numbers, and keep to them if that works.
+            response = self.post(texts, managed.as_ref(), true).await?;
+            if response.status().is_success() {
+                tracing::info!(url = %self.url, "the embeddings endpoint refused base64 vectors; asking for numbers");
+                self.numbers_only.store(true, Ordering::Relaxed);
+            }
+        }
         let status = response.status();
         if !status.is_success() {
             return Err(EmbedError::Unavailable(format!("HTTP {status} from the embeddings endpoint")));
@@ -221,7 +286,7 @@ impl ApiEmbedder {
         let mut vectors: Vec<Option<Vec<f32>>> = vec![None; texts.len()];
         for item in body.data {
             let slot = vectors.get_mut(item.index).ok_or_else(|| EmbedError::Invalid("index out of range".into()))?;
-            *slot = Some(normalised(item.embedding)?);
+            *slot = Some(normalised(item.embedding.0)?);
         }
         vectors.into_iter().map(|vector| vector.ok_or_else(|| EmbedError::Invalid("missing index".into()))).collect()
     }
@@ -277,5 +342,16 @@ mod tests {
         assert_eq!(from_bytes(&[0, 1, 2]), None);
         assert!(normalised(vec![0.0, 0.0]).is_err());
         assert!(normalised(vec![f32::NAN]).is_err());
+    }
+
+    #[test]
+    fn a_wire_vector_is_base64_of_little_endian_f32s_or_numbers() {
+        let read = |json: &str| serde_json::from_str::<WireVector>(json).map(|vector| vector.0);
+        let base64 = format!("\"{}\"", BASE64.encode(to_bytes(&[0.5, -2.0])));
+        assert_eq!(read(&base64).unwrap(), vec![0.5, -2.0]);
+        assert_eq!(read("[0.5, -2]").unwrap(), vec![0.5, -2.0]);
+        assert!(read(&format!("\"{}\"", BASE64.encode([1, 2, 3]))).is_err(), "not whole f32s");
+        assert!(read("\"not base64!\"").is_err());
+        assert!(read("{}").is_err());
     }
 }

@@ -22,6 +22,7 @@ macro_rules! each_backend {
     };
 }
 
+mod api_embedder;
 mod change_seq;
 mod extract;
 mod isolation;

@@ -59,7 +59,7 @@ fn embedder(embeddings: &FakeEmbeddings) -> Arc<ApiEmbedder> {
 }
 
 /// An embedder asking the fake server for `model` (it embeds every model the same way).
-fn embedder_of(embeddings: &FakeEmbeddings, model: &str) -> Arc<ApiEmbedder> {
+pub(crate) fn embedder_of(embeddings: &FakeEmbeddings, model: &str) -> Arc<ApiEmbedder> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = EmbeddingsConfig {
         mode: EmbeddingsMode::Api,

@@ -20,6 +20,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
 use clap::Args;
 use serde_json::{Value, json};
 
@@ -168,14 +169,21 @@ impl InstantModel {
 const EMBEDDING_DIMENSIONS: usize = 1536;
 
 /// One vector per input, the same for every text: the benchmark measures the call, not recall quality.
+/// Base64 when asked for (as OpenAI answers `"encoding_format": "base64"`), numbers otherwise.
 async fn embed(axum::Json(request): axum::Json<Value>) -> Response {
     let inputs = match &request["input"] {
         Value::Array(texts) => texts.len(),
         _ => 1,
     };
     let vector: Vec<f32> = (0..EMBEDDING_DIMENSIONS).map(|i| if i % 2 == 0 { 0.03 } else { -0.02 }).collect();
+    let embedding = if request["encoding_format"] == "base64" {
+        let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+        json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+    } else {
+        json!(vector)
+    };
     let data: Vec<Value> =
-        (0..inputs).map(|index| json!({"object": "embedding", "index": index, "embedding": vector})).collect();
+        (0..inputs).map(|index| json!({"object": "embedding", "index": index, "embedding": embedding})).collect();
     axum::Json(json!({"object": "list", "data": data, "model": request["model"],
         "usage": {"prompt_tokens": inputs, "total_tokens": inputs}}))
     .into_response()
