@@ -1,10 +1,10 @@
-//! The database enforces the job state machine by itself, and its job indexes hold only the states their
-//! queries name.
+//! The database enforces the job state machine by itself, its job indexes hold only the states their
+//! queries name, and SQLite checks a row's constraints without building temporary tables.
 
 use cortex_core::job::{JobStatus, TRANSITIONS};
 use cortex_store::DatabaseConfig;
-use cortex_testkit::{TestStore, both_engines};
-use sqlx::{Connection, PgConnection};
+use cortex_testkit::{Engine, TestStore, both_engines};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, Row, SqliteConnection};
 
 use crate::support::{agent_with_limit, enqueue, task};
 
@@ -134,3 +134,46 @@ both_engines!(migrations_are_recorded, |t: TestStore| async move {
     assert!(t.store.schema_version().await.unwrap() >= 1);
     t.store.migrate().await.expect("migrating twice is a no-op");
 });
+
+/// SQLite evaluates an `IN` list of more than two constants by building a temporary B-tree of the list,
+/// and a CHECK evaluates its expression for every row it checks. Migration 0044 turned such lists into
+/// comparisons joined by `OR`: no table's insert may build one again, and the constraints still refuse
+/// what they refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_constraints_build_no_temporary_tables() {
+    let t = TestStore::new(Engine::Sqlite).await;
+    let DatabaseConfig::Sqlite { path } = &t.config else { unreachable!("a SQLite store") };
+    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND sql NOT LIKE 'CREATE VIRTUAL%' \
+         AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(tables.len() > 30, "found too few tables: {tables:?}");
+    let mut building = Vec::new();
+    for table in &tables {
+        let program = sqlx::query(AssertSqlSafe(format!("EXPLAIN INSERT INTO \"{table}\" DEFAULT VALUES")))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        if program.iter().any(|op| op.get::<String, _>("opcode") == "OpenEphemeral") {
+            building.push(table.clone());
+        }
+    }
+    assert_eq!(building, Vec::<String>::new(), "tables whose insert builds a temporary B-tree");
+
+    // The constraint alone: no agent row behind the session.
+    sqlx::query("PRAGMA foreign_keys = OFF").execute(&mut conn).await.unwrap();
+    let insert = |status: &'static str| {
+        sqlx::query(
+            "INSERT INTO session (id, agent_id, origin, status, last_activity_at, created_at, updated_at) \
+             VALUES (randomblob(16), randomblob(16), 'api', $1, 0, 0, 0)",
+        )
+        .bind(status)
+    };
+    insert("idle").execute(&mut conn).await.expect("a listed value passes");
+    let err = insert("paused").execute(&mut conn).await.expect_err("a value outside the list is refused");
+    assert!(err.to_string().contains("CHECK constraint failed"), "{err}");
+}
