@@ -351,13 +351,16 @@ async fn resolve_key(state: &AppState, presented: &str) -> ApiResult<Principal> 
         Some((owner_role, false)) if !owner_role.includes(key.role) => owner_role,
         _ => key.role,
     };
-    let store = state.store.clone();
-    let (key_id, last_used) = (key.id, key.last_used_at);
-    tokio::spawn(async move {
-        if let Err(err) = store.touch_api_key(key_id, last_used).await {
-            tracing::debug!(error = %err, "could not record key use");
-        }
-    });
+    // Recorded at most once a minute; a task is started only when it is due (most requests skip it).
+    if state.store.api_key_touch_due(key.last_used_at) {
+        let store = state.store.clone();
+        let (key_id, last_used) = (key.id, key.last_used_at);
+        tokio::spawn(async move {
+            if let Err(err) = store.touch_api_key(key_id, last_used).await {
+                tracing::debug!(error = %err, "could not record key use");
+            }
+        });
+    }
     Ok(Principal {
         credential: Credential::ApiKey(key.id),
         user_id: key.user_id,

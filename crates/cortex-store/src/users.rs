@@ -352,10 +352,16 @@ impl Store {
         }))
     }
 
+    /// Whether a key last used at `last_used_at` is due for [`Store::touch_api_key`]: callers that would
+    /// start work (a task) for the touch ask first.
+    pub fn api_key_touch_due(&self, last_used_at: Option<Timestamp>) -> bool {
+        last_used_at.is_none_or(|last| self.now() - last >= chrono::Duration::minutes(1))
+    }
+
     /// Records use of a key at most once a minute, so authentication does not turn every read into a write.
     pub async fn touch_api_key(&self, id: Uuid, last_used_at: Option<Timestamp>) -> Result<()> {
         let now = self.now();
-        if last_used_at.is_some_and(|last| now - last < chrono::Duration::minutes(1)) {
+        if !self.api_key_touch_due(last_used_at) {
             return Ok(());
         }
         let mut tx = self.begin().await?;
