@@ -267,7 +267,7 @@ impl ApiEmbedder {
             // A server that does not know the base64 form: ask for numbers, and keep to them if that works.
             response = self.post(texts, managed.as_ref(), true).await?;
             if response.status().is_success() {
-                tracing::info!(url = %self.url, "the embeddings endpoint refused base64 vectors; asking for numbers");
+                tracing::info!("the embeddings endpoint refused base64 vectors; asking it for numbers from now on");
                 self.numbers_only.store(true, Ordering::Relaxed);
             }
         }

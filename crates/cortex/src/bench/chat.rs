@@ -177,8 +177,7 @@ async fn embed(axum::Json(request): axum::Json<Value>) -> Response {
     };
     let vector: Vec<f32> = (0..EMBEDDING_DIMENSIONS).map(|i| if i % 2 == 0 { 0.03 } else { -0.02 }).collect();
     let embedding = if request["encoding_format"] == "base64" {
-        let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
-        json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+        json!(base64::engine::general_purpose::STANDARD.encode(cortex_memory::embed::to_bytes(&vector)))
     } else {
         json!(vector)
     };
