@@ -43,40 +43,12 @@ pub fn open(json: &str, stored_crc: u32) -> Result<Value, CheckpointError> {
 }
 
 /// Compact JSON with object keys sorted at every level, independent of how the map was built.
+///
+/// `serde_json::Map` is a `BTreeMap` in this build (serde_json's `preserve_order` feature is off), so a
+/// value's own compact form already lists every object's keys in order: this is that form, written in one
+/// pass. The test `canonical_form_sorts_keys` fails if a dependency ever turns the feature on.
 pub fn canonical_json(value: &Value) -> String {
-    let mut out = String::new();
-    write_canonical(value, &mut out);
-    out
-}
-
-fn write_canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (idx, (key, item)) in entries.into_iter().enumerate() {
-                if idx > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
-                write_canonical(item, out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (idx, item) in items.iter().enumerate() {
-                if idx > 0 {
-                    out.push(',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(']');
-        }
-        scalar => out.push_str(&scalar.to_string()),
-    }
+    value.to_string()
 }
 
 #[cfg(test)]
@@ -88,6 +60,56 @@ mod tests {
     fn canonical_form_sorts_keys() {
         let value = json!({"b": 1, "a": {"d": [1, {"z": null, "y": "x"}], "c": true}});
         assert_eq!(canonical_json(&value), r#"{"a":{"c":true,"d":[1,{"y":"x","z":null}]},"b":1}"#);
+    }
+
+    /// The form stored CRCs and hashes were computed with: keys sorted explicitly at every level, each key
+    /// and scalar written on its own.
+    fn sorted_by_hand(value: &Value, out: &mut String) {
+        match value {
+            Value::Object(map) => {
+                let mut entries: Vec<_> = map.iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                out.push('{');
+                for (idx, (key, item)) in entries.into_iter().enumerate() {
+                    if idx > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(key.clone()).to_string());
+                    out.push(':');
+                    sorted_by_hand(item, out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (idx, item) in items.iter().enumerate() {
+                    if idx > 0 {
+                        out.push(',');
+                    }
+                    sorted_by_hand(item, out);
+                }
+                out.push(']');
+            }
+            scalar => out.push_str(&scalar.to_string()),
+        }
+    }
+
+    #[test]
+    fn canonical_form_is_byte_for_byte_the_stored_one() {
+        let mut map = serde_json::Map::new();
+        for key in ["zeta", "Alpha", "alpha", "é", "a\"quote", "tab\t", "10", "9", ""] {
+            map.insert(key.to_owned(), json!(key.len()));
+        }
+        let value = json!({
+            "strings": ["plain", "quote \" and backslash \\", "control \u{1} \n \r \t", "émoji 🦀 ünï", "</script>"],
+            "numbers": [0, -1, 9_007_199_254_740_993_u64, i64::MIN, 0.1, -2.5e-8, 1e300, 3.0, 123_456.789],
+            "nested": {"y": [{"b": null, "a": [true, false]}], "x": {}},
+            "keys": map,
+            "empty": [],
+        });
+        let mut expected = String::new();
+        sorted_by_hand(&value, &mut expected);
+        assert_eq!(canonical_json(&value), expected);
     }
 
     #[test]
