@@ -233,9 +233,11 @@ pub fn prune_buffers(data_dir: &Path, now: std::time::SystemTime, keep: Duration
     Ok(removed)
 }
 
-/// One line: the envelope in canonical JSON with its CRC, newline-terminated.
+/// One line: the envelope in canonical JSON with its CRC, newline-terminated. The CRC covers the
+/// canonical form without `crc32`; keys are sorted, so `crc32` goes right after the first key, `agent_id`
+/// (a UUID: no comma inside), and the record is serialised once.
 fn envelope(meta: &BufferMeta, sequence: u64, record_type: RecordType, timestamp: Timestamp, data: Value) -> String {
-    let mut object = json!({
+    let object = json!({
         "version": BUFFER_VERSION,
         "timestamp": timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "job_id": meta.job_id,
@@ -245,9 +247,11 @@ fn envelope(meta: &BufferMeta, sequence: u64, record_type: RecordType, timestamp
         "type": record_type,
         "data": data,
     });
-    let crc = crc32fast::hash(canonical_json(&object).as_bytes());
-    object["crc32"] = json!(crc);
-    format!("{}\n", canonical_json(&object))
+    let canonical = canonical_json(&object);
+    let crc = crc32fast::hash(canonical.as_bytes());
+    let (agent, rest) = canonical.split_at(canonical.find(',').unwrap_or(canonical.len()));
+    debug_assert!(agent.starts_with("{\"agent_id\":"), "agent_id is the first key: {agent}");
+    format!("{agent},\"crc32\":{crc}{rest}\n")
 }
 
 /// One valid line of a buffer.

@@ -100,3 +100,15 @@ async fn old_buffers_are_pruned() {
     assert!(!buffer_dir(dir.path(), first).exists() && !buffer_dir(dir.path(), second).exists());
     assert_eq!(prune_buffers(&dir.path().join("nowhere"), later, BUFFER_RETENTION).unwrap(), 0);
 }
+
+#[test]
+fn an_envelope_is_the_canonical_form_with_its_crc_added() {
+    let meta = meta(Uuid::now_v7(), 2);
+    let data = json!({"text": "a, b", "nested": {"z": 1, "a": [true, null]}});
+    let line = envelope(&meta, 7, RecordType::SessionStart, chrono::Utc::now(), data);
+    let mut object = serde_json::from_str::<Value>(&line).unwrap();
+    let crc = object.as_object_mut().unwrap().remove("crc32").unwrap();
+    assert_eq!(crc, json!(crc32fast::hash(canonical_json(&object).as_bytes())));
+    object["crc32"] = crc;
+    assert_eq!(line, format!("{}\n", canonical_json(&object)), "the two-pass form, byte for byte");
+}
