@@ -40,4 +40,5 @@ pub mod telegram;
 pub mod text;
 pub mod types;
 pub mod typing;
+mod websocket;
 pub mod whatsapp;

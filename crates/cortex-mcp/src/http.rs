@@ -28,10 +28,7 @@ pub(crate) fn transport(
         return Err(invalid(format!("url `{url}`: scheme must be http or https")));
     }
     let custom_headers = header_map(headers).map_err(invalid)?;
-    // reqwest is built without a bundled TLS provider; the workspace standard is ring. Installing it is
-    // a no-op when the binary already did so, and avoids reqwest's panic when nobody did.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::builder()
+    let client = cortex_tls::client_builder()
         .connect_timeout(connect_timeout)
         .build()
         .map_err(|error| McpError::Connect { server: server.to_owned(), reason: error.to_string() })?;

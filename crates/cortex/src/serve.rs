@@ -81,11 +81,10 @@ fn hostname() -> String {
     std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "cortex".into())
 }
 
-/// The HTTP client for model providers and chat platforms, built once per process and shared: building a
-/// client loads and parses the system's CA certificates (the bundle and each of the ≈ 145 files of
-/// `/etc/ssl/certs`) and keeps its own copy of them (issue 17, docs/PERFORMANCE.md).
+/// The HTTP client for model providers and chat platforms, built once per process and shared (one
+/// connection pool); its TLS is the process's one configuration (`cortex-tls`).
 fn http_client() -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder().build().context("building the HTTP client for model providers and chat platforms")
+    cortex_tls::client_builder().build().context("building the HTTP client for model providers and chat platforms")
 }
 
 /// The agent runtime, configured from the environment (provider keys and base URLs, SSRF exceptions,

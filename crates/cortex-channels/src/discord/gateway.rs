@@ -142,7 +142,8 @@ async fn connection(
     resume: &mut Option<ResumeState>,
     established: &mut bool,
 ) -> Result<Ended, AdapterError> {
-    let connect = tokio_tungstenite::connect_async(with_query(url));
+    let url = with_query(url);
+    let connect = crate::websocket::connect(&url);
     let (socket, _) = tokio::select! {
         () = cancel.cancelled() => return Ok(Ended::Cancelled),
         connected = tokio::time::timeout(HANDSHAKE_TIMEOUT, connect) => {

@@ -72,7 +72,7 @@ async fn connection(
         opened["url"].as_str().ok_or_else(|| AdapterError::Protocol("apps.connections.open named no url".into()))?;
     let (socket, _) = tokio::select! {
         () = cancel.cancelled() => return Ok(true),
-        connected = tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_tungstenite::connect_async(url)) => {
+        connected = tokio::time::timeout(HANDSHAKE_TIMEOUT, crate::websocket::connect(url)) => {
             connected.map_err(|_| socket_error("connecting timed out"))?.map_err(socket_error)?
         }
     };

@@ -186,7 +186,7 @@ impl WebSearchTool {
     /// The tool for a validated configuration.
     pub fn new(config: SearchConfig) -> Result<Self, SearchConfigError> {
         config.validate()?;
-        let client = reqwest::Client::builder()
+        let client = cortex_tls::client_builder()
             .timeout(SEARCH_TIMEOUT)
             .user_agent(concat!("cortex-plane/", env!("CARGO_PKG_VERSION")))
             .build()

@@ -140,7 +140,7 @@ impl GuardedHttp {
         let policy = Arc::new(policy);
         let pinning = PinningResolver { policy: Arc::clone(&policy), resolver: Arc::clone(&resolver) };
         // No proxy: a proxy would resolve and connect on our behalf, bypassing the pinning resolver.
-        let client = reqwest::Client::builder()
+        let client = cortex_tls::client_builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .dns_resolver(pinning)

@@ -66,7 +66,7 @@ impl Api {
             return Err(fail(2, format!("--url/CORTEX_URL must be an http(s) URL, got `{base}`")));
         }
         let http =
-            reqwest::Client::builder().build().map_err(|err| fail(1, format!("cannot build HTTP client: {err}")))?;
+            cortex_tls::client_builder().build().map_err(|err| fail(1, format!("cannot build HTTP client: {err}")))?;
         Ok(Self { http, base, key, json: args.json })
     }
 
