@@ -10,10 +10,27 @@
 # page, the job list, and SIGTERM. The list holds what the two starts and idle periods ran first, then
 # the rest: an idle server touches one contiguous stretch of code, the requests' code comes after it.
 #
+# The list names functions as the linker sees them, and a Rust function's name carries a hash of its
+# crate's dependency graph: a change to Cargo.lock or to a crate's dependencies renames every function of
+# the crates above it, and the list silently stops covering them (one such change took an idle server from
+# 18 to 28 MiB). The list's first line records the dependency graph it was made for (crates/cortex/link/
+# fingerprint.rs): a release build from another graph warns, and a test fails. `--check` tells how much of
+# the list a release binary defines; regenerate below 95 %.
+#
 # Usage: scripts/hot-symbols.sh [release cortex binary] [PostgreSQL URL of a database it may fill]
+#        scripts/hot-symbols.sh --check [release cortex binary]
 # Defaults: target/release/cortex, postgres://postgres@127.0.0.1:5432/cortex_hot_symbols (recreated).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+list=crates/cortex/link/hot-symbols.txt
+if [ "${1:-}" = "--check" ]; then
+  bin="${2:-target/release/cortex}"
+  defined="$(comm -12 <(nm --defined-only "$bin" | awk '{print $3}' | sort -u) <(grep -v '^#' $list | sort -u) | wc -l)"
+  total="$(grep -v '^#' $list | sort -u | wc -l)"
+  echo "$defined of $total listed functions are defined in $bin ($((100 * defined / total)) %)"
+  [ $((100 * defined / total)) -ge 95 ] || { echo "stale: run scripts/hot-symbols.sh $bin" >&2; exit 1; }
+  exit 0
+fi
 bin="$(realpath "${1:-target/release/cortex}")"
 pg_url="${2:-}"
 command -v valgrind >/dev/null || apt-get install -y -q valgrind
@@ -60,9 +77,14 @@ profile() {
 profile sqlite
 profile postgres CORTEX_DATABASE_URL="$pg_url"
 
-python3 - "$bin" crates/cortex/link/hot-symbols.txt "$work/sqlite.1" "$work/postgres.1" "$work/sqlite" "$work/postgres" <<'PY'
-import re, subprocess, sys
+python3 - "$bin" $list "$work/sqlite.1" "$work/postgres.1" "$work/sqlite" "$work/postgres" <<'PY'
+import glob, re, subprocess, sys
 binary, out, *parts = sys.argv[1:]
+# The dependency graph the list is made for, as crates/cortex/link/fingerprint.rs computes it.
+fingerprint = 0xcbf29ce484222325
+for path in ["Cargo.lock", "Cargo.toml"] + sorted(glob.glob("crates/*/Cargo.toml")):
+    for byte in path.encode() + b"\0" + open(path, "rb").read() + b"\0":
+        fingerprint = ((fingerprint ^ byte) * 0x100000001b3) % (1 << 64)
 order, seen = [], set()
 for profile in parts:
     for line in open(profile, errors="replace"):
@@ -75,6 +97,6 @@ for line in subprocess.run(["nm", "--defined-only", binary], capture_output=True
     if len(parts) == 3 and parts[1] in "tTwW":
         defined.add(parts[2])
 kept = [name for name in order if name in defined]
-open(out, "w").write("\n".join(kept) + "\n")
+open(out, "w").write(f"# dependencies: {fingerprint:016x}\n" + "\n".join(kept) + "\n")
 print(f"{len(kept)} functions written to {out}")
 PY

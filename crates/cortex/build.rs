@@ -11,9 +11,15 @@
 //!   executed, and the ≈ 9,200 functions a start, idle probes and chat turns run were spread over half
 //!   of the 45 MiB of code. `link/hot-symbols.txt` lists them (made by `scripts/hot-symbols.sh` from a
 //!   callgrind run of that workload) so the linker places them together. A name the build does not
-//!   define is skipped: a stale list costs residency, never correctness.
+//!   define is skipped: a stale list costs residency, never correctness. Function names change with the
+//!   dependency graph, so the list records the graph it was made for (`link/fingerprint.rs`) and a
+//!   release build made from another graph warns; `startup::the_hot_symbol_list_was_made_for_these_
+//!   dependencies` fails.
 
 use std::env;
+use std::path::Path;
+
+include!("link/fingerprint.rs");
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -29,6 +35,24 @@ fn main() {
         let order = format!("{}/link/hot-symbols.txt", var("CARGO_MANIFEST_DIR"));
         println!("cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={order}");
         println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
+        warn_if_stale(Path::new(&order));
+    }
+}
+
+/// Warns when the symbol list was made for another dependency graph: most of its names would then be
+/// missing from this build, and an idle server keeps about 10 MiB more of its code resident.
+fn warn_if_stale(list: &Path) {
+    let root = Path::new(&env::var("CARGO_MANIFEST_DIR").unwrap_or_default()).join("../..");
+    for file in fingerprinted_files(&root).unwrap_or_default() {
+        println!("cargo:rerun-if-changed={}", root.join(file).display());
+    }
+    let current = dependency_fingerprint(&root).ok();
+    let listed = std::fs::read_to_string(list).ok();
+    if current.is_none() || current.as_deref() != listed.as_deref().and_then(recorded_fingerprint) {
+        println!(
+            "cargo:warning=link/hot-symbols.txt was made for other dependencies; after this build, run \
+             scripts/hot-symbols.sh target/release/cortex (docs/PERFORMANCE.md section 22)"
+        );
     }
 }
 

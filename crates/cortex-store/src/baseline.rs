@@ -16,7 +16,7 @@
 //! an edited old migration fails it; a new migration needs nothing (it runs after the snapshot), and moving
 //! [`THROUGH`] forward is regenerating the file.
 
-use sqlx::SqlitePool;
+use sqlx::SqliteConnection;
 use sqlx::migrate::{MigrateError, Migrator};
 
 /// The last migration the snapshot contains.
@@ -25,9 +25,8 @@ pub(crate) const THROUGH: i64 = 44;
 /// The snapshot: the schema and rows after the migrations through [`THROUGH`].
 const SNAPSHOT: &str = include_str!("../migrations/sqlite_baseline.sql");
 
-/// Migrates `write`'s database with `migrator`, starting an empty one from the snapshot.
-pub(crate) async fn migrate_sqlite(migrator: &Migrator, write: &SqlitePool) -> Result<(), MigrateError> {
-    let mut conn = write.acquire().await?;
+/// Migrates the database of `conn` (the writer) with `migrator`, starting an empty one from the snapshot.
+pub(crate) async fn migrate_sqlite(migrator: &Migrator, conn: &mut SqliteConnection) -> Result<(), MigrateError> {
     {
         // IMMEDIATE: a second process starting on the same empty file waits here, then finds it created.
         let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
@@ -51,7 +50,7 @@ mod tests {
     use sqlx::{AssertSqlSafe, ConnectOptions};
 
     use super::{SNAPSHOT, THROUGH};
-    use crate::engine::{DatabaseConfig, Engine, SQLITE_MIGRATIONS, Store};
+    use crate::engine::{DatabaseConfig, SQLITE_MIGRATIONS, Store};
 
     /// Every object's `CREATE` text (creation order) and every row (sorted) of `conn`'s database as SQL,
     /// without sqlx's bookkeeping, FTS5 shadow tables' `CREATE`s (the virtual table makes them) and rows
@@ -152,8 +151,7 @@ mod tests {
         let store = Store::open(&config, Arc::new(SystemClock)).await.unwrap();
         store.migrate().await.unwrap();
         store.migrate().await.unwrap();
-        let Engine::Sqlite { write, .. } = &store.inner.engine else { panic!("not SQLite") };
-        let mut fresh = write.acquire().await.unwrap();
+        let mut fresh = crate::engine::sqlite_writer(&store).await;
         assert_eq!(dump(&mut fresh).await, slow_dump);
         assert_eq!(records(&mut fresh).await, slow_records);
         drop(fresh);
@@ -164,8 +162,7 @@ mod tests {
         migrated(&path, Some(13)).await;
         let store = Store::open(&DatabaseConfig::Sqlite { path }, Arc::new(SystemClock)).await.unwrap();
         store.migrate().await.unwrap();
-        let Engine::Sqlite { write, .. } = &store.inner.engine else { panic!("not SQLite") };
-        let mut upgraded = write.acquire().await.unwrap();
+        let mut upgraded = crate::engine::sqlite_writer(&store).await;
         assert_eq!(dump(&mut upgraded).await, slow_dump);
         assert_eq!(records(&mut upgraded).await, slow_records);
         drop(upgraded);

@@ -10,6 +10,8 @@ use cortex_core::Timestamp;
 use cortex_core::clock::Clock;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use crate::sqlite_writer::{Writer, WriterTx};
 use sqlx::{PgPool, SqlitePool};
 
 use crate::events::NewEvent;
@@ -29,7 +31,7 @@ pub(crate) enum Engine {
     /// One writer connection (SQLite allows one writer; queueing in-process avoids `SQLITE_BUSY`
     /// storms) and a pool of readers (WAL lets them run beside the writer).
     Sqlite {
-        write: SqlitePool,
+        write: Writer,
         read: SqlitePool,
         _lock: File,
     },
@@ -153,7 +155,10 @@ impl Store {
     /// PostgreSQL: the migrator holds an advisory lock.
     pub async fn migrate(&self) -> Result<()> {
         match &self.inner.engine {
-            Engine::Sqlite { write, .. } => crate::baseline::migrate_sqlite(&SQLITE_MIGRATIONS, write).await,
+            Engine::Sqlite { write, .. } => match write.lock().await {
+                Ok(mut conn) => crate::baseline::migrate_sqlite(&SQLITE_MIGRATIONS, &mut conn).await,
+                Err(err) => Err(err.into()),
+            },
             Engine::Postgres { pool, .. } => POSTGRES_MIGRATIONS.run(pool).await,
         }
         .map_err(|err| match err {
@@ -317,15 +322,13 @@ async fn open_sqlite(path: &std::path::Path, exclusive: bool) -> Result<Engine> 
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(5))
         .foreign_keys(true);
-    let write = SqlitePoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(30))
-        .connect_with(options.clone())
-        .await
-        .map_err(StoreError::Unavailable)?;
+    let write = Writer::connect(&options).await.map_err(StoreError::Unavailable)?;
+    // An embedded connection cannot go away, so sqlx's test of a reader on every checkout (a hand-off
+    // to the connection's thread and back, in front of each query) is switched off.
     let read = SqlitePoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(30))
+        .test_before_acquire(false)
         .idle_timeout(READER_IDLE_TIMEOUT)
         .connect_with(options.read_only(true).pragma("cache_size", format!("-{READER_CACHE_KIB}")))
         .await
@@ -391,7 +394,7 @@ fn spawn_pg_listener(url: String, notifier: Notifier) -> tokio::task::JoinHandle
 }
 
 pub(crate) enum TxConn {
-    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Sqlite(WriterTx),
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
 }
 
@@ -463,17 +466,22 @@ impl Tx {
     }
 }
 
-/// A migrated SQLite store in a fresh temporary directory and its writer pool, for unit tests that look
-/// at SQLite's plans. The directory lives as long as the returned guard.
+/// A migrated SQLite store in a fresh temporary directory, for unit tests that look at SQLite's plans.
+/// The directory lives as long as the returned guard.
 #[cfg(test)]
-pub(crate) async fn scratch_sqlite() -> (tempfile::TempDir, Store, sqlx::SqlitePool) {
+pub(crate) async fn scratch_sqlite() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let config = DatabaseConfig::Sqlite { path: dir.path().join("cortex.db") };
     let store = Store::open(&config, std::sync::Arc::new(cortex_core::clock::SystemClock)).await.unwrap();
     store.migrate().await.unwrap();
+    (dir, store)
+}
+
+/// The writer connection of a SQLite `store`, for tests; drop it before closing the store.
+#[cfg(test)]
+pub(crate) async fn sqlite_writer(store: &Store) -> crate::sqlite_writer::WriterGuard {
     let Engine::Sqlite { write, .. } = &store.inner.engine else { panic!("not SQLite") };
-    let write = write.clone();
-    (dir, store, write)
+    write.lock().await.unwrap()
 }
 
 #[cfg(test)]
@@ -484,9 +492,9 @@ mod tests {
 
     use super::{DatabaseConfig, Engine, READER_CACHE_KIB, READER_IDLE_TIMEOUT, Store};
 
-    /// `PRAGMA cache_size` as a connection of `pool` reports it (negative: KiB).
-    async fn cache_size(pool: &sqlx::SqlitePool) -> i64 {
-        sqlx::query_scalar("PRAGMA cache_size").fetch_one(pool).await.unwrap()
+    /// `PRAGMA cache_size` as a connection reports it (negative: KiB).
+    async fn cache_size(conn: impl sqlx::SqliteExecutor<'_>) -> i64 {
+        sqlx::query_scalar("PRAGMA cache_size").fetch_one(conn).await.unwrap()
     }
 
     #[tokio::test]
@@ -494,11 +502,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = DatabaseConfig::Sqlite { path: dir.path().join("cortex.db") };
         let store = Store::open(&config, Arc::new(SystemClock)).await.unwrap();
-        let Engine::Sqlite { write, read, .. } = &store.inner.engine else { panic!("not SQLite") };
+        let Engine::Sqlite { read, .. } = &store.inner.engine else { panic!("not SQLite") };
         assert_eq!(cache_size(read).await, -i64::from(READER_CACHE_KIB));
         assert_eq!(read.options().get_idle_timeout(), Some(READER_IDLE_TIMEOUT));
         // The writer keeps SQLite's default (2,000 KiB).
-        assert_eq!(cache_size(write).await, -2000);
+        let mut write = super::sqlite_writer(&store).await;
+        assert_eq!(cache_size(&mut *write).await, -2000);
+        drop(write);
         store.close().await;
     }
 
@@ -520,8 +530,10 @@ mod tests {
 
     /// The options the linked SQLite was compiled with (`PRAGMA compile_options`), from a scratch store.
     async fn sqlite_compile_options() -> Vec<String> {
-        let (_dir, store, write) = super::scratch_sqlite().await;
-        let options = sqlx::query_scalar("PRAGMA compile_options").fetch_all(&write).await.unwrap();
+        let (_dir, store) = super::scratch_sqlite().await;
+        let mut write = super::sqlite_writer(&store).await;
+        let options = sqlx::query_scalar("PRAGMA compile_options").fetch_all(&mut *write).await.unwrap();
+        drop(write);
         store.close().await;
         options
     }

@@ -1385,14 +1385,15 @@ mod tests {
     /// each agent's running jobs in `job_live`.
     #[tokio::test]
     async fn sqlite_claims_in_index_order() {
-        let (_dir, store, write) = crate::engine::scratch_sqlite().await;
+        let (_dir, store) = crate::engine::scratch_sqlite().await;
+        let mut write = crate::engine::sqlite_writer(&store).await;
         let plan: Vec<(i64, i64, i64, String)> =
             sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {}", super::SQLITE_CLAIM)))
                 .bind(uuid::Uuid::nil())
                 .bind(0_i64)
                 .bind(false)
                 .bind(16_i64)
-                .fetch_all(&write)
+                .fetch_all(&mut *write)
                 .await
                 .unwrap();
         let plan: Vec<String> = plan.into_iter().map(|(_, _, _, detail)| detail).collect();
@@ -1405,6 +1406,7 @@ mod tests {
         let end = plan.iter().position(|step| step == "SCAN candidate");
         let (Some(start), Some(end)) = (start, end) else { panic!("no candidate step: {plan:?}") };
         assert!(!plan[start..end].iter().any(|step| step.contains("TEMP B-TREE")), "sorted candidates: {plan:?}");
+        drop(write);
         store.close().await;
     }
 
@@ -1412,7 +1414,8 @@ mod tests {
     /// never by scanning the table: the batch runs on the single writer.
     #[tokio::test]
     async fn sqlite_ends_a_batch_through_the_keys() {
-        let (_dir, store, write) = crate::engine::scratch_sqlite().await;
+        let (_dir, store) = crate::engine::scratch_sqlite().await;
+        let mut write = crate::engine::sqlite_writer(&store).await;
         for (query, search) in [
             (super::SQLITE_COMPLETE_BATCH, "SEARCH job USING INDEX sqlite_autoindex_job_1 (id=?)"),
             (crate::budgets::SQLITE_RELEASE, "INDEX budget_reservation_job (job_id=?)"),
@@ -1422,7 +1425,7 @@ mod tests {
                     .bind("[]")
                     .bind(0_i64)
                     .bind(uuid::Uuid::nil())
-                    .fetch_all(&write)
+                    .fetch_all(&mut *write)
                     .await
                     .unwrap();
             let plan: Vec<String> = plan.into_iter().map(|(_, _, _, detail)| detail).collect();
@@ -1432,6 +1435,7 @@ mod tests {
                 "{plan:?}"
             );
         }
+        drop(write);
         store.close().await;
     }
 }

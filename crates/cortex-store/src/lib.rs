@@ -19,6 +19,7 @@ mod baseline;
 mod engine;
 mod error;
 mod rows;
+mod sqlite_writer;
 
 pub mod agents;
 pub mod approvals;

@@ -257,25 +257,27 @@ mod tests {
     /// range, not walk every job that ever ended through the status index.
     #[tokio::test]
     async fn sqlite_finds_ended_jobs_by_their_completion_time() {
-        let (_dir, store, write) = crate::engine::scratch_sqlite().await;
+        let (_dir, store) = crate::engine::scratch_sqlite().await;
+        let mut write = crate::engine::sqlite_writer(&store).await;
         for (query, range) in [
             (events_of_ended_jobs!(), "(completed_at<?)"),
             (ended_jobs!(), "(completed_at<?)"),
             (ended_jobs_after!(), "(completed_at>? AND completed_at<?)"),
         ] {
-            let plan = explain(&write, query).await;
+            let plan = explain(&mut write, query).await;
             let range = format!("USING INDEX job_completed {range}");
             assert!(plan.first().is_some_and(|step| step.contains(&range)), "{query}: {plan:?}");
         }
+        drop(write);
         store.close().await;
     }
 
     /// The plan's steps, outermost first.
-    async fn explain(pool: &sqlx::SqlitePool, query: &str) -> Vec<String> {
+    async fn explain(conn: &mut sqlx::SqliteConnection, query: &str) -> Vec<String> {
         let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {query}"))).bind(0_i64).bind(500_i64);
         let rows: Vec<(i64, i64, i64, String)> =
             if query.contains("$4") { rows.bind(0_i64).bind(uuid::Uuid::nil()) } else { rows }
-                .fetch_all(pool)
+                .fetch_all(conn)
                 .await
                 .unwrap();
         rows.into_iter().map(|(_, _, _, detail)| detail).collect()

@@ -111,3 +111,21 @@ fn the_binary_rebases_itself_from_packed_relocations() {
     assert!(elf.contains("DYN (Position-Independent Executable file)"), "{elf}");
     assert!(elf.contains("(RELR)"), "no DT_RELR entry:\n{elf}");
 }
+
+include!("../../link/fingerprint.rs");
+
+/// The linker's list of hot code (`link/hot-symbols.txt`, `build.rs`) was made for this dependency
+/// graph. Function names change with it, and a list made for another one leaves an idle server's code
+/// spread out again (18 → 30 MiB resident the one time it happened, docs/PERFORMANCE.md section 23).
+#[test]
+fn the_hot_symbol_list_was_made_for_these_dependencies() {
+    let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let list = std::fs::read_to_string(crate_dir.join("link/hot-symbols.txt")).unwrap();
+    let current = dependency_fingerprint(&crate_dir.join("../..")).unwrap();
+    assert_eq!(
+        recorded_fingerprint(&list),
+        Some(current.as_str()),
+        "Cargo.lock or a manifest changed since link/hot-symbols.txt was made: build the release binary \
+         (cargo build --release -p cortex) and run scripts/hot-symbols.sh target/release/cortex"
+    );
+}
