@@ -10,12 +10,11 @@ use cortex_core::Timestamp;
 use cortex_core::clock::Clock;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-
-use crate::sqlite_writer::{Writer, WriterTx};
 use sqlx::{PgPool, SqlitePool};
 
 use crate::events::NewEvent;
 use crate::notify::{Notification, Notifier, PG_CHANNEL};
+use crate::sqlite_writer::{Writer, WriterTx};
 use crate::{Result, StoreError};
 
 /// Where the data lives.
